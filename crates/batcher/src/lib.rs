@@ -1,0 +1,22 @@
+//! The batcher driver: the I/O around the pure policy.
+//!
+//! It reads tasks from the [`Queue`](batchgate_queue::Queue), hands them to the wait-or-full
+//! policy, and when the policy releases a batch, calls the worker once with the whole batch,
+//! writes every task's result to the [`ResultStore`](batchgate_queue::ResultStore), and only
+//! then acknowledges the tasks in the queue.
+//!
+//! A batch is formed only when a worker slot is free (`max_inflight_batches`): while the worker
+//! is saturated, tasks wait in the queue — where depth is visible and bounded — rather than in
+//! a buffer here, and the next free slot takes a full batch at once.
+//!
+//! Layout:
+//! - [`driver`]: [`Batcher`], the read → batch → dispatch loop and its drain on shutdown.
+//! - [`dispatch`]: one batch's trip: worker call, result write, ack.
+//! - [`metrics`]: [`BatcherMetrics`], registered in the process's Prometheus registry.
+
+mod dispatch;
+pub mod driver;
+pub mod metrics;
+
+pub use driver::{Batcher, BatcherConfig, DrainReport};
+pub use metrics::BatcherMetrics;

@@ -1,0 +1,107 @@
+//! The batcher's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label for why a batch was flushed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `full`, `timer` or `drain`.
+    pub reason: &'static str,
+}
+
+/// Label for how a task ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `success` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// Handles to the batcher's metrics (cloning is shallow: clones update the same series).
+#[derive(Debug, Clone)]
+pub struct BatcherMetrics {
+    /// `batchgate_batch_size`: inputs per worker call.
+    pub batch_size: Histogram,
+    /// `batchgate_batches_total{reason}`: batches flushed, by trigger.
+    pub batches: Family<ReasonLabel, Counter>,
+    /// `batchgate_batch_wait_seconds`: time from a batch's first task entering the buffer to
+    /// the flush.
+    pub batch_wait: Histogram,
+    /// `batchgate_worker_call_duration_seconds`: one worker call, success or not.
+    pub worker_latency: Histogram,
+    /// `batchgate_worker_errors_total`: worker calls that failed.
+    pub worker_errors: Counter,
+    /// `batchgate_tasks_completed_total{outcome}`: results written.
+    pub tasks_completed: Family<OutcomeLabel, Counter>,
+    /// `batchgate_inflight_batches`: worker calls under way.
+    pub inflight_batches: Gauge,
+}
+
+/// Buckets of the batch-size histogram: fine near the top, where "are we filling batches" is
+/// decided.
+const BATCH_SIZE_BUCKETS: [f64; 14] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 40.0, 48.0, 56.0, 60.0, 62.0, 63.0, 64.0,
+];
+
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3,
+        0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl BatcherMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = BatcherMetrics {
+            batch_size: Histogram::new(BATCH_SIZE_BUCKETS),
+            batches: Family::default(),
+            batch_wait: Histogram::new(seconds_buckets()),
+            worker_latency: Histogram::new(seconds_buckets()),
+            worker_errors: Counter::default(),
+            tasks_completed: Family::default(),
+            inflight_batches: Gauge::default(),
+        };
+        registry.register(
+            "batchgate_batch_size",
+            "Inputs per worker call",
+            m.batch_size.clone(),
+        );
+        registry.register(
+            "batchgate_batches",
+            "Batches flushed, by reason (full, timer, drain)",
+            m.batches.clone(),
+        );
+        registry.register(
+            "batchgate_batch_wait_seconds",
+            "Time from a batch's first task entering the buffer to its flush",
+            m.batch_wait.clone(),
+        );
+        registry.register(
+            "batchgate_worker_call_duration_seconds",
+            "Duration of one worker call",
+            m.worker_latency.clone(),
+        );
+        registry.register(
+            "batchgate_worker_errors",
+            "Worker calls that failed",
+            m.worker_errors.clone(),
+        );
+        registry.register(
+            "batchgate_tasks_completed",
+            "Task results written, by outcome",
+            m.tasks_completed.clone(),
+        );
+        registry.register(
+            "batchgate_inflight_batches",
+            "Worker calls under way",
+            m.inflight_batches.clone(),
+        );
+        m
+    }
+}

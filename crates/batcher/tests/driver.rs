@@ -1,0 +1,181 @@
+//! The driver on in-process backends, under tokio's paused clock: flush timing is exact.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use batchgate_batcher::{Batcher, BatcherConfig, BatcherMetrics};
+use batchgate_policy::Limits;
+use batchgate_protocol::api::TaskStatus;
+use batchgate_protocol::sim_output;
+use batchgate_protocol::task::Task;
+use batchgate_queue::memory::{MemoryQueue, MemoryResultStore};
+use batchgate_queue::{Queue, ResultStore};
+use batchgate_worker::{Worker, WorkerError};
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A worker that records when each call started and how big it was.
+struct Recording {
+    calls: Mutex<Vec<(Instant, usize)>>,
+    cost: Duration,
+    fail: bool,
+}
+
+#[async_trait]
+impl Worker for Recording {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+        self.calls
+            .lock()
+            .expect("lock")
+            .push((Instant::now(), inputs.len()));
+        tokio::time::sleep(self.cost).await;
+        if self.fail {
+            return Err(WorkerError::Status {
+                status: 500,
+                message: "boom".into(),
+            });
+        }
+        Ok(inputs.iter().map(|i| sim_output(i)).collect())
+    }
+}
+
+struct Harness {
+    queue: Arc<MemoryQueue>,
+    store: Arc<MemoryResultStore>,
+    worker: Arc<Recording>,
+    shutdown: CancellationToken,
+    batcher: tokio::task::JoinHandle<batchgate_batcher::DrainReport>,
+}
+
+fn start(max_inflight: usize, cost: Duration, fail: bool) -> Harness {
+    let queue = Arc::new(MemoryQueue::new(16, 100_000));
+    let store = Arc::new(MemoryResultStore::new(100_000, Duration::from_secs(600)));
+    let worker = Arc::new(Recording {
+        calls: Mutex::default(),
+        cost,
+        fail,
+    });
+    let batcher = Batcher::new(
+        queue.clone(),
+        store.clone(),
+        worker.clone(),
+        BatcherConfig {
+            limits: Limits::default(),
+            max_inflight_batches: max_inflight,
+        },
+        BatcherMetrics::register(&mut Registry::default()),
+    );
+    let shutdown = CancellationToken::new();
+    let batcher = tokio::spawn(batcher.run(shutdown.clone()));
+    Harness {
+        queue,
+        store,
+        worker,
+        shutdown,
+        batcher,
+    }
+}
+
+impl Harness {
+    async fn submit(&self, n: usize, tag: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = format!("{tag}-{i}");
+            self.store.create(&id, 0).await.expect("create");
+            self.queue
+                .enqueue(Task {
+                    task_id: id.clone(),
+                    input: format!("input {tag} {i}"),
+                    enqueued_at: SystemTime::now(),
+                })
+                .await
+                .expect("enqueue");
+            ids.push(id);
+        }
+        ids
+    }
+
+    async fn wait_all(&self, ids: &[String]) -> Vec<TaskStatus> {
+        let mut out = Vec::new();
+        for id in ids {
+            let r = self
+                .store
+                .wait(id, Duration::from_secs(60))
+                .await
+                .expect("wait")
+                .expect("exists");
+            out.push(r.status);
+        }
+        out
+    }
+
+    fn calls(&self) -> Vec<(Instant, usize)> {
+        self.worker.calls.lock().expect("lock").clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_task_flushes_exactly_50ms_after_it_arrived() {
+    let h = start(4, Duration::from_millis(10), false);
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let t0 = Instant::now();
+    let ids = h.submit(1, "a").await;
+    assert_eq!(h.wait_all(&ids).await, vec![TaskStatus::Success]);
+    assert_eq!(h.calls(), vec![(t0 + Duration::from_millis(50), 1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sixty_four_tasks_flush_at_once_and_65th_waits_its_own_window() {
+    let h = start(4, Duration::from_millis(10), false);
+    let t0 = Instant::now();
+    let ids = h.submit(65, "b").await;
+    let statuses = h.wait_all(&ids).await;
+    assert!(statuses.iter().all(|s| *s == TaskStatus::Success));
+    assert_eq!(
+        h.calls(),
+        vec![(t0, 64), (t0 + Duration::from_millis(50), 1)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn outputs_are_not_cross_wired_and_batches_never_exceed_64() {
+    let h = start(2, Duration::from_millis(200), false);
+    let ids = h.submit(1000, "c").await;
+    h.wait_all(&ids).await;
+    for (i, id) in ids.iter().enumerate() {
+        let r = h.store.get(id).await.expect("get").expect("exists");
+        assert_eq!(r.output, Some(sim_output(&format!("input c {i}"))));
+    }
+    let calls = h.calls();
+    assert!(calls.iter().all(|(_, n)| *n <= 64));
+    assert_eq!(calls.iter().map(|(_, n)| n).sum::<usize>(), 1000);
+    // With the worker saturated, tasks wait in the queue and every batch leaves full.
+    assert!(calls[..calls.len() - 1].iter().all(|(_, n)| *n == 64));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_worker_call_fails_its_tasks_with_a_reason() {
+    let h = start(2, Duration::from_millis(5), true);
+    let ids = h.submit(3, "d").await;
+    assert_eq!(h.wait_all(&ids).await, vec![TaskStatus::Failed; 3]);
+    let r = h.store.get(&ids[0]).await.expect("get").expect("exists");
+    assert_eq!(r.error.as_deref(), Some("worker error: worker answered 500: boom"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_the_queue_and_the_buffer() {
+    let h = start(1, Duration::from_millis(200), false);
+    let ids = h.submit(300, "e").await;
+    // Let the first batch leave, then ask for shutdown with 236 tasks still queued.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    h.shutdown.cancel();
+    let report = h.batcher.await.expect("join");
+    assert!(report.drained_batches >= 4, "{report:?}");
+    for id in &ids {
+        let r = h.store.get(id).await.expect("get").expect("exists");
+        assert_eq!(r.status, TaskStatus::Success, "{id}");
+    }
+    assert_eq!(h.queue.depth().await.expect("depth").iter().sum::<usize>(), 0);
+}

@@ -1,0 +1,76 @@
+//! The public HTTP API's JSON bodies.
+
+use serde::{Deserialize, Serialize};
+
+/// Body of `POST /v1/inference`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceRequest {
+    /// The text to run the model on.
+    pub input: String,
+    /// The caller's own label for itself; informational until authentication says who it is.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// Query parameters accepted by both `POST /v1/inference` and `GET /v1/result/{id}`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct WaitQuery {
+    /// How long the call may wait for the result, in milliseconds (capped by the server).
+    pub wait_ms: Option<u64>,
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    /// Accepted and not finished yet.
+    Pending,
+    /// The worker produced an output.
+    Success,
+    /// It will never have an output; `error` says why.
+    Failed,
+}
+
+impl TaskStatus {
+    /// True once the task will not change again.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskStatus::Pending)
+    }
+}
+
+/// Body of `GET /v1/result/{id}`, of `POST /v1/inference` (202 while pending, 200 when done).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// The task's id, as returned when it was accepted.
+    pub task_id: String,
+    /// Where the task is.
+    pub status: TaskStatus,
+    /// The worker's output, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Why it failed, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the gateway accepted it, in milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// When its result was stored, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<u64>,
+}
+
+/// Every error body: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error itself.
+    pub error: ErrorDetail,
+}
+
+/// A stable machine-readable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, safe to match on.
+    pub code: String,
+    /// Human-readable explanation; never contains internals.
+    pub message: String,
+}

@@ -1,0 +1,35 @@
+//! Wire types shared by every part of batchgate.
+//!
+//! Nothing here does I/O: these are the shapes that cross a boundary, so that the gateway, the
+//! batcher, the workers and the load generator agree on them by construction.
+//!
+//! Layout:
+//! - [`api`]: the public HTTP API's JSON (`POST /v1/inference`, `GET /v1/result/{id}`, errors).
+//! - [`worker_api`]: the fixed worker batch API (`POST /v1/batch`).
+//! - [`task`]: the task as it travels through the queue.
+//! - [`sim_output`]: the reference simulated worker's output function, shared with checkers.
+
+pub mod api;
+pub mod task;
+pub mod worker_api;
+
+use sha2::{Digest, Sha256};
+
+/// The reference simulated worker's output for `input`: the lowercase hex SHA-256 of its UTF-8
+/// bytes. Lives here so the worker, the tests and the load generator compute it the same way.
+pub fn sim_output(input: &str) -> String {
+    hex::encode(Sha256::digest(input.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_output_is_hex_sha256() {
+        assert_eq!(
+            sim_output("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

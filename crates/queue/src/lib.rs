@@ -1,0 +1,17 @@
+//! The seams between the gateway and the batcher: the task [`Queue`] and the [`ResultStore`].
+//!
+//! Both are traits so that the same gateway and batcher code runs on the embedded deployment
+//! (in-process implementations, in [`memory`]) and on the distributed one (Redis).
+//!
+//! Layout:
+//! - [`Queue`], [`Delivery`], [`Receipt`], [`QueueError`]: enqueue, read a batch's worth, ack.
+//! - [`ResultStore`], [`TaskRecord`], [`Completion`], [`StoreError`]: one record per task, with
+//!   TTL, and a `wait` that is woken by the completion rather than by polling.
+//! - [`memory`]: the in-process, bounded, partitioned queue and the sharded result store.
+
+pub mod memory;
+mod queue;
+mod store;
+
+pub use queue::{Delivery, Queue, QueueError, Receipt};
+pub use store::{Completion, Outcome, ResultStore, StoreError, TaskRecord};

@@ -1,0 +1,17 @@
+//! In-process implementations for the embedded deployment: everything lives in one process and
+//! dies with it, so acknowledgements have nothing to protect against and are no-ops.
+
+mod queue;
+mod store;
+
+pub use queue::MemoryQueue;
+pub use store::MemoryResultStore;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+/// Spreads task ids over `n` buckets (partitions or shards).
+fn bucket(hasher: &RandomState, key: &str, n: usize) -> usize {
+    // The modulo of a 64-bit hash by a small n: the truncation is the point.
+    (hasher.hash_one(key) % n as u64) as usize
+}

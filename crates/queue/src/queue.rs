@@ -1,0 +1,59 @@
+//! The task queue's trait and types.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use batchgate_protocol::task::Task;
+
+/// Identifies a delivered task to its queue, so that it can be acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The partition the task was read from.
+    pub partition: usize,
+    /// The backend's id of the entry within that partition (empty where acks are not needed).
+    pub entry_id: String,
+}
+
+/// A task handed to a reader, with what it takes to acknowledge it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The task itself.
+    pub task: Task,
+    /// Pass back to [`Queue::ack`] once the task's result is stored.
+    pub receipt: Receipt,
+}
+
+/// Why a queue operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue holds its capacity already; the caller should shed the request.
+    #[error("queue is full ({capacity} tasks)")]
+    Full {
+        /// The configured capacity.
+        capacity: usize,
+    },
+    /// The backend could not be reached or answered with an error.
+    #[error("queue backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A partitioned, bounded, at-least-once task queue.
+///
+/// Readers get tasks from any partition they serve, and acknowledge each task only after its
+/// result is stored; an unacknowledged task may be delivered again (to another reader) by
+/// backends that survive a reader's death.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Adds a task. Fails fast with [`QueueError::Full`] instead of growing past capacity.
+    async fn enqueue(&self, task: Task) -> Result<(), QueueError>;
+
+    /// Takes up to `max` tasks, waiting at most `block` for the first one. An empty vector
+    /// means nothing arrived in time.
+    async fn read(&self, max: usize, block: Duration) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Marks tasks as done, so they are never delivered again.
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), QueueError>;
+
+    /// Tasks waiting in each partition (not yet delivered).
+    async fn depth(&self) -> Result<Vec<usize>, QueueError>;
+}

@@ -1,0 +1,105 @@
+//! The result store's trait and types.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use batchgate_protocol::api::{TaskStatus, TaskView};
+
+/// What the store holds for one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// Pending, or how it ended.
+    pub status: TaskStatus,
+    /// The worker's output, on success.
+    pub output: Option<String>,
+    /// Why it failed, on failure.
+    pub error: Option<String>,
+    /// Accepted at, milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// Result stored at, milliseconds since the Unix epoch.
+    pub completed_at: Option<u64>,
+}
+
+impl TaskRecord {
+    /// A fresh record for a task accepted at `created_at`.
+    pub fn pending(created_at: u64) -> Self {
+        TaskRecord {
+            status: TaskStatus::Pending,
+            output: None,
+            error: None,
+            created_at,
+            completed_at: None,
+        }
+    }
+
+    /// The API's view of this record.
+    pub fn view(&self, task_id: &str) -> TaskView {
+        TaskView {
+            task_id: task_id.to_owned(),
+            status: self.status,
+            output: self.output.clone(),
+            error: self.error.clone(),
+            created_at: self.created_at,
+            completed_at: self.completed_at,
+        }
+    }
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The worker's output for the task's input.
+    Success(String),
+    /// The reason it will never have one.
+    Failed(String),
+}
+
+/// One task's final result, as the batcher writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// Which task.
+    pub task_id: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When, in milliseconds since the Unix epoch.
+    pub completed_at: u64,
+}
+
+/// Why a store operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store holds as many records as it may; the caller should shed the request.
+    #[error("result store is full ({capacity} records)")]
+    Full {
+        /// The configured capacity.
+        capacity: usize,
+    },
+    /// The backend could not be reached or answered with an error.
+    #[error("result store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Short-lived storage of task results, keyed by task id, with a TTL.
+#[async_trait]
+pub trait ResultStore: Send + Sync + 'static {
+    /// Records a newly accepted task as pending.
+    async fn create(&self, task_id: &str, created_at: u64) -> Result<(), StoreError>;
+
+    /// Stores final results and wakes whoever waits for them. Unknown ids (expired, or never
+    /// created here) are stored all the same: a result is never thrown away.
+    async fn complete(&self, completions: Vec<Completion>) -> Result<(), StoreError>;
+
+    /// Forgets a task, used when it was recorded but could not be enqueued.
+    async fn remove(&self, task_id: &str) -> Result<(), StoreError>;
+
+    /// The task's record, or `None` if unknown or expired.
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError>;
+
+    /// Like [`ResultStore::get`], but if the task is pending, waits up to `timeout` for it to
+    /// finish, woken by [`ResultStore::complete`] (no polling).
+    async fn wait(&self, task_id: &str, timeout: Duration)
+        -> Result<Option<TaskRecord>, StoreError>;
+
+    /// How many records the store holds (pending and finished).
+    async fn count(&self) -> Result<usize, StoreError>;
+}

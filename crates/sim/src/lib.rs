@@ -1,0 +1,16 @@
+//! The reference "fixed GPU worker": a cost model that behaves like a batch inference server.
+//!
+//! A call with `n` inputs takes `base + per_item × n` (defaults 150 ms and 0.78 ms, ≈ 200 ms
+//! for 64), at most `slots` calls run at once (the simulated GPUs) and further calls queue for
+//! a slot. Every output is [`batchgate_protocol::sim_output`] of its input, so any result can
+//! be checked by whoever sent the input.
+//!
+//! Layout:
+//! - [`model`]: [`SimWorker`], the cost model; it implements [`batchgate_worker::Worker`] so
+//!   `batchgate serve` can use it in-process.
+//! - [`server`]: the same model behind the JSON batch API over HTTP (`batchgate worker --sim`).
+
+pub mod model;
+pub mod server;
+
+pub use model::{SimConfig, SimError, SimStats, SimWorker};

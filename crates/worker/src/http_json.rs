@@ -1,0 +1,196 @@
+//! Adapter for batchgate's own JSON batch API: `POST {base}/v1/batch`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use batchgate_protocol::api::ErrorBody;
+use batchgate_protocol::worker_api::{BatchRequest, BatchResponse};
+
+use crate::{Worker, WorkerError};
+
+/// Default time one batch call may take before it counts as failed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest error message kept from a worker's body, so a huge error page cannot flood logs.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// Calls a worker that speaks the JSON batch API over HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpJsonWorker {
+    /// Pooled HTTP client (cloning is shallow).
+    client: reqwest::Client,
+    /// `{base}/v1/batch`, computed once.
+    endpoint: String,
+    /// Bound on one call, connect to last byte.
+    timeout: Duration,
+}
+
+impl HttpJsonWorker {
+    /// A client for the worker at `base_url` (e.g. `http://127.0.0.1:9000`).
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, WorkerError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(256)
+            .build()
+            .map_err(|e| WorkerError::Unreachable(e.to_string()))?;
+        Ok(HttpJsonWorker {
+            client,
+            endpoint: format!("{}/v1/batch", base_url.trim_end_matches('/')),
+            timeout,
+        })
+    }
+
+    /// The URL batches are posted to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> WorkerError {
+    if e.is_timeout() {
+        WorkerError::Timeout
+    } else {
+        WorkerError::Unreachable(e.to_string())
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if let Some((cut, _)) = s.char_indices().nth(MAX_ERROR_CHARS) {
+        s.truncate(cut);
+    }
+    s
+}
+
+#[async_trait]
+impl Worker for HttpJsonWorker {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+        let call = async {
+            let response = self
+                .client
+                .post(&self.endpoint)
+                .json(&BatchRequest {
+                    inputs: inputs.to_vec(),
+                })
+                .send()
+                .await
+                .map_err(|e| transport_error(&e))?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+            if !status.is_success() {
+                let message = serde_json::from_slice::<ErrorBody>(&body)
+                    .map(|e| e.error.message)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+                return Err(WorkerError::Status {
+                    status: status.as_u16(),
+                    message: truncate(message),
+                });
+            }
+            let parsed: BatchResponse = serde_json::from_slice(&body)
+                .map_err(|e| WorkerError::InvalidResponse(e.to_string()))?;
+            if parsed.outputs.len() != inputs.len() {
+                return Err(WorkerError::InvalidResponse(format!(
+                    "{} outputs for {} inputs",
+                    parsed.outputs.len(),
+                    inputs.len()
+                )));
+            }
+            Ok(parsed.outputs)
+        };
+        // reqwest's own timeout covers the request; this one also bounds reading the body.
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| WorkerError::Timeout)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use axum::{Json, Router};
+
+    use super::*;
+
+    async fn serve(router: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn round_trip_keeps_order() {
+        let url = serve(Router::new().route(
+            "/v1/batch",
+            post(|Json(req): Json<BatchRequest>| async move {
+                Json(BatchResponse {
+                    outputs: req.inputs.iter().map(|i| i.to_uppercase()).collect(),
+                })
+            }),
+        ))
+        .await;
+        let w = HttpJsonWorker::new(&url, DEFAULT_TIMEOUT).expect("client");
+        let out = w
+            .infer(&["a".into(), "b".into()])
+            .await
+            .expect("infer works");
+        assert_eq!(out, vec!["A", "B"]);
+    }
+
+    #[tokio::test]
+    async fn wrong_output_count_and_error_status_are_errors() {
+        let url = serve(
+            Router::new()
+                .route(
+                    "/v1/batch",
+                    post(|| async {
+                        Json(BatchResponse {
+                            outputs: vec!["only one".into()],
+                        })
+                    }),
+                )
+                .route(
+                    "/bad/v1/batch",
+                    post(|| async {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            r#"{"error":{"code":"busy","message":"all slots busy"}}"#,
+                        )
+                    }),
+                ),
+        )
+        .await;
+        let w = HttpJsonWorker::new(&url, DEFAULT_TIMEOUT).expect("client");
+        let err = w
+            .infer(&["a".into(), "b".into()])
+            .await
+            .expect_err("mismatch");
+        assert!(matches!(err, WorkerError::InvalidResponse(_)), "{err:?}");
+        let w = HttpJsonWorker::new(&format!("{url}/bad"), DEFAULT_TIMEOUT).expect("client");
+        let err = w.infer(&["a".into()]).await.expect_err("503");
+        match err {
+            WorkerError::Status { status, message } => {
+                assert_eq!(status, 503);
+                assert_eq!(message, "all slots busy");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_worker_fails_fast() {
+        // Bind then drop, so the port is very likely closed.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let w = HttpJsonWorker::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2))
+            .expect("client");
+        let err = w.infer(&["a".into()]).await.expect_err("closed port");
+        assert!(matches!(err, WorkerError::Unreachable(_)), "{err:?}");
+    }
+}

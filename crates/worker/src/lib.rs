@@ -1,0 +1,43 @@
+//! The fixed GPU worker API, as the batcher sees it: one [`Worker`] trait, one call per batch.
+//!
+//! Adapters translate a batch into a protocol; everything about batching stays out of here.
+//!
+//! Layout:
+//! - [`Worker`] and [`WorkerError`]: the trait and what can go wrong with a call.
+//! - [`http_json`]: batchgate's own JSON batch API (`POST /v1/batch`), see `docs/worker-api.md`.
+
+pub mod http_json;
+
+use async_trait::async_trait;
+
+pub use http_json::HttpJsonWorker;
+
+/// Why a worker call produced no outputs.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WorkerError {
+    /// The call took longer than its timeout.
+    #[error("worker call timed out")]
+    Timeout,
+    /// The worker could not be reached, or the connection broke.
+    #[error("worker unreachable: {0}")]
+    Unreachable(String),
+    /// The worker answered with an error status.
+    #[error("worker answered {status}: {message}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The worker's error message, or the start of its body.
+        message: String,
+    },
+    /// The worker's answer did not follow the protocol.
+    #[error("invalid worker response: {0}")]
+    InvalidResponse(String),
+}
+
+/// A model server that takes a whole batch in one call.
+#[async_trait]
+pub trait Worker: Send + Sync + 'static {
+    /// Runs the model on `inputs`; on success `outputs[i]` belongs to `inputs[i]`, and there
+    /// are exactly as many outputs as inputs.
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError>;
+}
