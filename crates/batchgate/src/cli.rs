@@ -1,0 +1,297 @@
+//! The subcommands and their flags. Every flag has a `BATCHGATE_*` environment variable and
+//! may be set in the `--config` TOML file; precedence is flag > environment > file > default.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use batchgate_bench::BenchArgs;
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config_file;
+use crate::serve::{ServeConfig, WorkerChoice};
+use crate::telemetry::{self, LogFormat};
+use crate::worker::WorkerConfig;
+
+/// Default address of `serve`.
+pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8080";
+/// Default address of `worker`.
+pub const DEFAULT_WORKER_LISTEN: &str = "127.0.0.1:9000";
+
+/// Dynamic batching in front of a fixed GPU inference API.
+#[derive(Debug, Parser)]
+#[command(name = "batchgate", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML file with flag values (keys are flag names, at the top level or under a
+    /// `[serve]`/`[worker]`/`[bench]` table); flags and environment variables win over it.
+    #[arg(long, global = true, env = "BATCHGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Log line format.
+    #[arg(long, global = true, env = "BATCHGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing's EnvFilter syntax); `RUST_LOG` overrides it.
+    #[arg(long, global = true, env = "BATCHGATE_LOG_FILTER", default_value = "info")]
+    pub log_filter: String,
+
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole system in one process: gateway, in-process queue, batcher, result
+    /// store, and (unless --worker-url) a built-in simulated worker.
+    Serve(ServeArgs),
+    /// Run the reference worker that serves the fixed batch API (`POST /v1/batch`).
+    Worker(WorkerArgs),
+    /// Load-test a running gateway over HTTP and report rate, errors and latency.
+    Bench(BenchArgs),
+}
+
+/// Flags of `batchgate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BATCHGATE_LISTEN", default_value = DEFAULT_SERVE_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Base URL of a worker serving the JSON batch API; without it a simulated worker runs
+    /// in-process.
+    #[arg(long, env = "BATCHGATE_WORKER_URL")]
+    pub worker_url: Option<String>,
+
+    /// Bound on one worker call, in milliseconds.
+    #[arg(long, env = "BATCHGATE_WORKER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub worker_timeout_ms: u64,
+
+    /// Concurrent batches of the built-in simulated worker (simulated GPUs).
+    #[arg(long, env = "BATCHGATE_SIM_SLOTS", default_value_t = 32)]
+    pub sim_slots: usize,
+
+    /// Fixed cost of one call to the built-in simulated worker, in milliseconds.
+    #[arg(long, env = "BATCHGATE_SIM_BASE_MS", default_value_t = 150.0)]
+    pub sim_base_ms: f64,
+
+    /// Added cost per input of the built-in simulated worker, in milliseconds.
+    #[arg(long, env = "BATCHGATE_SIM_PER_ITEM_MS", default_value_t = 0.78)]
+    pub sim_per_item_ms: f64,
+
+    /// Most inputs in one worker call (the worker API's limit).
+    #[arg(long, env = "BATCHGATE_MAX_BATCH_SIZE", default_value_t = 64)]
+    pub max_batch_size: usize,
+
+    /// Longest wait of a batch's first task before the batch goes, in milliseconds.
+    #[arg(long, env = "BATCHGATE_MAX_WAIT_MS", default_value_t = 50)]
+    pub max_wait_ms: u64,
+
+    /// Partitions of the queue.
+    #[arg(long, env = "BATCHGATE_PARTITIONS", default_value_t = 16)]
+    pub partitions: usize,
+
+    /// Worker calls under way at once [default: --sim-slots with the built-in worker, else 32].
+    #[arg(long, env = "BATCHGATE_MAX_INFLIGHT_BATCHES")]
+    pub max_inflight_batches: Option<usize>,
+
+    /// Most tasks waiting in the queue; past it, submissions get 503 with Retry-After.
+    #[arg(long, env = "BATCHGATE_QUEUE_CAPACITY", default_value_t = 50_000)]
+    pub queue_capacity: usize,
+
+    /// Most records (pending and finished) in the result store; past it, 503.
+    #[arg(long, env = "BATCHGATE_MAX_RESULTS", default_value_t = 8_000_000)]
+    pub max_results: usize,
+
+    /// How long a result is kept after it is stored, in seconds.
+    #[arg(long, env = "BATCHGATE_RESULT_TTL_SECS", default_value_t = 600)]
+    pub result_ttl_secs: u64,
+
+    /// Largest accepted input, in bytes.
+    #[arg(long, env = "BATCHGATE_MAX_INPUT_BYTES", default_value_t = 65_536)]
+    pub max_input_bytes: usize,
+
+    /// Longest the shutdown drain may take before the process exits anyway, in seconds.
+    #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
+    pub grace_period_secs: u64,
+}
+
+/// Flags of `batchgate worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Serve the simulated cost model (the only kind of worker built in so far).
+    #[arg(long, env = "BATCHGATE_SIM", required = true)]
+    pub sim: bool,
+
+    /// Address to listen on.
+    #[arg(long, env = "BATCHGATE_LISTEN", default_value = DEFAULT_WORKER_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Batches that run at once (simulated GPUs); further calls queue.
+    #[arg(long, env = "BATCHGATE_SLOTS", default_value_t = 32)]
+    pub slots: usize,
+
+    /// Fixed cost of one call, in milliseconds.
+    #[arg(long, env = "BATCHGATE_BASE_MS", default_value_t = 150.0)]
+    pub base_ms: f64,
+
+    /// Added cost per input, in milliseconds.
+    #[arg(long, env = "BATCHGATE_PER_ITEM_MS", default_value_t = 0.78)]
+    pub per_item_ms: f64,
+
+    /// Most inputs accepted in one call; more is answered 413.
+    #[arg(long, env = "BATCHGATE_MAX_BATCH_SIZE", default_value_t = 64)]
+    pub max_batch_size: usize,
+}
+
+/// Milliseconds as given on the command line, checked.
+fn millis(name: &str, ms: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(ms / 1000.0)
+        .map_err(|_| format!("--{name} must be a finite number ≥ 0, got {ms}"))
+}
+
+impl ServeArgs {
+    /// Checks the flags and turns them into the plain config `serve::run` takes.
+    pub fn into_config(self) -> Result<ServeConfig, String> {
+        if self.max_batch_size == 0 {
+            return Err("--max-batch-size must be at least 1".into());
+        }
+        if self.partitions == 0 || self.partitions > 1024 {
+            return Err("--partitions must be between 1 and 1024".into());
+        }
+        if self.queue_capacity == 0 || self.max_results == 0 {
+            return Err("--queue-capacity and --max-results must be at least 1".into());
+        }
+        let worker = match self.worker_url {
+            Some(url) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("--worker-url must be an http(s) URL, got {url:?}"));
+                }
+                WorkerChoice::Http {
+                    url,
+                    timeout: Duration::from_millis(self.worker_timeout_ms),
+                }
+            }
+            None => WorkerChoice::Simulated(batchgate_sim::SimConfig {
+                slots: self.sim_slots.max(1),
+                base: millis("sim-base-ms", self.sim_base_ms)?,
+                per_item: millis("sim-per-item-ms", self.sim_per_item_ms)?,
+                max_batch_size: self.max_batch_size,
+            }),
+        };
+        let max_inflight_batches = self.max_inflight_batches.unwrap_or(match &worker {
+            WorkerChoice::Simulated(sim) => sim.slots,
+            WorkerChoice::Http { .. } => batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES,
+        });
+        Ok(ServeConfig {
+            worker,
+            batcher: batchgate_batcher::BatcherConfig {
+                limits: batchgate_policy::Limits {
+                    max_batch_size: self.max_batch_size,
+                    max_wait: Duration::from_millis(self.max_wait_ms),
+                },
+                max_inflight_batches: max_inflight_batches.max(1),
+            },
+            gateway: batchgate_gateway::GatewayConfig {
+                max_input_bytes: self.max_input_bytes,
+                ..Default::default()
+            },
+            partitions: self.partitions,
+            queue_capacity: self.queue_capacity,
+            max_results: self.max_results,
+            result_ttl: Duration::from_secs(self.result_ttl_secs),
+            grace_period: Duration::from_secs(self.grace_period_secs),
+        })
+    }
+}
+
+impl WorkerArgs {
+    /// Checks the flags and turns them into the worker's config.
+    pub fn into_config(self) -> Result<WorkerConfig, String> {
+        if self.max_batch_size == 0 {
+            return Err("--max-batch-size must be at least 1".into());
+        }
+        Ok(WorkerConfig {
+            sim: batchgate_sim::SimConfig {
+                slots: self.slots.max(1),
+                base: millis("base-ms", self.base_ms)?,
+                per_item: millis("per-item-ms", self.per_item_ms)?,
+                max_batch_size: self.max_batch_size,
+            },
+        })
+    }
+}
+
+/// Parses everything (file, environment, flags), then runs the subcommand.
+pub fn main() -> ExitCode {
+    let argv = match config_file::merge_into_args(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(error) => {
+            eprintln!("batchgate: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
+    telemetry::init(cli.log_format, &cli.log_filter);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("batchgate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("batchgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            // Configuration is validated before any port is bound.
+            let listen = args.listen;
+            let config = args_to_config(args.into_config())?;
+            let listener = bind(listen).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
+            crate::serve::run(config, listener, shutdown).await?;
+            Ok(())
+        }
+        Command::Worker(args) => {
+            let listen = args.listen;
+            let config = args_to_config(args.into_config())?;
+            let listener = bind(listen).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
+            crate::worker::run(config, listener, shutdown).await?;
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let json = args.json;
+            let report = batchgate_bench::run(args).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn args_to_config<T>(parsed: Result<T, String>) -> anyhow::Result<T> {
+    parsed.map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}

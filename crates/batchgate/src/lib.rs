@@ -1,0 +1,16 @@
+//! The `batchgate` binary's library half: flag parsing and the composition of the parts.
+//!
+//! Layout:
+//! - [`cli`]: the subcommands and their flags (clap), and `main`.
+//! - [`config_file`]: `--config FILE` (TOML) layered under flags and environment variables.
+//! - [`serve`]: `batchgate serve`, the whole system in one process, and its shutdown order.
+//! - [`worker`]: `batchgate worker --sim`, the reference worker server.
+//! - [`shutdown`]: the one owner of SIGINT/SIGTERM.
+//! - [`telemetry`]: logging setup.
+
+pub mod cli;
+pub mod config_file;
+pub mod serve;
+pub mod shutdown;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,35 @@
+//! `batchgate worker --sim`: the reference worker server.
+
+use std::sync::Arc;
+
+use batchgate_sim::{SimConfig, SimWorker};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// What the worker server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// The simulated cost model.
+    pub sim: SimConfig,
+}
+
+/// Serves the batch API until `shutdown`, then lets calls under way finish.
+pub async fn run(
+    config: WorkerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    info!(
+        %addr,
+        slots = config.sim.slots,
+        base_ms = config.sim.base.as_secs_f64() * 1e3,
+        per_item_ms = config.sim.per_item.as_secs_f64() * 1e3,
+        "simulated worker listening on http://{addr} (POST /v1/batch)"
+    );
+    let worker = Arc::new(SimWorker::new(config.sim));
+    batchgate_sim::server::run(worker, listener, shutdown).await?;
+    info!("simulated worker stopped");
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Every error the API answers with, mapped to an HTTP status and a stable code in one place.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use batchgate_protocol::api::{ErrorBody, ErrorDetail};
+use batchgate_queue::{QueueError, StoreError};
+
+/// An error answer of the API. `Display` is the message clients see: it never carries
+/// internals (backend errors are logged, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not valid JSON.
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// The body is not UTF-8.
+    #[error("request body is not valid UTF-8")]
+    InvalidUtf8,
+    /// The body is JSON but not the expected shape (missing or mistyped fields).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The body is not declared as JSON.
+    #[error("expected a request with `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    /// The `input` field is longer than allowed.
+    #[error("input is {got} bytes; the limit is {max}")]
+    InputTooLarge {
+        /// The input's length.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body is longer than allowed (before it was even parsed).
+    #[error("request body exceeds the limit of {max} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// A query parameter could not be parsed.
+    #[error("invalid query string: {0}")]
+    InvalidQuery(String),
+    /// No such task, or it expired.
+    #[error("no task with this id (unknown or expired)")]
+    TaskNotFound,
+    /// No such route.
+    #[error("no such endpoint")]
+    RouteNotFound,
+    /// Known route, wrong method.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    /// The queue or the result store is at capacity: shed.
+    #[error("the service is at capacity; retry later")]
+    Overloaded {
+        /// Seconds for `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// The service is draining for shutdown.
+    #[error("the service is shutting down; retry on another instance")]
+    ShuttingDown {
+        /// Seconds for `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// A backend failed; details are in the logs.
+    #[error("a backend is unavailable; retry later")]
+    Unavailable {
+        /// Seconds for `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// The request took longer than the gateway allows.
+    #[error("request timed out")]
+    Timeout,
+}
+
+impl ApiError {
+    /// Status and stable snake_case code of each error: the one table of them.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::InvalidUtf8 => (StatusCode::BAD_REQUEST, "invalid_utf8"),
+            ApiError::InvalidRequest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::InputTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "input_too_large"),
+            ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            ApiError::TaskNotFound => (StatusCode::NOT_FOUND, "task_not_found"),
+            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::ShuttingDown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Overloaded { retry_after_secs }
+            | ApiError::ShuttingDown { retry_after_secs }
+            | ApiError::Unavailable { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// Maps a queue failure, logging what the client will not see.
+    pub fn from_queue(error: &QueueError, retry_after_secs: u64) -> Self {
+        match error {
+            QueueError::Full { .. } => ApiError::Overloaded { retry_after_secs },
+            QueueError::Unavailable(detail) => {
+                tracing::error!(%detail, "queue unavailable");
+                ApiError::Unavailable { retry_after_secs }
+            }
+        }
+    }
+
+    /// Maps a result-store failure, logging what the client will not see.
+    pub fn from_store(error: &StoreError, retry_after_secs: u64) -> Self {
+        match error {
+            StoreError::Full { .. } => ApiError::Overloaded { retry_after_secs },
+            StoreError::Unavailable(detail) => {
+                tracing::error!(%detail, "result store unavailable");
+                ApiError::Unavailable { retry_after_secs }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        // The code travels with the response so the metrics layer can count it by code.
+        response.extensions_mut().insert(ErrorCode(code));
+        response
+    }
+}
+
+/// The stable code of an error response, left in the response's extensions for middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);

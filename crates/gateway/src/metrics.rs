@@ -1,0 +1,112 @@
+//! The gateway's Prometheus metrics, and the `/metrics` rendering.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP answer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route template (`/v1/result/{task_id}`), or `unmatched`.
+    pub route: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// Label of a refused request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// The error's stable code.
+    pub code: &'static str,
+}
+
+/// Label of a queue partition.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    /// Partition number.
+    pub partition: u32,
+}
+
+/// Handles to the gateway's metrics (cloning is shallow).
+#[derive(Debug, Clone)]
+pub struct GatewayMetrics {
+    /// `batchgate_http_requests_total{route,status}`.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// `batchgate_http_request_duration_seconds`, all routes but long polls distort it, so
+    /// it is kept for the submit route only.
+    pub submit_latency: Histogram,
+    /// `batchgate_http_errors_total{code}`: error answers by stable code (bad input, shed…).
+    pub errors: Family<CodeLabel, Counter>,
+    /// `batchgate_tasks_accepted_total`.
+    pub tasks_accepted: Counter,
+    /// `batchgate_queue_depth{partition}`, refreshed at each scrape.
+    pub queue_depth: Family<PartitionLabel, Gauge>,
+    /// `batchgate_result_store_records`, refreshed at each scrape.
+    pub result_store_records: Gauge,
+    /// `batchgate_process_resident_memory_bytes`, refreshed at each scrape.
+    pub resident_memory: Gauge,
+}
+
+impl GatewayMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = GatewayMetrics {
+            http_requests: Family::default(),
+            submit_latency: Histogram::new(
+                [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0].into_iter(),
+            ),
+            errors: Family::default(),
+            tasks_accepted: Counter::default(),
+            queue_depth: Family::default(),
+            result_store_records: Gauge::default(),
+            resident_memory: Gauge::default(),
+        };
+        registry.register(
+            "batchgate_http_requests",
+            "HTTP answers by route and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "batchgate_submit_duration_seconds",
+            "Time to accept a task (POST /v1/inference without wait)",
+            m.submit_latency.clone(),
+        );
+        registry.register(
+            "batchgate_http_errors",
+            "Error answers by stable error code",
+            m.errors.clone(),
+        );
+        registry.register(
+            "batchgate_tasks_accepted",
+            "Tasks accepted (answered 202 or 200)",
+            m.tasks_accepted.clone(),
+        );
+        registry.register(
+            "batchgate_queue_depth",
+            "Tasks waiting in each queue partition",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "batchgate_result_store_records",
+            "Records in the result store",
+            m.result_store_records.clone(),
+        );
+        registry.register(
+            "batchgate_process_resident_memory_bytes",
+            "Resident memory of this process",
+            m.resident_memory.clone(),
+        );
+        m
+    }
+}
+
+/// Resident set size of this process, from `/proc/self/status` (Linux); `None` elsewhere.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,73 @@
+//! Extractors whose rejections are our [`ApiError`]s, so every bad request gets our JSON shape.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use batchgate_protocol::api::WaitQuery;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+use crate::config::MAX_WAIT_MS;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON body: declared as JSON, within the body limit, UTF-8, then parsed.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+fn declares_json(request: &Request) -> bool {
+    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        if !declares_json(&request) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let max = state.config.max_body_bytes();
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge { max }
+            } else {
+                ApiError::InvalidRequest(e.body_text())
+            }
+        })?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidUtf8)?;
+        serde_json::from_str(text).map(JsonBody).map_err(|e| {
+            if e.is_data() {
+                ApiError::InvalidRequest(e.to_string())
+            } else {
+                ApiError::InvalidJson(e.to_string())
+            }
+        })
+    }
+}
+
+/// `?wait_ms=N`, capped at [`MAX_WAIT_MS`]; absent means do not wait.
+pub(crate) struct Wait(pub(crate) Duration);
+
+impl FromRequestParts<AppState> for Wait {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Query(q) = Query::<WaitQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+        let ms = q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS);
+        Ok(Wait(Duration::from_millis(ms)))
+    }
+}

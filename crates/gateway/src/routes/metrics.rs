@@ -1,0 +1,42 @@
+//! `GET /metrics`: Prometheus text format.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+
+use crate::metrics::{resident_memory_bytes, PartitionLabel};
+use crate::state::AppState;
+
+/// Refreshes the gauges that are read at scrape time, then renders the registry.
+pub(crate) async fn render(State(state): State<AppState>) -> Response {
+    let m = &state.metrics;
+    if let Ok(depths) = state.queue.depth().await {
+        for (partition, depth) in depths.into_iter().enumerate() {
+            let partition = u32::try_from(partition).unwrap_or(u32::MAX);
+            m.queue_depth
+                .get_or_create(&PartitionLabel { partition })
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+    }
+    if let Ok(records) = state.results.count().await {
+        m.result_store_records
+            .set(i64::try_from(records).unwrap_or(i64::MAX));
+    }
+    if let Some(rss) = resident_memory_bytes() {
+        m.resident_memory.set(i64::try_from(rss).unwrap_or(i64::MAX));
+    }
+    let mut text = String::new();
+    if let Err(error) = encode(&mut text, &state.registry) {
+        tracing::error!(%error, "encoding metrics failed");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

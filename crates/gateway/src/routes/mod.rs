@@ -1,0 +1,91 @@
+//! The routes and the middleware around them.
+//!
+//! - `POST /v1/inference` ([`inference`]), `GET /v1/result/{task_id}` ([`result`]);
+//! - `GET /healthz`, `GET /readyz` ([`health`]); `GET /metrics` ([`metrics`]);
+//! - `GET /openapi.json` ([`openapi`]).
+
+mod extract;
+mod health;
+mod inference;
+mod metrics;
+mod openapi;
+mod result;
+
+use std::time::Instant;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Router};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::{CodeLabel, HttpLabels};
+use crate::state::AppState;
+
+/// The whole API with its middleware; tests call it with `oneshot`, `serve` serves it.
+pub fn router(state: AppState) -> Router {
+    let timeout = state.config.request_timeout;
+    let body_limit = state.config.max_body_bytes();
+    Router::new()
+        .route("/v1/inference", post(inference::submit))
+        .route("/v1/result/{task_id}", get(result::get_result))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::spec))
+        .route_layer(middleware::from_fn_with_state(state.clone(), count_by_route))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TraceLayer::new_for_http())
+                .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+                .layer(HandleErrorLayer::new(|_: BoxError| async { ApiError::Timeout }))
+                .timeout(timeout)
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .with_state(state)
+}
+
+/// Counts answers by matched route and status.
+async fn count_by_route(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let is_submit = route == "/v1/inference" && request.uri().query().is_none();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    if is_submit {
+        state
+            .metrics
+            .submit_latency
+            .observe(started.elapsed().as_secs_f64());
+    }
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Counts every error answer by its stable code, including those of unmatched routes and
+/// timeouts, which never reach a route.
+async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await.into_response();
+    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+        state.metrics.errors.get_or_create(&CodeLabel { code }).inc();
+    }
+    response
+}

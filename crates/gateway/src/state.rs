@@ -1,0 +1,67 @@
+//! The state every route shares.
+
+use std::sync::Arc;
+
+use batchgate_queue::{Queue, ResultStore};
+use prometheus_client::registry::Registry;
+use tokio::sync::{RwLock, RwLockReadGuard};
+
+use crate::config::GatewayConfig;
+use crate::metrics::GatewayMetrics;
+
+/// The gate new tasks pass through. Shutdown closes it, and closing waits for every
+/// submission already past the gate to finish enqueueing — so once [`Admission::close`]
+/// returns, nothing more enters the queue and the batcher can drain it to the end.
+#[derive(Debug)]
+pub struct Admission {
+    /// `true` while accepting. Submissions hold a read guard from the check to the enqueue.
+    open: RwLock<bool>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            open: RwLock::new(true),
+        }
+    }
+}
+
+impl Admission {
+    /// Enters the gate: `Some` while open; keep the guard until the task is enqueued.
+    pub async fn enter(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let guard = self.open.read().await;
+        if *guard {
+            Some(guard)
+        } else {
+            None
+        }
+    }
+
+    /// Closes the gate; returns once every submission that got in has finished.
+    pub async fn close(&self) {
+        *self.open.write().await = false;
+    }
+
+    /// Whether new tasks are accepted.
+    pub async fn is_open(&self) -> bool {
+        *self.open.read().await
+    }
+}
+
+/// Cheap-to-clone handle to everything the routes need (clones are shallow).
+#[derive(Clone)]
+pub struct AppState {
+    /// Where accepted tasks go.
+    pub queue: Arc<dyn Queue>,
+    /// Where results are read from and waited on.
+    pub results: Arc<dyn ResultStore>,
+    /// Closed by shutdown.
+    pub admission: Arc<Admission>,
+    /// Limits.
+    pub config: GatewayConfig,
+    /// The gateway's own metrics.
+    pub metrics: GatewayMetrics,
+    /// The process's registry, rendered by `/metrics` (the batcher registers in it too when
+    /// it runs in the same process).
+    pub registry: Arc<Registry>,
+}
