@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use batchgate_policy::Batch;
 use batchgate_protocol::task::unix_ms;
 use batchgate_queue::{Completion, Delivery, Outcome, Queue, Receipt, ResultStore};
-use batchgate_worker::Worker;
+use batchgate_worker::{Worker, WorkerError};
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
@@ -47,7 +47,18 @@ impl Dispatcher {
 
         self.metrics.inflight_batches.inc();
         let started = Instant::now();
-        let result = self.worker.infer(&inputs).await;
+        let result = self.worker.infer(&inputs).await.and_then(|outputs| {
+            // Every adapter checks this; checking again here keeps a faulty one from leaving
+            // tasks without a result.
+            if outputs.len() == size {
+                Ok(outputs)
+            } else {
+                Err(WorkerError::InvalidResponse(format!(
+                    "{} outputs for {size} inputs",
+                    outputs.len()
+                )))
+            }
+        });
         let took = started.elapsed();
         self.metrics.inflight_batches.dec();
         self.metrics.worker_latency.observe(took.as_secs_f64());
@@ -69,7 +80,7 @@ impl Dispatcher {
             Err(error) => {
                 warn!(%error, size, "worker call failed; failing the batch");
                 self.metrics.worker_errors.inc();
-                let reason = format!("worker error: {error}");
+                let reason = format!("worker error: {}", error.public_reason());
                 (
                     task_ids
                         .into_iter()

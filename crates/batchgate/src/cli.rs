@@ -123,27 +123,27 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Serve the simulated cost model (the only kind of worker built in so far).
-    #[arg(long, env = "BATCHGATE_SIM", required = true)]
+    #[arg(long, env = "BATCHGATE_WORKER_SIM", required = true)]
     pub sim: bool,
 
     /// Address to listen on.
-    #[arg(long, env = "BATCHGATE_LISTEN", default_value = DEFAULT_WORKER_LISTEN)]
+    #[arg(long, env = "BATCHGATE_WORKER_LISTEN", default_value = DEFAULT_WORKER_LISTEN)]
     pub listen: SocketAddr,
 
     /// Batches that run at once (simulated GPUs); further calls queue.
-    #[arg(long, env = "BATCHGATE_SLOTS", default_value_t = 32)]
+    #[arg(long, env = "BATCHGATE_WORKER_SLOTS", default_value_t = 32)]
     pub slots: usize,
 
     /// Fixed cost of one call, in milliseconds.
-    #[arg(long, env = "BATCHGATE_BASE_MS", default_value_t = 150.0)]
+    #[arg(long, env = "BATCHGATE_WORKER_BASE_MS", default_value_t = 150.0)]
     pub base_ms: f64,
 
     /// Added cost per input, in milliseconds.
-    #[arg(long, env = "BATCHGATE_PER_ITEM_MS", default_value_t = 0.78)]
+    #[arg(long, env = "BATCHGATE_WORKER_PER_ITEM_MS", default_value_t = 0.78)]
     pub per_item_ms: f64,
 
     /// Most inputs accepted in one call; more is answered 413.
-    #[arg(long, env = "BATCHGATE_MAX_BATCH_SIZE", default_value_t = 64)]
+    #[arg(long, env = "BATCHGATE_WORKER_MAX_BATCH_SIZE", default_value_t = 64)]
     pub max_batch_size: usize,
 }
 
@@ -167,8 +167,10 @@ impl ServeArgs {
         }
         let worker = match self.worker_url {
             Some(url) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(format!("--worker-url must be an http(s) URL, got {url:?}"));
+                if !url.starts_with("http://") {
+                    return Err(format!(
+                        "--worker-url must be an http:// URL (TLS to workers is not built yet), got {url:?}"
+                    ));
                 }
                 WorkerChoice::Http {
                     url,

@@ -260,8 +260,7 @@ mod tests {
         let (_dir, path) = write("[serve]\nmax-wiat-ms = 20\n");
         let p = path.to_string_lossy().into_owned();
         let err = parse(&["batchgate", "serve", "--config", &p])
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(err.to_string().contains("unknown key `max-wiat-ms` in [serve]"), "{err}");
     }
 
@@ -286,8 +285,7 @@ mod tests {
         let (_dir, path) = write("max-wait-ms = = 3");
         let p = path.to_string_lossy().into_owned();
         let err = parse(&["batchgate", "serve", "--config", &p])
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(err.to_string().contains("is not valid TOML"), "{err}");
     }
 }

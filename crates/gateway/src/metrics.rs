@@ -35,8 +35,8 @@ pub struct PartitionLabel {
 pub struct GatewayMetrics {
     /// `batchgate_http_requests_total{route,status}`.
     pub http_requests: Family<HttpLabels, Counter>,
-    /// `batchgate_http_request_duration_seconds`, all routes but long polls distort it, so
-    /// it is kept for the submit route only.
+    /// `batchgate_submit_duration_seconds`: time to accept a task. Kept for the submit route
+    /// without `wait_ms` only, since waits would swamp it.
     pub submit_latency: Histogram,
     /// `batchgate_http_errors_total{code}`: error answers by stable code (bad input, shed…).
     pub errors: Family<CodeLabel, Counter>,
@@ -56,7 +56,7 @@ impl GatewayMetrics {
         let m = GatewayMetrics {
             http_requests: Family::default(),
             submit_latency: Histogram::new(
-                [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0].into_iter(),
+                [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
             ),
             errors: Family::default(),
             tasks_accepted: Counter::default(),

@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::{SimError, SimStats, SimWorker};
 
-/// Largest request body: 64 inputs of the gateway's 64 KiB limit, with room for JSON escaping.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest request body: 64 inputs of the gateway's 64 KiB limit, each up to six times longer
+/// once JSON-escaped (`\u00XX`), with room to spare.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Errors of the worker API, each mapped to a status and a stable code in one place.
 #[derive(Debug, thiserror::Error)]

@@ -34,6 +34,19 @@ pub enum WorkerError {
     InvalidResponse(String),
 }
 
+impl WorkerError {
+    /// What a client may be told: the kind of failure, without addresses or the worker's own
+    /// words (those go to the logs).
+    pub fn public_reason(&self) -> String {
+        match self {
+            WorkerError::Timeout => "worker call timed out".into(),
+            WorkerError::Unreachable(_) => "worker unreachable".into(),
+            WorkerError::Status { status, .. } => format!("worker answered {status}"),
+            WorkerError::InvalidResponse(_) => "invalid worker response".into(),
+        }
+    }
+}
+
 /// A model server that takes a whole batch in one call.
 #[async_trait]
 pub trait Worker: Send + Sync + 'static {

@@ -47,6 +47,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             }
         })?;
         let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidUtf8)?;
+        // Every body of this API is an object; serde would also take a struct as an array.
+        if !text.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(_) => ApiError::InvalidRequest("the body must be a JSON object".into()),
+                Err(e) => ApiError::InvalidJson(e.to_string()),
+            });
+        }
         serde_json::from_str(text).map(JsonBody).map_err(|e| {
             if e.is_data() {
                 ApiError::InvalidRequest(e.to_string())

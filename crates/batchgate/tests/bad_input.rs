@@ -1,0 +1,137 @@
+//! Every kind of bad input gets its status and JSON error, is counted, and harms no one else.
+
+mod common;
+
+use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
+use batchgate_protocol::sim_output;
+use common::{client, fast_sim, serve_config, start_serve, start_worker};
+use reqwest::header::CONTENT_TYPE;
+
+struct Case {
+    name: &'static str,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    query: &'static str,
+    status: u16,
+    code: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    let json = Some("application/json");
+    let big_input = format!("{{\"input\": \"{}\"}}", "a".repeat(64 * 1024 + 1));
+    let huge_body = format!("{{\"input\": \"{}\"}}", "a".repeat(400 * 1024));
+    vec![
+        Case { name: "not json", content_type: json, body: b"{not json".to_vec(), query: "", status: 400, code: "invalid_json" },
+        Case { name: "empty body", content_type: json, body: Vec::new(), query: "", status: 400, code: "invalid_json" },
+        Case { name: "wrong type", content_type: json, body: br#"{"input": 42}"#.to_vec(), query: "", status: 422, code: "invalid_request" },
+        Case { name: "missing input", content_type: json, body: br#"{"client_id": "c"}"#.to_vec(), query: "", status: 422, code: "invalid_request" },
+        Case { name: "unknown field", content_type: json, body: br#"{"input": "x", "inptu": 1}"#.to_vec(), query: "", status: 422, code: "invalid_request" },
+        Case { name: "empty input", content_type: json, body: br#"{"input": ""}"#.to_vec(), query: "", status: 422, code: "invalid_request" },
+        Case { name: "array body", content_type: json, body: br#"["input"]"#.to_vec(), query: "", status: 422, code: "invalid_request" },
+        Case { name: "input over 64 KiB", content_type: json, body: big_input.into_bytes(), query: "", status: 413, code: "input_too_large" },
+        Case { name: "body over limit", content_type: json, body: huge_body.into_bytes(), query: "", status: 413, code: "body_too_large" },
+        Case { name: "not utf-8", content_type: json, body: b"{\"input\": \"\xff\xfe\"}".to_vec(), query: "", status: 400, code: "invalid_utf8" },
+        Case { name: "no content type", content_type: None, body: br#"{"input": "x"}"#.to_vec(), query: "", status: 415, code: "unsupported_media_type" },
+        Case { name: "text/plain", content_type: Some("text/plain"), body: br#"{"input": "x"}"#.to_vec(), query: "", status: 415, code: "unsupported_media_type" },
+        Case { name: "bad wait_ms", content_type: json, body: br#"{"input": "x"}"#.to_vec(), query: "?wait_ms=soon", status: 400, code: "invalid_query" },
+        Case { name: "negative wait_ms", content_type: json, body: br#"{"input": "x"}"#.to_vec(), query: "?wait_ms=-1", status: 400, code: "invalid_query" },
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_status_and_json_error_and_good_requests_still_work() {
+    let worker = start_worker(fast_sim(4)).await;
+    let serve = start_serve(serve_config(&worker.url, 4)).await;
+    let http = client();
+    let cases = cases();
+
+    for case in &cases {
+        let mut request = http
+            .post(format!("{}/v1/inference{}", serve.url, case.query))
+            .body(case.body.clone());
+        if let Some(ct) = case.content_type {
+            request = request.header(CONTENT_TYPE, ct);
+        }
+        let response = request.send().await.expect("send");
+        assert_eq!(response.status(), case.status, "{}", case.name);
+        let body: ErrorBody = response.json().await.unwrap_or_else(|e| {
+            panic!("{}: error body is not our JSON shape: {e}", case.name)
+        });
+        assert_eq!(body.error.code, case.code, "{}", case.name);
+        assert!(!body.error.message.is_empty(), "{}", case.name);
+    }
+
+    // Other routes answer in the same shape.
+    for (method, path, status, code) in [
+        ("GET", "/v1/result/does-not-exist", 404, "task_not_found"),
+        ("GET", "/no/such/route", 404, "not_found"),
+        ("DELETE", "/v1/inference", 405, "method_not_allowed"),
+        ("GET", "/v1/result/x?wait_ms=abc", 400, "invalid_query"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let response = http
+            .request(method, format!("{}{path}", serve.url))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), status, "{path}");
+        let body: ErrorBody = response.json().await.expect("json error");
+        assert_eq!(body.error.code, code, "{path}");
+    }
+
+    // The server is unharmed: a good request right after succeeds.
+    let view: TaskView = http
+        .post(format!("{}/v1/inference?wait_ms=30000", serve.url))
+        .json(&serde_json::json!({ "input": "still fine" }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view.status, TaskStatus::Success);
+    assert_eq!(view.output, Some(sim_output("still fine")));
+
+    // Every refusal was counted by its code.
+    let metrics = http
+        .get(format!("{}/metrics", serve.url))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("batchgate_http_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, cases.len() as u64 + 4);
+    // The worker only ever saw the one good input.
+    assert_eq!(worker.sim.stats().items, 1);
+
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[tokio::test]
+async fn health_readiness_and_openapi_answer() {
+    let worker = start_worker(fast_sim(1)).await;
+    let serve = start_serve(serve_config(&worker.url, 1)).await;
+    let http = client();
+    for path in ["/healthz", "/readyz"] {
+        let r = http.get(format!("{}{path}", serve.url)).send().await.expect("send");
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let spec: serde_json::Value = http
+        .get(format!("{}/openapi.json", serve.url))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("the spec is JSON");
+    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    serve.shutdown().await;
+    worker.stop.cancel();
+}

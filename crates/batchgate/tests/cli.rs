@@ -1,0 +1,59 @@
+//! The binary's command line: help text, validation before binding, config file errors.
+
+use std::process::Command;
+
+fn batchgate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_batchgate"))
+        .args(args)
+        .output()
+        .expect("run batchgate")
+}
+
+#[test]
+fn help_documents_flags_with_their_defaults_and_env() {
+    let out = batchgate(&["serve", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--listen",
+        "[default: 127.0.0.1:8080]",
+        "--max-batch-size",
+        "[default: 64]",
+        "--max-wait-ms",
+        "[default: 50]",
+        "--partitions",
+        "[default: 16]",
+        "--worker-url",
+        "--sim-slots",
+        "[env: BATCHGATE_MAX_WAIT_MS=]",
+        "--config",
+    ] {
+        assert!(help.contains(needle), "serve --help lacks {needle:?}:\n{help}");
+    }
+    let out = batchgate(&["worker", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in ["--sim", "--slots", "--base-ms", "[default: 150]", "--per-item-ms", "[default: 0.78]"] {
+        assert!(help.contains(needle), "worker --help lacks {needle:?}:\n{help}");
+    }
+    let out = batchgate(&["bench", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in ["--url", "--rate", "--concurrency", "--duration", "--input-bytes", "--json"] {
+        assert!(help.contains(needle), "bench --help lacks {needle:?}:\n{help}");
+    }
+}
+
+#[test]
+fn invalid_configuration_is_refused_before_binding() {
+    let out = batchgate(&["serve", "--max-batch-size", "0", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-batch-size must be at least 1"), "{err}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let out = batchgate(&["serve", "--config", "/nonexistent/batchgate.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read config file /nonexistent/batchgate.toml"), "{err}");
+}

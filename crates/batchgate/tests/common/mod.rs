@@ -1,0 +1,97 @@
+//! Shared test harness: real servers on 127.0.0.1 port 0, torn down by their tokens.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batchgate::serve::{ServeConfig, ServeOutcome, WorkerChoice};
+use batchgate_batcher::BatcherConfig;
+use batchgate_gateway::GatewayConfig;
+use batchgate_policy::Limits;
+use batchgate_sim::{SimConfig, SimWorker};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A simulated worker served over HTTP, so its counters see exactly what the batcher sent.
+pub struct Worker {
+    pub url: String,
+    pub sim: Arc<SimWorker>,
+    pub stop: CancellationToken,
+}
+
+pub async fn start_worker(config: SimConfig) -> Worker {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind worker");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let sim = Arc::new(SimWorker::new(config));
+    let stop = CancellationToken::new();
+    let server = batchgate_sim::server::run(sim.clone(), listener, stop.clone());
+    tokio::spawn(async move {
+        server.await.expect("worker server failed");
+    });
+    Worker { url, sim, stop }
+}
+
+/// A fast cost model for tests: short calls, still batch-shaped.
+pub fn fast_sim(slots: usize) -> SimConfig {
+    SimConfig {
+        slots,
+        base: Duration::from_millis(20),
+        per_item: Duration::from_micros(100),
+        max_batch_size: 64,
+    }
+}
+
+pub fn serve_config(worker_url: &str, max_inflight_batches: usize) -> ServeConfig {
+    ServeConfig {
+        worker: WorkerChoice::Http {
+            url: worker_url.to_owned(),
+            timeout: Duration::from_secs(10),
+        },
+        batcher: BatcherConfig {
+            limits: Limits::default(),
+            max_inflight_batches,
+        },
+        gateway: GatewayConfig::default(),
+        partitions: 16,
+        queue_capacity: 50_000,
+        max_results: 1_000_000,
+        result_ttl: Duration::from_secs(600),
+        grace_period: Duration::from_secs(30),
+    }
+}
+
+/// `batchgate serve` in this process.
+pub struct Serve {
+    pub url: String,
+    pub stop: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<ServeOutcome>>,
+}
+
+pub async fn start_serve(config: ServeConfig) -> Serve {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(batchgate::serve::run(config, listener, stop.clone()));
+    Serve { url, stop, task }
+}
+
+impl Serve {
+    /// Stops the server and re-raises its failure, if any, in the test.
+    pub async fn shutdown(self) -> ServeOutcome {
+        self.stop.cancel();
+        self.task
+            .await
+            .expect("serve task panicked")
+            .expect("serve failed")
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}

@@ -1,0 +1,140 @@
+//! The whole request path over real HTTP: gateway → queue → batcher → HTTP worker → store.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use batchgate_protocol::api::{TaskStatus, TaskView};
+use batchgate_protocol::sim_output;
+use batchgate_protocol::task::unix_ms;
+use common::{client, fast_sim, serve_config, start_serve, start_worker};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_concurrent_submissions_all_succeed_in_batches_of_at_most_64() {
+    let worker = start_worker(fast_sim(8)).await;
+    let serve = start_serve(serve_config(&worker.url, 8)).await;
+    let http = client();
+
+    let requests = (0..2000).map(|i| {
+        let http = http.clone();
+        let url = format!("{}/v1/inference?wait_ms=30000", serve.url);
+        async move {
+            let input = format!("distinct input number {i}");
+            let response = http
+                .post(&url)
+                .json(&serde_json::json!({ "input": input, "client_id": "e2e" }))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(response.status(), 200, "input {i}");
+            let view: TaskView = response.json().await.expect("json");
+            (input, view)
+        }
+    });
+    let results = futures::future::join_all(requests).await;
+
+    let mut ids = HashSet::new();
+    for (input, view) in &results {
+        assert_eq!(view.status, TaskStatus::Success);
+        assert_eq!(view.output.as_deref(), Some(sim_output(input).as_str()));
+        assert!(ids.insert(view.task_id.clone()), "task ids are unique");
+    }
+    let stats = worker.sim.stats();
+    assert_eq!(stats.items, 2000, "each input went to the worker once");
+    assert_eq!(stats.oversized_calls, 0);
+    assert!(stats.max_batch_seen <= 64, "{stats:?}");
+    assert!(stats.calls >= 2000 / 64, "{stats:?}");
+
+    let outcome = serve.shutdown().await;
+    assert!(outcome.drained);
+    worker.stop.cancel();
+}
+
+#[tokio::test]
+async fn long_poll_is_woken_by_the_result_not_by_its_timeout() {
+    // One slow call, so the task is surely pending when the long poll starts.
+    let worker = start_worker(batchgate_sim::SimConfig {
+        base: Duration::from_millis(300),
+        ..fast_sim(1)
+    })
+    .await;
+    let serve = start_serve(serve_config(&worker.url, 1)).await;
+    let http = client();
+
+    let accepted: TaskView = http
+        .post(format!("{}/v1/inference", serve.url))
+        .json(&serde_json::json!({ "input": "wake me" }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(accepted.status, TaskStatus::Pending);
+
+    let polled: TaskView = http
+        .get(format!("{}/v1/result/{}?wait_ms=30000", serve.url, accepted.task_id))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let answered_at = unix_ms(SystemTime::now());
+    assert_eq!(polled.status, TaskStatus::Success);
+    assert_eq!(polled.output, Some(sim_output("wake me")));
+    let stored_at = polled.completed_at.expect("completed_at");
+    // Returned as soon as the result was stored, not at the end of its 30 s wait.
+    let gap = answered_at.saturating_sub(stored_at);
+    assert!(gap < 1000, "long poll answered {gap} ms after the result was stored");
+    eprintln!("long poll answered {gap} ms after the result was stored");
+
+    // Polling a finished task answers at once; an unknown one is a 404.
+    let again = http
+        .get(format!("{}/v1/result/{}", serve.url, accepted.task_id))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(again.status(), 200);
+    let missing = http
+        .get(format!("{}/v1/result/no-such-task?wait_ms=10", serve.url))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(missing.status(), 404);
+
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[tokio::test]
+async fn worker_failure_fails_the_batch_with_a_reason() {
+    // Nothing listens on this port: every call fails to connect.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let serve = start_serve(serve_config(&closed, 1)).await;
+    let http = client();
+    let submits = (0..3).map(|i| {
+        let http = http.clone();
+        let url = format!("{}/v1/inference?wait_ms=30000", serve.url);
+        async move {
+            http.post(&url)
+                .json(&serde_json::json!({ "input": format!("x{i}") }))
+                .send()
+                .await
+                .expect("send")
+                .json::<TaskView>()
+                .await
+                .expect("json")
+        }
+    });
+    for view in futures::future::join_all(submits).await {
+        assert_eq!(view.status, TaskStatus::Failed);
+        let error = view.error.expect("a reason");
+        assert_eq!(error, "worker error: worker unreachable");
+    }
+    serve.shutdown().await;
+}

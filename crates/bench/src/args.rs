@@ -1,0 +1,294 @@
+//! The `batchgate bench` flags, and their validation into a [`Config`].
+
+use std::time::Duration;
+
+use clap::{ArgGroup, ValueEnum};
+use serde::Serialize;
+
+use crate::duration::parse_duration;
+use crate::BenchError;
+
+/// Default `--url`: a server started with its own defaults on this machine.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+/// Default `--duration`: long enough for a stable p99 at a few thousand requests/s.
+pub const DEFAULT_DURATION: &str = "30s";
+/// Default `--warmup`: none.
+pub const DEFAULT_WARMUP: &str = "0s";
+/// Default `--input-bytes`.
+pub const DEFAULT_INPUT_BYTES: usize = 2048;
+/// Default `--unique-ratio`: every input fresh, so no cache can help the server.
+pub const DEFAULT_UNIQUE_RATIO: f64 = 1.0;
+/// Default `--wait-ms`: long enough that almost every answer comes on the first call.
+pub const DEFAULT_WAIT_MS: u64 = 30_000;
+/// Default `--timeout-ms`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+/// Default `--max-connections`: ~2,500 are in flight at 10,000/s with 250 ms latency.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default `--seed`: fixed, so two runs with the same flags send the same load.
+pub const DEFAULT_SEED: u64 = 42;
+
+/// Shortest accepted `--input-bytes`: every fresh input starts with a 16-character sequence
+/// number, which is what makes fresh inputs distinct.
+pub const MIN_INPUT_BYTES: usize = 16;
+/// Longest accepted `--input-bytes` (16 MiB): far past any sensible request body.
+pub const MAX_INPUT_BYTES: usize = 16 << 20;
+
+/// How intended send times are spaced in open loop.
+#[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ArrivalKind {
+    /// Exactly `1/rate` apart.
+    Fixed,
+    /// Exponential gaps with mean `1/rate` (a Poisson process), from the seeded RNG.
+    Poisson,
+}
+
+/// Flags of `batchgate bench`: drive load at a running batchgate server and report latency,
+/// errors and the server's batching.
+#[derive(clap::Args, Debug, Clone)]
+#[command(group(ArgGroup::new("load").required(true).args(["rate", "concurrency"])))]
+pub struct BenchArgs {
+    /// Base URL of the batchgate server (plain http).
+    #[arg(long, env = "BATCHGATE_BENCH_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+
+    /// Open loop: send this many requests per second, whatever the latency (latency is counted
+    /// from each request's intended send time). Exactly one of --rate and --concurrency.
+    #[arg(long, env = "BATCHGATE_BENCH_RATE")]
+    pub rate: Option<f64>,
+
+    /// Closed loop: this many clients, each sending its next request as soon as the last one
+    /// finished. Exactly one of --rate and --concurrency.
+    #[arg(long, env = "BATCHGATE_BENCH_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+
+    /// Spacing of send times in open loop: `fixed` (exactly 1/rate apart) or `poisson`
+    /// (exponential gaps). Only with --rate.
+    #[arg(
+        long,
+        env = "BATCHGATE_BENCH_ARRIVALS",
+        value_enum,
+        default_value_t = ArrivalKind::Fixed,
+        conflicts_with = "concurrency"
+    )]
+    pub arrivals: ArrivalKind,
+
+    /// How long to send load after the warmup, e.g. `30s`, `500ms`, `2m`.
+    #[arg(long, env = "BATCHGATE_BENCH_DURATION", default_value = DEFAULT_DURATION, value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Length of every input, in bytes (ASCII); at least 16.
+    #[arg(long, env = "BATCHGATE_BENCH_INPUT_BYTES", default_value_t = DEFAULT_INPUT_BYTES)]
+    pub input_bytes: usize,
+
+    /// Fraction in [0, 1] of requests whose input is fresh; the others resend an input already
+    /// sent (drawn from a pool of recent inputs).
+    #[arg(long, env = "BATCHGATE_BENCH_UNIQUE_RATIO", default_value_t = DEFAULT_UNIQUE_RATIO)]
+    pub unique_ratio: f64,
+
+    /// `wait_ms` sent with every call: how long the server may hold a call for its result.
+    #[arg(long, env = "BATCHGATE_BENCH_WAIT_MS", default_value_t = DEFAULT_WAIT_MS)]
+    pub wait_ms: u64,
+
+    /// Client-side timeout of one request, from its send to its final answer (polls included).
+    #[arg(long, env = "BATCHGATE_BENCH_TIMEOUT_MS", default_value_t = DEFAULT_TIMEOUT_MS)]
+    pub timeout_ms: u64,
+
+    /// Most requests in flight at once (and so most open connections). In open loop a request
+    /// due while all are busy is not sent and is counted as `client_overloaded`.
+    #[arg(long, env = "BATCHGATE_BENCH_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Seed of the arrival schedule and of the inputs: the same seed sends the same load.
+    #[arg(long, env = "BATCHGATE_BENCH_SEED", default_value_t = DEFAULT_SEED)]
+    pub seed: u64,
+
+    /// Print the report as JSON instead of a table (stdout carries only the report).
+    #[arg(long, env = "BATCHGATE_BENCH_JSON")]
+    pub json: bool,
+
+    /// Do not check outputs against the simulated worker's (for servers running a real model).
+    #[arg(long, env = "BATCHGATE_BENCH_NO_CHECK")]
+    pub no_check: bool,
+
+    /// Load sent before the measured window, whose requests are not recorded, e.g. `5s`.
+    #[arg(long, env = "BATCHGATE_BENCH_WARMUP", default_value = DEFAULT_WARMUP, value_parser = parse_duration)]
+    pub warmup: Duration,
+}
+
+/// Open or closed loop, with what drives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Mode {
+    /// Requests sent on a schedule of `rate` per second.
+    Open { rate: f64, arrivals: ArrivalKind },
+    /// `concurrency` clients in a send-wait loop.
+    Closed { concurrency: usize },
+}
+
+/// Validated flags: what the rest of the crate reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Base URL without a trailing slash.
+    pub(crate) url: String,
+    pub(crate) mode: Mode,
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) input_bytes: usize,
+    pub(crate) unique_ratio: f64,
+    pub(crate) wait_ms: u64,
+    pub(crate) timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) seed: u64,
+    /// Whether outputs are compared with `sim_output(input)`.
+    pub(crate) check: bool,
+}
+
+impl BenchArgs {
+    /// Checks the flags together; clap checks each alone, but `run` may be called without clap.
+    pub(crate) fn validate(self) -> Result<Config, BenchError> {
+        let invalid = |reason: String| Err(BenchError::InvalidArgs(reason));
+        let mode = match (self.rate, self.concurrency) {
+            (Some(rate), None) => {
+                if !(rate.is_finite() && rate > 0.0) {
+                    return invalid(format!("--rate must be a positive number, got {rate}"));
+                }
+                Mode::Open {
+                    rate,
+                    arrivals: self.arrivals,
+                }
+            }
+            (None, Some(concurrency)) => {
+                if concurrency == 0 || concurrency > self.max_connections {
+                    return invalid(format!(
+                        "--concurrency must be in 1..={} (--max-connections), got {concurrency}",
+                        self.max_connections
+                    ));
+                }
+                if self.arrivals != ArrivalKind::Fixed {
+                    return invalid("--arrivals applies only with --rate".to_owned());
+                }
+                Mode::Closed { concurrency }
+            }
+            _ => return invalid("give exactly one of --rate and --concurrency".to_owned()),
+        };
+        if self.duration.is_zero() {
+            return invalid("--duration must be more than zero".to_owned());
+        }
+        if !(MIN_INPUT_BYTES..=MAX_INPUT_BYTES).contains(&self.input_bytes) {
+            return invalid(format!(
+                "--input-bytes must be in {MIN_INPUT_BYTES}..={MAX_INPUT_BYTES}, got {}",
+                self.input_bytes
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.unique_ratio) {
+            return invalid(format!(
+                "--unique-ratio must be in [0, 1], got {}",
+                self.unique_ratio
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return invalid("--timeout-ms must be more than zero".to_owned());
+        }
+        if self.max_connections == 0 {
+            return invalid("--max-connections must be more than zero".to_owned());
+        }
+        let url = self.url.trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&url) {
+            // The client is built without TLS: batchgate is benchmarked on its plain-http port.
+            Ok(parsed) if parsed.scheme() == "http" => {}
+            _ => {
+                return invalid(format!(
+                    "--url must be a plain http:// URL, got {:?}",
+                    self.url
+                ))
+            }
+        }
+        Ok(Config {
+            url,
+            mode,
+            duration: self.duration,
+            warmup: self.warmup,
+            input_bytes: self.input_bytes,
+            unique_ratio: self.unique_ratio,
+            wait_ms: self.wait_ms,
+            timeout: Duration::from_millis(self.timeout_ms),
+            max_connections: self.max_connections,
+            seed: self.seed,
+            check: !self.no_check,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<BenchArgs, clap::Error> {
+        let argv = std::iter::once("bench").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.args)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let args = parse(&["--rate", "100"]).expect("valid flags");
+        assert_eq!(args.url, DEFAULT_URL);
+        assert_eq!(args.duration, Duration::from_secs(30));
+        assert_eq!(args.warmup, Duration::ZERO);
+        assert_eq!(args.input_bytes, DEFAULT_INPUT_BYTES);
+        assert_eq!(args.arrivals, ArrivalKind::Fixed);
+        assert_eq!(args.seed, DEFAULT_SEED);
+        let config = args.validate().expect("valid config");
+        assert_eq!(
+            config.mode,
+            Mode::Open {
+                rate: 100.0,
+                arrivals: ArrivalKind::Fixed
+            }
+        );
+        assert!(config.check);
+    }
+
+    #[test]
+    fn exactly_one_of_rate_and_concurrency() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--rate", "10", "--concurrency", "2"]).is_err());
+        let args = parse(&["--concurrency", "8", "--duration", "2m"]).expect("valid flags");
+        assert_eq!(args.duration, Duration::from_secs(120));
+        let config = args.validate().expect("valid config");
+        assert_eq!(config.mode, Mode::Closed { concurrency: 8 });
+    }
+
+    #[test]
+    fn arrivals_only_with_rate() {
+        assert!(parse(&["--concurrency", "2", "--arrivals", "poisson"]).is_err());
+        let args = parse(&["--rate", "5", "--arrivals", "poisson"]).expect("valid flags");
+        assert_eq!(args.arrivals, ArrivalKind::Poisson);
+    }
+
+    #[test]
+    fn validation_rejects_nonsense() {
+        for flags in [
+            &["--rate", "0"][..],
+            &["--rate=-3"],
+            &["--rate", "10", "--unique-ratio", "1.5"],
+            &["--rate", "10", "--input-bytes", "3"],
+            &["--rate", "10", "--duration", "0s"],
+            &["--rate", "10", "--url", "ftp://x"],
+            &["--concurrency", "10", "--max-connections", "4"],
+        ] {
+            let args = parse(flags).expect("clap accepts each flag alone");
+            assert!(
+                matches!(args.validate(), Err(BenchError::InvalidArgs(_))),
+                "{flags:?}"
+            );
+        }
+        assert!(parse(&["--rate", "10", "--duration", "soon"]).is_err());
+    }
+}

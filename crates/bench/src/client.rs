@@ -1,0 +1,136 @@
+//! One request's lifecycle: POST, long-poll while pending, judge the answer.
+
+use std::time::Duration;
+
+use batchgate_protocol::api::InferenceRequest;
+use reqwest::Url;
+use tokio::time::Instant;
+
+use crate::args::Config;
+use crate::outcome::{judge, read_answer, Answer, Outcome};
+use crate::BenchError;
+
+/// `client_id` sent with every request, so server logs can tell bench traffic apart.
+const CLIENT_ID: &str = "batchgate-bench";
+
+/// Longest wait for a TCP connection; the request's own timeout still bounds it further.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Least time between two polls of one task. A server that answers `PENDING` at once (a
+/// `wait_ms` capped to zero) would otherwise be polled in a hot loop.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The HTTP client shared by every request of a run: plain http/1.1, one connection per request
+/// in flight, no proxy (a load generator must measure the server, not a proxy).
+pub(crate) fn build_http(config: &Config) -> Result<reqwest::Client, BenchError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(config.max_connections)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT.min(config.timeout))
+        .user_agent(CLIENT_ID)
+        .build()
+        .map_err(BenchError::HttpClient)
+}
+
+/// Sends requests to one server. Shared by all request tasks behind an `Arc`.
+#[derive(Debug)]
+pub(crate) struct Client {
+    /// Pooled connections; cloning a `reqwest::Client` is shallow.
+    http: reqwest::Client,
+    /// `{url}/v1/inference`.
+    inference_url: Url,
+    /// `{url}/v1/result`, to which a task id is appended.
+    result_url: Url,
+    /// The `wait_ms` to send (lowered to the time left before the request's timeout).
+    wait_ms: u64,
+    /// Budget of one request, polls included.
+    timeout: Duration,
+    /// Whether outputs are compared with `sim_output(input)`.
+    check: bool,
+}
+
+impl Client {
+    /// A client for the server at `config.url`.
+    pub(crate) fn new(http: reqwest::Client, config: &Config) -> Result<Self, BenchError> {
+        let parse = |path: &str| {
+            Url::parse(&format!("{}{path}", config.url))
+                .map_err(|error| BenchError::InvalidArgs(format!("--url: {error}")))
+        };
+        Ok(Client {
+            http,
+            inference_url: parse("/v1/inference")?,
+            result_url: parse("/v1/result")?,
+            wait_ms: config.wait_ms,
+            timeout: config.timeout,
+            check: config.check,
+        })
+    }
+
+    /// Runs one request to its end: never longer than the timeout, never panics on what the
+    /// server says.
+    pub(crate) async fn call(&self, input: &str) -> Outcome {
+        let deadline = Instant::now() + self.timeout;
+        tokio::time::timeout_at(deadline, self.lifecycle(input, deadline))
+            .await
+            .unwrap_or(Outcome::Timeout)
+    }
+
+    async fn lifecycle(&self, input: &str, deadline: Instant) -> Outcome {
+        let body = InferenceRequest {
+            input: input.to_owned(),
+            client_id: Some(CLIENT_ID.to_owned()),
+        };
+        let mut url = self.inference_url.clone();
+        url.set_query(Some(&format!("wait_ms={}", self.wait_for(deadline))));
+        let mut answer = match self.http.post(url).json(&body).send().await {
+            Ok(response) => answer_of(response).await,
+            Err(error) => return Outcome::of_transport_error(&error),
+        };
+        loop {
+            match answer {
+                Answer::Done(view) => return judge(&view, input, self.check),
+                Answer::Ended(outcome) => return outcome,
+                Answer::Pending { task_id } => {
+                    let polled_at = Instant::now();
+                    let url = self.result_url_of(&task_id, deadline);
+                    answer = match self.http.get(url).send().await {
+                        Ok(response) => answer_of(response).await,
+                        Err(error) => return Outcome::of_transport_error(&error),
+                    };
+                    if matches!(answer, Answer::Pending { .. }) {
+                        tokio::time::sleep_until(polled_at + MIN_POLL_INTERVAL).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `wait_ms` for a call made now: the configured wait, but no later than the deadline, so
+    /// the server answers before the client gives up.
+    fn wait_for(&self, deadline: Instant) -> u64 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.wait_ms
+            .min(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// `{url}/v1/result/{task_id}?wait_ms=N`, the id escaped as one path segment (it comes from
+    /// the server, so it is not trusted to be URL-safe).
+    fn result_url_of(&self, task_id: &str, deadline: Instant) -> Url {
+        let mut url = self.result_url.clone();
+        url.path_segments_mut()
+            .expect("an http:// URL has path segments. This is a bug.")
+            .push(task_id);
+        url.set_query(Some(&format!("wait_ms={}", self.wait_for(deadline))));
+        url
+    }
+}
+
+/// Reads a whole response into an [`Answer`].
+async fn answer_of(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    match response.bytes().await {
+        Ok(body) => read_answer(status, &body),
+        Err(error) => Answer::Ended(Outcome::of_transport_error(&error)),
+    }
+}

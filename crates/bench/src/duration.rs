@@ -1,0 +1,77 @@
+//! Human durations for flags: `30s`, `500ms`, `2m`, `1m30s`, `1.5s`.
+
+use std::time::Duration;
+
+/// Parses a duration written as one or more `<number><unit>` parts, units `ms`, `s`, `m`, `h`
+/// (e.g. `500ms`, `30s`, `1m30s`, `0.5s`). A bare `0` is zero. Used as a clap value parser, so
+/// the error is the message clap shows.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err("empty duration; write e.g. 30s, 500ms or 2m".to_owned());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration; write e.g. 30s, 500ms or 2m"))?;
+        let unit_secs = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err(format!("{text:?} lacks a unit (ms, s, m or h)")),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?} (ms, s, m or h)"
+                ))
+            }
+        };
+        let part = Duration::try_from_secs_f64(value * unit_secs)
+            .map_err(|_| format!("{text:?} is out of range"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("{text:?} is out of range"))?;
+        rest = after;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_usual_forms() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration(" 10s "), Ok(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn rejects_the_rest() {
+        for bad in [
+            "", "s", "30", "10 s", "5x", "1.2.3s", "-1s", "ms500", "1e99h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

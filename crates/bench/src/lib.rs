@@ -1,0 +1,132 @@
+//! The load generator behind `batchgate bench`.
+//!
+//! It drives a running batchgate server over its real HTTP API and reports what a client saw
+//! (outcomes, latency percentiles, achieved rate) next to what the server did (mean batch size
+//! and flush reasons from `/metrics`). Two ways to load it:
+//!
+//! - **open loop** (`--rate`): requests are sent on a schedule, fixed or Poisson, whatever the
+//!   latency; latency counts from each request's *intended* send time, so a stall cannot hide
+//!   (no coordinated omission). This is how real traffic behaves and what the batching
+//!   trade-off should be judged on.
+//! - **closed loop** (`--concurrency`): a fixed number of clients, each sending its next request
+//!   when the last one ended; it finds the throughput ceiling.
+//!
+//! Every request is bounded by `--timeout-ms`, the number in flight by `--max-connections`, and
+//! the run by `--warmup` + `--duration`.
+//!
+//! Layout:
+//! - [`args`]: the flags ([`BenchArgs`]) and their validation.
+//! - `duration`: the `30s` / `500ms` / `2m` parser of duration flags.
+//! - `arrivals`: the open-loop schedule of intended send times (fixed or Poisson, seeded).
+//! - `inputs`: request inputs, fresh or reused per `--unique-ratio` (seeded).
+//! - `client`: one request's lifecycle (POST, long-poll while pending, check the output).
+//! - `outcome`: how an answer is classified (`ok`, `http_429:rate_limited`, `timeout`, ...).
+//! - `record`: the shared counters and latency histogram.
+//! - `drive`: the open and closed loops.
+//! - `metrics_scrape`: the server's `/metrics` before and after, and the difference.
+//! - `progress`: the once-a-second line on stderr.
+//! - [`report`]: the [`Report`], as a table (`Display`) or JSON (`Serialize`).
+//! - `error`: [`BenchError`].
+
+pub mod args;
+mod arrivals;
+mod client;
+mod drive;
+mod duration;
+mod error;
+mod inputs;
+mod metrics_scrape;
+mod outcome;
+mod progress;
+mod record;
+pub mod report;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use args::{ArrivalKind, BenchArgs};
+pub use duration::parse_duration;
+pub use error::BenchError;
+pub use metrics_scrape::{ServerDelta, ServerMetrics};
+pub use report::Report;
+
+use crate::args::Mode;
+use crate::client::Client;
+use crate::drive::Load;
+use crate::inputs::Inputs;
+use crate::record::Recorder;
+use crate::report::{RunConfig, ServerReport};
+
+/// How long past the request timeout the drain waits for the last requests. Each request ends
+/// by its own timeout, so this only covers a runtime too busy to run them promptly.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs a benchmark and returns its report. Printing it is the caller's, on stdout, as
+/// [`Report::render`] with the `--json` flag read before the call; the progress line goes to
+/// stderr meanwhile.
+///
+/// In order: validate the flags; scrape `/metrics` (an unreachable server fails the run here,
+/// before any load); send the load for `warmup + duration`; wait for the requests still in
+/// flight (each ends by its timeout); scrape `/metrics` again (a failure is noted in the
+/// report, not fatal: the client-side numbers are still good).
+pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
+    let config = args.validate()?;
+    let http = client::build_http(&config)?;
+    let before = metrics_scrape::scrape(&http, &config.url).await?;
+    tracing::info!(url = %config.url, mode = ?config.mode, "server reachable, starting load");
+
+    let recorder = Arc::new(Recorder::default());
+    let inputs = Inputs::new(config.input_bytes, config.unique_ratio, config.seed);
+    let load = Load::new(
+        Client::new(http.clone(), &config)?,
+        Arc::clone(&recorder),
+        &config,
+    );
+    let stop_progress = CancellationToken::new();
+    let progress = progress::spawn(
+        Arc::clone(&recorder),
+        load.start,
+        config.warmup,
+        stop_progress.clone(),
+    );
+
+    let in_flight = match config.mode {
+        Mode::Open { rate, arrivals } => {
+            drive::open_loop(&load, &config, rate, arrivals, inputs).await
+        }
+        Mode::Closed { concurrency } => drive::closed_loop(&load, concurrency, inputs),
+    };
+    let drained = tokio::time::timeout(config.timeout + DRAIN_GRACE, in_flight.wait())
+        .await
+        .is_ok();
+    if !drained {
+        tracing::warn!(
+            left = in_flight.len(),
+            "requests still in flight after the drain; counted as abandoned"
+        );
+    }
+    stop_progress.cancel();
+    // The progress task only writes to stderr; if it panicked there is nothing to recover.
+    let _ = progress.await;
+
+    let server = match metrics_scrape::scrape(&http, &config.url).await {
+        Ok(after) => ServerReport {
+            delta: before.delta(&after),
+            scrape_error: None,
+        },
+        Err(error) => {
+            tracing::warn!(%error, "scrape after the load failed");
+            ServerReport {
+                delta: ServerDelta::default(),
+                scrape_error: Some(error.to_string()),
+            }
+        }
+    };
+    Ok(Report::new(
+        RunConfig::of(&config),
+        recorder.totals(),
+        server,
+    ))
+}

@@ -1,0 +1,416 @@
+//! The result of a run: a human table (`Display`) or JSON (`Serialize`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::args::{ArrivalKind, Config, Mode};
+use crate::metrics_scrape::ServerDelta;
+use crate::record::Totals;
+
+/// Outcome kind of measured requests still unanswered when the drain gave up.
+pub(crate) const ABANDONED: &str = "abandoned";
+
+/// Everything a run measured.
+///
+/// Invariant: the `outcomes` counts add up to `sent` plus `outcomes["client_overloaded"]`
+/// (requests that were due but never sent).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The flags of the run.
+    pub config: RunConfig,
+    /// Length of the measured window (the `--duration`), in seconds.
+    pub measured_secs: f64,
+    /// Requests of the measured window that were sent.
+    pub sent: u64,
+    /// Requests that ended `ok`.
+    pub ok: u64,
+    /// Requests that ended in any other way (including never sent or never answered).
+    pub errors: u64,
+    /// `ok` requests per second of the measured window.
+    pub achieved_rate: f64,
+    /// Count per outcome kind: `ok`, `wrong_output`, `failed`, `http_<status>[:<code>]`,
+    /// `bad_response`, `timeout`, `connect`, `io`, `client_overloaded`, `abandoned`.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Latency of the `ok` requests; `None` when there were none.
+    pub latency_ms: Option<Latency>,
+    /// What the server's `/metrics` said about the run.
+    pub server: ServerReport,
+}
+
+/// The flags of the run, echoed so a saved report says what it measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    /// Base URL of the server.
+    pub url: String,
+    /// `open` (`--rate`) or `closed` (`--concurrency`).
+    pub mode: &'static str,
+    /// Intended requests per second (open loop).
+    pub rate: Option<f64>,
+    /// Spacing of send times (open loop).
+    pub arrivals: Option<ArrivalKind>,
+    /// Clients in the send-wait loop (closed loop).
+    pub concurrency: Option<usize>,
+    /// Measured window, in seconds.
+    pub duration_secs: f64,
+    /// Unrecorded load before it, in seconds.
+    pub warmup_secs: f64,
+    /// Length of every input.
+    pub input_bytes: usize,
+    /// Fraction of requests with a fresh input.
+    pub unique_ratio: f64,
+    /// `wait_ms` sent with each call.
+    pub wait_ms: u64,
+    /// Client-side timeout of one request.
+    pub timeout_ms: u64,
+    /// Cap on requests in flight.
+    pub max_connections: usize,
+    /// Seed of the schedule and the inputs.
+    pub seed: u64,
+    /// Whether outputs were checked against `sim_output`.
+    pub check: bool,
+}
+
+/// Latency percentiles, in milliseconds, from when the request was due (open loop) or sent
+/// (closed loop) to its final answer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    /// How many latencies this summarises.
+    pub count: u64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Highest.
+    pub max: f64,
+}
+
+/// The server side of the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServerReport {
+    /// Changes between the scrape before and the scrape after the load.
+    #[serde(flatten)]
+    pub delta: ServerDelta,
+    /// Why the scrape after the load failed, if it did (the delta is then empty).
+    pub scrape_error: Option<String>,
+}
+
+impl Latency {
+    /// Summarises a histogram of microseconds; `None` if it is empty.
+    pub(crate) fn of(histogram_us: &Histogram<u64>) -> Option<Latency> {
+        if histogram_us.is_empty() {
+            return None;
+        }
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Some(Latency {
+            count: histogram_us.len(),
+            mean: histogram_us.mean() / 1000.0,
+            p50: ms(histogram_us.value_at_quantile(0.50)),
+            p90: ms(histogram_us.value_at_quantile(0.90)),
+            p99: ms(histogram_us.value_at_quantile(0.99)),
+            p999: ms(histogram_us.value_at_quantile(0.999)),
+            max: ms(histogram_us.max()),
+        })
+    }
+}
+
+impl RunConfig {
+    pub(crate) fn of(config: &Config) -> RunConfig {
+        let (mode, rate, arrivals, concurrency) = match config.mode {
+            Mode::Open { rate, arrivals } => ("open", Some(rate), Some(arrivals), None),
+            Mode::Closed { concurrency } => ("closed", None, None, Some(concurrency)),
+        };
+        RunConfig {
+            url: config.url.clone(),
+            mode,
+            rate,
+            arrivals,
+            concurrency,
+            duration_secs: config.duration.as_secs_f64(),
+            warmup_secs: config.warmup.as_secs_f64(),
+            input_bytes: config.input_bytes,
+            unique_ratio: config.unique_ratio,
+            wait_ms: config.wait_ms,
+            timeout_ms: u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
+            max_connections: config.max_connections,
+            seed: config.seed,
+            check: config.check,
+        }
+    }
+}
+
+impl Report {
+    /// Builds the report from the recorder's totals. Requests sent but never recorded (the
+    /// drain gave up on them) are counted as `abandoned`, so the counts always add up.
+    pub(crate) fn new(config: RunConfig, totals: Totals, server: ServerReport) -> Report {
+        let Totals {
+            sent,
+            mut outcomes,
+            latency_us,
+        } = totals;
+        let overloaded = outcomes.get("client_overloaded").copied().unwrap_or(0);
+        let answered = outcomes.values().sum::<u64>() - overloaded;
+        if sent > answered {
+            outcomes.insert(ABANDONED.to_owned(), sent - answered);
+        }
+        let ok = outcomes.get("ok").copied().unwrap_or(0);
+        let errors = outcomes.values().sum::<u64>() - ok;
+        let measured_secs = config.duration_secs;
+        Report {
+            config,
+            measured_secs,
+            sent,
+            ok,
+            errors,
+            achieved_rate: ok as f64 / measured_secs,
+            outcomes,
+            latency_ms: Latency::of(&latency_us),
+            server,
+        }
+    }
+
+    /// The report as pretty JSON (what `--json` prints).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes. This is a bug.")
+    }
+
+    /// What `batchgate bench` prints on stdout: [`Report::to_json`] with `--json`, else the
+    /// table of `Display`.
+    pub fn render(&self, json: bool) -> String {
+        if json {
+            self.to_json()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        match (c.rate, c.arrivals, c.concurrency) {
+            (Some(rate), Some(arrivals), _) => {
+                let arrivals = match arrivals {
+                    ArrivalKind::Fixed => "fixed",
+                    ArrivalKind::Poisson => "poisson",
+                };
+                writeln!(f, "open loop, {rate} requests/s ({arrivals} arrivals)")?;
+            }
+            (_, _, Some(concurrency)) => writeln!(f, "closed loop, concurrency {concurrency}")?,
+            _ => writeln!(f, "{} loop", c.mode)?,
+        }
+        writeln!(
+            f,
+            "  {:<22}{}s (+{}s warmup) against {}",
+            "duration", c.duration_secs, c.warmup_secs, c.url
+        )?;
+        writeln!(
+            f,
+            "  {:<22}{} bytes, unique ratio {}, wait_ms {}, timeout {} ms{}",
+            "inputs",
+            c.input_bytes,
+            c.unique_ratio,
+            c.wait_ms,
+            c.timeout_ms,
+            if c.check { "" } else { ", outputs not checked" }
+        )?;
+        writeln!(f, "requests")?;
+        writeln!(f, "  {:<22}{}", "sent", self.sent)?;
+        writeln!(f, "  {:<22}{} ({:.1}/s)", "ok", self.ok, self.achieved_rate)?;
+        writeln!(f, "  {:<22}{}", "errors", self.errors)?;
+        for (kind, count) in self.outcomes.iter().filter(|(kind, _)| *kind != "ok") {
+            writeln!(f, "    {kind:<20}{count}")?;
+        }
+        writeln!(f, "latency of ok requests (ms)")?;
+        match &self.latency_ms {
+            Some(l) => {
+                for (name, value) in [
+                    ("p50", l.p50),
+                    ("p90", l.p90),
+                    ("p99", l.p99),
+                    ("p99.9", l.p999),
+                    ("max", l.max),
+                    ("mean", l.mean),
+                ] {
+                    writeln!(f, "  {name:<22}{value:.2}")?;
+                }
+            }
+            None => writeln!(f, "  none")?,
+        }
+        writeln!(f, "server")?;
+        let s = &self.server.delta;
+        match (s.mean_batch_size, s.batches) {
+            (Some(mean), Some(batches)) => writeln!(
+                f,
+                "  {:<22}{mean:.2} over {batches} batches",
+                "mean batch size"
+            )?,
+            _ => writeln!(f, "  {:<22}n/a", "mean batch size")?,
+        }
+        let flushes: Vec<String> = s
+            .flushes
+            .iter()
+            .map(|(reason, count)| format!("{reason} {count}"))
+            .collect();
+        let flushes = if flushes.is_empty() {
+            "n/a".to_owned()
+        } else {
+            flushes.join(", ")
+        };
+        writeln!(f, "  {:<22}{flushes}", "flushes")?;
+        match s.resident_memory_bytes {
+            Some(bytes) => writeln!(
+                f,
+                "  {:<22}{:.1} MiB",
+                "resident memory",
+                bytes as f64 / (1024.0 * 1024.0)
+            )?,
+            None => writeln!(f, "  {:<22}n/a", "resident memory")?,
+        }
+        if let Some(error) = &self.server.scrape_error {
+            writeln!(f, "  {:<22}{error}", "scrape after failed")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::args::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SEED};
+
+    fn config() -> RunConfig {
+        RunConfig::of(&Config {
+            url: "http://127.0.0.1:1".to_owned(),
+            mode: Mode::Open {
+                rate: 100.0,
+                arrivals: ArrivalKind::Poisson,
+            },
+            duration: Duration::from_secs(2),
+            warmup: Duration::ZERO,
+            input_bytes: 64,
+            unique_ratio: 1.0,
+            wait_ms: 1000,
+            timeout: Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            seed: DEFAULT_SEED,
+            check: true,
+        })
+    }
+
+    fn totals() -> Totals {
+        let mut latency_us = Histogram::new(3).expect("valid histogram");
+        for micros in 1..=180 {
+            latency_us.record(micros * 100).expect("in range");
+        }
+        Totals {
+            sent: 195,
+            outcomes: [
+                ("ok", 180),
+                ("http_429:rate_limited", 10),
+                ("client_overloaded", 7),
+            ]
+            .into_iter()
+            .map(|(kind, count)| (kind.to_owned(), count))
+            .collect(),
+            latency_us,
+        }
+    }
+
+    fn server() -> ServerReport {
+        ServerReport {
+            delta: ServerDelta {
+                batches: Some(10),
+                mean_batch_size: Some(18.0),
+                flushes: [("full".to_owned(), 8), ("timer".to_owned(), 2)]
+                    .into_iter()
+                    .collect(),
+                resident_memory_bytes: Some(50 << 20),
+            },
+            scrape_error: None,
+        }
+    }
+
+    #[test]
+    fn counts_add_up_and_unanswered_are_abandoned() {
+        let report = Report::new(config(), totals(), server());
+        assert_eq!(report.outcomes[ABANDONED], 5); // 195 sent, 190 answered
+        assert_eq!(report.ok, 180);
+        assert_eq!(report.errors, 10 + 7 + 5);
+        let total: u64 = report.outcomes.values().sum();
+        assert_eq!(total, report.sent + report.outcomes["client_overloaded"]);
+        assert_eq!(report.achieved_rate, 90.0);
+        let latency = report.latency_ms.expect("there were ok requests");
+        assert_eq!(latency.count, 180);
+        assert!((latency.p50 - 9.0).abs() < 0.01, "{latency:?}");
+        assert!((latency.max - 18.0).abs() < 0.02, "{latency:?}");
+    }
+
+    #[test]
+    fn json_shape() {
+        let report = Report::new(config(), totals(), server());
+        let json: serde_json::Value =
+            serde_json::from_str(&report.to_json()).expect("the report is JSON");
+        for key in [
+            "config",
+            "measured_secs",
+            "sent",
+            "ok",
+            "errors",
+            "achieved_rate",
+            "outcomes",
+            "latency_ms",
+            "server",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(json["config"]["mode"], "open");
+        assert_eq!(json["config"]["arrivals"], "poisson");
+        assert_eq!(json["config"]["concurrency"], serde_json::Value::Null);
+        assert_eq!(json["outcomes"]["http_429:rate_limited"], 10);
+        for key in ["count", "mean", "p50", "p90", "p99", "p999", "max"] {
+            assert!(json["latency_ms"][key].is_number(), "latency_ms.{key}");
+        }
+        assert_eq!(json["server"]["mean_batch_size"], 18.0);
+        assert_eq!(json["server"]["batches"], 10);
+        assert_eq!(json["server"]["flushes"]["full"], 8);
+        assert_eq!(json["server"]["resident_memory_bytes"], 50 << 20);
+        assert_eq!(json["server"]["scrape_error"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn table_names_every_part() {
+        let table = Report::new(config(), totals(), server()).to_string();
+        for part in [
+            "open loop, 100 requests/s (poisson arrivals)",
+            "http_429:rate_limited",
+            "p99.9",
+            "mean batch size       18.00 over 10 batches",
+            "full 8, timer 2",
+            "50.0 MiB",
+        ] {
+            assert!(table.contains(part), "missing {part:?} in\n{table}");
+        }
+        let empty = Report::new(
+            config(),
+            Totals {
+                sent: 0,
+                outcomes: BTreeMap::new(),
+                latency_us: Histogram::new(3).expect("valid histogram"),
+            },
+            ServerReport::default(),
+        );
+        assert!(empty.latency_ms.is_none());
+        assert!(empty.to_string().contains("n/a"));
+    }
+}

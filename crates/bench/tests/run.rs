@@ -1,0 +1,205 @@
+//! `run()` end to end against the tiny honest server of `support`.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use batchgate_bench::{run, BenchArgs, BenchError, Report};
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use support::{start, Behaviour};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+fn args(url: &str, flags: &[&str]) -> BenchArgs {
+    let argv = ["bench", "--url", url]
+        .into_iter()
+        .chain(flags.iter().copied());
+    Cli::try_parse_from(argv).expect("valid flags").args
+}
+
+/// Counts add up: every outcome is of a sent request, or of one never sent for lack of a
+/// connection.
+fn assert_counts_add_up(report: &Report) {
+    let total: u64 = report.outcomes.values().sum();
+    let overloaded = report
+        .outcomes
+        .get("client_overloaded")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(total, report.sent + overloaded, "{:?}", report.outcomes);
+    assert_eq!(report.ok + report.errors, total);
+}
+
+fn assert_all_ok(report: &Report) {
+    assert_counts_add_up(report);
+    assert!(report.sent > 0);
+    assert_eq!(report.errors, 0, "{:?}", report.outcomes);
+    assert_eq!(report.ok, report.sent);
+    let latency = report.latency_ms.expect("ok requests have latencies");
+    assert_eq!(latency.count, report.ok);
+    assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+}
+
+fn assert_server_delta(report: &Report) {
+    let server = &report.server.delta;
+    assert_eq!(report.server.scrape_error, None);
+    assert_eq!(server.batches, Some(10));
+    assert_eq!(server.mean_batch_size, Some(4.0));
+    let flushes: Vec<_> = server
+        .flushes
+        .iter()
+        .map(|(r, n)| (r.as_str(), *n))
+        .collect();
+    assert_eq!(flushes, [("full", 7), ("timer", 3)]);
+    assert_eq!(server.resident_memory_bytes, Some(12_345_678));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_fixed_sends_exactly_the_schedule() {
+    let (url, server, task) = start(Behaviour::Honest).await;
+    let report = run(args(&url, &["--rate", "200", "--duration", "1s"]))
+        .await
+        .expect("run succeeds");
+    assert_all_ok(&report);
+    // A fixed schedule of 200/s intends exactly 200 requests in [0, 1s), and none is skipped.
+    assert_eq!(report.sent, 200);
+    assert_eq!(server.0.inferences.load(Ordering::Relaxed), 200);
+    assert_eq!(report.achieved_rate, 200.0);
+    assert_server_delta(&report);
+    assert_eq!(report.config.mode, "open");
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_poisson_polls_pending_tasks() {
+    let (url, server, task) = start(Behaviour::Honest).await;
+    let flags = [
+        "--rate",
+        "300",
+        "--arrivals",
+        "poisson",
+        "--duration",
+        "1s",
+        "--wait-ms",
+        "0",
+        "--unique-ratio",
+        "0.5",
+    ];
+    let report = run(args(&url, &flags)).await.expect("run succeeds");
+    assert_all_ok(&report);
+    // Every request was answered 202 and fetched with one poll.
+    assert_eq!(server.0.polls.load(Ordering::Relaxed), report.sent);
+    assert_server_delta(&report);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_keeps_every_client_busy() {
+    let (url, server, task) = start(Behaviour::Honest).await;
+    let flags = ["--concurrency", "4", "--duration", "800ms"];
+    let report = run(args(&url, &flags)).await.expect("run succeeds");
+    assert_all_ok(&report);
+    assert_eq!(server.0.inferences.load(Ordering::Relaxed), report.sent);
+    assert_server_delta(&report);
+    assert_eq!(report.config.mode, "closed");
+    assert_eq!(report.config.concurrency, Some(4));
+    task.abort();
+}
+
+/// Warmup requests reach the server but not the report. In open loop a request belongs to the
+/// warmup by its intended time, so the split is exact whatever the machine's speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_requests_are_sent_but_not_recorded() {
+    let (url, server, task) = start(Behaviour::Honest).await;
+    let flags = ["--rate", "100", "--warmup", "300ms", "--duration", "500ms"];
+    let report = run(args(&url, &flags)).await.expect("run succeeds");
+    assert_all_ok(&report);
+    assert_eq!(report.sent, 50);
+    assert_eq!(server.0.inferences.load(Ordering::Relaxed), 80);
+    assert_eq!(report.achieved_rate, 100.0);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_are_counted_by_status_and_code() {
+    let (url, _server, task) = start(Behaviour::RateLimited).await;
+    let flags = ["--concurrency", "2", "--duration", "300ms"];
+    let report = run(args(&url, &flags)).await.expect("run succeeds");
+    assert_counts_add_up(&report);
+    assert_eq!(report.ok, 0);
+    assert_eq!(report.outcomes.len(), 1, "{:?}", report.outcomes);
+    assert_eq!(report.outcomes["http_429:rate_limited"], report.sent);
+    assert!(report.latency_ms.is_none());
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_outputs_are_caught_unless_unchecked() {
+    let (url, _server, task) = start(Behaviour::WrongOutput).await;
+    let report = run(args(&url, &["--rate", "100", "--duration", "200ms"]))
+        .await
+        .expect("run succeeds");
+    assert_counts_add_up(&report);
+    assert_eq!(report.sent, 20);
+    assert_eq!(report.outcomes["wrong_output"], 20);
+
+    let flags = ["--rate", "100", "--duration", "200ms", "--no-check"];
+    let report = run(args(&url, &flags)).await.expect("run succeeds");
+    assert_all_ok(&report);
+    assert!(!report.config.check);
+    task.abort();
+}
+
+/// Two connections, both held by a server that never answers: the other requests due in the
+/// window are not sent but counted, and the held ones end by the client's timeout. The timeout
+/// (3 s) is far past the window (200 ms), so which requests get a connection does not depend
+/// on how fast this machine is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_cap_counts_client_overloaded() {
+    let (url, _server, task) = start(Behaviour::Silent).await;
+    let flags = [
+        "--rate",
+        "50",
+        "--duration",
+        "200ms",
+        "--max-connections",
+        "2",
+        "--timeout-ms",
+        "3000",
+    ];
+    let report = run(args(&url, &flags)).await.expect("run succeeds");
+    assert_counts_add_up(&report);
+    assert_eq!(report.sent, 2);
+    assert_eq!(report.outcomes["timeout"], 2);
+    assert_eq!(report.outcomes["client_overloaded"], 8);
+    task.abort();
+}
+
+#[tokio::test]
+async fn unreachable_server_fails_before_any_load() {
+    // Bind then drop: the port is free and nothing listens on it.
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("bound address"));
+    drop(listener);
+    let error = run(args(&url, &["--rate", "10", "--duration", "1s"]))
+        .await
+        .expect_err("nothing listens there");
+    assert!(matches!(error, BenchError::Unreachable { .. }), "{error}");
+    assert!(error.to_string().contains("/metrics"), "{error}");
+}
+
+#[tokio::test]
+async fn invalid_flags_fail_before_any_load() {
+    let mut bad = args("http://127.0.0.1:9", &["--rate", "10"]);
+    bad.unique_ratio = 2.0;
+    let error = run(bad).await.expect_err("ratio out of range");
+    assert!(matches!(error, BenchError::InvalidArgs(_)), "{error}");
+}
