@@ -1,4 +1,4 @@
-//! The `batchgate bench` flags, and their validation into a [`Config`].
+//! The `batchgate bench` flags, and their validation into the crate's internal `Config`.
 
 use std::time::Duration;
 

@@ -2,9 +2,6 @@
 //! output = `sim_output(input)`, answered at once (or `202` + poll when `wait_ms=0`), and a
 //! `/metrics` whose batch histogram moves by a fixed amount per scrape, so deltas are exact.
 
-// Each test binary that includes this module uses a different part of it.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
