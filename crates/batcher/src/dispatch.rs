@@ -32,7 +32,10 @@ impl Dispatcher {
             .into_std()
             .saturating_duration_since(batch.opened_at);
         self.metrics.batch_size.observe(size as f64);
-        self.metrics.batches.get_or_create(&ReasonLabel { reason }).inc();
+        self.metrics
+            .batches
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
         self.metrics.batch_wait.observe(waited.as_secs_f64());
 
         // Inputs move into the call; ids and receipts stay for the write and the ack.

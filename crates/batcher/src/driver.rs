@@ -133,11 +133,9 @@ impl Batcher {
             if let Some(batch) = policy.take_ready(now.into_std()) {
                 return Some(batch);
             }
-            let block = policy
-                .next_deadline()
-                .map_or(IDLE_BLOCK, |deadline| {
-                    Instant::from_std(deadline).saturating_duration_since(now)
-                });
+            let block = policy.next_deadline().map_or(IDLE_BLOCK, |deadline| {
+                Instant::from_std(deadline).saturating_duration_since(now)
+            });
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return None,
@@ -202,10 +200,7 @@ impl Batcher {
         }
         self.in_flight.close();
         self.in_flight.wait().await;
-        info!(
-            drained_batches = report.drained_batches,
-            "batcher drained"
-        );
+        info!(drained_batches = report.drained_batches, "batcher drained");
         report
     }
 }

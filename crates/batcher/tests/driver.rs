@@ -161,7 +161,10 @@ async fn a_failed_worker_call_fails_its_tasks_with_a_reason() {
     let ids = h.submit(3, "d").await;
     assert_eq!(h.wait_all(&ids).await, vec![TaskStatus::Failed; 3]);
     let r = h.store.get(&ids[0]).await.expect("get").expect("exists");
-    assert_eq!(r.error.as_deref(), Some("worker error: worker answered 500"));
+    assert_eq!(
+        r.error.as_deref(),
+        Some("worker error: worker answered 500")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -177,5 +180,8 @@ async fn shutdown_drains_the_queue_and_the_buffer() {
         let r = h.store.get(id).await.expect("get").expect("exists");
         assert_eq!(r.status, TaskStatus::Success, "{id}");
     }
-    assert_eq!(h.queue.depth().await.expect("depth").iter().sum::<usize>(), 0);
+    assert_eq!(
+        h.queue.depth().await.expect("depth").iter().sum::<usize>(),
+        0
+    );
 }

@@ -30,11 +30,22 @@ pub struct Cli {
     pub config: Option<std::path::PathBuf>,
 
     /// Log line format.
-    #[arg(long, global = true, env = "BATCHGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "BATCHGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     /// Log filter (tracing's EnvFilter syntax); `RUST_LOG` overrides it.
-    #[arg(long, global = true, env = "BATCHGATE_LOG_FILTER", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "BATCHGATE_LOG_FILTER",
+        default_value = "info"
+    )]
     pub log_filter: String,
 
     /// What to run.
@@ -254,10 +265,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+/// Pending connections the kernel may hold for us. Thousands of clients connecting at once
+/// (a load balancer's pool warming up, or `bench` at 10,000 requests/s) overflow the usual
+/// 1,024 and wait out SYN retransmits of 1 s and more; the kernel caps this at `somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -266,7 +290,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             // Configuration is validated before any port is bound.
             let listen = args.listen;
             let config = args_to_config(args.into_config())?;
-            let listener = bind(listen).await?;
+            let listener = bind(listen)?;
             let shutdown = CancellationToken::new();
             tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
             crate::serve::run(config, listener, shutdown).await?;
@@ -275,7 +299,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Worker(args) => {
             let listen = args.listen;
             let config = args_to_config(args.into_config())?;
-            let listener = bind(listen).await?;
+            let listener = bind(listen)?;
             let shutdown = CancellationToken::new();
             tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
             crate::worker::run(config, listener, shutdown).await?;

@@ -118,10 +118,12 @@ pub fn merge_into_args(argv: Vec<OsString>) -> Result<Vec<OsString>, ConfigFileE
         path: path.clone(),
         source,
     })?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigFileError::Parse {
-        path: path.clone(),
-        message: e.message().to_owned(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigFileError::Parse {
+            path: path.clone(),
+            message: e.message().to_owned(),
+        })?;
 
     let cli = Cli::command();
     let sub_names: Vec<String> = cli
@@ -241,12 +243,18 @@ mod tests {
 
     #[test]
     fn file_values_apply_and_flags_win() {
-        let (_dir, path) = write(
-            "max_wait_ms = 20\n[serve]\npartitions = 4\nmax-batch-size = 32\n",
-        );
+        let (_dir, path) =
+            write("max_wait_ms = 20\n[serve]\npartitions = 4\nmax-batch-size = 32\n");
         let p = path.to_string_lossy().into_owned();
-        let cli = parse(&["batchgate", "--config", &p, "serve", "--max-batch-size", "8"])
-            .expect("parses");
+        let cli = parse(&[
+            "batchgate",
+            "--config",
+            &p,
+            "serve",
+            "--max-batch-size",
+            "8",
+        ])
+        .expect("parses");
         let Command::Serve(args) = cli.command else {
             panic!("serve expected")
         };
@@ -259,9 +267,12 @@ mod tests {
     fn unknown_key_in_a_section_is_an_error() {
         let (_dir, path) = write("[serve]\nmax-wiat-ms = 20\n");
         let p = path.to_string_lossy().into_owned();
-        let err = parse(&["batchgate", "serve", "--config", &p])
-            .expect_err("refused");
-        assert!(err.to_string().contains("unknown key `max-wiat-ms` in [serve]"), "{err}");
+        let err = parse(&["batchgate", "serve", "--config", &p]).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("unknown key `max-wiat-ms` in [serve]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -284,8 +295,7 @@ mod tests {
     fn bad_toml_is_reported_with_the_file_name() {
         let (_dir, path) = write("max-wait-ms = = 3");
         let p = path.to_string_lossy().into_owned();
-        let err = parse(&["batchgate", "serve", "--config", &p])
-            .expect_err("refused");
+        let err = parse(&["batchgate", "serve", "--config", &p]).expect_err("refused");
         assert!(err.to_string().contains("is not valid TOML"), "{err}");
     }
 }

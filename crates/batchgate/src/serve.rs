@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_batcher::{Batcher, BatcherConfig, BatcherMetrics};
-use batchgate_gateway::{Admission, AppState, GatewayConfig, GatewayMetrics};
+use batchgate_gateway::{Admission, AppState, GatewayConfig, GatewayMetrics, Shared};
 use batchgate_queue::memory::{MemoryQueue, MemoryResultStore};
 use batchgate_sim::{SimConfig, SimWorker};
 use batchgate_worker::{HttpJsonWorker, Worker};
@@ -89,7 +89,10 @@ pub async fn run(
     let batcher_metrics = BatcherMetrics::register(&mut registry);
 
     let queue = Arc::new(MemoryQueue::new(config.partitions, config.queue_capacity));
-    let results = Arc::new(MemoryResultStore::new(config.max_results, config.result_ttl));
+    let results = Arc::new(MemoryResultStore::new(
+        config.max_results,
+        config.result_ttl,
+    ));
     let worker = build_worker(&config.worker)?;
 
     let sweeper_stop = CancellationToken::new();
@@ -106,14 +109,14 @@ pub async fn run(
     let batcher = tokio::spawn(batcher.run(batcher_stop.clone()));
 
     let admission = Arc::new(Admission::default());
-    let state = AppState {
+    let state = AppState::new(Shared {
         queue,
         results,
         admission: admission.clone(),
         config: config.gateway,
         metrics: gateway_metrics,
         registry: Arc::new(registry),
-    };
+    });
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(batchgate_gateway::serve(listener, state, http_stop.clone()));
 
@@ -128,7 +131,10 @@ pub async fn run(
     );
 
     shutdown.cancelled().await;
-    info!(grace_period_s = config.grace_period.as_secs(), "shutting down: closing admission");
+    info!(
+        grace_period_s = config.grace_period.as_secs(),
+        "shutting down: closing admission"
+    );
     let drain = async {
         admission.close().await;
         // Nothing enters the queue any more: the batcher can drain it to the end.

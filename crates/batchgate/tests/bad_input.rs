@@ -21,20 +21,118 @@ fn cases() -> Vec<Case> {
     let big_input = format!("{{\"input\": \"{}\"}}", "a".repeat(64 * 1024 + 1));
     let huge_body = format!("{{\"input\": \"{}\"}}", "a".repeat(400 * 1024));
     vec![
-        Case { name: "not json", content_type: json, body: b"{not json".to_vec(), query: "", status: 400, code: "invalid_json" },
-        Case { name: "empty body", content_type: json, body: Vec::new(), query: "", status: 400, code: "invalid_json" },
-        Case { name: "wrong type", content_type: json, body: br#"{"input": 42}"#.to_vec(), query: "", status: 422, code: "invalid_request" },
-        Case { name: "missing input", content_type: json, body: br#"{"client_id": "c"}"#.to_vec(), query: "", status: 422, code: "invalid_request" },
-        Case { name: "unknown field", content_type: json, body: br#"{"input": "x", "inptu": 1}"#.to_vec(), query: "", status: 422, code: "invalid_request" },
-        Case { name: "empty input", content_type: json, body: br#"{"input": ""}"#.to_vec(), query: "", status: 422, code: "invalid_request" },
-        Case { name: "array body", content_type: json, body: br#"["input"]"#.to_vec(), query: "", status: 422, code: "invalid_request" },
-        Case { name: "input over 64 KiB", content_type: json, body: big_input.into_bytes(), query: "", status: 413, code: "input_too_large" },
-        Case { name: "body over limit", content_type: json, body: huge_body.into_bytes(), query: "", status: 413, code: "body_too_large" },
-        Case { name: "not utf-8", content_type: json, body: b"{\"input\": \"\xff\xfe\"}".to_vec(), query: "", status: 400, code: "invalid_utf8" },
-        Case { name: "no content type", content_type: None, body: br#"{"input": "x"}"#.to_vec(), query: "", status: 415, code: "unsupported_media_type" },
-        Case { name: "text/plain", content_type: Some("text/plain"), body: br#"{"input": "x"}"#.to_vec(), query: "", status: 415, code: "unsupported_media_type" },
-        Case { name: "bad wait_ms", content_type: json, body: br#"{"input": "x"}"#.to_vec(), query: "?wait_ms=soon", status: 400, code: "invalid_query" },
-        Case { name: "negative wait_ms", content_type: json, body: br#"{"input": "x"}"#.to_vec(), query: "?wait_ms=-1", status: 400, code: "invalid_query" },
+        Case {
+            name: "not json",
+            content_type: json,
+            body: b"{not json".to_vec(),
+            query: "",
+            status: 400,
+            code: "invalid_json",
+        },
+        Case {
+            name: "empty body",
+            content_type: json,
+            body: Vec::new(),
+            query: "",
+            status: 400,
+            code: "invalid_json",
+        },
+        Case {
+            name: "wrong type",
+            content_type: json,
+            body: br#"{"input": 42}"#.to_vec(),
+            query: "",
+            status: 422,
+            code: "invalid_request",
+        },
+        Case {
+            name: "missing input",
+            content_type: json,
+            body: br#"{"client_id": "c"}"#.to_vec(),
+            query: "",
+            status: 422,
+            code: "invalid_request",
+        },
+        Case {
+            name: "unknown field",
+            content_type: json,
+            body: br#"{"input": "x", "inptu": 1}"#.to_vec(),
+            query: "",
+            status: 422,
+            code: "invalid_request",
+        },
+        Case {
+            name: "empty input",
+            content_type: json,
+            body: br#"{"input": ""}"#.to_vec(),
+            query: "",
+            status: 422,
+            code: "invalid_request",
+        },
+        Case {
+            name: "array body",
+            content_type: json,
+            body: br#"["input"]"#.to_vec(),
+            query: "",
+            status: 422,
+            code: "invalid_request",
+        },
+        Case {
+            name: "input over 64 KiB",
+            content_type: json,
+            body: big_input.into_bytes(),
+            query: "",
+            status: 413,
+            code: "input_too_large",
+        },
+        Case {
+            name: "body over limit",
+            content_type: json,
+            body: huge_body.into_bytes(),
+            query: "",
+            status: 413,
+            code: "body_too_large",
+        },
+        Case {
+            name: "not utf-8",
+            content_type: json,
+            body: b"{\"input\": \"\xff\xfe\"}".to_vec(),
+            query: "",
+            status: 400,
+            code: "invalid_utf8",
+        },
+        Case {
+            name: "no content type",
+            content_type: None,
+            body: br#"{"input": "x"}"#.to_vec(),
+            query: "",
+            status: 415,
+            code: "unsupported_media_type",
+        },
+        Case {
+            name: "text/plain",
+            content_type: Some("text/plain"),
+            body: br#"{"input": "x"}"#.to_vec(),
+            query: "",
+            status: 415,
+            code: "unsupported_media_type",
+        },
+        Case {
+            name: "bad wait_ms",
+            content_type: json,
+            body: br#"{"input": "x"}"#.to_vec(),
+            query: "?wait_ms=soon",
+            status: 400,
+            code: "invalid_query",
+        },
+        Case {
+            name: "negative wait_ms",
+            content_type: json,
+            body: br#"{"input": "x"}"#.to_vec(),
+            query: "?wait_ms=-1",
+            status: 400,
+            code: "invalid_query",
+        },
     ]
 }
 
@@ -54,9 +152,10 @@ async fn every_bad_input_gets_its_status_and_json_error_and_good_requests_still_
         }
         let response = request.send().await.expect("send");
         assert_eq!(response.status(), case.status, "{}", case.name);
-        let body: ErrorBody = response.json().await.unwrap_or_else(|e| {
-            panic!("{}: error body is not our JSON shape: {e}", case.name)
-        });
+        let body: ErrorBody = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{}: error body is not our JSON shape: {e}", case.name));
         assert_eq!(body.error.code, case.code, "{}", case.name);
         assert!(!body.error.message.is_empty(), "{}", case.name);
     }
@@ -120,7 +219,11 @@ async fn health_readiness_and_openapi_answer() {
     let serve = start_serve(serve_config(&worker.url, 1)).await;
     let http = client();
     for path in ["/healthz", "/readyz"] {
-        let r = http.get(format!("{}{path}", serve.url)).send().await.expect("send");
+        let r = http
+            .get(format!("{}{path}", serve.url))
+            .send()
+            .await
+            .expect("send");
         assert_eq!(r.status(), 200, "{path}");
     }
     let spec: serde_json::Value = http
@@ -131,7 +234,9 @@ async fn health_readiness_and_openapi_answer() {
         .json()
         .await
         .expect("the spec is JSON");
-    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    assert!(spec["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("3.")));
     serve.shutdown().await;
     worker.stop.cancel();
 }

@@ -28,17 +28,40 @@ fn help_documents_flags_with_their_defaults_and_env() {
         "[env: BATCHGATE_MAX_WAIT_MS=]",
         "--config",
     ] {
-        assert!(help.contains(needle), "serve --help lacks {needle:?}:\n{help}");
+        assert!(
+            help.contains(needle),
+            "serve --help lacks {needle:?}:\n{help}"
+        );
     }
     let out = batchgate(&["worker", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
-    for needle in ["--sim", "--slots", "--base-ms", "[default: 150]", "--per-item-ms", "[default: 0.78]"] {
-        assert!(help.contains(needle), "worker --help lacks {needle:?}:\n{help}");
+    for needle in [
+        "--sim",
+        "--slots",
+        "--base-ms",
+        "[default: 150]",
+        "--per-item-ms",
+        "[default: 0.78]",
+    ] {
+        assert!(
+            help.contains(needle),
+            "worker --help lacks {needle:?}:\n{help}"
+        );
     }
     let out = batchgate(&["bench", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
-    for needle in ["--url", "--rate", "--concurrency", "--duration", "--input-bytes", "--json"] {
-        assert!(help.contains(needle), "bench --help lacks {needle:?}:\n{help}");
+    for needle in [
+        "--url",
+        "--rate",
+        "--concurrency",
+        "--duration",
+        "--input-bytes",
+        "--json",
+    ] {
+        assert!(
+            help.contains(needle),
+            "bench --help lacks {needle:?}:\n{help}"
+        );
     }
 }
 
@@ -55,5 +78,8 @@ fn a_missing_config_file_is_a_clear_error() {
     let out = batchgate(&["serve", "--config", "/nonexistent/batchgate.toml"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read config file /nonexistent/batchgate.toml"), "{err}");
+    assert!(
+        err.contains("cannot read config file /nonexistent/batchgate.toml"),
+        "{err}"
+    );
 }

@@ -74,7 +74,10 @@ async fn long_poll_is_woken_by_the_result_not_by_its_timeout() {
     assert_eq!(accepted.status, TaskStatus::Pending);
 
     let polled: TaskView = http
-        .get(format!("{}/v1/result/{}?wait_ms=30000", serve.url, accepted.task_id))
+        .get(format!(
+            "{}/v1/result/{}?wait_ms=30000",
+            serve.url, accepted.task_id
+        ))
         .send()
         .await
         .expect("send")
@@ -87,7 +90,10 @@ async fn long_poll_is_woken_by_the_result_not_by_its_timeout() {
     let stored_at = polled.completed_at.expect("completed_at");
     // Returned as soon as the result was stored, not at the end of its 30 s wait.
     let gap = answered_at.saturating_sub(stored_at);
-    assert!(gap < 1000, "long poll answered {gap} ms after the result was stored");
+    assert!(
+        gap < 1000,
+        "long poll answered {gap} ms after the result was stored"
+    );
     eprintln!("long poll answered {gap} ms after the result was stored");
 
     // Polling a finished task answers at once; an unknown one is a 404.

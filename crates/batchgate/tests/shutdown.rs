@@ -81,8 +81,12 @@ async fn sigterm_under_load_loses_nothing_that_was_accepted() {
     // 16 submitters; each follows its accepted task with a long poll right away.
     let submitters: Vec<_> = (0..16)
         .map(|c| {
-            let (http, url, signalled, submitted) =
-                (http.clone(), url.clone(), signalled.clone(), submitted.clone());
+            let (http, url, signalled, submitted) = (
+                http.clone(),
+                url.clone(),
+                signalled.clone(),
+                submitted.clone(),
+            );
             tokio::spawn(async move {
                 let started = Instant::now();
                 let mut polls = Vec::new();
@@ -112,7 +116,10 @@ async fn sigterm_under_load_loses_nothing_that_was_accepted() {
                         }
                         Err(_) => {
                             // Connection refused once the server has stopped listening.
-                            assert!(signalled.load(Ordering::SeqCst), "request failed before the signal");
+                            assert!(
+                                signalled.load(Ordering::SeqCst),
+                                "request failed before the signal"
+                            );
                             refused_after_signal += 1;
                             continue;
                         }
@@ -149,10 +156,14 @@ async fn sigterm_under_load_loses_nothing_that_was_accepted() {
             accepted += 1;
         }
     }
-    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(60)))
-        .await
-        .expect("join");
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(60)))
+            .await
+            .expect("join");
     assert!(status.success(), "exit status {status}");
-    assert!(accepted > 100, "only {accepted} tasks were accepted; the test proved little");
+    assert!(
+        accepted > 100,
+        "only {accepted} tasks were accepted; the test proved little"
+    );
     eprintln!("{accepted} accepted tasks, all SUCCESS across SIGTERM");
 }

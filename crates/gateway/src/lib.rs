@@ -22,9 +22,10 @@ pub use config::GatewayConfig;
 pub use error::ApiError;
 pub use metrics::GatewayMetrics;
 pub use routes::router;
-pub use state::{Admission, AppState};
+pub use state::{Admission, AppState, Shared};
 
-use tokio::net::TcpListener;
+use axum::serve::ListenerExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// Serves the API on `listener` until `shutdown` is cancelled; requests under way (long polls
@@ -34,7 +35,14 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener.tap_io(no_delay), router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// Small answers go out at once rather than waiting on Nagle's algorithm.
+fn no_delay(stream: &mut TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "could not set TCP_NODELAY");
+    }
 }

@@ -55,9 +55,9 @@ impl GatewayMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = GatewayMetrics {
             http_requests: Family::default(),
-            submit_latency: Histogram::new(
-                [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
-            ),
+            submit_latency: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
             errors: Family::default(),
             tasks_accepted: Counter::default(),
             queue_depth: Family::default(),

@@ -48,9 +48,28 @@ impl Admission {
     }
 }
 
-/// Cheap-to-clone handle to everything the routes need (clones are shallow).
+/// Cheap-to-clone handle to everything the routes need: one `Arc`, cloned by every extractor
+/// and middleware of every request, so a clone is one atomic increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the shared parts.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     /// Where accepted tasks go.
     pub queue: Arc<dyn Queue>,
     /// Where results are read from and waited on.

@@ -14,7 +14,9 @@ fn one_request_then_silence_flushes_exactly_at_max_wait() {
     p.push(1, t0);
     assert_eq!(p.next_deadline(), Some(t0 + 50 * MS));
     assert!(p.take_ready(t0 + 49 * MS).is_none());
-    assert!(p.take_ready(t0 + 50 * MS - Duration::from_nanos(1)).is_none());
+    assert!(p
+        .take_ready(t0 + 50 * MS - Duration::from_nanos(1))
+        .is_none());
     let batch = p.take_ready(t0 + 50 * MS).expect("ready at 50 ms");
     assert_eq!(batch.items, vec![1]);
     assert_eq!(batch.reason, FlushReason::Timer);

@@ -97,8 +97,11 @@ pub trait ResultStore: Send + Sync + 'static {
 
     /// Like [`ResultStore::get`], but if the task is pending, waits up to `timeout` for it to
     /// finish, woken by [`ResultStore::complete`] (no polling).
-    async fn wait(&self, task_id: &str, timeout: Duration)
-        -> Result<Option<TaskRecord>, StoreError>;
+    async fn wait(
+        &self,
+        task_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<TaskRecord>, StoreError>;
 
     /// How many records the store holds (pending and finished).
     async fn count(&self) -> Result<usize, StoreError>;

@@ -221,10 +221,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn outputs_are_sha256_in_order_and_oversize_is_refused() {
         let w = SimWorker::new(SimConfig::default());
-        let out = w
-            .run_batch(&["a".into(), "b".into()])
-            .await
-            .expect("runs");
+        let out = w.run_batch(&["a".into(), "b".into()]).await.expect("runs");
         assert_eq!(out, vec![sim_output("a"), sim_output("b")]);
         let big: Vec<String> = (0..65).map(|i| i.to_string()).collect();
         assert_eq!(

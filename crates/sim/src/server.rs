@@ -9,10 +9,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use batchgate_protocol::api::{ErrorBody, ErrorDetail};
 use batchgate_protocol::worker_api::{BatchRequest, BatchResponse};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{SimError, SimStats, SimWorker};
@@ -81,9 +82,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(worker))
+    axum::serve(listener.tap_io(no_delay), router(worker))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// Small answers go out at once rather than waiting on Nagle's algorithm.
+fn no_delay(stream: &mut TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "could not set TCP_NODELAY");
+    }
 }
 
 #[cfg(test)]

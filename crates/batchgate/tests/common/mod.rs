@@ -70,7 +70,9 @@ pub struct Serve {
 }
 
 pub async fn start_serve(config: ServeConfig) -> Serve {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
     let task = tokio::spawn(batchgate::serve::run(config, listener, stop.clone()));

@@ -24,7 +24,8 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
             .set(i64::try_from(records).unwrap_or(i64::MAX));
     }
     if let Some(rss) = resident_memory_bytes() {
-        m.resident_memory.set(i64::try_from(rss).unwrap_or(i64::MAX));
+        m.resident_memory
+            .set(i64::try_from(rss).unwrap_or(i64::MAX));
     }
     let mut text = String::new();
     if let Err(error) = encode(&mut text, &state.registry) {

@@ -38,7 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::spec))
-        .route_layer(middleware::from_fn_with_state(state.clone(), count_by_route))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_by_route,
+        ))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
@@ -47,7 +50,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(TraceLayer::new_for_http())
                 .layer(middleware::from_fn_with_state(state.clone(), count_errors))
-                .layer(HandleErrorLayer::new(|_: BoxError| async { ApiError::Timeout }))
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    ApiError::Timeout
+                }))
                 .timeout(timeout)
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
@@ -85,7 +90,11 @@ async fn count_by_route(State(state): State<AppState>, request: Request, next: N
 async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await.into_response();
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
-        state.metrics.errors.get_or_create(&CodeLabel { code }).inc();
+        state
+            .metrics
+            .errors
+            .get_or_create(&CodeLabel { code })
+            .inc();
     }
     response
 }
