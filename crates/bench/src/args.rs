@@ -23,7 +23,7 @@ pub const DEFAULT_WAIT_MS: u64 = 30_000;
 /// Default `--timeout-ms`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 /// Default `--max-connections`: ~2,500 are in flight at 10,000/s with 250 ms latency.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default `--seed`: fixed, so two runs with the same flags send the same load.
 pub const DEFAULT_SEED: u64 = 42;
 

@@ -73,6 +73,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// report, not fatal: the client-side numbers are still good).
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let config = args.validate()?;
+    raise_open_files_limit(config.max_connections);
     let http = client::build_http(&config)?;
     let before = metrics_scrape::scrape(&http, &config.url).await?;
     tracing::info!(url = %config.url, mode = ?config.mode, "server reachable, starting load");
@@ -129,4 +130,21 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         recorder.totals(),
         server,
     ))
+}
+
+/// Each connection is a file descriptor: raise the soft limit toward the hard one so that
+/// `max_connections` can be reached, and say so when it cannot.
+fn raise_open_files_limit(max_connections: usize) {
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(256);
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(got) if got < wanted => tracing::warn!(
+            limit = got,
+            max_connections,
+            "the open-files limit is below --max-connections; expect connect errors"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not raise the open-files limit"),
+    }
 }
