@@ -111,7 +111,9 @@ pub struct BenchArgs {
     #[arg(long, env = "BATCHGATE_BENCH_NO_CHECK")]
     pub no_check: bool,
 
-    /// Load sent before the measured window, whose requests are not recorded, e.g. `5s`.
+    /// Warmup before the measured window, e.g. `5s`: in open loop the rate ramps linearly from
+    /// 0 to --rate over it (so the connection pool grows as in service); its requests are sent
+    /// but not recorded.
     #[arg(long, env = "BATCHGATE_BENCH_WARMUP", default_value = DEFAULT_WARMUP, value_parser = parse_duration)]
     pub warmup: Duration,
 }

@@ -69,7 +69,7 @@ pub(crate) async fn open_loop(
     let mut schedule = Schedule::new(arrivals, rate, config.seed);
     let mut burst = 0;
     loop {
-        let intended = load.start + schedule.next_offset();
+        let intended = load.start + ramped(schedule.next_offset(), config.warmup);
         if intended >= load.end {
             break;
         }
@@ -102,6 +102,27 @@ pub(crate) async fn open_loop(
     tracker
 }
 
+/// Maps an offset of the constant-rate schedule to the real schedule, in which the rate ramps
+/// linearly from 0 to full over the warmup `w` and stays full after it.
+///
+/// Starting at full rate makes the client open hundreds of connections within milliseconds
+/// (HTTP/1.1 needs one per request in flight); the server's accept queue overflows and the
+/// dropped handshakes wait out 1 s SYN retransmits, so the run measures the kernel. A ramp
+/// lets the pool grow as it would in service. With a ramp, requests sent by time `t < w` number
+/// `R t² / 2w`, i.e. a constant-rate offset `u` is due at `sqrt(2 w u)` while `u < w/2`, and
+/// `u + w/2` after.
+fn ramped(offset: Duration, w: Duration) -> Duration {
+    if w.is_zero() {
+        return offset;
+    }
+    let half = w / 2;
+    if offset >= half {
+        offset + half
+    } else {
+        Duration::from_secs_f64((2.0 * w.as_secs_f64() * offset.as_secs_f64()).sqrt())
+    }
+}
+
 /// Closed loop: `concurrency` clients, each sending its next request as soon as its last one
 /// ended, until the end of the window. Latency counts from the actual send.
 pub(crate) fn closed_loop(load: &Load, concurrency: usize, inputs: Inputs) -> TaskTracker {
@@ -130,4 +151,30 @@ pub(crate) fn closed_loop(load: &Load, concurrency: usize, inputs: Inputs) -> Ta
     }
     tracker.close();
     tracker
+}
+
+#[cfg(test)]
+mod ramp_tests {
+    use super::ramped;
+    use std::time::Duration;
+
+    #[test]
+    fn ramp_is_continuous_and_full_rate_after_warmup() {
+        let w = Duration::from_secs(2);
+        assert_eq!(ramped(Duration::ZERO, w), Duration::ZERO);
+        // Half the warmup's constant-rate requests fit in the ramp; the curve meets the line.
+        assert_eq!(ramped(Duration::from_secs(1), w), Duration::from_secs(2));
+        let just_before = ramped(Duration::from_millis(999), w);
+        assert!(just_before < Duration::from_secs(2) && just_before > Duration::from_millis(1990));
+        assert_eq!(ramped(Duration::from_secs(5), w), Duration::from_secs(6));
+        // A quarter of the way through the ramp's requests is half way through its time.
+        assert_eq!(
+            ramped(Duration::from_millis(250), w),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            ramped(Duration::from_secs(3), Duration::ZERO),
+            Duration::from_secs(3)
+        );
+    }
 }

@@ -113,7 +113,8 @@ async fn closed_loop_keeps_every_client_busy() {
 }
 
 /// Warmup requests reach the server but not the report. In open loop a request belongs to the
-/// warmup by its intended time, so the split is exact whatever the machine's speed.
+/// warmup by its intended time, so the split is exact whatever the machine's speed; the rate
+/// ramps over the warmup, which therefore carries half its full-rate count (15 of 30).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warmup_requests_are_sent_but_not_recorded() {
     let (url, server, task) = start(Behaviour::Honest).await;
@@ -121,7 +122,7 @@ async fn warmup_requests_are_sent_but_not_recorded() {
     let report = run(args(&url, &flags)).await.expect("run succeeds");
     assert_all_ok(&report);
     assert_eq!(report.sent, 50);
-    assert_eq!(server.0.inferences.load(Ordering::Relaxed), 80);
+    assert_eq!(server.0.inferences.load(Ordering::Relaxed), 65);
     assert_eq!(report.achieved_rate, 100.0);
     task.abort();
 }
