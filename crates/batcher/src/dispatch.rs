@@ -1,7 +1,8 @@
-//! One batch's trip: call the worker, store every task's result, then ack.
+//! One batch's trip: drop tasks too old to be worth running, call the worker with the rest,
+//! store every task's result, then ack.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use batchgate_policy::Batch;
 use batchgate_protocol::task::unix_ms;
@@ -22,6 +23,14 @@ pub(crate) struct Dispatcher {
     pub(crate) worker: Arc<dyn Worker>,
     /// Batch and worker metrics.
     pub(crate) metrics: BatcherMetrics,
+    /// A task older than this when its batch leaves is failed as `expired`, not run.
+    pub(crate) max_queue_age: Duration,
+}
+
+/// Who a task's result goes to.
+struct Addressee {
+    task_id: String,
+    reply_to: Option<String>,
 }
 
 impl Dispatcher {
@@ -31,7 +40,6 @@ impl Dispatcher {
         let waited = Instant::now()
             .into_std()
             .saturating_duration_since(batch.opened_at);
-        self.metrics.batch_size.observe(size as f64);
         self.metrics
             .batches
             .get_or_create(&ReasonLabel { reason })
@@ -39,92 +47,122 @@ impl Dispatcher {
         self.metrics.batch_wait.observe(waited.as_secs_f64());
 
         // Inputs move into the call; ids and receipts stay for the write and the ack.
-        let mut task_ids = Vec::with_capacity(size);
+        let now = SystemTime::now();
         let mut receipts = Vec::with_capacity(size);
+        let mut addressees = Vec::with_capacity(size);
         let mut inputs = Vec::with_capacity(size);
+        let mut completions = Vec::with_capacity(size);
         for delivery in batch.items {
-            task_ids.push(delivery.task.task_id);
-            inputs.push(delivery.task.input);
             receipts.push(delivery.receipt);
+            let task = delivery.task;
+            let age = now.duration_since(task.enqueued_at).unwrap_or_default();
+            if age > self.max_queue_age {
+                completions.push(Completion {
+                    task_id: task.task_id,
+                    outcome: Outcome::Failed(format!(
+                        "expired: waited {} ms in the queue (limit {} ms)",
+                        age.as_millis(),
+                        self.max_queue_age.as_millis()
+                    )),
+                    completed_at: unix_ms(now),
+                    reply_to: task.reply_to,
+                });
+                continue;
+            }
+            addressees.push(Addressee {
+                task_id: task.task_id,
+                reply_to: task.reply_to,
+            });
+            inputs.push(task.input);
         }
+        let expired = completions.len();
+        if !inputs.is_empty() {
+            completions.extend(self.call_worker(inputs, addressees).await);
+        }
+        debug!(
+            size,
+            reason,
+            expired,
+            waited_ms = waited.as_millis() as u64,
+            "batch done"
+        );
+        self.store_then_ack(completions, &receipts).await;
+    }
 
+    /// One worker call for the whole batch; every task gets a completion either way.
+    async fn call_worker(&self, inputs: Vec<String>, to: Vec<Addressee>) -> Vec<Completion> {
+        let n = inputs.len();
+        self.metrics.batch_size.observe(n as f64);
         self.metrics.inflight_batches.inc();
         let started = Instant::now();
         let result = self.worker.infer(&inputs).await.and_then(|outputs| {
             // Every adapter checks this; checking again here keeps a faulty one from leaving
             // tasks without a result.
-            if outputs.len() == size {
+            if outputs.len() == n {
                 Ok(outputs)
             } else {
                 Err(WorkerError::InvalidResponse(format!(
-                    "{} outputs for {size} inputs",
+                    "{} outputs for {n} inputs",
                     outputs.len()
                 )))
             }
         });
-        let took = started.elapsed();
         self.metrics.inflight_batches.dec();
-        self.metrics.worker_latency.observe(took.as_secs_f64());
-
+        self.metrics
+            .worker_latency
+            .observe(started.elapsed().as_secs_f64());
         let completed_at = unix_ms(SystemTime::now());
-        let (completions, outcome): (Vec<_>, _) = match result {
-            Ok(outputs) => (
-                task_ids
-                    .into_iter()
-                    .zip(outputs)
-                    .map(|(task_id, output)| Completion {
-                        task_id,
-                        outcome: Outcome::Success(output),
-                        completed_at,
-                    })
-                    .collect(),
-                "success",
-            ),
+        match result {
+            Ok(outputs) => to
+                .into_iter()
+                .zip(outputs)
+                .map(|(a, output)| Completion {
+                    task_id: a.task_id,
+                    outcome: Outcome::Success(output),
+                    completed_at,
+                    reply_to: a.reply_to,
+                })
+                .collect(),
             Err(error) => {
-                warn!(%error, size, "worker call failed; failing the batch");
+                warn!(%error, size = n, "worker call failed; failing the batch");
                 self.metrics.worker_errors.inc();
                 let reason = format!("worker error: {}", error.public_reason());
-                (
-                    task_ids
-                        .into_iter()
-                        .map(|task_id| Completion {
-                            task_id,
-                            outcome: Outcome::Failed(reason.clone()),
-                            completed_at,
-                        })
-                        .collect(),
-                    "failed",
-                )
+                to.into_iter()
+                    .map(|a| Completion {
+                        task_id: a.task_id,
+                        outcome: Outcome::Failed(reason.clone()),
+                        completed_at,
+                        reply_to: a.reply_to,
+                    })
+                    .collect()
             }
-        };
-        debug!(
-            size,
-            reason,
-            waited_ms = waited.as_millis() as u64,
-            worker_ms = took.as_millis() as u64,
-            outcome,
-            "batch done"
-        );
-        self.store_then_ack(completions, &receipts, outcome).await;
+        }
     }
 
     /// A task is acknowledged only after its result is stored: if the write fails, the tasks
     /// stay unacknowledged and a queue that survives us delivers them again.
-    async fn store_then_ack(
-        &self,
-        completions: Vec<Completion>,
-        receipts: &[Receipt],
-        outcome: &'static str,
-    ) {
-        let n = completions.len() as u64;
+    async fn store_then_ack(&self, completions: Vec<Completion>, receipts: &[Receipt]) {
+        let n = completions.len();
+        let mut counts = [0u64; 3];
+        for c in &completions {
+            counts[match &c.outcome {
+                Outcome::Success(_) => 0,
+                Outcome::Failed(e) if e.starts_with("expired") => 2,
+                Outcome::Failed(_) => 1,
+            }] += 1;
+        }
         if let Err(error) = self.results.complete(completions).await {
             error!(%error, tasks = n, "storing results failed; tasks left unacknowledged");
             return;
         }
-        self.metrics
-            .tasks_completed
-            .get_or_create(&OutcomeLabel { outcome })
-            .inc_by(n);
+        for (outcome, count) in ["success", "failed", "expired"].into_iter().zip(counts) {
+            if count > 0 {
+                self.metrics
+                    .tasks_completed
+                    .get_or_create(&OutcomeLabel { outcome })
+                    .inc_by(count);
+            }
+        }
         if let Err(error) = self.queue.ack(receipts).await {
             warn!(%error, tasks = n, "ack failed; tasks may be delivered again");
         }

@@ -20,6 +20,8 @@ use crate::metrics::BatcherMetrics;
 const IDLE_BLOCK: Duration = Duration::from_secs(1);
 /// Pause after a failed queue read, so a broken backend is not hammered.
 const READ_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Default `max_queue_age`.
+pub const DEFAULT_MAX_QUEUE_AGE: Duration = Duration::from_secs(30);
 /// Default worker calls under way at once (the article's 32 GPU workers).
 pub const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 32;
 
@@ -30,6 +32,9 @@ pub struct BatcherConfig {
     pub limits: Limits,
     /// Worker calls under way at once; a batch is formed only when one is free.
     pub max_inflight_batches: usize,
+    /// A task older than this when its batch leaves is failed as `expired` instead of run:
+    /// its client has most likely given up.
+    pub max_queue_age: Duration,
 }
 
 impl Default for BatcherConfig {
@@ -37,6 +42,7 @@ impl Default for BatcherConfig {
         BatcherConfig {
             limits: Limits::default(),
             max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
+            max_queue_age: DEFAULT_MAX_QUEUE_AGE,
         }
     }
 }
@@ -77,6 +83,7 @@ impl Batcher {
                 results,
                 worker,
                 metrics,
+                max_queue_age: config.max_queue_age,
             }),
             queue,
             slots: Arc::new(Semaphore::new(config.max_inflight_batches.max(1))),
@@ -172,13 +179,15 @@ impl Batcher {
         });
     }
 
-    /// The drain, in order: (1) reading continues without waiting, so tasks accepted before
-    /// the gateway closed still go out, each batch as soon as a slot is free; (2) what is
-    /// left in the buffer goes as a last batch; (3) every dispatch under way finishes —
-    /// worker call, result write, ack.
+    /// The drain, in order: (1) a shared queue stops handing us new tasks (others will take
+    /// them); (2) reading continues without waiting, so what we hold — and, in-process, every
+    /// task accepted before the gateway closed — still goes out, each batch as soon as a slot
+    /// is free; (3) what is left in the buffer goes as a last batch; (4) every dispatch under
+    /// way finishes — worker call, result write, ack.
     async fn drain(self, mut policy: WaitOrFull<Delivery>) -> DrainReport {
         let mut report = DrainReport::default();
         info!(buffered = policy.len(), "batcher draining");
+        self.queue.close_reads().await;
         loop {
             if policy.room() > 0 {
                 let read = self.queue.read(policy.room(), Duration::ZERO).await;

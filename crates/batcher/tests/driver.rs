@@ -64,6 +64,7 @@ fn start(max_inflight: usize, cost: Duration, fail: bool) -> Harness {
         BatcherConfig {
             limits: Limits::default(),
             max_inflight_batches: max_inflight,
+            ..BatcherConfig::default()
         },
         BatcherMetrics::register(&mut Registry::default()),
     );
@@ -89,6 +90,7 @@ impl Harness {
                     task_id: id.clone(),
                     input: format!("input {tag} {i}"),
                     enqueued_at: SystemTime::now(),
+                    reply_to: None,
                 })
                 .await
                 .expect("enqueue");

@@ -10,13 +10,17 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{RedisBackend, StoreConfig};
 use crate::config_file;
-use crate::serve::{ServeConfig, WorkerChoice};
+use crate::serve::{BatcherPart, ServeConfig, WorkerChoice};
 use crate::telemetry::{self, LogFormat};
 use crate::worker::WorkerConfig;
+use batchgate_redis::RedisConfig;
 
 /// Default address of `serve`.
 pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8080";
+/// Default address of `batcher`'s health and metrics.
+pub const DEFAULT_BATCHER_LISTEN: &str = "127.0.0.1:9100";
 /// Default address of `worker`.
 pub const DEFAULT_WORKER_LISTEN: &str = "127.0.0.1:9000";
 
@@ -56,13 +60,107 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the whole system in one process: gateway, in-process queue, batcher, result
-    /// store, and (unless --worker-url) a built-in simulated worker.
+    /// Run the whole system in one process: gateway, queue, batcher, result store, and
+    /// (unless --worker-url) a built-in simulated worker. In-process backends unless --redis.
     Serve(ServeArgs),
+    /// Run only the HTTP gateway, on Redis: any number of them share the work.
+    Gateway(GatewayArgs),
+    /// Run only a batcher, on Redis: reads the queue, calls the worker, stores results.
+    Batcher(BatcherArgs),
     /// Run the reference worker that serves the fixed batch API (`POST /v1/batch`).
     Worker(WorkerArgs),
     /// Load-test a running gateway over HTTP and report rate, errors and latency.
     Bench(BenchArgs),
+}
+
+/// Where Redis is (for the distributed deployment).
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL, `redis://host:port`; repeat it (or separate with commas) for the seed nodes
+    /// of a cluster. Without it, `serve` runs on in-process backends.
+    #[arg(
+        long = "redis",
+        env = "BATCHGATE_REDIS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub redis: Vec<String>,
+
+    /// Talk to the --redis nodes as a Redis Cluster.
+    #[arg(long, env = "BATCHGATE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
+    /// Prefix of every Redis key, so that several deployments can share one Redis.
+    #[arg(long, env = "BATCHGATE_KEY_PREFIX", default_value = batchgate_redis::conn::DEFAULT_KEY_PREFIX)]
+    pub key_prefix: String,
+
+    /// Bound on one Redis command, in milliseconds; past it the gateway answers 503.
+    #[arg(long, env = "BATCHGATE_REDIS_TIMEOUT_MS", default_value_t = 1000)]
+    pub redis_timeout_ms: u64,
+
+    /// How long a task read by a batcher may stay unacknowledged before another batcher
+    /// claims it (the dead batcher's tasks are redelivered after this), in milliseconds.
+    #[arg(long, env = "BATCHGATE_VISIBILITY_TIMEOUT_MS", default_value_t = 5000)]
+    pub visibility_timeout_ms: u64,
+
+    /// Deliveries of one task before it goes to the dead-letter stream and becomes FAILED.
+    #[arg(long, env = "BATCHGATE_MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: usize,
+}
+
+/// The queue and the stores.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// Partitions of the queue (Redis: one stream each).
+    #[arg(long, env = "BATCHGATE_PARTITIONS", default_value_t = 16)]
+    pub partitions: usize,
+
+    /// Most tasks waiting in the queue; past it, submissions get 503 with Retry-After.
+    #[arg(long, env = "BATCHGATE_QUEUE_CAPACITY", default_value_t = 50_000)]
+    pub queue_capacity: usize,
+
+    /// Most records (pending and finished) in the in-process result store; past it, 503.
+    #[arg(long, env = "BATCHGATE_MAX_RESULTS", default_value_t = 8_000_000)]
+    pub max_results: usize,
+
+    /// How long a result is kept after it is stored, in seconds.
+    #[arg(long, env = "BATCHGATE_RESULT_TTL_SECS", default_value_t = 600)]
+    pub result_ttl_secs: u64,
+
+    /// How long identical inputs share one task (dedupe by SHA-256 of the input), in
+    /// seconds; 0 turns dedupe off.
+    #[arg(long, env = "BATCHGATE_DEDUPE_TTL_SECS", default_value_t = 300)]
+    pub dedupe_ttl_secs: u64,
+}
+
+/// Batching and the worker.
+#[derive(Debug, Clone, Args)]
+pub struct BatchingArgs {
+    /// Base URL of a worker serving the JSON batch API (with `serve`, without it a simulated
+    /// worker runs in-process).
+    #[arg(long, env = "BATCHGATE_WORKER_URL")]
+    pub worker_url: Option<String>,
+
+    /// Bound on one worker call, in milliseconds.
+    #[arg(long, env = "BATCHGATE_WORKER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub worker_timeout_ms: u64,
+
+    /// Most inputs in one worker call (the worker API's limit).
+    #[arg(long, env = "BATCHGATE_MAX_BATCH_SIZE", default_value_t = 64)]
+    pub max_batch_size: usize,
+
+    /// Longest wait of a batch's first task before the batch goes, in milliseconds.
+    #[arg(long, env = "BATCHGATE_MAX_WAIT_MS", default_value_t = 50)]
+    pub max_wait_ms: u64,
+
+    /// Worker calls under way at once [default: --sim-slots with the built-in worker, else 32].
+    #[arg(long, env = "BATCHGATE_MAX_INFLIGHT_BATCHES")]
+    pub max_inflight_batches: Option<usize>,
+
+    /// A task older than this when its batch leaves is not sent to the worker; it becomes
+    /// FAILED with `expired` (e.g. `30s`, `500ms`).
+    #[arg(long, env = "BATCHGATE_MAX_QUEUE_AGE", default_value = "30s", value_parser = batchgate_bench::parse_duration)]
+    pub max_queue_age: Duration,
 }
 
 /// Flags of `batchgate serve`.
@@ -72,14 +170,14 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHGATE_LISTEN", default_value = DEFAULT_SERVE_LISTEN)]
     pub listen: SocketAddr,
 
-    /// Base URL of a worker serving the JSON batch API; without it a simulated worker runs
-    /// in-process.
-    #[arg(long, env = "BATCHGATE_WORKER_URL")]
-    pub worker_url: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
-    /// Bound on one worker call, in milliseconds.
-    #[arg(long, env = "BATCHGATE_WORKER_TIMEOUT_MS", default_value_t = 10_000)]
-    pub worker_timeout_ms: u64,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    #[command(flatten)]
+    pub batching: BatchingArgs,
 
     /// Concurrent batches of the built-in simulated worker (simulated GPUs).
     #[arg(long, env = "BATCHGATE_SIM_SLOTS", default_value_t = 32)]
@@ -93,39 +191,54 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHGATE_SIM_PER_ITEM_MS", default_value_t = 0.78)]
     pub sim_per_item_ms: f64,
 
-    /// Most inputs in one worker call (the worker API's limit).
-    #[arg(long, env = "BATCHGATE_MAX_BATCH_SIZE", default_value_t = 64)]
-    pub max_batch_size: usize,
-
-    /// Longest wait of a batch's first task before the batch goes, in milliseconds.
-    #[arg(long, env = "BATCHGATE_MAX_WAIT_MS", default_value_t = 50)]
-    pub max_wait_ms: u64,
-
-    /// Partitions of the queue.
-    #[arg(long, env = "BATCHGATE_PARTITIONS", default_value_t = 16)]
-    pub partitions: usize,
-
-    /// Worker calls under way at once [default: --sim-slots with the built-in worker, else 32].
-    #[arg(long, env = "BATCHGATE_MAX_INFLIGHT_BATCHES")]
-    pub max_inflight_batches: Option<usize>,
-
-    /// Most tasks waiting in the queue; past it, submissions get 503 with Retry-After.
-    #[arg(long, env = "BATCHGATE_QUEUE_CAPACITY", default_value_t = 50_000)]
-    pub queue_capacity: usize,
-
-    /// Most records (pending and finished) in the result store; past it, 503.
-    #[arg(long, env = "BATCHGATE_MAX_RESULTS", default_value_t = 8_000_000)]
-    pub max_results: usize,
-
-    /// How long a result is kept after it is stored, in seconds.
-    #[arg(long, env = "BATCHGATE_RESULT_TTL_SECS", default_value_t = 600)]
-    pub result_ttl_secs: u64,
-
     /// Largest accepted input, in bytes.
     #[arg(long, env = "BATCHGATE_MAX_INPUT_BYTES", default_value_t = 65_536)]
     pub max_input_bytes: usize,
 
     /// Longest the shutdown drain may take before the process exits anyway, in seconds.
+    #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
+    pub grace_period_secs: u64,
+}
+
+/// Flags of `batchgate gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BATCHGATE_LISTEN", default_value = DEFAULT_SERVE_LISTEN)]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    /// Largest accepted input, in bytes.
+    #[arg(long, env = "BATCHGATE_MAX_INPUT_BYTES", default_value_t = 65_536)]
+    pub max_input_bytes: usize,
+
+    /// Longest the shutdown may take, in seconds.
+    #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
+    pub grace_period_secs: u64,
+}
+
+/// Flags of `batchgate batcher`.
+#[derive(Debug, Args)]
+pub struct BatcherArgs {
+    /// Address of the batcher's own `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "BATCHGATE_LISTEN", default_value = DEFAULT_BATCHER_LISTEN)]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    #[command(flatten)]
+    pub batching: BatchingArgs,
+
+    /// Longest the drain may take (finish the batches in hand), in seconds.
     #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
     pub grace_period_secs: u64,
 }
@@ -164,58 +277,139 @@ fn millis(name: &str, ms: f64) -> Result<Duration, String> {
         .map_err(|_| format!("--{name} must be a finite number ≥ 0, got {ms}"))
 }
 
-impl ServeArgs {
-    /// Checks the flags and turns them into the plain config `serve::run` takes.
-    pub fn into_config(self) -> Result<ServeConfig, String> {
-        if self.max_batch_size == 0 {
-            return Err("--max-batch-size must be at least 1".into());
+impl RedisArgs {
+    /// The Redis backend, or `None` without --redis.
+    fn backend(&self) -> Result<Option<RedisBackend>, String> {
+        if self.redis.is_empty() {
+            if self.redis_cluster {
+                return Err("--redis-cluster needs --redis URLs".into());
+            }
+            return Ok(None);
         }
+        let redis = RedisConfig {
+            urls: self.redis.clone(),
+            cluster: self.redis_cluster,
+            key_prefix: self.key_prefix.clone(),
+            op_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
+        };
+        redis.validate()?;
+        Ok(Some(RedisBackend {
+            redis,
+            visibility_timeout: Duration::from_millis(self.visibility_timeout_ms.max(100)),
+            max_deliveries: self.max_deliveries.max(1),
+        }))
+    }
+
+    fn required_backend(&self, command: &str) -> Result<RedisBackend, String> {
+        self.backend()?
+            .ok_or_else(|| format!("`batchgate {command}` needs --redis (its queue is shared)"))
+    }
+}
+
+impl QueueArgs {
+    fn store(&self, redis: Option<RedisBackend>) -> Result<StoreConfig, String> {
         if self.partitions == 0 || self.partitions > 1024 {
             return Err("--partitions must be between 1 and 1024".into());
         }
         if self.queue_capacity == 0 || self.max_results == 0 {
             return Err("--queue-capacity and --max-results must be at least 1".into());
         }
-        let worker = match self.worker_url {
-            Some(url) => {
+        Ok(StoreConfig {
+            partitions: self.partitions,
+            queue_capacity: self.queue_capacity,
+            max_results: self.max_results,
+            result_ttl: Duration::from_secs(self.result_ttl_secs.max(1)),
+            dedupe_ttl: (self.dedupe_ttl_secs > 0)
+                .then(|| Duration::from_secs(self.dedupe_ttl_secs)),
+            redis,
+        })
+    }
+}
+
+impl BatchingArgs {
+    /// The batcher part; `sim` is the built-in worker to use when no --worker-url is given.
+    fn part(&self, sim: Option<batchgate_sim::SimConfig>) -> Result<BatcherPart, String> {
+        if self.max_batch_size == 0 {
+            return Err("--max-batch-size must be at least 1".into());
+        }
+        let worker = match (&self.worker_url, sim) {
+            (Some(url), _) => {
                 if !url.starts_with("http://") {
                     return Err(format!(
                         "--worker-url must be an http:// URL (TLS to workers is not built yet), got {url:?}"
                     ));
                 }
                 WorkerChoice::Http {
-                    url,
+                    url: url.clone(),
                     timeout: Duration::from_millis(self.worker_timeout_ms),
                 }
             }
-            None => WorkerChoice::Simulated(batchgate_sim::SimConfig {
-                slots: self.sim_slots.max(1),
-                base: millis("sim-base-ms", self.sim_base_ms)?,
-                per_item: millis("sim-per-item-ms", self.sim_per_item_ms)?,
-                max_batch_size: self.max_batch_size,
-            }),
+            (None, Some(sim)) => WorkerChoice::Simulated(sim),
+            (None, None) => return Err("--worker-url is required".into()),
         };
         let max_inflight_batches = self.max_inflight_batches.unwrap_or(match &worker {
             WorkerChoice::Simulated(sim) => sim.slots,
             WorkerChoice::Http { .. } => batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES,
         });
-        Ok(ServeConfig {
-            worker,
-            batcher: batchgate_batcher::BatcherConfig {
+        Ok(BatcherPart {
+            config: batchgate_batcher::BatcherConfig {
                 limits: batchgate_policy::Limits {
                     max_batch_size: self.max_batch_size,
                     max_wait: Duration::from_millis(self.max_wait_ms),
                 },
                 max_inflight_batches: max_inflight_batches.max(1),
+                max_queue_age: self.max_queue_age,
             },
-            gateway: batchgate_gateway::GatewayConfig {
+            worker,
+        })
+    }
+}
+
+impl ServeArgs {
+    /// Checks the flags and turns them into the plain config `serve::run` takes.
+    pub fn into_config(self) -> Result<ServeConfig, String> {
+        let sim = batchgate_sim::SimConfig {
+            slots: self.sim_slots.max(1),
+            base: millis("sim-base-ms", self.sim_base_ms)?,
+            per_item: millis("sim-per-item-ms", self.sim_per_item_ms)?,
+            max_batch_size: self.batching.max_batch_size,
+        };
+        Ok(ServeConfig {
+            batcher: Some(self.batching.part(Some(sim))?),
+            store: self.queue.store(self.redis.backend()?)?,
+            gateway: Some(batchgate_gateway::GatewayConfig {
                 max_input_bytes: self.max_input_bytes,
                 ..Default::default()
-            },
-            partitions: self.partitions,
-            queue_capacity: self.queue_capacity,
-            max_results: self.max_results,
-            result_ttl: Duration::from_secs(self.result_ttl_secs),
+            }),
+            grace_period: Duration::from_secs(self.grace_period_secs),
+        })
+    }
+}
+
+impl GatewayArgs {
+    /// Checks the flags; a gateway needs Redis.
+    pub fn into_config(self) -> Result<ServeConfig, String> {
+        let redis = self.redis.required_backend("gateway")?;
+        Ok(ServeConfig {
+            store: self.queue.store(Some(redis))?,
+            gateway: Some(batchgate_gateway::GatewayConfig {
+                max_input_bytes: self.max_input_bytes,
+                ..Default::default()
+            }),
+            batcher: None,
+            grace_period: Duration::from_secs(self.grace_period_secs),
+        })
+    }
+}
+
+impl BatcherArgs {
+    /// Checks the flags; a batcher needs Redis and a worker.
+    pub fn into_config(self) -> Result<ServeConfig, String> {
+        let redis = self.redis.required_backend("batcher")?;
+        Ok(ServeConfig {
+            store: self.queue.store(Some(redis))?,
+            gateway: None,
+            batcher: Some(self.batching.part(None)?),
             grace_period: Duration::from_secs(self.grace_period_secs),
         })
     }
@@ -286,15 +480,18 @@ fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        // Configuration is validated before any port is bound.
         Command::Serve(args) => {
-            // Configuration is validated before any port is bound.
             let listen = args.listen;
-            let config = args_to_config(args.into_config())?;
-            let listener = bind(listen)?;
-            let shutdown = CancellationToken::new();
-            tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
-            crate::serve::run(config, listener, shutdown).await?;
-            Ok(())
+            run_parts(args_to_config(args.into_config())?, listen).await
+        }
+        Command::Gateway(args) => {
+            let listen = args.listen;
+            run_parts(args_to_config(args.into_config())?, listen).await
+        }
+        Command::Batcher(args) => {
+            let listen = args.listen;
+            run_parts(args_to_config(args.into_config())?, listen).await
         }
         Command::Worker(args) => {
             let listen = args.listen;
@@ -315,6 +512,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+async fn run_parts(config: ServeConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = bind(listen)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
+    let outcome = crate::serve::run(config, listener, shutdown).await?;
+    if outcome.drained {
+        Ok(())
+    } else {
+        anyhow::bail!("shutdown did not drain within the grace period")
     }
 }
 

@@ -258,9 +258,9 @@ mod tests {
         let Command::Serve(args) = cli.command else {
             panic!("serve expected")
         };
-        assert_eq!(args.max_wait_ms, 20);
-        assert_eq!(args.partitions, 4);
-        assert_eq!(args.max_batch_size, 8);
+        assert_eq!(args.batching.max_wait_ms, 20);
+        assert_eq!(args.queue.partitions, 4);
+        assert_eq!(args.batching.max_batch_size, 8);
     }
 
     #[test]
@@ -283,7 +283,7 @@ mod tests {
         let Command::Serve(args) = cli.command else {
             panic!("serve expected")
         };
-        assert_eq!(args.max_wait_ms, 30);
+        assert_eq!(args.batching.max_wait_ms, 30);
         let cli = parse(&["batchgate", "worker", "--sim", "--config", &p]).expect("parses");
         let Command::Worker(args) = cli.command else {
             panic!("worker expected")

@@ -3,11 +3,13 @@
 //! Layout:
 //! - [`cli`]: the subcommands and their flags (clap), and `main`.
 //! - [`config_file`]: `--config FILE` (TOML) layered under flags and environment variables.
-//! - [`serve`]: `batchgate serve`, the whole system in one process, and its shutdown order.
+//! - [`backend`]: the queue, stores and dedupe a process runs on (in-process or Redis).
+//! - [`serve`]: runs a process's parts (gateway, batcher or both) and its shutdown order.
 //! - [`worker`]: `batchgate worker --sim`, the reference worker server.
 //! - [`shutdown`]: the one owner of SIGINT/SIGTERM.
 //! - [`telemetry`]: logging setup.
 
+pub mod backend;
 pub mod cli;
 pub mod config_file;
 pub mod serve;

@@ -1,11 +1,11 @@
-//! `batchgate serve`: the whole system in one process, on in-process backends.
+//! Runs a process's parts — gateway, batcher, or both — on its backends, and shuts them down
+//! in order. `batchgate serve` runs both; `gateway` and `batcher` run one each on Redis.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_batcher::{Batcher, BatcherConfig, BatcherMetrics};
 use batchgate_gateway::{Admission, AppState, GatewayConfig, GatewayMetrics, Shared};
-use batchgate_queue::memory::{MemoryQueue, MemoryResultStore};
 use batchgate_sim::{SimConfig, SimWorker};
 use batchgate_worker::{HttpJsonWorker, Worker};
 use prometheus_client::registry::Registry;
@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// How often expired results are swept from memory.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+use crate::backend::{self, StoreConfig};
+
 /// How long the HTTP server may take to answer its last requests after the drain.
 const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -32,28 +32,29 @@ pub enum WorkerChoice {
     },
 }
 
-/// Everything `serve` needs; built from flags by [`crate::cli::ServeArgs::into_config`].
+/// The batcher part of a process.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
+pub struct BatcherPart {
+    /// Batching limits and worker concurrency.
+    pub config: BatcherConfig,
     /// The worker to call.
     pub worker: WorkerChoice,
-    /// Batching limits and worker concurrency.
-    pub batcher: BatcherConfig,
-    /// Gateway limits.
-    pub gateway: GatewayConfig,
-    /// Queue partitions.
-    pub partitions: usize,
-    /// Most queued tasks.
-    pub queue_capacity: usize,
-    /// Most result records.
-    pub max_results: usize,
-    /// Result lifetime after completion.
-    pub result_ttl: Duration,
+}
+
+/// Everything a process runs; built from flags in [`crate::cli`].
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Queue and stores.
+    pub store: StoreConfig,
+    /// The HTTP API, if this process serves it (else only `/healthz` and `/metrics`).
+    pub gateway: Option<GatewayConfig>,
+    /// The batcher, if this process runs one.
+    pub batcher: Option<BatcherPart>,
     /// Bound on the shutdown drain.
     pub grace_period: Duration,
 }
 
-/// How a `serve` run ended.
+/// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeOutcome {
     /// True if the drain finished within the grace period (nothing accepted was dropped).
@@ -67,15 +68,15 @@ fn build_worker(choice: &WorkerChoice) -> anyhow::Result<Arc<dyn Worker>> {
     })
 }
 
-/// Runs gateway, batcher and stores until `shutdown` is cancelled, then shuts down in order:
+/// Runs the configured parts until `shutdown` is cancelled, then shuts down in order:
 ///
 /// 1. the admission gate closes — new submissions get 503 — and we wait for submissions
 ///    already past it to finish enqueueing;
-/// 2. the batcher drains: every queued or buffered task is batched and sent, every batch in
-///    flight finishes, results are stored, tasks acked;
+/// 2. the batcher drains: what it holds (and, in-process, every queued task) is batched and
+///    sent, every batch in flight finishes, results are stored, tasks acked;
 /// 3. the HTTP server stops accepting and answers the requests it has (long polls now find
 ///    their results);
-/// 4. the outcome is logged.
+/// 4. background tasks stop and the outcome is logged.
 ///
 /// Steps 1–2 are bounded by the grace period, step 3 by a few seconds.
 pub async fn run(
@@ -85,50 +86,47 @@ pub async fn run(
 ) -> anyhow::Result<ServeOutcome> {
     let addr = listener.local_addr()?;
     let mut registry = Registry::default();
-    let gateway_metrics = GatewayMetrics::register(&mut registry);
-    let batcher_metrics = BatcherMetrics::register(&mut registry);
-
-    let queue = Arc::new(MemoryQueue::new(config.partitions, config.queue_capacity));
-    let results = Arc::new(MemoryResultStore::new(
-        config.max_results,
-        config.result_ttl,
-    ));
-    let worker = build_worker(&config.worker)?;
-
-    let sweeper_stop = CancellationToken::new();
-    let sweeper = tokio::spawn(sweep_results(results.clone(), sweeper_stop.clone()));
+    let backends = backend::build(&config.store, config.gateway.is_some()).await?;
 
     let batcher_stop = CancellationToken::new();
-    let batcher = Batcher::new(
-        queue.clone(),
-        results.clone(),
-        worker,
-        config.batcher,
-        batcher_metrics,
-    );
-    let batcher = tokio::spawn(batcher.run(batcher_stop.clone()));
+    let batcher = match &config.batcher {
+        Some(part) => {
+            let batcher = Batcher::new(
+                backends.queue.clone(),
+                backends.results.clone(),
+                build_worker(&part.worker)?,
+                part.config,
+                BatcherMetrics::register(&mut registry),
+            );
+            Some(tokio::spawn(batcher.run(batcher_stop.clone())))
+        }
+        None => None,
+    };
 
     let admission = Arc::new(Admission::default());
+    let metrics = GatewayMetrics::register(&mut registry);
     let state = AppState::new(Shared {
-        queue,
-        results,
+        queue: backends.queue.clone(),
+        results: backends.results.clone(),
+        dedupe: backends.dedupe.clone(),
+        gateway_id: backends.gateway_id.clone(),
         admission: admission.clone(),
-        config: config.gateway,
-        metrics: gateway_metrics,
+        config: config.gateway.unwrap_or_default(),
+        metrics,
         registry: Arc::new(registry),
     });
-    let http_stop = CancellationToken::new();
-    let http = tokio::spawn(batchgate_gateway::serve(listener, state, http_stop.clone()));
-
-    let worker_desc = match &config.worker {
-        WorkerChoice::Simulated(sim) => format!("built-in simulated worker ({} slots)", sim.slots),
-        WorkerChoice::Http { url, .. } => url.clone(),
+    let router = if config.gateway.is_some() {
+        batchgate_gateway::router(state)
+    } else {
+        batchgate_gateway::ops_router(state)
     };
-    info!(
-        %addr,
-        worker = %worker_desc,
-        "batchgate listening on http://{addr} — try: curl -s -X POST 'http://{addr}/v1/inference?wait_ms=1000' -H 'content-type: application/json' -d '{{\"input\":\"hello\"}}'"
-    );
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(batchgate_gateway::serve(
+        listener,
+        router,
+        http_stop.clone(),
+    ));
+    announce(&config, addr);
 
     shutdown.cancelled().await;
     info!(
@@ -137,13 +135,16 @@ pub async fn run(
     );
     let drain = async {
         admission.close().await;
-        // Nothing enters the queue any more: the batcher can drain it to the end.
+        // Nothing enters the queue through us any more: the batcher can drain.
         batcher_stop.cancel();
-        batcher.await
+        match batcher {
+            Some(b) => b.await.map(|report| report.drained_batches),
+            None => Ok(0),
+        }
     };
     let drained = match tokio::time::timeout(config.grace_period, drain).await {
-        Ok(Ok(report)) => {
-            info!(drained_batches = report.drained_batches, "drain complete");
+        Ok(Ok(drained_batches)) => {
+            info!(drained_batches, "drain complete");
             true
         }
         Ok(Err(join_error)) => {
@@ -162,21 +163,33 @@ pub async fn run(
         Ok(Err(join_error)) => warn!(%join_error, "HTTP server task failed"),
         Err(_) => warn!("HTTP connections still open after the close grace; dropping them"),
     }
-    sweeper_stop.cancel();
-    let _ = sweeper.await;
+    backends.shutdown().await;
     info!(drained, "batchgate stopped");
     Ok(ServeOutcome { drained })
 }
 
-async fn sweep_results(results: Arc<MemoryResultStore>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(SWEEP_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {
-                results.sweep(tokio::time::Instant::now());
-            }
+fn announce(config: &ServeConfig, addr: std::net::SocketAddr) {
+    let backend = match &config.store.redis {
+        Some(r) => format!(
+            "redis{} {}",
+            if r.redis.cluster { " cluster" } else { "" },
+            r.redis.urls.join(",")
+        ),
+        None => "in-process".to_owned(),
+    };
+    let worker = match config.batcher.as_ref().map(|b| &b.worker) {
+        Some(WorkerChoice::Simulated(sim)) => {
+            format!("built-in simulated worker ({} slots)", sim.slots)
         }
+        Some(WorkerChoice::Http { url, .. }) => url.clone(),
+        None => "none (gateway only)".to_owned(),
+    };
+    if config.gateway.is_some() {
+        info!(
+            %addr, %backend, %worker,
+            "batchgate listening on http://{addr} — try: curl -s -X POST 'http://{addr}/v1/inference?wait_ms=1000' -H 'content-type: application/json' -d '{{\"input\":\"hello\"}}'"
+        );
+    } else {
+        info!(%addr, %backend, %worker, "batcher running; health and metrics listening on http://{addr}");
     }
 }

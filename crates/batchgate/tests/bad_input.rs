@@ -1,10 +1,11 @@
 //! Every kind of bad input gets its status and JSON error, is counted, and harms no one else.
 
+#[macro_use]
 mod common;
 
 use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
-use common::{client, fast_sim, serve_config, start_serve, start_worker};
+use common::{client, fast_sim, serve_config, start_serve, start_worker, Backend, Infra};
 use reqwest::header::CONTENT_TYPE;
 
 struct Case {
@@ -136,10 +137,13 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[tokio::test]
-async fn every_bad_input_gets_its_status_and_json_error_and_good_requests_still_work() {
+on_every_backend!(every_bad_input_gets_its_status_and_json_error_and_good_requests_still_work);
+async fn every_bad_input_gets_its_status_and_json_error_and_good_requests_still_work(
+    backend: Backend,
+) {
+    let infra = Infra::start(backend);
     let worker = start_worker(fast_sim(4)).await;
-    let serve = start_serve(serve_config(&worker.url, 4)).await;
+    let serve = start_serve(serve_config(&infra, &worker.url, 4)).await;
     let http = client();
     let cases = cases();
 
@@ -215,8 +219,9 @@ async fn every_bad_input_gets_its_status_and_json_error_and_good_requests_still_
 
 #[tokio::test]
 async fn health_readiness_and_openapi_answer() {
+    let infra = Infra::start(Backend::Memory);
     let worker = start_worker(fast_sim(1)).await;
-    let serve = start_serve(serve_config(&worker.url, 1)).await;
+    let serve = start_serve(serve_config(&infra, &worker.url, 1)).await;
     let http = client();
     for path in ["/healthz", "/readyz"] {
         let r = http

@@ -1,5 +1,6 @@
 //! The whole request path over real HTTP: gateway → queue → batcher → HTTP worker → store.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -8,12 +9,15 @@ use std::time::{Duration, SystemTime};
 use batchgate_protocol::api::{TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
 use batchgate_protocol::task::unix_ms;
-use common::{client, fast_sim, serve_config, start_serve, start_worker};
+use common::{client, fast_sim, serve_config, start_serve, start_worker, Backend, Infra};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_concurrent_submissions_all_succeed_in_batches_of_at_most_64() {
+on_every_backend!(two_thousand_concurrent_submissions_all_succeed_in_batches_of_at_most_64);
+async fn two_thousand_concurrent_submissions_all_succeed_in_batches_of_at_most_64(
+    backend: Backend,
+) {
+    let infra = Infra::start(backend);
     let worker = start_worker(fast_sim(8)).await;
-    let serve = start_serve(serve_config(&worker.url, 8)).await;
+    let serve = start_serve(serve_config(&infra, &worker.url, 8)).await;
     let http = client();
 
     let requests = (0..2000).map(|i| {
@@ -51,15 +55,16 @@ async fn two_thousand_concurrent_submissions_all_succeed_in_batches_of_at_most_6
     worker.stop.cancel();
 }
 
-#[tokio::test]
-async fn long_poll_is_woken_by_the_result_not_by_its_timeout() {
+on_every_backend!(long_poll_is_woken_by_the_result_not_by_its_timeout);
+async fn long_poll_is_woken_by_the_result_not_by_its_timeout(backend: Backend) {
+    let infra = Infra::start(backend);
     // One slow call, so the task is surely pending when the long poll starts.
     let worker = start_worker(batchgate_sim::SimConfig {
         base: Duration::from_millis(300),
         ..fast_sim(1)
     })
     .await;
-    let serve = start_serve(serve_config(&worker.url, 1)).await;
+    let serve = start_serve(serve_config(&infra, &worker.url, 1)).await;
     let http = client();
 
     let accepted: TaskView = http
@@ -114,14 +119,15 @@ async fn long_poll_is_woken_by_the_result_not_by_its_timeout() {
     worker.stop.cancel();
 }
 
-#[tokio::test]
-async fn worker_failure_fails_the_batch_with_a_reason() {
+on_every_backend!(worker_failure_fails_the_batch_with_a_reason);
+async fn worker_failure_fails_the_batch_with_a_reason(backend: Backend) {
+    let infra = Infra::start(backend);
     // Nothing listens on this port: every call fails to connect.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         format!("http://{}", l.local_addr().expect("addr"))
     };
-    let serve = start_serve(serve_config(&closed, 1)).await;
+    let serve = start_serve(serve_config(&infra, &closed, 1)).await;
     let http = client();
     let submits = (0..3).map(|i| {
         let http = http.clone();

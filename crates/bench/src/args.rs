@@ -111,6 +111,11 @@ pub struct BenchArgs {
     #[arg(long, env = "BATCHGATE_BENCH_NO_CHECK")]
     pub no_check: bool,
 
+    /// Speak HTTP/2 without TLS (prior knowledge): requests share a few connections as
+    /// streams instead of one HTTP/1.1 connection per request in flight.
+    #[arg(long, env = "BATCHGATE_BENCH_HTTP2")]
+    pub http2: bool,
+
     /// Warmup before the measured window, e.g. `5s`: in open loop the rate ramps linearly from
     /// 0 to --rate over it (so the connection pool grows as in service); its requests are sent
     /// but not recorded.
@@ -143,6 +148,8 @@ pub(crate) struct Config {
     pub(crate) seed: u64,
     /// Whether outputs are compared with `sim_output(input)`.
     pub(crate) check: bool,
+    /// HTTP/2 prior knowledge instead of HTTP/1.1.
+    pub(crate) http2: bool,
 }
 
 impl BenchArgs {
@@ -217,6 +224,7 @@ impl BenchArgs {
             max_connections: self.max_connections,
             seed: self.seed,
             check: !self.no_check,
+            http2: self.http2,
         })
     }
 }

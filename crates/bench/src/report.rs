@@ -305,6 +305,7 @@ mod tests {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             seed: DEFAULT_SEED,
             check: true,
+            http2: false,
         })
     }
 

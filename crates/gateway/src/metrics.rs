@@ -42,6 +42,11 @@ pub struct GatewayMetrics {
     pub errors: Family<CodeLabel, Counter>,
     /// `batchgate_tasks_accepted_total`.
     pub tasks_accepted: Counter,
+    /// `batchgate_dedupe_hits_total`: submissions answered with an existing task's id.
+    pub dedupe_hits: Counter,
+    /// `batchgate_dedupe_bypassed_total`: submissions enqueued without dedupe because the
+    /// cache failed.
+    pub dedupe_bypassed: Counter,
     /// `batchgate_queue_depth{partition}`, refreshed at each scrape.
     pub queue_depth: Family<PartitionLabel, Gauge>,
     /// `batchgate_result_store_records`, refreshed at each scrape.
@@ -60,6 +65,8 @@ impl GatewayMetrics {
             ]),
             errors: Family::default(),
             tasks_accepted: Counter::default(),
+            dedupe_hits: Counter::default(),
+            dedupe_bypassed: Counter::default(),
             queue_depth: Family::default(),
             result_store_records: Gauge::default(),
             resident_memory: Gauge::default(),
@@ -83,6 +90,16 @@ impl GatewayMetrics {
             "batchgate_tasks_accepted",
             "Tasks accepted (answered 202 or 200)",
             m.tasks_accepted.clone(),
+        );
+        registry.register(
+            "batchgate_dedupe_hits",
+            "Submissions answered with the task id of an identical input",
+            m.dedupe_hits.clone(),
+        );
+        registry.register(
+            "batchgate_dedupe_bypassed",
+            "Submissions enqueued without dedupe because the cache failed",
+            m.dedupe_bypassed.clone(),
         );
         registry.register(
             "batchgate_queue_depth",

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use batchgate_queue::{Queue, ResultStore};
+use batchgate_queue::{Dedupe, Queue, ResultStore};
 use prometheus_client::registry::Registry;
 use tokio::sync::{RwLock, RwLockReadGuard};
 
@@ -74,6 +74,11 @@ pub struct Shared {
     pub queue: Arc<dyn Queue>,
     /// Where results are read from and waited on.
     pub results: Arc<dyn ResultStore>,
+    /// Identical inputs share one task while this remembers them; `None` turns it off.
+    pub dedupe: Option<Arc<dyn Dedupe>>,
+    /// This gateway's name on the notification bus, put in each task's `reply_to` so the
+    /// batcher can wake its long polls; `None` where everything runs in one process.
+    pub gateway_id: Option<String>,
     /// Closed by shutdown.
     pub admission: Arc<Admission>,
     /// Limits.

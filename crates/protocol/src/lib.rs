@@ -7,7 +7,7 @@
 //! - [`api`]: the public HTTP API's JSON (`POST /v1/inference`, `GET /v1/result/{id}`, errors).
 //! - [`worker_api`]: the fixed worker batch API (`POST /v1/batch`).
 //! - [`task`]: the task as it travels through the queue.
-//! - [`sim_output`]: the reference simulated worker's output function, shared with checkers.
+//! - [`sim_output`], [`sha256_hex`]: the simulated worker's output function, and input hashes.
 
 pub mod api;
 pub mod task;
@@ -18,6 +18,11 @@ use sha2::{Digest, Sha256};
 /// The reference simulated worker's output for `input`: the lowercase hex SHA-256 of its UTF-8
 /// bytes. Lives here so the worker, the tests and the load generator compute it the same way.
 pub fn sim_output(input: &str) -> String {
+    sha256_hex(input)
+}
+
+/// Lowercase hex SHA-256 of a string's UTF-8 bytes (the dedupe key of an input).
+pub fn sha256_hex(input: &str) -> String {
     hex::encode(Sha256::digest(input.as_bytes()))
 }
 

@@ -1,6 +1,8 @@
-//! The task as it travels from the gateway through the queue to the batcher.
+//! The task as it travels from the gateway through the queue to the batcher, and its wire
+//! form: a protobuf message (prost), so the distributed queue carries compact bytes that any
+//! language can read (`proto/task.proto` documents the schema).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// One accepted request, waiting for the worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +13,57 @@ pub struct Task {
     pub input: String,
     /// When the gateway accepted it; used for queue-age and end-to-end latency.
     pub enqueued_at: SystemTime,
+    /// The gateway that waits for this task's result, to be told when it is stored.
+    pub reply_to: Option<String>,
+}
+
+/// The task's wire form. Field numbers are the contract: never reuse one.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TaskMessage {
+    /// See [`Task::task_id`].
+    #[prost(string, tag = "1")]
+    pub task_id: String,
+    /// See [`Task::input`].
+    #[prost(string, tag = "2")]
+    pub input: String,
+    /// See [`Task::enqueued_at`], in milliseconds since the Unix epoch.
+    #[prost(uint64, tag = "3")]
+    pub enqueued_at_ms: u64,
+    /// See [`Task::reply_to`]; empty when no gateway waits.
+    #[prost(string, tag = "4")]
+    pub reply_to: String,
+}
+
+/// A task message that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid task message: {0}")]
+pub struct DecodeError(String);
+
+impl Task {
+    /// The protobuf encoding of this task.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        prost::Message::encode_to_vec(&TaskMessage {
+            task_id: self.task_id.clone(),
+            input: self.input.clone(),
+            enqueued_at_ms: unix_ms(self.enqueued_at),
+            reply_to: self.reply_to.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Decodes a task encoded by [`Task::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Task, DecodeError> {
+        let m: TaskMessage =
+            prost::Message::decode(bytes).map_err(|e| DecodeError(e.to_string()))?;
+        if m.task_id.is_empty() {
+            return Err(DecodeError("no task id".into()));
+        }
+        Ok(Task {
+            task_id: m.task_id,
+            input: m.input,
+            enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(m.enqueued_at_ms),
+            reply_to: (!m.reply_to.is_empty()).then_some(m.reply_to),
+        })
+    }
 }
 
 /// Milliseconds since the Unix epoch, the timestamp unit of the API.
@@ -18,4 +71,27 @@ pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_protobuf() {
+        let t = Task {
+            task_id: "ab-1".into(),
+            input: "héllo".into(),
+            enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            reply_to: Some("gw-1".into()),
+        };
+        assert_eq!(Task::from_bytes(&t.to_bytes()).expect("decodes"), t);
+        let none = Task {
+            reply_to: None,
+            ..t
+        };
+        assert_eq!(Task::from_bytes(&none.to_bytes()).expect("decodes"), none);
+        assert!(Task::from_bytes(b"\xff\xff").is_err());
+        assert!(Task::from_bytes(&[]).is_err(), "no id");
+    }
 }

@@ -7,11 +7,15 @@
 //! - [`Queue`], [`Delivery`], [`Receipt`], [`QueueError`]: enqueue, read a batch's worth, ack.
 //! - [`ResultStore`], [`TaskRecord`], [`Completion`], [`StoreError`]: one record per task, with
 //!   TTL, and a `wait` that is woken by the completion rather than by polling.
-//! - [`memory`]: the in-process, bounded, partitioned queue and the sharded result store.
+//! - [`Dedupe`]: SHA-256 of an input → the task that already runs it.
+//! - [`memory`]: the in-process, bounded, partitioned queue, the sharded result store and the
+//!   dedupe cache.
 
+mod dedupe;
 pub mod memory;
 mod queue;
 mod store;
 
+pub use dedupe::Dedupe;
 pub use queue::{Delivery, Queue, QueueError, Receipt};
 pub use store::{Completion, Outcome, ResultStore, StoreError, TaskRecord};

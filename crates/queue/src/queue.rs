@@ -54,6 +54,11 @@ pub trait Queue: Send + Sync + 'static {
     /// Marks tasks as done, so they are never delivered again.
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), QueueError>;
 
-    /// Tasks waiting in each partition (not yet delivered).
+    /// Tasks waiting in each partition (not yet acknowledged).
     async fn depth(&self) -> Result<Vec<usize>, QueueError>;
+
+    /// Stops taking new tasks from a shared backend before a drain; afterwards `read` returns
+    /// only what this reader already holds. In-process queues have no one else to leave tasks
+    /// to, so by default nothing changes and the drain empties them.
+    async fn close_reads(&self) {}
 }

@@ -63,6 +63,8 @@ pub struct Completion {
     pub outcome: Outcome,
     /// When, in milliseconds since the Unix epoch.
     pub completed_at: u64,
+    /// The gateway to notify, from the task (`None`: nobody waits elsewhere).
+    pub reply_to: Option<String>,
 }
 
 /// Why a store operation did not happen.

@@ -5,11 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchgate::serve::{ServeConfig, ServeOutcome, WorkerChoice};
+use batchgate::backend::{RedisBackend, StoreConfig};
+use batchgate::serve::{BatcherPart, ServeConfig, ServeOutcome, WorkerChoice};
 use batchgate_batcher::BatcherConfig;
 use batchgate_gateway::GatewayConfig;
 use batchgate_policy::Limits;
+use batchgate_redis::RedisConfig;
 use batchgate_sim::{SimConfig, SimWorker};
+use batchgate_testkit::{RedisCluster, RedisServer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -43,21 +46,79 @@ pub fn fast_sim(slots: usize) -> SimConfig {
     }
 }
 
-pub fn serve_config(worker_url: &str, max_inflight_batches: usize) -> ServeConfig {
-    ServeConfig {
-        worker: WorkerChoice::Http {
-            url: worker_url.to_owned(),
-            timeout: Duration::from_secs(10),
-        },
-        batcher: BatcherConfig {
-            limits: Limits::default(),
-            max_inflight_batches,
-        },
-        gateway: GatewayConfig::default(),
+/// Which backends a scenario runs on; every scenario runs on all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// In-process queue and stores (the embedded default).
+    Memory,
+    /// One `redis-server`, started for the test.
+    Redis,
+    /// A 6-node Redis Cluster (3 masters, 3 replicas), started for the test.
+    Cluster,
+}
+
+/// Redis processes a test runs on; dropped (killed) at the end of the test.
+pub enum Infra {
+    None,
+    Redis(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Infra {
+    pub fn start(backend: Backend) -> Infra {
+        match backend {
+            Backend::Memory => Infra::None,
+            Backend::Redis => Infra::Redis(RedisServer::start()),
+            Backend::Cluster => Infra::Cluster(RedisCluster::start()),
+        }
+    }
+
+    /// The Redis settings of this infrastructure, with short recovery times for tests.
+    pub fn redis(&self) -> Option<RedisBackend> {
+        let (urls, cluster) = match self {
+            Infra::None => return None,
+            Infra::Redis(r) => (vec![r.url()], false),
+            Infra::Cluster(c) => (c.urls(), true),
+        };
+        Some(RedisBackend {
+            redis: RedisConfig {
+                urls,
+                cluster,
+                key_prefix: "test".into(),
+                op_timeout: Duration::from_millis(1000),
+            },
+            visibility_timeout: Duration::from_millis(1500),
+            max_deliveries: 5,
+        })
+    }
+}
+
+pub fn store_config(infra: &Infra) -> StoreConfig {
+    StoreConfig {
         partitions: 16,
         queue_capacity: 50_000,
         max_results: 1_000_000,
         result_ttl: Duration::from_secs(600),
+        dedupe_ttl: Some(Duration::from_secs(300)),
+        redis: infra.redis(),
+    }
+}
+
+pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize) -> ServeConfig {
+    ServeConfig {
+        store: store_config(infra),
+        gateway: Some(GatewayConfig::default()),
+        batcher: Some(BatcherPart {
+            config: BatcherConfig {
+                limits: Limits::default(),
+                max_inflight_batches,
+                ..BatcherConfig::default()
+            },
+            worker: WorkerChoice::Http {
+                url: worker_url.to_owned(),
+                timeout: Duration::from_secs(10),
+            },
+        }),
         grace_period: Duration::from_secs(30),
     }
 }
@@ -96,4 +157,27 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client")
+}
+
+/// Declares one `#[tokio::test]` per backend for an `async fn scenario(backend: Backend)`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$scenario($crate::common::Backend::Memory).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$scenario($crate::common::Backend::Redis).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster() {
+                super::$scenario($crate::common::Backend::Cluster).await;
+            }
+        }
+    };
 }

@@ -1,12 +1,13 @@
 //! `POST /v1/inference`: accept one task.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use batchgate_protocol::api::InferenceRequest;
+use batchgate_protocol::sha256_hex;
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_queue::TaskRecord;
 use uuid::Uuid;
@@ -15,8 +16,8 @@ use super::extract::{JsonBody, Wait};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Validates, records the task as pending, enqueues it; answers 202 with the task id, or —
-/// with `?wait_ms=` — 200 with the result if it is ready in time.
+/// Validates, deduplicates, records the task as pending, enqueues it; answers 202 with the
+/// task id, or — with `?wait_ms=` — 200 with the result if it is ready in time.
 pub(crate) async fn submit(
     State(state): State<AppState>,
     Wait(wait): Wait,
@@ -36,7 +37,29 @@ pub(crate) async fn submit(
     let now = SystemTime::now();
     let created_at = unix_ms(now);
     let task_id = Uuid::new_v4().to_string();
-    {
+
+    // An identical input already has a task: answer with it, never run it twice.
+    let claim = match &state.dedupe {
+        Some(dedupe) => {
+            let hash = sha256_hex(&request.input);
+            match dedupe.claim(&hash, &task_id).await {
+                Ok(Some(existing)) => {
+                    state.metrics.dedupe_hits.inc();
+                    return answer(&state, existing, created_at, wait, false).await;
+                }
+                Ok(None) => Some((dedupe, hash)),
+                Err(error) => {
+                    // The cache is an optimisation: without it, run the task anyway.
+                    tracing::warn!(%error, "dedupe cache failed; bypassing it");
+                    state.metrics.dedupe_bypassed.inc();
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+
+    let enqueued = async {
         // Hold the gate until the task is in the queue: shutdown waits for us.
         let Some(_open) = state.admission.enter().await else {
             return Err(ApiError::ShuttingDown { retry_after_secs });
@@ -50,6 +73,7 @@ pub(crate) async fn submit(
             task_id: task_id.clone(),
             input: request.input,
             enqueued_at: now,
+            reply_to: state.gateway_id.clone(),
         };
         if let Err(error) = state.queue.enqueue(task).await {
             // Never leave a pending record for a task that will not run.
@@ -58,19 +82,45 @@ pub(crate) async fn submit(
             }
             return Err(ApiError::from_queue(&error, retry_after_secs));
         }
+        Ok(())
+    }
+    .await;
+    if let Err(refused) = enqueued {
+        if let Some((dedupe, hash)) = claim {
+            // Identical inputs must not be pointed at a task that never ran.
+            if let Err(error) = dedupe.release(&hash, &task_id).await {
+                tracing::warn!(%error, "could not release the dedupe entry of a refused task");
+            }
+        }
+        return Err(refused);
     }
     state.metrics.tasks_accepted.inc();
+    answer(&state, task_id, created_at, wait, true).await
+}
 
-    let record = if wait.is_zero() {
-        TaskRecord::pending(created_at)
-    } else {
+/// 200 with the result if the task finishes within `wait`, else 202 with its pending view.
+/// A `fresh` task was just enqueued, so without a wait it is known to be pending; another
+/// (a dedupe hit) may be done already and is read.
+async fn answer(
+    state: &AppState,
+    task_id: String,
+    created_at: u64,
+    wait: Duration,
+    fresh: bool,
+) -> Result<Response, ApiError> {
+    let store_error = |e| ApiError::from_store(&e, state.config.retry_after_secs);
+    let record = if !wait.is_zero() {
         state
             .results
             .wait(&task_id, wait)
             .await
-            .map_err(|e| ApiError::from_store(&e, retry_after_secs))?
-            .unwrap_or_else(|| TaskRecord::pending(created_at))
+            .map_err(store_error)?
+    } else if !fresh {
+        state.results.get(&task_id).await.map_err(store_error)?
+    } else {
+        None
     };
+    let record = record.unwrap_or_else(|| TaskRecord::pending(created_at));
     let status = if record.status.is_terminal() {
         StatusCode::OK
     } else {

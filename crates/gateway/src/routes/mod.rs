@@ -59,6 +59,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Only `/healthz`, `/readyz` and `/metrics`: what a process without the API (a batcher)
+/// serves to its operators.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .with_state(state)
+}
+
 /// Counts answers by matched route and status.
 async fn count_by_route(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request

@@ -1,9 +1,11 @@
 //! In-process implementations for the embedded deployment: everything lives in one process and
 //! dies with it, so acknowledgements have nothing to protect against and are no-ops.
 
+mod dedupe;
 mod queue;
 mod store;
 
+pub use dedupe::MemoryDedupe;
 pub use queue::MemoryQueue;
 pub use store::MemoryResultStore;
 

@@ -143,6 +143,7 @@ mod tests {
             task_id: format!("t{i}"),
             input: format!("in{i}"),
             enqueued_at: SystemTime::now(),
+            reply_to: None,
         }
     }
 

@@ -229,6 +229,7 @@ mod tests {
             task_id: id.into(),
             outcome: Outcome::Success(out.into()),
             completed_at: 7,
+            reply_to: None,
         }
     }
 

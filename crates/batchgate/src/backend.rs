@@ -1,0 +1,164 @@
+//! Builds the queue, result store and dedupe cache a process runs on: in-process (embedded
+//! `serve`) or Redis (everything else), with the background tasks each needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batchgate_queue::memory::{MemoryDedupe, MemoryQueue, MemoryResultStore};
+use batchgate_queue::{Dedupe, Queue, ResultStore};
+use batchgate_redis::{
+    Keys, Notifier, RedisConfig, RedisDedupe, RedisQueue, RedisQueueConfig, RedisResultStore,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How often expired results are swept from memory.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Most dedupe entries kept in memory (~150 B each), whatever the TTL.
+const MEMORY_DEDUPE_CAPACITY: usize = 1_000_000;
+
+/// Redis and the settings only the Redis queue has.
+#[derive(Debug, Clone)]
+pub struct RedisBackend {
+    /// Where Redis is.
+    pub redis: RedisConfig,
+    /// Idle time after which another batcher claims an unacknowledged task.
+    pub visibility_timeout: Duration,
+    /// Deliveries of one task before it is dead-lettered.
+    pub max_deliveries: usize,
+}
+
+/// What the queue and stores are, and their limits.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Queue partitions.
+    pub partitions: usize,
+    /// Most queued tasks.
+    pub queue_capacity: usize,
+    /// Most result records (in-process only; Redis is bounded by its `maxmemory`).
+    pub max_results: usize,
+    /// Result lifetime after completion.
+    pub result_ttl: Duration,
+    /// How long identical inputs share a task; `None` turns dedupe off.
+    pub dedupe_ttl: Option<Duration>,
+    /// Redis, or in-process when `None`.
+    pub redis: Option<RedisBackend>,
+}
+
+/// The backends of one process and what keeps them running.
+pub struct Backends {
+    /// The task queue.
+    pub queue: Arc<dyn Queue>,
+    /// The result store.
+    pub results: Arc<dyn ResultStore>,
+    /// The dedupe cache, if on.
+    pub dedupe: Option<Arc<dyn Dedupe>>,
+    /// This process's name on the notification bus (Redis only).
+    pub gateway_id: Option<String>,
+    /// Background tasks (sweeper, subscription), stopped by `stop`.
+    pub tasks: Vec<JoinHandle<()>>,
+    /// Stops the background tasks.
+    pub stop: CancellationToken,
+}
+
+impl Backends {
+    /// Stops the background tasks and waits for them.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A unique name for this process: gateway id on the notification bus, consumer name in the
+/// stream group.
+pub fn process_name(role: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    format!("{role}-{host}-{}-{}", std::process::id(), &unique[..8])
+}
+
+/// Builds the backends. `waits` says whether this process serves long polls (a gateway):
+/// only then does it subscribe to completion notifications.
+pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends> {
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let Some(redis) = &config.redis else {
+        let results = Arc::new(MemoryResultStore::new(
+            config.max_results,
+            config.result_ttl,
+        ));
+        tasks.push(tokio::spawn(sweep_results(results.clone(), stop.clone())));
+        return Ok(Backends {
+            queue: Arc::new(MemoryQueue::new(config.partitions, config.queue_capacity)),
+            results,
+            dedupe: config.dedupe_ttl.map(|ttl| {
+                Arc::new(MemoryDedupe::new(ttl, MEMORY_DEDUPE_CAPACITY)) as Arc<dyn Dedupe>
+            }),
+            gateway_id: None,
+            tasks,
+            stop,
+        });
+    };
+    let rc = &redis.redis;
+    let keys = Keys::new(&rc.key_prefix, config.partitions);
+    let conn = rc
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
+    let name = process_name(if waits { "gateway" } else { "batcher" });
+    let notifier = if waits {
+        let notifier = Arc::new(Notifier::default());
+        tasks.push(tokio::spawn(notifier.clone().run(
+            rc.pubsub_client()?,
+            keys.notify_channel(&name),
+            stop.clone(),
+        )));
+        Some(notifier)
+    } else {
+        None
+    };
+    let queue = RedisQueue::new(
+        conn.clone(),
+        rc.clone(),
+        keys.clone(),
+        RedisQueueConfig {
+            capacity: config.queue_capacity,
+            visibility_timeout: redis.visibility_timeout,
+            max_deliveries: redis.max_deliveries,
+            read_partitions: Vec::new(),
+            result_ttl: config.result_ttl,
+        },
+        name.clone(),
+    );
+    Ok(Backends {
+        queue: Arc::new(queue),
+        results: Arc::new(RedisResultStore::new(
+            conn.clone(),
+            keys.clone(),
+            config.result_ttl,
+            rc.op_timeout,
+            notifier,
+        )),
+        dedupe: config.dedupe_ttl.map(|ttl| {
+            Arc::new(RedisDedupe::new(conn, keys, ttl, rc.op_timeout)) as Arc<dyn Dedupe>
+        }),
+        gateway_id: waits.then_some(name),
+        tasks,
+        stop,
+    })
+}
+
+async fn sweep_results(results: Arc<MemoryResultStore>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {
+                results.sweep(tokio::time::Instant::now());
+            }
+        }
+    }
+}

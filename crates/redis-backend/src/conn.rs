@@ -1,0 +1,156 @@
+//! Connecting: standalone (`ConnectionManager`, reconnects by itself) or cluster, behind one
+//! type, and dedicated connections for blocking reads.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+/// Default bound on one Redis command (blocking reads get their block time on top).
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Default namespace of keys.
+pub const DEFAULT_KEY_PREFIX: &str = "batchgate";
+
+/// Where Redis is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port` URLs: one server, or the cluster's seed nodes.
+    pub urls: Vec<String>,
+    /// Talk the cluster protocol (slots, redirects).
+    pub cluster: bool,
+    /// Namespace of every key.
+    pub key_prefix: String,
+    /// Bound on one command.
+    pub op_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Checks the URLs before anything connects.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err("at least one --redis URL is needed".into());
+        }
+        for url in &self.urls {
+            redis::Client::open(url.as_str())
+                .map_err(|e| format!("invalid --redis URL {url:?}: {e}"))?;
+        }
+        if !self.cluster && self.urls.len() > 1 {
+            return Err("several --redis URLs need --redis-cluster".into());
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
+            return Err("--key-prefix must be non-empty and contain no braces".into());
+        }
+        Ok(())
+    }
+
+    /// A shared, multiplexed connection for ordinary commands. Standalone connects lazily and
+    /// reconnects by itself, so a process can start while Redis is down.
+    pub async fn connect(&self) -> redis::RedisResult<RedisConn> {
+        if self.cluster {
+            Ok(RedisConn::Cluster(
+                self.cluster_client()?.get_async_connection().await?,
+            ))
+        } else {
+            let client = redis::Client::open(self.urls[0].as_str())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.op_timeout))
+                .set_response_timeout(Some(self.op_timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(1));
+            Ok(RedisConn::Single(ConnectionManager::new_lazy_with_config(
+                client, config,
+            )?))
+        }
+    }
+
+    /// A connection of its own for blocking commands (`XREADGROUP … BLOCK`), which would
+    /// otherwise hold up every command multiplexed behind them. Its response timeout allows
+    /// for `block`.
+    pub async fn connect_blocking(&self, block: Duration) -> redis::RedisResult<RedisConn> {
+        let timeout = self.op_timeout + block;
+        if self.cluster {
+            let client = ClusterClient::builder(self.urls.clone())
+                .connection_timeout(self.op_timeout)
+                .response_timeout(timeout)
+                .build()?;
+            Ok(RedisConn::Cluster(client.get_async_connection().await?))
+        } else {
+            let client = redis::Client::open(self.urls[0].as_str())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.op_timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(1));
+            Ok(RedisConn::Single(
+                ConnectionManager::new_with_config(client, config).await?,
+            ))
+        }
+    }
+
+    /// A client for pub/sub. In a cluster, classic PUBLISH reaches every node, so one seed
+    /// node serves.
+    pub fn pubsub_client(&self) -> redis::RedisResult<redis::Client> {
+        redis::Client::open(self.urls[0].as_str())
+    }
+
+    fn cluster_client(&self) -> redis::RedisResult<ClusterClient> {
+        ClusterClient::builder(self.urls.clone())
+            .connection_timeout(self.op_timeout)
+            .response_timeout(self.op_timeout)
+            .retries(2)
+            .build()
+    }
+}
+
+/// A standalone or cluster connection; cloning is shallow (both multiplex).
+#[derive(Clone)]
+pub enum RedisConn {
+    /// One server, reconnecting on failure.
+    Single(ConnectionManager),
+    /// A cluster, routing each command by its key's slot.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Runs `op` with a bound, turning a timeout into a Redis I/O error.
+pub(crate) async fn bounded<T>(
+    limit: Duration,
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "redis command timed out",
+        ))),
+    }
+}

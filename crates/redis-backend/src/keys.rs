@@ -1,0 +1,154 @@
+//! Every Redis key and channel batchgate uses, built in one place.
+//!
+//! `{prefix}:{pNN}:tasks`        stream of partition NN
+//! `{prefix}:{pNN}:res:{id}`     result hash of a task of partition NN
+//! `{prefix}:dedupe:{sha256}`    dedupe entry (its own slot; read alone)
+//! `{prefix}:dlq`                dead-letter stream
+//! `{prefix}:notify:{gateway}`   pub/sub channel of one gateway
+//!
+//! A task's partition is read from its id (the first byte of a random UUID), so any process
+//! can find a result key from the id alone.
+
+/// The consumer group every batcher joins.
+pub const GROUP: &str = "batchers";
+
+/// Key names of one deployment.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Namespace, so several deployments can share one Redis.
+    prefix: String,
+    /// Hash tag of each partition, chosen for an even spread over the slot space.
+    tags: Vec<String>,
+}
+
+impl Keys {
+    /// Keys under `prefix` for `partitions` partitions (at least 1).
+    pub fn new(prefix: &str, partitions: usize) -> Self {
+        let partitions = partitions.max(1);
+        Keys {
+            prefix: prefix.to_owned(),
+            tags: (0..partitions)
+                .map(|p| balanced_tag(p, partitions))
+                .collect(),
+        }
+    }
+
+    /// How many partitions there are.
+    pub fn partitions(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// The partition a task id belongs to.
+    pub fn partition_of(&self, task_id: &str) -> usize {
+        let byte = task_id
+            .get(..2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or_else(|| task_id.bytes().fold(0u8, |a, b| a.wrapping_add(b)));
+        usize::from(byte) % self.tags.len()
+    }
+
+    /// The stream of partition `p`.
+    pub fn stream(&self, p: usize) -> String {
+        format!("{}:{{{}}}:tasks", self.prefix, self.tags[p])
+    }
+
+    /// The result hash of a task.
+    pub fn result(&self, task_id: &str) -> String {
+        let p = self.partition_of(task_id);
+        format!("{}:{{{}}}:res:{task_id}", self.prefix, self.tags[p])
+    }
+
+    /// The dedupe entry of an input hash.
+    pub fn dedupe(&self, input_sha256: &str) -> String {
+        format!("{}:dedupe:{input_sha256}", self.prefix)
+    }
+
+    /// The dead-letter stream.
+    pub fn dead_letter(&self) -> String {
+        format!("{}:dlq", self.prefix)
+    }
+
+    /// The notification channel of one gateway.
+    pub fn notify_channel(&self, gateway_id: &str) -> String {
+        format!("{}:notify:{gateway_id}", self.prefix)
+    }
+}
+
+/// A tag `pNN` or `pNN-k` whose cluster slot falls in the `p`-th of `n` equal stripes of the
+/// slot space: the plain `{p00}`…`{p15}` land 4/5/7 on three masters, these land evenly.
+fn balanced_tag(p: usize, n: usize) -> String {
+    let lo = p * 16384 / n;
+    let hi = (p + 1) * 16384 / n;
+    let plain = format!("p{p:02}");
+    if (lo..hi).contains(&usize::from(slot(plain.as_bytes()))) {
+        return plain;
+    }
+    (0..)
+        .map(|k| format!("p{p:02}-{k}"))
+        .find(|tag| (lo..hi).contains(&usize::from(slot(tag.as_bytes()))))
+        .expect("some suffix lands in every stripe. This is a bug.")
+}
+
+/// Redis Cluster's key slot: CRC16/XMODEM modulo 16384.
+pub fn slot(key: &[u8]) -> u16 {
+    crc16(key) % 16384
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc16_matches_redis_reference_values() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"p00"), slot(b"p00"));
+    }
+
+    #[test]
+    fn partitions_spread_evenly_over_three_masters() {
+        let keys = Keys::new("bg", 16);
+        let mut per_master = [0; 3];
+        for tag in &keys.tags {
+            let s = usize::from(slot(tag.as_bytes()));
+            // redis-cli's default split of 16384 slots over 3 masters.
+            per_master[if s <= 5460 {
+                0
+            } else if s <= 10922 {
+                1
+            } else {
+                2
+            }] += 1;
+        }
+        assert!(
+            per_master.iter().all(|&n| (5..=6).contains(&n)),
+            "{per_master:?}"
+        );
+    }
+
+    #[test]
+    fn a_result_shares_its_partition_stream_slot() {
+        let keys = Keys::new("bg", 16);
+        let id = "a3f0c2d1-0000-4000-8000-000000000000";
+        let p = keys.partition_of(id);
+        assert_eq!(p, 0xa3 % 16);
+        let tag = |k: &str| k[k.find('{').expect("tag")..=k.find('}').expect("tag")].to_owned();
+        assert_eq!(tag(&keys.result(id)), tag(&keys.stream(p)));
+    }
+}

@@ -1,0 +1,39 @@
+//! The distributed deployment's backends, on Redis or Redis Cluster.
+//!
+//! - the task queue: one Redis Stream per partition, one consumer group, at-least-once with
+//!   claim of entries a dead batcher left behind, and a dead-letter stream;
+//! - the result store: one hash per task with a TTL, and cross-process wake-ups of long polls
+//!   (the batcher publishes to the channel of the gateway that waits);
+//! - the dedupe cache: SHA-256 of the input → task id, set-if-absent with a TTL.
+//!
+//! Every key is hash-tagged with its partition (`{p03}`), so a partition's stream and its
+//! tasks' results live on one cluster slot and may share a pipeline; partition tags are chosen
+//! so that partitions spread evenly over the slot space, hence over the masters.
+//!
+//! Layout:
+//! - [`keys`]: every key and channel name, in one place.
+//! - [`conn`]: [`RedisConfig`] and a connection that is either standalone or cluster.
+//! - [`queue`]: [`RedisQueue`], the [`Queue`](batchgate_queue::Queue) on Streams.
+//! - [`store`]: [`RedisResultStore`], the [`ResultStore`](batchgate_queue::ResultStore).
+//! - [`notify`]: [`Notifier`], the gateway's subscription that wakes local waiters.
+//! - [`dedupe`]: [`RedisDedupe`], the [`Dedupe`](batchgate_queue::Dedupe) cache.
+//! - `lua/`: the scripts, loaded with `include_str!`.
+
+pub mod conn;
+pub mod dedupe;
+pub mod keys;
+pub mod notify;
+pub mod queue;
+pub mod store;
+
+pub use conn::{RedisConfig, RedisConn};
+pub use dedupe::RedisDedupe;
+pub use keys::Keys;
+pub use notify::Notifier;
+pub use queue::{RedisQueue, RedisQueueConfig};
+pub use store::RedisResultStore;
+
+/// A Redis failure, as text for the backend-neutral error types.
+pub(crate) fn describe(error: &redis::RedisError) -> String {
+    error.to_string()
+}
