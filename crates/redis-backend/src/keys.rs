@@ -74,11 +74,14 @@ impl Keys {
     }
 }
 
-/// A tag `pNN` or `pNN-k` whose cluster slot falls in the `p`-th of `n` equal stripes of the
-/// slot space: the plain `{p00}`…`{p15}` land 4/5/7 on three masters, these land evenly.
+/// A tag `pNN` or `pNN-k` whose cluster slot lies near the middle of the `p`-th of `n` equal
+/// stripes of the slot space: the plain `{p00}`…`{p15}` land 4/5/7 on three masters, these
+/// land as evenly as the masters' slot ranges allow, whatever their number.
 fn balanced_tag(p: usize, n: usize) -> String {
-    let lo = p * 16384 / n;
-    let hi = (p + 1) * 16384 / n;
+    let stripe = 16384 / n;
+    let middle = p * 16384 / n + stripe / 2;
+    let lo = middle - stripe / 8;
+    let hi = middle + stripe / 8 + 1;
     let plain = format!("p{p:02}");
     if (lo..hi).contains(&usize::from(slot(plain.as_bytes()))) {
         return plain;
