@@ -150,3 +150,82 @@ async fn worker_failure_fails_the_batch_with_a_reason(backend: Backend) {
     }
     serve.shutdown().await;
 }
+
+on_every_backend!(identical_concurrent_submissions_share_one_task_and_one_worker_call);
+async fn identical_concurrent_submissions_share_one_task_and_one_worker_call(backend: Backend) {
+    let infra = Infra::start(backend);
+    let worker = start_worker(fast_sim(4)).await;
+    let serve = start_serve(serve_config(&infra, &worker.url, 4)).await;
+    let http = client();
+    let n = 50;
+    let submits = (0..n).map(|_| {
+        let http = http.clone();
+        let url = format!("{}/v1/inference?wait_ms=30000", serve.url);
+        async move {
+            http.post(&url)
+                .json(&serde_json::json!({ "input": "the same trending prompt" }))
+                .send()
+                .await
+                .expect("send")
+                .json::<TaskView>()
+                .await
+                .expect("json")
+        }
+    });
+    let views = futures::future::join_all(submits).await;
+    let ids: HashSet<_> = views.iter().map(|v| v.task_id.clone()).collect();
+    assert_eq!(ids.len(), 1, "one task for {n} identical inputs");
+    for v in &views {
+        assert_eq!(v.status, TaskStatus::Success);
+        assert_eq!(v.output, Some(sim_output("the same trending prompt")));
+    }
+    assert_eq!(
+        worker.sim.stats().items,
+        1,
+        "the input reached the worker once"
+    );
+    // A different input is a different task.
+    let other: TaskView = http
+        .post(format!("{}/v1/inference?wait_ms=30000", serve.url))
+        .json(&serde_json::json!({ "input": "another prompt" }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(!ids.contains(&other.task_id));
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+on_every_backend!(a_task_older_than_the_queue_age_limit_fails_as_expired_unsent);
+async fn a_task_older_than_the_queue_age_limit_fails_as_expired_unsent(backend: Backend) {
+    let infra = Infra::start(backend);
+    let worker = start_worker(fast_sim(1)).await;
+    let mut config = serve_config(&infra, &worker.url, 1);
+    // Every task is older than zero by the time its batch leaves.
+    if let Some(part) = config.batcher.as_mut() {
+        part.config.max_queue_age = Duration::ZERO;
+    }
+    let serve = start_serve(config).await;
+    let view: TaskView = client()
+        .post(format!("{}/v1/inference?wait_ms=30000", serve.url))
+        .json(&serde_json::json!({ "input": "too late" }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view.status, TaskStatus::Failed);
+    let error = view.error.expect("a reason");
+    assert!(error.starts_with("expired: waited"), "{error}");
+    assert_eq!(
+        worker.sim.stats().calls,
+        0,
+        "an expired task never reaches the worker"
+    );
+    serve.shutdown().await;
+    worker.stop.cancel();
+}

@@ -3,75 +3,26 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
-use common::client;
-
-/// Starts `batchgate serve` on a free port and returns it with its base URL, read from the
-/// line it logs when listening.
-fn spawn_serve(extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn batchgate");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if !sent {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = tx.send(format!("http://{addr}"));
-                    sent = true;
-                }
-            }
-            // Keep draining stderr so the child never blocks on a full pipe.
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("batchgate did not report its address");
-    (child, url)
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("batchgate did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{client, signal, spawn_batchgate, wait_exit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_nothing_that_was_accepted() {
     // Few slow simulated GPUs, so a backlog is queued when the signal lands.
-    let (mut child, url) = spawn_serve(&["--sim-slots", "2", "--sim-base-ms", "100"]);
+    let (mut child, url) = spawn_batchgate(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--sim-slots",
+        "2",
+        "--sim-base-ms",
+        "100",
+    ]);
     let http = client();
     let signalled = Arc::new(AtomicBool::new(false));
     let submitted = Arc::new(AtomicUsize::new(0));
@@ -145,7 +96,7 @@ async fn sigterm_under_load_loses_nothing_that_was_accepted() {
 
     tokio::time::sleep(Duration::from_millis(700)).await;
     signalled.store(true, Ordering::SeqCst);
-    sigterm(&child);
+    signal(&child, "TERM");
 
     let mut accepted = 0;
     for submitter in submitters {

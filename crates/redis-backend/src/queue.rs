@@ -7,10 +7,14 @@
 //! - `ack`: `XACK` then `XDEL` in one pipeline per partition: a processed entry leaves the
 //!   stream at once, so streams hold only waiting and in-progress tasks and never need a
 //!   MAXLEN/MINID trim that could cut a pending entry.
+//! - leases: a live batcher renews the idle time of the entries it holds (`XCLAIM … JUSTID`)
+//!   every third of the visibility timeout, so a slow batch is never claimed from under it.
 //! - recovery: a claimer task looks for entries idle longer than the visibility timeout (their
-//!   batcher died or stalled), claims them with `XCLAIM`, and feeds them in like new ones; an
-//!   entry delivered more than `max_deliveries` times goes to the dead-letter stream instead.
+//!   batcher died), claims them with `XCLAIM`, and feeds them in like new ones; an entry
+//!   delivered `max_deliveries` times goes to the dead-letter stream instead.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -80,8 +84,50 @@ pub struct RedisQueue {
     enqueue: Script,
     /// The local end of the readers, created by the first `read`.
     delivered: tokio::sync::OnceCell<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
-    /// Stops the readers and the claimer.
+    /// Entries handed to the batcher and not acknowledged yet, whose leases we keep alive.
+    leases: Leases,
+    /// Stops the readers and the claiming of others' entries (`close_reads`).
+    stop_reads: CancellationToken,
+    /// Stops everything, lease renewal included (on drop).
     stop: CancellationToken,
+}
+
+/// Entry ids we hold, by partition. While a batcher lives, it renews their idle time (XCLAIM
+/// to itself, JUSTID) so that a batch slower than the visibility timeout is not claimed — and
+/// run twice — by another batcher; once it dies, renewal stops and the entries are claimed.
+#[derive(Clone, Default)]
+struct Leases(Arc<Mutex<HashMap<usize, HashSet<String>>>>);
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, HashSet<String>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold(&self, deliveries: &[Delivery]) {
+        let mut held = self.lock();
+        for d in deliveries {
+            held.entry(d.receipt.partition)
+                .or_default()
+                .insert(d.receipt.entry_id.clone());
+        }
+    }
+
+    fn release(&self, receipts: &[Receipt]) {
+        let mut held = self.lock();
+        for r in receipts {
+            if let Some(ids) = held.get_mut(&r.partition) {
+                ids.remove(&r.entry_id);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(usize, Vec<String>)> {
+        self.lock()
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(p, ids)| (*p, ids.iter().cloned().collect()))
+            .collect()
+    }
 }
 
 impl Drop for RedisQueue {
@@ -107,6 +153,8 @@ impl RedisQueue {
             consumer,
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
             delivered: tokio::sync::OnceCell::new(),
+            leases: Leases::default(),
+            stop_reads: CancellationToken::new(),
             stop: CancellationToken::new(),
         }
     }
@@ -134,7 +182,7 @@ impl RedisQueue {
                 partition,
                 consumer: self.consumer.clone(),
                 tx: tx.clone(),
-                stop: self.stop.clone(),
+                stop: self.stop_reads.clone(),
             };
             tokio::spawn(reader.run());
         }
@@ -146,6 +194,8 @@ impl RedisQueue {
             config: self.config.clone(),
             op_timeout: self.redis.op_timeout,
             tx,
+            leases: self.leases.clone(),
+            stop_reads: self.stop_reads.clone(),
             stop: self.stop.clone(),
         };
         tokio::spawn(claimer.run());
@@ -204,10 +254,12 @@ impl Queue for RedisQueue {
                 Err(_) => break,
             }
         }
+        self.leases.hold(&out);
         Ok(out)
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
+        self.leases.release(receipts);
         let mut by_partition: Vec<Vec<&str>> = vec![Vec::new(); self.keys.partitions()];
         for r in receipts {
             if let Some(ids) = by_partition.get_mut(r.partition) {
@@ -256,7 +308,7 @@ impl Queue for RedisQueue {
     }
 
     async fn close_reads(&self) {
-        self.stop.cancel();
+        self.stop_reads.cancel();
     }
 }
 
@@ -405,16 +457,26 @@ struct Claimer {
     config: RedisQueueConfig,
     op_timeout: Duration,
     tx: mpsc::Sender<Delivery>,
+    leases: Leases,
+    stop_reads: CancellationToken,
     stop: CancellationToken,
 }
 
 impl Claimer {
+    /// Every third of the visibility timeout: renew our leases, then (unless reads are
+    /// closed) claim what others left behind.
     async fn run(mut self) {
-        let every = (self.config.visibility_timeout / 2).max(Duration::from_millis(100));
+        let every = (self.config.visibility_timeout / 3).max(Duration::from_millis(100));
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(error) = self.renew().await {
+                warn!(%error, "renewing leases failed; slow batches may be claimed by others");
+            }
+            if self.stop_reads.is_cancelled() {
+                continue;
             }
             for p in self.partitions.clone() {
                 if let Err(error) = self.sweep(p).await {
@@ -422,6 +484,25 @@ impl Claimer {
                 }
             }
         }
+    }
+
+    /// Resets the idle time of every entry we hold (JUSTID: delivery counts stay).
+    async fn renew(&mut self) -> RedisResult<()> {
+        for (partition, ids) in self.leases.snapshot() {
+            bounded(
+                self.op_timeout,
+                redis::cmd("XCLAIM")
+                    .arg(self.keys.stream(partition))
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(0)
+                    .arg(&ids)
+                    .arg("JUSTID")
+                    .query_async::<Value>(&mut self.conn),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn sweep(&mut self, partition: usize) -> RedisResult<()> {

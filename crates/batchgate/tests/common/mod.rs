@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -180,4 +182,83 @@ macro_rules! on_every_backend {
             }
         }
     };
+}
+
+/// Starts the `batchgate` binary with `args` and returns it with the base URL it logs when
+/// listening (every server subcommand logs `listening on http://ADDR`).
+pub fn spawn_batchgate(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn batchgate");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        // Keep reading to the end so the child never blocks on a full pipe.
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("BATCHGATE_TEST_LOGS").is_some() {
+                eprintln!("{line}");
+            }
+            if !sent {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    let _ = tx.send(format!("http://{addr}"));
+                    sent = true;
+                }
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("batchgate did not report its address");
+    (child, url)
+}
+
+/// Sends `SIG<name>` to a child we started, by its PID.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// Waits for a child to exit, killing it and failing the test past `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("batchgate did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
+pub struct Proc {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Proc {
+    pub fn start(args: &[&str]) -> Proc {
+        let (child, url) = spawn_batchgate(args);
+        Proc { child, url }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

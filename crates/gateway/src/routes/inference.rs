@@ -38,6 +38,14 @@ pub(crate) async fn submit(
     let created_at = unix_ms(now);
     let task_id = Uuid::new_v4().to_string();
 
+    // The record comes first, so that whoever finds this task through the dedupe cache can
+    // already read (and wait on) it.
+    state
+        .results
+        .create(&task_id, created_at)
+        .await
+        .map_err(|e| ApiError::from_store(&e, retry_after_secs))?;
+
     // An identical input already has a task: answer with it, never run it twice.
     let claim = match &state.dedupe {
         Some(dedupe) => {
@@ -45,6 +53,7 @@ pub(crate) async fn submit(
             match dedupe.claim(&hash, &task_id).await {
                 Ok(Some(existing)) => {
                     state.metrics.dedupe_hits.inc();
+                    forget(&state, &task_id).await;
                     return answer(&state, existing, created_at, wait, false).await;
                 }
                 Ok(None) => Some((dedupe, hash)),
@@ -64,30 +73,23 @@ pub(crate) async fn submit(
         let Some(_open) = state.admission.enter().await else {
             return Err(ApiError::ShuttingDown { retry_after_secs });
         };
-        state
-            .results
-            .create(&task_id, created_at)
-            .await
-            .map_err(|e| ApiError::from_store(&e, retry_after_secs))?;
         let task = Task {
             task_id: task_id.clone(),
             input: request.input,
             enqueued_at: now,
             reply_to: state.gateway_id.clone(),
         };
-        if let Err(error) = state.queue.enqueue(task).await {
-            // Never leave a pending record for a task that will not run.
-            if let Err(e) = state.results.remove(&task_id).await {
-                tracing::warn!(error = %e, "could not remove the record of a refused task");
-            }
-            return Err(ApiError::from_queue(&error, retry_after_secs));
-        }
-        Ok(())
+        state
+            .queue
+            .enqueue(task)
+            .await
+            .map_err(|error| ApiError::from_queue(&error, retry_after_secs))
     }
     .await;
     if let Err(refused) = enqueued {
+        // Never leave a pending record, or a dedupe entry, for a task that will not run.
+        forget(&state, &task_id).await;
         if let Some((dedupe, hash)) = claim {
-            // Identical inputs must not be pointed at a task that never ran.
             if let Err(error) = dedupe.release(&hash, &task_id).await {
                 tracing::warn!(%error, "could not release the dedupe entry of a refused task");
             }
@@ -96,6 +98,13 @@ pub(crate) async fn submit(
     }
     state.metrics.tasks_accepted.inc();
     answer(&state, task_id, created_at, wait, true).await
+}
+
+/// Removes the record of a task that will not run (best effort: it expires anyway).
+async fn forget(state: &AppState, task_id: &str) {
+    if let Err(error) = state.results.remove(task_id).await {
+        tracing::warn!(%error, "could not remove the record of a task that will not run");
+    }
 }
 
 /// 200 with the result if the task finishes within `wait`, else 202 with its pending view.
