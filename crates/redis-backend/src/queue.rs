@@ -587,7 +587,10 @@ impl Claimer {
             let Some(meta) = dead.iter().find(|d| d.id == entry.id) else {
                 continue;
             };
-            let reason = format!("dead-lettered after {} deliveries", meta.times_delivered);
+            let reason = format!(
+                "dead-lettered: delivered {} times without completing",
+                meta.times_delivered
+            );
             let task = delivery(partition, entry).map(|d| d.task);
             let mut dlq = redis::cmd("XADD");
             dlq.arg(self.keys.dead_letter())

@@ -1,0 +1,212 @@
+//! The distributed deployment as separate processes on a real redis-server: a batcher killed
+//! mid-batch, and Redis itself restarted under load.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
+use batchgate_protocol::sim_output;
+use batchgate_testkit::RedisServer;
+use common::{client, Proc};
+
+/// Submits `input` through `gateway` and follows the task to its end through `poll_via`.
+async fn run_task(
+    http: &reqwest::Client,
+    gateway: &str,
+    poll_via: &str,
+    input: String,
+) -> Option<(String, TaskView)> {
+    let response = http
+        .post(format!("{gateway}/v1/inference"))
+        .json(&serde_json::json!({ "input": input }))
+        .send()
+        .await
+        .ok()?;
+    assert_eq!(response.status(), 202, "submission refused");
+    let accepted: TaskView = response.json().await.expect("202 body");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view: TaskView = http
+            .get(format!(
+                "{poll_via}/v1/result/{}?wait_ms=10000",
+                accepted.task_id
+            ))
+            .send()
+            .await
+            .expect("poll sent")
+            .json()
+            .await
+            .expect("poll answered");
+        if view.status.is_terminal() {
+            return Some((input, view));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {} still pending",
+            accepted.task_id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batcher_killed_mid_batch_loses_no_accepted_task() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let common_flags = ["--redis", url.as_str(), "--visibility-timeout-ms", "1500"];
+    let worker = Proc::start(&[
+        "worker",
+        "--sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--slots",
+        "16",
+        "--base-ms",
+        "100",
+    ]);
+    let gateway = |_: usize| {
+        let mut args = vec!["gateway", "--listen", "127.0.0.1:0"];
+        args.extend(common_flags);
+        Proc::start(&args)
+    };
+    let batcher = |_: usize| {
+        let mut args = vec!["batcher", "--listen", "127.0.0.1:0", "--worker-url"];
+        args.push(worker.url.as_str());
+        args.extend(common_flags);
+        Proc::start(&args)
+    };
+    let gateways = [gateway(0), gateway(1)];
+    let mut victim = batcher(0);
+    let _survivor = batcher(1);
+
+    // 2,000 requests/s for 3 s, alternating gateways; results are polled through the other one.
+    let http = client();
+    let rate = 2000;
+    let total = 3 * rate;
+    let killed = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(total);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let started = Instant::now();
+    for i in 0..total {
+        if i % (rate / 1000) == 0 {
+            tick.tick().await;
+        }
+        if i == total / 3 && !killed.swap(true, Ordering::SeqCst) {
+            // Mid-run, with batches in flight (each takes 100 ms at the worker).
+            let _ = victim.child.kill();
+        }
+        let (submit, poll) = (&gateways[i % 2].url, &gateways[(i + 1) % 2].url);
+        let (http, submit, poll) = (http.clone(), submit.clone(), poll.clone());
+        tasks.push(tokio::spawn(async move {
+            run_task(&http, &submit, &poll, format!("crash test task {i}")).await
+        }));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "load generation fell far behind"
+    );
+    let _ = victim.child.wait();
+
+    let mut done = 0;
+    for t in tasks {
+        let (input, view) = t
+            .await
+            .expect("task")
+            .expect("submission reached a gateway");
+        assert_eq!(
+            view.status,
+            TaskStatus::Success,
+            "{input}: {:?}",
+            view.error
+        );
+        assert_eq!(view.output, Some(sim_output(&input)), "{input}");
+        done += 1;
+    }
+    assert_eq!(done, total);
+    // Redelivered tasks may have run twice; that is allowed, losing one is not. The streams
+    // are empty once everything is acknowledged.
+    let waiting: usize = redis
+        .cli(&["--scan", "--pattern", "batchgate:*:tasks"])
+        .unwrap_or_default()
+        .lines()
+        .map(|key| {
+            redis
+                .cli(&["XLEN", key])
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(waiting, 0, "acknowledged entries leave the streams");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_answer_503_while_redis_is_down_and_recover_on_their_own() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let serve = Proc::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        &url,
+        "--redis-timeout-ms",
+        "500",
+        "--sim-base-ms",
+        "10",
+    ]);
+    let http = client();
+    let submit = |input: &str| {
+        http.post(format!("{}/v1/inference?wait_ms=5000", serve.url))
+            .json(&serde_json::json!({ "input": input }))
+            .send()
+    };
+    let ok: TaskView = submit("before")
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ok.status, TaskStatus::Success);
+
+    redis.kill();
+    let started = Instant::now();
+    let refused = submit("while down").await.expect("an answer, not a hang");
+    let took = started.elapsed();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: ErrorBody = refused.json().await.expect("json error");
+    assert_eq!(body.error.code, "unavailable");
+    assert!(took < Duration::from_secs(5), "503 took {took:?}");
+    let ready = http
+        .get(format!("{}/readyz", serve.url))
+        .send()
+        .await
+        .expect("readyz answers");
+    assert_eq!(ready.status(), 503);
+
+    // Back, empty (nothing was persisted): the same processes pick up again by themselves.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = submit("after").await.expect("send");
+        if response.status() == 200 {
+            let view: TaskView = response.json().await.expect("json");
+            assert_eq!(view.output, Some(sim_output("after")));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: last status {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = http
+        .get(format!("{}/readyz", serve.url))
+        .send()
+        .await
+        .expect("readyz answers");
+    assert_eq!(ready.status(), 200);
+}

@@ -1,0 +1,142 @@
+//! The Redis queue against a real redis-server: redelivery of unacknowledged entries, and the
+//! dead-letter stream for entries that keep coming back.
+
+use std::time::{Duration, SystemTime};
+
+use batchgate_protocol::api::TaskStatus;
+use batchgate_protocol::task::Task;
+use batchgate_queue::{Queue, ResultStore};
+use batchgate_redis::{Keys, RedisConfig, RedisQueue, RedisQueueConfig, RedisResultStore};
+use batchgate_testkit::RedisServer;
+
+fn config(url: String) -> RedisConfig {
+    RedisConfig {
+        urls: vec![url],
+        cluster: false,
+        key_prefix: "qt".into(),
+        op_timeout: Duration::from_secs(1),
+    }
+}
+
+async fn queue(redis: &RedisConfig, consumer: &str, max_deliveries: usize) -> RedisQueue {
+    RedisQueue::new(
+        redis.connect().await.expect("connect"),
+        redis.clone(),
+        Keys::new(&redis.key_prefix, 4),
+        RedisQueueConfig {
+            capacity: 100,
+            visibility_timeout: Duration::from_millis(300),
+            max_deliveries,
+            read_partitions: Vec::new(),
+            result_ttl: Duration::from_secs(60),
+        },
+        consumer.into(),
+    )
+}
+
+fn task(id: &str) -> Task {
+    Task {
+        task_id: id.into(),
+        input: format!("input of {id}"),
+        enqueued_at: SystemTime::now(),
+        reply_to: None,
+    }
+}
+
+/// Reads until `n` deliveries arrived or `limit` passed.
+async fn read_n(q: &RedisQueue, n: usize, limit: Duration) -> Vec<batchgate_queue::Delivery> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        got.extend(
+            q.read(n - got.len(), Duration::from_millis(100))
+                .await
+                .expect("read"),
+        );
+    }
+    got
+}
+
+#[tokio::test]
+async fn an_entry_its_reader_never_acked_is_delivered_to_another() {
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let a = queue(&redis, "a", 5).await;
+    a.enqueue(task("0a-task")).await.expect("enqueue");
+    let first = read_n(&a, 1, Duration::from_secs(5)).await;
+    assert_eq!(first.len(), 1);
+    // `a` dies without acking (dropping it stops its readers and lease renewal).
+    drop(a);
+
+    let b = queue(&redis, "b", 5).await;
+    let again = read_n(&b, 1, Duration::from_secs(10)).await;
+    assert_eq!(again.len(), 1, "claimed after the visibility timeout");
+    assert_eq!(again[0].task.task_id, "0a-task");
+    b.ack(&[again[0].receipt.clone()]).await.expect("ack");
+    assert_eq!(b.depth().await.expect("depth").iter().sum::<usize>(), 0);
+}
+
+#[tokio::test]
+async fn a_live_readers_slow_batch_is_not_claimed_by_another() {
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let a = queue(&redis, "a", 5).await;
+    a.enqueue(task("1b-task")).await.expect("enqueue");
+    let held = read_n(&a, 1, Duration::from_secs(5)).await;
+    assert_eq!(held.len(), 1);
+    let b = queue(&redis, "b", 5).await;
+    // Five visibility timeouts pass while `a` still holds the entry and renews its lease.
+    let stolen = read_n(&b, 1, Duration::from_millis(1500)).await;
+    assert!(stolen.is_empty(), "claimed from a live reader");
+    a.ack(&[held[0].receipt.clone()]).await.expect("ack");
+}
+
+#[tokio::test]
+async fn an_entry_delivered_too_often_is_dead_lettered_and_failed() {
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    let store = RedisResultStore::new(
+        redis.connect().await.expect("connect"),
+        keys.clone(),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        None,
+    );
+    store.create("2c-task", 1).await.expect("create");
+    let a = queue(&redis, "a", 1).await;
+    a.enqueue(task("2c-task")).await.expect("enqueue");
+    assert_eq!(read_n(&a, 1, Duration::from_secs(5)).await.len(), 1);
+    drop(a);
+
+    // With one delivery allowed, the next reader dead-letters it instead of running it again.
+    let b = queue(&redis, "b", 1).await;
+    assert!(read_n(&b, 1, Duration::from_secs(2)).await.is_empty());
+    let record = store.get("2c-task").await.expect("get").expect("exists");
+    assert_eq!(record.status, TaskStatus::Failed);
+    assert_eq!(
+        record.error.as_deref(),
+        Some("dead-lettered: delivered 1 times without completing")
+    );
+    let dlq = server.cli(&["XLEN", &keys.dead_letter()]).expect("XLEN");
+    assert_eq!(dlq.trim(), "1");
+    assert_eq!(b.depth().await.expect("depth").iter().sum::<usize>(), 0);
+}
+
+#[tokio::test]
+async fn a_full_partition_refuses_instead_of_growing() {
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let q = queue(&redis, "a", 5).await;
+    // Capacity 100 over 4 partitions: 25 per partition; these ids all map to partition 0.
+    for i in 0..25 {
+        q.enqueue(task(&format!("00-{i}"))).await.expect("room");
+    }
+    let refused = q.enqueue(task("00-overflow")).await;
+    assert!(
+        matches!(refused, Err(batchgate_queue::QueueError::Full { .. })),
+        "{refused:?}"
+    );
+    // Another partition still has room.
+    q.enqueue(task("01-fine")).await.expect("room elsewhere");
+}
