@@ -1,15 +1,19 @@
 //! The gateway's subscription: completions published on its channel wake its local waiters.
 //!
-//! The batcher publishes the ids of a batch's tasks (space-separated) on the channel of the
-//! gateway named in each task's `reply_to`. Waiters register before they read the store, so a
+//! The batcher publishes a batch's results (a JSON array of [`Notice`]s) on the channel of the
+//! gateway named in each task's `reply_to`. A waiter gets its task's result from the message
+//! itself, without reading the store again. Waiters register before they read the store, so a
 //! completion is never missed between the read and the wait; if the subscription is down (or a
-//! task was submitted elsewhere), waiters still re-read the store every 250 ms.
+//! task was submitted elsewhere), waiters still re-read the store every second.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use batchgate_protocol::api::TaskStatus;
+use batchgate_queue::{Completion, Outcome};
 use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -17,27 +21,72 @@ use tracing::{debug, info, warn};
 /// Pause before resubscribing after the connection broke.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(500);
 
+/// One task's result as published to its gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// Which task.
+    pub task_id: String,
+    /// `SUCCESS` or `FAILED`.
+    pub status: TaskStatus,
+    /// The output, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The reason, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the result was stored, ms since the Unix epoch.
+    pub completed_at: u64,
+}
+
+impl Notice {
+    /// The notice of a completion.
+    pub fn of(c: &Completion) -> Notice {
+        let (status, output, error) = match &c.outcome {
+            Outcome::Success(o) => (TaskStatus::Success, Some(o.clone()), None),
+            Outcome::Failed(e) => (TaskStatus::Failed, None, Some(e.clone())),
+        };
+        Notice {
+            task_id: c.task_id.clone(),
+            status,
+            output,
+            error,
+            completed_at: c.completed_at,
+        }
+    }
+}
+
+type Waiters = HashMap<String, Vec<oneshot::Sender<Notice>>>;
+
 /// Local waiters by task id, woken by messages on this gateway's channel.
 #[derive(Debug, Default)]
 pub struct Notifier {
-    /// Senders are dropped to wake; a waiter that timed out leaves a closed sender, removed on
-    /// the next wake of that id or by [`Notifier::prune`].
-    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    /// A waiter that timed out leaves a closed sender, removed on the next notice of that id
+    /// or by [`Notifier::prune`].
+    waiters: Mutex<Waiters>,
 }
 
 impl Notifier {
-    /// Registers interest in `task_id`; the receiver completes (with an error) when woken.
-    pub fn register(&self, task_id: &str) -> oneshot::Receiver<()> {
+    /// Registers interest in `task_id`; the receiver gets the task's notice.
+    pub fn register(&self, task_id: &str) -> oneshot::Receiver<Notice> {
         let (tx, rx) = oneshot::channel();
         self.lock().entry(task_id.to_owned()).or_default().push(tx);
         rx
     }
 
-    /// Wakes every waiter of the ids in `message` (space-separated).
+    /// Hands each notice of `message` (a JSON array) to the waiters of its task.
     pub fn wake(&self, message: &str) {
+        let notices: Vec<Notice> = match serde_json::from_str(message) {
+            Ok(n) => n,
+            Err(error) => {
+                debug!(%error, "bad notification payload");
+                return;
+            }
+        };
         let mut waiters = self.lock();
-        for id in message.split_ascii_whitespace() {
-            waiters.remove(id);
+        for notice in notices {
+            for tx in waiters.remove(&notice.task_id).unwrap_or_default() {
+                let _ = tx.send(notice.clone());
+            }
         }
     }
 
@@ -49,7 +98,7 @@ impl Notifier {
         });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<()>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -109,15 +158,27 @@ async fn pause(stop: &CancellationToken) {
 mod tests {
     use super::*;
 
+    fn notice(id: &str) -> Notice {
+        Notice {
+            task_id: id.into(),
+            status: TaskStatus::Success,
+            output: Some(format!("out {id}")),
+            error: None,
+            completed_at: 9,
+        }
+    }
+
     #[tokio::test]
-    async fn wake_reaches_every_waiter_of_the_ids_named() {
+    async fn wake_hands_the_notice_to_every_waiter_of_its_task() {
         let n = Notifier::default();
         let a1 = n.register("a");
         let a2 = n.register("a");
         let mut b = n.register("b");
-        n.wake("a c");
-        assert!(a1.await.is_err(), "woken by the dropped sender");
-        assert!(a2.await.is_err());
+        let message = serde_json::to_string(&[notice("a"), notice("c")]).expect("json");
+        n.wake(&message);
+        assert_eq!(a1.await.expect("notice"), notice("a"));
+        assert_eq!(a2.await.expect("notice"), notice("a"));
+        n.wake("not json");
         assert!(b.try_recv().is_err() && !n.lock().is_empty());
         drop(b);
         n.prune();

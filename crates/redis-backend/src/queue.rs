@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use batchgate_protocol::task::{unix_ms, Task};
-use batchgate_queue::{Delivery, Queue, QueueError, Receipt};
+use batchgate_queue::{Completion, Delivery, Outcome, Queue, QueueError, Receipt};
 use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::{RedisResult, Script, Value};
 use tokio::sync::mpsc;
@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 use crate::conn::{bounded, RedisConfig, RedisConn};
 use crate::describe;
 use crate::keys::{Keys, GROUP};
+use crate::notify::Notice;
 
 /// Default time an entry may stay unacknowledged before another batcher claims it.
 pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -607,6 +608,12 @@ impl Claimer {
             }
             bounded(self.op_timeout, dlq.query_async::<()>(&mut self.conn)).await?;
             if let Some(task) = &task {
+                let completion = Completion {
+                    task_id: task.task_id.clone(),
+                    outcome: Outcome::Failed(reason.clone()),
+                    completed_at: now,
+                    reply_to: task.reply_to.clone(),
+                };
                 let key = self.keys.result(&task.task_id);
                 let mut pipe = redis::pipe();
                 pipe.cmd("HSET")
@@ -629,7 +636,10 @@ impl Claimer {
                         self.op_timeout,
                         redis::cmd("PUBLISH")
                             .arg(channel)
-                            .arg(&task.task_id)
+                            .arg(
+                                serde_json::to_string(&[Notice::of(&completion)])
+                                    .unwrap_or_default(),
+                            )
                             .query_async(&mut self.conn),
                     )
                     .await;

@@ -13,11 +13,11 @@ use redis::RedisResult;
 use crate::conn::{bounded, RedisConn};
 use crate::describe;
 use crate::keys::Keys;
-use crate::notify::Notifier;
+use crate::notify::{Notice, Notifier};
 
 /// How often a waiter re-reads the store when no notification came: the fallback for tasks
 /// submitted through another gateway, or a lost pub/sub message. Not a busy loop.
-const FALLBACK_POLL: Duration = Duration::from_millis(250);
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
 /// The Redis result store. Cloning is shallow.
 #[derive(Clone)]
@@ -105,7 +105,7 @@ impl ResultStore for RedisResultStore {
     async fn complete(&self, completions: Vec<Completion>) -> Result<(), StoreError> {
         // One pipeline per partition: a cluster pipeline must stay on one slot.
         let mut by_partition: HashMap<usize, redis::Pipeline> = HashMap::new();
-        let mut notify: HashMap<String, Vec<String>> = HashMap::new();
+        let mut notify: HashMap<String, Vec<Notice>> = HashMap::new();
         for c in &completions {
             let key = self.keys.result(&c.task_id);
             let pipe = by_partition
@@ -127,7 +127,7 @@ impl ResultStore for RedisResultStore {
                 notify
                     .entry(gateway.clone())
                     .or_default()
-                    .push(c.task_id.clone());
+                    .push(Notice::of(c));
             }
         }
         let writes = by_partition.into_values().map(|pipe| {
@@ -139,10 +139,13 @@ impl ResultStore for RedisResultStore {
         }
         // Stored: now tell the waiting gateways. A lost message only delays a waiter until
         // its fallback read.
-        for (gateway, ids) in notify {
+        for (gateway, notices) in notify {
+            let Ok(message) = serde_json::to_string(&notices) else {
+                continue;
+            };
             let cmd = redis::cmd("PUBLISH")
                 .arg(self.keys.notify_channel(&gateway))
-                .arg(ids.join(" "))
+                .arg(message)
                 .clone();
             if let Err(error) = self.run::<()>(&cmd).await {
                 tracing::debug!(%error, "publishing completions failed; waiters fall back to reads");
@@ -175,18 +178,27 @@ impl ResultStore for RedisResultStore {
             // Register before reading, so a completion between the read and the wait wakes us.
             let woken = self.notifier.as_ref().map(|n| n.register(task_id));
             let record = self.get(task_id).await?;
-            match &record {
-                Some(r) if !r.status.is_terminal() => {}
-                _ => return Ok(record),
-            }
+            let pending = match record {
+                Some(r) if !r.status.is_terminal() => r,
+                other => return Ok(other),
+            };
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Ok(record);
+                return Ok(Some(pending));
             }
             let nap = (deadline - now).min(FALLBACK_POLL);
             match woken {
                 Some(woken) => {
-                    let _ = tokio::time::timeout(nap, woken).await;
+                    // The notice carries the result: no second read of the store.
+                    if let Ok(Ok(notice)) = tokio::time::timeout(nap, woken).await {
+                        return Ok(Some(TaskRecord {
+                            status: notice.status,
+                            output: notice.output,
+                            error: notice.error,
+                            created_at: pending.created_at,
+                            completed_at: Some(notice.completed_at),
+                        }));
+                    }
                 }
                 None => tokio::time::sleep(nap).await,
             }
