@@ -1,8 +1,9 @@
 //! The task queue on Redis Streams: one stream per partition, one consumer group.
 //!
 //! - `enqueue`: a script adds the entry unless the partition holds its share of the capacity.
-//! - reading: one task per partition blocks in `XREADGROUP` on a connection of its own and
-//!   feeds a small local channel (two batches deep), which `read` drains. A full channel stops
+//! - reading: a reader task blocks in `XREADGROUP` on a connection of its own (one reader for
+//!   all partitions on a standalone Redis, one per partition on a cluster, where a command
+//!   cannot span slots) and feeds a small local channel (two batches deep), which `read` drains. A full channel stops
 //!   the readers, so entries stay in Redis — visible in `depth` — rather than here.
 //! - `ack`: `XACK` then `XDEL` in one pipeline per partition: a processed entry leaves the
 //!   stream at once, so streams hold only waiting and in-progress tasks and never need a
@@ -176,11 +177,19 @@ impl RedisQueue {
         // Two batches deep: enough to form the next batch while one is dispatched.
         let (tx, rx) = mpsc::channel(2 * READ_COUNT);
         let partitions = self.partitions_read();
-        for &partition in &partitions {
-            let reader = PartitionReader {
+        let streams: Vec<(usize, String)> = partitions
+            .iter()
+            .map(|&p| (p, self.keys.stream(p)))
+            .collect();
+        let groups: Vec<Vec<(usize, String)>> = if self.redis.cluster {
+            streams.into_iter().map(|s| vec![s]).collect()
+        } else {
+            vec![streams]
+        };
+        for streams in groups {
+            let reader = StreamReader {
                 redis: self.redis.clone(),
-                stream: self.keys.stream(partition),
-                partition,
+                streams,
                 consumer: self.consumer.clone(),
                 tx: tx.clone(),
                 stop: self.stop_reads.clone(),
@@ -356,32 +365,33 @@ fn delivery(partition: usize, entry: &StreamId) -> Option<Delivery> {
     }
 }
 
-/// Blocks in `XREADGROUP` on one partition and feeds the local channel.
-struct PartitionReader {
+/// Blocks in `XREADGROUP` on its streams and feeds the local channel. A standalone Redis gets
+/// one reader for all partitions (one command returns entries of every stream); a cluster gets
+/// one per partition, since one command cannot span slots.
+struct StreamReader {
     redis: RedisConfig,
-    stream: String,
-    partition: usize,
+    /// `(partition, stream key)` of every stream read.
+    streams: Vec<(usize, String)>,
     consumer: String,
     tx: mpsc::Sender<Delivery>,
     stop: CancellationToken,
 }
 
-impl PartitionReader {
+impl StreamReader {
     async fn run(self) {
         let mut conn = None;
         while !self.stop.is_cancelled() {
-            let c = match conn.take() {
+            let mut c = match conn.take() {
                 Some(c) => c,
                 None => match self.redis.connect_blocking(READ_BLOCK).await {
                     Ok(c) => c,
                     Err(error) => {
-                        warn!(%error, partition = self.partition, "reader cannot connect");
+                        warn!(%error, "stream reader cannot connect");
                         self.pause().await;
                         continue;
                     }
                 },
             };
-            let mut c = c;
             // Wait for room first: entries stay in Redis while the batcher is behind.
             let Ok(permit) = self
                 .tx
@@ -393,7 +403,7 @@ impl PartitionReader {
             drop(permit);
             match self.read_once(&mut c).await {
                 Ok(entries) => {
-                    for d in entries.iter().filter_map(|e| delivery(self.partition, e)) {
+                    for d in entries.iter().filter_map(|(p, e)| delivery(*p, e)) {
                         if self.tx.send(d).await.is_err() {
                             return;
                         }
@@ -402,41 +412,51 @@ impl PartitionReader {
                 }
                 Err(e) if e.code() == Some("NOGROUP") => {
                     // Redis lost the group (a restart without persistence): make it again.
-                    if let Err(error) =
-                        ensure_group(&mut c, &self.stream, self.redis.op_timeout).await
-                    {
-                        warn!(%error, "cannot recreate the consumer group");
-                        self.pause().await;
+                    for (_, stream) in &self.streams {
+                        if let Err(error) =
+                            ensure_group(&mut c, stream, self.redis.op_timeout).await
+                        {
+                            warn!(%error, "cannot recreate the consumer group");
+                            self.pause().await;
+                        }
                     }
                     conn = Some(c);
                 }
                 Err(error) => {
-                    debug!(%error, partition = self.partition, "read failed; reconnecting");
+                    debug!(%error, "stream read failed; reconnecting");
                     self.pause().await;
                 }
             }
         }
     }
 
-    async fn read_once(&self, conn: &mut RedisConn) -> RedisResult<Vec<StreamId>> {
-        let reply: Option<StreamReadReply> = bounded(
-            self.redis.op_timeout + READ_BLOCK,
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(&self.consumer)
-                .arg("COUNT")
-                .arg(READ_COUNT)
-                .arg("BLOCK")
-                .arg(READ_BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&self.stream)
-                .arg(">")
-                .query_async(conn),
-        )
-        .await?;
+    async fn read_once(&self, conn: &mut RedisConn) -> RedisResult<Vec<(usize, StreamId)>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS");
+        for (_, stream) in &self.streams {
+            cmd.arg(stream);
+        }
+        for _ in &self.streams {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> =
+            bounded(self.redis.op_timeout + READ_BLOCK, cmd.query_async(conn)).await?;
+        let partition_of = |key: &str| self.streams.iter().find(|(_, s)| s == key).map(|(p, _)| *p);
         Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .filter_map(|k| partition_of(&k.key).map(|p| (p, k.ids)))
+                    .flat_map(|(p, ids)| ids.into_iter().map(move |id| (p, id)))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
