@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_queue::memory::{MemoryDedupe, MemoryQueue, MemoryResultStore};
-use batchgate_queue::{Dedupe, Queue, ResultStore};
+use batchgate_queue::{Dedupe, Intake, Queue, ResultStore, Steps};
 use batchgate_redis::{
-    Keys, Notifier, RedisConfig, RedisDedupe, RedisQueue, RedisQueueConfig, RedisResultStore,
+    Keys, Notifier, RedisConfig, RedisIntake, RedisQueue, RedisQueueConfig, RedisResultStore,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -51,8 +51,10 @@ pub struct Backends {
     pub queue: Arc<dyn Queue>,
     /// The result store.
     pub results: Arc<dyn ResultStore>,
-    /// The dedupe cache, if on.
-    pub dedupe: Option<Arc<dyn Dedupe>>,
+    /// Admits tasks (record, dedupe, enqueue).
+    pub intake: Arc<dyn Intake>,
+    /// Whether dedupe is on.
+    pub dedupe: bool,
     /// This process's name on the notification bus (Redis only).
     pub gateway_id: Option<String>,
     /// Background tasks (sweeper, subscription), stopped by `stop`.
@@ -90,12 +92,20 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             config.result_ttl,
         ));
         tasks.push(tokio::spawn(sweep_results(results.clone(), stop.clone())));
+        let queue: Arc<dyn Queue> =
+            Arc::new(MemoryQueue::new(config.partitions, config.queue_capacity));
+        let dedupe = config
+            .dedupe_ttl
+            .map(|ttl| Arc::new(MemoryDedupe::new(ttl, MEMORY_DEDUPE_CAPACITY)) as Arc<dyn Dedupe>);
         return Ok(Backends {
-            queue: Arc::new(MemoryQueue::new(config.partitions, config.queue_capacity)),
-            results,
-            dedupe: config.dedupe_ttl.map(|ttl| {
-                Arc::new(MemoryDedupe::new(ttl, MEMORY_DEDUPE_CAPACITY)) as Arc<dyn Dedupe>
+            intake: Arc::new(Steps {
+                queue: queue.clone(),
+                results: results.clone(),
+                dedupe,
             }),
+            dedupe: config.dedupe_ttl.is_some(),
+            queue,
+            results,
             gateway_id: None,
             tasks,
             stop,
@@ -141,9 +151,15 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             rc.op_timeout,
             notifier,
         )),
-        dedupe: config.dedupe_ttl.map(|ttl| {
-            Arc::new(RedisDedupe::new(conn, keys, ttl, rc.op_timeout)) as Arc<dyn Dedupe>
-        }),
+        intake: Arc::new(RedisIntake::new(
+            conn,
+            keys,
+            config.queue_capacity,
+            config.result_ttl,
+            config.dedupe_ttl.unwrap_or_default(),
+            rc.op_timeout,
+        )),
+        dedupe: config.dedupe_ttl.is_some(),
         gateway_id: waits.then_some(name),
         tasks,
         stop,

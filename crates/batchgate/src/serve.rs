@@ -108,7 +108,8 @@ pub async fn run(
     let state = AppState::new(Shared {
         queue: backends.queue.clone(),
         results: backends.results.clone(),
-        dedupe: backends.dedupe.clone(),
+        intake: backends.intake.clone(),
+        dedupe: backends.dedupe,
         gateway_id: backends.gateway_id.clone(),
         admission: admission.clone(),
         config: config.gateway.unwrap_or_default(),

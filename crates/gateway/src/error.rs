@@ -4,7 +4,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use batchgate_protocol::api::{ErrorBody, ErrorDetail};
-use batchgate_queue::{QueueError, StoreError};
+use batchgate_queue::{AdmitError, QueueError, StoreError};
 
 /// An error answer of the API. `Display` is the message clients see: it never carries
 /// internals (backend errors are logged, not returned).
@@ -111,6 +111,14 @@ impl ApiError {
                 tracing::error!(%detail, "queue unavailable");
                 ApiError::Unavailable { retry_after_secs }
             }
+        }
+    }
+
+    /// Maps an admission failure, logging what the client will not see.
+    pub fn from_admit(error: &AdmitError, retry_after_secs: u64) -> Self {
+        match error {
+            AdmitError::Queue(e) => Self::from_queue(e, retry_after_secs),
+            AdmitError::Store(e) => Self::from_store(e, retry_after_secs),
         }
     }
 

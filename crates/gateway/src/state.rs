@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use batchgate_queue::{Dedupe, Queue, ResultStore};
+use batchgate_queue::{Intake, Queue, ResultStore};
 use prometheus_client::registry::Registry;
 use tokio::sync::{RwLock, RwLockReadGuard};
 
@@ -70,12 +70,14 @@ impl std::ops::Deref for AppState {
 
 /// What [`AppState`] shares.
 pub struct Shared {
-    /// Where accepted tasks go.
+    /// The queue, for readiness and depth (tasks enter through `intake`).
     pub queue: Arc<dyn Queue>,
     /// Where results are read from and waited on.
     pub results: Arc<dyn ResultStore>,
-    /// Identical inputs share one task while this remembers them; `None` turns it off.
-    pub dedupe: Option<Arc<dyn Dedupe>>,
+    /// Admits tasks: pending record, dedupe claim, enqueue, as one operation.
+    pub intake: Arc<dyn Intake>,
+    /// Whether identical inputs share one task (the intake's dedupe cache is on).
+    pub dedupe: bool,
     /// This gateway's name on the notification bus, put in each task's `reply_to` so the
     /// batcher can wake its long polls; `None` where everything runs in one process.
     pub gateway_id: Option<String>,

@@ -8,14 +8,17 @@
 //! - [`ResultStore`], [`TaskRecord`], [`Completion`], [`StoreError`]: one record per task, with
 //!   TTL, and a `wait` that is woken by the completion rather than by polling.
 //! - [`Dedupe`]: SHA-256 of an input → the task that already runs it.
+//! - [`Intake`]: record + dedupe + enqueue as one operation; [`Steps`] composes the above.
 //! - [`memory`]: the in-process, bounded, partitioned queue, the sharded result store and the
 //!   dedupe cache.
 
 mod dedupe;
+mod intake;
 pub mod memory;
 mod queue;
 mod store;
 
 pub use dedupe::Dedupe;
+pub use intake::{AdmitError, Admitted, Intake, Steps};
 pub use queue::{Delivery, Queue, QueueError, Receipt};
 pub use store::{Completion, Outcome, ResultStore, StoreError, TaskRecord};

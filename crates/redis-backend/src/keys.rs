@@ -2,12 +2,13 @@
 //!
 //! `{prefix}:{pNN}:tasks`        stream of partition NN
 //! `{prefix}:{pNN}:res:{id}`     result hash of a task of partition NN
-//! `{prefix}:dedupe:{sha256}`    dedupe entry (its own slot; read alone)
+//! `{prefix}:{pNN}:dedupe:{sha} dedupe entry of an input whose hash starts with partition NN
 //! `{prefix}:dlq`                dead-letter stream
 //! `{prefix}:notify:{gateway}`   pub/sub channel of one gateway
 //!
-//! A task's partition is read from its id (the first byte of a random UUID), so any process
-//! can find a result key from the id alone.
+//! A task's partition is read from its id (its first byte), so any process can find a result
+//! key from the id alone; with dedupe on, that byte is the input hash's, which puts the task's
+//! stream entry, result and dedupe entry on one slot.
 
 /// The consumer group every batcher joins.
 pub const GROUP: &str = "batchers";
@@ -58,9 +59,11 @@ impl Keys {
         format!("{}:{{{}}}:res:{task_id}", self.prefix, self.tags[p])
     }
 
-    /// The dedupe entry of an input hash.
+    /// The dedupe entry of an input hash, in the partition its first byte names (the
+    /// partition of the task that runs it, whose id starts with that byte).
     pub fn dedupe(&self, input_sha256: &str) -> String {
-        format!("{}:dedupe:{input_sha256}", self.prefix)
+        let p = self.partition_of(input_sha256);
+        format!("{}:{{{}}}:dedupe:{input_sha256}", self.prefix, self.tags[p])
     }
 
     /// The dead-letter stream.

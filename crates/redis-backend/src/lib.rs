@@ -4,7 +4,8 @@
 //!   claim of entries a dead batcher left behind, and a dead-letter stream;
 //! - the result store: one hash per task with a TTL, and cross-process wake-ups of long polls
 //!   (the batcher publishes to the channel of the gateway that waits);
-//! - the dedupe cache: SHA-256 of the input → task id, set-if-absent with a TTL.
+//! - the dedupe cache: SHA-256 of the input → task id, set-if-absent with a TTL, claimed in the
+//!   same script that records and enqueues the task.
 //!
 //! Every key is hash-tagged with its partition (`{p03}`), so a partition's stream and its
 //! tasks' results live on one cluster slot and may share a pipeline; partition tags are chosen
@@ -16,18 +17,19 @@
 //! - [`queue`]: [`RedisQueue`], the [`Queue`](batchgate_queue::Queue) on Streams.
 //! - [`store`]: [`RedisResultStore`], the [`ResultStore`](batchgate_queue::ResultStore).
 //! - [`notify`]: [`Notifier`], the gateway's subscription that wakes local waiters.
-//! - [`dedupe`]: [`RedisDedupe`], the [`Dedupe`](batchgate_queue::Dedupe) cache.
+//! - [`intake`]: [`RedisIntake`], admission (dedupe claim, pending record, enqueue) in one
+//!   script.
 //! - `lua/`: the scripts, loaded with `include_str!`.
 
 pub mod conn;
-pub mod dedupe;
+pub mod intake;
 pub mod keys;
 pub mod notify;
 pub mod queue;
 pub mod store;
 
 pub use conn::{RedisConfig, RedisConn};
-pub use dedupe::RedisDedupe;
+pub use intake::RedisIntake;
 pub use keys::Keys;
 pub use notify::Notifier;
 pub use queue::{RedisQueue, RedisQueueConfig};

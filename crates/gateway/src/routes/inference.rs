@@ -9,15 +9,15 @@ use axum::Json;
 use batchgate_protocol::api::InferenceRequest;
 use batchgate_protocol::sha256_hex;
 use batchgate_protocol::task::{unix_ms, Task};
-use batchgate_queue::TaskRecord;
+use batchgate_queue::{Admitted, TaskRecord};
 use uuid::Uuid;
 
 use super::extract::{JsonBody, Wait};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Validates, deduplicates, records the task as pending, enqueues it; answers 202 with the
-/// task id, or — with `?wait_ms=` — 200 with the result if it is ready in time.
+/// Validates and admits the task (pending record, dedupe, enqueue); answers 202 with the task
+/// id, or — with `?wait_ms=` — 200 with the result if it is ready in time.
 pub(crate) async fn submit(
     State(state): State<AppState>,
     Wait(wait): Wait,
@@ -36,74 +36,49 @@ pub(crate) async fn submit(
     let retry_after_secs = state.config.retry_after_secs;
     let now = SystemTime::now();
     let created_at = unix_ms(now);
-    let task_id = Uuid::new_v4().to_string();
-
-    // The record comes first, so that whoever finds this task through the dedupe cache can
-    // already read (and wait on) it.
-    state
-        .results
-        .create(&task_id, created_at)
-        .await
-        .map_err(|e| ApiError::from_store(&e, retry_after_secs))?;
-
-    // An identical input already has a task: answer with it, never run it twice.
-    let claim = match &state.dedupe {
-        Some(dedupe) => {
-            let hash = sha256_hex(&request.input);
-            match dedupe.claim(&hash, &task_id).await {
-                Ok(Some(existing)) => {
-                    state.metrics.dedupe_hits.inc();
-                    forget(&state, &task_id).await;
-                    return answer(&state, existing, created_at, wait, false).await;
-                }
-                Ok(None) => Some((dedupe, hash)),
-                Err(error) => {
-                    // The cache is an optimisation: without it, run the task anyway.
-                    tracing::warn!(%error, "dedupe cache failed; bypassing it");
-                    state.metrics.dedupe_bypassed.inc();
-                    None
-                }
-            }
-        }
-        None => None,
+    let input_sha256 = state.dedupe.then(|| sha256_hex(&request.input));
+    let task_id = new_task_id(input_sha256.as_deref());
+    let task = Task {
+        task_id: task_id.clone(),
+        input: request.input,
+        enqueued_at: now,
+        reply_to: state.gateway_id.clone(),
     };
-
-    let enqueued = async {
+    let admitted = {
         // Hold the gate until the task is in the queue: shutdown waits for us.
         let Some(_open) = state.admission.enter().await else {
             return Err(ApiError::ShuttingDown { retry_after_secs });
         };
-        let task = Task {
-            task_id: task_id.clone(),
-            input: request.input,
-            enqueued_at: now,
-            reply_to: state.gateway_id.clone(),
-        };
         state
-            .queue
-            .enqueue(task)
+            .intake
+            .admit(task, created_at, input_sha256.as_deref())
             .await
-            .map_err(|error| ApiError::from_queue(&error, retry_after_secs))
-    }
-    .await;
-    if let Err(refused) = enqueued {
-        // Never leave a pending record, or a dedupe entry, for a task that will not run.
-        forget(&state, &task_id).await;
-        if let Some((dedupe, hash)) = claim {
-            if let Err(error) = dedupe.release(&hash, &task_id).await {
-                tracing::warn!(%error, "could not release the dedupe entry of a refused task");
+            .map_err(|e| ApiError::from_admit(&e, retry_after_secs))?
+    };
+    match admitted {
+        Admitted::Duplicate(existing) => {
+            // An identical input already has a task: answer with it, never run it twice.
+            state.metrics.dedupe_hits.inc();
+            return answer(&state, existing, created_at, wait, false).await;
+        }
+        Admitted::Enqueued { dedupe_bypassed } => {
+            if dedupe_bypassed {
+                state.metrics.dedupe_bypassed.inc();
             }
         }
-        return Err(refused);
     }
     state.metrics.tasks_accepted.inc();
     answer(&state, task_id, created_at, wait, true).await
 }
 
-/// Removes the record of a task that will not run (best effort: it expires anyway).
-async fn forget(state: &AppState, task_id: &str) {
-    if let Err(error) = state.results.remove(task_id).await {
-        tracing::warn!(%error, "could not remove the record of a task that will not run");
+/// A fresh unguessable id (UUID v4). With an input hash, its first byte is the hash's, so
+/// the task lands in the partition of its dedupe entry (one slot on a Redis Cluster); the
+/// other 15 bytes stay random.
+fn new_task_id(input_sha256: Option<&str>) -> String {
+    let id = Uuid::new_v4().to_string();
+    match input_sha256.and_then(|h| h.get(..2)) {
+        Some(byte) => format!("{byte}{}", &id[2..]),
+        None => id,
     }
 }
 
