@@ -152,7 +152,8 @@ impl Dispatcher {
             }] += 1;
         }
         if let Err(error) = self.results.complete(completions).await {
-            error!(%error, tasks = n, "storing results failed; tasks left unacknowledged");
+            error!(%error, tasks = n, "storing results failed; tasks given back for redelivery");
+            self.queue.abandon(receipts).await;
             return;
         }
         for (outcome, count) in ["success", "failed", "expired"].into_iter().zip(counts) {

@@ -117,6 +117,14 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
+    batchgate_redis::conn::check_layout(
+        &mut conn.clone(),
+        &keys.layout(),
+        config.partitions,
+        rc.op_timeout,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
     let name = process_name(if waits { "gateway" } else { "batcher" });
     let notifier = if waits {
         let notifier = Arc::new(Notifier::default());

@@ -28,8 +28,8 @@ pub const DEFAULT_WORKER_LISTEN: &str = "127.0.0.1:9000";
 #[derive(Debug, Parser)]
 #[command(name = "batchgate", version, about, long_about = None)]
 pub struct Cli {
-    /// TOML file with flag values (keys are flag names, at the top level or under a
-    /// `[serve]`/`[worker]`/`[bench]` table); flags and environment variables win over it.
+    /// TOML file with flag values (keys are flag names, at the top level or under a table
+    /// named after the subcommand, e.g. `[serve]`); flags and environment variables win over it.
     #[arg(long, global = true, env = "BATCHGATE_CONFIG", value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
 

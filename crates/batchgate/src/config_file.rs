@@ -2,7 +2,8 @@
 //!
 //! The file's keys are flag names (`max-wait-ms` or `max_wait_ms`), either at the top level
 //! (applied to whichever subcommand runs and has that flag) or in a table named after the
-//! subcommand (`[serve]`, `[worker]`, `[bench]`; unknown keys there are an error). Each value
+//! subcommand (`[serve]`, `[gateway]`, `[batcher]`, `[worker]`, `[bench]`; unknown keys there are an
+//! error). Each value
 //! becomes a command-line argument unless the flag is already on the command line or its
 //! environment variable is set — which gives flag > environment > file > default with no
 //! per-flag code.

@@ -174,7 +174,12 @@ fn announce(config: &ServeConfig, addr: std::net::SocketAddr) {
         Some(r) => format!(
             "redis{} {}",
             if r.redis.cluster { " cluster" } else { "" },
-            r.redis.urls.join(",")
+            r.redis
+                .urls
+                .iter()
+                .map(|u| batchgate_redis::conn::redact(u))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         None => "in-process".to_owned(),
     };

@@ -229,3 +229,31 @@ async fn a_task_older_than_the_queue_age_limit_fails_as_expired_unsent(backend: 
     serve.shutdown().await;
     worker.stop.cancel();
 }
+
+on_every_backend!(a_failed_task_is_not_handed_to_its_duplicates);
+async fn a_failed_task_is_not_handed_to_its_duplicates(backend: Backend) {
+    let infra = Infra::start(backend);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let serve = start_serve(serve_config(&infra, &closed, 1)).await;
+    let http = client();
+    let submit = || async {
+        http.post(format!("{}/v1/inference?wait_ms=30000", serve.url))
+            .json(&serde_json::json!({ "input": "flaky" }))
+            .send()
+            .await
+            .expect("send")
+            .json::<TaskView>()
+            .await
+            .expect("json")
+    };
+    let first = submit().await;
+    assert_eq!(first.status, TaskStatus::Failed);
+    // The failure may have been transient: the same input runs again, as its own task.
+    let second = submit().await;
+    assert_eq!(second.status, TaskStatus::Failed);
+    assert_ne!(second.task_id, first.task_id);
+    serve.shutdown().await;
+}

@@ -42,7 +42,7 @@ pub trait Intake: Send + Sync + 'static {
     /// behind: no record, no dedupe entry.
     async fn admit(
         &self,
-        task: Task,
+        task: &Task,
         created_at: u64,
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError>;
@@ -71,7 +71,7 @@ impl Steps {
 impl Intake for Steps {
     async fn admit(
         &self,
-        task: Task,
+        task: &Task,
         created_at: u64,
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError> {
@@ -94,12 +94,12 @@ impl Intake for Steps {
                 }
             }
         }
-        let task_id = task.task_id.clone();
-        if let Err(error) = self.queue.enqueue(task).await {
+        let task_id = &task.task_id;
+        if let Err(error) = self.queue.enqueue(task.clone()).await {
             // Never leave a record, or a dedupe entry, for a task that will not run.
-            self.forget(&task_id).await;
+            self.forget(task_id).await;
             if let Some((dedupe, hash)) = claimed {
-                if let Err(e) = dedupe.release(hash, &task_id).await {
+                if let Err(e) = dedupe.release(hash, task_id).await {
                     tracing::warn!(error = %e, "could not release the dedupe entry of a refused task");
                 }
             }

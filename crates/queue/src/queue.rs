@@ -57,6 +57,11 @@ pub trait Queue: Send + Sync + 'static {
     /// Tasks waiting in each partition (not yet acknowledged).
     async fn depth(&self) -> Result<Vec<usize>, QueueError>;
 
+    /// Gives tasks back without completing them (their results could not be stored): a
+    /// backend that redelivers makes them available again after its visibility timeout. The
+    /// in-process queue has nobody to give them to; its store cannot fail.
+    async fn abandon(&self, _receipts: &[Receipt]) {}
+
     /// Stops taking new tasks from a shared backend before a drain; afterwards `read` returns
     /// only what this reader already holds. In-process queues have no one else to leave tasks
     /// to, so by default nothing changes and the drain empties them.

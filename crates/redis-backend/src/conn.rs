@@ -13,8 +13,8 @@ pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Default namespace of keys.
 pub const DEFAULT_KEY_PREFIX: &str = "batchgate";
 
-/// Where Redis is and how to talk to it.
-#[derive(Debug, Clone)]
+/// Where Redis is and how to talk to it. `Debug` shows the URLs without their passwords.
+#[derive(Clone)]
 pub struct RedisConfig {
     /// `redis://host:port` URLs: one server, or the cluster's seed nodes.
     pub urls: Vec<String>,
@@ -26,6 +26,36 @@ pub struct RedisConfig {
     pub op_timeout: Duration,
 }
 
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
+            .field("key_prefix", &self.key_prefix)
+            .field("op_timeout", &self.op_timeout)
+            .finish()
+    }
+}
+
+/// A Redis URL fit for logs: `redis://user:secret@host` becomes `redis://user:***@host`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split(':').next().unwrap_or_default();
+    if userinfo.contains(':') {
+        format!("{scheme}://{user}:***@{host}")
+    } else {
+        format!("{scheme}://***@{host}")
+    }
+}
+
 impl RedisConfig {
     /// Checks the URLs before anything connects.
     pub fn validate(&self) -> Result<(), String> {
@@ -34,7 +64,7 @@ impl RedisConfig {
         }
         for url in &self.urls {
             redis::Client::open(url.as_str())
-                .map_err(|e| format!("invalid --redis URL {url:?}: {e}"))?;
+                .map_err(|e| format!("invalid --redis URL {}: {e}", redact(url)))?;
         }
         if !self.cluster && self.urls.len() > 1 {
             return Err("several --redis URLs need --redis-cluster".into());
@@ -141,6 +171,38 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// Makes sure every process of a deployment splits tasks over the same partitions: the first
+/// records its count, the others compare. A mismatch would silently strand tasks in streams
+/// no batcher reads, so it stops the process. If Redis cannot be reached yet, the check is
+/// skipped (with a warning) so that a process can start before Redis.
+pub async fn check_layout(
+    conn: &mut RedisConn,
+    key: &str,
+    partitions: usize,
+    limit: Duration,
+) -> Result<(), String> {
+    let existing: redis::RedisResult<Option<usize>> = bounded(
+        limit,
+        redis::cmd("SET")
+            .arg(key)
+            .arg(partitions)
+            .arg("NX")
+            .arg("GET")
+            .query_async(conn),
+    )
+    .await;
+    match existing {
+        Ok(Some(n)) if n != partitions => Err(format!(
+            "this deployment's Redis says --partitions {n}, but this process was given {partitions}: every process of a deployment (same --key-prefix) must use the same count"
+        )),
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, "could not check the partition count in Redis; starting anyway");
+            Ok(())
+        }
+    }
+}
+
 /// Runs `op` with a bound, turning a timeout into a Redis I/O error.
 pub(crate) async fn bounded<T>(
     limit: Duration,
@@ -152,5 +214,21 @@ pub(crate) async fn bounded<T>(
             std::io::ErrorKind::TimedOut,
             "redis command timed out",
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact("redis://u:s3cret@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(redact("redis://:s3cret@h:6379"), "redis://:***@h:6379");
+        assert_eq!(redact("redis://token@h"), "redis://***@h");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
     }
 }

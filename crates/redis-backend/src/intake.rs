@@ -55,7 +55,7 @@ impl RedisIntake {
 impl Intake for RedisIntake {
     async fn admit(
         &self,
-        task: Task,
+        task: &Task,
         created_at: u64,
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError> {

@@ -2,7 +2,7 @@
 //!
 //! `{prefix}:{pNN}:tasks`        stream of partition NN
 //! `{prefix}:{pNN}:res:{id}`     result hash of a task of partition NN
-//! `{prefix}:{pNN}:dedupe:{sha} dedupe entry of an input whose hash starts with partition NN
+//! `{prefix}:{pNN}:dedupe:{sha}` dedupe entry of an input whose hash starts with partition NN
 //! `{prefix}:dlq`                dead-letter stream
 //! `{prefix}:notify:{gateway}`   pub/sub channel of one gateway
 //!
@@ -64,6 +64,11 @@ impl Keys {
     pub fn dedupe(&self, input_sha256: &str) -> String {
         let p = self.partition_of(input_sha256);
         format!("{}:{{{}}}:dedupe:{input_sha256}", self.prefix, self.tags[p])
+    }
+
+    /// Records the deployment's partition count, shared by every process of it.
+    pub fn layout(&self) -> String {
+        format!("{}:layout:partitions", self.prefix)
     }
 
     /// The dead-letter stream.

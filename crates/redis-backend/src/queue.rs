@@ -40,6 +40,8 @@ pub const DEFAULT_MAX_DELIVERIES: usize = 5;
 const READ_BLOCK: Duration = Duration::from_millis(500);
 /// Entries one `XREADGROUP` or claim takes at most.
 const READ_COUNT: usize = 64;
+/// Entries the dead-letter stream keeps (approximately); older ones are trimmed.
+const DEAD_LETTER_MAXLEN: usize = 100_000;
 /// Pause after a failed read before trying again.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
@@ -94,9 +96,11 @@ pub struct RedisQueue {
     stop: CancellationToken,
 }
 
-/// Entry ids we hold, by partition. While a batcher lives, it renews their idle time (XCLAIM
-/// to itself, JUSTID) so that a batch slower than the visibility timeout is not claimed — and
-/// run twice — by another batcher; once it dies, renewal stops and the entries are claimed.
+/// Entry ids we hold, by partition, from the moment Redis delivers them to us (in the local
+/// channel, in a batch, at the worker) until they are acked or abandoned. While a batcher
+/// lives, it renews their idle time (XCLAIM to itself, JUSTID) so that a batch slower than the
+/// visibility timeout is not claimed — and run twice — by another batcher; once it dies,
+/// renewal stops and the entries are claimed.
 #[derive(Clone, Default)]
 struct Leases(Arc<Mutex<HashMap<usize, HashSet<String>>>>);
 
@@ -105,13 +109,11 @@ impl Leases {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn hold(&self, deliveries: &[Delivery]) {
-        let mut held = self.lock();
-        for d in deliveries {
-            held.entry(d.receipt.partition)
-                .or_default()
-                .insert(d.receipt.entry_id.clone());
-        }
+    fn hold(&self, receipt: &Receipt) {
+        self.lock()
+            .entry(receipt.partition)
+            .or_default()
+            .insert(receipt.entry_id.clone());
     }
 
     fn release(&self, receipts: &[Receipt]) {
@@ -189,6 +191,7 @@ impl RedisQueue {
         for streams in groups {
             let reader = StreamReader {
                 redis: self.redis.clone(),
+                leases: self.leases.clone(),
                 streams,
                 consumer: self.consumer.clone(),
                 tx: tx.clone(),
@@ -264,7 +267,6 @@ impl Queue for RedisQueue {
                 Err(_) => break,
             }
         }
-        self.leases.hold(&out);
         Ok(out)
     }
 
@@ -315,6 +317,11 @@ impl Queue for RedisQueue {
             .into_iter()
             .map(|r| r.map_err(|e| Self::unavailable(&e)))
             .collect()
+    }
+
+    async fn abandon(&self, receipts: &[Receipt]) {
+        // Stop renewing: after the visibility timeout any batcher (this one too) claims them.
+        self.leases.release(receipts);
     }
 
     async fn close_reads(&self) {
@@ -370,6 +377,7 @@ fn delivery(partition: usize, entry: &StreamId) -> Option<Delivery> {
 /// one per partition, since one command cannot span slots.
 struct StreamReader {
     redis: RedisConfig,
+    leases: Leases,
     /// `(partition, stream key)` of every stream read.
     streams: Vec<(usize, String)>,
     consumer: String,
@@ -404,6 +412,7 @@ impl StreamReader {
             match self.read_once(&mut c).await {
                 Ok(entries) => {
                     for d in entries.iter().filter_map(|(p, e)| delivery(*p, e)) {
+                        self.leases.hold(&d.receipt);
                         if self.tx.send(d).await.is_err() {
                             return;
                         }
@@ -552,6 +561,10 @@ impl Claimer {
         let ids = |v: &[redis::streams::StreamPendingId]| -> Vec<String> {
             v.iter().map(|e| e.id.clone()).collect()
         };
+        // Claim only what the local channel has room for: the claimer must never block, or
+        // lease renewal (same loop) would stall. The rest waits for the next round.
+        let mut retry = retry;
+        retry.truncate(self.tx.capacity());
         if !retry.is_empty() {
             let claimed: StreamClaimReply = bounded(
                 self.op_timeout,
@@ -570,8 +583,13 @@ impl Claimer {
                 "claimed entries left by another batcher"
             );
             for d in claimed.ids.iter().filter_map(|e| delivery(partition, e)) {
-                if self.tx.send(d).await.is_err() {
-                    return Ok(());
+                let receipt = d.receipt.clone();
+                self.leases.hold(&receipt);
+                if self.tx.try_send(d).is_err() {
+                    // No room after all (a reader filled it): let the lease lapse, so the
+                    // entry is claimed again in a later round.
+                    self.leases.release(&[receipt]);
+                    break;
                 }
             }
         }
@@ -615,6 +633,9 @@ impl Claimer {
             let task = delivery(partition, entry).map(|d| d.task);
             let mut dlq = redis::cmd("XADD");
             dlq.arg(self.keys.dead_letter())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(DEAD_LETTER_MAXLEN)
                 .arg("*")
                 .arg("entry")
                 .arg(&entry.id);

@@ -140,3 +140,97 @@ async fn a_full_partition_refuses_instead_of_growing() {
     // Another partition still has room.
     q.enqueue(task("01-fine")).await.expect("room elsewhere");
 }
+
+#[tokio::test]
+async fn admission_deduplicates_and_refuses_a_full_partition_in_one_script() {
+    use batchgate_queue::{Admitted, Intake, QueueError};
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    let conn = redis.connect().await.expect("connect");
+    let intake = batchgate_redis::RedisIntake::new(
+        conn.clone(),
+        keys.clone(),
+        8, // 2 per partition
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    );
+    let store = RedisResultStore::new(
+        conn,
+        keys,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        None,
+    );
+    // Ids start with their input hash's byte, as the gateway makes them.
+    let hash = |c: char| format!("0{c}{}", "0".repeat(62));
+    let first = task("00-first");
+    assert_eq!(
+        intake
+            .admit(&first, 5, Some(&hash('0')))
+            .await
+            .expect("admit"),
+        Admitted::Enqueued {
+            dedupe_bypassed: false
+        }
+    );
+    let record = store
+        .get("00-first")
+        .await
+        .expect("get")
+        .expect("recorded as pending");
+    assert_eq!((record.status, record.created_at), (TaskStatus::Pending, 5));
+    assert_eq!(
+        intake
+            .admit(&task("00-dup"), 6, Some(&hash('0')))
+            .await
+            .expect("admit"),
+        Admitted::Duplicate("00-first".into())
+    );
+    assert!(
+        store.get("00-dup").await.expect("get").is_none(),
+        "a duplicate leaves no record"
+    );
+    intake
+        .admit(&task("04-second"), 7, Some(&hash('4')))
+        .await
+        .expect("admit");
+    // Partition 0 holds its 2: the third is refused and leaves neither record nor dedupe entry.
+    let refused = intake.admit(&task("08-third"), 8, Some(&hash('8'))).await;
+    assert!(
+        matches!(
+            refused,
+            Err(batchgate_queue::AdmitError::Queue(QueueError::Full { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert!(store.get("08-third").await.expect("get").is_none());
+    assert_eq!(
+        intake
+            .admit(&task("0c-again"), 9, None)
+            .await
+            .err()
+            .map(|e| e.to_string()),
+        Some("queue is full (8 tasks)".into())
+    );
+}
+
+#[tokio::test]
+async fn processes_that_disagree_on_the_partition_count_are_stopped() {
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    let mut conn = redis.connect().await.expect("connect");
+    let limit = Duration::from_secs(1);
+    batchgate_redis::conn::check_layout(&mut conn, &keys.layout(), 4, limit)
+        .await
+        .expect("first sets it");
+    batchgate_redis::conn::check_layout(&mut conn, &keys.layout(), 4, limit)
+        .await
+        .expect("same count");
+    let err = batchgate_redis::conn::check_layout(&mut conn, &keys.layout(), 8, limit)
+        .await
+        .expect_err("different count");
+    assert!(err.contains("--partitions 4"), "{err}");
+}

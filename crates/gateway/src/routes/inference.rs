@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use batchgate_protocol::api::InferenceRequest;
+use batchgate_protocol::api::{InferenceRequest, TaskStatus};
 use batchgate_protocol::sha256_hex;
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_queue::{Admitted, TaskRecord};
@@ -44,29 +44,50 @@ pub(crate) async fn submit(
         enqueued_at: now,
         reply_to: state.gateway_id.clone(),
     };
-    let admitted = {
-        // Hold the gate until the task is in the queue: shutdown waits for us.
-        let Some(_open) = state.admission.enter().await else {
-            return Err(ApiError::ShuttingDown { retry_after_secs });
-        };
-        state
-            .intake
-            .admit(task, created_at, input_sha256.as_deref())
-            .await
-            .map_err(|e| ApiError::from_admit(&e, retry_after_secs))?
+    // Hold the gate until the task is in the queue: shutdown waits for us.
+    let Some(gate) = state.admission.enter().await else {
+        return Err(ApiError::ShuttingDown { retry_after_secs });
     };
+    let admit_error = |e| ApiError::from_admit(&e, retry_after_secs);
+    let admitted = state
+        .intake
+        .admit(&task, created_at, input_sha256.as_deref())
+        .await
+        .map_err(admit_error)?;
     match admitted {
-        Admitted::Duplicate(existing) => {
-            // An identical input already has a task: answer with it, never run it twice.
-            state.metrics.dedupe_hits.inc();
-            return answer(&state, existing, created_at, wait, false).await;
-        }
         Admitted::Enqueued { dedupe_bypassed } => {
             if dedupe_bypassed {
                 state.metrics.dedupe_bypassed.inc();
             }
         }
+        Admitted::Duplicate(existing) => {
+            let record = state
+                .results
+                .get(&existing)
+                .await
+                .map_err(|e| ApiError::from_store(&e, retry_after_secs))?;
+            match record {
+                // The first task is gone (refused, or its result expired before its dedupe
+                // entry): this client retries and becomes the first.
+                None => return Err(ApiError::Overloaded { retry_after_secs }),
+                // A failure is not shared: it may be transient. Run this one on its own.
+                Some(r) if r.status == TaskStatus::Failed => {
+                    state
+                        .intake
+                        .admit(&task, created_at, None)
+                        .await
+                        .map_err(admit_error)?;
+                }
+                // An identical input already has a task: answer with it, never run it twice.
+                Some(_) => {
+                    state.metrics.dedupe_hits.inc();
+                    drop(gate);
+                    return answer(&state, existing, created_at, wait, false).await;
+                }
+            }
+        }
     }
+    drop(gate);
     state.metrics.tasks_accepted.inc();
     answer(&state, task_id, created_at, wait, true).await
 }
