@@ -377,12 +377,17 @@ impl ServeArgs {
         Ok(ServeConfig {
             batcher: Some(self.batching.part(Some(sim))?),
             store: self.queue.store(self.redis.backend()?)?,
-            gateway: Some(batchgate_gateway::GatewayConfig {
-                max_input_bytes: self.max_input_bytes,
-                ..Default::default()
-            }),
+            gateway: Some(api_limits(self.max_input_bytes)),
             grace_period: Duration::from_secs(self.grace_period_secs),
         })
+    }
+}
+
+/// The gateway's limits from its flags.
+fn api_limits(max_input_bytes: usize) -> batchgate_gateway::GatewayConfig {
+    batchgate_gateway::GatewayConfig {
+        max_input_bytes,
+        ..Default::default()
     }
 }
 
@@ -392,10 +397,7 @@ impl GatewayArgs {
         let redis = self.redis.required_backend("gateway")?;
         Ok(ServeConfig {
             store: self.queue.store(Some(redis))?,
-            gateway: Some(batchgate_gateway::GatewayConfig {
-                max_input_bytes: self.max_input_bytes,
-                ..Default::default()
-            }),
+            gateway: Some(api_limits(self.max_input_bytes)),
             batcher: None,
             grace_period: Duration::from_secs(self.grace_period_secs),
         })

@@ -3,9 +3,9 @@
 #[macro_use]
 mod common;
 
-use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
+use batchgate_protocol::api::{ErrorBody, TaskStatus};
 use batchgate_protocol::sim_output;
-use common::{client, fast_sim, serve_config, start_serve, start_worker, Backend, Infra};
+use common::{client, fast_sim, infer, serve_config, start_serve, start_worker, Backend, Infra};
 use reqwest::header::CONTENT_TYPE;
 
 struct Case {
@@ -183,15 +183,7 @@ async fn every_bad_input_gets_its_status_and_json_error_and_good_requests_still_
     }
 
     // The server is unharmed: a good request right after succeeds.
-    let view: TaskView = http
-        .post(format!("{}/v1/inference?wait_ms=30000", serve.url))
-        .json(&serde_json::json!({ "input": "still fine" }))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let view = infer(&http, &serve.url, "still fine").await;
     assert_eq!(view.status, TaskStatus::Success);
     assert_eq!(view.output, Some(sim_output("still fine")));
 

@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime};
 use batchgate_protocol::api::{TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
 use batchgate_protocol::task::unix_ms;
-use common::{client, fast_sim, serve_config, start_serve, start_worker, Backend, Infra};
+use common::{
+    client, closed_port_url, fast_sim, infer, serve_config, start_serve, start_worker, Backend,
+    Infra,
+};
 
 on_every_backend!(two_thousand_concurrent_submissions_all_succeed_in_batches_of_at_most_64);
 async fn two_thousand_concurrent_submissions_all_succeed_in_batches_of_at_most_64(
@@ -123,26 +126,11 @@ on_every_backend!(worker_failure_fails_the_batch_with_a_reason);
 async fn worker_failure_fails_the_batch_with_a_reason(backend: Backend) {
     let infra = Infra::start(backend);
     // Nothing listens on this port: every call fails to connect.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", l.local_addr().expect("addr"))
-    };
+    let closed = closed_port_url();
     let serve = start_serve(serve_config(&infra, &closed, 1)).await;
     let http = client();
-    let submits = (0..3).map(|i| {
-        let http = http.clone();
-        let url = format!("{}/v1/inference?wait_ms=30000", serve.url);
-        async move {
-            http.post(&url)
-                .json(&serde_json::json!({ "input": format!("x{i}") }))
-                .send()
-                .await
-                .expect("send")
-                .json::<TaskView>()
-                .await
-                .expect("json")
-        }
-    });
+    let inputs: Vec<String> = (0..3).map(|i| format!("x{i}")).collect();
+    let submits = inputs.iter().map(|input| infer(&http, &serve.url, input));
     for view in futures::future::join_all(submits).await {
         assert_eq!(view.status, TaskStatus::Failed);
         let error = view.error.expect("a reason");
@@ -158,20 +146,7 @@ async fn identical_concurrent_submissions_share_one_task_and_one_worker_call(bac
     let serve = start_serve(serve_config(&infra, &worker.url, 4)).await;
     let http = client();
     let n = 50;
-    let submits = (0..n).map(|_| {
-        let http = http.clone();
-        let url = format!("{}/v1/inference?wait_ms=30000", serve.url);
-        async move {
-            http.post(&url)
-                .json(&serde_json::json!({ "input": "the same trending prompt" }))
-                .send()
-                .await
-                .expect("send")
-                .json::<TaskView>()
-                .await
-                .expect("json")
-        }
-    });
+    let submits = (0..n).map(|_| infer(&http, &serve.url, "the same trending prompt"));
     let views = futures::future::join_all(submits).await;
     let ids: HashSet<_> = views.iter().map(|v| v.task_id.clone()).collect();
     assert_eq!(ids.len(), 1, "one task for {n} identical inputs");
@@ -185,15 +160,7 @@ async fn identical_concurrent_submissions_share_one_task_and_one_worker_call(bac
         "the input reached the worker once"
     );
     // A different input is a different task.
-    let other: TaskView = http
-        .post(format!("{}/v1/inference?wait_ms=30000", serve.url))
-        .json(&serde_json::json!({ "input": "another prompt" }))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let other = infer(&http, &serve.url, "another prompt").await;
     assert!(!ids.contains(&other.task_id));
     serve.shutdown().await;
     worker.stop.cancel();
@@ -209,15 +176,7 @@ async fn a_task_older_than_the_queue_age_limit_fails_as_expired_unsent(backend: 
         part.config.max_queue_age = Duration::ZERO;
     }
     let serve = start_serve(config).await;
-    let view: TaskView = client()
-        .post(format!("{}/v1/inference?wait_ms=30000", serve.url))
-        .json(&serde_json::json!({ "input": "too late" }))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let view = infer(&client(), &serve.url, "too late").await;
     assert_eq!(view.status, TaskStatus::Failed);
     let error = view.error.expect("a reason");
     assert!(error.starts_with("expired: waited"), "{error}");
@@ -233,26 +192,13 @@ async fn a_task_older_than_the_queue_age_limit_fails_as_expired_unsent(backend: 
 on_every_backend!(a_failed_task_is_not_handed_to_its_duplicates);
 async fn a_failed_task_is_not_handed_to_its_duplicates(backend: Backend) {
     let infra = Infra::start(backend);
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", l.local_addr().expect("addr"))
-    };
+    let closed = closed_port_url();
     let serve = start_serve(serve_config(&infra, &closed, 1)).await;
     let http = client();
-    let submit = || async {
-        http.post(format!("{}/v1/inference?wait_ms=30000", serve.url))
-            .json(&serde_json::json!({ "input": "flaky" }))
-            .send()
-            .await
-            .expect("send")
-            .json::<TaskView>()
-            .await
-            .expect("json")
-    };
-    let first = submit().await;
+    let first = infer(&http, &serve.url, "flaky").await;
     assert_eq!(first.status, TaskStatus::Failed);
     // The failure may have been transient: the same input runs again, as its own task.
-    let second = submit().await;
+    let second = infer(&http, &serve.url, "flaky").await;
     assert_eq!(second.status, TaskStatus::Failed);
     assert_ne!(second.task_id, first.task_id);
     serve.shutdown().await;

@@ -12,6 +12,7 @@ use batchgate::serve::{BatcherPart, ServeConfig, ServeOutcome, WorkerChoice};
 use batchgate_batcher::BatcherConfig;
 use batchgate_gateway::GatewayConfig;
 use batchgate_policy::Limits;
+use batchgate_protocol::api::TaskView;
 use batchgate_redis::RedisConfig;
 use batchgate_sim::{SimConfig, SimWorker};
 use batchgate_testkit::{RedisCluster, RedisServer};
@@ -153,6 +154,24 @@ impl Serve {
             .expect("serve task panicked")
             .expect("serve failed")
     }
+}
+
+/// `POST /v1/inference?wait_ms=30000` with `input`; the answer's task view.
+pub async fn infer(http: &reqwest::Client, base: &str, input: &str) -> TaskView {
+    http.post(format!("{base}/v1/inference?wait_ms=30000"))
+        .json(&serde_json::json!({ "input": input }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("a task view")
+}
+
+/// A loopback URL where nothing listens (bound, then released): every call to it fails.
+pub fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("http://{}", listener.local_addr().expect("addr"))
 }
 
 pub fn client() -> reqwest::Client {
