@@ -10,4 +10,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
 
-cargo test --workspace --locked "$@"
+# cargo prints one "test result" line per test binary, the last often a crate's empty doc-test
+# run; the line after it sums them all up, so a reader of the tail sees the whole run.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}' || true)
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}' || true)
+echo "tests: ${passed} passed, ${failed} failed"
+exit "$status"
