@@ -90,7 +90,15 @@ impl Dispatcher {
     }
 
     /// One worker call for the whole batch; every task gets a completion either way.
+    /// Identical inputs in the batch go to the worker once and share the output (request
+    /// collapsing, for the "hot key" case that the dedupe cache does not catch, e.g. with
+    /// dedupe off).
     async fn call_worker(&self, inputs: Vec<String>, to: Vec<Addressee>) -> Vec<Completion> {
+        let (inputs, slot_of) = collapse(inputs);
+        let collapsed = to.len() - inputs.len();
+        if collapsed > 0 {
+            self.metrics.collapsed_inputs.inc_by(collapsed as u64);
+        }
         let n = inputs.len();
         self.metrics.batch_size.observe(n as f64);
         self.metrics.inflight_batches.inc();
@@ -115,10 +123,10 @@ impl Dispatcher {
         match result {
             Ok(outputs) => to
                 .into_iter()
-                .zip(outputs)
-                .map(|(a, output)| Completion {
+                .zip(slot_of)
+                .map(|(a, slot)| Completion {
                     task_id: a.task_id,
-                    outcome: Outcome::Success(output),
+                    outcome: Outcome::Success(outputs[slot].clone()),
                     completed_at,
                     reply_to: a.reply_to,
                 })
@@ -167,5 +175,45 @@ impl Dispatcher {
         if let Err(error) = self.queue.ack(receipts).await {
             warn!(%error, tasks = n, "ack failed; tasks may be delivered again");
         }
+    }
+}
+
+/// The distinct inputs, in first-seen order, and for each original input the index of its
+/// distinct copy. Inputs are compared whole; the hash only narrows the candidates.
+fn collapse(inputs: Vec<String>) -> (Vec<String>, Vec<usize>) {
+    use std::collections::hash_map::RandomState;
+    use std::collections::HashMap;
+    use std::hash::BuildHasher;
+
+    let hasher = RandomState::new();
+    let mut unique: Vec<String> = Vec::with_capacity(inputs.len());
+    let mut slot_of = Vec::with_capacity(inputs.len());
+    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::with_capacity(inputs.len());
+    for input in inputs {
+        let candidates = by_hash.entry(hasher.hash_one(&input)).or_default();
+        match candidates.iter().find(|&&i| unique[i] == input) {
+            Some(&i) => slot_of.push(i),
+            None => {
+                candidates.push(unique.len());
+                slot_of.push(unique.len());
+                unique.push(input);
+            }
+        }
+    }
+    (unique, slot_of)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collapse;
+
+    #[test]
+    fn identical_inputs_collapse_to_one_in_first_seen_order() {
+        let inputs = ["a", "b", "a", "c", "b", "a"].map(String::from).to_vec();
+        let (unique, slot_of) = collapse(inputs);
+        assert_eq!(unique, ["a", "b", "c"]);
+        assert_eq!(slot_of, [0, 1, 0, 2, 1, 0]);
+        let (unique, slot_of) = collapse(vec!["x".into()]);
+        assert_eq!((unique.len(), slot_of), (1, vec![0]));
     }
 }

@@ -33,8 +33,13 @@ pub struct BatcherMetrics {
     pub batch_wait: Histogram,
     /// `batchgate_worker_call_duration_seconds`: one worker call, success or not.
     pub worker_latency: Histogram,
-    /// `batchgate_worker_errors_total`: worker calls that failed.
+    /// `batchgate_worker_errors_total`: worker calls that failed (after their retries).
     pub worker_errors: Counter,
+    /// `batchgate_worker_retries_total`: worker calls tried again after a transient failure.
+    pub worker_retries: Counter,
+    /// `batchgate_collapsed_inputs_total`: inputs not sent because an identical one was in
+    /// the same batch.
+    pub collapsed_inputs: Counter,
     /// `batchgate_tasks_completed_total{outcome}`: results written.
     pub tasks_completed: Family<OutcomeLabel, Counter>,
     /// `batchgate_inflight_batches`: worker calls under way.
@@ -64,6 +69,8 @@ impl BatcherMetrics {
             batch_wait: Histogram::new(seconds_buckets()),
             worker_latency: Histogram::new(seconds_buckets()),
             worker_errors: Counter::default(),
+            worker_retries: Counter::default(),
+            collapsed_inputs: Counter::default(),
             tasks_completed: Family::default(),
             inflight_batches: Gauge::default(),
         };
@@ -91,6 +98,16 @@ impl BatcherMetrics {
             "batchgate_worker_errors",
             "Worker calls that failed",
             m.worker_errors.clone(),
+        );
+        registry.register(
+            "batchgate_worker_retries",
+            "Worker calls tried again after a transient failure",
+            m.worker_retries.clone(),
+        );
+        registry.register(
+            "batchgate_collapsed_inputs",
+            "Inputs not sent because an identical one was in the same batch",
+            m.collapsed_inputs.clone(),
         );
         registry.register(
             "batchgate_tasks_completed",

@@ -187,3 +187,33 @@ async fn shutdown_drains_the_queue_and_the_buffer() {
         0
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn identical_inputs_in_one_batch_reach_the_worker_once() {
+    let h = start(4, Duration::from_millis(10), false);
+    let inputs = ["hot", "hot", "cold", "hot"];
+    for (i, input) in inputs.iter().enumerate() {
+        let id = format!("c-{i}");
+        h.store.create(&id, 0).await.expect("create");
+        h.queue
+            .enqueue(Task {
+                task_id: id,
+                input: (*input).to_owned(),
+                enqueued_at: SystemTime::now(),
+                reply_to: None,
+            })
+            .await
+            .expect("enqueue");
+    }
+    for (i, input) in inputs.iter().enumerate() {
+        let r = h
+            .store
+            .wait(&format!("c-{i}"), Duration::from_secs(60))
+            .await
+            .expect("wait")
+            .expect("exists");
+        assert_eq!(r.output, Some(sim_output(input)));
+    }
+    let sizes: Vec<usize> = h.calls().iter().map(|(_, n)| *n).collect();
+    assert_eq!(sizes, vec![2], "one call with the two distinct inputs");
+}

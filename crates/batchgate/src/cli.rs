@@ -145,6 +145,11 @@ pub struct BatchingArgs {
     #[arg(long, env = "BATCHGATE_WORKER_TIMEOUT_MS", default_value_t = 10_000)]
     pub worker_timeout_ms: u64,
 
+    /// Retries of a worker call that timed out, could not connect, or got 429/5xx, with
+    /// exponential backoff (50 ms doubling, at most 2 s) and full jitter; 0 turns them off.
+    #[arg(long, env = "BATCHGATE_WORKER_RETRIES", default_value_t = batchgate_worker::retry::DEFAULT_RETRIES)]
+    pub worker_retries: u32,
+
     /// Most inputs in one worker call (the worker API's limit).
     #[arg(long, env = "BATCHGATE_MAX_BATCH_SIZE", default_value_t = 64)]
     pub max_batch_size: usize,
@@ -361,6 +366,10 @@ impl BatchingArgs {
                 max_queue_age: self.max_queue_age,
             },
             worker,
+            retry: batchgate_worker::RetryPolicy {
+                retries: self.worker_retries,
+                ..Default::default()
+            },
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use batchgate_batcher::{Batcher, BatcherConfig, BatcherMetrics};
 use batchgate_gateway::{Admission, AppState, GatewayConfig, GatewayMetrics, Shared};
 use batchgate_sim::{SimConfig, SimWorker};
-use batchgate_worker::{HttpJsonWorker, Worker};
+use batchgate_worker::{HttpJsonWorker, RetryPolicy, Retrying, Worker};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +39,8 @@ pub struct BatcherPart {
     pub config: BatcherConfig,
     /// The worker to call.
     pub worker: WorkerChoice,
+    /// How failed worker calls are retried.
+    pub retry: RetryPolicy,
 }
 
 /// Everything a process runs; built from flags in [`crate::cli`].
@@ -91,12 +93,17 @@ pub async fn run(
     let batcher_stop = CancellationToken::new();
     let batcher = match &config.batcher {
         Some(part) => {
+            let metrics = BatcherMetrics::register(&mut registry);
+            let retries = metrics.worker_retries.clone();
+            let worker = Retrying::new(build_worker(&part.worker)?, part.retry, move |_| {
+                retries.inc();
+            });
             let batcher = Batcher::new(
                 backends.queue.clone(),
                 backends.results.clone(),
-                build_worker(&part.worker)?,
+                Arc::new(worker),
                 part.config,
-                BatcherMetrics::register(&mut registry),
+                metrics,
             );
             Some(tokio::spawn(batcher.run(batcher_stop.clone())))
         }

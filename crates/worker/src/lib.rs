@@ -5,12 +5,15 @@
 //! Layout:
 //! - [`Worker`] and [`WorkerError`]: the trait and what can go wrong with a call.
 //! - [`http_json`]: batchgate's own JSON batch API (`POST /v1/batch`), see `docs/worker-api.md`.
+//! - [`retry`]: [`Retrying`], retries with exponential backoff and jitter around any worker.
 
 pub mod http_json;
+pub mod retry;
 
 use async_trait::async_trait;
 
 pub use http_json::HttpJsonWorker;
+pub use retry::{RetryPolicy, Retrying};
 
 /// Why a worker call produced no outputs.
 #[derive(Debug, Clone, thiserror::Error)]

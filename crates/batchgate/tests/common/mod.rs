@@ -123,6 +123,7 @@ pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize
                 url: worker_url.to_owned(),
                 timeout: Duration::from_secs(10),
             },
+            retry: batchgate_worker::RetryPolicy::default(),
         }),
         grace_period: Duration::from_secs(30),
     }
