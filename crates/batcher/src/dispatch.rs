@@ -1,6 +1,8 @@
 //! One batch's trip: drop tasks too old to be worth running, call the worker with the rest,
 //! store every task's result, then ack.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +28,9 @@ pub(crate) struct Dispatcher {
     /// A task older than this when its batch leaves is failed as `expired`, not run.
     pub(crate) max_queue_age: Duration,
 }
+
+/// One input's result: its output, or why it has none.
+type ItemResult = Result<String, WorkerError>;
 
 /// Who a task's result goes to.
 struct Addressee {
@@ -89,21 +94,69 @@ impl Dispatcher {
         self.store_then_ack(completions, &receipts).await;
     }
 
-    /// One worker call for the whole batch; every task gets a completion either way.
-    /// Identical inputs in the batch go to the worker once and share the output (request
-    /// collapsing, for the "hot key" case that the dedupe cache does not catch, e.g. with
-    /// dedupe off).
+    /// The batch's worker calls; every task gets a completion either way. Identical inputs
+    /// in the batch go to the worker once and share the output (request collapsing, for the
+    /// "hot key" case that the dedupe cache does not catch, e.g. with dedupe off).
     async fn call_worker(&self, inputs: Vec<String>, to: Vec<Addressee>) -> Vec<Completion> {
         let (inputs, slot_of) = collapse(inputs);
         let collapsed = to.len() - inputs.len();
         if collapsed > 0 {
             self.metrics.collapsed_inputs.inc_by(collapsed as u64);
         }
+        let results = self.infer_isolating(&inputs).await;
+        let completed_at = unix_ms(SystemTime::now());
+        to.into_iter()
+            .zip(slot_of)
+            .map(|(a, slot)| Completion {
+                task_id: a.task_id,
+                outcome: match &results[slot] {
+                    Ok(output) => Outcome::Success(output.clone()),
+                    Err(error) => {
+                        Outcome::Failed(format!("worker error: {}", error.public_reason()))
+                    }
+                },
+                completed_at,
+                reply_to: a.reply_to,
+            })
+            .collect()
+    }
+
+    /// Calls the worker with `inputs`; if the worker rejects the batch as such (it answered,
+    /// with an error), splits it in halves and tries each, down to single inputs, so that one
+    /// poisoned input fails alone and the others still succeed: at most `2n − 1` calls, all
+    /// within the batch's one worker slot. A worker that does not answer (timeout, refused
+    /// connection) is down, not poisoned: splitting would only multiply the calls, so the
+    /// batch fails whole.
+    fn infer_isolating<'a>(
+        &'a self,
+        inputs: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Vec<ItemResult>> + Send + 'a>> {
+        Box::pin(async move {
+            match self.call_once(inputs).await {
+                Ok(outputs) => outputs.into_iter().map(Ok).collect(),
+                Err(error) if inputs.len() > 1 && names_the_batch(&error) => {
+                    debug!(%error, size = inputs.len(), "batch rejected; bisecting to isolate the bad input");
+                    self.metrics.bisections.inc();
+                    let (left, right) = inputs.split_at(inputs.len() / 2);
+                    let mut results = self.infer_isolating(left).await;
+                    results.extend(self.infer_isolating(right).await);
+                    results
+                }
+                Err(error) => {
+                    warn!(%error, size = inputs.len(), "worker call failed; failing its tasks");
+                    vec![Err(error); inputs.len()]
+                }
+            }
+        })
+    }
+
+    /// One worker call (its retries included), measured.
+    async fn call_once(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
         let n = inputs.len();
         self.metrics.batch_size.observe(n as f64);
         self.metrics.inflight_batches.inc();
         let started = Instant::now();
-        let result = self.worker.infer(&inputs).await.and_then(|outputs| {
+        let result = self.worker.infer(inputs).await.and_then(|outputs| {
             // Every adapter checks this; checking again here keeps a faulty one from leaving
             // tasks without a result.
             if outputs.len() == n {
@@ -119,32 +172,10 @@ impl Dispatcher {
         self.metrics
             .worker_latency
             .observe(started.elapsed().as_secs_f64());
-        let completed_at = unix_ms(SystemTime::now());
-        match result {
-            Ok(outputs) => to
-                .into_iter()
-                .zip(slot_of)
-                .map(|(a, slot)| Completion {
-                    task_id: a.task_id,
-                    outcome: Outcome::Success(outputs[slot].clone()),
-                    completed_at,
-                    reply_to: a.reply_to,
-                })
-                .collect(),
-            Err(error) => {
-                warn!(%error, size = n, "worker call failed; failing the batch");
-                self.metrics.worker_errors.inc();
-                let reason = format!("worker error: {}", error.public_reason());
-                to.into_iter()
-                    .map(|a| Completion {
-                        task_id: a.task_id,
-                        outcome: Outcome::Failed(reason.clone()),
-                        completed_at,
-                        reply_to: a.reply_to,
-                    })
-                    .collect()
-            }
+        if result.is_err() {
+            self.metrics.worker_errors.inc();
         }
+        result
     }
 
     /// A task is acknowledged only after its result is stored: if the write fails, the tasks
@@ -176,6 +207,15 @@ impl Dispatcher {
             warn!(%error, tasks = n, "ack failed; tasks may be delivered again");
         }
     }
+}
+
+/// Whether the worker answered with a judgement on this batch (worth splitting), rather than
+/// not answering at all.
+fn names_the_batch(error: &WorkerError) -> bool {
+    matches!(
+        error,
+        WorkerError::Status { .. } | WorkerError::InvalidResponse(_)
+    )
 }
 
 /// The distinct inputs, in first-seen order, and for each original input the index of its

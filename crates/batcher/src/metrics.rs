@@ -24,7 +24,7 @@ pub struct OutcomeLabel {
 /// Handles to the batcher's metrics (cloning is shallow: clones update the same series).
 #[derive(Debug, Clone)]
 pub struct BatcherMetrics {
-    /// `batchgate_batch_size`: inputs per worker call.
+    /// `batchgate_batch_size`: inputs per worker call (bisection calls included).
     pub batch_size: Histogram,
     /// `batchgate_batches_total{reason}`: batches flushed, by trigger.
     pub batches: Family<ReasonLabel, Counter>,
@@ -40,6 +40,8 @@ pub struct BatcherMetrics {
     /// `batchgate_collapsed_inputs_total`: inputs not sent because an identical one was in
     /// the same batch.
     pub collapsed_inputs: Counter,
+    /// `batchgate_bisections_total`: rejected batches split in two to isolate a bad input.
+    pub bisections: Counter,
     /// `batchgate_tasks_completed_total{outcome}`: results written.
     pub tasks_completed: Family<OutcomeLabel, Counter>,
     /// `batchgate_inflight_batches`: worker calls under way.
@@ -71,6 +73,7 @@ impl BatcherMetrics {
             worker_errors: Counter::default(),
             worker_retries: Counter::default(),
             collapsed_inputs: Counter::default(),
+            bisections: Counter::default(),
             tasks_completed: Family::default(),
             inflight_batches: Gauge::default(),
         };
@@ -108,6 +111,11 @@ impl BatcherMetrics {
             "batchgate_collapsed_inputs",
             "Inputs not sent because an identical one was in the same batch",
             m.collapsed_inputs.clone(),
+        );
+        registry.register(
+            "batchgate_bisections",
+            "Rejected batches split in two to isolate a bad input",
+            m.bisections.clone(),
         );
         registry.register(
             "batchgate_tasks_completed",

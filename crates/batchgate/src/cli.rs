@@ -274,6 +274,15 @@ pub struct WorkerArgs {
     /// Most inputs accepted in one call; more is answered 413.
     #[arg(long, env = "BATCHGATE_WORKER_MAX_BATCH_SIZE", default_value_t = 64)]
     pub max_batch_size: usize,
+
+    /// Fault injection: fraction of calls, in [0, 1], that fail at random with 503.
+    #[arg(long, env = "BATCHGATE_WORKER_ERROR_RATE", default_value_t = 0.0)]
+    pub error_rate: f64,
+
+    /// Fault injection: a call whose inputs include one containing this text fails whole with
+    /// 500, as a model crashing on one bad input would.
+    #[arg(long, env = "BATCHGATE_WORKER_POISON_PATTERN")]
+    pub poison_pattern: Option<String>,
 }
 
 /// Milliseconds as given on the command line, checked.
@@ -432,7 +441,17 @@ impl WorkerArgs {
         if self.max_batch_size == 0 {
             return Err("--max-batch-size must be at least 1".into());
         }
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(format!(
+                "--error-rate must be in [0, 1], got {}",
+                self.error_rate
+            ));
+        }
         Ok(WorkerConfig {
+            faults: batchgate_sim::Faults {
+                error_rate: self.error_rate,
+                poison_pattern: self.poison_pattern.filter(|p| !p.is_empty()),
+            },
             sim: batchgate_sim::SimConfig {
                 slots: self.slots.max(1),
                 base: millis("base-ms", self.base_ms)?,

@@ -2,16 +2,18 @@
 
 use std::sync::Arc;
 
-use batchgate_sim::{SimConfig, SimWorker};
+use batchgate_sim::{Faults, SimConfig, SimWorker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// What the worker server runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
     /// The simulated cost model.
     pub sim: SimConfig,
+    /// Failures to inject.
+    pub faults: Faults,
 }
 
 /// Serves the batch API until `shutdown`, then lets calls under way finish.
@@ -28,7 +30,10 @@ pub async fn run(
         per_item_ms = config.sim.per_item.as_secs_f64() * 1e3,
         "simulated worker listening on http://{addr} (POST /v1/batch)"
     );
-    let worker = Arc::new(SimWorker::new(config.sim));
+    if config.faults != Faults::default() {
+        tracing::warn!(faults = ?config.faults, "fault injection is on");
+    }
+    let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults));
     batchgate_sim::server::run(worker, listener, shutdown).await?;
     info!("simulated worker stopped");
     Ok(())

@@ -203,3 +203,62 @@ async fn a_failed_task_is_not_handed_to_its_duplicates(backend: Backend) {
     assert_ne!(second.task_id, first.task_id);
     serve.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_input_fails_alone_and_its_batch_mates_succeed() {
+    let infra = Infra::start(Backend::Memory);
+    let worker = common::start_faulty_worker(
+        fast_sim(4),
+        batchgate_sim::Faults {
+            poison_pattern: Some("POISON".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let serve = start_serve(serve_config(&infra, &worker.url, 4)).await;
+    let http = client();
+    let inputs: Vec<String> = (0..64)
+        .map(|i| {
+            if i == 17 {
+                format!("input {i} POISON")
+            } else {
+                format!("input {i}")
+            }
+        })
+        .collect();
+    let views =
+        futures::future::join_all(inputs.iter().map(|input| infer(&http, &serve.url, input))).await;
+    for (input, view) in inputs.iter().zip(&views) {
+        if input.contains("POISON") {
+            assert_eq!(view.status, TaskStatus::Failed, "{input}");
+            assert_eq!(
+                view.error.as_deref(),
+                Some("worker error: worker answered 500")
+            );
+        } else {
+            assert_eq!(
+                view.status,
+                TaskStatus::Success,
+                "{input}: {:?}",
+                view.error
+            );
+            assert_eq!(view.output, Some(sim_output(input)));
+        }
+    }
+    let metrics = http
+        .get(format!("{}/metrics", serve.url))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("batchgate_bisections_total ") && !l.ends_with(" 0")),
+        "the poisoned batch was bisected"
+    );
+    serve.shutdown().await;
+    worker.stop.cancel();
+}

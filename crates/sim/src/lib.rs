@@ -13,4 +13,4 @@
 pub mod model;
 pub mod server;
 
-pub use model::{SimConfig, SimError, SimStats, SimWorker};
+pub use model::{Faults, SimConfig, SimError, SimStats, SimWorker};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use batchgate_protocol::sim_output;
 use batchgate_worker::{Worker, WorkerError};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -63,6 +64,34 @@ pub enum SimError {
     /// A call with no inputs.
     #[error("batch has no inputs")]
     Empty,
+    /// An input matched the poison pattern: the whole call fails, as a model that crashes on
+    /// one bad input would.
+    #[error("the model failed on an input of this batch")]
+    Poisoned,
+    /// An injected random failure.
+    #[error("injected failure")]
+    Injected,
+}
+
+/// Faults injected on purpose, to test and benchmark what batchgate does with them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Fraction of calls, in [0, 1], that fail at random with 503.
+    pub error_rate: f64,
+    /// Any batch with an input containing this fails whole with 500.
+    pub poison_pattern: Option<String>,
+}
+
+impl SimError {
+    /// The HTTP status the worker API answers this with.
+    pub fn status(&self) -> u16 {
+        match self {
+            SimError::TooLarge { .. } => 413,
+            SimError::Empty => 422,
+            SimError::Poisoned => 500,
+            SimError::Injected => 503,
+        }
+    }
 }
 
 /// What the worker has seen, so tests and operators can check the batcher from the outside.
@@ -93,6 +122,8 @@ pub struct SimWorker {
     max_batch_seen: AtomicU64,
     oversized_calls: AtomicU64,
     in_flight: AtomicUsize,
+    /// Failures to inject.
+    faults: Faults,
 }
 
 impl SimWorker {
@@ -106,7 +137,14 @@ impl SimWorker {
             max_batch_seen: AtomicU64::new(0),
             oversized_calls: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            faults: Faults::default(),
         }
+    }
+
+    /// The same worker, failing on purpose as `faults` says.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// The cost model in force.
@@ -145,8 +183,16 @@ impl SimWorker {
             .expect("the slot semaphore is never closed. This is a bug.");
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(self.config.cost(n)).await;
-        let outputs = inputs.iter().map(|i| sim_output(i)).collect();
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(pattern) = &self.faults.poison_pattern {
+            if inputs.iter().any(|i| i.contains(pattern.as_str())) {
+                return Err(SimError::Poisoned);
+            }
+        }
+        if self.faults.error_rate > 0.0 && rand::rng().random::<f64>() < self.faults.error_rate {
+            return Err(SimError::Injected);
+        }
+        let outputs = inputs.iter().map(|i| sim_output(i)).collect();
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.items.fetch_add(n as u64, Ordering::Relaxed);
         self.max_batch_seen.fetch_max(n as u64, Ordering::Relaxed);
@@ -160,10 +206,7 @@ impl Worker for SimWorker {
         self.run_batch(inputs)
             .await
             .map_err(|e| WorkerError::Status {
-                status: match e {
-                    SimError::TooLarge { .. } => 413,
-                    SimError::Empty => 422,
-                },
+                status: e.status(),
                 message: e.to_string(),
             })
     }

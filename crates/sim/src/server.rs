@@ -34,12 +34,15 @@ enum WorkerApiError {
 impl IntoResponse for WorkerApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
-            WorkerApiError::Sim(SimError::TooLarge { .. }) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large")
-            }
-            WorkerApiError::Sim(SimError::Empty) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "empty_batch")
-            }
+            WorkerApiError::Sim(e) => (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                match e {
+                    SimError::TooLarge { .. } => "batch_too_large",
+                    SimError::Empty => "empty_batch",
+                    SimError::Poisoned => "model_failed",
+                    SimError::Injected => "injected_failure",
+                },
+            ),
             WorkerApiError::BadJson(_, status) => (*status, "invalid_request"),
         };
         let body = ErrorBody {

@@ -28,9 +28,14 @@ pub struct Worker {
 }
 
 pub async fn start_worker(config: SimConfig) -> Worker {
+    start_faulty_worker(config, batchgate_sim::Faults::default()).await
+}
+
+/// A simulated worker that fails on purpose as `faults` says.
+pub async fn start_faulty_worker(config: SimConfig, faults: batchgate_sim::Faults) -> Worker {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind worker");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let sim = Arc::new(SimWorker::new(config));
+    let sim = Arc::new(SimWorker::new(config).with_faults(faults));
     let stop = CancellationToken::new();
     let server = batchgate_sim::server::run(sim.clone(), listener, stop.clone());
     tokio::spawn(async move {
