@@ -66,25 +66,21 @@ pub(crate) async fn submit(
                 .get(&existing)
                 .await
                 .map_err(|e| ApiError::from_store(&e, retry_after_secs))?;
-            match record {
-                // The first task is gone (refused, or its result expired before its dedupe
-                // entry): this client retries and becomes the first.
-                None => return Err(ApiError::Overloaded { retry_after_secs }),
-                // A failure is not shared: it may be transient. Run this one on its own.
-                Some(r) if r.status == TaskStatus::Failed => {
-                    state
-                        .intake
-                        .admit(&task, created_at, None)
-                        .await
-                        .map_err(admit_error)?;
-                }
+            let shareable = record.is_some_and(|r| r.status != TaskStatus::Failed);
+            if shareable {
                 // An identical input already has a task: answer with it, never run it twice.
-                Some(_) => {
-                    state.metrics.dedupe_hits.inc();
-                    drop(gate);
-                    return answer(&state, existing, created_at, wait, false).await;
-                }
+                state.metrics.dedupe_hits.inc();
+                drop(gate);
+                return answer(&state, existing, created_at, wait, false).await;
             }
+            // The first task is gone (refused, or its result expired before its dedupe
+            // entry), or it failed, which may have been transient and is not shared: run this
+            // one on its own, past the stale entry.
+            state
+                .intake
+                .admit(&task, created_at, None)
+                .await
+                .map_err(admit_error)?;
         }
     }
     drop(gate);
