@@ -11,7 +11,8 @@
 //!
 //! Layout:
 //! - [`driver`]: [`Batcher`], the read → batch → dispatch loop and its drain on shutdown.
-//! - [`dispatch`]: one batch's trip: worker call, result write, ack.
+//! - `dispatch`: one batch's trip: expire tasks too old to run, collapse identical inputs,
+//!   call the worker (bisecting a rejected batch to isolate a bad input), store, ack.
 //! - [`metrics`]: [`BatcherMetrics`], registered in the process's Prometheus registry.
 
 mod dispatch;
