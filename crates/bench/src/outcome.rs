@@ -37,15 +37,28 @@ impl Outcome {
         matches!(self, Outcome::Ok)
     }
 
-    /// The outcome of a transport error from the client.
+    /// The outcome of a transport error from the client. The first error of each kind is
+    /// logged with its full cause chain, so that a report's counts can be explained.
     pub(crate) fn of_transport_error(error: &reqwest::Error) -> Outcome {
-        if error.is_timeout() {
-            Outcome::Timeout
+        static LOGGED: [std::sync::Once; 3] = [const { std::sync::Once::new() }; 3];
+        let (outcome, kind) = if error.is_timeout() {
+            (Outcome::Timeout, 0)
         } else if error.is_connect() {
-            Outcome::Connect
+            (Outcome::Connect, 1)
         } else {
-            Outcome::Io
-        }
+            (Outcome::Io, 2)
+        };
+        LOGGED[kind].call_once(|| {
+            let mut chain = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                chain.push_str(": ");
+                chain.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            tracing::warn!(kind = %outcome, error = %chain, "first transport error of this kind");
+        });
+        outcome
     }
 }
 
