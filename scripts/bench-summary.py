@@ -28,6 +28,11 @@ def main(paths):
     for p in ("p50", "p90", "p99", "p999", "max"):
         print(row(f"latency {p} (ms)", [l.get(p) for l in lat]))
     print(row("mean batch size", [s.get("mean_batch_size") for s in srv], "{:.2f}"))
+    busy = [s.get("worker_busy_fraction") for s in srv]
+    print(row("worker (GPU) busy %", [b * 100 if b is not None else None for b in busy]))
+    kinds = sorted({k for r in reports for k in r.get("outcomes", {}) if k != "ok"})
+    for k in kinds:
+        print(row(f"outcome {k}", [r.get("outcomes", {}).get(k, 0) for r in reports], "{:.0f}"))
     rss = [s.get("resident_memory_bytes") for s in srv]
     print(row("server RSS (MiB)", [v / 2**20 if v else None for v in rss]))
     flushes = {}

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{ArgGroup, ValueEnum};
 use serde::Serialize;
 
+use crate::arrivals::Burst;
 use crate::duration::parse_duration;
 use crate::BenchError;
 
@@ -26,6 +27,12 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default `--seed`: fixed, so two runs with the same flags send the same load.
 pub const DEFAULT_SEED: u64 = 42;
+/// Default `--worker-slots`: the simulated worker's default slots (`serve --sim-slots`,
+/// `worker --slots`).
+pub const DEFAULT_WORKER_SLOTS: usize = 32;
+/// Shortest accepted `--burst-secs` and `--burst-every`, in seconds: tokio's timer ticks in
+/// milliseconds, so a shorter burst could not be sent as one.
+pub const MIN_BURST_SECS: f64 = 0.001;
 
 /// Shortest accepted `--input-bytes`: every fresh input starts with a 16-character sequence
 /// number, which is what makes fresh inputs distinct.
@@ -53,9 +60,31 @@ pub struct BenchArgs {
     pub url: String,
 
     /// Open loop: send this many requests per second, whatever the latency (latency is counted
-    /// from each request's intended send time). Exactly one of --rate and --concurrency.
+    /// from each request's intended send time); with --burst-rate, the rate between bursts.
+    /// Exactly one of --rate and --concurrency.
     #[arg(long, env = "BATCHGATE_BENCH_RATE")]
     pub rate: Option<f64>,
+
+    /// Open loop with bursts: send this many requests per second for --burst-secs at the start
+    /// of every --burst-every seconds of the measured window (the first burst starts with it),
+    /// and --rate in between. E.g. `--rate 500 --burst-rate 15000 --burst-secs 2 --burst-every
+    /// 10`. Works with either --arrivals.
+    #[arg(
+        long,
+        env = "BATCHGATE_BENCH_BURST_RATE",
+        conflicts_with = "concurrency"
+    )]
+    pub burst_rate: Option<f64>,
+
+    /// Length of each burst, in seconds (e.g. `2`); less than --burst-every. Only with
+    /// --burst-rate.
+    #[arg(long, env = "BATCHGATE_BENCH_BURST_SECS")]
+    pub burst_secs: Option<f64>,
+
+    /// Period of the bursts, in seconds (e.g. `10`): one burst starts at the start of the
+    /// measured window and one every this many seconds after. Only with --burst-rate.
+    #[arg(long, env = "BATCHGATE_BENCH_BURST_EVERY")]
+    pub burst_every: Option<f64>,
 
     /// Closed loop: this many clients, each sending its next request as soon as the last one
     /// finished. Exactly one of --rate and --concurrency.
@@ -117,17 +146,27 @@ pub struct BenchArgs {
     pub http2: bool,
 
     /// Warmup before the measured window, e.g. `5s`: in open loop the rate ramps linearly from
-    /// 0 to --rate over it (so the connection pool grows as in service); its requests are sent
-    /// but not recorded.
+    /// 0 to --rate over it (so the connection pool grows as in service; bursts start after
+    /// it); its requests are sent but not recorded.
     #[arg(long, env = "BATCHGATE_BENCH_WARMUP", default_value = DEFAULT_WARMUP, value_parser = parse_duration)]
     pub warmup: Duration,
+
+    /// Slots of the worker behind the server (the simulated worker's `--sim-slots` or
+    /// `--slots`): the report gives the time spent in worker calls as a fraction of them.
+    #[arg(long, env = "BATCHGATE_BENCH_WORKER_SLOTS", default_value_t = DEFAULT_WORKER_SLOTS)]
+    pub worker_slots: usize,
 }
 
 /// Open or closed loop, with what drives it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Mode {
-    /// Requests sent on a schedule of `rate` per second.
-    Open { rate: f64, arrivals: ArrivalKind },
+    /// Requests sent on a schedule of `rate` per second, raised to the burst's rate during
+    /// bursts.
+    Open {
+        rate: f64,
+        arrivals: ArrivalKind,
+        burst: Option<Burst>,
+    },
     /// `concurrency` clients in a send-wait loop.
     Closed { concurrency: usize },
 }
@@ -150,6 +189,8 @@ pub(crate) struct Config {
     pub(crate) check: bool,
     /// HTTP/2 prior knowledge instead of HTTP/1.1.
     pub(crate) http2: bool,
+    /// What the worker's busy time is a fraction of.
+    pub(crate) worker_slots: usize,
 }
 
 impl BenchArgs {
@@ -164,6 +205,7 @@ impl BenchArgs {
                 Mode::Open {
                     rate,
                     arrivals: self.arrivals,
+                    burst: self.burst()?,
                 }
             }
             (None, Some(concurrency)) => {
@@ -175,6 +217,15 @@ impl BenchArgs {
                 }
                 if self.arrivals != ArrivalKind::Fixed {
                     return invalid("--arrivals applies only with --rate".to_owned());
+                }
+                if self.burst_rate.is_some()
+                    || self.burst_secs.is_some()
+                    || self.burst_every.is_some()
+                {
+                    return invalid(
+                        "--burst-rate, --burst-secs and --burst-every apply only with --rate"
+                            .to_owned(),
+                    );
                 }
                 Mode::Closed { concurrency }
             }
@@ -201,6 +252,9 @@ impl BenchArgs {
         if self.max_connections == 0 {
             return invalid("--max-connections must be more than zero".to_owned());
         }
+        if self.worker_slots == 0 {
+            return invalid("--worker-slots must be more than zero".to_owned());
+        }
         let url = self.url.trim_end_matches('/').to_owned();
         match reqwest::Url::parse(&url) {
             // The client is built without TLS: batchgate is benchmarked on its plain-http port.
@@ -225,8 +279,60 @@ impl BenchArgs {
             seed: self.seed,
             check: !self.no_check,
             http2: self.http2,
+            worker_slots: self.worker_slots,
         })
     }
+
+    /// The bursts of `--burst-rate`, `--burst-secs` and `--burst-every`: all three or none.
+    fn burst(&self) -> Result<Option<Burst>, BenchError> {
+        let invalid = |reason: String| Err(BenchError::InvalidArgs(reason));
+        let (rate, length, period) = match (self.burst_rate, self.burst_secs, self.burst_every) {
+            (None, None, None) => return Ok(None),
+            (Some(rate), Some(length), Some(period)) => (rate, length, period),
+            (Some(_), _, _) => {
+                return invalid("--burst-rate needs --burst-secs and --burst-every".to_owned())
+            }
+            (None, _, _) => {
+                return invalid(
+                    "--burst-secs and --burst-every apply only with --burst-rate".to_owned(),
+                )
+            }
+        };
+        if !(rate.is_finite() && rate > 0.0) {
+            return invalid(format!(
+                "--burst-rate must be a positive number, got {rate}"
+            ));
+        }
+        let length = burst_seconds("--burst-secs", length)?;
+        let period = burst_seconds("--burst-every", period)?;
+        if length >= period {
+            return invalid(format!(
+                "--burst-secs must be less than --burst-every (a burst is part of each period), \
+                 got {} and {}",
+                length.as_secs_f64(),
+                period.as_secs_f64()
+            ));
+        }
+        Ok(Some(Burst {
+            rate,
+            length,
+            period,
+        }))
+    }
+}
+
+/// A burst flag's seconds as a duration: finite and at least [`MIN_BURST_SECS`].
+fn burst_seconds(flag: &str, secs: f64) -> Result<Duration, BenchError> {
+    let invalid = || {
+        BenchError::InvalidArgs(format!(
+            "{flag} must be a number of seconds, at least {MIN_BURST_SECS}, got {secs}"
+        ))
+    };
+    if secs.is_nan() || secs < MIN_BURST_SECS {
+        return Err(invalid());
+    }
+    // Fails on infinity and on values past `Duration::MAX`.
+    Duration::try_from_secs_f64(secs).map_err(|_| invalid())
 }
 
 #[cfg(test)]
@@ -259,10 +365,12 @@ mod tests {
             config.mode,
             Mode::Open {
                 rate: 100.0,
-                arrivals: ArrivalKind::Fixed
+                arrivals: ArrivalKind::Fixed,
+                burst: None,
             }
         );
         assert!(config.check);
+        assert_eq!(config.worker_slots, DEFAULT_WORKER_SLOTS);
     }
 
     #[test]
@@ -292,6 +400,7 @@ mod tests {
             &["--rate", "10", "--duration", "0s"],
             &["--rate", "10", "--url", "ftp://x"],
             &["--concurrency", "10", "--max-connections", "4"],
+            &["--rate", "10", "--worker-slots", "0"],
         ] {
             let args = parse(flags).expect("clap accepts each flag alone");
             assert!(
@@ -300,5 +409,125 @@ mod tests {
             );
         }
         assert!(parse(&["--rate", "10", "--duration", "soon"]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod burst_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<BenchArgs, clap::Error> {
+        let argv = std::iter::once("bench").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.args)
+    }
+
+    /// The reason `validate` gives for `flags`, which clap accepts.
+    fn rejection(flags: &[&str]) -> String {
+        let args = parse(flags).expect("clap accepts each flag alone");
+        match args.validate() {
+            Err(BenchError::InvalidArgs(reason)) => reason,
+            other => panic!("{flags:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_issue_example_is_a_burst_profile() {
+        let flags = [
+            "--rate",
+            "500",
+            "--burst-rate",
+            "15000",
+            "--burst-secs",
+            "2",
+            "--burst-every",
+            "10",
+            "--arrivals",
+            "poisson",
+        ];
+        let config = parse(&flags)
+            .expect("valid flags")
+            .validate()
+            .expect("valid config");
+        assert_eq!(
+            config.mode,
+            Mode::Open {
+                rate: 500.0,
+                arrivals: ArrivalKind::Poisson,
+                burst: Some(Burst {
+                    rate: 15_000.0,
+                    length: Duration::from_secs(2),
+                    period: Duration::from_secs(10),
+                }),
+            }
+        );
+    }
+
+    #[test]
+    fn burst_flags_come_together_and_only_with_rate() {
+        let needs = "--burst-rate needs --burst-secs and --burst-every";
+        assert_eq!(rejection(&["--rate", "5", "--burst-rate", "50"]), needs);
+        let flags = ["--rate", "5", "--burst-rate", "50", "--burst-secs", "1"];
+        assert_eq!(rejection(&flags), needs);
+        let only = "--burst-secs and --burst-every apply only with --burst-rate";
+        assert_eq!(rejection(&["--rate", "5", "--burst-every", "10"]), only);
+        // clap refuses --burst-rate with --concurrency; `validate` too, without clap.
+        assert!(parse(&["--concurrency", "2", "--burst-rate", "50"]).is_err());
+        let mut args = parse(&["--concurrency", "2"]).expect("valid flags");
+        args.burst_rate = Some(50.0);
+        let only_open = "--burst-rate, --burst-secs and --burst-every apply only with --rate";
+        assert!(matches!(
+            args.validate(),
+            Err(BenchError::InvalidArgs(reason)) if reason == only_open
+        ));
+        assert_eq!(
+            rejection(&["--concurrency", "2", "--burst-secs", "1"]),
+            only_open
+        );
+    }
+
+    #[test]
+    fn burst_values_are_checked() {
+        let with = |rate: &str, secs: &str, every: &str| {
+            // `=` so that clap takes a negative value for a value, not a flag.
+            let rate = format!("--burst-rate={rate}");
+            let secs = format!("--burst-secs={secs}");
+            let every = format!("--burst-every={every}");
+            rejection(&["--rate", "5", &rate, &secs, &every])
+        };
+        for rate in ["0", "-1", "inf", "NaN"] {
+            let reason = with(rate, "2", "10");
+            assert!(
+                reason.starts_with("--burst-rate must be a positive number"),
+                "{reason}"
+            );
+        }
+        for secs in ["0", "-2", "0.0001", "inf", "NaN"] {
+            let reason = with("50", secs, "10");
+            assert!(
+                reason.starts_with("--burst-secs must be a number of seconds"),
+                "{reason}"
+            );
+        }
+        for every in ["0", "1e300", "inf"] {
+            let reason = with("50", "2", every);
+            assert!(
+                reason.starts_with("--burst-every must be a number of seconds"),
+                "{reason}"
+            );
+        }
+        for (secs, every) in [("10", "10"), ("12", "10")] {
+            let reason = with("50", secs, every);
+            assert!(
+                reason.starts_with("--burst-secs must be less than --burst-every"),
+                "{reason}"
+            );
+        }
     }
 }

@@ -86,6 +86,7 @@ impl Client {
         let body = InferenceRequest {
             input: input.to_owned(),
             client_id: Some(CLIENT_ID.to_owned()),
+            timeout_ms: None,
         };
         let mut url = self.inference_url.clone();
         url.set_query(Some(&format!("wait_ms={}", self.wait_for(deadline))));

@@ -1,13 +1,14 @@
 //! The load generator behind `batchgate bench`.
 //!
 //! It drives a running batchgate server over its real HTTP API and reports what a client saw
-//! (outcomes, latency percentiles, achieved rate) next to what the server did (mean batch size
-//! and flush reasons from `/metrics`). Two ways to load it:
+//! (outcomes, latency percentiles, achieved rate) next to what the server did (mean batch size,
+//! flush reasons and how busy the worker's slots were, from `/metrics`). Two ways to load it:
 //!
 //! - **open loop** (`--rate`): requests are sent on a schedule, fixed or Poisson, whatever the
 //!   latency; latency counts from each request's *intended* send time, so a stall cannot hide
 //!   (no coordinated omission). This is how real traffic behaves and what the batching
-//!   trade-off should be judged on.
+//!   trade-off should be judged on. The rate can burst periodically (`--burst-rate`,
+//!   `--burst-secs`, `--burst-every`).
 //! - **closed loop** (`--concurrency`): a fixed number of clients, each sending its next request
 //!   when the last one ended; it finds the throughput ceiling.
 //!
@@ -17,7 +18,8 @@
 //! Layout:
 //! - [`args`]: the flags ([`BenchArgs`]) and their validation.
 //! - `duration`: the `30s` / `500ms` / `2m` parser of duration flags.
-//! - `arrivals`: the open-loop schedule of intended send times (fixed or Poisson, seeded).
+//! - `arrivals`: the open-loop schedule of intended send times (fixed or Poisson, seeded),
+//!   following the rate curve (warmup ramp, bursts).
 //! - `inputs`: request inputs, fresh or reused per `--unique-ratio` (seeded).
 //! - `client`: one request's lifecycle (POST, long-poll while pending, check the output).
 //! - `outcome`: how an answer is classified (`ok`, `http_429:rate_limited`, `timeout`, ...).
@@ -44,15 +46,17 @@ pub mod report;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use args::{ArrivalKind, BenchArgs};
 pub use duration::parse_duration;
 pub use error::BenchError;
-pub use metrics_scrape::{ServerDelta, ServerMetrics};
+pub use metrics_scrape::{ServerDelta, ServerMetrics, WorkerBusy};
 pub use report::Report;
 
-use crate::args::Mode;
+use crate::args::{Config, Mode};
+use crate::arrivals::{RateCurve, Schedule};
 use crate::client::Client;
 use crate::drive::Load;
 use crate::inputs::Inputs;
@@ -68,9 +72,14 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// stderr meanwhile.
 ///
 /// In order: validate the flags; scrape `/metrics` (an unreachable server fails the run here,
-/// before any load); send the load for `warmup + duration`; wait for the requests still in
-/// flight (each ends by its timeout); scrape `/metrics` again (a failure is noted in the
-/// report, not fatal: the client-side numbers are still good).
+/// before any load); send the load for `warmup + duration`, scraping `/metrics` once more as
+/// the measured window starts if there is a warmup; wait for the requests still in flight
+/// (each ends by its timeout); scrape `/metrics` again (a failure is noted in the report, not
+/// fatal: the client-side numbers are still good).
+///
+/// Batches and flushes are counted from the first scrape to the last; the worker's busy time
+/// from the start of the measured window to the last, so the warmup's ramp does not dilute it.
+/// The last scrape is never before the end of the measured window.
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let config = args.validate()?;
     raise_open_files_limit(config.max_connections);
@@ -85,6 +94,16 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         Arc::clone(&recorder),
         &config,
     );
+    // Without a warmup the measured window starts with the load, just after the first scrape.
+    let window_start = if config.warmup.is_zero() {
+        None
+    } else {
+        Some(tokio::spawn(scrape_at(
+            http.clone(),
+            config.url.clone(),
+            load.measure_from,
+        )))
+    };
     let stop_progress = CancellationToken::new();
     let progress = progress::spawn(
         Arc::clone(&recorder),
@@ -94,8 +113,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     );
 
     let in_flight = match config.mode {
-        Mode::Open { rate, arrivals } => {
-            drive::open_loop(&load, &config, rate, arrivals, inputs).await
+        Mode::Open {
+            rate,
+            arrivals,
+            burst,
+        } => {
+            let curve = RateCurve::new(rate, burst, config.warmup);
+            let schedule = Schedule::new(arrivals, curve, config.seed);
+            drive::open_loop(&load, &config, schedule, inputs).await
         }
         Mode::Closed { concurrency } => drive::closed_loop(&load, concurrency, inputs),
     };
@@ -112,15 +137,29 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     // The progress task only writes to stderr; if it panicked there is nothing to recover.
     let _ = progress.await;
 
-    let server = match metrics_scrape::scrape(&http, &config.url).await {
-        Ok(after) => ServerReport {
-            delta: before.delta(&after),
-            scrape_error: None,
+    let window_start = match window_start {
+        None => Some((load.measure_from, before.clone())),
+        Some(task) => match task.await {
+            Ok(Ok(scraped)) => Some(scraped),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "scrape at the start of the measured window failed");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "scrape at the start of the measured window panicked");
+                None
+            }
         },
+    };
+    // Open loop stops issuing at its last intended send, up to 1/rate before the end of the
+    // window; the window's worker time is over the whole window at least.
+    let server = match scrape_at(http, config.url.clone(), load.end).await {
+        Ok(after) => server_report(&config, &before, window_start, &after),
         Err(error) => {
             tracing::warn!(%error, "scrape after the load failed");
             ServerReport {
                 delta: ServerDelta::default(),
+                worker_busy: None,
                 scrape_error: Some(error.to_string()),
             }
         }
@@ -130,6 +169,37 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         recorder.totals(),
         server,
     ))
+}
+
+/// Scrapes `/metrics` at `at` (at once if it is past); returns when the scrape was sent with
+/// what it found.
+async fn scrape_at(
+    http: reqwest::Client,
+    url: String,
+    at: Instant,
+) -> Result<(Instant, ServerMetrics), BenchError> {
+    tokio::time::sleep_until(at).await;
+    let sent = Instant::now();
+    let metrics = metrics_scrape::scrape(&http, &url).await?;
+    Ok((sent, metrics))
+}
+
+/// The server side of the report from the scrapes before the load, at the start of the measured
+/// window (if it worked) and after the load.
+fn server_report(
+    config: &Config,
+    before: &ServerMetrics,
+    window_start: Option<(Instant, ServerMetrics)>,
+    (end, after): &(Instant, ServerMetrics),
+) -> ServerReport {
+    let worker_busy = window_start.and_then(|(start, at_start)| {
+        at_start.worker_busy(after, end.duration_since(start), config.worker_slots)
+    });
+    ServerReport {
+        delta: before.delta(after),
+        worker_busy,
+        scrape_error: None,
+    }
 }
 
 /// Each connection is a file descriptor: raise the soft limit toward the hard one so that

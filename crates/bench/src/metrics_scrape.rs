@@ -22,6 +22,9 @@ pub(crate) const BATCHES_TOTAL: &str = "batchgate_batches_total";
 pub(crate) const REASON_LABEL: &str = "reason";
 /// Resident memory of the server process, in bytes; optional.
 pub(crate) const RESIDENT_MEMORY_BYTES: &str = "batchgate_process_resident_memory_bytes";
+/// Sum of the worker-call histogram: seconds spent in worker calls that ended, each call
+/// holding one worker slot.
+pub(crate) const WORKER_CALL_SECONDS_SUM: &str = "batchgate_worker_call_duration_seconds_sum";
 
 /// Longest wait for one scrape.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +40,8 @@ pub struct ServerMetrics {
     pub batches_by_reason: BTreeMap<String, f64>,
     /// `batchgate_process_resident_memory_bytes`.
     pub resident_memory_bytes: Option<f64>,
+    /// `batchgate_worker_call_duration_seconds_sum`.
+    pub worker_call_seconds_sum: Option<f64>,
 }
 
 /// What the server did between two scrapes.
@@ -50,6 +55,26 @@ pub struct ServerDelta {
     pub flushes: BTreeMap<String, u64>,
     /// Resident memory at the second scrape, in bytes; `None` if not exported.
     pub resident_memory_bytes: Option<u64>,
+}
+
+/// How busy the worker was between two scrapes, from the time spent in worker calls.
+///
+/// A call is counted when it ends, so calls under way at a scrape count in the window where
+/// they end; over a window of many calls that is noise. The time is as the batcher sees it
+/// (network to the worker included) and includes failed calls.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WorkerBusy {
+    /// Length of the window, in seconds: from the start of the measured window (after the
+    /// warmup) to the scrape after the load, which follows the drain.
+    pub worker_busy_window_secs: f64,
+    /// Seconds spent in worker calls that ended in the window (increase of the sum of
+    /// `batchgate_worker_call_duration_seconds`).
+    pub worker_call_seconds: f64,
+    /// `worker_call_seconds` per second of the window: slot-seconds per second, i.e. the mean
+    /// number of worker calls under way.
+    pub worker_busy_slots: f64,
+    /// `worker_busy_slots` over `--worker-slots`: 1 means every slot always busy.
+    pub worker_busy_fraction: f64,
 }
 
 impl ServerMetrics {
@@ -70,6 +95,7 @@ impl ServerMetrics {
                 BATCH_SIZE_SUM => add(&mut metrics.batch_size_sum),
                 BATCH_SIZE_COUNT => add(&mut metrics.batch_size_count),
                 RESIDENT_MEMORY_BYTES => add(&mut metrics.resident_memory_bytes),
+                WORKER_CALL_SECONDS_SUM => add(&mut metrics.worker_call_seconds_sum),
                 BATCHES_TOTAL => {
                     let reason = sample.labels.get(REASON_LABEL).unwrap_or("").to_owned();
                     *metrics.batches_by_reason.entry(reason).or_insert(0.0) += value;
@@ -104,6 +130,29 @@ impl ServerMetrics {
             flushes,
             resident_memory_bytes: after.resident_memory_bytes.map(|bytes| bytes as u64),
         }
+    }
+
+    /// How busy the worker's `slots` were from `self` to `after`, `window` apart. `None` if
+    /// the server does not export the worker-call histogram, or the window is empty.
+    pub fn worker_busy(
+        &self,
+        after: &ServerMetrics,
+        window: Duration,
+        slots: usize,
+    ) -> Option<WorkerBusy> {
+        let call_seconds =
+            increase_of(self.worker_call_seconds_sum, after.worker_call_seconds_sum)?;
+        let window_secs = window.as_secs_f64();
+        if window_secs <= 0.0 || slots == 0 {
+            return None;
+        }
+        let busy_slots = call_seconds / window_secs;
+        Some(WorkerBusy {
+            worker_busy_window_secs: window_secs,
+            worker_call_seconds: call_seconds,
+            worker_busy_slots: busy_slots,
+            worker_busy_fraction: busy_slots / slots as f64,
+        })
     }
 }
 
@@ -165,6 +214,12 @@ batchgate_batches_total{reason=\"full\"} 6
 batchgate_batches_total{reason=\"timer\"} 4
 # TYPE batchgate_process_resident_memory_bytes gauge
 batchgate_process_resident_memory_bytes 1.5e7
+# HELP batchgate_worker_call_duration_seconds Duration of one worker call.
+# TYPE batchgate_worker_call_duration_seconds histogram
+batchgate_worker_call_duration_seconds_bucket{le=\"0.1\"} 1
+batchgate_worker_call_duration_seconds_bucket{le=\"+Inf\"} 10
+batchgate_worker_call_duration_seconds_sum 2.5
+batchgate_worker_call_duration_seconds_count 10
 ";
 
     // OpenMetrics spelling, as prometheus-client writes it, with a new reason and two batchers.
@@ -183,6 +238,13 @@ batchgate_batches_total{reason=\"full\",batcher=\"b\"} 30
 batchgate_batches_total{reason=\"timer\",batcher=\"a\"} 4
 batchgate_batches_total{reason=\"drain\",batcher=\"b\"} 20
 batchgate_process_resident_memory_bytes 2.5e7
+# TYPE batchgate_worker_call_duration_seconds histogram
+batchgate_worker_call_duration_seconds_bucket{le=\"+Inf\",batcher=\"a\"} 60
+batchgate_worker_call_duration_seconds_sum{batcher=\"a\"} 20.5
+batchgate_worker_call_duration_seconds_count{batcher=\"a\"} 60
+batchgate_worker_call_duration_seconds_bucket{le=\"+Inf\",batcher=\"b\"} 50
+batchgate_worker_call_duration_seconds_sum{batcher=\"b\"} 14
+batchgate_worker_call_duration_seconds_count{batcher=\"b\"} 50
 # EOF
 ";
 
@@ -194,11 +256,41 @@ batchgate_process_resident_memory_bytes 2.5e7
         assert_eq!(before.batches_by_reason["full"], 6.0);
         assert_eq!(before.batches_by_reason["timer"], 4.0);
         assert_eq!(before.resident_memory_bytes, Some(15_000_000.0));
+        assert_eq!(before.worker_call_seconds_sum, Some(2.5));
 
         let after = ServerMetrics::parse(AFTER).expect("parses");
         assert_eq!(after.batch_size_sum, Some(940.0));
         assert_eq!(after.batch_size_count, Some(110.0));
         assert_eq!(after.batches_by_reason["full"], 86.0);
+        assert_eq!(after.worker_call_seconds_sum, Some(34.5));
+    }
+
+    #[test]
+    fn worker_busy_is_call_time_per_second_per_slot() {
+        let before = ServerMetrics::parse(BEFORE).expect("parses");
+        let after = ServerMetrics::parse(AFTER).expect("parses");
+        // 32 s in calls over 4 s: 8 slots busy on average, a quarter of 32.
+        let busy = before
+            .worker_busy(&after, Duration::from_secs(4), 32)
+            .expect("exported");
+        assert_eq!(
+            busy,
+            WorkerBusy {
+                worker_busy_window_secs: 4.0,
+                worker_call_seconds: 32.0,
+                worker_busy_slots: 8.0,
+                worker_busy_fraction: 0.25,
+            }
+        );
+        // A restarted server counts from zero.
+        let reset = after
+            .worker_busy(&before, Duration::from_secs(1), 5)
+            .expect("exported");
+        assert_eq!(reset.worker_call_seconds, 2.5);
+        assert_eq!(reset.worker_busy_fraction, 0.5);
+        let empty = ServerMetrics::default();
+        assert_eq!(empty.worker_busy(&empty, Duration::from_secs(1), 32), None);
+        assert_eq!(before.worker_busy(&after, Duration::ZERO, 32), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::args::{ArrivalKind, Config, Mode};
-use crate::metrics_scrape::ServerDelta;
+use crate::metrics_scrape::{ServerDelta, WorkerBusy};
 use crate::record::Totals;
 
 /// Outcome kind of measured requests still unanswered when the drain gave up.
@@ -47,8 +47,16 @@ pub struct RunConfig {
     pub url: String,
     /// `open` (`--rate`) or `closed` (`--concurrency`).
     pub mode: &'static str,
-    /// Intended requests per second (open loop).
+    /// Intended requests per second (open loop); with bursts, the rate between them.
     pub rate: Option<f64>,
+    /// Intended requests per second during bursts (open loop with `--burst-rate`).
+    pub burst_rate: Option<f64>,
+    /// Length of each burst, in seconds.
+    pub burst_secs: Option<f64>,
+    /// Period of the bursts, in seconds; one starts with the measured window.
+    pub burst_every_secs: Option<f64>,
+    /// Mean intended requests per second over a period of bursts.
+    pub burst_mean_rate: Option<f64>,
     /// Spacing of send times (open loop).
     pub arrivals: Option<ArrivalKind>,
     /// Clients in the send-wait loop (closed loop).
@@ -71,6 +79,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// Whether outputs were checked against `sim_output`.
     pub check: bool,
+    /// Worker slots the worker's busy time is a fraction of (`--worker-slots`).
+    pub worker_slots: usize,
 }
 
 /// Latency percentiles, in milliseconds, from when the request was due (open loop) or sent
@@ -99,6 +109,10 @@ pub struct ServerReport {
     /// Changes between the scrape before and the scrape after the load.
     #[serde(flatten)]
     pub delta: ServerDelta,
+    /// How busy the worker was over the measured window; `None` (the fields left out of the
+    /// JSON) if the server does not export the worker-call histogram or a scrape failed.
+    #[serde(flatten)]
+    pub worker_busy: Option<WorkerBusy>,
     /// Why the scrape after the load failed, if it did (the delta is then empty).
     pub scrape_error: Option<String>,
 }
@@ -124,14 +138,22 @@ impl Latency {
 
 impl RunConfig {
     pub(crate) fn of(config: &Config) -> RunConfig {
-        let (mode, rate, arrivals, concurrency) = match config.mode {
-            Mode::Open { rate, arrivals } => ("open", Some(rate), Some(arrivals), None),
-            Mode::Closed { concurrency } => ("closed", None, None, Some(concurrency)),
+        let (mode, rate, arrivals, burst, concurrency) = match config.mode {
+            Mode::Open {
+                rate,
+                arrivals,
+                burst,
+            } => ("open", Some(rate), Some(arrivals), burst, None),
+            Mode::Closed { concurrency } => ("closed", None, None, None, Some(concurrency)),
         };
         RunConfig {
             url: config.url.clone(),
             mode,
             rate,
+            burst_rate: burst.map(|burst| burst.rate),
+            burst_secs: burst.map(|burst| burst.length.as_secs_f64()),
+            burst_every_secs: burst.map(|burst| burst.period.as_secs_f64()),
+            burst_mean_rate: burst.zip(rate).map(|(burst, rate)| burst.mean_rate(rate)),
             arrivals,
             concurrency,
             duration_secs: config.duration.as_secs_f64(),
@@ -143,6 +165,7 @@ impl RunConfig {
             max_connections: config.max_connections,
             seed: config.seed,
             check: config.check,
+            worker_slots: config.worker_slots,
         }
     }
 }
@@ -203,6 +226,19 @@ impl fmt::Display for Report {
                     ArrivalKind::Poisson => "poisson",
                 };
                 writeln!(f, "open loop, {rate} requests/s ({arrivals} arrivals)")?;
+                if let (Some(burst_rate), Some(secs), Some(every), Some(mean)) = (
+                    c.burst_rate,
+                    c.burst_secs,
+                    c.burst_every_secs,
+                    c.burst_mean_rate,
+                ) {
+                    writeln!(
+                        f,
+                        "  {:<22}{burst_rate} requests/s for {secs}s every {every}s from the start \
+                         of the measured window, {rate}/s between (mean {mean:.1}/s)",
+                        "bursts"
+                    )?;
+                }
             }
             (_, _, Some(concurrency)) => writeln!(f, "closed loop, concurrency {concurrency}")?,
             _ => writeln!(f, "{} loop", c.mode)?,
@@ -255,6 +291,18 @@ impl fmt::Display for Report {
             )?,
             _ => writeln!(f, "  {:<22}n/a", "mean batch size")?,
         }
+        match &self.server.worker_busy {
+            Some(busy) => writeln!(
+                f,
+                "  {:<22}{:.2} slot-seconds/s = {:.1}% of {} slots (over {:.1}s)",
+                "worker busy",
+                busy.worker_busy_slots,
+                busy.worker_busy_fraction * 100.0,
+                c.worker_slots,
+                busy.worker_busy_window_secs
+            )?,
+            None => writeln!(f, "  {:<22}n/a", "worker busy")?,
+        }
         let flushes: Vec<String> = s
             .flushes
             .iter()
@@ -295,6 +343,7 @@ mod tests {
             mode: Mode::Open {
                 rate: 100.0,
                 arrivals: ArrivalKind::Poisson,
+                burst: None,
             },
             duration: Duration::from_secs(2),
             warmup: Duration::ZERO,
@@ -306,6 +355,7 @@ mod tests {
             seed: DEFAULT_SEED,
             check: true,
             http2: false,
+            worker_slots: 32,
         })
     }
 
@@ -338,6 +388,12 @@ mod tests {
                     .collect(),
                 resident_memory_bytes: Some(50 << 20),
             },
+            worker_busy: Some(WorkerBusy {
+                worker_busy_window_secs: 2.5,
+                worker_call_seconds: 20.0,
+                worker_busy_slots: 8.0,
+                worker_busy_fraction: 0.25,
+            }),
             scrape_error: None,
         }
     }
@@ -387,6 +443,47 @@ mod tests {
         assert_eq!(json["server"]["flushes"]["full"], 8);
         assert_eq!(json["server"]["resident_memory_bytes"], 50 << 20);
         assert_eq!(json["server"]["scrape_error"], serde_json::Value::Null);
+        assert_eq!(json["server"]["worker_busy_fraction"], 0.25);
+        assert_eq!(json["server"]["worker_busy_slots"], 8.0);
+        assert_eq!(json["server"]["worker_call_seconds"], 20.0);
+        assert_eq!(json["server"]["worker_busy_window_secs"], 2.5);
+        assert_eq!(json["config"]["worker_slots"], 32);
+        assert_eq!(json["config"]["burst_rate"], serde_json::Value::Null);
+
+        // Without the worker-call histogram the worker fields are left out.
+        let mut server = server();
+        server.worker_busy = None;
+        let json: serde_json::Value =
+            serde_json::from_str(&Report::new(config(), totals(), server).to_json())
+                .expect("the report is JSON");
+        assert!(json["server"].get("worker_busy_fraction").is_none());
+        assert_eq!(json["server"]["mean_batch_size"], 18.0);
+    }
+
+    #[test]
+    fn a_burst_profile_is_stated() {
+        let mut config = config();
+        config.rate = Some(500.0);
+        config.burst_rate = Some(15_000.0);
+        config.burst_secs = Some(2.0);
+        config.burst_every_secs = Some(10.0);
+        config.burst_mean_rate = Some(3400.0);
+        let report = Report::new(config, totals(), server());
+        let table = report.to_string();
+        assert!(
+            table.contains(
+                "bursts                15000 requests/s for 2s every 10s from the start of the \
+                 measured window, 500/s between (mean 3400.0/s)"
+            ),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&report.to_json()).expect("the report is JSON");
+        assert_eq!(json["config"]["rate"], 500.0);
+        assert_eq!(json["config"]["burst_rate"], 15_000.0);
+        assert_eq!(json["config"]["burst_secs"], 2.0);
+        assert_eq!(json["config"]["burst_every_secs"], 10.0);
+        assert_eq!(json["config"]["burst_mean_rate"], 3400.0);
     }
 
     #[test]
@@ -399,6 +496,7 @@ mod tests {
             "mean batch size       18.00 over 10 batches",
             "full 8, timer 2",
             "50.0 MiB",
+            "worker busy           8.00 slot-seconds/s = 25.0% of 32 slots (over 2.5s)",
         ] {
             assert!(table.contains(part), "missing {part:?} in\n{table}");
         }

@@ -58,6 +58,26 @@ fn assert_server_delta(report: &Report) {
         .collect();
     assert_eq!(flushes, [("full", 7), ("timer", 3)]);
     assert_eq!(server.resident_memory_bytes, Some(12_345_678));
+    assert_worker_busy(report);
+}
+
+/// The test server adds 2 s of worker time per scrape, so the window always holds 2 s of it,
+/// over the measured window plus the drain (quick here). The scrape at the window's start may
+/// leave a timer tick late; the one after the load waits for the window's end.
+fn assert_worker_busy(report: &Report) {
+    let busy = report
+        .server
+        .worker_busy
+        .expect("the server exports worker time");
+    assert_eq!(busy.worker_call_seconds, 2.0);
+    let window = busy.worker_busy_window_secs;
+    assert!(
+        window > report.measured_secs - 0.1 && window < report.measured_secs + 2.0,
+        "window {window}"
+    );
+    assert_eq!(busy.worker_busy_slots, 2.0 / window);
+    assert_eq!(busy.worker_busy_fraction, busy.worker_busy_slots / 32.0);
+    assert_eq!(report.config.worker_slots, 32);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,6 +144,41 @@ async fn warmup_requests_are_sent_but_not_recorded() {
     assert_eq!(report.sent, 50);
     assert_eq!(server.0.inferences.load(Ordering::Relaxed), 65);
     assert_eq!(report.achieved_rate, 100.0);
+    // The worker's time is taken over the measured window, from a scrape as it starts.
+    assert_worker_busy(&report);
+    task.abort();
+}
+
+/// Bursts of 500/s for 200 ms every 500 ms, 50/s between, after a 200 ms ramp to 50/s: a fixed
+/// schedule intends exactly 2 × (100 + 15) measured requests, and 5 in the ramp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_bursts_send_exactly_their_profile() {
+    let (url, server, task) = start(Behaviour::Honest).await;
+    let flags = [
+        "--rate",
+        "50",
+        "--burst-rate",
+        "500",
+        "--burst-secs",
+        "0.2",
+        "--burst-every",
+        "0.5",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "1s",
+    ];
+    let report = run(args(&url, &flags)).await.expect("run succeeds");
+    assert_all_ok(&report);
+    assert_eq!(report.sent, 230);
+    assert_eq!(server.0.inferences.load(Ordering::Relaxed), 235);
+    assert_eq!(report.config.rate, Some(50.0));
+    assert_eq!(report.config.burst_rate, Some(500.0));
+    assert_eq!(report.config.burst_secs, Some(0.2));
+    assert_eq!(report.config.burst_every_secs, Some(0.5));
+    assert_eq!(report.config.burst_mean_rate, Some(230.0));
+    assert!(report.to_string().contains("bursts"));
+    assert_worker_busy(&report);
     task.abort();
 }
 

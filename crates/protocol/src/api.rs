@@ -8,9 +8,14 @@ use serde::{Deserialize, Serialize};
 pub struct InferenceRequest {
     /// The text to run the model on.
     pub input: String,
-    /// The caller's own label for itself; informational until authentication says who it is.
+    /// The caller's own label for itself: the key of per-client rate limits until
+    /// authentication says who it is.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// How long the client will wait for the result, in milliseconds: a task past it is not
+    /// sent to the worker, and one the queue cannot serve in time is refused at once.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Query parameters accepted by both `POST /v1/inference` and `GET /v1/result/{id}`.

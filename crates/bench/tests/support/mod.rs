@@ -114,8 +114,9 @@ async fn result(State(server): State<TestServer>, Path(id): Path<String>) -> Res
     }
 }
 
-/// Scrape `k` reports `10k` batches of total size `40k` (7k full, 3k timer): every delta between
-/// consecutive scrapes is 10 batches of mean size 4.
+/// Scrape `k` reports `10k` batches of total size `40k` (7k full, 3k timer) and `2k` seconds in
+/// worker calls: every delta between consecutive scrapes is 10 batches of mean size 4 and 2 s
+/// of worker time.
 async fn metrics(State(server): State<TestServer>) -> String {
     let k = server.0.scrapes.fetch_add(1, Ordering::Relaxed) + 1;
     format!(
@@ -130,11 +131,16 @@ async fn metrics(State(server): State<TestServer>) -> String {
          batchgate_batches_total{{reason=\"full\"}} {full}\n\
          batchgate_batches_total{{reason=\"timer\"}} {timer}\n\
          # TYPE batchgate_process_resident_memory_bytes gauge\n\
-         batchgate_process_resident_memory_bytes 12345678\n",
+         batchgate_process_resident_memory_bytes 12345678\n\
+         # TYPE batchgate_worker_call_duration_seconds histogram\n\
+         batchgate_worker_call_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+         batchgate_worker_call_duration_seconds_sum {worker_secs}\n\
+         batchgate_worker_call_duration_seconds_count {count}\n",
         count = 10 * k,
         sum = 40 * k,
         full = 7 * k,
         timer = 3 * k,
+        worker_secs = 2 * k,
     )
 }
 
