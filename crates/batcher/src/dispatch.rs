@@ -8,8 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use batchgate_policy::Batch;
 use batchgate_protocol::task::unix_ms;
-use batchgate_queue::{Completion, Delivery, Outcome, Queue, Receipt, ResultStore};
-use batchgate_worker::{Worker, WorkerError};
+use batchgate_protocol::task::Task;
+use batchgate_queue::{
+    Completion, DeadLetters, Delivery, Failure, Outcome, Queue, Receipt, ResultStore,
+};
+use batchgate_worker::{Retrying, WorkerError};
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
@@ -21,21 +24,40 @@ pub(crate) struct Dispatcher {
     pub(crate) queue: Arc<dyn Queue>,
     /// Where results go.
     pub(crate) results: Arc<dyn ResultStore>,
-    /// The fixed batch API.
-    pub(crate) worker: Arc<dyn Worker>,
+    /// The fixed batch API, with retries.
+    pub(crate) worker: Arc<Retrying>,
+    /// Where tasks the worker failed go, to be inspected and replayed.
+    pub(crate) dead_letters: Arc<dyn DeadLetters>,
     /// Batch and worker metrics.
     pub(crate) metrics: BatcherMetrics,
     /// A task older than this when its batch leaves is failed as `expired`, not run.
     pub(crate) max_queue_age: Duration,
 }
 
-/// One input's result: its output, or why it has none.
-type ItemResult = Result<String, WorkerError>;
+/// How long a slot turned away by an overloaded worker waits before its tasks go back to the
+/// queue and the slot frees (between half and all of it).
+const OVERLOAD_PAUSE: Duration = Duration::from_millis(100);
 
-/// Who a task's result goes to.
+/// One input's result (its output, or why it has none), and the worker calls it took part in.
+type ItemResult = (Result<String, WorkerError>, u32);
+
+/// Who a task's result goes to, and what it takes to dead-letter or requeue it.
 struct Addressee {
     task_id: String,
     reply_to: Option<String>,
+    enqueued_at: SystemTime,
+    deadline: Option<SystemTime>,
+}
+
+/// What became of a batch's tasks at the worker.
+#[derive(Default)]
+struct Outcomes {
+    /// Results to store.
+    completions: Vec<Completion>,
+    /// Failed tasks, for the dead-letter queue.
+    failures: Vec<Failure>,
+    /// Tasks the worker was too busy for, to run again later.
+    requeue: Vec<(Task, String)>,
 }
 
 impl Dispatcher {
@@ -60,15 +82,10 @@ impl Dispatcher {
         for delivery in batch.items {
             receipts.push(delivery.receipt);
             let task = delivery.task;
-            let age = now.duration_since(task.enqueued_at).unwrap_or_default();
-            if age > self.max_queue_age {
+            if let Some(why) = self.too_late(&task, now) {
                 completions.push(Completion {
                     task_id: task.task_id,
-                    outcome: Outcome::Failed(format!(
-                        "expired: waited {} ms in the queue (limit {} ms)",
-                        age.as_millis(),
-                        self.max_queue_age.as_millis()
-                    )),
+                    outcome: Outcome::Failed(why),
                     completed_at: unix_ms(now),
                     reply_to: task.reply_to,
                 });
@@ -77,12 +94,19 @@ impl Dispatcher {
             addressees.push(Addressee {
                 task_id: task.task_id,
                 reply_to: task.reply_to,
+                enqueued_at: task.enqueued_at,
+                deadline: task.deadline,
             });
             inputs.push(task.input);
         }
         let expired = completions.len();
+        let mut failures = Vec::new();
         if !inputs.is_empty() {
-            completions.extend(self.call_worker(inputs, addressees).await);
+            let outcomes = self.call_worker(inputs, addressees).await;
+            completions.extend(outcomes.completions);
+            failures = outcomes.failures;
+            self.requeue(outcomes.requeue, &mut completions, &mut failures)
+                .await;
         }
         debug!(
             size,
@@ -91,13 +115,81 @@ impl Dispatcher {
             waited_ms = waited.as_millis() as u64,
             "batch done"
         );
-        self.store_then_ack(completions, &receipts).await;
+        self.store_then_ack(completions, failures, &receipts).await;
     }
 
-    /// The batch's worker calls; every task gets a completion either way. Identical inputs
-    /// in the batch go to the worker once and share the output (request collapsing, for the
-    /// "hot key" case that the dedupe cache does not catch, e.g. with dedupe off).
-    async fn call_worker(&self, inputs: Vec<String>, to: Vec<Addressee>) -> Vec<Completion> {
+    /// Puts tasks the worker was too busy for (`429`/`503` after their retries) back in the
+    /// queue, as new entries with their original acceptance time and deadline, so that the
+    /// queue-age limit and the client's deadline still bound how long they may keep trying; the
+    /// old entries are acknowledged with the rest of the batch. A task the queue will not take
+    /// back fails with the worker's answer.
+    async fn requeue(
+        &self,
+        tasks: Vec<(Task, String)>,
+        completions: &mut Vec<Completion>,
+        failures: &mut Vec<Failure>,
+    ) {
+        if tasks.is_empty() {
+            return;
+        }
+        // Hold the slot a moment first: the worker just said it is full, and an immediate
+        // requeue would come straight back to it. The pause is jittered so that slots turned
+        // away together do not return together.
+        let pause = OVERLOAD_PAUSE.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        tokio::time::sleep(pause).await;
+        for (task, reason) in tasks {
+            match self.queue.enqueue(task.clone()).await {
+                Ok(()) => {
+                    self.metrics.requeued.inc();
+                }
+                Err(error) => {
+                    warn!(%error, task_id = %task.task_id, "requeue refused; failing the task");
+                    let completed_at = unix_ms(SystemTime::now());
+                    completions.push(Completion {
+                        task_id: task.task_id.clone(),
+                        outcome: Outcome::Failed(reason.clone()),
+                        completed_at,
+                        reply_to: task.reply_to.clone(),
+                    });
+                    failures.push(Failure {
+                        task,
+                        error: reason,
+                        attempts: 1,
+                        failed_at: completed_at,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Why a task is not worth running at `now`, if it is not: its client's deadline passed,
+    /// or it waited longer than `max_queue_age`. Either way its client has given up, and the
+    /// worker's time goes to tasks someone still waits for.
+    fn too_late(&self, task: &Task, now: SystemTime) -> Option<String> {
+        let age = now.duration_since(task.enqueued_at).unwrap_or_default();
+        if let Some(deadline) = task.deadline {
+            if let Ok(late) = now.duration_since(deadline) {
+                return Some(format!(
+                    "expired: deadline passed {} ms before the batch left (waited {} ms)",
+                    late.as_millis(),
+                    age.as_millis()
+                ));
+            }
+        }
+        (age > self.max_queue_age).then(|| {
+            format!(
+                "expired: waited {} ms in the queue (limit {} ms)",
+                age.as_millis(),
+                self.max_queue_age.as_millis()
+            )
+        })
+    }
+
+    /// The batch's worker calls; every task gets a completion either way, and every failed
+    /// one a dead letter. Identical inputs in the batch go to the worker once and share the
+    /// output (request collapsing, for the "hot key" case that the dedupe cache does not catch,
+    /// e.g. with dedupe off).
+    async fn call_worker(&self, inputs: Vec<String>, to: Vec<Addressee>) -> Outcomes {
         let (inputs, slot_of) = collapse(inputs);
         let collapsed = to.len() - inputs.len();
         if collapsed > 0 {
@@ -105,20 +197,44 @@ impl Dispatcher {
         }
         let results = self.infer_isolating(&inputs).await;
         let completed_at = unix_ms(SystemTime::now());
-        to.into_iter()
-            .zip(slot_of)
-            .map(|(a, slot)| Completion {
-                task_id: a.task_id,
-                outcome: match &results[slot] {
-                    Ok(output) => Outcome::Success(output.clone()),
-                    Err(error) => {
-                        Outcome::Failed(format!("worker error: {}", error.public_reason()))
+        let mut out = Outcomes::default();
+        for (a, slot) in to.into_iter().zip(slot_of) {
+            let outcome = match &results[slot] {
+                (Ok(output), _) => Outcome::Success(output.clone()),
+                (Err(error), attempts) => {
+                    let reason = format!("worker error: {}", error.public_reason());
+                    let task = Task {
+                        task_id: a.task_id.clone(),
+                        input: inputs[slot].clone(),
+                        enqueued_at: a.enqueued_at,
+                        reply_to: a.reply_to.clone(),
+                        deadline: a.deadline,
+                    };
+                    if error.is_overload() {
+                        out.requeue.push((task, reason));
+                        continue;
                     }
-                },
+                    out.failures.push(Failure {
+                        task: Task {
+                            reply_to: None,
+                            deadline: None,
+                            ..task
+                        },
+                        error: reason.clone(),
+                        attempts: *attempts,
+                        failed_at: completed_at,
+                    });
+                    Outcome::Failed(reason)
+                }
+            };
+            out.completions.push(Completion {
+                task_id: a.task_id,
+                outcome,
                 completed_at,
                 reply_to: a.reply_to,
-            })
-            .collect()
+            });
+        }
+        out
     }
 
     /// Calls the worker with `inputs`; if the worker rejects the batch as such (it answered,
@@ -132,31 +248,36 @@ impl Dispatcher {
         inputs: &'a [String],
     ) -> Pin<Box<dyn Future<Output = Vec<ItemResult>> + Send + 'a>> {
         Box::pin(async move {
-            match self.call_once(inputs).await {
-                Ok(outputs) => outputs.into_iter().map(Ok).collect(),
+            let (result, attempts) = self.call_once(inputs).await;
+            match result {
+                Ok(outputs) => outputs.into_iter().map(|o| (Ok(o), attempts)).collect(),
                 Err(error) if inputs.len() > 1 && names_the_batch(&error) => {
                     debug!(%error, size = inputs.len(), "batch rejected; bisecting to isolate the bad input");
                     self.metrics.bisections.inc();
                     let (left, right) = inputs.split_at(inputs.len() / 2);
                     let mut results = self.infer_isolating(left).await;
                     results.extend(self.infer_isolating(right).await);
+                    for (_, n) in &mut results {
+                        *n += attempts;
+                    }
                     results
                 }
                 Err(error) => {
                     warn!(%error, size = inputs.len(), "worker call failed; failing its tasks");
-                    vec![Err(error); inputs.len()]
+                    vec![(Err(error), attempts); inputs.len()]
                 }
             }
         })
     }
 
-    /// One worker call (its retries included), measured.
-    async fn call_once(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    /// One worker call (its retries included), measured; with the attempts it took.
+    async fn call_once(&self, inputs: &[String]) -> (Result<Vec<String>, WorkerError>, u32) {
         let n = inputs.len();
         self.metrics.batch_size.observe(n as f64);
         self.metrics.inflight_batches.inc();
         let started = Instant::now();
-        let result = self.worker.infer(inputs).await.and_then(|outputs| {
+        let (result, attempts) = self.worker.infer_counting(inputs).await;
+        let result = result.and_then(|outputs| {
             // Every adapter checks this; checking again here keeps a faulty one from leaving
             // tasks without a result.
             if outputs.len() == n {
@@ -175,12 +296,18 @@ impl Dispatcher {
         if result.is_err() {
             self.metrics.worker_errors.inc();
         }
-        result
+        (result, attempts)
     }
 
-    /// A task is acknowledged only after its result is stored: if the write fails, the tasks
-    /// stay unacknowledged and a queue that survives us delivers them again.
-    async fn store_then_ack(&self, completions: Vec<Completion>, receipts: &[Receipt]) {
+    /// A task is acknowledged only after its result is stored (and, if it failed, its dead
+    /// letter): if the write fails, the tasks stay unacknowledged and a queue that survives us
+    /// delivers them again.
+    async fn store_then_ack(
+        &self,
+        completions: Vec<Completion>,
+        failures: Vec<Failure>,
+        receipts: &[Receipt],
+    ) {
         let n = completions.len();
         let mut counts = [0u64; 3];
         for c in &completions {
@@ -194,6 +321,16 @@ impl Dispatcher {
             error!(%error, tasks = n, "storing results failed; tasks given back for redelivery");
             self.queue.abandon(receipts).await;
             return;
+        }
+        if !failures.is_empty() {
+            let n = failures.len() as u64;
+            match self.dead_letters.add(failures).await {
+                Ok(()) => {
+                    self.metrics.dead_letters.inc_by(n);
+                }
+                // The results say FAILED with the reason either way; only the replay is lost.
+                Err(error) => warn!(%error, tasks = n, "writing dead letters failed"),
+            }
         }
         for (outcome, count) in ["success", "failed", "expired"].into_iter().zip(counts) {
             if count > 0 {
@@ -210,12 +347,13 @@ impl Dispatcher {
 }
 
 /// Whether the worker answered with a judgement on this batch (worth splitting), rather than
-/// not answering at all.
+/// not answering at all, or saying it is overloaded (splitting would only add load).
 fn names_the_batch(error: &WorkerError) -> bool {
-    matches!(
-        error,
-        WorkerError::Status { .. } | WorkerError::InvalidResponse(_)
-    )
+    match error {
+        WorkerError::Status { .. } => !error.is_overload(),
+        WorkerError::InvalidResponse(_) => true,
+        WorkerError::Timeout | WorkerError::Unreachable(_) => false,
+    }
 }
 
 /// The distinct inputs, in first-seen order, and for each original input the index of its

@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchgate_policy::{Batch, Limits, WaitOrFull};
-use batchgate_queue::{Delivery, Queue, ResultStore};
-use batchgate_worker::Worker;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use batchgate_policy::{Batch, Limits, Policy, Rule};
+use batchgate_queue::{DeadLetters, Delivery, Queue, ResultStore};
+use batchgate_worker::{RetryPolicy, Retrying, Worker};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::dispatch::Dispatcher;
 use crate::metrics::BatcherMetrics;
+use crate::slots::{Aimd, Slot, Slots, INITIAL_ROUND_TRIP};
 
 /// How long an idle batcher blocks on the queue per read. Short enough to notice shutdown
 /// promptly through the token anyway; long enough not to spin.
@@ -35,6 +35,14 @@ pub struct BatcherConfig {
     /// A task older than this when its batch leaves is failed as `expired` instead of run:
     /// its client has most likely given up.
     pub max_queue_age: Duration,
+    /// When a batch goes: fixed wait-or-full, or adaptive.
+    pub rule: Rule,
+    /// How failed worker calls are retried.
+    pub retry: RetryPolicy,
+    /// Whether overload answers from the worker (`429`/`503`) lower the in-flight limit
+    /// (halved, then raised by one per limit's worth of successes, up to
+    /// `max_inflight_batches`).
+    pub backpressure: bool,
 }
 
 impl Default for BatcherConfig {
@@ -43,6 +51,9 @@ impl Default for BatcherConfig {
             limits: Limits::default(),
             max_inflight_batches: DEFAULT_MAX_INFLIGHT_BATCHES,
             max_queue_age: DEFAULT_MAX_QUEUE_AGE,
+            rule: Rule::Fixed,
+            retry: RetryPolicy::default(),
+            backpressure: true,
         }
     }
 }
@@ -62,31 +73,67 @@ pub struct Batcher {
     config: BatcherConfig,
     /// Everything a batch's trip needs, shared with the spawned dispatch tasks.
     dispatcher: Arc<Dispatcher>,
-    /// One permit per worker call allowed at once.
-    slots: Arc<Semaphore>,
+    /// Worker calls allowed at once, moved by backpressure.
+    slots: Arc<Slots>,
     /// Dispatches under way; waited for when draining.
     in_flight: TaskTracker,
 }
 
 impl Batcher {
-    /// A batcher over the given queue, store and worker.
+    /// A batcher over the given queue, store and worker. The worker is called through
+    /// `config.retry`, and every attempt's outcome feeds the backpressure.
     pub fn new(
         queue: Arc<dyn Queue>,
         results: Arc<dyn ResultStore>,
+        dead_letters: Arc<dyn DeadLetters>,
         worker: Arc<dyn Worker>,
         config: BatcherConfig,
         metrics: BatcherMetrics,
     ) -> Self {
+        let slots = Slots::new(Aimd::new(
+            config.max_inflight_batches,
+            config.backpressure,
+            INITIAL_ROUND_TRIP,
+        ));
+        metrics.concurrency_limit.set(slots.limit() as i64);
+        let retries = metrics.worker_retries.clone();
+        let observed = (slots.clone(), metrics.clone());
+        // With backpressure, an overloaded worker's batch goes back to the queue at once
+        // (dispatch requeues it) rather than retrying against the lowered limit.
+        let retry = RetryPolicy {
+            retry_overload: config.retry.retry_overload && !config.backpressure,
+            ..config.retry
+        };
+        let worker = Retrying::new(worker, retry, move |_| {
+            retries.inc();
+        })
+        .observe_attempts(move |error, took| {
+            let (slots, metrics) = &observed;
+            let overloaded = error.is_some_and(|e| e.is_overload());
+            if overloaded {
+                metrics.worker_overloads.inc();
+            }
+            let before = metrics.concurrency_limit.get();
+            let after = slots.observe(overloaded, took, Instant::now().into_std()) as i64;
+            metrics.concurrency_limit.set(after);
+            if after < before {
+                warn!(
+                    limit = after,
+                    "worker overloaded; in-flight batch limit lowered"
+                );
+            }
+        });
         Batcher {
             dispatcher: Arc::new(Dispatcher {
                 queue: queue.clone(),
                 results,
-                worker,
+                dead_letters,
+                worker: Arc::new(worker),
                 metrics,
                 max_queue_age: config.max_queue_age,
             }),
             queue,
-            slots: Arc::new(Semaphore::new(config.max_inflight_batches.max(1))),
+            slots,
             config,
             in_flight: TaskTracker::new(),
         }
@@ -99,8 +146,10 @@ impl Batcher {
     /// The caller stops new tasks from entering the queue before cancelling, and bounds the
     /// drain with its grace period.
     pub async fn run(self, shutdown: CancellationToken) -> DrainReport {
-        let mut policy = WaitOrFull::new(self.config.limits);
+        let mut policy = Policy::new(self.config.limits, self.config.rule);
         info!(
+            policy = self.config.rule.name(),
+            backpressure = self.config.backpressure,
             max_batch_size = self.config.limits.max_batch_size,
             max_wait_ms = self.config.limits.max_wait.as_millis() as u64,
             max_inflight_batches = self.config.max_inflight_batches,
@@ -119,30 +168,31 @@ impl Batcher {
         self.drain(policy).await
     }
 
-    async fn free_slot(&self, shutdown: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+    async fn free_slot(&self, shutdown: &CancellationToken) -> Option<Slot> {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => None,
-            permit = self.slots.clone().acquire_owned() => {
-                Some(permit.expect("the slot semaphore is never closed. This is a bug."))
-            }
+            slot = self.slots.acquire() => Some(slot),
         }
     }
 
     /// Reads until the policy releases a batch; `None` when shutdown interrupts.
     async fn gather(
         &self,
-        policy: &mut WaitOrFull<Delivery>,
+        policy: &mut Policy<Delivery>,
         shutdown: &CancellationToken,
     ) -> Option<Batch<Delivery>> {
         loop {
             let now = Instant::now();
-            if let Some(batch) = policy.take_ready(now.into_std()) {
+            let load = self.slots.load();
+            if let Some(batch) = policy.take_ready(now.into_std(), load) {
                 return Some(batch);
             }
-            let block = policy.next_deadline().map_or(IDLE_BLOCK, |deadline| {
-                Instant::from_std(deadline).saturating_duration_since(now)
-            });
+            let block = policy
+                .next_deadline(now.into_std(), load)
+                .map_or(IDLE_BLOCK, |deadline| {
+                    Instant::from_std(deadline).saturating_duration_since(now)
+                });
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return None,
@@ -153,7 +203,7 @@ impl Batcher {
 
     async fn absorb(
         &self,
-        policy: &mut WaitOrFull<Delivery>,
+        policy: &mut Policy<Delivery>,
         read: Result<Vec<Delivery>, batchgate_queue::QueueError>,
     ) {
         match read {
@@ -170,7 +220,7 @@ impl Batcher {
         }
     }
 
-    fn dispatch(&self, batch: Batch<Delivery>, slot: OwnedSemaphorePermit) {
+    fn dispatch(&self, batch: Batch<Delivery>, slot: Slot) {
         let dispatcher = self.dispatcher.clone();
         self.in_flight.spawn(async move {
             dispatcher.run(batch).await;
@@ -184,7 +234,7 @@ impl Batcher {
     /// task accepted before the gateway closed — still goes out, each batch as soon as a slot
     /// is free; (3) what is left in the buffer goes as a last batch; (4) every dispatch under
     /// way finishes — worker call, result write, ack.
-    async fn drain(self, mut policy: WaitOrFull<Delivery>) -> DrainReport {
+    async fn drain(self, mut policy: Policy<Delivery>) -> DrainReport {
         let mut report = DrainReport::default();
         info!(buffered = policy.len(), "batcher draining");
         self.queue.close_reads().await;
@@ -195,15 +245,11 @@ impl Batcher {
             }
             // A full batch if the queue still had one, else whatever is left.
             let now = Instant::now().into_std();
-            let Some(batch) = policy.take_ready(now).or_else(|| policy.drain()) else {
+            let load = self.slots.load();
+            let Some(batch) = policy.take_ready(now, load).or_else(|| policy.drain()) else {
                 break;
             };
-            let slot = self
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the slot semaphore is never closed. This is a bug.");
+            let slot = self.slots.acquire().await;
             report.drained_batches += 1;
             self.dispatch(batch, slot);
         }

@@ -1,7 +1,7 @@
 //! The batcher driver: the I/O around the pure policy.
 //!
-//! It reads tasks from the [`Queue`](batchgate_queue::Queue), hands them to the wait-or-full
-//! policy, and when the policy releases a batch, calls the worker once with the whole batch,
+//! It reads tasks from the [`Queue`](batchgate_queue::Queue), hands them to the batching
+//! policy (fixed wait-or-full, or adaptive), and when the policy releases a batch, calls the worker once with the whole batch,
 //! writes every task's result to the [`ResultStore`](batchgate_queue::ResultStore), and only
 //! then acknowledges the tasks in the queue.
 //!
@@ -13,11 +13,13 @@
 //! - [`driver`]: [`Batcher`], the read → batch → dispatch loop and its drain on shutdown.
 //! - `dispatch`: one batch's trip: expire tasks too old to run, collapse identical inputs,
 //!   call the worker (bisecting a rejected batch to isolate a bad input), store, ack.
+//! - `slots`: the in-flight limit and its backpressure (AIMD on the worker's `429`/`503`).
 //! - [`metrics`]: [`BatcherMetrics`], registered in the process's Prometheus registry.
 
 mod dispatch;
 pub mod driver;
 pub mod metrics;
+mod slots;
 
 pub use driver::{Batcher, BatcherConfig, DrainReport};
 pub use metrics::BatcherMetrics;

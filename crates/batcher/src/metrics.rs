@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 /// Label for why a batch was flushed.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// `full`, `timer` or `drain`.
+    /// `full`, `timer`, `early` or `drain`.
     pub reason: &'static str,
 }
 
@@ -46,6 +46,15 @@ pub struct BatcherMetrics {
     pub tasks_completed: Family<OutcomeLabel, Counter>,
     /// `batchgate_inflight_batches`: worker calls under way.
     pub inflight_batches: Gauge,
+    /// `batchgate_inflight_limit`: worker calls allowed at once now (lowered by backpressure).
+    pub concurrency_limit: Gauge,
+    /// `batchgate_worker_overloads_total`: worker answers of 429/503 (each attempt).
+    pub worker_overloads: Counter,
+    /// `batchgate_dead_letters_total`: failed tasks written to the dead-letter queue.
+    pub dead_letters: Counter,
+    /// `batchgate_requeued_tasks_total`: tasks put back in the queue because the worker was
+    /// overloaded.
+    pub requeued: Counter,
 }
 
 /// Buckets of the batch-size histogram: fine near the top, where "are we filling batches" is
@@ -76,6 +85,10 @@ impl BatcherMetrics {
             bisections: Counter::default(),
             tasks_completed: Family::default(),
             inflight_batches: Gauge::default(),
+            concurrency_limit: Gauge::default(),
+            worker_overloads: Counter::default(),
+            dead_letters: Counter::default(),
+            requeued: Counter::default(),
         };
         registry.register(
             "batchgate_batch_size",
@@ -84,7 +97,7 @@ impl BatcherMetrics {
         );
         registry.register(
             "batchgate_batches",
-            "Batches flushed, by reason (full, timer, drain)",
+            "Batches flushed, by reason (full, timer, early, drain)",
             m.batches.clone(),
         );
         registry.register(
@@ -126,6 +139,26 @@ impl BatcherMetrics {
             "batchgate_inflight_batches",
             "Worker calls under way",
             m.inflight_batches.clone(),
+        );
+        registry.register(
+            "batchgate_inflight_limit",
+            "Worker calls allowed at once now (backpressure lowers it)",
+            m.concurrency_limit.clone(),
+        );
+        registry.register(
+            "batchgate_worker_overloads",
+            "Worker answers of 429 or 503, each attempt counted",
+            m.worker_overloads.clone(),
+        );
+        registry.register(
+            "batchgate_dead_letters",
+            "Failed tasks written to the dead-letter queue",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "batchgate_requeued_tasks",
+            "Tasks put back in the queue because the worker answered 429/503",
+            m.requeued.clone(),
         );
         m
     }

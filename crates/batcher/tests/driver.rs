@@ -9,7 +9,7 @@ use batchgate_policy::Limits;
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::sim_output;
 use batchgate_protocol::task::Task;
-use batchgate_queue::memory::{MemoryQueue, MemoryResultStore};
+use batchgate_queue::memory::{MemoryDeadLetters, MemoryQueue, MemoryResultStore};
 use batchgate_queue::{Queue, ResultStore};
 use batchgate_worker::{Worker, WorkerError};
 use prometheus_client::registry::Registry;
@@ -60,6 +60,7 @@ fn start(max_inflight: usize, cost: Duration, fail: bool) -> Harness {
     let batcher = Batcher::new(
         queue.clone(),
         store.clone(),
+        Arc::new(MemoryDeadLetters::new(1000)),
         worker.clone(),
         BatcherConfig {
             limits: Limits::default(),
@@ -91,6 +92,7 @@ impl Harness {
                     input: format!("input {tag} {i}"),
                     enqueued_at: SystemTime::now(),
                     reply_to: None,
+                    deadline: None,
                 })
                 .await
                 .expect("enqueue");
@@ -201,6 +203,7 @@ async fn identical_inputs_in_one_batch_reach_the_worker_once() {
                 input: (*input).to_owned(),
                 enqueued_at: SystemTime::now(),
                 reply_to: None,
+                deadline: None,
             })
             .await
             .expect("enqueue");
@@ -216,4 +219,98 @@ async fn identical_inputs_in_one_batch_reach_the_worker_once() {
     }
     let sizes: Vec<usize> = h.calls().iter().map(|(_, n)| *n).collect();
     assert_eq!(sizes, vec![2], "one call with the two distinct inputs");
+}
+
+/// A worker that can run `capacity` calls at once and answers 429 to any call beyond.
+struct Limited {
+    capacity: usize,
+    running: std::sync::atomic::AtomicUsize,
+    attempts: std::sync::atomic::AtomicUsize,
+    rejected: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Worker for Limited {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.attempts.fetch_add(1, SeqCst);
+        if now > self.capacity {
+            self.running.fetch_sub(1, SeqCst);
+            self.rejected.fetch_add(1, SeqCst);
+            return Err(WorkerError::Status {
+                status: 429,
+                message: "busy".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.running.fetch_sub(1, SeqCst);
+        Ok(inputs.iter().map(|i| sim_output(i)).collect())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn overload_answers_lower_the_inflight_limit_and_successes_raise_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let queue = Arc::new(MemoryQueue::new(4, 100_000));
+    let store = Arc::new(MemoryResultStore::new(100_000, Duration::from_secs(600)));
+    let worker = Arc::new(Limited {
+        capacity: 4,
+        running: Default::default(),
+        attempts: Default::default(),
+        rejected: Default::default(),
+    });
+    let metrics = BatcherMetrics::register(&mut Registry::default());
+    let batcher = Batcher::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(MemoryDeadLetters::new(1000)),
+        worker.clone(),
+        BatcherConfig {
+            max_inflight_batches: 32,
+            ..BatcherConfig::default()
+        },
+        metrics.clone(),
+    );
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(batcher.run(shutdown.clone()));
+    let h = Harness {
+        queue,
+        store,
+        worker: Arc::new(Recording {
+            calls: Mutex::default(),
+            cost: Duration::ZERO,
+            fail: false,
+        }),
+        shutdown,
+        batcher: run,
+    };
+    let ids = h.submit(128 * 64, "aimd").await;
+    let statuses = h.wait_all(&ids).await;
+    // The first wave of 32 calls meets a worker that takes 4: the limit is cut (32 → 16 → 8 →
+    // 4 …, once per cooldown), and after that the worker sees few calls beyond its capacity.
+    assert!(worker.rejected.load(SeqCst) > 0);
+    assert!(metrics.worker_overloads.get() > 0);
+    assert!(
+        metrics.concurrency_limit.get() < 32,
+        "limit {}",
+        metrics.concurrency_limit.get()
+    );
+    // Tasks the worker turned away went back to the queue and ran later: none failed.
+    assert!(statuses.iter().all(|s| *s == TaskStatus::Success));
+    assert!(metrics.requeued.get() > 0);
+    // Once cut, the limit kept calls near the worker's capacity: most calls ran. (Without
+    // backpressure, 32 calls against room for 4 would see 7 in 8 of them turned away.)
+    let rejected = worker.rejected.load(SeqCst);
+    let attempts = worker.attempts.load(SeqCst);
+    eprintln!(
+        "rejected {rejected} of {attempts}, limit {}",
+        metrics.concurrency_limit.get()
+    );
+    assert!(
+        rejected * 2 < attempts,
+        "{rejected} of {attempts} calls answered 429"
+    );
+    h.shutdown.cancel();
+    h.batcher.await.expect("join");
 }

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchgate_queue::memory::{MemoryDedupe, MemoryQueue, MemoryResultStore};
-use batchgate_queue::{Dedupe, Intake, Queue, ResultStore, Steps};
+use batchgate_queue::dead_letters::DEFAULT_DEAD_LETTER_CAPACITY;
+use batchgate_queue::memory::{MemoryDeadLetters, MemoryDedupe, MemoryQueue, MemoryResultStore};
+use batchgate_queue::{DeadLetters, Dedupe, Intake, Queue, ResultStore, Steps};
 use batchgate_redis::{
-    Keys, Notifier, RedisConfig, RedisIntake, RedisQueue, RedisQueueConfig, RedisResultStore,
+    Keys, Notifier, RedisConfig, RedisDeadLetters, RedisIntake, RedisQueue, RedisQueueConfig,
+    RedisResultStore,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +55,8 @@ pub struct Backends {
     pub results: Arc<dyn ResultStore>,
     /// Admits tasks (record, dedupe, enqueue).
     pub intake: Arc<dyn Intake>,
+    /// Tasks that failed for good, to inspect and replay.
+    pub dead_letters: Arc<dyn DeadLetters>,
     /// Whether dedupe is on.
     pub dedupe: bool,
     /// This process's name on the notification bus (Redis only).
@@ -106,6 +110,7 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             dedupe: config.dedupe_ttl.is_some(),
             queue,
             results,
+            dead_letters: Arc::new(MemoryDeadLetters::new(DEFAULT_DEAD_LETTER_CAPACITY)),
             gateway_id: None,
             tasks,
             stop,
@@ -158,6 +163,11 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             config.result_ttl,
             rc.op_timeout,
             notifier,
+        )),
+        dead_letters: Arc::new(RedisDeadLetters::new(
+            conn.clone(),
+            keys.clone(),
+            rc.op_timeout,
         )),
         intake: Arc::new(RedisIntake::new(
             conn,

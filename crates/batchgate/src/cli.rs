@@ -71,6 +71,8 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Load-test a running gateway over HTTP and report rate, errors and latency.
     Bench(BenchArgs),
+    /// Inspect, replay or purge the dead-letter queue through a gateway's admin API.
+    Dlq(crate::dlq::DlqArgs),
 }
 
 /// Where Redis is (for the distributed deployment).
@@ -166,6 +168,61 @@ pub struct BatchingArgs {
     /// FAILED with `expired` (e.g. `30s`, `500ms`).
     #[arg(long, env = "BATCHGATE_MAX_QUEUE_AGE", default_value = "30s", value_parser = batchgate_bench::parse_duration)]
     pub max_queue_age: Duration,
+
+    /// When a batch goes: `fixed` (wait-or-full) or `adaptive` (also early when waiting cannot
+    /// fill the batch and the worker has idle slots; longer, up to --max-hold-ms, when the
+    /// batch would take the worker's last free slot). See docs/batching.md.
+    #[arg(long, env = "BATCHGATE_POLICY", default_value = "fixed", value_parser = ["fixed", "adaptive"])]
+    pub policy: String,
+
+    /// Adaptive policy: longest wait of a batch's first task when the batch would take the
+    /// worker's last free slot, in milliseconds (at least --max-wait-ms).
+    #[arg(long, env = "BATCHGATE_MAX_HOLD_MS", default_value_t = 100)]
+    pub max_hold_ms: u64,
+
+    /// Keep the in-flight batch limit fixed even when the worker answers 429/503 (by default
+    /// such answers halve it, and successes raise it back one by one).
+    #[arg(long, env = "BATCHGATE_NO_BACKPRESSURE")]
+    pub no_backpressure: bool,
+}
+
+/// Flags of the HTTP edge: shedding, per-client limits, the admin API.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Bearer token of the admin API (`/admin/dlq`…); without it the admin API is off.
+    #[arg(long, env = "BATCHGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Shed new tasks with 503 when a task admitted now would take longer than this to
+    /// complete (outstanding tasks ÷ completion rate), in milliseconds; 0 turns it off.
+    #[arg(long, env = "BATCHGATE_SHED_LATENCY_MS", default_value_t = 400)]
+    pub shed_latency_ms: u64,
+
+    /// Requests a second allowed per `client_id` (429 past it); 0: unlimited.
+    #[arg(long, env = "BATCHGATE_CLIENT_RATE_LIMIT", default_value_t = 0.0)]
+    pub client_rate_limit: f64,
+
+    /// Burst allowed per `client_id` above its rate [default: one second's worth].
+    #[arg(long, env = "BATCHGATE_CLIENT_BURST")]
+    pub client_burst: Option<f64>,
+}
+
+impl EdgeArgs {
+    fn into_config(self) -> Result<crate::serve::EdgeConfig, String> {
+        let rate = self.client_rate_limit;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(format!("--client-rate-limit must be ≥ 0, got {rate}"));
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err("--admin-token must be at least 16 characters".into());
+        }
+        Ok(crate::serve::EdgeConfig {
+            admin_token: self.admin_token,
+            shed_latency: (self.shed_latency_ms > 0)
+                .then(|| Duration::from_millis(self.shed_latency_ms)),
+            client_rate: (rate > 0.0).then(|| (rate, self.client_burst.unwrap_or(rate).max(1.0))),
+        })
+    }
 }
 
 /// Flags of `batchgate serve`.
@@ -177,6 +234,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 
     #[command(flatten)]
     pub queue: QueueArgs,
@@ -214,6 +274,9 @@ pub struct GatewayArgs {
 
     #[command(flatten)]
     pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 
     #[command(flatten)]
     pub queue: QueueArgs,
@@ -275,7 +338,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "BATCHGATE_WORKER_MAX_BATCH_SIZE", default_value_t = 64)]
     pub max_batch_size: usize,
 
-    /// Fault injection: fraction of calls, in [0, 1], that fail at random with 503.
+    /// Fault injection: fraction of calls, in [0, 1], that fail at random with 500 (429 and 503 mean overload, which batchgate answers with backpressure).
     #[arg(long, env = "BATCHGATE_WORKER_ERROR_RATE", default_value_t = 0.0)]
     pub error_rate: f64,
 
@@ -283,6 +346,35 @@ pub struct WorkerArgs {
     /// 500, as a model crashing on one bad input would.
     #[arg(long, env = "BATCHGATE_WORKER_POISON_PATTERN")]
     pub poison_pattern: Option<String>,
+
+    /// Fault injection: fraction of calls, in [0, 1], that take --slow-factor times their
+    /// modelled cost (holding their slot all that time).
+    #[arg(long, env = "BATCHGATE_WORKER_SLOW_RATE", default_value_t = 0.0)]
+    pub slow_rate: f64,
+
+    /// Fault injection: how many times its modelled cost a slow call takes (at least 1).
+    #[arg(long, env = "BATCHGATE_WORKER_SLOW_FACTOR", default_value_t = batchgate_sim::DEFAULT_SLOW_FACTOR)]
+    pub slow_factor: f64,
+
+    /// Fault injection: fraction of calls, in [0, 1], that never answer; only the client's
+    /// timeout ends them. A hung call holds no slot; at shutdown it is answered 503.
+    #[arg(long, env = "BATCHGATE_WORKER_HANG_RATE", default_value_t = 0.0)]
+    pub hang_rate: f64,
+
+    /// Fault injection: after this many calls have run, the process exits at once with code
+    /// 70, as a crashed GPU host would (calls still running never answer).
+    #[arg(long, env = "BATCHGATE_WORKER_CRASH_AFTER", value_name = "CALLS")]
+    pub crash_after: Option<u64>,
+
+    /// Overload signalling: when every slot is busy and this many calls already wait for one,
+    /// answer 429 with `Retry-After: 1` at once instead of queueing. Unlimited by default.
+    #[arg(long, env = "BATCHGATE_WORKER_MAX_QUEUED_CALLS", value_name = "CALLS")]
+    pub max_queued_calls: Option<usize>,
+
+    /// Seed of the random faults (--error-rate, --slow-rate, --hang-rate), for runs that
+    /// repeat; random by default.
+    #[arg(long, env = "BATCHGATE_WORKER_FAULT_SEED")]
+    pub fault_seed: Option<u64>,
 }
 
 /// Milliseconds as given on the command line, checked.
@@ -373,12 +465,27 @@ impl BatchingArgs {
                 },
                 max_inflight_batches: max_inflight_batches.max(1),
                 max_queue_age: self.max_queue_age,
+                rule: self.rule()?,
+                retry: batchgate_worker::RetryPolicy {
+                    retries: self.worker_retries,
+                    ..Default::default()
+                },
+                backpressure: !self.no_backpressure,
             },
             worker,
-            retry: batchgate_worker::RetryPolicy {
-                retries: self.worker_retries,
-                ..Default::default()
-            },
+        })
+    }
+
+    /// The batching rule the flags ask for.
+    fn rule(&self) -> Result<batchgate_policy::Rule, String> {
+        Ok(match self.policy.parse::<batchgate_policy::Rule>()? {
+            batchgate_policy::Rule::Adaptive(adaptive) => {
+                batchgate_policy::Rule::Adaptive(batchgate_policy::Adaptive {
+                    max_hold: Duration::from_millis(self.max_hold_ms),
+                    ..adaptive
+                })
+            }
+            fixed => fixed,
         })
     }
 }
@@ -396,6 +503,7 @@ impl ServeArgs {
             batcher: Some(self.batching.part(Some(sim))?),
             store: self.queue.store(self.redis.backend()?)?,
             gateway: Some(api_limits(self.max_input_bytes)),
+            edge: self.edge.into_config()?,
             grace_period: Duration::from_secs(self.grace_period_secs),
         })
     }
@@ -416,6 +524,7 @@ impl GatewayArgs {
         Ok(ServeConfig {
             store: self.queue.store(Some(redis))?,
             gateway: Some(api_limits(self.max_input_bytes)),
+            edge: self.edge.into_config()?,
             batcher: None,
             grace_period: Duration::from_secs(self.grace_period_secs),
         })
@@ -429,6 +538,7 @@ impl BatcherArgs {
         Ok(ServeConfig {
             store: self.queue.store(Some(redis))?,
             gateway: None,
+            edge: crate::serve::EdgeConfig::default(),
             batcher: Some(self.batching.part(None)?),
             grace_period: Duration::from_secs(self.grace_period_secs),
         })
@@ -441,16 +551,33 @@ impl WorkerArgs {
         if self.max_batch_size == 0 {
             return Err("--max-batch-size must be at least 1".into());
         }
-        if !(0.0..=1.0).contains(&self.error_rate) {
+        /// A probability flag, checked.
+        fn fraction(flag: &str, value: f64) -> Result<f64, String> {
+            if (0.0..=1.0).contains(&value) {
+                Ok(value)
+            } else {
+                Err(format!("--{flag} must be in [0, 1], got {value}"))
+            }
+        }
+        if !(self.slow_factor.is_finite() && self.slow_factor >= 1.0) {
             return Err(format!(
-                "--error-rate must be in [0, 1], got {}",
-                self.error_rate
+                "--slow-factor must be a finite number ≥ 1, got {}",
+                self.slow_factor
             ));
+        }
+        if self.crash_after == Some(0) {
+            return Err("--crash-after must be at least 1".into());
         }
         Ok(WorkerConfig {
             faults: batchgate_sim::Faults {
-                error_rate: self.error_rate,
+                error_rate: fraction("error-rate", self.error_rate)?,
                 poison_pattern: self.poison_pattern.filter(|p| !p.is_empty()),
+                slow_rate: fraction("slow-rate", self.slow_rate)?,
+                slow_factor: self.slow_factor,
+                hang_rate: fraction("hang-rate", self.hang_rate)?,
+                crash_after: self.crash_after,
+                max_queued_calls: self.max_queued_calls,
+                seed: self.fault_seed,
             },
             sim: batchgate_sim::SimConfig {
                 slots: self.slots.max(1),
@@ -532,6 +659,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             crate::worker::run(config, listener, shutdown).await?;
             Ok(())
         }
+        Command::Dlq(args) => crate::dlq::run(args).await,
         Command::Bench(args) => {
             let json = args.json;
             let report = batchgate_bench::run(args).await?;

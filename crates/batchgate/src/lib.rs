@@ -5,6 +5,7 @@
 //! - [`config_file`]: `--config FILE` (TOML) layered under flags and environment variables.
 //! - [`backend`]: the queue, stores and dedupe a process runs on (in-process or Redis).
 //! - [`serve`]: runs a process's parts (gateway, batcher or both) and its shutdown order.
+//! - [`dlq`]: `batchgate dlq list|replay|purge`, through a gateway's admin API.
 //! - [`worker`]: `batchgate worker --sim`, the reference worker server.
 //! - [`shutdown`]: the one owner of SIGINT/SIGTERM.
 //! - [`telemetry`]: logging setup.
@@ -12,6 +13,7 @@
 pub mod backend;
 pub mod cli;
 pub mod config_file;
+pub mod dlq;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

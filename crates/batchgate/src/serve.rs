@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_batcher::{Batcher, BatcherConfig, BatcherMetrics};
-use batchgate_gateway::{Admission, AppState, GatewayConfig, GatewayMetrics, Shared};
+use batchgate_gateway::{
+    Admission, AppState, GatewayConfig, GatewayMetrics, Shared, Shedder, UserLimits,
+};
 use batchgate_sim::{SimConfig, SimWorker};
-use batchgate_worker::{HttpJsonWorker, RetryPolicy, Retrying, Worker};
+use batchgate_worker::{HttpJsonWorker, Worker};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -39,8 +41,40 @@ pub struct BatcherPart {
     pub config: BatcherConfig,
     /// The worker to call.
     pub worker: WorkerChoice,
-    /// How failed worker calls are retried.
-    pub retry: RetryPolicy,
+}
+
+/// The edge's protections and its admin API.
+#[derive(Clone)]
+pub struct EdgeConfig {
+    /// Bearer token of the admin API (`/admin/...`); `None` disables it.
+    pub admin_token: Option<String>,
+    /// Shed new tasks when their estimated latency exceeds this; `None`: never.
+    pub shed_latency: Option<Duration>,
+    /// Requests a second allowed per `client_id`, and the burst; `None`: unlimited.
+    pub client_rate: Option<(f64, f64)>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            admin_token: None,
+            shed_latency: Some(batchgate_gateway::shed::DEFAULT_SHED_LATENCY),
+            client_rate: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for EdgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeConfig")
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("shed_latency", &self.shed_latency)
+            .field("client_rate", &self.client_rate)
+            .finish()
+    }
 }
 
 /// Everything a process runs; built from flags in [`crate::cli`].
@@ -50,6 +84,8 @@ pub struct ServeConfig {
     pub store: StoreConfig,
     /// The HTTP API, if this process serves it (else only `/healthz` and `/metrics`).
     pub gateway: Option<GatewayConfig>,
+    /// Shedding, rate limits and the admin API of the HTTP API.
+    pub edge: EdgeConfig,
     /// The batcher, if this process runs one.
     pub batcher: Option<BatcherPart>,
     /// Bound on the shutdown drain.
@@ -94,14 +130,11 @@ pub async fn run(
     let batcher = match &config.batcher {
         Some(part) => {
             let metrics = BatcherMetrics::register(&mut registry);
-            let retries = metrics.worker_retries.clone();
-            let worker = Retrying::new(build_worker(&part.worker)?, part.retry, move |_| {
-                retries.inc();
-            });
             let batcher = Batcher::new(
                 backends.queue.clone(),
                 backends.results.clone(),
-                Arc::new(worker),
+                backends.dead_letters.clone(),
+                build_worker(&part.worker)?,
                 part.config,
                 metrics,
             );
@@ -112,6 +145,15 @@ pub async fn run(
 
     let admission = Arc::new(Admission::default());
     let metrics = GatewayMetrics::register(&mut registry);
+    let shedder = Arc::new(Shedder::new(config.edge.shed_latency));
+    let shed_stop = CancellationToken::new();
+    if config.gateway.is_some() {
+        tokio::spawn(
+            shedder
+                .clone()
+                .run(backends.queue.clone(), shed_stop.clone()),
+        );
+    }
     let state = AppState::new(Shared {
         queue: backends.queue.clone(),
         results: backends.results.clone(),
@@ -119,6 +161,13 @@ pub async fn run(
         dedupe: backends.dedupe,
         gateway_id: backends.gateway_id.clone(),
         admission: admission.clone(),
+        shedder,
+        user_limits: config
+            .edge
+            .client_rate
+            .map(|(rate, burst)| UserLimits::new(rate, burst)),
+        dead_letters: backends.dead_letters.clone(),
+        admin_token: config.edge.admin_token.clone(),
         config: config.gateway.unwrap_or_default(),
         metrics,
         registry: Arc::new(registry),
@@ -165,6 +214,7 @@ pub async fn run(
         }
     };
     http_stop.cancel();
+    shed_stop.cancel();
     match tokio::time::timeout(HTTP_CLOSE_GRACE, http).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(error))) => warn!(%error, "HTTP server ended with an error"),

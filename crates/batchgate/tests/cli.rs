@@ -1,5 +1,7 @@
 //! The binary's command line: help text, validation before binding, config file errors.
 
+mod common;
+
 use std::process::Command;
 
 fn batchgate(args: &[&str]) -> std::process::Output {
@@ -82,4 +84,45 @@ fn a_missing_config_file_is_a_clear_error() {
         err.contains("cannot read config file /nonexistent/batchgate.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn batching_and_edge_flags_are_checked_before_binding() {
+    let out = batchgate(&["serve", "--policy", "eager", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fixed") && err.contains("adaptive"), "{err}");
+    let out = batchgate(&["serve", "--admin-token", "short", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 16 characters"), "{err}");
+}
+
+#[test]
+fn dlq_talks_to_the_admin_api_and_reports_refusals() {
+    let token = "cli-test-admin-token";
+    let (mut child, url) =
+        common::spawn_batchgate(&["serve", "--listen", "127.0.0.1:0", "--admin-token", token]);
+    let out = batchgate(&["dlq", "--url", &url, "--admin-token", token, "list"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(listing["count"], 0);
+    let out = batchgate(&[
+        "dlq",
+        "--url",
+        &url,
+        "--admin-token",
+        "wrong-token-000000",
+        "purge",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") && err.contains("admin token"), "{err}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

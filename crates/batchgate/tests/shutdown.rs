@@ -22,6 +22,10 @@ async fn sigterm_under_load_loses_nothing_that_was_accepted() {
         "2",
         "--sim-base-ms",
         "100",
+        // Shedding off: the load here outruns 2 slots on purpose, and every refusal must be
+        // the drain's `shutting_down`.
+        "--shed-latency-ms",
+        "0",
     ]);
     let http = client();
     let signalled = Arc::new(AtomicBool::new(false));

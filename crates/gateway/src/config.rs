@@ -8,6 +8,8 @@ pub const DEFAULT_MAX_INPUT_BYTES: usize = 64 * 1024;
 pub const MAX_WAIT_MS: u64 = 30_000;
 /// Default bound on one HTTP request, body read included; longer than the longest wait.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
+/// Largest `timeout_ms` a client may give (an hour).
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// Default `Retry-After` on 429/503 answers, in seconds.
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
 

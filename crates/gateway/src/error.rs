@@ -54,6 +54,26 @@ pub enum ApiError {
         /// Seconds for `Retry-After`.
         retry_after_secs: u64,
     },
+    /// This client sent more than its rate allows.
+    #[error("too many requests from this client; retry later")]
+    RateLimited {
+        /// Seconds for `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// The queue's estimated wait is longer than the client's `timeout_ms`.
+    #[error("the estimated wait ({estimate_ms} ms) exceeds timeout_ms; retry later")]
+    DeadlineUnmeetable {
+        /// The estimated wait.
+        estimate_ms: u64,
+        /// Seconds for `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// The admin API is called without the right token.
+    #[error("missing or wrong admin token")]
+    Unauthorized,
+    /// The admin API is not configured.
+    #[error("the admin API is disabled; start the gateway with --admin-token")]
+    AdminDisabled,
     /// The service is draining for shutdown.
     #[error("the service is shutting down; retry on another instance")]
     ShuttingDown {
@@ -88,6 +108,12 @@ impl ApiError {
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::DeadlineUnmeetable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "deadline_unmeetable")
+            }
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::AdminDisabled => (StatusCode::NOT_FOUND, "admin_disabled"),
             ApiError::ShuttingDown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),
@@ -97,6 +123,10 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Overloaded { retry_after_secs }
+            | ApiError::RateLimited { retry_after_secs }
+            | ApiError::DeadlineUnmeetable {
+                retry_after_secs, ..
+            }
             | ApiError::ShuttingDown { retry_after_secs }
             | ApiError::Unavailable { retry_after_secs } => Some(*retry_after_secs),
             _ => None,

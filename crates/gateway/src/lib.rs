@@ -11,17 +11,20 @@
 //!   place.
 //! - [`routes`]: one file per endpoint group; [`router`] wires them with the middleware.
 //! - [`metrics`]: [`GatewayMetrics`] and the `/metrics` rendering.
+//! - [`shed`]: load shedding — the system-wide wait estimate and per-user rate limits.
 
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod routes;
+pub mod shed;
 pub mod state;
 
 pub use config::GatewayConfig;
 pub use error::ApiError;
 pub use metrics::GatewayMetrics;
 pub use routes::{ops_router, router};
+pub use shed::{Shedder, UserLimits};
 pub use state::{Admission, AppState, Shared};
 
 use tokio::net::TcpListener;

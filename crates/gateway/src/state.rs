@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use batchgate_queue::{Intake, Queue, ResultStore};
+use batchgate_queue::{DeadLetters, Intake, Queue, ResultStore};
 use prometheus_client::registry::Registry;
 use tokio::sync::{RwLock, RwLockReadGuard};
 
 use crate::config::GatewayConfig;
 use crate::metrics::GatewayMetrics;
+use crate::shed::{Shedder, UserLimits};
 
 /// The gate new tasks pass through. Shutdown closes it, and closing waits for every
 /// submission already past the gate to finish enqueueing — so once [`Admission::close`]
@@ -83,6 +84,14 @@ pub struct Shared {
     pub gateway_id: Option<String>,
     /// Closed by shutdown.
     pub admission: Arc<Admission>,
+    /// Sheds new tasks the system could not serve in time.
+    pub shedder: Arc<Shedder>,
+    /// Per-user rate limits, if configured.
+    pub user_limits: Option<UserLimits>,
+    /// Failed tasks, for the admin API.
+    pub dead_letters: Arc<dyn DeadLetters>,
+    /// Bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<String>,
     /// Limits.
     pub config: GatewayConfig,
     /// The gateway's own metrics.

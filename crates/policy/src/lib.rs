@@ -5,26 +5,45 @@
 //! in the simulator (virtual time).
 //!
 //! Layout:
-//! - [`WaitOrFull`]: the article's hybrid trigger — flush at `max_batch_size` tasks, or
-//!   `max_wait` after the first task of the current batch, whichever comes first.
+//! - [`Policy`]: the buffer and the decision, under one of two [`Rule`]s:
+//!   - `Fixed`, the article's wait-or-full: flush at `max_batch_size` tasks, or `max_wait` after
+//!     the first task of the current batch, whichever comes first;
+//!   - `Adaptive`: the same bounds, plus an early flush when waiting cannot fill the batch and
+//!     the worker has idle slots, and a longer hold (up to `max_hold`) when the batch would take
+//!     the worker's last free slot. The rule, with a worked example, is in `docs/batching.md`.
+//! - [`Load`]: what the caller tells the policy of the worker's slots at each decision.
+//! - [`ArrivalRate`]: the smoothed arrival rate the adaptive rule uses.
 //! - [`Batch`] and [`FlushReason`]: what a flush hands back, and why it happened.
+
+mod rate;
+
+pub use rate::ArrivalRate;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 /// Article default: the fixed batch API accepts at most 64 inputs.
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 64;
 /// Article default: no task waits more than 50 ms in the batch buffer.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(50);
+/// Adaptive default: the longest a batch is held when it would take the worker's last slot.
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_millis(100);
+/// Adaptive default: the arrival rate is smoothed over this time constant.
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Why a batch left the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FlushReason {
     /// The buffer reached `max_batch_size`.
     Full,
-    /// `max_wait` passed since the first task of the batch arrived.
+    /// `max_wait` passed since the first task of the batch arrived (with the adaptive rule and
+    /// no other worker slot free, `max_hold`).
     Timer,
+    /// The adaptive rule: waiting would not fill the batch before its deadline, and the worker
+    /// has slots to spare, so the batch goes now.
+    Early,
     /// The batcher is shutting down and flushes what it holds.
     Drain,
 }
@@ -35,6 +54,7 @@ impl FlushReason {
         match self {
             FlushReason::Full => "full",
             FlushReason::Timer => "timer",
+            FlushReason::Early => "early",
             FlushReason::Drain => "drain",
         }
     }
@@ -75,31 +95,125 @@ impl Default for Limits {
     }
 }
 
-/// Wait-or-full: the article's hybrid trigger.
-///
-/// Items are pushed as they arrive. A batch is ready when `max_batch_size` items are buffered
-/// (reason `Full`), or when `max_wait` has passed since the first buffered item arrived (reason
-/// `Timer`). Items past a full batch stay buffered for the next one, and the next batch's window
-/// opens at its own first item's arrival.
-#[derive(Debug)]
-pub struct WaitOrFull<T> {
-    /// The configured limits.
-    limits: Limits,
-    /// Buffered items with their arrival time, oldest first.
-    buffer: VecDeque<(T, Instant)>,
+/// Settings of the adaptive rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adaptive {
+    /// Time constant of the arrival-rate estimate.
+    pub rate_window: Duration,
+    /// Longest wait of a batch's first task when the batch would take the worker's last free
+    /// slot; never less than `max_wait`.
+    pub max_hold: Duration,
 }
 
-impl<T> WaitOrFull<T> {
-    /// A policy with the given limits. A `max_batch_size` of 0 is taken as 1.
-    pub fn new(limits: Limits) -> Self {
+impl Default for Adaptive {
+    fn default() -> Self {
+        Adaptive {
+            rate_window: DEFAULT_RATE_WINDOW,
+            max_hold: DEFAULT_MAX_HOLD,
+        }
+    }
+}
+
+/// When a batch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rule {
+    /// Wait-or-full, whatever the load.
+    #[default]
+    Fixed,
+    /// Wait-or-full within bounds, steered by the arrival rate and the worker's free slots.
+    Adaptive(Adaptive),
+}
+
+impl Rule {
+    /// Stable lowercase name, as `--policy` takes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Rule::Fixed => "fixed",
+            Rule::Adaptive(_) => "adaptive",
+        }
+    }
+}
+
+impl FromStr for Rule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fixed" => Ok(Rule::Fixed),
+            "adaptive" => Ok(Rule::Adaptive(Adaptive::default())),
+            other => Err(format!(
+                "unknown batching policy {other:?}: expected \"fixed\" or \"adaptive\""
+            )),
+        }
+    }
+}
+
+/// The worker's slots as the caller sees them when it asks for a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Slots free besides the one the next batch would take.
+    pub idle_slots: usize,
+    /// Slots in all (the current in-flight limit).
+    pub total_slots: usize,
+}
+
+impl Load {
+    /// Idle slots at or above which the adaptive rule may flush early: a quarter of all slots,
+    /// at least one. Below it, the worker is busy enough that fuller batches pay.
+    pub fn spare_threshold(&self) -> usize {
+        (self.total_slots / 4).max(1)
+    }
+}
+
+/// The batch buffer and the decision of when it goes.
+///
+/// Items are pushed as they arrive. A batch is ready when `max_batch_size` items are buffered
+/// (reason `Full`), or when the rule's deadline has passed since the first buffered item arrived
+/// (reason `Timer`), or — adaptive rule only — when an early flush pays (reason `Early`). Items
+/// past a full batch stay buffered for the next one, and the next batch's window opens at its
+/// own first item's arrival.
+#[derive(Debug)]
+pub struct Policy<T> {
+    /// The configured limits.
+    limits: Limits,
+    /// Which rule decides.
+    rule: Rule,
+    /// Buffered items with their arrival time, oldest first.
+    buffer: VecDeque<(T, Instant)>,
+    /// Arrivals per second, for the adaptive rule.
+    rate: ArrivalRate,
+}
+
+impl<T> Policy<T> {
+    /// A policy with the given limits and rule. A `max_batch_size` of 0 is taken as 1, and an
+    /// adaptive `max_hold` below `max_wait` as `max_wait`.
+    pub fn new(limits: Limits, rule: Rule) -> Self {
         let limits = Limits {
             max_batch_size: limits.max_batch_size.max(1),
             ..limits
         };
-        WaitOrFull {
+        let rule = match rule {
+            Rule::Fixed => Rule::Fixed,
+            Rule::Adaptive(a) => Rule::Adaptive(Adaptive {
+                max_hold: a.max_hold.max(limits.max_wait),
+                ..a
+            }),
+        };
+        let window = match rule {
+            Rule::Adaptive(a) => a.rate_window,
+            Rule::Fixed => DEFAULT_RATE_WINDOW,
+        };
+        Policy {
             limits,
+            rule,
             buffer: VecDeque::with_capacity(limits.max_batch_size),
+            rate: ArrivalRate::new(window),
         }
+    }
+
+    /// The article's wait-or-full.
+    pub fn fixed(limits: Limits) -> Self {
+        Policy::new(limits, Rule::Fixed)
     }
 
     /// The limits in force.
@@ -107,9 +221,20 @@ impl<T> WaitOrFull<T> {
         self.limits
     }
 
+    /// The rule in force.
+    pub fn rule(&self) -> Rule {
+        self.rule
+    }
+
+    /// The arrival-rate estimate at `now`, in items per second.
+    pub fn arrival_rate(&self, now: Instant) -> f64 {
+        self.rate.at(now)
+    }
+
     /// Buffers one item that arrived at `now`.
     pub fn push(&mut self, item: T, now: Instant) {
         self.buffer.push_back((item, now));
+        self.rate.record(1, now);
     }
 
     /// How many items are buffered.
@@ -127,27 +252,63 @@ impl<T> WaitOrFull<T> {
         self.limits.max_batch_size.saturating_sub(self.buffer.len())
     }
 
-    /// When the current batch becomes ready by time, if anything is buffered.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.buffer
-            .front()
-            .map(|(_, arrived)| *arrived + self.limits.max_wait)
-    }
-
-    /// Whether a batch would be released at `now`, without releasing it.
-    pub fn ready_reason(&self, now: Instant) -> Option<FlushReason> {
-        if self.buffer.len() >= self.limits.max_batch_size {
-            Some(FlushReason::Full)
-        } else if self.next_deadline().is_some_and(|deadline| now >= deadline) {
-            Some(FlushReason::Timer)
-        } else {
-            None
+    /// When the caller should ask again if nothing arrives: `now` if a batch is ready, else the
+    /// earliest time one could become ready under `load`; `None` when nothing is buffered.
+    ///
+    /// For the early flush this uses the arrival rate as of `now`; as the rate only decays in
+    /// silence, the true moment may come slightly sooner, never later than the timer.
+    pub fn next_deadline(&self, now: Instant, load: Load) -> Option<Instant> {
+        let first = self.first_arrival()?;
+        if self.ready_reason(now, load).is_some() {
+            return Some(now);
+        }
+        let timer = first + self.wait_bound(load);
+        match self.rule {
+            Rule::Fixed => Some(timer),
+            Rule::Adaptive(_) => {
+                let per_sec = self.rate.at(now);
+                if load.idle_slots == 0
+                    || load.idle_slots < load.spare_threshold()
+                    || per_sec <= 0.0
+                {
+                    return Some(timer);
+                }
+                // Waiting cannot fill the batch once the time left is below room / rate.
+                let fill = Duration::try_from_secs_f64(self.room() as f64 / per_sec)
+                    .unwrap_or(Duration::MAX);
+                let early = timer.checked_sub(fill).unwrap_or(now);
+                Some(if early > now { early.min(timer) } else { timer })
+            }
         }
     }
 
-    /// Releases the next batch if one is ready at `now`.
-    pub fn take_ready(&mut self, now: Instant) -> Option<Batch<T>> {
-        let reason = self.ready_reason(now)?;
+    /// Whether a batch would be released at `now` under `load`, without releasing it.
+    pub fn ready_reason(&self, now: Instant, load: Load) -> Option<FlushReason> {
+        let first = self.first_arrival()?;
+        if self.buffer.len() >= self.limits.max_batch_size {
+            return Some(FlushReason::Full);
+        }
+        if now >= first + self.wait_bound(load) {
+            return Some(FlushReason::Timer);
+        }
+        match self.rule {
+            Rule::Fixed => None,
+            Rule::Adaptive(_) => {
+                if load.idle_slots == 0 || load.idle_slots < load.spare_threshold() {
+                    return None;
+                }
+                let left = (first + self.limits.max_wait)
+                    .saturating_duration_since(now)
+                    .as_secs_f64();
+                let expected = self.buffer.len() as f64 + self.rate.at(now) * left;
+                (expected < self.limits.max_batch_size as f64).then_some(FlushReason::Early)
+            }
+        }
+    }
+
+    /// Releases the next batch if one is ready at `now` under `load`.
+    pub fn take_ready(&mut self, now: Instant, load: Load) -> Option<Batch<T>> {
+        let reason = self.ready_reason(now, load)?;
         Some(self.take(reason))
     }
 
@@ -160,12 +321,23 @@ impl<T> WaitOrFull<T> {
         }
     }
 
+    /// How long the first item may wait under `load`: `max_wait`, or with the adaptive rule and
+    /// no other slot free, `max_hold`.
+    fn wait_bound(&self, load: Load) -> Duration {
+        match self.rule {
+            Rule::Adaptive(a) if load.idle_slots == 0 => a.max_hold,
+            _ => self.limits.max_wait,
+        }
+    }
+
+    fn first_arrival(&self) -> Option<Instant> {
+        self.buffer.front().map(|(_, arrived)| *arrived)
+    }
+
     fn take(&mut self, reason: FlushReason) -> Batch<T> {
         let n = self.buffer.len().min(self.limits.max_batch_size);
         let opened_at = self
-            .buffer
-            .front()
-            .map(|(_, arrived)| *arrived)
+            .first_arrival()
             .expect("take() is only called with a non-empty buffer. This is a bug.");
         let items = self.buffer.drain(..n).map(|(item, _)| item).collect();
         Batch {

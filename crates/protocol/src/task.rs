@@ -15,6 +15,9 @@ pub struct Task {
     pub enqueued_at: SystemTime,
     /// The gateway that waits for this task's result, to be told when it is stored.
     pub reply_to: Option<String>,
+    /// The client's deadline (`timeout_ms` after acceptance): past it, the task is failed
+    /// instead of sent to the worker.
+    pub deadline: Option<SystemTime>,
 }
 
 /// The task's wire form. Field numbers are the contract: never reuse one.
@@ -32,6 +35,9 @@ pub struct TaskMessage {
     /// See [`Task::reply_to`]; empty when no gateway waits.
     #[prost(string, tag = "4")]
     pub reply_to: String,
+    /// See [`Task::deadline`], in milliseconds since the Unix epoch; 0 when there is none.
+    #[prost(uint64, tag = "5")]
+    pub deadline_ms: u64,
 }
 
 /// A task message that could not be decoded.
@@ -47,6 +53,7 @@ impl Task {
             input: self.input.clone(),
             enqueued_at_ms: unix_ms(self.enqueued_at),
             reply_to: self.reply_to.clone().unwrap_or_default(),
+            deadline_ms: self.deadline.map_or(0, unix_ms),
         })
     }
 
@@ -62,6 +69,8 @@ impl Task {
             input: m.input,
             enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(m.enqueued_at_ms),
             reply_to: (!m.reply_to.is_empty()).then_some(m.reply_to),
+            deadline: (m.deadline_ms != 0)
+                .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(m.deadline_ms)),
         })
     }
 }
@@ -84,10 +93,12 @@ mod tests {
             input: "héllo".into(),
             enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             reply_to: Some("gw-1".into()),
+            deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_001_000)),
         };
         assert_eq!(Task::from_bytes(&t.to_bytes()).expect("decodes"), t);
         let none = Task {
             reply_to: None,
+            deadline: None,
             ..t
         };
         assert_eq!(Task::from_bytes(&none.to_bytes()).expect("decodes"), none);

@@ -7,18 +7,21 @@
 //! - [`Queue`], [`Delivery`], [`Receipt`], [`QueueError`]: enqueue, read a batch's worth, ack.
 //! - [`ResultStore`], [`TaskRecord`], [`Completion`], [`StoreError`]: one record per task, with
 //!   TTL, and a `wait` that is woken by the completion rather than by polling.
+//! - [`DeadLetters`]: failed tasks with input, error and attempts, to inspect and replay.
 //! - [`Dedupe`]: SHA-256 of an input → the task that already runs it.
 //! - [`Intake`]: record + dedupe + enqueue as one operation; [`Steps`] composes the above.
 //! - [`memory`]: the in-process, bounded, partitioned queue, the sharded result store and the
 //!   dedupe cache.
 
+pub mod dead_letters;
 mod dedupe;
 mod intake;
 pub mod memory;
 mod queue;
 mod store;
 
+pub use dead_letters::{DeadLetter, DeadLetters, Failure, Selection};
 pub use dedupe::Dedupe;
 pub use intake::{AdmitError, Admitted, Intake, Steps};
-pub use queue::{Delivery, Queue, QueueError, Receipt};
+pub use queue::{Backlog, Delivery, Queue, QueueError, Receipt};
 pub use store::{Completion, Outcome, ResultStore, StoreError, TaskRecord};

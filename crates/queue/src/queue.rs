@@ -66,4 +66,19 @@ pub trait Queue: Send + Sync + 'static {
     /// only what this reader already holds. In-process queues have no one else to leave tasks
     /// to, so by default nothing changes and the drain empties them.
     async fn close_reads(&self) {}
+
+    /// How many tasks have been completed so far and how many are outstanding: what the
+    /// gateway estimates a new task's latency from. `None` where the backend cannot tell.
+    async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
+        Ok(None)
+    }
+}
+
+/// A snapshot of the queue's flow, for load shedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Tasks acknowledged so far (a counter; it only grows, except across a restart).
+    pub completed: u64,
+    /// Tasks enqueued and not yet acknowledged: waiting, batched, or at the worker.
+    pub outstanding: u64,
 }

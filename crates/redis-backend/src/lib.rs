@@ -16,12 +16,14 @@
 //! - [`conn`]: [`RedisConfig`] and a connection that is either standalone or cluster.
 //! - [`queue`]: [`RedisQueue`], the [`Queue`](batchgate_queue::Queue) on Streams.
 //! - [`store`]: [`RedisResultStore`], the [`ResultStore`](batchgate_queue::ResultStore).
+//! - [`dead_letters`]: [`RedisDeadLetters`], the dead-letter stream, to list, replay, purge.
 //! - [`notify`]: [`Notifier`], the gateway's subscription that wakes local waiters.
 //! - [`intake`]: [`RedisIntake`], admission (dedupe claim, pending record, enqueue) in one
 //!   script.
 //! - `lua/`: the scripts, loaded with `include_str!`.
 
 pub mod conn;
+pub mod dead_letters;
 pub mod intake;
 pub mod keys;
 pub mod notify;
@@ -29,6 +31,7 @@ pub mod queue;
 pub mod store;
 
 pub use conn::{RedisConfig, RedisConn};
+pub use dead_letters::RedisDeadLetters;
 pub use intake::RedisIntake;
 pub use keys::Keys;
 pub use notify::Notifier;

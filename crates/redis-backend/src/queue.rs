@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use batchgate_protocol::task::{unix_ms, Task};
-use batchgate_queue::{Completion, Delivery, Outcome, Queue, QueueError, Receipt};
+use batchgate_queue::{Backlog, Completion, Delivery, Outcome, Queue, QueueError, Receipt};
 use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::{RedisResult, Script, Value};
 use tokio::sync::mpsc;
@@ -40,8 +40,6 @@ pub const DEFAULT_MAX_DELIVERIES: usize = 5;
 const READ_BLOCK: Duration = Duration::from_millis(500);
 /// Entries one `XREADGROUP` or claim takes at most.
 const READ_COUNT: usize = 64;
-/// Entries the dead-letter stream keeps (approximately); older ones are trimmed.
-const DEAD_LETTER_MAXLEN: usize = 100_000;
 /// Pause after a failed read before trying again.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
@@ -319,6 +317,50 @@ impl Queue for RedisQueue {
             .collect()
     }
 
+    /// From `XINFO GROUPS` of each partition, summed: completed = `entries-read` − `pending`
+    /// (delivered and acknowledged), outstanding = `lag` + `pending` (not yet delivered, or
+    /// delivered and not yet acknowledged). `None` while Redis cannot count exactly (a group
+    /// without a valid lag, e.g. right after entries past its position were deleted).
+    async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
+        let infos = (0..self.keys.partitions()).map(|p| {
+            let stream = self.keys.stream(p);
+            let mut conn = self.conn.clone();
+            async move {
+                bounded(
+                    self.redis.op_timeout,
+                    redis::cmd("XINFO")
+                        .arg("GROUPS")
+                        .arg(&stream)
+                        .query_async::<Vec<HashMap<String, Value>>>(&mut conn),
+                )
+                .await
+            }
+        });
+        let mut total = Backlog {
+            completed: 0,
+            outstanding: 0,
+        };
+        for groups in futures_util::future::join_all(infos).await {
+            let groups = groups.map_err(|e| Self::unavailable(&e))?;
+            let Some(group) = groups.iter().find(
+                |g| matches!(g.get("name"), Some(v) if value_text(v).as_deref() == Some(GROUP)),
+            ) else {
+                // No group yet: nothing was ever read from this partition.
+                continue;
+            };
+            let number = |field: &str| group.get(field).and_then(value_number);
+            let pending = number("pending").unwrap_or(0);
+            match (number("entries-read"), number("lag")) {
+                (Some(read), Some(lag)) => {
+                    total.completed += read.saturating_sub(pending);
+                    total.outstanding += lag + pending;
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(total))
+    }
+
     async fn abandon(&self, receipts: &[Receipt]) {
         // Stop renewing: after the visibility timeout any batcher (this one too) claims them.
         self.leases.release(receipts);
@@ -369,6 +411,23 @@ fn delivery(partition: usize, entry: &StreamId) -> Option<Delivery> {
             warn!(entry = %entry.id, %error, "undecodable task message");
             None
         }
+    }
+}
+
+/// A reply field as text (bulk or simple string).
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A reply field as a non-negative number; `None` for nil.
+fn value_number(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => value_text(other)?.parse().ok(),
     }
 }
 
@@ -631,22 +690,17 @@ impl Claimer {
                 meta.times_delivered
             );
             let task = delivery(partition, entry).map(|d| d.task);
-            let mut dlq = redis::cmd("XADD");
-            dlq.arg(self.keys.dead_letter())
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(DEAD_LETTER_MAXLEN)
-                .arg("*")
-                .arg("entry")
-                .arg(&entry.id);
-            dlq.arg("stream")
-                .arg(stream)
-                .arg("deliveries")
-                .arg(meta.times_delivered);
-            dlq.arg("error").arg(&reason).arg("at").arg(now);
-            if let Some(Value::BulkString(m)) = entry.map.get("m") {
-                dlq.arg("m").arg(m.as_slice());
-            }
+            let bytes = match entry.map.get("m") {
+                Some(Value::BulkString(m)) => m.as_slice(),
+                _ => &[],
+            };
+            let dlq = crate::dead_letters::xadd(
+                &self.keys.dead_letter(),
+                bytes,
+                &reason,
+                meta.times_delivered as u64,
+                now,
+            );
             bounded(self.op_timeout, dlq.query_async::<()>(&mut self.conn)).await?;
             if let Some(task) = &task {
                 let completion = Completion {

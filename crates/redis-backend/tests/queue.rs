@@ -41,6 +41,7 @@ fn task(id: &str) -> Task {
         input: format!("input of {id}"),
         enqueued_at: SystemTime::now(),
         reply_to: None,
+        deadline: None,
     }
 }
 
@@ -243,4 +244,25 @@ async fn processes_that_disagree_on_the_partition_count_are_stopped() {
         .await
         .expect_err("different count");
     assert!(err.contains("--partitions 4"), "{err}");
+}
+
+#[tokio::test]
+async fn backlog_counts_completed_and_outstanding_tasks() {
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let q = queue(&redis, "a", 5).await;
+    for i in 0..10 {
+        // Spread over partitions: the first hex byte of the id picks it.
+        q.enqueue(task(&format!("{:02x}-backlog-{i}", i * 17)))
+            .await
+            .expect("enqueue");
+    }
+    let got = read_n(&q, 10, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 10);
+    let backlog = q.backlog().await.expect("backlog").expect("countable");
+    assert_eq!((backlog.completed, backlog.outstanding), (0, 10));
+    let receipts: Vec<_> = got.iter().take(4).map(|d| d.receipt.clone()).collect();
+    q.ack(&receipts).await.expect("ack");
+    let backlog = q.backlog().await.expect("backlog").expect("countable");
+    assert_eq!((backlog.completed, backlog.outstanding), (4, 6));
 }

@@ -8,9 +8,13 @@
 //! Layout:
 //! - [`model`]: [`SimWorker`], the cost model; it implements [`batchgate_worker::Worker`] so
 //!   `batchgate serve` can use it in-process.
+//! - [`faults`]: [`Faults`], what to inject on purpose: errors, poison, slow calls, hangs, a
+//!   crash, and 429s when the wait queue is full.
 //! - [`server`]: the same model behind the JSON batch API over HTTP (`batchgate worker --sim`).
 
+pub mod faults;
 pub mod model;
 pub mod server;
 
-pub use model::{Faults, SimConfig, SimError, SimStats, SimWorker};
+pub use faults::{Faults, DEFAULT_SLOW_FACTOR};
+pub use model::{SimConfig, SimError, SimStats, SimWorker};

@@ -1,4 +1,5 @@
-//! The simulated GPU: a cost model with a fixed number of slots.
+//! The simulated GPU: a cost model with a fixed number of slots, and the faults of
+//! [`crate::faults`] applied to it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -6,9 +7,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use batchgate_protocol::sim_output;
 use batchgate_worker::{Worker, WorkerError};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{Dice, Faults};
 
 /// Default fixed cost of one call, whatever its size.
 pub const DEFAULT_BASE: Duration = Duration::from_millis(150);
@@ -50,7 +54,7 @@ impl SimConfig {
     }
 }
 
-/// Why the simulated worker refused a call.
+/// Why the simulated worker refused or failed a call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimError {
     /// More inputs than the API allows.
@@ -71,15 +75,17 @@ pub enum SimError {
     /// An injected random failure.
     #[error("injected failure")]
     Injected,
-}
-
-/// Faults injected on purpose, to test and benchmark what batchgate does with them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Faults {
-    /// Fraction of calls, in [0, 1], that fail at random with 503.
-    pub error_rate: f64,
-    /// Any batch with an input containing this fails whole with 500.
-    pub poison_pattern: Option<String>,
+    /// Every slot is busy and the wait queue is full ([`Faults::max_queued_calls`]).
+    #[error("worker overloaded: all {slots} slots busy and {queued} calls waiting")]
+    Overloaded {
+        /// The worker's slots.
+        slots: usize,
+        /// Calls already waiting for a slot.
+        queued: usize,
+    },
+    /// A hung call ended because the worker is stopping.
+    #[error("worker stopping")]
+    Stopping,
 }
 
 impl SimError {
@@ -89,60 +95,110 @@ impl SimError {
             SimError::TooLarge { .. } => 413,
             SimError::Empty => 422,
             SimError::Poisoned => 500,
-            SimError::Injected => 503,
+            SimError::Injected => 500,
+            SimError::Overloaded { .. } => 429,
+            SimError::Stopping => 503,
         }
     }
 }
 
 /// What the worker has seen, so tests and operators can check the batcher from the outside.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Counters only grow, except `in_flight`. Refused calls (413, 422, 429) take no slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SimStats {
-    /// Calls that ran (refused ones excluded).
+    /// Calls that ran and succeeded (refused and failed ones excluded).
     pub calls: u64,
-    /// Inputs over all calls that ran.
+    /// Inputs over all calls that ran and succeeded.
     pub items: u64,
-    /// The largest batch that ran.
+    /// The largest batch that ran and succeeded.
     pub max_batch_seen: u64,
     /// Calls refused for carrying more than `max_batch_size` inputs.
     pub oversized_calls: u64,
-    /// Calls running right now.
+    /// Calls running right now (holding a slot).
     pub in_flight: u64,
+    /// Calls failed on purpose with 500 ([`Faults::error_rate`]).
+    pub calls_failed_injected: u64,
+    /// Calls slowed down on purpose ([`Faults::slow_rate`]), counted when they start running.
+    pub calls_slow: u64,
+    /// Calls that hung on purpose ([`Faults::hang_rate`]), counted when they arrive.
+    pub calls_hung: u64,
+    /// Calls refused with 429 because the wait queue was full ([`Faults::max_queued_calls`]).
+    pub calls_rejected_overload: u64,
+    /// Total time slots were held, in seconds, added as each call releases its slot. Over a
+    /// window, `Δbusy_seconds / (slots × Δwall_seconds)` is the GPU busy fraction.
+    pub busy_seconds: f64,
 }
 
 /// The simulated worker. Share it behind an `Arc`.
 #[derive(Debug)]
 pub struct SimWorker {
-    /// The cost model.
+    /// The cost model (with at least one slot).
     config: SimConfig,
     /// One permit per simulated GPU.
     slots: Semaphore,
+    /// One permit per place in the wait queue for a slot; `None` when the queue is unbounded.
+    queue_places: Option<Semaphore>,
     /// Counters behind [`SimStats`].
     calls: AtomicU64,
     items: AtomicU64,
     max_batch_seen: AtomicU64,
     oversized_calls: AtomicU64,
     in_flight: AtomicUsize,
+    calls_failed_injected: AtomicU64,
+    calls_slow: AtomicU64,
+    calls_hung: AtomicU64,
+    calls_rejected_overload: AtomicU64,
+    /// Slot time in nanoseconds (u64 holds 584 years of it).
+    busy_nanos: AtomicU64,
+    /// Calls that ran to the end of their modelled time, counted for `crash_after`.
+    completed: AtomicU64,
     /// Failures to inject.
     faults: Faults,
+    /// Deals each call its random faults.
+    dice: Dice,
+    /// Cancelled when the worker has "crashed" (`crash_after` reached).
+    crashed: CancellationToken,
+    /// Cancelled when the server stops: hung calls then end instead of holding the drain.
+    stopping: CancellationToken,
 }
 
 impl SimWorker {
     /// A worker with the given cost model (at least one slot).
-    pub fn new(config: SimConfig) -> Self {
+    pub fn new(mut config: SimConfig) -> Self {
+        config.slots = config.slots.max(1);
         SimWorker {
-            slots: Semaphore::new(config.slots.max(1)),
+            slots: Semaphore::new(config.slots),
+            queue_places: None,
             config,
             calls: AtomicU64::new(0),
             items: AtomicU64::new(0),
             max_batch_seen: AtomicU64::new(0),
             oversized_calls: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            calls_failed_injected: AtomicU64::new(0),
+            calls_slow: AtomicU64::new(0),
+            calls_hung: AtomicU64::new(0),
+            calls_rejected_overload: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            dice: Dice::new(&Faults::default()),
             faults: Faults::default(),
+            crashed: CancellationToken::new(),
+            stopping: CancellationToken::new(),
         }
     }
 
     /// The same worker, failing on purpose as `faults` says.
     pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.queue_places = faults
+            .max_queued_calls
+            .map(|n| Semaphore::new(n.min(Semaphore::MAX_PERMITS)));
+        if faults.crash_after == Some(0) {
+            self.crashed.cancel();
+        }
+        self.dice = Dice::new(&faults);
         self.faults = faults;
         self
     }
@@ -152,15 +208,38 @@ impl SimWorker {
         self.config
     }
 
+    /// Calls holding a slot right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> SimStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         SimStats {
-            calls: self.calls.load(Ordering::Relaxed),
-            items: self.items.load(Ordering::Relaxed),
-            max_batch_seen: self.max_batch_seen.load(Ordering::Relaxed),
-            oversized_calls: self.oversized_calls.load(Ordering::Relaxed),
-            in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
+            calls: load(&self.calls),
+            items: load(&self.items),
+            max_batch_seen: load(&self.max_batch_seen),
+            oversized_calls: load(&self.oversized_calls),
+            in_flight: self.in_flight() as u64,
+            calls_failed_injected: load(&self.calls_failed_injected),
+            calls_slow: load(&self.calls_slow),
+            calls_hung: load(&self.calls_hung),
+            calls_rejected_overload: load(&self.calls_rejected_overload),
+            busy_seconds: Duration::from_nanos(load(&self.busy_nanos)).as_secs_f64(),
         }
+    }
+
+    /// Resolves once the worker has "crashed" ([`Faults::crash_after`] calls ran). The caller
+    /// decides what a crash is: `batchgate worker` exits the process.
+    pub async fn crashed(&self) {
+        self.crashed.cancelled().await;
+    }
+
+    /// Ends every hung call now, and every later one at once, with [`SimError::Stopping`]: a
+    /// graceful shutdown waits for calls under way, and hung ones would never finish.
+    pub fn stop_hanging(&self) {
+        self.stopping.cancel();
     }
 
     /// Runs one batch: waits for a slot, spends the modelled time, returns the outputs.
@@ -176,20 +255,34 @@ impl SimWorker {
         if n == 0 {
             return Err(SimError::Empty);
         }
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .expect("the slot semaphore is never closed. This is a bug.");
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(self.config.cost(n)).await;
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.crashed.is_cancelled() {
+            return self.hang().await;
+        }
+        let fate = self.dice.roll();
+        if fate.hang {
+            self.calls_hung.fetch_add(1, Ordering::Relaxed);
+            return self.hang().await;
+        }
+        let slot = self.occupy_slot().await?;
+        let mut cost = self.config.cost(n);
+        if fate.slow {
+            self.calls_slow.fetch_add(1, Ordering::Relaxed);
+            cost = Duration::try_from_secs_f64(cost.as_secs_f64() * self.faults.slow_factor)
+                .unwrap_or(Duration::MAX);
+        }
+        tokio::time::sleep(cost).await;
+        drop(slot);
+        if !self.complete_one() {
+            // A crashed host answers nothing, not even the calls it was running.
+            return self.hang().await;
+        }
         if let Some(pattern) = &self.faults.poison_pattern {
             if inputs.iter().any(|i| i.contains(pattern.as_str())) {
                 return Err(SimError::Poisoned);
             }
         }
-        if self.faults.error_rate > 0.0 && rand::rng().random::<f64>() < self.faults.error_rate {
+        if fate.fail {
+            self.calls_failed_injected.fetch_add(1, Ordering::Relaxed);
             return Err(SimError::Injected);
         }
         let outputs = inputs.iter().map(|i| sim_output(i)).collect();
@@ -197,6 +290,80 @@ impl SimWorker {
         self.items.fetch_add(n as u64, Ordering::Relaxed);
         self.max_batch_seen.fetch_max(n as u64, Ordering::Relaxed);
         Ok(outputs)
+    }
+
+    /// Waits for a slot, or refuses at once when the wait queue is bounded and full.
+    async fn occupy_slot(&self) -> Result<Occupied<'_>, SimError> {
+        let permit = match &self.queue_places {
+            None => self.acquire_slot().await,
+            Some(places) => match self.slots.try_acquire() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // The queue place is held while waiting, and given back even if the
+                    // caller goes away.
+                    let Ok(_place) = places.try_acquire() else {
+                        self.calls_rejected_overload.fetch_add(1, Ordering::Relaxed);
+                        return Err(SimError::Overloaded {
+                            slots: self.config.slots,
+                            queued: self.faults.max_queued_calls.unwrap_or_default(),
+                        });
+                    };
+                    self.acquire_slot().await
+                }
+            },
+        };
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(Occupied {
+            worker: self,
+            since: Instant::now(),
+            _permit: permit,
+        })
+    }
+
+    async fn acquire_slot(&self) -> SemaphorePermit<'_> {
+        self.slots
+            .acquire()
+            .await
+            .expect("the slot semaphore is never closed. This is a bug.")
+    }
+
+    /// Counts a call that ran to its end; false once the worker has crashed (this call is
+    /// past `crash_after`).
+    fn complete_one(&self) -> bool {
+        let done = self.completed.fetch_add(1, Ordering::Relaxed) + 1;
+        match self.faults.crash_after {
+            Some(limit) if done > limit => false,
+            Some(limit) if done == limit => {
+                self.crashed.cancel();
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// Never answers, until the worker stops.
+    async fn hang(&self) -> Result<Vec<String>, SimError> {
+        self.stopping.cancelled().await;
+        Err(SimError::Stopping)
+    }
+}
+
+/// A slot held by a running call. Dropping it (even when the call is cancelled because its
+/// client went away) frees the slot and accounts the time it was held.
+struct Occupied<'a> {
+    /// The worker whose counters to update.
+    worker: &'a SimWorker,
+    /// When the slot was taken.
+    since: Instant,
+    /// The slot itself, released after `drop` has updated the counters.
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Drop for Occupied<'_> {
+    fn drop(&mut self) {
+        let held = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.worker.busy_nanos.fetch_add(held, Ordering::Relaxed);
+        self.worker.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

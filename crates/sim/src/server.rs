@@ -1,12 +1,19 @@
 //! The simulated worker behind the JSON batch API (`docs/worker-api.md`).
 //!
 //! Routes: `POST /v1/batch`, `GET /healthz`, `GET /v1/stats` (what the worker has seen).
+//!
+//! Besides the documented API, for backpressure tests: every successful answer carries
+//! [`LOAD_HEADER`], and a full wait queue ([`crate::Faults::max_queued_calls`]) is answered
+//! 429 with `Retry-After`.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -21,6 +28,18 @@ use crate::model::{SimError, SimStats, SimWorker};
 /// Largest request body: 64 inputs of the gateway's 64 KiB limit, each up to six times longer
 /// once JSON-escaped (`\u00XX`), with room to spare.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Response header of every successful `POST /v1/batch`: `<in_flight>/<slots>`, two decimal
+/// integers, e.g. `x-worker-load: 3/32`. `in_flight` is the calls holding a slot as the answer
+/// leaves (this one has already released its own), `slots` the simulated GPUs.
+pub const LOAD_HEADER: &str = "x-worker-load";
+
+/// `Retry-After` of a 429 (full wait queue), in seconds.
+pub const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
+
+/// How long a crashed worker lingers before [`run`] returns, so that the answer of the call
+/// that triggered the crash reaches its client before the process exits.
+const CRASH_LINGER: Duration = Duration::from_millis(100);
 
 /// Errors of the worker API, each mapped to a status and a stable code in one place.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +60,8 @@ impl IntoResponse for WorkerApiError {
                     SimError::Empty => "empty_batch",
                     SimError::Poisoned => "model_failed",
                     SimError::Injected => "injected_failure",
+                    SimError::Overloaded { .. } => "worker_overloaded",
+                    SimError::Stopping => "worker_stopping",
                 },
             ),
             WorkerApiError::BadJson(_, status) => (*status, "invalid_request"),
@@ -51,7 +72,13 @@ impl IntoResponse for WorkerApiError {
                 message: self.to_string(),
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(OVERLOAD_RETRY_AFTER_SECS));
+        }
+        response
     }
 }
 
@@ -68,26 +95,52 @@ pub fn router(worker: Arc<SimWorker>) -> Router {
 async fn batch(
     State(worker): State<Arc<SimWorker>>,
     body: Result<Json<BatchRequest>, JsonRejection>,
-) -> Result<Json<BatchResponse>, WorkerApiError> {
+) -> Result<impl IntoResponse, WorkerApiError> {
     let Json(request) = body.map_err(|e| WorkerApiError::BadJson(e.body_text(), e.status()))?;
     let outputs = worker.run_batch(&request.inputs).await?;
-    Ok(Json(BatchResponse { outputs }))
+    let load = format!("{}/{}", worker.in_flight(), worker.config().slots);
+    Ok(([(LOAD_HEADER, load)], Json(BatchResponse { outputs })))
 }
 
 async fn stats(State(worker): State<Arc<SimWorker>>) -> Json<SimStats> {
     Json(worker.stats())
 }
 
+/// How [`run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `shutdown` was cancelled and the calls under way finished (hung ones end with 503).
+    Shutdown,
+    /// The worker crashed on purpose ([`crate::Faults::crash_after`]): it stopped accepting
+    /// connections and answers nothing more. The caller should now end the process abruptly,
+    /// as a crashed host would (`batchgate worker` exits with a non-zero code).
+    Crashed,
+}
+
 /// Serves the worker API on `listener` until `shutdown` is cancelled, then lets calls in
-/// progress finish.
+/// progress finish; or until the worker crashes on purpose.
 pub async fn run(
     worker: Arc<SimWorker>,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener.tap_io(no_delay), router(worker))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+) -> std::io::Result<Stopped> {
+    let serve = axum::serve(listener.tap_io(no_delay), router(worker.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    // The graceful drain waits for every call under way; hung calls would never finish.
+    let end_hangs = async {
+        shutdown.cancelled().await;
+        worker.stop_hanging();
+    };
+    tokio::select! {
+        (served, ()) = async { tokio::join!(serve, end_hangs) } => served.map(|()| Stopped::Shutdown),
+        () = worker.crashed() => {
+            // The listener is closed now; connections already open live on until the exit.
+            tracing::error!(stats = ?worker.stats(), "simulated worker crashed on purpose");
+            tokio::time::sleep(CRASH_LINGER).await;
+            Ok(Stopped::Crashed)
+        }
+    }
 }
 
 /// Small answers go out at once rather than waiting on Nagle's algorithm.
@@ -98,77 +151,4 @@ fn no_delay(stream: &mut TcpStream) {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use batchgate_protocol::sim_output;
-
-    use super::*;
-    use crate::SimConfig;
-
-    async fn start() -> (String, CancellationToken) {
-        let worker = Arc::new(SimWorker::new(SimConfig {
-            base: Duration::from_millis(1),
-            per_item: Duration::ZERO,
-            ..SimConfig::default()
-        }));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let token = CancellationToken::new();
-        tokio::spawn(run(worker, listener, token.clone()));
-        (url, token)
-    }
-
-    #[tokio::test]
-    async fn serves_batches_and_refuses_oversize_with_json_413() {
-        let (url, token) = start().await;
-        let client = reqwest::Client::new();
-        let ok: BatchResponse = client
-            .post(format!("{url}/v1/batch"))
-            .json(&BatchRequest {
-                inputs: vec!["x".into(), "y".into()],
-            })
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(ok.outputs, vec![sim_output("x"), sim_output("y")]);
-
-        let big = BatchRequest {
-            inputs: (0..65).map(|i| i.to_string()).collect(),
-        };
-        let resp = client
-            .post(format!("{url}/v1/batch"))
-            .json(&big)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(resp.status(), 413);
-        let err: ErrorBody = resp.json().await.expect("json error");
-        assert_eq!(err.error.code, "batch_too_large");
-
-        let resp = client
-            .post(format!("{url}/v1/batch"))
-            .header("content-type", "application/json")
-            .body("{\"inputs\": 5}")
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(resp.status(), 422);
-        let err: ErrorBody = resp.json().await.expect("json error");
-        assert_eq!(err.error.code, "invalid_request");
-
-        let stats: SimStats = client
-            .get(format!("{url}/v1/stats"))
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!((stats.calls, stats.oversized_calls), (1, 1));
-        token.cancel();
-    }
-}
+mod tests;

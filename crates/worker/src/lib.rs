@@ -38,6 +38,18 @@ pub enum WorkerError {
 }
 
 impl WorkerError {
+    /// Whether the worker said it is overloaded (`429` or `503`): a signal to send it less,
+    /// not a judgement of the batch.
+    pub fn is_overload(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::Status {
+                status: 429 | 503,
+                ..
+            }
+        )
+    }
+
     /// What a client may be told: the kind of failure, without addresses or the worker's own
     /// words (those go to the logs).
     pub fn public_reason(&self) -> String {

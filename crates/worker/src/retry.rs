@@ -30,6 +30,9 @@ pub struct RetryPolicy {
     pub base_backoff: Duration,
     /// Cap on one backoff.
     pub max_backoff: Duration,
+    /// Whether overload answers (`429`/`503`) are retried here. A caller that reacts to
+    /// overload itself (backpressure, requeueing) turns this off.
+    pub retry_overload: bool,
 }
 
 impl Default for RetryPolicy {
@@ -38,6 +41,7 @@ impl Default for RetryPolicy {
             retries: DEFAULT_RETRIES,
             base_backoff: DEFAULT_BASE_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            retry_overload: true,
         }
     }
 }
@@ -72,7 +76,13 @@ pub struct Retrying {
     policy: RetryPolicy,
     /// Called once per retry, e.g. to count retries in metrics.
     on_retry: Box<dyn Fn(&WorkerError) + Send + Sync>,
+    /// Called after every attempt, retried or not, with its error if it failed: how a
+    /// concurrency limiter learns of each overload answer, not just the last.
+    on_attempt: Box<AttemptObserver>,
 }
+
+/// Told the outcome of each attempt (`None` for success, else its error) and how long it took.
+type AttemptObserver = dyn Fn(Option<&WorkerError>, Duration) + Send + Sync;
 
 impl Retrying {
     /// Wraps `inner`; `on_retry` is told of every failure that is about to be retried.
@@ -85,18 +95,39 @@ impl Retrying {
             inner,
             policy,
             on_retry: Box::new(on_retry),
+            on_attempt: Box::new(|_, _| {}),
         }
+    }
+
+    /// The same, with `on_attempt` told the result of every attempt (`None`: it succeeded) and
+    /// its duration.
+    pub fn observe_attempts(
+        mut self,
+        on_attempt: impl Fn(Option<&WorkerError>, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_attempt = Box::new(on_attempt);
+        self
     }
 }
 
-#[async_trait]
-impl Worker for Retrying {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+impl Retrying {
+    /// Calls the worker, retrying as the policy says; returns the last result and how many
+    /// attempts it took (at least 1).
+    pub async fn infer_counting(
+        &self,
+        inputs: &[String],
+    ) -> (Result<Vec<String>, WorkerError>, u32) {
         let mut attempt = 0;
         loop {
-            match self.inner.infer(inputs).await {
-                Ok(outputs) => return Ok(outputs),
-                Err(error) if attempt < self.policy.retries && is_retryable(&error) => {
+            let started = tokio::time::Instant::now();
+            let result = self.inner.infer(inputs).await;
+            (self.on_attempt)(result.as_ref().err(), started.elapsed());
+            match result {
+                Err(error)
+                    if attempt < self.policy.retries
+                        && is_retryable(&error)
+                        && (self.policy.retry_overload || !error.is_overload()) =>
+                {
                     attempt += 1;
                     (self.on_retry)(&error);
                     let ceiling = self.policy.backoff_ceiling(attempt);
@@ -104,9 +135,16 @@ impl Worker for Retrying {
                     warn!(%error, attempt, wait_ms = wait.as_millis() as u64, size = inputs.len(), "worker call failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
-                Err(error) => return Err(error),
+                result => return (result, attempt + 1),
             }
         }
+    }
+}
+
+#[async_trait]
+impl Worker for Retrying {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+        self.infer_counting(inputs).await.0
     }
 }
 
@@ -169,6 +207,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn every_attempt_is_observed_with_its_error() {
+        let inner = scripted(vec![status(429), status(503)]);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let w =
+            Retrying::new(inner, RetryPolicy::default(), |_| {}).observe_attempts(move |e, _| {
+                log.lock()
+                    .expect("not poisoned")
+                    .push(e.map(|e| e.is_overload()));
+            });
+        w.infer(&["a".into()]).await.expect("third try works");
+        assert_eq!(
+            *seen.lock().expect("not poisoned"),
+            vec![Some(true), Some(true), None]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overload_is_not_retried_when_the_caller_handles_it() {
+        let inner = scripted(vec![status(429), status(503), status(500)]);
+        let policy = RetryPolicy {
+            retry_overload: false,
+            ..RetryPolicy::default()
+        };
+        let w = Retrying::new(inner.clone(), policy, |_| {});
+        let (result, attempts) = w.infer_counting(&["a".into()]).await;
+        assert!(matches!(
+            result,
+            Err(WorkerError::Status { status: 429, .. })
+        ));
+        assert_eq!((attempts, inner.calls.load(Ordering::SeqCst)), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn gives_up_after_the_retry_limit() {
         let inner = scripted(vec![status(500); 10]);
         let w = Retrying::new(inner.clone(), RetryPolicy::default(), |_| {});
@@ -197,6 +269,7 @@ mod tests {
             retries: 10,
             base_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(300),
+            ..RetryPolicy::default()
         };
         let ceilings: Vec<u64> = (1..=5)
             .map(|a| p.backoff_ceiling(a).as_millis() as u64)

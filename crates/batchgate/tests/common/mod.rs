@@ -114,10 +114,20 @@ pub fn store_config(infra: &Infra) -> StoreConfig {
     }
 }
 
+/// The admin token of the test deployments.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize) -> ServeConfig {
     ServeConfig {
         store: store_config(infra),
         gateway: Some(GatewayConfig::default()),
+        // Shedding off: these scenarios check behaviour under bursts they make on purpose;
+        // shedding has its own tests (`failures.rs`).
+        edge: batchgate::serve::EdgeConfig {
+            admin_token: Some(ADMIN_TOKEN.into()),
+            shed_latency: None,
+            ..Default::default()
+        },
         batcher: Some(BatcherPart {
             config: BatcherConfig {
                 limits: Limits::default(),
@@ -128,7 +138,6 @@ pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize
                 url: worker_url.to_owned(),
                 timeout: Duration::from_secs(10),
             },
-            retry: batchgate_worker::RetryPolicy::default(),
         }),
         grace_period: Duration::from_secs(30),
     }

@@ -13,7 +13,9 @@ use batchgate_queue::{Admitted, TaskRecord};
 use uuid::Uuid;
 
 use super::extract::{JsonBody, Wait};
+use crate::config::MAX_TIMEOUT_MS;
 use crate::error::ApiError;
+use crate::shed::Shed;
 use crate::state::AppState;
 
 /// Validates and admits the task (pending record, dedupe, enqueue); answers 202 with the task
@@ -33,7 +35,28 @@ pub(crate) async fn submit(
     if request.input.is_empty() {
         return Err(ApiError::InvalidRequest("`input` must not be empty".into()));
     }
+    let timeout = match request.timeout_ms {
+        None => None,
+        Some(ms @ 1..=MAX_TIMEOUT_MS) => Some(Duration::from_millis(ms)),
+        Some(ms) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "`timeout_ms` must be between 1 and {MAX_TIMEOUT_MS}, got {ms}"
+            )))
+        }
+    };
     let retry_after_secs = state.config.retry_after_secs;
+    if let (Some(limits), Some(user)) = (&state.user_limits, &request.client_id) {
+        limits
+            .take(user, std::time::Instant::now())
+            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    }
+    state.shedder.check(timeout).map_err(|shed| match shed {
+        Shed::Overloaded => ApiError::Overloaded { retry_after_secs },
+        Shed::DeadlineUnmeetable { estimate_ms } => ApiError::DeadlineUnmeetable {
+            estimate_ms,
+            retry_after_secs,
+        },
+    })?;
     let now = SystemTime::now();
     let created_at = unix_ms(now);
     let input_sha256 = state.dedupe.then(|| sha256_hex(&request.input));
@@ -43,6 +66,7 @@ pub(crate) async fn submit(
         input: request.input,
         enqueued_at: now,
         reply_to: state.gateway_id.clone(),
+        deadline: timeout.map(|t| now + t),
     };
     // Hold the gate until the task is in the queue: shutdown waits for us.
     let Some(gate) = state.admission.enter().await else {

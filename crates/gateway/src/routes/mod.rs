@@ -2,8 +2,10 @@
 //!
 //! - `POST /v1/inference` ([`inference`]), `GET /v1/result/{task_id}` ([`result`]);
 //! - `GET /healthz`, `GET /readyz` ([`health`]); `GET /metrics` ([`metrics`]);
-//! - `GET /openapi.json` ([`openapi`]).
+//! - `GET /openapi.json` ([`openapi`]);
+//! - `GET /admin/dlq`, `POST /admin/dlq/replay`, `POST /admin/dlq/purge` ([`admin`]).
 
+mod admin;
 mod extract;
 mod health;
 mod inference;
@@ -38,6 +40,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::spec))
+        .route("/admin/dlq", get(admin::list))
+        .route("/admin/dlq/replay", post(admin::replay))
+        .route("/admin/dlq/purge", post(admin::purge))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             count_by_route,

@@ -1,10 +1,12 @@
 //! In-process implementations for the embedded deployment: everything lives in one process and
 //! dies with it, so acknowledgements have nothing to protect against and are no-ops.
 
+mod dead_letters;
 mod dedupe;
 mod queue;
 mod store;
 
+pub use dead_letters::MemoryDeadLetters;
 pub use dedupe::MemoryDedupe;
 pub use queue::MemoryQueue;
 pub use store::MemoryResultStore;

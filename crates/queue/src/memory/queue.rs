@@ -2,7 +2,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use batchgate_protocol::task::Task;
 use tokio::sync::Notify;
 
 use super::bucket;
-use crate::{Delivery, Queue, QueueError, Receipt};
+use crate::{Backlog, Delivery, Queue, QueueError, Receipt};
 
 /// A bounded queue split into partitions, each a `VecDeque` behind its own lock.
 ///
@@ -32,6 +32,10 @@ pub struct MemoryQueue {
     next_start: AtomicUsize,
     /// Picks a task's partition from its id.
     hasher: RandomState,
+    /// Tasks handed to readers so far.
+    served: AtomicU64,
+    /// Tasks acknowledged so far.
+    acked: AtomicU64,
 }
 
 impl MemoryQueue {
@@ -45,6 +49,8 @@ impl MemoryQueue {
             capacity,
             arrived: Notify::new(),
             next_start: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
             hasher: RandomState::new(),
         }
     }
@@ -79,6 +85,7 @@ impl MemoryQueue {
             }
         }
         self.len.fetch_sub(out.len(), Ordering::AcqRel);
+        self.served.fetch_add(out.len() as u64, Ordering::Relaxed);
         out
     }
 }
@@ -119,10 +126,24 @@ impl Queue for MemoryQueue {
         }
     }
 
-    async fn ack(&self, _receipts: &[Receipt]) -> Result<(), QueueError> {
-        // Nothing to do: a delivered task is gone from this queue, and nothing survives the
-        // process to deliver it again.
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
+        // A delivered task is gone from this queue already, and nothing survives the process
+        // to deliver it again: only the count of completions moves.
+        self.acked
+            .fetch_add(receipts.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
+        let completed = self.acked.load(Ordering::Relaxed);
+        let in_service = self
+            .served
+            .load(Ordering::Relaxed)
+            .saturating_sub(completed);
+        Ok(Some(Backlog {
+            completed,
+            outstanding: self.len.load(Ordering::Acquire) as u64 + in_service,
+        }))
     }
 
     async fn depth(&self) -> Result<Vec<usize>, QueueError> {
@@ -144,6 +165,7 @@ mod tests {
             input: format!("in{i}"),
             enqueued_at: SystemTime::now(),
             reply_to: None,
+            deadline: None,
         }
     }
 

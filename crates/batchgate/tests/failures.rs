@@ -1,0 +1,390 @@
+//! Failure handling end to end: injected worker faults, the dead-letter queue and its admin
+//! API, load shedding at the edge and client deadlines.
+
+mod common;
+
+use std::time::Duration;
+
+use batchgate::serve::{EdgeConfig, WorkerChoice};
+use batchgate_protocol::api::{TaskStatus, TaskView};
+use batchgate_protocol::sim_output;
+use common::{client, fast_sim, infer, serve_config, start_serve, Backend, Infra, ADMIN_TOKEN};
+
+/// A counter's value in a `/metrics` page (0 when absent).
+fn counter(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metrics(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn fault_run(backend: Backend) {
+    let infra = Infra::start(backend);
+    let worker = common::start_faulty_worker(
+        fast_sim(8),
+        batchgate_sim::Faults {
+            error_rate: 0.2,
+            hang_rate: 0.01,
+            seed: Some(20261129),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut config = serve_config(&infra, &worker.url, 8);
+    if let Some(part) = config.batcher.as_mut() {
+        // A hung call costs its timeout: keep it short, far above a call's 20-30 ms.
+        part.worker = WorkerChoice::Http {
+            url: worker.url.clone(),
+            timeout: Duration::from_millis(1000),
+        };
+    }
+    let serve = start_serve(config).await;
+    let http = client();
+    let inputs: Vec<String> = (0..1500)
+        .map(|i| format!("{backend:?} fault {i}"))
+        .collect();
+    let views =
+        futures::future::join_all(inputs.iter().map(|input| infer(&http, &serve.url, input))).await;
+    let mut failed = 0;
+    for (input, view) in inputs.iter().zip(&views) {
+        match view.status {
+            TaskStatus::Success => assert_eq!(view.output, Some(sim_output(input)), "{input}"),
+            TaskStatus::Failed => {
+                failed += 1;
+                let error = view.error.as_deref().unwrap_or_default();
+                assert!(error.starts_with("worker error: "), "{input}: {error}");
+            }
+            TaskStatus::Pending => panic!("{input} still pending after its wait"),
+        }
+    }
+    let page = metrics(&http, &serve.url).await;
+    let retries = counter(&page, "batchgate_worker_retries_total");
+    let exhausted = counter(&page, "batchgate_worker_errors_total");
+    let dead = counter(&page, "batchgate_dead_letters_total");
+    let stats = worker.sim.stats();
+    let injected = (stats.calls_failed_injected + stats.calls_hung) as f64;
+    // Every injected fault was either retried or ended a call that had no retries left.
+    assert_eq!(injected, retries + exhausted, "{stats:?}");
+    assert!(retries > 0.0, "faults were injected and retried");
+    // Every failed task, and only those, went to the dead-letter queue.
+    assert_eq!(dead, f64::from(failed));
+    let listing: serde_json::Value = http
+        .get(format!("{}/admin/dlq?limit=10000", serve.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listing["count"], failed);
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_20_percent_failures_and_1_percent_hangs_no_task_is_lost_memory() {
+    fault_run(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_20_percent_failures_and_1_percent_hangs_no_task_is_lost_redis() {
+    fault_run(Backend::Redis).await;
+}
+
+async fn dead_letter_run(backend: Backend) {
+    let infra = Infra::start(backend);
+    let worker = common::start_faulty_worker(
+        fast_sim(2),
+        batchgate_sim::Faults {
+            poison_pattern: Some("POISON".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let serve = start_serve(serve_config(&infra, &worker.url, 2)).await;
+    let http = client();
+    let bad = infer(&http, &serve.url, "a POISON pill").await;
+    assert_eq!(bad.status, TaskStatus::Failed);
+    let ok = infer(&http, &serve.url, "a good one").await;
+    assert_eq!(ok.status, TaskStatus::Success);
+
+    let dlq = format!("{}/admin/dlq", serve.url);
+    let unauthorized = http.get(&dlq).send().await.expect("send");
+    assert_eq!(unauthorized.status(), 401);
+    let wrong = http
+        .get(&dlq)
+        .bearer_auth("not-the-token-at-all")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(wrong.status(), 401);
+
+    let listing: serde_json::Value = http
+        .get(&dlq)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listing["count"], 1, "{listing}");
+    let entry = &listing["entries"][0];
+    assert_eq!(entry["task_id"], bad.task_id.as_str());
+    assert_eq!(entry["input"], "a POISON pill");
+    assert_eq!(entry["error"], "worker error: worker answered 500");
+    assert!(entry["attempts"].as_u64().unwrap_or(0) >= 1, "{entry}");
+
+    // Replay: the same task id runs again (and, still poisoned, fails and returns).
+    let replayed: serde_json::Value = http
+        .post(format!("{dlq}/replay"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "ids": [entry["id"]] }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(replayed["task_ids"][0], bad.task_id.as_str());
+    let again: TaskView = http
+        .get(format!(
+            "{}/v1/result/{}?wait_ms=10000",
+            serve.url, bad.task_id
+        ))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again.status, TaskStatus::Failed);
+    let mut count = serde_json::Value::Null;
+    for _ in 0..50 {
+        let listing: serde_json::Value = http
+            .get(&dlq)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        count = listing["count"].clone();
+        if count == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count, 1, "the replayed task failed again and is back");
+
+    let purged: serde_json::Value = http
+        .post(format!("{dlq}/purge"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "limit": 100 }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(purged["count"], 1);
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_replayed_and_purged_memory() {
+    dead_letter_run(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_replayed_and_purged_redis() {
+    dead_letter_run(Backend::Redis).await;
+}
+
+async fn shed_run(backend: Backend) {
+    let infra = Infra::start(backend);
+    // One slot at ≈ 210 ms a full batch: ≈ 300 tasks a second.
+    let worker = common::start_faulty_worker(
+        batchgate_sim::SimConfig {
+            slots: 1,
+            base: Duration::from_millis(200),
+            per_item: Duration::from_micros(100),
+            max_batch_size: 64,
+        },
+        batchgate_sim::Faults::default(),
+    )
+    .await;
+    let mut config = serve_config(&infra, &worker.url, 1);
+    config.edge.shed_latency = Some(Duration::from_millis(500));
+    let serve = start_serve(config).await;
+    let http = client();
+    // 3,000 submissions as fast as they go: ten seconds of the worker's work.
+    let answers = futures::future::join_all((0..3000).map(|i| {
+        let http = http.clone();
+        let url = format!("{}/v1/inference", serve.url);
+        async move {
+            let r = http
+                .post(url)
+                .json(&serde_json::json!({ "input": format!("{backend:?} shed {i}") }))
+                .send()
+                .await
+                .expect("send");
+            let status = r.status().as_u16();
+            let retry_after = r.headers().contains_key("retry-after");
+            let body: serde_json::Value = r.json().await.expect("json");
+            (status, retry_after, body)
+        }
+    }))
+    .await;
+    let shed: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    let accepted: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 202).collect();
+    assert_eq!(shed.len() + accepted.len(), 3000);
+    assert!(!shed.is_empty(), "an overload this size is shed");
+    assert!(shed
+        .iter()
+        .all(|(_, retry_after, body)| *retry_after && body["error"]["code"] == "overloaded"));
+    // Every accepted task completes.
+    for (_, _, body) in accepted {
+        let id = body["task_id"].as_str().expect("id");
+        let view: TaskView = http
+            .get(format!("{}/v1/result/{id}?wait_ms=30000", serve.url))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(view.status, TaskStatus::Success, "{id}");
+    }
+    let page = metrics(&http, &serve.url).await;
+    assert!(page.contains("code=\"overloaded\""), "shedding is counted");
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_with_503_and_accepted_tasks_still_succeed_memory() {
+    shed_run(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_with_503_and_accepted_tasks_still_succeed_redis() {
+    shed_run(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_deadline_is_not_sent_to_the_worker() {
+    let infra = Infra::start(Backend::Memory);
+    // One slot, one second a call: the second batch waits a second in the queue.
+    let worker = common::start_faulty_worker(
+        batchgate_sim::SimConfig {
+            slots: 1,
+            base: Duration::from_millis(1000),
+            per_item: Duration::ZERO,
+            max_batch_size: 64,
+        },
+        batchgate_sim::Faults::default(),
+    )
+    .await;
+    let mut config = serve_config(&infra, &worker.url, 1);
+    config.edge.shed_latency = None;
+    let serve = start_serve(config).await;
+    let http = client();
+    let submit = |input: &'static str, timeout_ms: Option<u64>| {
+        let http = http.clone();
+        let url = format!("{}/v1/inference", serve.url);
+        async move {
+            let mut body = serde_json::json!({ "input": input });
+            if let Some(t) = timeout_ms {
+                body["timeout_ms"] = t.into();
+            }
+            let r = http.post(url).json(&body).send().await.expect("send");
+            assert_eq!(r.status(), 202);
+            let view: TaskView = r.json().await.expect("json");
+            view.task_id
+        }
+    };
+    let first = submit("occupies the worker", None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hurried = submit("wants an answer within 300 ms", Some(300)).await;
+    for id in [&first, &hurried] {
+        let view: TaskView = http
+            .get(format!("{}/v1/result/{id}?wait_ms=10000", serve.url))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        if id == &first {
+            assert_eq!(view.status, TaskStatus::Success);
+        } else {
+            assert_eq!(view.status, TaskStatus::Failed);
+            let error = view.error.unwrap_or_default();
+            assert!(error.starts_with("expired: deadline passed"), "{error}");
+        }
+    }
+    assert_eq!(
+        worker.sim.stats().calls,
+        1,
+        "the late task never reached the worker"
+    );
+    let bad = http
+        .post(format!("{}/v1/inference", serve.url))
+        .json(&serde_json::json!({ "input": "x", "timeout_ms": 0 }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(bad.status(), 422);
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_gets_429_and_others_do_not() {
+    let infra = Infra::start(Backend::Memory);
+    let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
+    let mut config = serve_config(&infra, &worker.url, 2);
+    config.edge = EdgeConfig {
+        client_rate: Some((1.0, 3.0)),
+        ..config.edge
+    };
+    let serve = start_serve(config).await;
+    let http = client();
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let r = http
+            .post(format!("{}/v1/inference", serve.url))
+            .json(&serde_json::json!({ "input": format!("a {i}"), "client_id": "greedy" }))
+            .send()
+            .await
+            .expect("send");
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], [202, 202, 202]);
+    assert_eq!(statuses[4], 429);
+    let other = http
+        .post(format!("{}/v1/inference", serve.url))
+        .json(&serde_json::json!({ "input": "b", "client_id": "polite" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(other.status(), 202);
+    serve.shutdown().await;
+    worker.stop.cancel();
+}

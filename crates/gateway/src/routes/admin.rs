@@ -1,0 +1,196 @@
+//! The admin API: the dead-letter queue, behind a bearer token (`--admin-token`).
+//!
+//! - `GET /admin/dlq?limit=N`: the oldest N entries (default 100, at most 10,000) and the count;
+//! - `POST /admin/dlq/replay` `{"ids": [...]}` or `{"limit": N}`: the entries go back to the
+//!   queue as new attempts of the same task ids (their results become PENDING again);
+//! - `POST /admin/dlq/purge`, same body: the entries are deleted.
+
+use std::time::SystemTime;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use batchgate_protocol::task::{unix_ms, Task};
+use batchgate_queue::{DeadLetter, Selection};
+use serde::{Deserialize, Serialize};
+
+use super::extract::JsonBody;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Default and largest `limit`.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+
+/// `?limit=` of the listing.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// Body of replay and purge: which entries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SelectionBody {
+    /// These entries.
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+    /// Else the oldest this many (default 100).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// The listing.
+#[derive(Debug, Serialize)]
+pub(crate) struct Listing {
+    count: usize,
+    entries: Vec<DeadLetter>,
+}
+
+/// What a replay or purge did.
+#[derive(Debug, Serialize)]
+pub(crate) struct Done {
+    /// Entries replayed or purged.
+    count: usize,
+    /// Their task ids.
+    task_ids: Vec<String>,
+}
+
+/// Checks the bearer token, in time independent of where it differs.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.admin_token else {
+        return Err(ApiError::AdminDisabled);
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn selection(body: SelectionBody) -> Selection {
+    match body.ids {
+        Some(ids) => Selection::Ids(ids),
+        None => Selection::Oldest(body.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT)),
+    }
+}
+
+fn unavailable(state: &AppState, error: &batchgate_queue::QueueError) -> ApiError {
+    ApiError::from_queue(error, state.config.retry_after_secs)
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Listing>, ApiError> {
+    authorize(&state, &headers)?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let entries = state
+        .dead_letters
+        .list(limit)
+        .await
+        .map_err(|e| unavailable(&state, &e))?;
+    let count = state
+        .dead_letters
+        .count()
+        .await
+        .map_err(|e| unavailable(&state, &e))?;
+    Ok(Json(Listing { count, entries }))
+}
+
+pub(crate) async fn replay(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SelectionBody>,
+) -> Result<Json<Done>, ApiError> {
+    authorize(&state, &headers)?;
+    let taken = state
+        .dead_letters
+        .take(selection(body))
+        .await
+        .map_err(|e| unavailable(&state, &e))?;
+    let mut task_ids = Vec::with_capacity(taken.len());
+    let mut left = taken.into_iter();
+    for letter in left.by_ref() {
+        let now = SystemTime::now();
+        let task = Task {
+            task_id: letter.task_id.clone(),
+            input: letter.input.clone(),
+            enqueued_at: now,
+            reply_to: None,
+            deadline: None,
+        };
+        if let Err(error) = state.intake.admit(&task, unix_ms(now), None).await {
+            // Put this one and the rest back, so nothing is lost, and say how far we got.
+            let back: Vec<_> = std::iter::once(letter)
+                .chain(left)
+                .map(|l| batchgate_queue::Failure {
+                    task: Task {
+                        task_id: l.task_id,
+                        input: l.input,
+                        enqueued_at: now,
+                        reply_to: None,
+                        deadline: None,
+                    },
+                    error: l.error,
+                    attempts: l.attempts,
+                    failed_at: l.failed_at,
+                })
+                .collect();
+            if let Err(e) = state.dead_letters.add(back).await {
+                tracing::error!(error = %e, "could not put dead letters back after a failed replay");
+            }
+            tracing::warn!(replayed = task_ids.len(), %error, "replay stopped");
+            return Err(ApiError::from_admit(&error, state.config.retry_after_secs));
+        }
+        task_ids.push(letter.task_id);
+    }
+    tracing::info!(replayed = task_ids.len(), "dead letters replayed");
+    Ok(Json(Done {
+        count: task_ids.len(),
+        task_ids,
+    }))
+}
+
+pub(crate) async fn purge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SelectionBody>,
+) -> Result<Json<Done>, ApiError> {
+    authorize(&state, &headers)?;
+    let taken = state
+        .dead_letters
+        .take(selection(body))
+        .await
+        .map_err(|e| unavailable(&state, &e))?;
+    tracing::info!(purged = taken.len(), "dead letters purged");
+    Ok(Json(Done {
+        count: taken.len(),
+        task_ids: taken.into_iter().map(|l| l.task_id).collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}
