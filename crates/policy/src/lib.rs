@@ -12,7 +12,8 @@
 //!     the worker has idle slots, and a longer hold (up to `max_hold`) when the batch would take
 //!     the worker's last free slot. The rule, with a worked example, is in `docs/batching.md`.
 //! - [`Load`]: what the caller tells the policy of the worker's slots at each decision.
-//! - [`ArrivalRate`]: the smoothed arrival rate the adaptive rule uses.
+//! - [`ArrivalRate`]: the smoothed arrival rates the adaptive rule uses (over 1 s and over
+//!   `max_wait`; it takes the larger).
 //! - [`Batch`] and [`FlushReason`]: what a flush hands back, and why it happened.
 
 mod rate;
@@ -30,6 +31,9 @@ pub const DEFAULT_MAX_BATCH_SIZE: usize = 64;
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(50);
 /// Adaptive default: the longest a batch is held when it would take the worker's last slot.
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_millis(100);
+/// Adaptive default: the shortest wait before an early flush, so that the first tasks of a
+/// burst gather into a batch instead of each leaving alone before the rate shows the burst.
+pub const DEFAULT_MIN_WAIT: Duration = Duration::from_millis(5);
 /// Adaptive default: the arrival rate is smoothed over this time constant.
 pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -103,6 +107,9 @@ pub struct Adaptive {
     /// Longest wait of a batch's first task when the batch would take the worker's last free
     /// slot; never less than `max_wait`.
     pub max_hold: Duration,
+    /// Shortest wait of a batch's first task before an early flush; never more than
+    /// `max_wait`.
+    pub min_wait: Duration,
 }
 
 impl Default for Adaptive {
@@ -110,6 +117,7 @@ impl Default for Adaptive {
         Adaptive {
             rate_window: DEFAULT_RATE_WINDOW,
             max_hold: DEFAULT_MAX_HOLD,
+            min_wait: DEFAULT_MIN_WAIT,
         }
     }
 }
@@ -180,13 +188,18 @@ pub struct Policy<T> {
     rule: Rule,
     /// Buffered items with their arrival time, oldest first.
     buffer: VecDeque<(T, Instant)>,
-    /// Arrivals per second, for the adaptive rule.
+    /// Arrivals per second over `rate_window`, for the adaptive rule: slow to forget a busy
+    /// spell, so a brief lull does not trigger early flushes.
     rate: ArrivalRate,
+    /// Arrivals per second over `max_wait`: quick to see a burst begin, so a burst does not
+    /// leave in small early batches. The adaptive rule uses the larger of the two.
+    recent: ArrivalRate,
 }
 
 impl<T> Policy<T> {
-    /// A policy with the given limits and rule. A `max_batch_size` of 0 is taken as 1, and an
-    /// adaptive `max_hold` below `max_wait` as `max_wait`.
+    /// A policy with the given limits and rule. A `max_batch_size` of 0 is taken as 1, an
+    /// adaptive `max_hold` below `max_wait` as `max_wait`, and a `min_wait` above it as
+    /// `max_wait`.
     pub fn new(limits: Limits, rule: Rule) -> Self {
         let limits = Limits {
             max_batch_size: limits.max_batch_size.max(1),
@@ -196,6 +209,7 @@ impl<T> Policy<T> {
             Rule::Fixed => Rule::Fixed,
             Rule::Adaptive(a) => Rule::Adaptive(Adaptive {
                 max_hold: a.max_hold.max(limits.max_wait),
+                min_wait: a.min_wait.min(limits.max_wait),
                 ..a
             }),
         };
@@ -208,6 +222,7 @@ impl<T> Policy<T> {
             rule,
             buffer: VecDeque::with_capacity(limits.max_batch_size),
             rate: ArrivalRate::new(window),
+            recent: ArrivalRate::new(limits.max_wait),
         }
     }
 
@@ -226,15 +241,17 @@ impl<T> Policy<T> {
         self.rule
     }
 
-    /// The arrival-rate estimate at `now`, in items per second.
+    /// The arrival-rate estimate at `now`, in items per second: the larger of the rate over
+    /// `rate_window` and the rate over `max_wait`.
     pub fn arrival_rate(&self, now: Instant) -> f64 {
-        self.rate.at(now)
+        self.rate.at(now).max(self.recent.at(now))
     }
 
     /// Buffers one item that arrived at `now`.
     pub fn push(&mut self, item: T, now: Instant) {
         self.buffer.push_back((item, now));
         self.rate.record(1, now);
+        self.recent.record(1, now);
     }
 
     /// How many items are buffered.
@@ -265,18 +282,23 @@ impl<T> Policy<T> {
         let timer = first + self.wait_bound(load);
         match self.rule {
             Rule::Fixed => Some(timer),
-            Rule::Adaptive(_) => {
-                let per_sec = self.rate.at(now);
-                if load.idle_slots == 0
-                    || load.idle_slots < load.spare_threshold()
-                    || per_sec <= 0.0
-                {
+            Rule::Adaptive(a) => {
+                if load.idle_slots == 0 || load.idle_slots < load.spare_threshold() {
                     return Some(timer);
                 }
-                // Waiting cannot fill the batch once the time left is below room / rate.
-                let fill = Duration::try_from_secs_f64(self.room() as f64 / per_sec)
-                    .unwrap_or(Duration::MAX);
-                let early = timer.checked_sub(fill).unwrap_or(now);
+                let per_sec = self.arrival_rate(now);
+                // Waiting cannot fill the batch once the time left is below room / rate (at
+                // once if nothing arrives at all); and never before `min_wait`.
+                let cannot_fill = if per_sec > 0.0 {
+                    let fill = Duration::try_from_secs_f64(self.room() as f64 / per_sec)
+                        .unwrap_or(Duration::MAX);
+                    timer.checked_sub(fill).unwrap_or(first).max(first)
+                } else {
+                    first
+                };
+                let early = cannot_fill.max(first + a.min_wait);
+                // Past `early` and still not ready is the boundary case (exactly full at the
+                // deadline): fall back to the timer rather than have the caller spin.
                 Some(if early > now { early.min(timer) } else { timer })
             }
         }
@@ -293,14 +315,17 @@ impl<T> Policy<T> {
         }
         match self.rule {
             Rule::Fixed => None,
-            Rule::Adaptive(_) => {
-                if load.idle_slots == 0 || load.idle_slots < load.spare_threshold() {
+            Rule::Adaptive(a) => {
+                if load.idle_slots == 0
+                    || load.idle_slots < load.spare_threshold()
+                    || now < first + a.min_wait
+                {
                     return None;
                 }
                 let left = (first + self.limits.max_wait)
                     .saturating_duration_since(now)
                     .as_secs_f64();
-                let expected = self.buffer.len() as f64 + self.rate.at(now) * left;
+                let expected = self.buffer.len() as f64 + self.arrival_rate(now) * left;
                 (expected < self.limits.max_batch_size as f64).then_some(FlushReason::Early)
             }
         }

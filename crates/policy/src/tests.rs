@@ -179,11 +179,12 @@ fn steady(p: &mut Policy<u32>, t0: Instant, rate: u32, secs: u32) -> Instant {
 }
 
 #[test]
-fn adaptive_one_request_then_silence_goes_at_once_when_the_worker_is_idle() {
+fn adaptive_one_request_then_silence_goes_after_min_wait_when_the_worker_is_idle() {
     let (mut p, t0) = adaptive();
     p.push(1, t0);
-    assert_eq!(p.next_deadline(t0, IDLE), Some(t0));
-    let batch = p.take_ready(t0, IDLE).expect("early");
+    assert_eq!(p.next_deadline(t0, IDLE), Some(t0 + 5 * MS));
+    assert!(p.take_ready(t0 + 4 * MS, IDLE).is_none());
+    let batch = p.take_ready(t0 + 5 * MS, IDLE).expect("early");
     assert_eq!(batch.reason, FlushReason::Early);
     assert_eq!(batch.items, vec![1]);
     assert_eq!(p.next_deadline(t0, IDLE), None);
@@ -264,7 +265,9 @@ fn adaptive_flushes_early_once_the_rest_cannot_arrive_in_time() {
 fn adaptive_bursts_of_64_65_and_128() {
     for (burst, sizes) in [
         (64, vec![(64, FlushReason::Full)]),
-        (65, vec![(64, FlushReason::Full), (1, FlushReason::Early)]),
+        // The 65th waits: 65 arrivals in an instant put the recent rate at 65 / 50 ms =
+        // 1,300/s, at which 63 more would come within the window.
+        (65, vec![(64, FlushReason::Full)]),
         (128, vec![(64, FlushReason::Full), (64, FlushReason::Full)]),
     ] {
         let (mut p, t0) = adaptive();
@@ -275,7 +278,40 @@ fn adaptive_bursts_of_64_65_and_128() {
             .map(|b| (b.items.len(), b.reason))
             .collect();
         assert_eq!(got, sizes, "burst of {burst}");
+        if burst == 65 {
+            // …until the burst is clearly over: the recent rate decays, and the lone task
+            // leaves early, well before its 50 ms.
+            let at = p.next_deadline(t0, IDLE).expect("a deadline");
+            assert!(at > t0 && at < t0 + 50 * MS, "{at:?}");
+            assert_eq!(
+                p.take_ready(at, IDLE).map(|b| b.reason),
+                Some(FlushReason::Early)
+            );
+        }
     }
+}
+
+#[test]
+fn adaptive_sees_a_burst_begin_within_milliseconds() {
+    let (mut p, t0) = adaptive();
+    // A quiet minute at 50/s: the long-window rate settles near 50/s.
+    let quiet = steady(&mut p, t0, 50, 60);
+    while p.take_ready(quiet + 50 * MS, IDLE).is_some() {}
+    let start = quiet + 100 * MS;
+    // Then 15,000/s: the first 64 arrive within the 5 ms minimum wait and leave full.
+    let gap = Duration::from_secs(1) / 15_000;
+    let mut early = 0;
+    for i in 0..75u32 {
+        let t = start + gap * i;
+        p.push(i, t);
+        if let Some(b) = p.take_ready(t, IDLE) {
+            early += usize::from(b.reason == FlushReason::Early);
+        }
+    }
+    let now = start + gap * 75;
+    assert!(p.arrival_rate(now) > 1000.0, "{}", p.arrival_rate(now));
+    assert!(p.take_ready(now, IDLE).is_none() || p.room() == 0);
+    assert_eq!(early, 0, "early flushes at the start of the burst");
 }
 
 #[test]
@@ -312,6 +348,7 @@ fn rule_parses_from_its_name_and_max_hold_is_at_least_max_wait() {
         Limits::default(),
         Rule::Adaptive(Adaptive {
             max_hold: MS,
+            min_wait: 80 * MS,
             ..Adaptive::default()
         }),
     );
@@ -319,6 +356,7 @@ fn rule_parses_from_its_name_and_max_hold_is_at_least_max_wait() {
         p.rule(),
         Rule::Adaptive(Adaptive {
             max_hold: 50 * MS,
+            min_wait: 50 * MS,
             ..Adaptive::default()
         })
     );
