@@ -9,7 +9,7 @@
 //!   - `Fixed`, the article's wait-or-full: flush at `max_batch_size` tasks, or `max_wait` after
 //!     the first task of the current batch, whichever comes first;
 //!   - `Adaptive`: the same bounds, plus an early flush when waiting cannot fill the batch and
-//!     the worker has idle slots, and a longer hold (up to `max_hold`) when the batch would take
+//!     at least half the worker's slots are idle, and a longer hold (up to `max_hold`) when the batch would take
 //!     the worker's last free slot. The rule, with a worked example, is in `docs/batching.md`.
 //! - [`Load`]: what the caller tells the policy of the worker's slots at each decision.
 //! - [`ArrivalRate`]: the smoothed arrival rates the adaptive rule uses (over 1 s and over
@@ -166,10 +166,11 @@ pub struct Load {
 }
 
 impl Load {
-    /// Idle slots at or above which the adaptive rule may flush early: a quarter of all slots,
-    /// at least one. Below it, the worker is busy enough that fuller batches pay.
+    /// Idle slots at or above which the adaptive rule may flush early: half of all slots, at
+    /// least one. Below it, the worker is busy enough that fuller batches pay, and the idle
+    /// half is kept to absorb a burst with full batches.
     pub fn spare_threshold(&self) -> usize {
-        (self.total_slots / 4).max(1)
+        (self.total_slots / 2).max(1)
     }
 }
 

@@ -145,7 +145,7 @@ const IDLE: Load = Load {
     idle_slots: 30,
     total_slots: 32,
 };
-/// A busy worker: 2 slots free besides this batch's, under the spare threshold of 8.
+/// A busy worker: 2 slots free besides this batch's, under the spare threshold of 16.
 const NEARLY_FULL: Load = Load {
     idle_slots: 2,
     total_slots: 32,
