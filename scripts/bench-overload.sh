@@ -16,7 +16,7 @@ cargo build --release --locked -p batchgate >&2
 mkdir -p "$out"
 for i in $(seq 1 "$runs"); do
   log=$(mktemp)
-  "$bin" serve --listen 127.0.0.1:0 --sim-slots 4 2>"$log" &
+  "$bin" serve --insecure-no-auth --listen 127.0.0.1:0 --sim-slots 4 2>"$log" &
   pid=$!
   url=""
   for _ in $(seq 1 200); do

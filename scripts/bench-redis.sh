@@ -31,12 +31,12 @@ redis="redis://127.0.0.1:$rport"
 logs=$(mktemp -d)
 procs=()
 if [ "$shape" = single ]; then
-  "$bin" serve --listen 127.0.0.1:0 --redis "$redis" --sim-slots 40 2>"$logs/serve" &
+  "$bin" serve --insecure-no-auth --listen 127.0.0.1:0 --redis "$redis" --sim-slots 40 2>"$logs/serve" &
   pids+=($!); procs+=("serve:$!"); gw=$(url_of "$logs/serve")
 else
   "$bin" worker --sim --listen 127.0.0.1:0 --slots 40 2>"$logs/worker" &
   pids+=($!); procs+=("worker:$!"); wurl=$(url_of "$logs/worker")
-  "$bin" gateway --listen 127.0.0.1:0 --redis "$redis" 2>"$logs/gateway" &
+  "$bin" gateway --insecure-no-auth --listen 127.0.0.1:0 --redis "$redis" 2>"$logs/gateway" &
   pids+=($!); procs+=("gateway:$!"); gw=$(url_of "$logs/gateway")
   for i in $(seq 1 "$batchers"); do
     "$bin" batcher --listen 127.0.0.1:0 --redis "$redis" --worker-url "$wurl" --max-inflight-batches $((40 / batchers)) 2>"$logs/batcher$i" &

@@ -16,7 +16,7 @@ mkdir -p "$(dirname "$out")"
 for i in $(seq 1 "$runs"); do
   log=$(mktemp)
   # shellcheck disable=SC2086
-  "$bin" serve --listen 127.0.0.1:0 $serve_flags 2>"$log" &
+  "$bin" serve --insecure-no-auth --listen 127.0.0.1:0 $serve_flags 2>"$log" &
   pid=$!
   url=""
   for _ in $(seq 1 200); do

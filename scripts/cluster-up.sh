@@ -52,7 +52,7 @@ for n in "${nodes[@]}"; do redis_flags+=(--redis "redis://$n"); done
 
 start worker "$bin" worker --sim --listen "127.0.0.1:$WORKER_PORT" --slots 32
 for p in $GATEWAY_PORTS; do
-  start "gateway-$p" "$bin" gateway --listen "127.0.0.1:$p" "${redis_flags[@]}"
+  start "gateway-$p" "$bin" gateway --insecure-no-auth --listen "127.0.0.1:$p" "${redis_flags[@]}"
 done
 for p in $BATCHER_PORTS; do
   start "batcher-$p" "$bin" batcher --listen "127.0.0.1:$p" --worker-url "http://127.0.0.1:$WORKER_PORT" "${redis_flags[@]}"

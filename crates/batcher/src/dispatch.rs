@@ -47,6 +47,7 @@ struct Addressee {
     reply_to: Option<String>,
     enqueued_at: SystemTime,
     deadline: Option<SystemTime>,
+    owner: Option<String>,
 }
 
 /// What became of a batch's tasks at the worker.
@@ -96,6 +97,7 @@ impl Dispatcher {
                 reply_to: task.reply_to,
                 enqueued_at: task.enqueued_at,
                 deadline: task.deadline,
+                owner: task.owner,
             });
             inputs.push(task.input);
         }
@@ -209,6 +211,7 @@ impl Dispatcher {
                         enqueued_at: a.enqueued_at,
                         reply_to: a.reply_to.clone(),
                         deadline: a.deadline,
+                        owner: a.owner.clone(),
                     };
                     if error.is_overload() {
                         out.requeue.push((task, reason));

@@ -85,7 +85,7 @@ impl Harness {
         let mut ids = Vec::new();
         for i in 0..n {
             let id = format!("{tag}-{i}");
-            self.store.create(&id, 0).await.expect("create");
+            self.store.create(&id, 0, None).await.expect("create");
             self.queue
                 .enqueue(Task {
                     task_id: id.clone(),
@@ -93,6 +93,7 @@ impl Harness {
                     enqueued_at: SystemTime::now(),
                     reply_to: None,
                     deadline: None,
+                    owner: None,
                 })
                 .await
                 .expect("enqueue");
@@ -196,7 +197,7 @@ async fn identical_inputs_in_one_batch_reach_the_worker_once() {
     let inputs = ["hot", "hot", "cold", "hot"];
     for (i, input) in inputs.iter().enumerate() {
         let id = format!("c-{i}");
-        h.store.create(&id, 0).await.expect("create");
+        h.store.create(&id, 0, None).await.expect("create");
         h.queue
             .enqueue(Task {
                 task_id: id,
@@ -204,6 +205,7 @@ async fn identical_inputs_in_one_batch_reach_the_worker_once() {
                 enqueued_at: SystemTime::now(),
                 reply_to: None,
                 deadline: None,
+                owner: None,
             })
             .await
             .expect("enqueue");

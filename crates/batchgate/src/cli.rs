@@ -2,6 +2,7 @@
 //! may be set in the `--config` TOML file; precedence is flag > environment > file > default.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -73,6 +74,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Inspect, replay or purge the dead-letter queue through a gateway's admin API.
     Dlq(crate::dlq::DlqArgs),
+    /// Mint a development token (HS256, signed with the gateway's --jwt-secret); prints it alone.
+    Token(crate::token::TokenArgs),
 }
 
 /// Where Redis is (for the distributed deployment).
@@ -186,6 +189,71 @@ pub struct BatchingArgs {
     pub no_backpressure: bool,
 }
 
+/// Who may call the API.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// HS256 shared secret that signs client tokens (at least 32 bytes).
+    #[arg(long, env = "BATCHGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RSA: RS256, or EC P-256: ES256) that verifies client tokens.
+    #[arg(long, env = "BATCHGATE_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWKS file of public keys (chosen by `kid`), read again when it changes.
+    #[arg(long, env = "BATCHGATE_JWKS", value_name = "FILE")]
+    pub jwks: Option<PathBuf>,
+
+    /// Required `iss` claim.
+    #[arg(long, env = "BATCHGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim.
+    #[arg(long, env = "BATCHGATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Serve without authentication: every caller is `anonymous` and can read every result.
+    /// Refused unless --listen is a loopback address.
+    #[arg(long, env = "BATCHGATE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+}
+
+impl AuthArgs {
+    /// The authentication the flags ask for, checked against where the API listens.
+    fn into_config(self, listen: SocketAddr) -> Result<batchgate_gateway::AuthConfig, String> {
+        use batchgate_gateway::auth::KeySource;
+        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err("--jwt-secret must be at least 32 bytes".into());
+        }
+        let sources = [
+            self.jwt_secret.map(|s| KeySource::Secret(s.into_bytes())),
+            self.jwt_public_key.map(KeySource::PublicKeyPem),
+            self.jwks.map(KeySource::Jwks),
+        ];
+        let mut given: Vec<KeySource> = sources.into_iter().flatten().collect();
+        match (given.len(), self.insecure_no_auth) {
+            (0, true) if listen.ip().is_loopback() => Ok(batchgate_gateway::AuthConfig::Disabled),
+            (0, true) => Err(format!(
+                "--insecure-no-auth is only allowed on a loopback address, not {listen}"
+            )),
+            (0, false) => Err(
+                "no authentication configured: give --jwt-secret, --jwt-public-key or --jwks \
+                 (or --insecure-no-auth, on loopback only)"
+                    .into(),
+            ),
+            (1, false) => Ok(batchgate_gateway::AuthConfig::Jwt {
+                keys: given.remove(0),
+                issuer: self.jwt_issuer,
+                audience: self.jwt_audience,
+            }),
+            (_, true) => Err("--insecure-no-auth cannot be combined with JWT keys".into()),
+            (_, false) => {
+                Err("give only one of --jwt-secret, --jwt-public-key and --jwks".into())
+            }
+        }
+    }
+}
+
 /// Flags of the HTTP edge: shedding, per-client limits, the admin API.
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
@@ -198,17 +266,18 @@ pub struct EdgeArgs {
     #[arg(long, env = "BATCHGATE_SHED_LATENCY_MS", default_value_t = 400)]
     pub shed_latency_ms: u64,
 
-    /// Requests a second allowed per `client_id` (429 past it); 0: unlimited.
+    /// Requests a second allowed per caller (the token's subject; without authentication, the
+    /// body's `client_id`), 429 past it; 0: unlimited.
     #[arg(long, env = "BATCHGATE_CLIENT_RATE_LIMIT", default_value_t = 0.0)]
     pub client_rate_limit: f64,
 
-    /// Burst allowed per `client_id` above its rate [default: one second's worth].
+    /// Burst allowed per caller above its rate [default: one second's worth].
     #[arg(long, env = "BATCHGATE_CLIENT_BURST")]
     pub client_burst: Option<f64>,
 }
 
 impl EdgeArgs {
-    fn into_config(self) -> Result<crate::serve::EdgeConfig, String> {
+    fn into_config(self, auth: batchgate_gateway::AuthConfig) -> Result<crate::serve::EdgeConfig, String> {
         let rate = self.client_rate_limit;
         if !rate.is_finite() || rate < 0.0 {
             return Err(format!("--client-rate-limit must be ≥ 0, got {rate}"));
@@ -221,6 +290,7 @@ impl EdgeArgs {
             shed_latency: (self.shed_latency_ms > 0)
                 .then(|| Duration::from_millis(self.shed_latency_ms)),
             client_rate: (rate > 0.0).then(|| (rate, self.client_burst.unwrap_or(rate).max(1.0))),
+            auth,
         })
     }
 }
@@ -234,6 +304,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     #[command(flatten)]
     pub edge: EdgeArgs,
@@ -274,6 +347,9 @@ pub struct GatewayArgs {
 
     #[command(flatten)]
     pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     #[command(flatten)]
     pub edge: EdgeArgs,
@@ -503,7 +579,7 @@ impl ServeArgs {
             batcher: Some(self.batching.part(Some(sim))?),
             store: self.queue.store(self.redis.backend()?)?,
             gateway: Some(api_limits(self.max_input_bytes)),
-            edge: self.edge.into_config()?,
+            edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             grace_period: Duration::from_secs(self.grace_period_secs),
         })
     }
@@ -524,7 +600,7 @@ impl GatewayArgs {
         Ok(ServeConfig {
             store: self.queue.store(Some(redis))?,
             gateway: Some(api_limits(self.max_input_bytes)),
-            edge: self.edge.into_config()?,
+            edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             batcher: None,
             grace_period: Duration::from_secs(self.grace_period_secs),
         })
@@ -660,6 +736,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(args) => crate::dlq::run(args).await,
+        Command::Token(args) => {
+            println!("{}", crate::token::mint(&args)?);
+            Ok(())
+        }
         Command::Bench(args) => {
             let json = args.json;
             let report = batchgate_bench::run(args).await?;

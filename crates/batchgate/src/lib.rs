@@ -9,6 +9,7 @@
 //! - [`worker`]: `batchgate worker --sim`, the reference worker server.
 //! - [`shutdown`]: the one owner of SIGINT/SIGTERM.
 //! - [`telemetry`]: logging setup.
+//! - [`token`]: `batchgate token`, a development JWT.
 
 pub mod backend;
 pub mod cli;
@@ -17,4 +18,5 @@ pub mod dlq;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod token;
 pub mod worker;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use batchgate_batcher::{Batcher, BatcherConfig, BatcherMetrics};
 use batchgate_gateway::{
-    Admission, AppState, GatewayConfig, GatewayMetrics, Shared, Shedder, UserLimits,
+    Admission, AppState, AuthConfig, Authenticator, GatewayConfig, GatewayMetrics, Shared, Shedder,
+    UserLimits,
 };
 use batchgate_sim::{SimConfig, SimWorker};
 use batchgate_worker::{HttpJsonWorker, Worker};
@@ -50,8 +51,11 @@ pub struct EdgeConfig {
     pub admin_token: Option<String>,
     /// Shed new tasks when their estimated latency exceeds this; `None`: never.
     pub shed_latency: Option<Duration>,
-    /// Requests a second allowed per `client_id`, and the burst; `None`: unlimited.
+    /// Requests a second allowed per caller, and the burst; `None`: unlimited.
     pub client_rate: Option<(f64, f64)>,
+    /// Who may call. The library default is no authentication (tests, embedding); the command
+    /// line requires JWT keys or an explicit `--insecure-no-auth` on loopback.
+    pub auth: AuthConfig,
 }
 
 impl Default for EdgeConfig {
@@ -60,6 +64,7 @@ impl Default for EdgeConfig {
             admin_token: None,
             shed_latency: Some(batchgate_gateway::shed::DEFAULT_SHED_LATENCY),
             client_rate: None,
+            auth: AuthConfig::Disabled,
         }
     }
 }
@@ -73,6 +78,7 @@ impl std::fmt::Debug for EdgeConfig {
             )
             .field("shed_latency", &self.shed_latency)
             .field("client_rate", &self.client_rate)
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -145,8 +151,16 @@ pub async fn run(
 
     let admission = Arc::new(Admission::default());
     let metrics = GatewayMetrics::register(&mut registry);
-    let shedder = Arc::new(Shedder::new(config.edge.shed_latency));
+    let auth = Arc::new(
+        Authenticator::new(config.edge.auth.clone()).map_err(|e| anyhow::anyhow!(e))?,
+    );
+    if config.gateway.is_some() && !auth.enabled() {
+        warn!("authentication is OFF (--insecure-no-auth): every caller is anonymous and can read every result");
+    }
+    // Stops the gateway's background tasks (key reloads, shedding samples) at shutdown.
     let shed_stop = CancellationToken::new();
+    tokio::spawn(auth.clone().watch(shed_stop.clone()));
+    let shedder = Arc::new(Shedder::new(config.edge.shed_latency));
     if config.gateway.is_some() {
         tokio::spawn(
             shedder
@@ -168,6 +182,7 @@ pub async fn run(
             .map(|(rate, burst)| UserLimits::new(rate, burst)),
         dead_letters: backends.dead_letters.clone(),
         admin_token: config.edge.admin_token.clone(),
+        auth,
         config: config.gateway.unwrap_or_default(),
         metrics,
         registry: Arc::new(registry),

@@ -92,7 +92,14 @@ fn batching_and_edge_flags_are_checked_before_binding() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("fixed") && err.contains("adaptive"), "{err}");
-    let out = batchgate(&["serve", "--admin-token", "short", "--listen", "127.0.0.1:0"]);
+    let out = batchgate(&[
+        "serve",
+        "--insecure-no-auth",
+        "--admin-token",
+        "short",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 16 characters"), "{err}");
@@ -102,7 +109,14 @@ fn batching_and_edge_flags_are_checked_before_binding() {
 fn dlq_talks_to_the_admin_api_and_reports_refusals() {
     let token = "cli-test-admin-token";
     let (mut child, url) =
-        common::spawn_batchgate(&["serve", "--listen", "127.0.0.1:0", "--admin-token", token]);
+        common::spawn_batchgate(&[
+        "serve",
+        "--insecure-no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        token,
+    ]);
     let out = batchgate(&["dlq", "--url", &url, "--admin-token", token, "list"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -125,4 +139,46 @@ fn dlq_talks_to_the_admin_api_and_reports_refusals() {
     assert!(err.contains("401") && err.contains("admin token"), "{err}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn a_gateway_needs_keys_or_an_explicit_loopback_only_opt_out() {
+    let out = batchgate(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no authentication configured"), "{err}");
+    let out = batchgate(&["serve", "--insecure-no-auth", "--listen", "0.0.0.0:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only allowed on a loopback address"), "{err}");
+    let out = batchgate(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        "too-short",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 32 bytes"), "{err}");
+}
+
+#[test]
+fn token_prints_a_jwt_alone_on_stdout() {
+    let out = batchgate(&[
+        "token",
+        "--sub",
+        "alice",
+        "--secret",
+        "a-cli-test-secret-of-at-least-32-bytes",
+        "--ttl",
+        "10m",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout.trim_end();
+    assert_eq!(stdout.lines().count(), 1);
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let out = batchgate(&["token", "--sub", "alice", "--secret", "short"]);
+    assert!(!out.status.success());
 }

@@ -70,6 +70,7 @@ async fn a_batcher_killed_mid_batch_loses_no_accepted_task() {
         // Shedding off: this test is about recovery, and counts every refusal as a failure.
         let mut args = vec![
             "gateway",
+            "--insecure-no-auth",
             "--listen",
             "127.0.0.1:0",
             "--shed-latency-ms",
@@ -154,6 +155,7 @@ async fn gateways_answer_503_while_redis_is_down_and_recover_on_their_own() {
     let url = redis.url();
     let serve = Proc::start(&[
         "serve",
+        "--insecure-no-auth",
         "--listen",
         "127.0.0.1:0",
         "--redis",

@@ -16,6 +16,7 @@ async fn sigterm_under_load_loses_nothing_that_was_accepted() {
     // Few slow simulated GPUs, so a backlog is queued when the signal lands.
     let (mut child, url) = spawn_batchgate(&[
         "serve",
+        "--insecure-no-auth",
         "--listen",
         "127.0.0.1:0",
         "--sim-slots",

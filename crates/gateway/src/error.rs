@@ -68,6 +68,12 @@ pub enum ApiError {
         /// Seconds for `Retry-After`.
         retry_after_secs: u64,
     },
+    /// The caller has no valid bearer token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The body's `client_id` is not the token's subject.
+    #[error("client_id does not match the authenticated identity")]
+    ClientIdMismatch,
     /// The admin API is called without the right token.
     #[error("missing or wrong admin token")]
     Unauthorized,
@@ -113,6 +119,8 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "deadline_unmeetable")
             }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::ClientIdMismatch => (StatusCode::FORBIDDEN, "client_id_mismatch"),
             ApiError::AdminDisabled => (StatusCode::NOT_FOUND, "admin_disabled"),
             ApiError::ShuttingDown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -178,6 +186,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, ApiError::Unauthenticated(_)) {
+            // RFC 6750: which scheme, and that the token (if any) was not accepted.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
         }
         // The code travels with the response so the metrics layer can count it by code.
         response.extensions_mut().insert(ErrorCode(code));

@@ -4,6 +4,7 @@
 //! number of gateways can stand behind a load balancer.
 //!
 //! Layout:
+//! - [`auth`]: [`Authenticator`], JWT verification; the token's subject owns the tasks.
 //! - [`config`]: [`GatewayConfig`], the limits the gateway enforces.
 //! - [`state`]: [`AppState`], the shared handle every route gets, and [`Admission`], the gate
 //!   that shutdown closes.
@@ -13,6 +14,7 @@
 //! - [`metrics`]: [`GatewayMetrics`] and the `/metrics` rendering.
 //! - [`shed`]: load shedding — the system-wide wait estimate and per-user rate limits.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -20,6 +22,7 @@ pub mod routes;
 pub mod shed;
 pub mod state;
 
+pub use auth::{AuthConfig, Authenticator};
 pub use config::GatewayConfig;
 pub use error::ApiError;
 pub use metrics::GatewayMetrics;

@@ -6,6 +6,7 @@ use batchgate_queue::{DeadLetters, Intake, Queue, ResultStore};
 use prometheus_client::registry::Registry;
 use tokio::sync::{RwLock, RwLockReadGuard};
 
+use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use crate::metrics::GatewayMetrics;
 use crate::shed::{Shedder, UserLimits};
@@ -92,6 +93,8 @@ pub struct Shared {
     pub dead_letters: Arc<dyn DeadLetters>,
     /// Bearer token of the admin API; `None` disables it.
     pub admin_token: Option<String>,
+    /// Who is calling (JWT), or everyone is anonymous (`--insecure-no-auth`).
+    pub auth: Arc<Authenticator>,
     /// Limits.
     pub config: GatewayConfig,
     /// The gateway's own metrics.

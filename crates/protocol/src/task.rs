@@ -18,6 +18,8 @@ pub struct Task {
     /// The client's deadline (`timeout_ms` after acceptance): past it, the task is failed
     /// instead of sent to the worker.
     pub deadline: Option<SystemTime>,
+    /// Who submitted it (the token's subject): only they may read its result.
+    pub owner: Option<String>,
 }
 
 /// The task's wire form. Field numbers are the contract: never reuse one.
@@ -38,6 +40,9 @@ pub struct TaskMessage {
     /// See [`Task::deadline`], in milliseconds since the Unix epoch; 0 when there is none.
     #[prost(uint64, tag = "5")]
     pub deadline_ms: u64,
+    /// See [`Task::owner`]; empty when there is none.
+    #[prost(string, tag = "6")]
+    pub owner: String,
 }
 
 /// A task message that could not be decoded.
@@ -54,6 +59,7 @@ impl Task {
             enqueued_at_ms: unix_ms(self.enqueued_at),
             reply_to: self.reply_to.clone().unwrap_or_default(),
             deadline_ms: self.deadline.map_or(0, unix_ms),
+            owner: self.owner.clone().unwrap_or_default(),
         })
     }
 
@@ -71,6 +77,7 @@ impl Task {
             reply_to: (!m.reply_to.is_empty()).then_some(m.reply_to),
             deadline: (m.deadline_ms != 0)
                 .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(m.deadline_ms)),
+            owner: (!m.owner.is_empty()).then_some(m.owner),
         })
     }
 }
@@ -94,11 +101,13 @@ mod tests {
             enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             reply_to: Some("gw-1".into()),
             deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_001_000)),
+            owner: Some("alice".into()),
         };
         assert_eq!(Task::from_bytes(&t.to_bytes()).expect("decodes"), t);
         let none = Task {
             reply_to: None,
             deadline: None,
+            owner: None,
             ..t
         };
         assert_eq!(Task::from_bytes(&none.to_bytes()).expect("decodes"), none);

@@ -19,6 +19,9 @@ pub struct DeadLetter {
     pub task_id: String,
     /// Its input, as the client sent it.
     pub input: String,
+    /// Who submitted it, if known: a replay runs it under the same owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Why it failed: the error its result carries.
     pub error: String,
     /// Worker calls (or queue deliveries) it took part in before it was given up.

@@ -77,7 +77,9 @@ impl Intake for Steps {
     ) -> Result<Admitted, AdmitError> {
         // The record comes first, so that whoever finds this task through the dedupe cache
         // can already read (and wait on) it.
-        self.results.create(&task.task_id, created_at).await?;
+        self.results
+            .create(&task.task_id, created_at, task.owner.as_deref())
+            .await?;
         let mut dedupe_bypassed = false;
         let mut claimed = None;
         if let (Some(dedupe), Some(hash)) = (&self.dedupe, input_sha256) {

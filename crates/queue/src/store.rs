@@ -18,6 +18,8 @@ pub struct TaskRecord {
     pub created_at: u64,
     /// Result stored at, milliseconds since the Unix epoch.
     pub completed_at: Option<u64>,
+    /// Who submitted the task, where the store knows it.
+    pub owner: Option<String>,
 }
 
 impl TaskRecord {
@@ -29,6 +31,16 @@ impl TaskRecord {
             error: None,
             created_at,
             completed_at: None,
+            owner: None,
+        }
+    }
+
+    /// Whether `caller` may read this record: its owner, or anyone when it has none and
+    /// `unowned_is_public` (authentication off).
+    pub fn readable_by(&self, caller: &str, unowned_is_public: bool) -> bool {
+        match &self.owner {
+            Some(owner) => owner == caller,
+            None => unowned_is_public,
         }
     }
 
@@ -84,8 +96,13 @@ pub enum StoreError {
 /// Short-lived storage of task results, keyed by task id, with a TTL.
 #[async_trait]
 pub trait ResultStore: Send + Sync + 'static {
-    /// Records a newly accepted task as pending.
-    async fn create(&self, task_id: &str, created_at: u64) -> Result<(), StoreError>;
+    /// Records a newly accepted task as pending, owned by `owner` if given.
+    async fn create(
+        &self,
+        task_id: &str,
+        created_at: u64,
+        owner: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// Stores final results and wakes whoever waits for them. Unknown ids (expired, or never
     /// created here) are stored all the same: a result is never thrown away.

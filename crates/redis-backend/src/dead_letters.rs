@@ -108,6 +108,7 @@ fn parse(entry: &StreamId) -> Option<DeadLetter> {
         id: entry.id.clone(),
         task_id: task.task_id,
         input: task.input,
+        owner: task.owner,
         error: text(entry, "error").unwrap_or_default(),
         attempts: text(entry, "deliveries")
             .and_then(|d| d.parse().ok())

@@ -81,7 +81,8 @@ impl Intake for RedisIntake {
             .arg(&task.task_id)
             .arg(created_at)
             .arg(self.result_ttl.as_secs())
-            .arg(self.dedupe_ttl.as_millis() as u64);
+            .arg(self.dedupe_ttl.as_millis() as u64)
+            .arg(task.owner.as_deref().unwrap_or_default());
         let mut conn = self.conn.clone();
         let reply: Vec<String> = bounded(self.op_timeout, call.invoke_async(&mut conn))
             .await

@@ -76,22 +76,32 @@ fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
         output: fields.get("output").cloned(),
         error: fields.get("error").cloned(),
         created_at: number("created_at").or(number("completed_at")).unwrap_or(0),
+        owner: fields.get("owner").cloned(),
         completed_at: number("completed_at"),
     })
 }
 
 #[async_trait]
 impl ResultStore for RedisResultStore {
-    async fn create(&self, task_id: &str, created_at: u64) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        task_id: &str,
+        created_at: u64,
+        owner: Option<&str>,
+    ) -> Result<(), StoreError> {
         let key = self.keys.result(task_id);
         let mut pipe = redis::pipe();
-        pipe.cmd("HSET")
+        let hset = pipe
+            .cmd("HSET")
             .arg(&key)
             .arg("status")
             .arg("PENDING")
             .arg("created_at")
-            .arg(created_at)
-            .ignore();
+            .arg(created_at);
+        if let Some(owner) = owner {
+            hset.arg("owner").arg(owner);
+        }
+        hset.ignore();
         pipe.cmd("EXPIRE")
             .arg(&key)
             .arg(self.ttl.as_secs())
@@ -197,6 +207,7 @@ impl ResultStore for RedisResultStore {
                             error: notice.error,
                             created_at: pending.created_at,
                             completed_at: Some(notice.completed_at),
+                            owner: pending.owner.clone(),
                         }));
                     }
                 }

@@ -42,6 +42,7 @@ fn task(id: &str) -> Task {
         enqueued_at: SystemTime::now(),
         reply_to: None,
         deadline: None,
+        owner: None,
     }
 }
 
@@ -105,7 +106,7 @@ async fn an_entry_delivered_too_often_is_dead_lettered_and_failed() {
         Duration::from_secs(1),
         None,
     );
-    store.create("2c-task", 1).await.expect("create");
+    store.create("2c-task", 1, None).await.expect("create");
     let a = queue(&redis, "a", 1).await;
     a.enqueue(task("2c-task")).await.expect("enqueue");
     assert_eq!(read_n(&a, 1, Duration::from_secs(5)).await.len(), 1);

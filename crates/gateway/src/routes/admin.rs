@@ -132,6 +132,7 @@ pub(crate) async fn replay(
             enqueued_at: now,
             reply_to: None,
             deadline: None,
+            owner: letter.owner.clone(),
         };
         if let Err(error) = state.intake.admit(&task, unix_ms(now), None).await {
             // Put this one and the rest back, so nothing is lost, and say how far we got.
@@ -144,6 +145,7 @@ pub(crate) async fn replay(
                         enqueued_at: now,
                         reply_to: None,
                         deadline: None,
+                        owner: l.owner,
                     },
                     error: l.error,
                     attempts: l.attempts,

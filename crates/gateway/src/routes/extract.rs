@@ -64,6 +64,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// The caller's identity: the subject of its bearer token (or `anonymous` with
+/// authentication off). A missing or invalid token is a 401.
+pub(crate) struct Caller(pub(crate) String);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        state
+            .auth
+            .identify(header)
+            .map(Caller)
+            .map_err(|e| ApiError::Unauthenticated(e.to_string()))
+    }
+}
+
 /// `?wait_ms=N`, capped at [`MAX_WAIT_MS`]; absent means do not wait.
 pub(crate) struct Wait(pub(crate) Duration);
 

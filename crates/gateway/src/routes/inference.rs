@@ -12,7 +12,7 @@ use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_queue::{Admitted, TaskRecord};
 use uuid::Uuid;
 
-use super::extract::{JsonBody, Wait};
+use super::extract::{Caller, JsonBody, Wait};
 use crate::config::MAX_TIMEOUT_MS;
 use crate::error::ApiError;
 use crate::shed::Shed;
@@ -22,9 +22,14 @@ use crate::state::AppState;
 /// id, or — with `?wait_ms=` — 200 with the result if it is ready in time.
 pub(crate) async fn submit(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Wait(wait): Wait,
     JsonBody(request): JsonBody<InferenceRequest>,
 ) -> Result<Response, ApiError> {
+    // With authentication the token says who calls; a body that claims otherwise is refused.
+    if state.auth.enabled() && request.client_id.as_ref().is_some_and(|c| *c != caller) {
+        return Err(ApiError::ClientIdMismatch);
+    }
     let max = state.config.max_input_bytes;
     if request.input.len() > max {
         return Err(ApiError::InputTooLarge {
@@ -45,7 +50,12 @@ pub(crate) async fn submit(
         }
     };
     let retry_after_secs = state.config.retry_after_secs;
-    if let (Some(limits), Some(user)) = (&state.user_limits, &request.client_id) {
+    if let Some(limits) = &state.user_limits {
+        // The authenticated identity; without authentication, the label the client gives.
+        let user = match &request.client_id {
+            Some(label) if !state.auth.enabled() => label.as_str(),
+            _ => caller.as_str(),
+        };
         limits
             .take(user, std::time::Instant::now())
             .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
@@ -59,7 +69,10 @@ pub(crate) async fn submit(
     })?;
     let now = SystemTime::now();
     let created_at = unix_ms(now);
-    let input_sha256 = state.dedupe.then(|| sha256_hex(&request.input));
+    // Dedupe is per owner: one user's input never answers with another user's task.
+    let input_sha256 = state
+        .dedupe
+        .then(|| sha256_hex(&dedupe_key(&caller, &request.input)));
     let task_id = new_task_id(input_sha256.as_deref());
     let task = Task {
         task_id: task_id.clone(),
@@ -67,6 +80,7 @@ pub(crate) async fn submit(
         enqueued_at: now,
         reply_to: state.gateway_id.clone(),
         deadline: timeout.map(|t| now + t),
+        owner: Some(caller.clone()),
     };
     // Hold the gate until the task is in the queue: shutdown waits for us.
     let Some(gate) = state.admission.enter().await else {
@@ -90,7 +104,9 @@ pub(crate) async fn submit(
                 .get(&existing)
                 .await
                 .map_err(|e| ApiError::from_store(&e, retry_after_secs))?;
-            let shareable = record.is_some_and(|r| r.status != TaskStatus::Failed);
+            let shareable = record.is_some_and(|r| {
+                r.status != TaskStatus::Failed && r.readable_by(&caller, !state.auth.enabled())
+            });
             if shareable {
                 // An identical input already has a task: answer with it, never run it twice.
                 state.metrics.dedupe_hits.inc();
@@ -110,6 +126,12 @@ pub(crate) async fn submit(
     drop(gate);
     state.metrics.tasks_accepted.inc();
     answer(&state, task_id, created_at, wait, true).await
+}
+
+/// What the dedupe cache hashes: the owner and the input, unambiguously joined (the owner's
+/// length first), so that equal inputs of different owners never share a task.
+fn dedupe_key(owner: &str, input: &str) -> String {
+    format!("{}:{owner}:{input}", owner.len())
 }
 
 /// A fresh unguessable id (UUID v4). With an input hash, its first byte is the hash's, so

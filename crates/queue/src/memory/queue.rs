@@ -166,6 +166,7 @@ mod tests {
             enqueued_at: SystemTime::now(),
             reply_to: None,
             deadline: None,
+            owner: None,
         }
     }
 

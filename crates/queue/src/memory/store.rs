@@ -114,7 +114,12 @@ impl MemoryResultStore {
 
 #[async_trait]
 impl ResultStore for MemoryResultStore {
-    async fn create(&self, task_id: &str, created_at: u64) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        task_id: &str,
+        created_at: u64,
+        owner: Option<&str>,
+    ) -> Result<(), StoreError> {
         if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.len.fetch_sub(1, Ordering::AcqRel);
             // Expired records may be what fills it: sweep once, then refuse if still full.
@@ -129,7 +134,10 @@ impl ResultStore for MemoryResultStore {
         let expires_at = Instant::now() + self.ttl;
         let mut shard = self.shard(task_id);
         let entry = Entry {
-            record: TaskRecord::pending(created_at),
+            record: TaskRecord {
+                owner: owner.map(str::to_owned),
+                ..TaskRecord::pending(created_at)
+            },
             expires_at,
             waiters: Vec::new(),
         };
@@ -236,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn lifecycle_pending_then_success() {
         let s = MemoryResultStore::new(10, Duration::from_secs(600));
-        s.create("a", 1).await.expect("create");
+        s.create("a", 1, None).await.expect("create");
         let r = s.get("a").await.expect("get").expect("exists");
         assert_eq!(r.status, TaskStatus::Pending);
         s.complete(vec![done("a", "out")]).await.expect("complete");
@@ -250,7 +258,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn records_expire_after_ttl_and_sweep_frees_them() {
         let s = MemoryResultStore::new(10, Duration::from_secs(600));
-        s.create("a", 1).await.expect("create");
+        s.create("a", 1, None).await.expect("create");
         tokio::time::advance(Duration::from_secs(300)).await;
         s.complete(vec![done("a", "out")]).await.expect("complete");
         // The TTL restarts at completion: 599 s later it is still there.
@@ -266,20 +274,20 @@ mod tests {
     #[tokio::test]
     async fn full_store_refuses_new_tasks() {
         let s = MemoryResultStore::new(2, Duration::from_secs(600));
-        s.create("a", 1).await.expect("create");
-        s.create("b", 1).await.expect("create");
+        s.create("a", 1, None).await.expect("create");
+        s.create("b", 1, None).await.expect("create");
         assert!(matches!(
-            s.create("c", 1).await,
+            s.create("c", 1, None).await,
             Err(StoreError::Full { capacity: 2 })
         ));
         s.remove("a").await.expect("remove");
-        s.create("c", 1).await.expect("room after remove");
+        s.create("c", 1, None).await.expect("room after remove");
     }
 
     #[tokio::test(start_paused = true)]
     async fn wait_is_woken_by_completion_not_by_its_timeout() {
         let s = Arc::new(MemoryResultStore::new(10, Duration::from_secs(600)));
-        s.create("a", 1).await.expect("create");
+        s.create("a", 1, None).await.expect("create");
         let start = Instant::now();
         let waiter = tokio::spawn({
             let s = s.clone();
@@ -295,7 +303,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn wait_times_out_pending_and_returns_none_for_unknown() {
         let s = MemoryResultStore::new(10, Duration::from_secs(600));
-        s.create("a", 1).await.expect("create");
+        s.create("a", 1, None).await.expect("create");
         let r = s
             .wait("a", Duration::from_millis(100))
             .await

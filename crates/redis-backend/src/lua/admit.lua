@@ -3,7 +3,8 @@
 -- KEYS[1] the partition's stream; KEYS[2] the task's result hash; KEYS[3] (optional) the
 -- dedupe entry of its input.
 -- ARGV[1] capacity of the partition; ARGV[2] the task message; ARGV[3] the task id;
--- ARGV[4] created_at (ms); ARGV[5] result TTL (s); ARGV[6] dedupe TTL (ms).
+-- ARGV[4] created_at (ms); ARGV[5] result TTL (s); ARGV[6] dedupe TTL (ms); ARGV[7] the
+-- owner (the caller's identity; empty: none).
 -- Returns {'dup', existing_task_id}, {'full'} or {'ok'}.
 if #KEYS == 3 then
   local existing = redis.call('SET', KEYS[3], ARGV[3], 'NX', 'GET', 'PX', ARGV[6])
@@ -17,7 +18,11 @@ if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
   end
   return {'full'}
 end
-redis.call('HSET', KEYS[2], 'status', 'PENDING', 'created_at', ARGV[4])
+if ARGV[7] ~= nil and ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[2], 'status', 'PENDING', 'created_at', ARGV[4], 'owner', ARGV[7])
+else
+  redis.call('HSET', KEYS[2], 'status', 'PENDING', 'created_at', ARGV[4])
+end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
 return {'ok'}

@@ -1,0 +1,125 @@
+//! Authentication end to end: tokens at the edge, results scoped to their owner, dedupe per
+//! owner, the body's client_id checked against the token.
+
+mod common;
+
+use std::time::Duration;
+
+use batchgate::token::{mint, TokenArgs};
+use batchgate_gateway::auth::KeySource;
+use batchgate_gateway::AuthConfig;
+use batchgate_protocol::api::{TaskStatus, TaskView};
+use common::{client, fast_sim, serve_config, start_serve, Backend, Infra};
+
+const SECRET: &str = "an-e2e-test-secret-of-32-bytes-or-more";
+
+fn token(sub: &str) -> String {
+    mint(&TokenArgs {
+        sub: sub.into(),
+        secret: SECRET.into(),
+        ttl: Duration::from_secs(300),
+        issuer: None,
+        audience: None,
+    })
+    .expect("token")
+}
+
+async fn scoped_run(backend: Backend) {
+    let infra = Infra::start(backend);
+    let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
+    let mut config = serve_config(&infra, &worker.url, 2);
+    config.edge.auth = AuthConfig::Jwt {
+        keys: KeySource::Secret(SECRET.as_bytes().to_vec()),
+        issuer: None,
+        audience: None,
+    };
+    let serve = start_serve(config).await;
+    let http = client();
+    let submit = |who: Option<&str>, body: serde_json::Value| {
+        let mut request = http
+            .post(format!("{}/v1/inference?wait_ms=10000", serve.url))
+            .json(&body);
+        if let Some(who) = who {
+            request = request.bearer_auth(token(who));
+        }
+        request.send()
+    };
+    let read = |who: &str, id: &str| {
+        http.get(format!("{}/v1/result/{id}", serve.url))
+            .bearer_auth(token(who))
+            .send()
+    };
+
+    // No token: 401 with a challenge.
+    let anonymous = submit(None, serde_json::json!({ "input": "x" }))
+        .await
+        .expect("send");
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    let garbled = http
+        .post(format!("{}/v1/inference", serve.url))
+        .bearer_auth("not-a-token")
+        .json(&serde_json::json!({ "input": "x" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(garbled.status(), 401);
+
+    // Alice's task is hers alone.
+    let alice: TaskView = submit(Some("alice"), serde_json::json!({ "input": "same input" }))
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(alice.status, TaskStatus::Success);
+    let by_alice = read("alice", &alice.task_id).await.expect("send");
+    assert_eq!(by_alice.status(), 200);
+    let by_bob = read("bob", &alice.task_id).await.expect("send");
+    assert_eq!(by_bob.status(), 404, "someone else's task is not confirmed to exist");
+
+    // Bob's identical input is his own task: dedupe is per owner.
+    let bob: TaskView = submit(Some("bob"), serde_json::json!({ "input": "same input" }))
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_ne!(bob.task_id, alice.task_id);
+    let again: TaskView = submit(Some("alice"), serde_json::json!({ "input": "same input" }))
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again.task_id, alice.task_id, "alice's own duplicate shares her task");
+
+    // A body that claims to be someone else is refused.
+    let lying = submit(
+        Some("alice"),
+        serde_json::json!({ "input": "y", "client_id": "bob" }),
+    )
+    .await
+    .expect("send");
+    assert_eq!(lying.status(), 403);
+    let honest = submit(
+        Some("alice"),
+        serde_json::json!({ "input": "y", "client_id": "alice" }),
+    )
+    .await
+    .expect("send");
+    assert_eq!(honest.status(), 200);
+
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_scoped_to_their_owner_memory() {
+    scoped_run(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_scoped_to_their_owner_redis() {
+    scoped_run(Backend::Redis).await;
+}

@@ -1,0 +1,334 @@
+//! Who is calling: JWT bearer tokens, verified at the gateway.
+//!
+//! - Keys: an HS256 shared secret, or public keys (RS256/ES256) from a PEM file or a JWKS file.
+//!   A JWKS file is read again when it changes ([`Authenticator::reload_if_changed`], run every
+//!   few seconds by [`Authenticator::watch`]), so keys can be rotated without a restart.
+//! - Checks: the signature, with the algorithm the key is for and no other (a token signed
+//!   with HS256 using an RSA public key as the secret is refused: algorithm confusion), `exp`
+//!   (required), `nbf`, `iss` and `aud` when configured, with a small leeway for clock skew.
+//!   `alg: none` cannot be verified by any key and is refused.
+//! - The token's `sub` is the caller's identity: the owner of the tasks it submits, the key of
+//!   its rate limit and of its dedupe scope.
+//!
+//! Without keys, the gateway runs only with `--insecure-no-auth`, bound to loopback: every
+//! caller is then `anonymous`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+/// How often a JWKS file is checked for changes.
+const JWKS_POLL: Duration = Duration::from_secs(2);
+/// The identity of every caller when authentication is off.
+pub const ANONYMOUS: &str = "anonymous";
+/// Longest identity accepted (a `sub` claim).
+const MAX_SUBJECT_BYTES: usize = 256;
+
+/// Where the verification keys come from.
+#[derive(Clone)]
+pub enum KeySource {
+    /// A shared secret: HS256.
+    Secret(Vec<u8>),
+    /// A PEM public key (RSA: RS256, or EC P-256: ES256).
+    PublicKeyPem(PathBuf),
+    /// A JWKS file (RSA and EC keys, chosen by `kid`).
+    Jwks(PathBuf),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Secret(_) => f.write_str("Secret(<redacted>)"),
+            KeySource::PublicKeyPem(p) => write!(f, "PublicKeyPem({})", p.display()),
+            KeySource::Jwks(p) => write!(f, "Jwks({})", p.display()),
+        }
+    }
+}
+
+/// How callers are authenticated.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// No authentication (`--insecure-no-auth`): every caller is [`ANONYMOUS`].
+    Disabled,
+    /// JWT bearer tokens.
+    Jwt {
+        /// The keys.
+        keys: KeySource,
+        /// Required `iss`, if set.
+        issuer: Option<String>,
+        /// Required `aud` (one of), if set.
+        audience: Option<String>,
+    },
+}
+
+/// Why a token was refused. The message is safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// The token failed verification; the reason says which check.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// One verification key and the algorithms it may verify.
+struct Key {
+    kid: Option<String>,
+    key: DecodingKey,
+    algorithm: Algorithm,
+}
+
+/// The claims batchgate reads; the others are ignored.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+/// Verifies tokens. Cheap to share behind an `Arc`.
+pub struct Authenticator {
+    config: AuthConfig,
+    keys: RwLock<Vec<Key>>,
+    /// The JWKS file's modification time when last read.
+    jwks_mtime: RwLock<Option<SystemTime>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Loads the keys; fails with a message naming the file or the problem.
+    pub fn new(config: AuthConfig) -> Result<Self, String> {
+        let keys = match &config {
+            AuthConfig::Disabled => Vec::new(),
+            AuthConfig::Jwt { keys, .. } => load_keys(keys)?,
+        };
+        let mtime = match &config {
+            AuthConfig::Jwt {
+                keys: KeySource::Jwks(path),
+                ..
+            } => modified(path),
+            _ => None,
+        };
+        Ok(Authenticator {
+            config,
+            keys: RwLock::new(keys),
+            jwks_mtime: RwLock::new(mtime),
+        })
+    }
+
+    /// Whether tokens are required.
+    pub fn enabled(&self) -> bool {
+        matches!(self.config, AuthConfig::Jwt { .. })
+    }
+
+    /// The caller's identity from the `Authorization` header's value, if any.
+    pub fn identify(&self, authorization: Option<&str>) -> Result<String, AuthError> {
+        let AuthConfig::Jwt {
+            issuer, audience, ..
+        } = &self.config
+        else {
+            return Ok(ANONYMOUS.to_owned());
+        };
+        let token = authorization
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("malformed token ({e})")))?;
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let candidates = keys.iter().filter(|k| {
+            k.algorithm == header.alg
+                && match (&header.kid, &k.kid) {
+                    (Some(want), Some(have)) => want == have,
+                    _ => true,
+                }
+        });
+        let mut last = AuthError::Invalid(format!(
+            "no key for algorithm {:?}{}",
+            header.alg,
+            header
+                .kid
+                .as_deref()
+                .map(|k| format!(" and kid {k:?}"))
+                .unwrap_or_default()
+        ));
+        for key in candidates {
+            let mut validation = Validation::new(key.algorithm);
+            validation.leeway = LEEWAY_SECS;
+            validation.validate_nbf = true;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            if let Some(iss) = issuer {
+                validation.set_issuer(&[iss]);
+            }
+            match audience {
+                Some(aud) => validation.set_audience(&[aud]),
+                None => validation.validate_aud = false,
+            }
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+                Ok(data) => {
+                    let sub = data.claims.sub;
+                    if sub.is_empty() || sub.len() > MAX_SUBJECT_BYTES {
+                        return Err(AuthError::Invalid(
+                            "`sub` must be 1 to 256 bytes".into(),
+                        ));
+                    }
+                    return Ok(sub);
+                }
+                Err(e) => last = AuthError::Invalid(describe(&e)),
+            }
+        }
+        Err(last)
+    }
+
+    /// Reads the JWKS file again if it changed since it was last read. A file that no longer
+    /// parses keeps the old keys (and is logged), so a half-written file cannot lock everyone
+    /// out.
+    pub fn reload_if_changed(&self) {
+        let AuthConfig::Jwt {
+            keys: source @ KeySource::Jwks(path),
+            ..
+        } = &self.config
+        else {
+            return;
+        };
+        let now = modified(path);
+        {
+            let seen = self.jwks_mtime.read().unwrap_or_else(|p| p.into_inner());
+            if *seen == now {
+                return;
+            }
+        }
+        match load_keys(source) {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), path = %path.display(), "JWKS reloaded");
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+                *self.jwks_mtime.write().unwrap_or_else(|p| p.into_inner()) = now;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "JWKS changed but cannot be used; keeping the old keys");
+            }
+        }
+    }
+
+    /// Checks the JWKS file for changes every 2 s until `stop`.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        if !matches!(
+            self.config,
+            AuthConfig::Jwt {
+                keys: KeySource::Jwks(_),
+                ..
+            }
+        ) {
+            return;
+        }
+        let mut every = tokio::time::interval(JWKS_POLL);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => self.reload_if_changed(),
+            }
+        }
+    }
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// What the caller may be told of a verification failure: which check failed, not more.
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "expired".into(),
+        ErrorKind::ImmatureSignature => "not valid yet (nbf)".into(),
+        ErrorKind::InvalidIssuer => "wrong issuer".into(),
+        ErrorKind::InvalidAudience => "wrong audience".into(),
+        ErrorKind::InvalidSignature => "bad signature".into(),
+        ErrorKind::InvalidAlgorithm => "algorithm not accepted".into(),
+        ErrorKind::MissingRequiredClaim(c) => format!("missing claim `{c}`"),
+        _ => "malformed token".into(),
+    }
+}
+
+fn load_keys(source: &KeySource) -> Result<Vec<Key>, String> {
+    match source {
+        KeySource::Secret(secret) => {
+            if secret.len() < 32 {
+                return Err("--jwt-secret must be at least 32 bytes".into());
+            }
+            Ok(vec![Key {
+                kid: None,
+                key: DecodingKey::from_secret(secret),
+                algorithm: Algorithm::HS256,
+            }])
+        }
+        KeySource::PublicKeyPem(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read --jwt-public-key {}: {e}", path.display()))?;
+            if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                return Ok(vec![Key {
+                    kid: None,
+                    key,
+                    algorithm: Algorithm::RS256,
+                }]);
+            }
+            if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+                return Ok(vec![Key {
+                    kid: None,
+                    key,
+                    algorithm: Algorithm::ES256,
+                }]);
+            }
+            Err(format!(
+                "--jwt-public-key {} is neither an RSA nor an EC public key in PEM",
+                path.display()
+            ))
+        }
+        KeySource::Jwks(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --jwks {}: {e}", path.display()))?;
+            let set: JwkSet = serde_json::from_str(&text)
+                .map_err(|e| format!("--jwks {} is not a JWKS: {e}", path.display()))?;
+            let mut keys = Vec::new();
+            for jwk in &set.keys {
+                let algorithm = match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    // Symmetric keys have no place in a public key set; others are not used.
+                    _ => continue,
+                };
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| format!("--jwks {}: unusable key: {e}", path.display()))?;
+                keys.push(Key {
+                    kid: jwk.common.key_id.clone(),
+                    key,
+                    algorithm,
+                });
+            }
+            if keys.is_empty() {
+                return Err(format!("--jwks {} holds no RSA or EC key", path.display()));
+            }
+            Ok(keys)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
