@@ -48,8 +48,8 @@ pub struct BatcherPart {
 pub struct EdgeConfig {
     /// Bearer token of the admin API (`/admin/...`); `None` disables it.
     pub admin_token: Option<String>,
-    /// Shed new tasks when their estimated latency exceeds this; `None`: never.
-    pub shed_latency: Option<Duration>,
+    /// Shed new tasks when their estimated queue wait exceeds this; `None`: never.
+    pub shed_wait: Option<Duration>,
     /// Requests a second allowed per `client_id`, and the burst; `None`: unlimited.
     pub client_rate: Option<(f64, f64)>,
 }
@@ -58,7 +58,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
             admin_token: None,
-            shed_latency: Some(batchgate_gateway::shed::DEFAULT_SHED_LATENCY),
+            shed_wait: Some(batchgate_gateway::shed::DEFAULT_SHED_WAIT),
             client_rate: None,
         }
     }
@@ -71,7 +71,7 @@ impl std::fmt::Debug for EdgeConfig {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
-            .field("shed_latency", &self.shed_latency)
+            .field("shed_wait", &self.shed_wait)
             .field("client_rate", &self.client_rate)
             .finish()
     }
@@ -145,7 +145,7 @@ pub async fn run(
 
     let admission = Arc::new(Admission::default());
     let metrics = GatewayMetrics::register(&mut registry);
-    let shedder = Arc::new(Shedder::new(config.edge.shed_latency));
+    let shedder = Arc::new(Shedder::new(config.edge.shed_wait));
     let shed_stop = CancellationToken::new();
     if config.gateway.is_some() {
         tokio::spawn(

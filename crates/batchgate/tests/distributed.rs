@@ -68,13 +68,7 @@ async fn a_batcher_killed_mid_batch_loses_no_accepted_task() {
     ]);
     let gateway = |_: usize| {
         // Shedding off: this test is about recovery, and counts every refusal as a failure.
-        let mut args = vec![
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--shed-latency-ms",
-            "0",
-        ];
+        let mut args = vec!["gateway", "--listen", "127.0.0.1:0", "--shed-wait-ms", "0"];
         args.extend(common_flags);
         Proc::start(&args)
     };
