@@ -6,14 +6,14 @@
 #
 # Every (run, profile, policy) gets a fresh `batchgate serve` (built-in simulated worker, 40
 # slots: capacity ≈ 12,800/s, so the worker is not the limit at 8,000/s) and its own seed.
-# Shedding is off (--shed-latency-ms 0) so that both policies see every request; the overload
+# Shedding is off (--shed-wait-ms 0) so that both policies see every request; the overload
 # benchmark (scripts/bench-overload.sh) measures shedding. Summarise with
 #   scripts/bench-summary.py OUT_DIR/<profile>-<policy>-*.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1 runs=${2:-3}
 mkdir -p "$out"
-serve_common="--sim-slots 40 --shed-latency-ms 0"
+serve_common="--sim-slots 40 --shed-wait-ms 0"
 bench_common="--http2 --worker-slots 40 --warmup 3s --duration 30s"
 declare -A profile=(
   [steady200]="--rate 200"

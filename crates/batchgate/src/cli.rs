@@ -261,10 +261,10 @@ pub struct EdgeArgs {
     #[arg(long, env = "BATCHGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Shed new tasks with 503 when a task admitted now would take longer than this to
-    /// complete (outstanding tasks ÷ completion rate), in milliseconds; 0 turns it off.
-    #[arg(long, env = "BATCHGATE_SHED_LATENCY_MS", default_value_t = 400)]
-    pub shed_latency_ms: u64,
+    /// Shed new tasks with 503 when a task admitted now would wait longer than this in the
+    /// queue (tasks queued ÷ the batchers' capacity), in milliseconds; 0 turns it off.
+    #[arg(long, env = "BATCHGATE_SHED_WAIT_MS", default_value_t = 100)]
+    pub shed_wait_ms: u64,
 
     /// Requests a second allowed per caller (the token's subject; without authentication, the
     /// body's `client_id`), 429 past it; 0: unlimited.
@@ -287,8 +287,7 @@ impl EdgeArgs {
         }
         Ok(crate::serve::EdgeConfig {
             admin_token: self.admin_token,
-            shed_latency: (self.shed_latency_ms > 0)
-                .then(|| Duration::from_millis(self.shed_latency_ms)),
+            shed_wait: (self.shed_wait_ms > 0).then(|| Duration::from_millis(self.shed_wait_ms)),
             client_rate: (rate > 0.0).then(|| (rate, self.client_burst.unwrap_or(rate).max(1.0))),
             auth,
         })

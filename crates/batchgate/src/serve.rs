@@ -49,8 +49,8 @@ pub struct BatcherPart {
 pub struct EdgeConfig {
     /// Bearer token of the admin API (`/admin/...`); `None` disables it.
     pub admin_token: Option<String>,
-    /// Shed new tasks when their estimated latency exceeds this; `None`: never.
-    pub shed_latency: Option<Duration>,
+    /// Shed new tasks when their estimated queue wait exceeds this; `None`: never.
+    pub shed_wait: Option<Duration>,
     /// Requests a second allowed per caller, and the burst; `None`: unlimited.
     pub client_rate: Option<(f64, f64)>,
     /// Who may call. The library default is no authentication (tests, embedding); the command
@@ -62,7 +62,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
             admin_token: None,
-            shed_latency: Some(batchgate_gateway::shed::DEFAULT_SHED_LATENCY),
+            shed_wait: Some(batchgate_gateway::shed::DEFAULT_SHED_WAIT),
             client_rate: None,
             auth: AuthConfig::Disabled,
         }
@@ -76,7 +76,7 @@ impl std::fmt::Debug for EdgeConfig {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
-            .field("shed_latency", &self.shed_latency)
+            .field("shed_wait", &self.shed_wait)
             .field("client_rate", &self.client_rate)
             .field("auth", &self.auth)
             .finish()
@@ -158,9 +158,10 @@ pub async fn run(
         warn!("authentication is OFF (--insecure-no-auth): every caller is anonymous and can read every result");
     }
     // Stops the gateway's background tasks (key reloads, shedding samples) at shutdown.
+    // Stops the gateway's background tasks (key reloads, shedding samples) at shutdown.
     let shed_stop = CancellationToken::new();
     tokio::spawn(auth.clone().watch(shed_stop.clone()));
-    let shedder = Arc::new(Shedder::new(config.edge.shed_latency));
+    let shedder = Arc::new(Shedder::new(config.edge.shed_wait));
     if config.gateway.is_some() {
         tokio::spawn(
             shedder

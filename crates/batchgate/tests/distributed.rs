@@ -73,7 +73,7 @@ async fn a_batcher_killed_mid_batch_loses_no_accepted_task() {
             "--insecure-no-auth",
             "--listen",
             "127.0.0.1:0",
-            "--shed-latency-ms",
+            "--shed-wait-ms",
             "0",
         ];
         args.extend(common_flags);

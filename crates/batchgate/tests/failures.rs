@@ -215,11 +215,12 @@ async fn dead_letters_are_listed_replayed_and_purged_redis() {
 
 async fn shed_run(backend: Backend) {
     let infra = Infra::start(backend);
-    // One slot at ≈ 210 ms a full batch: ≈ 300 tasks a second.
+    // One slot at ≈ 500 ms a full batch: ≈ 128 tasks a second, far below what even a debug
+    // build admits, so the overload does not depend on how fast this machine is.
     let worker = common::start_faulty_worker(
         batchgate_sim::SimConfig {
             slots: 1,
-            base: Duration::from_millis(200),
+            base: Duration::from_millis(500),
             per_item: Duration::from_micros(100),
             max_batch_size: 64,
         },
@@ -227,14 +228,17 @@ async fn shed_run(backend: Backend) {
     )
     .await;
     let mut config = serve_config(&infra, &worker.url, 1);
-    config.edge.shed_latency = Some(Duration::from_millis(500));
+    config.edge.shed_wait = Some(Duration::from_millis(500));
     let serve = start_serve(config).await;
     let http = client();
-    // 3,000 submissions as fast as they go: ten seconds of the worker's work.
-    let answers = futures::future::join_all((0..3000).map(|i| {
+    // 3,000 submissions at about 1,500/s (one every 2/3 ms, as an open-loop client would
+    // send them): 23 seconds of the worker's work in two.
+    let started = tokio::time::Instant::now();
+    let answers = futures::future::join_all((0..3000u32).map(|i| {
         let http = http.clone();
         let url = format!("{}/v1/inference", serve.url);
         async move {
+            tokio::time::sleep_until(started + Duration::from_micros(667) * i).await;
             let r = http
                 .post(url)
                 .json(&serde_json::json!({ "input": format!("{backend:?} shed {i}") }))
@@ -299,7 +303,7 @@ async fn a_task_past_its_deadline_is_not_sent_to_the_worker() {
     )
     .await;
     let mut config = serve_config(&infra, &worker.url, 1);
-    config.edge.shed_latency = None;
+    config.edge.shed_wait = None;
     let serve = start_serve(config).await;
     let http = client();
     let submit = |input: &'static str, timeout_ms: Option<u64>| {

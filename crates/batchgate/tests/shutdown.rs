@@ -25,7 +25,7 @@ async fn sigterm_under_load_loses_nothing_that_was_accepted() {
         "100",
         // Shedding off: the load here outruns 2 slots on purpose, and every refusal must be
         // the drain's `shutting_down`.
-        "--shed-latency-ms",
+        "--shed-wait-ms",
         "0",
     ]);
     let http = client();

@@ -67,8 +67,8 @@ pub trait Queue: Send + Sync + 'static {
     /// to, so by default nothing changes and the drain empties them.
     async fn close_reads(&self) {}
 
-    /// How many tasks have been completed so far and how many are outstanding: what the
-    /// gateway estimates a new task's latency from. `None` where the backend cannot tell.
+    /// How many tasks readers have taken so far and how many wait untaken: what the gateway
+    /// estimates a new task's queue wait from. `None` where the backend cannot tell.
     async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
         Ok(None)
     }
@@ -77,8 +77,8 @@ pub trait Queue: Send + Sync + 'static {
 /// A snapshot of the queue's flow, for load shedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
-    /// Tasks acknowledged so far (a counter; it only grows, except across a restart).
-    pub completed: u64,
-    /// Tasks enqueued and not yet acknowledged: waiting, batched, or at the worker.
-    pub outstanding: u64,
+    /// Tasks handed to readers so far (a counter; it only grows, except across a restart).
+    pub taken: u64,
+    /// Tasks waiting to be taken.
+    pub queued: u64,
 }

@@ -317,10 +317,11 @@ impl Queue for RedisQueue {
             .collect()
     }
 
-    /// From `XINFO GROUPS` of each partition, summed: completed = `entries-read` − `pending`
-    /// (delivered and acknowledged), outstanding = `lag` + `pending` (not yet delivered, or
-    /// delivered and not yet acknowledged). `None` while Redis cannot count exactly (a group
-    /// without a valid lag, e.g. right after entries past its position were deleted).
+    /// From `XINFO GROUPS` of each partition, summed: taken = `entries-read` (entries delivered
+    /// to batchers), queued = `lag` (entries not delivered yet). `None` while Redis cannot count
+    /// exactly (a group without a valid lag, e.g. right after entries past its position were
+    /// deleted). Readers take at most about a batch ahead of their batcher, so what they hold
+    /// is not hidden from `queued` for long.
     async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
         let infos = (0..self.keys.partitions()).map(|p| {
             let stream = self.keys.stream(p);
@@ -337,8 +338,8 @@ impl Queue for RedisQueue {
             }
         });
         let mut total = Backlog {
-            completed: 0,
-            outstanding: 0,
+            taken: 0,
+            queued: 0,
         };
         for groups in futures_util::future::join_all(infos).await {
             let groups = groups.map_err(|e| Self::unavailable(&e))?;
@@ -349,11 +350,10 @@ impl Queue for RedisQueue {
                 continue;
             };
             let number = |field: &str| group.get(field).and_then(value_number);
-            let pending = number("pending").unwrap_or(0);
             match (number("entries-read"), number("lag")) {
                 (Some(read), Some(lag)) => {
-                    total.completed += read.saturating_sub(pending);
-                    total.outstanding += lag + pending;
+                    total.taken += read;
+                    total.queued += lag;
                 }
                 _ => return Ok(None),
             }
@@ -499,12 +499,16 @@ impl StreamReader {
     }
 
     async fn read_once(&self, conn: &mut RedisConn) -> RedisResult<Vec<(usize, StreamId)>> {
+        // COUNT is per stream: spread one batch's worth over the streams read, so that a read
+        // takes about a batch, not a batch from every partition (entries left in Redis stay
+        // visible to the gateways' shedding as `lag`).
+        let per_stream = READ_COUNT.div_ceil(self.streams.len().max(1));
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(GROUP)
             .arg(&self.consumer)
             .arg("COUNT")
-            .arg(READ_COUNT)
+            .arg(per_stream)
             .arg("BLOCK")
             .arg(READ_BLOCK.as_millis() as u64)
             .arg("STREAMS");

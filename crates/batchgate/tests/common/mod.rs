@@ -125,7 +125,7 @@ pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize
         // shedding has its own tests (`failures.rs`).
         edge: batchgate::serve::EdgeConfig {
             admin_token: Some(ADMIN_TOKEN.into()),
-            shed_latency: None,
+            shed_wait: None,
             ..Default::default()
         },
         batcher: Some(BatcherPart {

@@ -124,6 +124,7 @@ pub(crate) async fn submit(
         }
     }
     drop(gate);
+    state.shedder.admitted();
     state.metrics.tasks_accepted.inc();
     answer(&state, task_id, created_at, wait, true).await
 }

@@ -34,8 +34,6 @@ pub struct MemoryQueue {
     hasher: RandomState,
     /// Tasks handed to readers so far.
     served: AtomicU64,
-    /// Tasks acknowledged so far.
-    acked: AtomicU64,
 }
 
 impl MemoryQueue {
@@ -50,7 +48,6 @@ impl MemoryQueue {
             arrived: Notify::new(),
             next_start: AtomicUsize::new(0),
             served: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
             hasher: RandomState::new(),
         }
     }
@@ -126,23 +123,16 @@ impl Queue for MemoryQueue {
         }
     }
 
-    async fn ack(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
-        // A delivered task is gone from this queue already, and nothing survives the process
-        // to deliver it again: only the count of completions moves.
-        self.acked
-            .fetch_add(receipts.len() as u64, Ordering::Relaxed);
+    async fn ack(&self, _receipts: &[Receipt]) -> Result<(), QueueError> {
+        // Nothing to do: a delivered task is gone from this queue, and nothing survives the
+        // process to deliver it again.
         Ok(())
     }
 
     async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
-        let completed = self.acked.load(Ordering::Relaxed);
-        let in_service = self
-            .served
-            .load(Ordering::Relaxed)
-            .saturating_sub(completed);
         Ok(Some(Backlog {
-            completed,
-            outstanding: self.len.load(Ordering::Acquire) as u64 + in_service,
+            taken: self.served.load(Ordering::Relaxed),
+            queued: self.len.load(Ordering::Acquire) as u64,
         }))
     }
 
