@@ -44,8 +44,8 @@ pub enum Shed {
 ///
 /// Only intervals that began with at least a batch queued count: then the batchers take as
 /// fast as they can, and the rate measures what they can do, not what clients asked. It is
-/// smoothed over samples (EWMA, weight 0.2) and kept through idle periods. Until it has been
-/// measured once, nothing is estimated, so a cold start is never shed on a guess.
+/// smoothed over samples (EWMA, weight 0.2) and kept through idle periods. Until a first take
+/// under backlog has been seen, nothing is estimated, so a cold start is never shed on a guess.
 #[derive(Debug, Default)]
 pub struct WaitEstimator {
     /// Tasks taken a second under backlog, once measured.
@@ -64,7 +64,11 @@ impl WaitEstimator {
         if let Some((then, last_taken, last_queued)) = self.last {
             let dt = now.saturating_duration_since(then).as_secs_f64();
             let done = taken.saturating_sub(last_taken);
-            if last_queued >= MIN_BACKLOG && dt > 0.0 && done > 0 {
+            // Batchers take in batches, so most short intervals take nothing and some take a
+            // whole batch: every interval under backlog counts, the empty ones too, once the
+            // first take has been seen (before it, an empty interval is a cold start, not a
+            // measurement).
+            if last_queued >= MIN_BACKLOG && dt > 0.0 && (done > 0 || self.capacity.is_some()) {
                 let measured = done as f64 / dt;
                 self.capacity = Some(match self.capacity {
                     Some(c) => c + CAPACITY_WEIGHT * (measured - c),
@@ -249,6 +253,23 @@ mod tests {
         // Idle again: the rate is kept.
         assert_eq!(e.sample(at(31), 2910, 0), Some(rate));
         assert_eq!(e.sample(at(40), 2910, 0), Some(rate));
+    }
+
+    #[test]
+    fn takes_in_whole_batches_average_out_to_the_true_rate() {
+        let t0 = Instant::now();
+        let mut e = WaitEstimator::default();
+        // 64 tasks taken every 500 ms (128/s) while 300 wait: one interval in five takes a batch.
+        let mut taken = 0;
+        let mut rate = None;
+        for i in 0..200u32 {
+            if i % 5 == 1 {
+                taken += 64;
+            }
+            rate = e.sample(t0 + 100 * MS * i, taken, 300);
+        }
+        let rate = rate.expect("measured");
+        assert!((80.0..180.0).contains(&rate), "{rate}");
     }
 
     #[test]
