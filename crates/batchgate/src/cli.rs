@@ -247,9 +247,7 @@ impl AuthArgs {
                 audience: self.jwt_audience,
             }),
             (_, true) => Err("--insecure-no-auth cannot be combined with JWT keys".into()),
-            (_, false) => {
-                Err("give only one of --jwt-secret, --jwt-public-key and --jwks".into())
-            }
+            (_, false) => Err("give only one of --jwt-secret, --jwt-public-key and --jwks".into()),
         }
     }
 }
@@ -277,7 +275,10 @@ pub struct EdgeArgs {
 }
 
 impl EdgeArgs {
-    fn into_config(self, auth: batchgate_gateway::AuthConfig) -> Result<crate::serve::EdgeConfig, String> {
+    fn into_config(
+        self,
+        auth: batchgate_gateway::AuthConfig,
+    ) -> Result<crate::serve::EdgeConfig, String> {
         let rate = self.client_rate_limit;
         if !rate.is_finite() || rate < 0.0 {
             return Err(format!("--client-rate-limit must be ≥ 0, got {rate}"));

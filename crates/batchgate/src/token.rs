@@ -53,6 +53,6 @@ pub fn mint(args: &TokenArgs) -> anyhow::Result<String> {
     Ok(encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(args.secret.as_bytes()),
+        &EncodingKey::from_secret(args.secret.as_bytes())?,
     )?)
 }

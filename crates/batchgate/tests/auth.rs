@@ -76,7 +76,11 @@ async fn scoped_run(backend: Backend) {
     let by_alice = read("alice", &alice.task_id).await.expect("send");
     assert_eq!(by_alice.status(), 200);
     let by_bob = read("bob", &alice.task_id).await.expect("send");
-    assert_eq!(by_bob.status(), 404, "someone else's task is not confirmed to exist");
+    assert_eq!(
+        by_bob.status(),
+        404,
+        "someone else's task is not confirmed to exist"
+    );
 
     // Bob's identical input is his own task: dedupe is per owner.
     let bob: TaskView = submit(Some("bob"), serde_json::json!({ "input": "same input" }))
@@ -92,7 +96,10 @@ async fn scoped_run(backend: Backend) {
         .json()
         .await
         .expect("json");
-    assert_eq!(again.task_id, alice.task_id, "alice's own duplicate shares her task");
+    assert_eq!(
+        again.task_id, alice.task_id,
+        "alice's own duplicate shares her task"
+    );
 
     // A body that claims to be someone else is refused.
     let lying = submit(

@@ -108,8 +108,7 @@ fn batching_and_edge_flags_are_checked_before_binding() {
 #[test]
 fn dlq_talks_to_the_admin_api_and_reports_refusals() {
     let token = "cli-test-admin-token";
-    let (mut child, url) =
-        common::spawn_batchgate(&[
+    let (mut child, url) = common::spawn_batchgate(&[
         "serve",
         "--insecure-no-auth",
         "--listen",
@@ -174,7 +173,11 @@ fn token_prints_a_jwt_alone_on_stdout() {
         "--ttl",
         "10m",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let token = stdout.trim_end();
     assert_eq!(stdout.lines().count(), 1);

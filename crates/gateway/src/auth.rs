@@ -89,7 +89,8 @@ struct Key {
 /// The claims batchgate reads; the others are ignored.
 #[derive(Debug, Deserialize)]
 struct Claims {
-    sub: String,
+    #[serde(default)]
+    sub: Option<String>,
 }
 
 /// Verifies tokens. Cheap to share behind an `Arc`.
@@ -183,11 +184,11 @@ impl Authenticator {
             }
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                 Ok(data) => {
-                    let sub = data.claims.sub;
+                    let Some(sub) = data.claims.sub else {
+                        return Err(AuthError::Invalid("missing claim `sub`".into()));
+                    };
                     if sub.is_empty() || sub.len() > MAX_SUBJECT_BYTES {
-                        return Err(AuthError::Invalid(
-                            "`sub` must be 1 to 256 bytes".into(),
-                        ));
+                        return Err(AuthError::Invalid("`sub` must be 1 to 256 bytes".into()));
                     }
                     return Ok(sub);
                 }
@@ -275,7 +276,8 @@ fn load_keys(source: &KeySource) -> Result<Vec<Key>, String> {
             }
             Ok(vec![Key {
                 kid: None,
-                key: DecodingKey::from_secret(secret),
+                key: DecodingKey::from_secret(secret)
+                    .map_err(|e| format!("--jwt-secret cannot be used: {e}"))?,
                 algorithm: Algorithm::HS256,
             }])
         }

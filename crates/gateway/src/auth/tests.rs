@@ -17,11 +17,11 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn hs256(claims: serde_json::Value) -> String {
+fn hs256(claims: &serde_json::Value) -> String {
     encode(
         &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
+        claims,
+        &EncodingKey::from_secret(SECRET).expect("key"),
     )
     .expect("sign")
 }
@@ -49,7 +49,7 @@ fn invalid(auth: &Authenticator, token: &str) -> String {
 #[test]
 fn a_valid_token_names_its_subject() {
     let auth = secret_auth(None, None);
-    let token = hs256(json!({ "sub": "alice", "exp": now() + 60 }));
+    let token = hs256(&json!({ "sub": "alice", "exp": now() + 60 }));
     assert_eq!(auth.identify(Some(&bearer(&token))), Ok("alice".into()));
 }
 
@@ -57,12 +57,15 @@ fn a_valid_token_names_its_subject() {
 fn missing_and_garbled_tokens_are_refused() {
     let auth = secret_auth(None, None);
     assert_eq!(auth.identify(None), Err(AuthError::Missing));
-    assert_eq!(auth.identify(Some("Basic YWxpY2U6cHc=")), Err(AuthError::Missing));
+    assert_eq!(
+        auth.identify(Some("Basic YWxpY2U6cHc=")),
+        Err(AuthError::Missing)
+    );
     assert_eq!(auth.identify(Some("Bearer ")), Err(AuthError::Missing));
     assert!(invalid(&auth, "not.a.token").contains("malformed"));
     assert!(invalid(&auth, "garbage").contains("malformed"));
     // A valid token with one byte of its signature changed.
-    let mut token = hs256(json!({ "sub": "alice", "exp": now() + 60 }));
+    let mut token = hs256(&json!({ "sub": "alice", "exp": now() + 60 }));
     let last = token.pop().expect("non-empty");
     token.push(if last == 'A' { 'B' } else { 'A' });
     assert!(invalid(&auth, &token).contains("signature"), "{token}");
@@ -71,31 +74,34 @@ fn missing_and_garbled_tokens_are_refused() {
 #[test]
 fn expiry_and_not_before_are_checked_with_a_small_leeway() {
     let auth = secret_auth(None, None);
-    let expired = hs256(json!({ "sub": "alice", "exp": now() - LEEWAY_SECS - 60 }));
+    let expired = hs256(&json!({ "sub": "alice", "exp": now() - LEEWAY_SECS - 60 }));
     assert_eq!(invalid(&auth, &expired), "expired");
-    let within_leeway = hs256(json!({ "sub": "alice", "exp": now() - 5 }));
-    assert_eq!(auth.identify(Some(&bearer(&within_leeway))), Ok("alice".into()));
-    let early = hs256(json!({ "sub": "alice", "exp": now() + 600, "nbf": now() + 300 }));
+    let within_leeway = hs256(&json!({ "sub": "alice", "exp": now() - 5 }));
+    assert_eq!(
+        auth.identify(Some(&bearer(&within_leeway))),
+        Ok("alice".into())
+    );
+    let early = hs256(&json!({ "sub": "alice", "exp": now() + 600, "nbf": now() + 300 }));
     assert_eq!(invalid(&auth, &early), "not valid yet (nbf)");
-    let no_exp = hs256(json!({ "sub": "alice" }));
+    let no_exp = hs256(&json!({ "sub": "alice" }));
     assert_eq!(invalid(&auth, &no_exp), "missing claim `exp`");
-    let no_sub = hs256(json!({ "exp": now() + 60 }));
+    let no_sub = hs256(&json!({ "exp": now() + 60 }));
     assert_eq!(invalid(&auth, &no_sub), "missing claim `sub`");
 }
 
 #[test]
 fn issuer_and_audience_must_match_when_configured() {
     let auth = secret_auth(Some("https://issuer.example"), Some("batchgate"));
-    let good = hs256(json!({
+    let good = hs256(&json!({
         "sub": "alice", "exp": now() + 60,
         "iss": "https://issuer.example", "aud": "batchgate"
     }));
     assert_eq!(auth.identify(Some(&bearer(&good))), Ok("alice".into()));
-    let wrong_iss = hs256(json!({
+    let wrong_iss = hs256(&json!({
         "sub": "alice", "exp": now() + 60, "iss": "https://evil.example", "aud": "batchgate"
     }));
     assert_eq!(invalid(&auth, &wrong_iss), "wrong issuer");
-    let wrong_aud = hs256(json!({
+    let wrong_aud = hs256(&json!({
         "sub": "alice", "exp": now() + 60, "iss": "https://issuer.example", "aud": "other"
     }));
     assert_eq!(invalid(&auth, &wrong_aud), "wrong audience");
@@ -123,12 +129,12 @@ fn ec_key() -> (String, String, Vec<u8>) {
     )
 }
 
-fn es256(private_pem: &str, kid: Option<&str>, claims: serde_json::Value) -> String {
+fn es256(private_pem: &str, kid: Option<&str>, claims: &serde_json::Value) -> String {
     let mut header = Header::new(Algorithm::ES256);
     header.kid = kid.map(str::to_owned);
     encode(
         &header,
-        &claims,
+        claims,
         &EncodingKey::from_ec_pem(private_pem.as_bytes()).expect("EC key"),
     )
     .expect("sign")
@@ -146,19 +152,23 @@ fn public_key_tokens_verify_and_hs256_signed_with_the_public_key_is_refused() {
         audience: None,
     })
     .expect("config");
-    let token = es256(&private, None, json!({ "sub": "bob", "exp": now() + 60 }));
+    let token = es256(&private, None, &json!({ "sub": "bob", "exp": now() + 60 }));
     assert_eq!(auth.identify(Some(&bearer(&token))), Ok("bob".into()));
     // Algorithm confusion: HS256 with the (public) PEM as the HMAC secret.
     let forged = encode(
         &Header::new(Algorithm::HS256),
         &json!({ "sub": "mallory", "exp": now() + 60 }),
-        &EncodingKey::from_secret(public.as_bytes()),
+        &EncodingKey::from_secret(public.as_bytes()).expect("key"),
     )
     .expect("sign");
     assert!(invalid(&auth, &forged).contains("no key for algorithm HS256"));
     // Another key pair's token.
     let (other, _, _) = ec_key();
-    let stranger = es256(&other, None, json!({ "sub": "mallory", "exp": now() + 60 }));
+    let stranger = es256(
+        &other,
+        None,
+        &json!({ "sub": "mallory", "exp": now() + 60 }),
+    );
     assert_eq!(invalid(&auth, &stranger), "bad signature");
 }
 
@@ -189,7 +199,11 @@ fn jwks_keys_are_chosen_by_kid_and_reloaded_when_the_file_changes() {
         audience: None,
     })
     .expect("config");
-    let old = es256(&old_private, Some("old"), json!({ "sub": "carol", "exp": now() + 60 }));
+    let old = es256(
+        &old_private,
+        Some("old"),
+        &json!({ "sub": "carol", "exp": now() + 60 }),
+    );
     assert_eq!(auth.identify(Some(&bearer(&old))), Ok("carol".into()));
 
     // Rotation: the file now holds only a new key.
@@ -203,9 +217,16 @@ fn jwks_keys_are_chosen_by_kid_and_reloaded_when_the_file_changes() {
     file.set_modified(SystemTime::now() + Duration::from_secs(1))
         .expect("touch");
     auth.reload_if_changed();
-    let new = es256(&new_private, Some("new"), json!({ "sub": "carol", "exp": now() + 60 }));
+    let new = es256(
+        &new_private,
+        Some("new"),
+        &json!({ "sub": "carol", "exp": now() + 60 }),
+    );
     assert_eq!(auth.identify(Some(&bearer(&new))), Ok("carol".into()));
-    assert!(auth.identify(Some(&bearer(&old))).is_err(), "the old key is gone");
+    assert!(
+        auth.identify(Some(&bearer(&old))).is_err(),
+        "the old key is gone"
+    );
 
     // A broken file keeps the keys in force.
     std::fs::write(&path, "{ not json").expect("write");
