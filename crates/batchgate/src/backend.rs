@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use batchgate_queue::dead_letters::DEFAULT_DEAD_LETTER_CAPACITY;
 use batchgate_queue::memory::{MemoryDeadLetters, MemoryDedupe, MemoryQueue, MemoryResultStore};
-use batchgate_queue::{DeadLetters, Dedupe, Intake, Queue, ResultStore, Steps};
+use batchgate_queue::{
+    DeadLetters, Dedupe, Intake, MemoryRateLimiter, Queue, RateLimiter, ResultStore, Steps,
+};
 use batchgate_redis::{
     Keys, Notifier, RedisConfig, RedisDeadLetters, RedisIntake, RedisQueue, RedisQueueConfig,
-    RedisResultStore,
+    RedisRateLimiter, RedisResultStore,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +59,8 @@ pub struct Backends {
     pub intake: Arc<dyn Intake>,
     /// Tasks that failed for good, to inspect and replay.
     pub dead_letters: Arc<dyn DeadLetters>,
+    /// Per-user request counts (in Redis, shared by every gateway).
+    pub rate_limiter: Arc<dyn RateLimiter>,
     /// Whether dedupe is on.
     pub dedupe: bool,
     /// This process's name on the notification bus (Redis only).
@@ -111,6 +115,7 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             queue,
             results,
             dead_letters: Arc::new(MemoryDeadLetters::new(DEFAULT_DEAD_LETTER_CAPACITY)),
+            rate_limiter: Arc::new(MemoryRateLimiter::default()),
             gateway_id: None,
             tasks,
             stop,
@@ -163,6 +168,11 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             config.result_ttl,
             rc.op_timeout,
             notifier,
+        )),
+        rate_limiter: Arc::new(RedisRateLimiter::new(
+            conn.clone(),
+            &rc.key_prefix,
+            rc.op_timeout,
         )),
         dead_letters: Arc::new(RedisDeadLetters::new(
             conn.clone(),

@@ -264,14 +264,24 @@ pub struct EdgeArgs {
     #[arg(long, env = "BATCHGATE_SHED_WAIT_MS", default_value_t = 100)]
     pub shed_wait_ms: u64,
 
-    /// Requests a second allowed per caller (the token's subject; without authentication, the
-    /// body's `client_id`), 429 past it; 0: unlimited.
-    #[arg(long, env = "BATCHGATE_CLIENT_RATE_LIMIT", default_value_t = 0.0)]
-    pub client_rate_limit: f64,
+    /// Requests each authenticated caller may send per --rate-limit-period (GCRA: a whole
+    /// period's worth may come at once); past it, 429 with Retry-After and RateLimit-* headers.
+    /// Exact across gateways on Redis. 0 turns it off. Not applied without authentication.
+    #[arg(long, env = "BATCHGATE_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u64,
 
-    /// Burst allowed per caller above its rate [default: one second's worth].
-    #[arg(long, env = "BATCHGATE_CLIENT_BURST")]
-    pub client_burst: Option<f64>,
+    /// The period of --rate-limit (e.g. `60s`, `1h`).
+    #[arg(long, env = "BATCHGATE_RATE_LIMIT_PERIOD", default_value = "60s", value_parser = batchgate_bench::parse_duration)]
+    pub rate_limit_period: Duration,
+
+    /// A caller with a limit of its own, `USER=N` (N requests per period); repeat for several.
+    #[arg(
+        long = "rate-limit-override",
+        env = "BATCHGATE_RATE_LIMIT_OVERRIDES",
+        value_delimiter = ',',
+        value_name = "USER=N"
+    )]
+    pub rate_limit_overrides: Vec<String>,
 }
 
 impl EdgeArgs {
@@ -279,9 +289,21 @@ impl EdgeArgs {
         self,
         auth: batchgate_gateway::AuthConfig,
     ) -> Result<crate::serve::EdgeConfig, String> {
-        let rate = self.client_rate_limit;
-        if !rate.is_finite() || rate < 0.0 {
-            return Err(format!("--client-rate-limit must be ≥ 0, got {rate}"));
+        let mut overrides = std::collections::HashMap::new();
+        for entry in &self.rate_limit_overrides {
+            let parsed = entry
+                .rsplit_once('=')
+                .and_then(|(user, n)| Some((user, n.trim().parse::<u64>().ok()?)))
+                .filter(|(user, n)| !user.is_empty() && *n > 0);
+            let Some((user, n)) = parsed else {
+                return Err(format!(
+                    "--rate-limit-override takes USER=N with N ≥ 1, got {entry:?}"
+                ));
+            };
+            overrides.insert(user.to_owned(), n);
+        }
+        if self.rate_limit > 0 && self.rate_limit_period.is_zero() {
+            return Err("--rate-limit-period must be longer than 0".into());
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err("--admin-token must be at least 16 characters".into());
@@ -289,7 +311,13 @@ impl EdgeArgs {
         Ok(crate::serve::EdgeConfig {
             admin_token: self.admin_token,
             shed_wait: (self.shed_wait_ms > 0).then(|| Duration::from_millis(self.shed_wait_ms)),
-            client_rate: (rate > 0.0).then(|| (rate, self.client_burst.unwrap_or(rate).max(1.0))),
+            rate_limit: (self.rate_limit > 0).then_some(crate::serve::RateLimitConfig {
+                default: batchgate_queue::Rate {
+                    limit: self.rate_limit,
+                    period: self.rate_limit_period,
+                },
+                overrides,
+            }),
             auth,
         })
     }

@@ -1,13 +1,16 @@
 //! Runs a process's parts — gateway, batcher, or both — on its backends, and shuts them down
 //! in order. `batchgate serve` runs both; `gateway` and `batcher` run one each on Redis.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use batchgate_queue::Rate;
+
 use batchgate_batcher::{Batcher, BatcherConfig, BatcherMetrics};
 use batchgate_gateway::{
-    Admission, AppState, AuthConfig, Authenticator, GatewayConfig, GatewayMetrics, Shared, Shedder,
-    UserLimits,
+    Admission, AppState, AuthConfig, Authenticator, GatewayConfig, GatewayMetrics, RateLimits,
+    Shared, Shedder,
 };
 use batchgate_sim::{SimConfig, SimWorker};
 use batchgate_worker::{HttpJsonWorker, Worker};
@@ -51,8 +54,9 @@ pub struct EdgeConfig {
     pub admin_token: Option<String>,
     /// Shed new tasks when their estimated queue wait exceeds this; `None`: never.
     pub shed_wait: Option<Duration>,
-    /// Requests a second allowed per caller, and the burst; `None`: unlimited.
-    pub client_rate: Option<(f64, f64)>,
+    /// Requests per period allowed to each authenticated caller, and per-user exceptions;
+    /// `None`: unlimited.
+    pub rate_limit: Option<RateLimitConfig>,
     /// Who may call. The library default is no authentication (tests, embedding); the command
     /// line requires JWT keys or an explicit `--insecure-no-auth` on loopback.
     pub auth: AuthConfig,
@@ -63,7 +67,7 @@ impl Default for EdgeConfig {
         EdgeConfig {
             admin_token: None,
             shed_wait: Some(batchgate_gateway::shed::DEFAULT_SHED_WAIT),
-            client_rate: None,
+            rate_limit: Some(RateLimitConfig::default()),
             auth: AuthConfig::Disabled,
         }
     }
@@ -77,9 +81,33 @@ impl std::fmt::Debug for EdgeConfig {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("shed_wait", &self.shed_wait)
-            .field("client_rate", &self.client_rate)
+            .field("rate_limit", &self.rate_limit)
             .field("auth", &self.auth)
             .finish()
+    }
+}
+
+/// Per-user rate limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Every user's rate unless overridden.
+    pub default: Rate,
+    /// Users with a limit of their own (per the same period).
+    pub overrides: HashMap<String, u64>,
+}
+
+/// The article's default: 1,000 requests per user per minute.
+pub const DEFAULT_RATE_LIMIT: Rate = Rate {
+    limit: 1000,
+    period: Duration::from_secs(60),
+};
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            default: DEFAULT_RATE_LIMIT,
+            overrides: HashMap::new(),
+        }
     }
 }
 
@@ -176,10 +204,11 @@ pub async fn run(
         gateway_id: backends.gateway_id.clone(),
         admission: admission.clone(),
         shedder,
-        user_limits: config
-            .edge
-            .client_rate
-            .map(|(rate, burst)| UserLimits::new(rate, burst)),
+        rate_limits: config.edge.rate_limit.clone().map(|r| RateLimits {
+            default: r.default,
+            overrides: r.overrides,
+            limiter: backends.rate_limiter.clone(),
+        }),
         dead_letters: backends.dead_letters.clone(),
         admin_token: config.edge.admin_token.clone(),
         auth,

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use batchgate::serve::{EdgeConfig, WorkerChoice};
+use batchgate::serve::WorkerChoice;
 use batchgate_protocol::api::{TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
 use common::{client, fast_sim, infer, serve_config, start_serve, Backend, Infra, ADMIN_TOKEN};
@@ -374,39 +374,118 @@ async fn a_task_past_its_deadline_is_not_sent_to_the_worker() {
     worker.stop.cancel();
 }
 
+const SECRET: &str = "a-rate-limit-test-secret-of-32-bytes+";
+
+fn token(sub: &str) -> String {
+    batchgate::token::mint(&batchgate::token::TokenArgs {
+        sub: sub.into(),
+        secret: SECRET.into(),
+        ttl: Duration::from_secs(300),
+        issuer: None,
+        audience: None,
+    })
+    .expect("token")
+}
+
+fn limited(config: &mut batchgate::serve::ServeConfig, limit: u64) {
+    config.edge.auth = batchgate_gateway::AuthConfig::Jwt {
+        keys: batchgate_gateway::auth::KeySource::Secret(SECRET.as_bytes().to_vec()),
+        issuer: None,
+        audience: None,
+    };
+    config.edge.rate_limit = Some(batchgate::serve::RateLimitConfig {
+        default: batchgate_queue::Rate {
+            limit,
+            period: Duration::from_secs(60),
+        },
+        overrides: [("vip".to_owned(), 1000)].into(),
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_over_its_rate_gets_429_and_others_do_not() {
+async fn a_user_over_its_rate_gets_429_and_others_do_not() {
     let infra = Infra::start(Backend::Memory);
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     let mut config = serve_config(&infra, &worker.url, 2);
-    config.edge = EdgeConfig {
-        client_rate: Some((1.0, 3.0)),
-        ..config.edge
-    };
+    limited(&mut config, 3);
     let serve = start_serve(config).await;
     let http = client();
-    let mut statuses = Vec::new();
-    for i in 0..5 {
-        let r = http
-            .post(format!("{}/v1/inference", serve.url))
-            .json(&serde_json::json!({ "input": format!("a {i}"), "client_id": "greedy" }))
+    let send = |user: &str, i: usize| {
+        http.post(format!("{}/v1/inference", serve.url))
+            .bearer_auth(token(user))
+            .json(&serde_json::json!({ "input": format!("{user} {i}") }))
             .send()
-            .await
-            .expect("send");
-        if r.status() == 429 {
-            assert!(r.headers().contains_key("retry-after"));
-        }
-        statuses.push(r.status().as_u16());
+    };
+    // 3 a minute, all at once if they like; then one every 20 s.
+    for i in 0..3 {
+        assert_eq!(send("greedy", i).await.expect("send").status(), 202);
     }
-    assert_eq!(&statuses[..3], [202, 202, 202]);
-    assert_eq!(statuses[4], 429);
-    let other = http
-        .post(format!("{}/v1/inference", serve.url))
-        .json(&serde_json::json!({ "input": "b", "client_id": "polite" }))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(other.status(), 202);
+    let refused = send("greedy", 3).await.expect("send");
+    assert_eq!(refused.status(), 429);
+    let h = refused.headers();
+    let retry_after: u64 = h["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("secs");
+    assert!((19..=20).contains(&retry_after), "{retry_after}");
+    assert_eq!(h["ratelimit-limit"], "3");
+    assert_eq!(h["ratelimit-remaining"], "0");
+    assert!(h.contains_key("ratelimit-reset"));
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    for i in 4..10 {
+        assert_eq!(send("greedy", i).await.expect("send").status(), 429);
+    }
+    assert_eq!(send("polite", 0).await.expect("send").status(), 202);
+    for i in 0..10 {
+        assert_eq!(
+            send("vip", i).await.expect("send").status(),
+            202,
+            "override"
+        );
+    }
+    let page = metrics(&http, &serve.url).await;
+    assert!(counter(&page, "batchgate_rate_limited_total") >= 7.0);
     serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_is_exact_across_two_gateways_on_redis() {
+    let infra = Infra::start(Backend::Redis);
+    let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
+    // Two gateways (no batcher needed: admission is what is counted).
+    let mut gateways = Vec::new();
+    for _ in 0..2 {
+        let mut config = serve_config(&infra, &worker.url, 2);
+        config.batcher = None;
+        limited(&mut config, 100);
+        gateways.push(start_serve(config).await);
+    }
+    let http = client();
+    let alice = token("alice");
+    let started = std::time::Instant::now();
+    let answers = futures::future::join_all((0..300usize).map(|i| {
+        let request = http
+            .post(format!("{}/v1/inference", gateways[i % 2].url))
+            .bearer_auth(&alice)
+            .json(&serde_json::json!({ "input": format!("alice {i}") }));
+        async move { request.send().await.expect("send").status().as_u16() }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let accepted = answers.iter().filter(|s| **s == 202).count();
+    let limited = answers.iter().filter(|s| **s == 429).count();
+    assert_eq!(accepted + limited, 300);
+    // GCRA refills continuously: 100 at once, plus 100 per minute of the test's duration.
+    let refill = (elapsed.as_secs_f64() * 100.0 / 60.0).ceil() as usize;
+    assert!(
+        (100..=100 + refill).contains(&accepted),
+        "{accepted} accepted in {elapsed:?}"
+    );
+    for g in gateways {
+        g.shutdown().await;
+    }
     worker.stop.cancel();
 }

@@ -54,11 +54,15 @@ pub enum ApiError {
         /// Seconds for `Retry-After`.
         retry_after_secs: u64,
     },
-    /// This client sent more than its rate allows.
-    #[error("too many requests from this client; retry later")]
+    /// This caller sent more than its rate allows.
+    #[error("too many requests from this caller; retry later")]
     RateLimited {
         /// Seconds for `Retry-After`.
         retry_after_secs: u64,
+        /// Requests allowed per period (`RateLimit-Limit`).
+        limit: u64,
+        /// Seconds until the allowance is whole again (`RateLimit-Reset`).
+        reset_secs: u64,
     },
     /// The queue's estimated wait is longer than the client's `timeout_ms`.
     #[error("the estimated wait ({estimate_ms} ms) exceeds timeout_ms; retry later")]
@@ -131,7 +135,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Overloaded { retry_after_secs }
-            | ApiError::RateLimited { retry_after_secs }
+            | ApiError::RateLimited {
+                retry_after_secs, ..
+            }
             | ApiError::DeadlineUnmeetable {
                 retry_after_secs, ..
             }
@@ -186,6 +192,16 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ApiError::RateLimited {
+            limit, reset_secs, ..
+        } = &self
+        {
+            // draft-ietf-httpapi-ratelimit-headers: none left now; whole again in `reset`.
+            let headers = response.headers_mut();
+            headers.insert("ratelimit-limit", HeaderValue::from(*limit));
+            headers.insert("ratelimit-remaining", HeaderValue::from(0u64));
+            headers.insert("ratelimit-reset", HeaderValue::from(*reset_secs));
         }
         if matches!(self, ApiError::Unauthenticated(_)) {
             // RFC 6750: which scheme, and that the token (if any) was not accepted.

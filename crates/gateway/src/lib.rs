@@ -12,7 +12,7 @@
 //!   place.
 //! - [`routes`]: one file per endpoint group; [`router`] wires them with the middleware.
 //! - [`metrics`]: [`GatewayMetrics`] and the `/metrics` rendering.
-//! - [`shed`]: load shedding — the system-wide wait estimate and per-user rate limits.
+//! - [`shed`]: load shedding — the system-wide wait estimate.
 
 pub mod auth;
 pub mod config;
@@ -27,8 +27,8 @@ pub use config::GatewayConfig;
 pub use error::ApiError;
 pub use metrics::GatewayMetrics;
 pub use routes::{ops_router, router};
-pub use shed::{Shedder, UserLimits};
-pub use state::{Admission, AppState, Shared};
+pub use shed::Shedder;
+pub use state::{Admission, AppState, RateLimits, Shared};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

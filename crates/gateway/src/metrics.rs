@@ -47,6 +47,8 @@ pub struct GatewayMetrics {
     /// `batchgate_dedupe_bypassed_total`: submissions enqueued without dedupe because the
     /// cache failed.
     pub dedupe_bypassed: Counter,
+    /// `batchgate_rate_limited_total`: submissions refused by a caller's rate limit.
+    pub rate_limited: Counter,
     /// `batchgate_queue_depth{partition}`, refreshed at each scrape.
     pub queue_depth: Family<PartitionLabel, Gauge>,
     /// `batchgate_result_store_records`, refreshed at each scrape.
@@ -67,6 +69,7 @@ impl GatewayMetrics {
             tasks_accepted: Counter::default(),
             dedupe_hits: Counter::default(),
             dedupe_bypassed: Counter::default(),
+            rate_limited: Counter::default(),
             queue_depth: Family::default(),
             result_store_records: Gauge::default(),
             resident_memory: Gauge::default(),
@@ -100,6 +103,11 @@ impl GatewayMetrics {
             "batchgate_dedupe_bypassed",
             "Submissions enqueued without dedupe because the cache failed",
             m.dedupe_bypassed.clone(),
+        );
+        registry.register(
+            "batchgate_rate_limited",
+            "Submissions refused by the caller's rate limit",
+            m.rate_limited.clone(),
         );
         registry.register(
             "batchgate_queue_depth",

@@ -6,12 +6,11 @@
 //!   capacity). Past `max_wait`, new tasks get `503 overloaded` with `Retry-After`; a task
 //!   whose client deadline (`timeout_ms`) is shorter than the estimate gets
 //!   `503 deadline_unmeetable` at once instead of expiring in the queue.
-//! - Per user ([`UserLimits`]): a token bucket per user; a user over its rate gets
-//!   `429 rate_limited`, whatever the others do.
+//!
+//! Per-user rate limits live in `batchgate_queue::rate_limit` (GCRA, in memory or in Redis).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use batchgate_queue::Queue;
@@ -183,48 +182,6 @@ impl Shedder {
     }
 }
 
-/// A token bucket per user: `rate` requests a second, bursts of up to `burst`.
-#[derive(Debug)]
-pub struct UserLimits {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
-
-/// Users tracked at most; past it the table starts afresh (every user gets a full bucket),
-/// which bounds memory whatever ids clients invent.
-const MAX_USERS: usize = 100_000;
-
-impl UserLimits {
-    /// `rate` requests a second per user, bursts of `burst` (at least 1).
-    pub fn new(rate: f64, burst: f64) -> Self {
-        UserLimits {
-            rate,
-            burst: burst.max(1.0),
-            buckets: Mutex::default(),
-        }
-    }
-
-    /// Takes a token of `user` at `now`; `Err(seconds)` to wait when there is none.
-    pub fn take(&self, user: &str, now: Instant) -> Result<(), u64> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_USERS && !buckets.contains_key(user) {
-            buckets.clear();
-        }
-        let (tokens, at) = buckets.entry(user.to_owned()).or_insert((self.burst, now));
-        let refill = now.saturating_duration_since(*at).as_secs_f64() * self.rate;
-        *tokens = (*tokens + refill).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - *tokens) / self.rate;
-            Err(wait.ceil().max(1.0) as u64)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,16 +262,5 @@ mod tests {
         // The next sample includes them (and whatever completed meanwhile).
         s.set(1000.0, 120);
         assert_eq!(s.check(None), Ok(()));
-    }
-
-    #[test]
-    fn each_user_has_its_own_bucket() {
-        let t0 = Instant::now();
-        let limits = UserLimits::new(10.0, 2.0);
-        assert!(limits.take("a", t0).is_ok());
-        assert!(limits.take("a", t0).is_ok());
-        assert_eq!(limits.take("a", t0), Err(1));
-        assert!(limits.take("b", t0).is_ok(), "another user is unaffected");
-        assert!(limits.take("a", t0 + 100 * MS).is_ok(), "refilled at 10/s");
     }
 }

@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use batchgate_queue::{DeadLetters, Intake, Queue, ResultStore};
+use std::collections::HashMap;
+
+use batchgate_queue::{DeadLetters, Intake, Queue, Rate, RateLimiter, ResultStore};
 use prometheus_client::registry::Registry;
 use tokio::sync::{RwLock, RwLockReadGuard};
 
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use crate::metrics::GatewayMetrics;
-use crate::shed::{Shedder, UserLimits};
+use crate::shed::Shedder;
 
 /// The gate new tasks pass through. Shutdown closes it, and closing waits for every
 /// submission already past the gate to finish enqueueing — so once [`Admission::close`]
@@ -70,6 +72,29 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// Per-user rate limits: a default rate, exceptions by user, and where the counts live.
+pub struct RateLimits {
+    /// The rate of every user without an override.
+    pub default: Rate,
+    /// Users with their own limit per the same period.
+    pub overrides: HashMap<String, u64>,
+    /// Counts requests (in memory, or in Redis across gateways).
+    pub limiter: Arc<dyn RateLimiter>,
+}
+
+impl RateLimits {
+    /// The rate that applies to `user`.
+    pub fn rate_of(&self, user: &str) -> Rate {
+        match self.overrides.get(user) {
+            Some(&limit) => Rate {
+                limit: limit.max(1),
+                ..self.default
+            },
+            None => self.default,
+        }
+    }
+}
+
 /// What [`AppState`] shares.
 pub struct Shared {
     /// The queue, for readiness and depth (tasks enter through `intake`).
@@ -87,8 +112,8 @@ pub struct Shared {
     pub admission: Arc<Admission>,
     /// Sheds new tasks the system could not serve in time.
     pub shedder: Arc<Shedder>,
-    /// Per-user rate limits, if configured.
-    pub user_limits: Option<UserLimits>,
+    /// Per-user rate limits of authenticated callers, if on.
+    pub rate_limits: Option<RateLimits>,
     /// Failed tasks, for the admin API.
     pub dead_letters: Arc<dyn DeadLetters>,
     /// Bearer token of the admin API; `None` disables it.

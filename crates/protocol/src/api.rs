@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 pub struct InferenceRequest {
     /// The text to run the model on.
     pub input: String,
-    /// The caller's own label for itself: the key of per-client rate limits until
-    /// authentication says who it is.
+    /// The caller's own label for itself. With authentication it must match the token's
+    /// subject; without, it is informational.
     #[serde(default)]
     pub client_id: Option<String>,
     /// How long the client will wait for the result, in milliseconds: a task past it is not

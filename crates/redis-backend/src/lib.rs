@@ -20,6 +20,7 @@
 //! - [`notify`]: [`Notifier`], the gateway's subscription that wakes local waiters.
 //! - [`intake`]: [`RedisIntake`], admission (dedupe claim, pending record, enqueue) in one
 //!   script.
+//! - [`rate_limit`]: [`RedisRateLimiter`], per-user GCRA limits exact across gateways.
 //! - `lua/`: the scripts, loaded with `include_str!`.
 
 pub mod conn;
@@ -28,6 +29,7 @@ pub mod intake;
 pub mod keys;
 pub mod notify;
 pub mod queue;
+pub mod rate_limit;
 pub mod store;
 
 pub use conn::{RedisConfig, RedisConn};
@@ -36,6 +38,7 @@ pub use intake::RedisIntake;
 pub use keys::Keys;
 pub use notify::Notifier;
 pub use queue::{RedisQueue, RedisQueueConfig};
+pub use rate_limit::RedisRateLimiter;
 pub use store::RedisResultStore;
 
 /// A Redis failure, as text for the backend-neutral error types.
