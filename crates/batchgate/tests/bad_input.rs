@@ -237,3 +237,45 @@ async fn health_readiness_and_openapi_answer() {
     serve.shutdown().await;
     worker.stop.cancel();
 }
+
+/// A slowloris-style client: headers, then a body that trickles and never completes. The
+/// request timeout answers 408 and closes it; other clients are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_completes_is_timed_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let infra = Infra::start(Backend::Memory);
+    let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
+    let mut config = serve_config(&infra, &worker.url, 2);
+    if let Some(gateway) = config.gateway.as_mut() {
+        gateway.request_timeout = std::time::Duration::from_secs(1);
+    }
+    let serve = start_serve(config).await;
+    let addr = serve.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(
+        b"POST /v1/inference HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"input\":",
+    )
+    .await
+    .expect("write");
+    // Meanwhile an ordinary client is served.
+    let view = infer(&client(), &serve.url, "not slow").await;
+    assert_eq!(view.status, TaskStatus::Success);
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        slow.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers and closes within its timeout")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"timeout\""), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    serve.shutdown().await;
+    worker.stop.cancel();
+}

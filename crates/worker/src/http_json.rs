@@ -56,6 +56,29 @@ fn transport_error(e: &reqwest::Error) -> WorkerError {
     }
 }
 
+/// Reads a worker's answer: `outputs` for a 2xx with exactly `expected` of them, else the
+/// error it amounts to. Total over any status and any bytes (fuzzed in the tests).
+pub fn parse_answer(status: u16, body: &[u8], expected: usize) -> Result<Vec<String>, WorkerError> {
+    if !(200..300).contains(&status) {
+        let message = serde_json::from_slice::<ErrorBody>(body)
+            .map(|e| e.error.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+        return Err(WorkerError::Status {
+            status,
+            message: truncate(message),
+        });
+    }
+    let parsed: BatchResponse =
+        serde_json::from_slice(body).map_err(|e| WorkerError::InvalidResponse(e.to_string()))?;
+    if parsed.outputs.len() != expected {
+        return Err(WorkerError::InvalidResponse(format!(
+            "{} outputs for {expected} inputs",
+            parsed.outputs.len()
+        )));
+    }
+    Ok(parsed.outputs)
+}
+
 fn truncate(mut s: String) -> String {
     if let Some((cut, _)) = s.char_indices().nth(MAX_ERROR_CHARS) {
         s.truncate(cut);
@@ -78,25 +101,7 @@ impl Worker for HttpJsonWorker {
                 .map_err(|e| transport_error(&e))?;
             let status = response.status();
             let body = response.bytes().await.map_err(|e| transport_error(&e))?;
-            if !status.is_success() {
-                let message = serde_json::from_slice::<ErrorBody>(&body)
-                    .map(|e| e.error.message)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-                return Err(WorkerError::Status {
-                    status: status.as_u16(),
-                    message: truncate(message),
-                });
-            }
-            let parsed: BatchResponse = serde_json::from_slice(&body)
-                .map_err(|e| WorkerError::InvalidResponse(e.to_string()))?;
-            if parsed.outputs.len() != inputs.len() {
-                return Err(WorkerError::InvalidResponse(format!(
-                    "{} outputs for {} inputs",
-                    parsed.outputs.len(),
-                    inputs.len()
-                )));
-            }
-            Ok(parsed.outputs)
+            parse_answer(status.as_u16(), &body, inputs.len())
         };
         // reqwest's own timeout covers the request; this one also bounds reading the body.
         tokio::time::timeout(self.timeout, call)
@@ -178,6 +183,30 @@ mod tests {
                 assert_eq!(message, "all slots busy");
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any status and any bytes: an answer or an error, never a panic; error text bounded.
+        #[test]
+        fn any_answer_parses_or_errs(status in 100u16..600, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), expected in 0usize..70) {
+            match parse_answer(status, &body, expected) {
+                Ok(outputs) => proptest::prop_assert_eq!(outputs.len(), expected),
+                Err(WorkerError::Status { message, .. }) => {
+                    proptest::prop_assert!(message.chars().count() <= MAX_ERROR_CHARS);
+                }
+                Err(_) => {}
+            }
+        }
+
+        /// Well-formed answers: accepted exactly when the count matches.
+        #[test]
+        fn counts_must_match(outputs in proptest::collection::vec(".{0,20}", 0..70), expected in 0usize..70) {
+            let body = serde_json::to_vec(&BatchResponse { outputs: outputs.clone() }).expect("json");
+            let parsed = parse_answer(200, &body, expected);
+            proptest::prop_assert_eq!(parsed.is_ok(), outputs.len() == expected);
         }
     }
 

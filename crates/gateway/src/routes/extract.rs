@@ -46,22 +46,28 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 ApiError::InvalidRequest(e.body_text())
             }
         })?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::InvalidUtf8)?;
-        // Every body of this API is an object; serde would also take a struct as an array.
-        if !text.trim_start().starts_with('{') {
-            return Err(match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(_) => ApiError::InvalidRequest("the body must be a JSON object".into()),
-                Err(e) => ApiError::InvalidJson(e.to_string()),
-            });
-        }
-        serde_json::from_str(text).map(JsonBody).map_err(|e| {
-            if e.is_data() {
-                ApiError::InvalidRequest(e.to_string())
-            } else {
-                ApiError::InvalidJson(e.to_string())
-            }
-        })
+        decode(&bytes).map(JsonBody)
     }
+}
+
+/// A body's bytes as `T`: UTF-8, a JSON object, the right shape; each failure its own
+/// [`ApiError`]. Total over any bytes (fuzzed in the tests).
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::InvalidUtf8)?;
+    // Every body of this API is an object; serde would also take a struct as an array.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(_) => ApiError::InvalidRequest("the body must be a JSON object".into()),
+            Err(e) => ApiError::InvalidJson(e.to_string()),
+        });
+    }
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            ApiError::InvalidRequest(e.to_string())
+        } else {
+            ApiError::InvalidJson(e.to_string())
+        }
+    })
 }
 
 /// The caller's identity: the subject of its bearer token (or `anonymous` with
@@ -96,5 +102,44 @@ impl FromRequestParts<AppState> for Wait {
             .map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
         let ms = q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS);
         Ok(Wait(Duration::from_millis(ms)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use batchgate_protocol::api::InferenceRequest;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn client_error(e: &ApiError) -> bool {
+        let (status, _) = e.status_and_code();
+        status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any bytes: a request or a client error (400/422), never a panic or a 5xx.
+        #[test]
+        fn any_bytes_decode_or_are_a_client_error(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256)
+        ) {
+            if let Err(e) = decode::<InferenceRequest>(&bytes) {
+                prop_assert!(client_error(&e), "{e:?}");
+            }
+        }
+
+        /// JSON-looking objects with the API's field names and values of every type: the same,
+        /// and a decoded request always came from text naming `input`.
+        #[test]
+        fn json_like_objects_decode_or_are_a_client_error(
+            text in r#"\{( *"(input|client_id|timeout_ms|x)" *: *("[^"\\]{0,8}"|-?[0-9]{1,22}|null|true|\[\]|\{\}) *,?){0,4}\}"#
+        ) {
+            match decode::<InferenceRequest>(text.as_bytes()) {
+                Ok(_) => prop_assert!(text.contains("\"input\""), "{text}"),
+                Err(e) => prop_assert!(client_error(&e), "{e:?} for {text}"),
+            }
+        }
     }
 }
