@@ -155,6 +155,11 @@ pub struct BenchArgs {
     /// `--slots`): the report gives the time spent in worker calls as a fraction of them.
     #[arg(long, env = "BATCHGATE_BENCH_WORKER_SLOTS", default_value_t = DEFAULT_WORKER_SLOTS)]
     pub worker_slots: usize,
+
+    /// A bearer token sent with every call (`batchgate token`), for a gateway with
+    /// authentication; the body then carries no `client_id`.
+    #[arg(long, env = "BATCHGATE_BENCH_BEARER", hide_env_values = true)]
+    pub bearer: Option<String>,
 }
 
 /// Open or closed loop, with what drives it.
@@ -191,6 +196,8 @@ pub(crate) struct Config {
     pub(crate) http2: bool,
     /// What the worker's busy time is a fraction of.
     pub(crate) worker_slots: usize,
+    /// Sent as `Authorization: Bearer …` with every call.
+    pub(crate) bearer: Option<String>,
 }
 
 impl BenchArgs {
@@ -280,6 +287,7 @@ impl BenchArgs {
             check: !self.no_check,
             http2: self.http2,
             worker_slots: self.worker_slots,
+            bearer: self.bearer,
         })
     }
 

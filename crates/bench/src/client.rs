@@ -54,6 +54,8 @@ pub(crate) struct Client {
     timeout: Duration,
     /// Whether outputs are compared with `sim_output(input)`.
     check: bool,
+    /// `Authorization` value sent with every call, if any.
+    authorization: Option<String>,
 }
 
 impl Client {
@@ -70,7 +72,16 @@ impl Client {
             wait_ms: config.wait_ms,
             timeout: config.timeout,
             check: config.check,
+            authorization: config.bearer.as_ref().map(|t| format!("Bearer {t}")),
         })
+    }
+
+    /// The request with the bearer token, if there is one.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.authorization {
+            Some(value) => request.header(reqwest::header::AUTHORIZATION, value),
+            None => request,
+        }
     }
 
     /// Runs one request to its end: never longer than the timeout, never panics on what the
@@ -85,12 +96,18 @@ impl Client {
     async fn lifecycle(&self, input: &str, deadline: Instant) -> Outcome {
         let body = InferenceRequest {
             input: input.to_owned(),
-            client_id: Some(CLIENT_ID.to_owned()),
+            // With a token the server knows who calls, and a differing label is refused.
+            client_id: self.authorization.is_none().then(|| CLIENT_ID.to_owned()),
             timeout_ms: None,
         };
         let mut url = self.inference_url.clone();
         url.set_query(Some(&format!("wait_ms={}", self.wait_for(deadline))));
-        let mut answer = match self.http.post(url).json(&body).send().await {
+        let mut answer = match self
+            .authorized(self.http.post(url))
+            .json(&body)
+            .send()
+            .await
+        {
             Ok(response) => answer_of(response).await,
             Err(error) => return Outcome::of_transport_error(&error),
         };
@@ -101,7 +118,7 @@ impl Client {
                 Answer::Pending { task_id } => {
                     let polled_at = Instant::now();
                     let url = self.result_url_of(&task_id, deadline);
-                    answer = match self.http.get(url).send().await {
+                    answer = match self.authorized(self.http.get(url)).send().await {
                         Ok(response) => answer_of(response).await,
                         Err(error) => return Outcome::of_transport_error(&error),
                     };

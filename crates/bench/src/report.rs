@@ -356,6 +356,7 @@ mod tests {
             check: true,
             http2: false,
             worker_slots: 32,
+            bearer: None,
         })
     }
 

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The cost of authentication and rate limiting (issue #5): the same 10,000 requests/s over
+# HTTP/2 against `serve` without auth (--insecure-no-auth) and with a JWT (HS256) plus the
+# per-user GCRA limiter (the bench's user gets an override high enough never to be limited, so
+# every request still pays for the check). Interleaved, RUNS times each.
+#
+#   scripts/bench-auth.sh OUT_DIR [RUNS]      (default 3)
+#
+# Writes OUT_DIR/{noauth,auth}-<i>.json and prints, per run, ok/s, p50/p99 and the server's CPU
+# time per request (utime + stime from /proc over the whole run, warmup included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$1 runs=${2:-3}
+bin=target/release/batchgate
+cargo build --release --locked -p batchgate >&2
+mkdir -p "$out"
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+token=$("$bin" token --sub bench --secret "$secret" --ttl 1h)
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+for i in $(seq 1 "$runs"); do
+  for mode in noauth auth; do
+    if [ "$mode" = auth ]; then
+      flags=(--jwt-secret "$secret" --rate-limit-override bench=1000000000)
+      bench_flags=(--bearer "$token")
+    else
+      flags=(--insecure-no-auth)
+      bench_flags=()
+    fi
+    log=$(mktemp)
+    "$bin" serve --listen 127.0.0.1:0 --sim-slots 40 "${flags[@]}" 2>"$log" &
+    pid=$!
+    url=""
+    for _ in $(seq 1 200); do
+      url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | sed 's/listening on //') || true
+      [ -n "$url" ] && break
+      sleep 0.05
+    done
+    [ -n "$url" ] || { cat "$log" >&2; kill "$pid"; exit 1; }
+    before=$(cpu "$pid")
+    "$bin" bench --url "$url" --http2 --worker-slots 40 --rate 10000 --warmup 5s --duration 30s \
+      --seed $((5000 + i * 2 + ${#mode})) "${bench_flags[@]}" --json >"$out/$mode-$i.json" 2>"$out/$mode-$i.progress"
+    after=$(cpu "$pid")
+    kill -TERM "$pid"; wait "$pid" || true; rm -f "$log"
+    python3 - "$out/$mode-$i.json" "$before" "$after" "$ticks" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); before, after, ticks = map(float, sys.argv[2:5])
+sent = sum(r['outcomes'].values()); l = r.get('latency_ms') or {}
+# Warmup requests are not in the report: count them as half the warmup at the full rate.
+total = sent + 10000 * 5 / 2
+print(f"{sys.argv[1]}: ok/s {r['achieved_rate']:.0f}  outcomes {r['outcomes']}  p50 {l.get('p50')}  p99 {l.get('p99')}  "
+      f"server CPU {(after - before) / ticks:.1f} s = {(after - before) / ticks / total * 1e6:.1f} µs/request")
+PY
+  done
+done
