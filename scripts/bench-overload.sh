@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Overload (issue #4): 3× the worker's capacity for 60 s, then half its capacity for 20 s, on
-# one `batchgate serve` per run, with shedding at its default (--shed-wait-ms 100). Results
+# one `batchgate serve` per run, with shedding on (--shed-wait-ms 100). Results
 # live 10 s here (--result-ttl-secs 10) instead of 10 min, so that the memory figure shows
 # whether the overload itself leaves anything behind rather than the result store filling.
 #
@@ -18,7 +18,7 @@ cargo build --release --locked -p batchgate >&2
 mkdir -p "$out"
 for i in $(seq 1 "$runs"); do
   log=$(mktemp)
-  "$bin" serve --insecure-no-auth --listen 127.0.0.1:0 --sim-slots 4 --result-ttl-secs 10 2>"$log" &
+  "$bin" serve --insecure-no-auth --listen 127.0.0.1:0 --sim-slots 4 --result-ttl-secs 10 --shed-wait-ms 100 2>"$log" &
   pid=$!
   url=""
   for _ in $(seq 1 200); do

@@ -66,7 +66,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
             admin_token: None,
-            shed_wait: Some(batchgate_gateway::shed::DEFAULT_SHED_WAIT),
+            shed_wait: None,
             rate_limit: Some(RateLimitConfig::default()),
             auth: AuthConfig::Disabled,
         }

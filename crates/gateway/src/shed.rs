@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use batchgate_queue::Queue;
 use tokio_util::sync::CancellationToken;
 
-/// Default longest estimated queue wait before new tasks are shed: with up to 50 ms of batching
-/// and ≈ 200 ms for a full batch on the GPU, accepted tasks stay under the article's 500 ms p99
-/// (BENCHMARKS.md, "Overload").
-pub const DEFAULT_SHED_WAIT: Duration = Duration::from_millis(100);
+/// Suggested longest estimated queue wait before new tasks are shed: with up to 50 ms of
+/// batching and ≈ 200 ms for a full batch on the GPU, accepted tasks stay under the article's
+/// 500 ms p99 (BENCHMARKS.md, "Overload"). Shedding is off unless configured.
+pub const SUGGESTED_SHED_WAIT: Duration = Duration::from_millis(100);
 /// How often the estimate is refreshed.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Below this many queued tasks nothing is shed, and the batchers' rate is not measured: less
