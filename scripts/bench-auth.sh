@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1 runs=${2:-3}
 bin=target/release/batchgate
+# shellcheck source=scripts/serve-lib.sh
+. scripts/serve-lib.sh
 cargo build --release --locked -p batchgate >&2
 mkdir -p "$out"
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -28,15 +30,7 @@ for i in $(seq 1 "$runs"); do
       bench_flags=()
     fi
     log=$(mktemp)
-    "$bin" serve --listen 127.0.0.1:0 --sim-slots 40 "${flags[@]}" 2>"$log" &
-    pid=$!
-    url=""
-    for _ in $(seq 1 200); do
-      url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | sed 's/listening on //') || true
-      [ -n "$url" ] && break
-      sleep 0.05
-    done
-    [ -n "$url" ] || { cat "$log" >&2; kill "$pid"; exit 1; }
+    start_serve "$log" --sim-slots 40 "${flags[@]}"
     before=$(cpu "$pid")
     "$bin" bench --url "$url" --http2 --worker-slots 40 --rate 10000 --warmup 5s --duration 30s \
       --seed $((5000 + i * 2 + ${#mode})) "${bench_flags[@]}" --json >"$out/$mode-$i.json" 2>"$out/$mode-$i.progress"

@@ -10,23 +10,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1 runs=$2 serve_flags=$3 bench_flags=$4
 bin=target/release/batchgate
+# shellcheck source=scripts/serve-lib.sh
+. scripts/serve-lib.sh
 cargo build --release --locked -p batchgate >&2
 mkdir -p "$(dirname "$out")"
 
 for i in $(seq 1 "$runs"); do
   log=$(mktemp)
   # shellcheck disable=SC2086
-  "$bin" serve --insecure-no-auth --listen 127.0.0.1:0 $serve_flags 2>"$log" &
-  pid=$!
-  url=""
-  for _ in $(seq 1 200); do
-    url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | sed 's/listening on //') || true
-    [ -n "$url" ] && break
-    sleep 0.05
-  done
-  if [ -z "$url" ]; then
-    echo "server did not start:" >&2; cat "$log" >&2; kill "$pid" 2>/dev/null || true; exit 1
-  fi
+  start_serve "$log" --insecure-no-auth $serve_flags
   # shellcheck disable=SC2086
   "$bin" bench --url "$url" $bench_flags --json >"$out-$i.json" 2>"$out-$i.progress"
   kill -TERM "$pid"

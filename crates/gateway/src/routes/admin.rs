@@ -111,17 +111,26 @@ pub(crate) async fn list(
     Ok(Json(Listing { count, entries }))
 }
 
+/// Checks the token, then removes the selected entries and hands them over.
+async fn take_selected(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: SelectionBody,
+) -> Result<Vec<DeadLetter>, ApiError> {
+    authorize(state, headers)?;
+    state
+        .dead_letters
+        .take(selection(body))
+        .await
+        .map_err(|e| unavailable(state, &e))
+}
+
 pub(crate) async fn replay(
     State(state): State<AppState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<SelectionBody>,
 ) -> Result<Json<Done>, ApiError> {
-    authorize(&state, &headers)?;
-    let taken = state
-        .dead_letters
-        .take(selection(body))
-        .await
-        .map_err(|e| unavailable(&state, &e))?;
+    let taken = take_selected(&state, &headers, body).await?;
     let mut task_ids = Vec::with_capacity(taken.len());
     let mut left = taken.into_iter();
     for letter in left.by_ref() {
@@ -172,12 +181,7 @@ pub(crate) async fn purge(
     headers: HeaderMap,
     JsonBody(body): JsonBody<SelectionBody>,
 ) -> Result<Json<Done>, ApiError> {
-    authorize(&state, &headers)?;
-    let taken = state
-        .dead_letters
-        .take(selection(body))
-        .await
-        .map_err(|e| unavailable(&state, &e))?;
+    let taken = take_selected(&state, &headers, body).await?;
     tracing::info!(purged = taken.len(), "dead letters purged");
     Ok(Json(Done {
         count: taken.len(),
