@@ -48,7 +48,17 @@ async fn two_thousand_concurrent_submissions_all_succeed_in_batches_of_at_most_6
         assert!(ids.insert(view.task_id.clone()), "task ids are unique");
     }
     let stats = worker.sim.stats();
-    assert_eq!(stats.items, 2000, "each input went to the worker once");
+    if backend == Backend::Memory {
+        assert_eq!(stats.items, 2000, "each input went to the worker once");
+    } else {
+        // Redis delivers at least once: on a loaded machine a lease renewal can miss the
+        // tests' 1.5 s visibility timeout and a batch in flight is claimed and run again
+        // (seen once on a fresh clone: 5 inputs twice). Never more than a batch or two.
+        assert!(
+            (2000..2000 + 128).contains(&stats.items),
+            "each input went to the worker, rarely twice: {stats:?}"
+        );
+    }
     assert_eq!(stats.oversized_calls, 0);
     assert!(stats.max_batch_seen <= 64, "{stats:?}");
     assert!(stats.calls >= 2000 / 64, "{stats:?}");
