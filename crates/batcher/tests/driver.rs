@@ -305,10 +305,8 @@ async fn overload_answers_lower_the_inflight_limit_and_successes_raise_it() {
     // backpressure, 32 calls against room for 4 would see 7 in 8 of them turned away.)
     let rejected = worker.rejected.load(SeqCst);
     let attempts = worker.attempts.load(SeqCst);
-    eprintln!(
-        "rejected {rejected} of {attempts}, limit {}",
-        metrics.concurrency_limit.get()
-    );
+    // The first wave (32 calls at once) cannot be helped; after it, AIMD probes up and is cut
+    // back. Measured: about a third of all calls answered 429 (jitter moves it a little).
     assert!(
         rejected * 2 < attempts,
         "{rejected} of {attempts} calls answered 429"
