@@ -186,14 +186,14 @@ pub async fn run(
     }
     // Stops the gateway's background tasks (key reloads, shedding samples) at shutdown.
     // Stops the gateway's background tasks (key reloads, shedding samples) at shutdown.
-    let shed_stop = CancellationToken::new();
-    tokio::spawn(auth.clone().watch(shed_stop.clone()));
+    let edge_stop = CancellationToken::new();
+    tokio::spawn(auth.clone().watch(edge_stop.clone()));
     let shedder = Arc::new(Shedder::new(config.edge.shed_wait));
     if config.gateway.is_some() {
         tokio::spawn(
             shedder
                 .clone()
-                .run(backends.queue.clone(), shed_stop.clone()),
+                .run(backends.queue.clone(), edge_stop.clone()),
         );
     }
     let state = AppState::new(Shared {
@@ -258,7 +258,7 @@ pub async fn run(
         }
     };
     http_stop.cancel();
-    shed_stop.cancel();
+    edge_stop.cancel();
     match tokio::time::timeout(HTTP_CLOSE_GRACE, http).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(error))) => warn!(%error, "HTTP server ended with an error"),

@@ -26,9 +26,31 @@ pub fn sha256_hex(input: &str) -> String {
     hex::encode(Sha256::digest(input.as_bytes()))
 }
 
+/// The dedupe key of an input submitted by `owner`: the lowercase hex SHA-256 of the owner
+/// and the input, unambiguously joined (the owner's length first), so that equal inputs of
+/// different owners never share a task. Hashed in parts: the input is not copied.
+pub fn owner_input_sha256_hex(owner: &str, input: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{}:{owner}:", owner.len()).as_bytes());
+    hasher.update(input.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_scoped_hash_joins_owner_and_input_unambiguously() {
+        assert_eq!(
+            owner_input_sha256_hex("alice", "hi"),
+            sha256_hex("5:alice:hi")
+        );
+        assert_ne!(
+            owner_input_sha256_hex("a", "b:c"),
+            owner_input_sha256_hex("a:b", "c")
+        );
+    }
 
     #[test]
     fn sim_output_is_hex_sha256() {

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use batchgate_protocol::api::{InferenceRequest, TaskStatus};
-use batchgate_protocol::sha256_hex;
+use batchgate_protocol::owner_input_sha256_hex;
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_queue::{Admitted, TaskRecord};
 use uuid::Uuid;
@@ -80,7 +80,7 @@ pub(crate) async fn submit(
     // Dedupe is per owner: one user's input never answers with another user's task.
     let input_sha256 = state
         .dedupe
-        .then(|| sha256_hex(&dedupe_key(&caller, &request.input)));
+        .then(|| owner_input_sha256_hex(&caller, &request.input));
     let task_id = new_task_id(input_sha256.as_deref());
     let task = Task {
         task_id: task_id.clone(),
@@ -135,12 +135,6 @@ pub(crate) async fn submit(
     state.shedder.admitted();
     state.metrics.tasks_accepted.inc();
     answer(&state, task_id, created_at, wait, true).await
-}
-
-/// What the dedupe cache hashes: the owner and the input, unambiguously joined (the owner's
-/// length first), so that equal inputs of different owners never share a task.
-fn dedupe_key(owner: &str, input: &str) -> String {
-    format!("{}:{owner}:{input}", owner.len())
 }
 
 /// A fresh unguessable id (UUID v4). With an input hash, its first byte is the hash's, so
