@@ -59,6 +59,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at start and consumed at once: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole system in one process: gateway, queue, batcher, result store, and
@@ -76,6 +78,62 @@ pub enum Command {
     Dlq(crate::dlq::DlqArgs),
     /// Mint a development token (HS256, signed with the gateway's --jwt-secret); prints it alone.
     Token(crate::token::TokenArgs),
+    /// Write a throwaway CA, server and client certificate for TLS and mTLS (tests, local runs).
+    Certs(crate::certs::CertsArgs),
+}
+
+/// Limits and sharing of the HTTP API.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Most API requests (`/v1/…`, long polls included) served at once; more are answered
+    /// 503 `concurrency_limited` with Retry-After.
+    #[arg(long, env = "BATCHGATE_MAX_CONCURRENT_REQUESTS", default_value_t = batchgate_gateway::config::DEFAULT_MAX_CONCURRENT_REQUESTS)]
+    pub max_concurrent_requests: usize,
+
+    /// Whose identical inputs share one task: `owner` (the same caller's only) or `global`
+    /// (everyone's: saves GPU time across users, but a caller learns that someone sent the same
+    /// input, and any caller holding a task id can read its result; see docs/security.md).
+    #[arg(long, env = "BATCHGATE_DEDUPE_SCOPE", default_value = "owner", value_parser = ["owner", "global"])]
+    pub dedupe_scope: String,
+}
+
+/// HTTPS on the listening port.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Serve HTTPS with this certificate chain (PEM, leaf first) instead of HTTP. The files
+    /// are read again on SIGHUP and when they change; a bad new file keeps the old ones.
+    #[arg(
+        long,
+        env = "BATCHGATE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "BATCHGATE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(&self, client_ca: Option<PathBuf>) -> Result<Option<batchgate_net::TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(batchgate_net::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca,
+            })),
+            _ if client_ca.is_some() => {
+                Err("--client-ca needs --tls-cert and --tls-key (client certificates are checked only over TLS)".into())
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Where Redis is (for the distributed deployment).
@@ -187,6 +245,29 @@ pub struct BatchingArgs {
     /// such answers halve it, and successes raise it back one by one).
     #[arg(long, env = "BATCHGATE_NO_BACKPRESSURE")]
     pub no_backpressure: bool,
+
+    /// CA certificate (PEM) that signed the worker's certificate; required for an `https://`
+    /// --worker-url, and the only CA trusted for it.
+    #[arg(long, env = "BATCHGATE_WORKER_CA", value_name = "FILE")]
+    pub worker_ca: Option<PathBuf>,
+
+    /// Certificate (PEM) the batcher presents to a worker that requires one (mTLS).
+    #[arg(
+        long,
+        env = "BATCHGATE_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        env = "BATCHGATE_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 }
 
 /// Who may call the API.
@@ -333,6 +414,9 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
     pub redis: RedisArgs,
 
     #[command(flatten)]
@@ -363,6 +447,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHGATE_MAX_INPUT_BYTES", default_value_t = 65_536)]
     pub max_input_bytes: usize,
 
+    #[command(flatten)]
+    pub api: ApiArgs,
+
     /// Longest the shutdown drain may take before the process exits anyway, in seconds.
     #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
     pub grace_period_secs: u64,
@@ -374,6 +461,9 @@ pub struct GatewayArgs {
     /// Address to listen on.
     #[arg(long, env = "BATCHGATE_LISTEN", default_value = DEFAULT_SERVE_LISTEN)]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -390,6 +480,9 @@ pub struct GatewayArgs {
     /// Largest accepted input, in bytes.
     #[arg(long, env = "BATCHGATE_MAX_INPUT_BYTES", default_value_t = 65_536)]
     pub max_input_bytes: usize,
+
+    #[command(flatten)]
+    pub api: ApiArgs,
 
     /// Longest the shutdown may take, in seconds.
     #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
@@ -427,6 +520,14 @@ pub struct WorkerArgs {
     /// Address to listen on.
     #[arg(long, env = "BATCHGATE_WORKER_LISTEN", default_value = DEFAULT_WORKER_LISTEN)]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// Require every client (batcher) to present a certificate signed by this CA (PEM): mTLS.
+    /// Needs --tls-cert and --tls-key.
+    #[arg(long, env = "BATCHGATE_WORKER_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
 
     /// Batches that run at once (simulated GPUs); further calls queue.
     #[arg(long, env = "BATCHGATE_WORKER_SLOTS", default_value_t = 32)]
@@ -545,17 +646,11 @@ impl BatchingArgs {
             return Err("--max-batch-size must be at least 1".into());
         }
         let worker = match (&self.worker_url, sim) {
-            (Some(url), _) => {
-                if !url.starts_with("http://") {
-                    return Err(format!(
-                        "--worker-url must be an http:// URL (TLS to workers is not built yet), got {url:?}"
-                    ));
-                }
-                WorkerChoice::Http {
-                    url: url.clone(),
-                    timeout: Duration::from_millis(self.worker_timeout_ms),
-                }
-            }
+            (Some(url), _) => WorkerChoice::Http {
+                url: url.clone(),
+                timeout: Duration::from_millis(self.worker_timeout_ms),
+                tls: self.worker_tls(url)?,
+            },
             (None, Some(sim)) => WorkerChoice::Simulated(sim),
             (None, None) => return Err("--worker-url is required".into()),
         };
@@ -580,6 +675,32 @@ impl BatchingArgs {
             },
             worker,
         })
+    }
+
+    /// The TLS flags for a worker at `url`, checked against its scheme.
+    fn worker_tls(&self, url: &str) -> Result<batchgate_net::ClientTlsFiles, String> {
+        let tls = batchgate_net::ClientTlsFiles {
+            ca: self.worker_ca.clone(),
+            cert: self.client_cert.clone(),
+            key: self.client_key.clone(),
+        };
+        if url.starts_with("https://") {
+            if tls.ca.is_none() {
+                return Err("an https:// --worker-url needs --worker-ca (the CA that signed the worker's certificate)".into());
+            }
+        } else if url.starts_with("http://") {
+            if !tls.is_empty() {
+                return Err(
+                    "--worker-ca, --client-cert and --client-key need an https:// --worker-url"
+                        .into(),
+                );
+            }
+        } else {
+            return Err(format!(
+                "--worker-url must be an http:// or https:// URL, got {url:?}"
+            ));
+        }
+        Ok(tls)
     }
 
     /// The batching rule the flags ask for.
@@ -608,19 +729,28 @@ impl ServeArgs {
         Ok(ServeConfig {
             batcher: Some(self.batching.part(Some(sim))?),
             store: self.queue.store(self.redis.backend()?)?,
-            gateway: Some(api_limits(self.max_input_bytes)),
+            gateway: Some(api_limits(self.max_input_bytes, &self.api)?),
             edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             grace_period: Duration::from_secs(self.grace_period_secs),
+            tls: self.tls.files(None)?,
         })
     }
 }
 
 /// The gateway's limits from its flags.
-fn api_limits(max_input_bytes: usize) -> batchgate_gateway::GatewayConfig {
-    batchgate_gateway::GatewayConfig {
-        max_input_bytes,
-        ..Default::default()
+fn api_limits(
+    max_input_bytes: usize,
+    api: &ApiArgs,
+) -> Result<batchgate_gateway::GatewayConfig, String> {
+    if api.max_concurrent_requests == 0 {
+        return Err("--max-concurrent-requests must be at least 1".into());
     }
+    Ok(batchgate_gateway::GatewayConfig {
+        max_input_bytes,
+        max_concurrent_requests: api.max_concurrent_requests,
+        dedupe_scope: api.dedupe_scope.parse()?,
+        ..Default::default()
+    })
 }
 
 impl GatewayArgs {
@@ -629,10 +759,11 @@ impl GatewayArgs {
         let redis = self.redis.required_backend("gateway")?;
         Ok(ServeConfig {
             store: self.queue.store(Some(redis))?,
-            gateway: Some(api_limits(self.max_input_bytes)),
+            gateway: Some(api_limits(self.max_input_bytes, &self.api)?),
             edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             batcher: None,
             grace_period: Duration::from_secs(self.grace_period_secs),
+            tls: self.tls.files(None)?,
         })
     }
 }
@@ -647,6 +778,7 @@ impl BatcherArgs {
             edge: crate::serve::EdgeConfig::default(),
             batcher: Some(self.batching.part(None)?),
             grace_period: Duration::from_secs(self.grace_period_secs),
+            tls: None,
         })
     }
 }
@@ -675,6 +807,7 @@ impl WorkerArgs {
             return Err("--crash-after must be at least 1".into());
         }
         Ok(WorkerConfig {
+            tls: self.tls.files(self.client_ca.clone())?,
             faults: batchgate_sim::Faults {
                 error_rate: fraction("error-rate", self.error_rate)?,
                 poison_pattern: self.poison_pattern.filter(|p| !p.is_empty()),
@@ -697,6 +830,7 @@ impl WorkerArgs {
 
 /// Parses everything (file, environment, flags), then runs the subcommand.
 pub fn main() -> ExitCode {
+    batchgate_net::install_crypto_provider();
     let argv = match config_file::merge_into_args(std::env::args_os().collect()) {
         Ok(argv) => argv,
         Err(error) => {
@@ -766,6 +900,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(args) => crate::dlq::run(args).await,
+        Command::Certs(args) => {
+            println!("{}", crate::certs::run(&args)?);
+            Ok(())
+        }
         Command::Token(args) => {
             println!("{}", crate::token::mint(&args)?);
             Ok(())

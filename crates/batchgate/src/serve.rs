@@ -12,6 +12,7 @@ use batchgate_gateway::{
     Admission, AppState, AuthConfig, Authenticator, GatewayConfig, GatewayMetrics, RateLimits,
     Shared, Shedder,
 };
+use batchgate_net::{ClientTlsFiles, ServerTls, TlsFiles};
 use batchgate_sim::{SimConfig, SimWorker};
 use batchgate_worker::{HttpJsonWorker, Worker};
 use prometheus_client::registry::Registry;
@@ -35,6 +36,8 @@ pub enum WorkerChoice {
         url: String,
         /// Bound on one call.
         timeout: Duration,
+        /// TLS to the worker (`https://` URLs): the CA to trust, a client certificate.
+        tls: ClientTlsFiles,
     },
 }
 
@@ -124,6 +127,8 @@ pub struct ServeConfig {
     pub batcher: Option<BatcherPart>,
     /// Bound on the shutdown drain.
     pub grace_period: Duration,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// How a run ended.
@@ -136,7 +141,14 @@ pub struct ServeOutcome {
 fn build_worker(choice: &WorkerChoice) -> anyhow::Result<Arc<dyn Worker>> {
     Ok(match choice {
         WorkerChoice::Simulated(sim) => Arc::new(SimWorker::new(*sim)),
-        WorkerChoice::Http { url, timeout } => Arc::new(HttpJsonWorker::new(url, *timeout)?),
+        WorkerChoice::Http { url, timeout, tls } => {
+            let tls = if tls.is_empty() {
+                None
+            } else {
+                Some(batchgate_net::client_config(tls)?)
+            };
+            Arc::new(HttpJsonWorker::with_tls(url, *timeout, tls)?)
+        }
     })
 }
 
@@ -157,6 +169,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServeOutcome> {
     let addr = listener.local_addr()?;
+    // TLS files are read before anything starts, so a bad file stops the process at once.
+    let tls = config.tls.clone().map(ServerTls::load).transpose()?;
     let mut registry = Registry::default();
     let backends = backend::build(&config.store, config.gateway.is_some()).await?;
 
@@ -184,10 +198,13 @@ pub async fn run(
     if config.gateway.is_some() && !auth.enabled() {
         warn!("authentication is OFF (--insecure-no-auth): every caller is anonymous and can read every result");
     }
-    // Stops the gateway's background tasks (key reloads, shedding samples) at shutdown.
-    // Stops the gateway's background tasks (key reloads, shedding samples) at shutdown.
+    // Stops the gateway's background tasks (key and certificate reloads, shedding samples)
+    // at shutdown.
     let edge_stop = CancellationToken::new();
     tokio::spawn(auth.clone().watch(edge_stop.clone()));
+    if let Some(tls) = &tls {
+        tls.spawn_reloader(edge_stop.clone());
+    }
     let shedder = Arc::new(Shedder::new(config.edge.shed_wait));
     if config.gateway.is_some() {
         tokio::spawn(
@@ -222,12 +239,14 @@ pub async fn run(
         batchgate_gateway::ops_router(state)
     };
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn(batchgate_gateway::serve(
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let http = tokio::spawn(batchgate_net::serve(
         listener,
         router,
+        tls,
         http_stop.clone(),
     ));
-    announce(&config, addr);
+    announce(&config, scheme, addr);
 
     shutdown.cancelled().await;
     info!(
@@ -270,7 +289,7 @@ pub async fn run(
     Ok(ServeOutcome { drained })
 }
 
-fn announce(config: &ServeConfig, addr: std::net::SocketAddr) {
+fn announce(config: &ServeConfig, scheme: &str, addr: std::net::SocketAddr) {
     let backend = match &config.store.redis {
         Some(r) => format!(
             "redis{} {}",
@@ -294,9 +313,9 @@ fn announce(config: &ServeConfig, addr: std::net::SocketAddr) {
     if config.gateway.is_some() {
         info!(
             %addr, %backend, %worker,
-            "batchgate listening on http://{addr} — try: curl -s -X POST 'http://{addr}/v1/inference?wait_ms=1000' -H 'content-type: application/json' -d '{{\"input\":\"hello\"}}'"
+            "batchgate listening on {scheme}://{addr} — try: curl -s -X POST '{scheme}://{addr}/v1/inference?wait_ms=1000' -H 'content-type: application/json' -d '{{\"input\":\"hello\"}}'"
         );
     } else {
-        info!(%addr, %backend, %worker, "batcher running; health and metrics listening on http://{addr}");
+        info!(%addr, %backend, %worker, "batcher running; health and metrics listening on {scheme}://{addr}");
     }
 }

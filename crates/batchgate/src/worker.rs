@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use batchgate_net::{ServerTls, TlsFiles};
 use batchgate_sim::server::Stopped;
 use batchgate_sim::{Faults, SimConfig, SimWorker};
 use tokio::net::TcpListener;
@@ -22,6 +23,8 @@ pub struct WorkerConfig {
     pub sim: SimConfig,
     /// Failures to inject.
     pub faults: Faults,
+    /// Serve HTTPS (and, with a client CA, require client certificates) instead of HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Serves the batch API until `shutdown`, then lets calls under way finish. Never returns if
@@ -32,18 +35,29 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let tls = config
+        .tls
+        .clone()
+        .map(ServerTls::load)
+        .transpose()
+        .map_err(std::io::Error::other)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     info!(
         %addr,
         slots = config.sim.slots,
         base_ms = config.sim.base.as_secs_f64() * 1e3,
         per_item_ms = config.sim.per_item.as_secs_f64() * 1e3,
-        "simulated worker listening on http://{addr} (POST /v1/batch)"
+        client_certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        "simulated worker listening on {scheme}://{addr} (POST /v1/batch)"
     );
     if config.faults != Faults::default() {
         tracing::warn!(faults = ?config.faults, "fault injection is on");
     }
     let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults));
-    match batchgate_sim::server::run(worker, listener, shutdown).await? {
+    if let Some(tls) = &tls {
+        tls.spawn_reloader(shutdown.clone());
+    }
+    match batchgate_sim::server::run(worker, listener, tls, shutdown).await? {
         Stopped::Shutdown => {
             info!("simulated worker stopped");
             Ok(())

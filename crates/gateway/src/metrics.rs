@@ -55,6 +55,9 @@ pub struct GatewayMetrics {
     pub result_store_records: Gauge,
     /// `batchgate_process_resident_memory_bytes`, refreshed at each scrape.
     pub resident_memory: Gauge,
+    /// `batchgate_http_requests_in_flight`: API requests (`/v1/…`) being served, the figure
+    /// `--max-concurrent-requests` bounds; refreshed at each scrape.
+    pub requests_in_flight: Gauge,
 }
 
 impl GatewayMetrics {
@@ -73,6 +76,7 @@ impl GatewayMetrics {
             queue_depth: Family::default(),
             result_store_records: Gauge::default(),
             resident_memory: Gauge::default(),
+            requests_in_flight: Gauge::default(),
         };
         registry.register(
             "batchgate_http_requests",
@@ -123,6 +127,11 @@ impl GatewayMetrics {
             "batchgate_process_resident_memory_bytes",
             "Resident memory of this process",
             m.resident_memory.clone(),
+        );
+        registry.register(
+            "batchgate_http_requests_in_flight",
+            "API requests being served now (bounded by --max-concurrent-requests)",
+            m.requests_in_flight.clone(),
         );
         m
     }

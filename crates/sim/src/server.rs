@@ -6,7 +6,6 @@
 //! [`LOAD_HEADER`], and a full wait queue ([`crate::Faults::max_queued_calls`]) is answered
 //! 429 with `Retry-After`.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +15,11 @@ use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use batchgate_net::ServerTls;
 use batchgate_protocol::api::{ErrorBody, ErrorDetail};
 use batchgate_protocol::worker_api::{BatchRequest, BatchResponse};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{SimError, SimStats, SimWorker};
@@ -117,16 +116,16 @@ pub enum Stopped {
     Crashed,
 }
 
-/// Serves the worker API on `listener` until `shutdown` is cancelled, then lets calls in
+/// Serves the worker API on `listener` — over TLS if `tls` is given, requiring client
+/// certificates if it names a client CA — until `shutdown` is cancelled, then lets calls in
 /// progress finish; or until the worker crashes on purpose.
 pub async fn run(
     worker: Arc<SimWorker>,
     listener: TcpListener,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Stopped> {
-    let serve = axum::serve(listener.tap_io(no_delay), router(worker.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let serve = batchgate_net::serve(listener, router(worker.clone()), tls, shutdown.clone());
     // The graceful drain waits for every call under way; hung calls would never finish.
     let end_hangs = async {
         shutdown.cancelled().await;
@@ -140,13 +139,6 @@ pub async fn run(
             tokio::time::sleep(CRASH_LINGER).await;
             Ok(Stopped::Crashed)
         }
-    }
-}
-
-/// Small answers go out at once rather than waiting on Nagle's algorithm.
-fn no_delay(stream: &mut TcpStream) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%error, "could not set TCP_NODELAY");
     }
 }
 

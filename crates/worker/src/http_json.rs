@@ -28,7 +28,25 @@ pub struct HttpJsonWorker {
 impl HttpJsonWorker {
     /// A client for the worker at `base_url` (e.g. `http://127.0.0.1:9000`).
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, WorkerError> {
-        let client = reqwest::Client::builder()
+        Self::with_tls(base_url, timeout, None)
+    }
+
+    /// A client for the worker at `base_url`; with `tls`, an `https://` URL is reached with
+    /// that configuration (the CA to trust, and a client certificate for workers that
+    /// require one), and only over TLS.
+    pub fn with_tls(
+        base_url: &str,
+        timeout: Duration,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, WorkerError> {
+        batchgate_net::install_crypto_provider();
+        let mut builder = reqwest::Client::builder();
+        if let Some(mut tls) = tls {
+            // One HTTP/1.1 connection per call in flight, as over plain HTTP.
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            builder = builder.use_preconfigured_tls(tls).https_only(true);
+        }
+        let client = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .tcp_nodelay(true)

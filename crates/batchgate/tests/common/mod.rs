@@ -37,7 +37,7 @@ pub async fn start_faulty_worker(config: SimConfig, faults: batchgate_sim::Fault
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let sim = Arc::new(SimWorker::new(config).with_faults(faults));
     let stop = CancellationToken::new();
-    let server = batchgate_sim::server::run(sim.clone(), listener, stop.clone());
+    let server = batchgate_sim::server::run(sim.clone(), listener, None, stop.clone());
     tokio::spawn(async move {
         server.await.expect("worker server failed");
     });
@@ -137,9 +137,11 @@ pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize
             worker: WorkerChoice::Http {
                 url: worker_url.to_owned(),
                 timeout: Duration::from_secs(10),
+                tls: Default::default(),
             },
         }),
         grace_period: Duration::from_secs(30),
+        tls: None,
     }
 }
 
@@ -190,6 +192,7 @@ pub fn closed_port_url() -> String {
 }
 
 pub fn client() -> reqwest::Client {
+    batchgate_net::install_crypto_provider();
     reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
         .timeout(Duration::from_secs(60))
@@ -221,7 +224,7 @@ macro_rules! on_every_backend {
 }
 
 /// Starts the `batchgate` binary with `args` and returns it with the base URL it logs when
-/// listening (every server subcommand logs `listening on http://ADDR`).
+/// listening (every server subcommand logs `listening on http://ADDR`, or `https://`).
 pub fn spawn_batchgate(args: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
         .args(args)
@@ -241,9 +244,13 @@ pub fn spawn_batchgate(args: &[&str]) -> (Child, String) {
                 eprintln!("{line}");
             }
             if !sent {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = tx.send(format!("http://{addr}"));
+                let url = line
+                    .split("listening on ")
+                    .nth(1)
+                    .filter(|rest| rest.starts_with("http://") || rest.starts_with("https://"))
+                    .map(|rest| rest.chars().take_while(|c| !c.is_whitespace()).collect());
+                if let Some(url) = url {
+                    let _ = tx.send(url);
                     sent = true;
                 }
             }

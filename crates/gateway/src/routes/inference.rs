@@ -7,13 +7,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use batchgate_protocol::api::{InferenceRequest, TaskStatus};
-use batchgate_protocol::owner_input_sha256_hex;
 use batchgate_protocol::task::{unix_ms, Task};
+use batchgate_protocol::{owner_input_sha256_hex, sha256_hex};
 use batchgate_queue::{Admitted, TaskRecord};
 use uuid::Uuid;
 
 use super::extract::{Caller, JsonBody, Wait};
-use crate::config::MAX_TIMEOUT_MS;
+use crate::config::{DedupeScope, MAX_TIMEOUT_MS};
 use crate::error::ApiError;
 use crate::shed::Shed;
 use crate::state::AppState;
@@ -77,10 +77,16 @@ pub(crate) async fn submit(
     })?;
     let now = SystemTime::now();
     let created_at = unix_ms(now);
-    // Dedupe is per owner: one user's input never answers with another user's task.
-    let input_sha256 = state
-        .dedupe
-        .then(|| owner_input_sha256_hex(&caller, &request.input));
+    // Dedupe is per owner unless configured global: by default one user's input never
+    // answers with another user's task. Globally shared tasks belong to no one.
+    let global = state.config.dedupe_scope == DedupeScope::Global;
+    let input_sha256 = state.dedupe.then(|| {
+        if global {
+            sha256_hex(&request.input)
+        } else {
+            owner_input_sha256_hex(&caller, &request.input)
+        }
+    });
     let task_id = new_task_id(input_sha256.as_deref());
     let task = Task {
         task_id: task_id.clone(),
@@ -88,7 +94,7 @@ pub(crate) async fn submit(
         enqueued_at: now,
         reply_to: state.gateway_id.clone(),
         deadline: timeout.map(|t| now + t),
-        owner: Some(caller.clone()),
+        owner: (!global).then(|| caller.clone()),
     };
     // Hold the gate until the task is in the queue: shutdown waits for us.
     let Some(gate) = state.admission.enter().await else {
@@ -113,7 +119,7 @@ pub(crate) async fn submit(
                 .await
                 .map_err(|e| ApiError::from_store(&e, retry_after_secs))?;
             let shareable = record.is_some_and(|r| {
-                r.status != TaskStatus::Failed && r.readable_by(&caller, !state.auth.enabled())
+                r.status != TaskStatus::Failed && r.readable_by(&caller, state.unowned_is_public())
             });
             if shareable {
                 // An identical input already has a task: answer with it, never run it twice.

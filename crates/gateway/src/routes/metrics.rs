@@ -23,6 +23,8 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
         m.result_store_records
             .set(i64::try_from(records).unwrap_or(i64::MAX));
     }
+    m.requests_in_flight
+        .set(i64::try_from(state.requests_in_flight()).unwrap_or(i64::MAX));
     if let Some(rss) = resident_memory_bytes() {
         m.resident_memory
             .set(i64::try_from(rss).unwrap_or(i64::MAX));

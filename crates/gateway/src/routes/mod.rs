@@ -55,6 +55,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(TraceLayer::new_for_http())
                 .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    limit_concurrency,
+                ))
                 .layer(HandleErrorLayer::new(|_: BoxError| async {
                     ApiError::Timeout
                 }))
@@ -99,6 +103,26 @@ async fn count_by_route(State(state): State<AppState>, request: Request, next: N
         })
         .inc();
     response
+}
+
+/// Refuses API requests (`/v1/…`) past `max_concurrent_requests` with 503
+/// `concurrency_limited`, before any work is done for them. Health, metrics and admin routes
+/// are not limited, so operators can still look at a saturated gateway.
+async fn limit_concurrency(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !request.uri().path().starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let Some(_slot) = state.enter_request() else {
+        return ApiError::ConcurrencyLimited {
+            retry_after_secs: state.config.retry_after_secs,
+        }
+        .into_response();
+    };
+    next.run(request).await
 }
 
 /// Counts every error answer by its stable code, including those of unmatched routes and

@@ -32,7 +32,7 @@ async fn start(faults: Faults) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let shutdown = CancellationToken::new();
-    let stopped = tokio::spawn(run(worker.clone(), listener, shutdown.clone()));
+    let stopped = tokio::spawn(run(worker.clone(), listener, None, shutdown.clone()));
     Server {
         url,
         worker,
@@ -75,7 +75,7 @@ async fn serves_batches_and_refuses_oversize_with_json_413() {
         shutdown: token,
         ..
     } = start(Faults::default()).await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let ok: BatchResponse = client
         .post(format!("{url}/v1/batch"))
         .json(&BatchRequest {
@@ -237,7 +237,7 @@ async fn shutdown_ends_hung_calls_with_503_instead_of_waiting_forever() {
     })
     .await;
     let call = tokio::spawn(
-        reqwest::Client::new()
+        http_client()
             .post(format!("{}/v1/batch", server.url))
             .json(&BatchRequest {
                 inputs: vec!["x".into()],
@@ -268,7 +268,7 @@ async fn crash_after_answers_that_many_calls_then_run_reports_the_crash() {
         ..Faults::default()
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     for input in ["a", "b"] {
         let answer = client
             .post(format!("{}/v1/batch", server.url))
@@ -282,7 +282,7 @@ async fn crash_after_answers_that_many_calls_then_run_reports_the_crash() {
     }
     assert_eq!(ended(server.stopped).await, Stopped::Crashed);
     // The listener is gone: a crashed host takes no new connection.
-    let refused = reqwest::Client::new()
+    let refused = http_client()
         .post(format!("{}/v1/batch", server.url))
         .json(&BatchRequest {
             inputs: vec!["c".into()],
@@ -291,4 +291,10 @@ async fn crash_after_answers_that_many_calls_then_run_reports_the_crash() {
         .send()
         .await;
     assert!(refused.is_err(), "{refused:?}");
+}
+
+/// A plain HTTP client (reqwest needs the TLS provider installed even for plain HTTP).
+fn http_client() -> reqwest::Client {
+    batchgate_net::install_crypto_provider();
+    reqwest::Client::new()
 }
