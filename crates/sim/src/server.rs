@@ -124,7 +124,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<Stopped> {
-    let serve = axum::serve(listener.tap_io(no_delay), router(worker.clone()))
+    run_with_routes(worker, Router::new(), listener, shutdown).await
+}
+
+/// [`run`], with `extra` routes served beside the worker API (the binary adds `/metrics`).
+pub async fn run_with_routes(
+    worker: Arc<SimWorker>,
+    extra: Router,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<Stopped> {
+    let app = router(worker.clone()).merge(extra);
+    let serve = axum::serve(listener.tap_io(no_delay), app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
     // The graceful drain waits for every call under way; hung calls would never finish.
