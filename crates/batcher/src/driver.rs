@@ -97,7 +97,7 @@ impl Batcher {
         ));
         metrics.concurrency_limit.set(slots.limit() as i64);
         metrics
-            .worker_slots
+            .inflight_max
             .set(i64::try_from(config.max_inflight_batches).unwrap_or(i64::MAX));
         let retries = metrics.worker_retries.clone();
         let observed = (slots.clone(), metrics.clone());

@@ -37,10 +37,10 @@ pub struct BatcherMetrics {
     /// `batchgate_task_latency_seconds`: per task, from acceptance to its result stored —
     /// the end-to-end latency a client polling for the result sees, less the HTTP hops.
     pub task_latency: Histogram,
-    /// `batchgate_worker_slots`: worker calls this batcher may have under way at most
+    /// `batchgate_inflight_batches_max`: worker calls this batcher may have under way at most
     /// (`--max-inflight-batches`). `rate(batchgate_worker_call_duration_seconds_sum)` over
     /// this is the fraction of the worker's slots kept busy.
-    pub worker_slots: Gauge,
+    pub inflight_max: Gauge,
     /// `batchgate_worker_call_duration_seconds`: one worker call, success or not.
     pub worker_latency: Histogram,
     /// `batchgate_worker_errors_total`: worker calls that failed (after their retries).
@@ -90,7 +90,7 @@ impl BatcherMetrics {
             batch_wait: Histogram::new(seconds_buckets()),
             task_wait: Histogram::new(seconds_buckets()),
             task_latency: Histogram::new(seconds_buckets()),
-            worker_slots: Gauge::default(),
+            inflight_max: Gauge::default(),
             worker_latency: Histogram::new(seconds_buckets()),
             worker_errors: Counter::default(),
             worker_retries: Counter::default(),
@@ -129,9 +129,9 @@ impl BatcherMetrics {
             m.task_latency.clone(),
         );
         registry.register(
-            "batchgate_worker_slots",
-            "Worker calls this batcher may have under way at most",
-            m.worker_slots.clone(),
+            "batchgate_inflight_batches_max",
+            "Worker calls this batcher may have under way at most (its worker slots)",
+            m.inflight_max.clone(),
         );
         registry.register(
             "batchgate_worker_call_duration_seconds",

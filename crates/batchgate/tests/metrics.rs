@@ -167,7 +167,7 @@ async fn known_traffic_gives_exact_counts_batches_and_histograms() {
     assert_eq!(value(&m, "batchgate_task_latency_seconds_count", &[]), 9.0);
     // The lone task waited the whole window: its wait is at least 1.5 s, the others' less.
     assert_eq!(bucket(&m, "batchgate_task_wait_seconds", 1.0), 8.0);
-    assert_eq!(value(&m, "batchgate_worker_slots", &[]), 4.0);
+    assert_eq!(value(&m, "batchgate_inflight_batches_max", &[]), 4.0);
     assert_eq!(value(&m, "batchgate_inflight_batches", &[]), 0.0);
     assert_eq!(value(&m, "batchgate_worker_retries_total", &[]), 0.0);
     assert_eq!(value(&m, "batchgate_collapsed_inputs_total", &[]), 0.0);
@@ -232,4 +232,53 @@ fn the_worker_process_exports_its_calls_items_and_busy_time() {
         // Two calls of at least 5 ms each held a slot.
         assert!(value(&m, "batchgate_worker_busy_seconds_total", &[]) >= 0.010);
     });
+}
+
+/// Every `batchgate_*` metric the Grafana dashboard queries is exported by some process: seen
+/// in a scrape after some traffic, or — for labelled families that have no series until their
+/// event happens (shedding) — registered under that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let dashboard = include_str!("../../../deploy/grafana/batchgate.json");
+    let worker = start_worker(fast_sim(4)).await;
+    let serve = start_serve(serve_config(&Infra::None, &worker.url, 4)).await;
+    let worker_process = Proc::start(&["worker", "--sim", "--listen", "127.0.0.1:0"]);
+    let http = common::client();
+    assert_eq!(
+        infer(&http, &serve.url, "one").await.status,
+        TaskStatus::Success
+    );
+    let registered = [
+        include_str!("../../gateway/src/metrics.rs"),
+        include_str!("../../batcher/src/metrics.rs"),
+        include_str!("../src/worker.rs"),
+    ];
+    let mut exported: Vec<String> = Vec::new();
+    for source in registered {
+        exported.extend(
+            source
+                .split('"')
+                .filter(|w| w.starts_with("batchgate_"))
+                .map(String::from),
+        );
+    }
+    for base in [&serve.url, &worker_process.url] {
+        exported.extend(scrape(&http, base).await.docs.into_keys());
+    }
+    let mut missing = Vec::new();
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !word.starts_with("batchgate_") || word == "batchgate_" {
+            continue;
+        }
+        let family = ["_bucket", "_sum", "_count", "_total"]
+            .iter()
+            .find_map(|suffix| word.strip_suffix(suffix))
+            .unwrap_or(word);
+        if !exported.iter().any(|e| e == family || e == word) {
+            missing.push(word.to_owned());
+        }
+    }
+    assert!(missing.is_empty(), "not exported: {missing:?}");
+    serve.shutdown().await;
+    worker.stop.cancel();
 }

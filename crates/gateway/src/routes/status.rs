@@ -57,7 +57,7 @@ struct Snapshot {
     task_latency: Option<HistogramView>,
     /// `batchgate_worker_call_duration_seconds_sum`: slot-seconds spent in worker calls.
     worker_busy_seconds: Option<f64>,
-    /// `batchgate_worker_slots`: worker calls allowed at once.
+    /// `batchgate_inflight_batches_max`: worker calls the batcher allows at once.
     worker_slots: Option<f64>,
     /// `batchgate_inflight_batches`.
     inflight_batches: Option<f64>,
@@ -143,7 +143,7 @@ fn read(scrape: &Scrape, at_ms: u64) -> Snapshot {
         batch_size: histogram(scrape, "batchgate_batch_size"),
         task_latency: histogram(scrape, "batchgate_task_latency_seconds"),
         worker_busy_seconds: sum(scrape, "batchgate_worker_call_duration_seconds_sum"),
-        worker_slots: sum(scrape, "batchgate_worker_slots"),
+        worker_slots: sum(scrape, "batchgate_inflight_batches_max"),
         inflight_batches: sum(scrape, "batchgate_inflight_batches"),
     }
 }
