@@ -10,6 +10,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
 
+# The status page test drives headless Chromium (crates/batchgate/tests/status_page.rs).
+# Debian's package is ~80 MB to download, ~290 MB installed.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
+  echo "chromium missing: installing it (Debian package chromium)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # cargo prints one "test result" line per test binary, the last often a crate's empty doc-test
 # run; the line after it sums them all up, so a reader of the tail sees the whole run.
 log=$(mktemp)

@@ -17,6 +17,7 @@ use crate::serve::{BatcherPart, ServeConfig, WorkerChoice};
 use crate::telemetry::{self, LogFormat};
 use crate::worker::WorkerConfig;
 use batchgate_redis::RedisConfig;
+use batchgate_telemetry::OtlpConfig;
 
 /// Default address of `serve`.
 pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8080";
@@ -52,6 +53,16 @@ pub struct Cli {
         default_value = "info"
     )]
     pub log_filter: String,
+
+    /// OTLP/gRPC endpoint to export traces to (e.g. `http://127.0.0.1:4317`). Off by default;
+    /// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (and the other `OTEL_*` variables) work too.
+    #[arg(
+        long,
+        global = true,
+        env = "BATCHGATE_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub otlp_endpoint: Option<String>,
 
     /// What to run.
     #[command(subcommand)]
@@ -839,7 +850,6 @@ pub fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
-    telemetry::init(cli.log_format, &cli.log_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(error) => {
@@ -847,11 +857,36 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    // Only the servers export traces; the exporter's channel lives on the runtime.
+    let otlp = cli.command.service_name().map(|name| OtlpConfig {
+        endpoint: cli.otlp_endpoint.clone(),
+        service_name: name.to_owned(),
+    });
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init(cli.log_format, &cli.log_filter, otlp.as_ref())
+    };
+    let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("batchgate: {error:#}");
             ExitCode::FAILURE
+        }
+    };
+    let _runtime = runtime.enter();
+    telemetry.shutdown();
+    code
+}
+
+impl Command {
+    /// The `service.name` of this subcommand's traces; `None` for the client tools.
+    fn service_name(&self) -> Option<&'static str> {
+        match self {
+            Command::Serve(_) => Some("batchgate"),
+            Command::Gateway(_) => Some("batchgate-gateway"),
+            Command::Batcher(_) => Some("batchgate-batcher"),
+            Command::Worker(_) => Some("batchgate-worker"),
+            Command::Bench(_) | Command::Dlq(_) | Command::Token(_) | Command::Certs(_) => None,
         }
     }
 }

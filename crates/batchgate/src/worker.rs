@@ -5,9 +5,19 @@
 
 use std::sync::Arc;
 
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
 use batchgate_net::{ServerTls, TlsFiles};
 use batchgate_sim::server::Stopped;
 use batchgate_sim::{Faults, SimConfig, SimWorker};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -57,7 +67,8 @@ pub async fn run(
     if let Some(tls) = &tls {
         tls.spawn_reloader(shutdown.clone());
     }
-    match batchgate_sim::server::run(worker, listener, tls, shutdown).await? {
+    let metrics = metrics_router(worker.clone());
+    match batchgate_sim::server::run_with_routes(worker, metrics, listener, tls, shutdown).await? {
         Stopped::Shutdown => {
             info!("simulated worker stopped");
             Ok(())
@@ -70,6 +81,94 @@ pub async fn run(
             // Abrupt on purpose: connections still open are cut, nothing is drained.
             std::process::exit(CRASH_EXIT_CODE)
         }
+    }
+}
+
+/// `GET /metrics` of the worker process: what the simulated GPU has done, read from its
+/// counters at each scrape.
+fn metrics_router(worker: Arc<SimWorker>) -> Router {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SimCollector(worker)));
+    let registry = Arc::new(registry);
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = String::new();
+                if let Err(error) = encode(&mut text, &registry) {
+                    tracing::error!(%error, "encoding metrics failed");
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                }
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
+
+/// Reads [`SimWorker::stats`] on each scrape.
+#[derive(Debug)]
+struct SimCollector(Arc<SimWorker>);
+
+impl Collector for SimCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = self.0.stats();
+        let calls = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "batchgate_worker_calls",
+            "Batch calls the worker answered, by outcome",
+            None,
+            calls.metric_type(),
+        )?;
+        for (outcome, n) in [
+            ("success", stats.calls),
+            ("injected_failure", stats.calls_failed_injected),
+            ("overloaded", stats.calls_rejected_overload),
+            ("oversized", stats.oversized_calls),
+        ] {
+            let labels = [("outcome", outcome)];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+        let counters: [(&str, &str, f64); 2] = [
+            (
+                "batchgate_worker_items",
+                "Inputs in the batch calls that succeeded",
+                stats.items as f64,
+            ),
+            (
+                "batchgate_worker_busy_seconds",
+                "Slot-seconds spent running calls; its rate over the slots is the busy fraction",
+                stats.busy_seconds,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let gauges: [(&str, &str, i64); 2] = [
+            (
+                "batchgate_worker_slots",
+                "Calls the worker runs at once (simulated GPUs)",
+                i64::try_from(self.0.config().slots).unwrap_or(i64::MAX),
+            ),
+            (
+                "batchgate_worker_inflight_calls",
+                "Calls holding a slot now",
+                i64::try_from(stats.in_flight).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 

@@ -125,7 +125,19 @@ pub async fn run(
     tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Stopped> {
-    let serve = batchgate_net::serve(listener, router(worker.clone()), tls, shutdown.clone());
+    run_with_routes(worker, Router::new(), listener, tls, shutdown).await
+}
+
+/// [`run`], with `extra` routes served beside the worker API (the binary adds `/metrics`).
+pub async fn run_with_routes(
+    worker: Arc<SimWorker>,
+    extra: Router,
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    shutdown: CancellationToken,
+) -> std::io::Result<Stopped> {
+    let app = router(worker.clone()).merge(extra);
+    let serve = batchgate_net::serve(listener, app, tls, shutdown.clone());
     // The graceful drain waits for every call under way; hung calls would never finish.
     let end_hangs = async {
         shutdown.cancelled().await;

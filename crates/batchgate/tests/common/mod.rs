@@ -226,9 +226,15 @@ macro_rules! on_every_backend {
 /// Starts the `batchgate` binary with `args` and returns it with the base URL it logs when
 /// listening (every server subcommand logs `listening on http://ADDR`, or `https://`).
 pub fn spawn_batchgate(args: &[&str]) -> (Child, String) {
+    spawn_batchgate_with_env(args, &[])
+}
+
+/// [`spawn_batchgate`] with extra environment variables.
+pub fn spawn_batchgate_with_env(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
         .args(args)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -295,6 +301,12 @@ pub struct Proc {
 impl Proc {
     pub fn start(args: &[&str]) -> Proc {
         let (child, url) = spawn_batchgate(args);
+        Proc { child, url }
+    }
+
+    /// [`Proc::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let (child, url) = spawn_batchgate_with_env(args, env);
         Proc { child, url }
     }
 }

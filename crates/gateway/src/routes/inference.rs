@@ -10,6 +10,7 @@ use batchgate_protocol::api::{InferenceRequest, TaskStatus};
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_protocol::{owner_input_sha256_hex, sha256_hex};
 use batchgate_queue::{Admitted, TaskRecord};
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use super::extract::{Caller, JsonBody, Wait};
@@ -88,6 +89,10 @@ pub(crate) async fn submit(
         }
     });
     let task_id = new_task_id(input_sha256.as_deref());
+    Span::current().record("task_id", task_id.as_str());
+    // The task carries this span's context through the queue: the batcher's spans for the
+    // task are its children, and the batch span links to it.
+    let enqueue_span = tracing::info_span!("enqueue", otel.kind = "producer");
     let task = Task {
         task_id: task_id.clone(),
         input: request.input,
@@ -95,6 +100,7 @@ pub(crate) async fn submit(
         reply_to: state.gateway_id.clone(),
         deadline: timeout.map(|t| now + t),
         owner: (!global).then(|| caller.clone()),
+        trace_parent: batchgate_telemetry::traceparent_of(&enqueue_span),
     };
     // Hold the gate until the task is in the queue: shutdown waits for us.
     let Some(gate) = state.admission.enter().await else {
@@ -104,6 +110,7 @@ pub(crate) async fn submit(
     let admitted = state
         .intake
         .admit(&task, created_at, input_sha256.as_deref())
+        .instrument(enqueue_span.clone())
         .await
         .map_err(admit_error)?;
     match admitted {
@@ -133,6 +140,7 @@ pub(crate) async fn submit(
             state
                 .intake
                 .admit(&task, created_at, None)
+                .instrument(enqueue_span)
                 .await
                 .map_err(admit_error)?;
         }
