@@ -68,7 +68,8 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Run only a batcher, on Redis: reads the queue, calls the worker, stores results.
     Batcher(BatcherArgs),
-    /// Run the reference worker that serves the fixed batch API (`POST /v1/batch`).
+    /// Run the reference worker: the fixed batch API (`POST /v1/batch`), KServe V2, OpenAI
+    /// embeddings and gRPC, all on one port.
     Worker(WorkerArgs),
     /// Load-test a running gateway over HTTP and report rate, errors and latency.
     Bench(BenchArgs),
@@ -141,10 +142,29 @@ pub struct QueueArgs {
 /// Batching and the worker.
 #[derive(Debug, Clone, Args)]
 pub struct BatchingArgs {
-    /// Base URL of a worker serving the JSON batch API (with `serve`, without it a simulated
-    /// worker runs in-process).
-    #[arg(long, env = "BATCHGATE_WORKER_URL")]
-    pub worker_url: Option<String>,
+    /// A worker to send batches to; repeat it (or separate with commas) for several, which
+    /// share the batches (least in-flight first, health-checked, failover). The scheme names
+    /// the protocol: `http://host:port` (batchgate's JSON batch API), `grpc://host:port`,
+    /// `kserve-v2+http://host:port/v2/models/NAME`, `openai+http://host:port/v1`. Query
+    /// parameters set that worker's limits: `max_batch_size`, `max_inflight_batches`,
+    /// `timeout_ms` (docs/worker-api.md). With `serve`, without it a simulated worker runs
+    /// in-process.
+    #[arg(
+        long = "worker-url",
+        env = "BATCHGATE_WORKER_URL",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub worker_url: Vec<String>,
+
+    /// Time between two health checks of each --worker-url (its protocol's health endpoint),
+    /// in milliseconds. A worker failing one gets no batches until it passes one.
+    #[arg(
+        long,
+        env = "BATCHGATE_WORKER_HEALTH_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub worker_health_interval_ms: u64,
 
     /// Bound on one worker call, in milliseconds.
     #[arg(long, env = "BATCHGATE_WORKER_TIMEOUT_MS", default_value_t = 10_000)]
@@ -544,24 +564,39 @@ impl BatchingArgs {
         if self.max_batch_size == 0 {
             return Err("--max-batch-size must be at least 1".into());
         }
-        let worker = match (&self.worker_url, sim) {
-            (Some(url), _) => {
-                if !url.starts_with("http://") {
-                    return Err(format!(
-                        "--worker-url must be an http:// URL (TLS to workers is not built yet), got {url:?}"
-                    ));
-                }
-                WorkerChoice::Http {
-                    url: url.clone(),
-                    timeout: Duration::from_millis(self.worker_timeout_ms),
+        if self.worker_timeout_ms == 0 || self.worker_health_interval_ms == 0 {
+            return Err(
+                "--worker-timeout-ms and --worker-health-interval-ms must be at least 1".into(),
+            );
+        }
+        let worker = match (self.worker_url.is_empty(), sim) {
+            (false, _) => {
+                let workers = self
+                    .worker_url
+                    .iter()
+                    .map(|url| url.parse::<batchgate_worker::WorkerSpec>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("--worker-url: {e}"))?;
+                WorkerChoice::Remote {
+                    workers,
+                    pool: batchgate_worker::PoolConfig {
+                        timeout: Duration::from_millis(self.worker_timeout_ms),
+                        max_batch_size: self.max_batch_size,
+                        health_interval: Duration::from_millis(self.worker_health_interval_ms),
+                    },
                 }
             }
-            (None, Some(sim)) => WorkerChoice::Simulated(sim),
-            (None, None) => return Err("--worker-url is required".into()),
+            (true, Some(sim)) => WorkerChoice::Simulated(sim),
+            (true, None) => return Err("--worker-url is required".into()),
         };
         let max_inflight_batches = self.max_inflight_batches.unwrap_or(match &worker {
             WorkerChoice::Simulated(sim) => sim.slots,
-            WorkerChoice::Http { .. } => batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES,
+            // Every worker has an in-flight limit: their sum is what the pool can take.
+            WorkerChoice::Remote { workers, .. } => workers
+                .iter()
+                .map(|w| w.limits.max_inflight_batches)
+                .sum::<Option<usize>>()
+                .unwrap_or(batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES),
         });
         Ok(BatcherPart {
             config: batchgate_batcher::BatcherConfig {

@@ -13,7 +13,7 @@ use batchgate_gateway::{
     Shared, Shedder,
 };
 use batchgate_sim::{SimConfig, SimWorker};
-use batchgate_worker::{HttpJsonWorker, Worker};
+use batchgate_worker::{Pool, PoolConfig, SpecError, Worker, WorkerSpec};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,13 +29,26 @@ const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub enum WorkerChoice {
     /// The simulated worker, in-process.
     Simulated(SimConfig),
-    /// A worker speaking the JSON batch API.
-    Http {
-        /// Its base URL.
-        url: String,
-        /// Bound on one call.
-        timeout: Duration,
+    /// Workers reached over the network, each by its protocol (`--worker-url`), as one pool.
+    Remote {
+        /// The workers, with their protocols and limits.
+        workers: Vec<WorkerSpec>,
+        /// What their URLs leave unset, and how often their health is checked.
+        pool: PoolConfig,
     },
+}
+
+impl WorkerChoice {
+    /// The workers at `urls`, with `timeout` for calls and other settings at their defaults.
+    pub fn remote(urls: &[&str], timeout: Duration) -> Result<WorkerChoice, SpecError> {
+        Ok(WorkerChoice::Remote {
+            workers: urls.iter().map(|u| u.parse()).collect::<Result<_, _>>()?,
+            pool: PoolConfig {
+                timeout,
+                ..PoolConfig::default()
+            },
+        })
+    }
 }
 
 /// The batcher part of a process.
@@ -136,7 +149,12 @@ pub struct ServeOutcome {
 fn build_worker(choice: &WorkerChoice) -> anyhow::Result<Arc<dyn Worker>> {
     Ok(match choice {
         WorkerChoice::Simulated(sim) => Arc::new(SimWorker::new(*sim)),
-        WorkerChoice::Http { url, timeout } => Arc::new(HttpJsonWorker::new(url, *timeout)?),
+        WorkerChoice::Remote { workers, pool } => {
+            let pool_of_workers = Pool::connect(workers, pool)?;
+            // Runs until the batcher drops the pool.
+            pool_of_workers.spawn_health_checks(pool.health_interval);
+            Arc::new(pool_of_workers)
+        }
     })
 }
 
@@ -288,7 +306,11 @@ fn announce(config: &ServeConfig, addr: std::net::SocketAddr) {
         Some(WorkerChoice::Simulated(sim)) => {
             format!("built-in simulated worker ({} slots)", sim.slots)
         }
-        Some(WorkerChoice::Http { url, .. }) => url.clone(),
+        Some(WorkerChoice::Remote { workers, .. }) => workers
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         None => "none (gateway only)".to_owned(),
     };
     if config.gateway.is_some() {

@@ -37,7 +37,9 @@ pub async fn run(
         slots = config.sim.slots,
         base_ms = config.sim.base.as_secs_f64() * 1e3,
         per_item_ms = config.sim.per_item.as_secs_f64() * 1e3,
-        "simulated worker listening on http://{addr} (POST /v1/batch)"
+        "simulated worker listening on http://{addr} — JSON batch API (POST /v1/batch), \
+         KServe V2 (model sim: /v2/models/sim/infer), OpenAI embeddings (/v1/embeddings), gRPC \
+         (batchgate.worker.v1.Worker, same port)"
     );
     if config.faults != Faults::default() {
         tracing::warn!(faults = ?config.faults, "fault injection is on");

@@ -42,10 +42,8 @@ async fn fault_run(backend: Backend) {
     let mut config = serve_config(&infra, &worker.url, 8);
     if let Some(part) = config.batcher.as_mut() {
         // A hung call costs its timeout: keep it short, far above a call's 20-30 ms.
-        part.worker = WorkerChoice::Http {
-            url: worker.url.clone(),
-            timeout: Duration::from_millis(1000),
-        };
+        part.worker = WorkerChoice::remote(&[&worker.url], Duration::from_millis(1000))
+            .expect("a valid worker URL");
     }
     let serve = start_serve(config).await;
     let http = client();
