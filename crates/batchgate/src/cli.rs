@@ -833,3 +833,54 @@ async fn run_parts(config: ServeConfig, listen: SocketAddr) -> anyhow::Result<()
 fn args_to_config<T>(parsed: Result<T, String>) -> anyhow::Result<T> {
     parsed.map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_config(flags: &[&str]) -> Result<ServeConfig, String> {
+        let argv = ["batchgate", "serve", "--insecure-no-auth"]
+            .iter()
+            .chain(flags);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        args.into_config()
+    }
+
+    #[test]
+    fn repeated_worker_urls_make_one_pool_whose_limits_add_up() {
+        let config = serve_config(&[
+            "--worker-url",
+            "grpc://127.0.0.1:1?max_inflight_batches=2",
+            "--worker-url=openai+http://127.0.0.1:2/v1?max_inflight_batches=3,http://127.0.0.1:3?max_inflight_batches=4",
+        ])
+        .expect("valid");
+        let part = config.batcher.expect("a batcher");
+        let WorkerChoice::Remote { workers, pool } = part.worker else {
+            panic!("remote workers expected")
+        };
+        let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "grpc://127.0.0.1:1",
+                "openai+http://127.0.0.1:2/v1",
+                "http://127.0.0.1:3"
+            ]
+        );
+        assert_eq!(part.config.max_inflight_batches, 9);
+        assert_eq!(pool.max_batch_size, 64);
+
+        // One worker without a limit: the batcher's default.
+        let part = serve_config(&["--worker-url", "grpc://127.0.0.1:1"])
+            .expect("valid")
+            .batcher
+            .expect("a batcher");
+        assert_eq!(
+            part.config.max_inflight_batches,
+            batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES
+        );
+    }
+}
