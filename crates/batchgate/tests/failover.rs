@@ -77,8 +77,9 @@ async fn a_worker_killed_under_load_loses_no_accepted_task() {
             }
         }
     }
+    // Killed while it held batches (whether or not any had finished by then).
     let before = killed_with.expect("the worker was killed while it had batches in flight");
-    assert!(before.calls > 0, "it had served batches: {before:?}");
+    assert!(before.in_flight > 0, "{before:?}");
     assert_eq!(views.len(), n, "every submission was answered");
     for (input, view) in &views {
         assert_eq!(view.status, TaskStatus::Success, "{input}: {view:?}");
