@@ -81,7 +81,8 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Run only a batcher, on Redis: reads the queue, calls the worker, stores results.
     Batcher(BatcherArgs),
-    /// Run the reference worker that serves the fixed batch API (`POST /v1/batch`).
+    /// Run the reference worker: the fixed batch API (`POST /v1/batch`), KServe V2, OpenAI
+    /// embeddings and gRPC, all on one port.
     Worker(WorkerArgs),
     /// Load-test a running gateway over HTTP and report rate, errors and latency.
     Bench(BenchArgs),
@@ -210,10 +211,29 @@ pub struct QueueArgs {
 /// Batching and the worker.
 #[derive(Debug, Clone, Args)]
 pub struct BatchingArgs {
-    /// Base URL of a worker serving the JSON batch API (with `serve`, without it a simulated
-    /// worker runs in-process).
-    #[arg(long, env = "BATCHGATE_WORKER_URL")]
-    pub worker_url: Option<String>,
+    /// A worker to send batches to; repeat it (or separate with commas) for several, which
+    /// share the batches (least in-flight first, health-checked, failover). The scheme names
+    /// the protocol: `http://host:port` (batchgate's JSON batch API), `grpc://host:port`,
+    /// `kserve-v2+http://host:port/v2/models/NAME`, `openai+http://host:port/v1`. Query
+    /// parameters set that worker's limits: `max_batch_size`, `max_inflight_batches`,
+    /// `timeout_ms` (docs/worker-api.md). With `serve`, without it a simulated worker runs
+    /// in-process.
+    #[arg(
+        long = "worker-url",
+        env = "BATCHGATE_WORKER_URL",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub worker_url: Vec<String>,
+
+    /// Time between two health checks of each --worker-url (its protocol's health endpoint),
+    /// in milliseconds. A worker failing one gets no batches until it passes one.
+    #[arg(
+        long,
+        env = "BATCHGATE_WORKER_HEALTH_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub worker_health_interval_ms: u64,
 
     /// Bound on one worker call, in milliseconds.
     #[arg(long, env = "BATCHGATE_WORKER_TIMEOUT_MS", default_value_t = 10_000)]
@@ -656,18 +676,41 @@ impl BatchingArgs {
         if self.max_batch_size == 0 {
             return Err("--max-batch-size must be at least 1".into());
         }
-        let worker = match (&self.worker_url, sim) {
-            (Some(url), _) => WorkerChoice::Http {
-                url: url.clone(),
-                timeout: Duration::from_millis(self.worker_timeout_ms),
-                tls: self.worker_tls(url)?,
-            },
-            (None, Some(sim)) => WorkerChoice::Simulated(sim),
-            (None, None) => return Err("--worker-url is required".into()),
+        if self.worker_timeout_ms == 0 || self.worker_health_interval_ms == 0 {
+            return Err(
+                "--worker-timeout-ms and --worker-health-interval-ms must be at least 1".into(),
+            );
+        }
+        let worker = match (self.worker_url.is_empty(), sim) {
+            (false, _) => {
+                let workers = self
+                    .worker_url
+                    .iter()
+                    .map(|url| url.parse::<batchgate_worker::WorkerSpec>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("--worker-url: {e}"))?;
+                let tls = self.worker_tls(&workers)?;
+                WorkerChoice::Remote {
+                    tls,
+                    workers,
+                    pool: batchgate_worker::PoolConfig {
+                        timeout: Duration::from_millis(self.worker_timeout_ms),
+                        max_batch_size: self.max_batch_size,
+                        health_interval: Duration::from_millis(self.worker_health_interval_ms),
+                    },
+                }
+            }
+            (true, Some(sim)) => WorkerChoice::Simulated(sim),
+            (true, None) => return Err("--worker-url is required".into()),
         };
         let max_inflight_batches = self.max_inflight_batches.unwrap_or(match &worker {
             WorkerChoice::Simulated(sim) => sim.slots,
-            WorkerChoice::Http { .. } => batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES,
+            // Every worker has an in-flight limit: their sum is what the pool can take.
+            WorkerChoice::Remote { workers, .. } => workers
+                .iter()
+                .map(|w| w.limits.max_inflight_batches)
+                .sum::<Option<usize>>()
+                .unwrap_or(batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES),
         });
         Ok(BatcherPart {
             config: batchgate_batcher::BatcherConfig {
@@ -688,28 +731,27 @@ impl BatchingArgs {
         })
     }
 
-    /// The TLS flags for a worker at `url`, checked against its scheme.
-    fn worker_tls(&self, url: &str) -> Result<batchgate_net::ClientTlsFiles, String> {
+    /// The TLS flags, checked against the worker URLs: a URL over TLS needs --worker-ca, and
+    /// TLS flags need at least one such URL.
+    fn worker_tls(
+        &self,
+        workers: &[batchgate_worker::WorkerSpec],
+    ) -> Result<batchgate_net::ClientTlsFiles, String> {
         let tls = batchgate_net::ClientTlsFiles {
             ca: self.worker_ca.clone(),
             cert: self.client_cert.clone(),
             key: self.client_key.clone(),
         };
-        if url.starts_with("https://") {
+        if let Some(spec) = workers.iter().find(|w| w.uses_tls()) {
             if tls.ca.is_none() {
-                return Err("an https:// --worker-url needs --worker-ca (the CA that signed the worker's certificate)".into());
+                return Err(format!(
+                    "--worker-url {spec} is reached over TLS: give --worker-ca (the CA that signed the worker's certificate)"
+                ));
             }
-        } else if url.starts_with("http://") {
-            if !tls.is_empty() {
-                return Err(
-                    "--worker-ca, --client-cert and --client-key need an https:// --worker-url"
-                        .into(),
-                );
-            }
-        } else {
-            return Err(format!(
-                "--worker-url must be an http:// or https:// URL, got {url:?}"
-            ));
+        } else if !tls.is_empty() {
+            return Err(
+                "--worker-ca, --client-cert and --client-key need an https:// --worker-url".into(),
+            );
         }
         Ok(tls)
     }
@@ -970,4 +1012,55 @@ async fn run_parts(config: ServeConfig, listen: SocketAddr) -> anyhow::Result<()
 
 fn args_to_config<T>(parsed: Result<T, String>) -> anyhow::Result<T> {
     parsed.map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_config(flags: &[&str]) -> Result<ServeConfig, String> {
+        let argv = ["batchgate", "serve", "--insecure-no-auth"]
+            .iter()
+            .chain(flags);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        args.into_config()
+    }
+
+    #[test]
+    fn repeated_worker_urls_make_one_pool_whose_limits_add_up() {
+        let config = serve_config(&[
+            "--worker-url",
+            "grpc://127.0.0.1:1?max_inflight_batches=2",
+            "--worker-url=openai+http://127.0.0.1:2/v1?max_inflight_batches=3,http://127.0.0.1:3?max_inflight_batches=4",
+        ])
+        .expect("valid");
+        let part = config.batcher.expect("a batcher");
+        let WorkerChoice::Remote { workers, pool, .. } = part.worker else {
+            panic!("remote workers expected")
+        };
+        let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "grpc://127.0.0.1:1",
+                "openai+http://127.0.0.1:2/v1",
+                "http://127.0.0.1:3"
+            ]
+        );
+        assert_eq!(part.config.max_inflight_batches, 9);
+        assert_eq!(pool.max_batch_size, 64);
+
+        // One worker without a limit: the batcher's default.
+        let part = serve_config(&["--worker-url", "grpc://127.0.0.1:1"])
+            .expect("valid")
+            .batcher
+            .expect("a batcher");
+        assert_eq!(
+            part.config.max_inflight_batches,
+            batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES
+        );
+    }
 }

@@ -14,7 +14,7 @@ use batchgate_gateway::{
 };
 use batchgate_net::{ClientTlsFiles, ServerTls, TlsFiles};
 use batchgate_sim::{SimConfig, SimWorker};
-use batchgate_worker::{HttpJsonWorker, Worker};
+use batchgate_worker::{Pool, PoolConfig, SpecError, Worker, WorkerSpec};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,15 +30,30 @@ const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub enum WorkerChoice {
     /// The simulated worker, in-process.
     Simulated(SimConfig),
-    /// A worker speaking the JSON batch API.
-    Http {
-        /// Its base URL.
-        url: String,
-        /// Bound on one call.
-        timeout: Duration,
-        /// TLS to the worker (`https://` URLs): the CA to trust, a client certificate.
+    /// Workers reached over the network, each by its protocol (`--worker-url`), as one pool.
+    Remote {
+        /// The workers, with their protocols and limits.
+        workers: Vec<WorkerSpec>,
+        /// What their URLs leave unset, and how often their health is checked.
+        pool: PoolConfig,
+        /// TLS to workers whose URLs ask for it (`https://`, `…+https://`): the CA to
+        /// trust, and a client certificate for workers that require one (mTLS).
         tls: ClientTlsFiles,
     },
+}
+
+impl WorkerChoice {
+    /// The workers at `urls`, with `timeout` for calls and other settings at their defaults.
+    pub fn remote(urls: &[&str], timeout: Duration) -> Result<WorkerChoice, SpecError> {
+        Ok(WorkerChoice::Remote {
+            workers: urls.iter().map(|u| u.parse()).collect::<Result<_, _>>()?,
+            pool: PoolConfig {
+                timeout,
+                ..PoolConfig::default()
+            },
+            tls: ClientTlsFiles::default(),
+        })
+    }
 }
 
 /// The batcher part of a process.
@@ -141,13 +156,16 @@ pub struct ServeOutcome {
 fn build_worker(choice: &WorkerChoice) -> anyhow::Result<Arc<dyn Worker>> {
     Ok(match choice {
         WorkerChoice::Simulated(sim) => Arc::new(SimWorker::new(*sim)),
-        WorkerChoice::Http { url, timeout, tls } => {
+        WorkerChoice::Remote { workers, pool, tls } => {
             let tls = if tls.is_empty() {
                 None
             } else {
                 Some(batchgate_net::client_config(tls)?)
             };
-            Arc::new(HttpJsonWorker::with_tls(url, *timeout, tls)?)
+            let pool_of_workers = Pool::connect(workers, pool, tls.as_ref())?;
+            // Runs until the batcher drops the pool.
+            pool_of_workers.spawn_health_checks(pool.health_interval);
+            Arc::new(pool_of_workers)
         }
     })
 }
@@ -307,7 +325,11 @@ fn announce(config: &ServeConfig, scheme: &str, addr: std::net::SocketAddr) {
         Some(WorkerChoice::Simulated(sim)) => {
             format!("built-in simulated worker ({} slots)", sim.slots)
         }
-        Some(WorkerChoice::Http { url, .. }) => url.clone(),
+        Some(WorkerChoice::Remote { workers, .. }) => workers
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         None => "none (gateway only)".to_owned(),
     };
     if config.gateway.is_some() {

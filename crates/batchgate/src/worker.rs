@@ -58,7 +58,9 @@ pub async fn run(
         base_ms = config.sim.base.as_secs_f64() * 1e3,
         per_item_ms = config.sim.per_item.as_secs_f64() * 1e3,
         client_certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
-        "simulated worker listening on {scheme}://{addr} (POST /v1/batch)"
+        "simulated worker listening on {scheme}://{addr} — JSON batch API (POST /v1/batch), \
+         KServe V2 (model sim: /v2/models/sim/infer), OpenAI embeddings (/v1/embeddings), gRPC \
+         (batchgate.worker.v1.Worker, same port)"
     );
     if config.faults != Faults::default() {
         tracing::warn!(faults = ?config.faults, "fault injection is on");

@@ -110,9 +110,12 @@ async fn the_worker_requires_a_client_certificate_and_the_batcher_presents_one()
     let infra = Infra::start(Backend::Memory);
     let mut config = serve_config(&infra, &worker.url, 4);
     if let Some(part) = config.batcher.as_mut() {
-        part.worker = WorkerChoice::Http {
-            url: worker.url.clone(),
-            timeout: Duration::from_secs(5),
+        part.worker = WorkerChoice::Remote {
+            workers: vec![worker.url.parse().expect("worker URL")],
+            pool: batchgate_worker::PoolConfig {
+                timeout: Duration::from_secs(5),
+                ..Default::default()
+            },
             tls: batcher_tls(certs, true),
         };
     }

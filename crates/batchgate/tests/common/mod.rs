@@ -134,11 +134,8 @@ pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize
                 max_inflight_batches,
                 ..BatcherConfig::default()
             },
-            worker: WorkerChoice::Http {
-                url: worker_url.to_owned(),
-                timeout: Duration::from_secs(10),
-                tls: Default::default(),
-            },
+            worker: WorkerChoice::remote(&[worker_url], Duration::from_secs(10))
+                .expect("a valid worker URL"),
         }),
         grace_period: Duration::from_secs(30),
         tls: None,

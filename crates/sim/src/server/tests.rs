@@ -3,13 +3,17 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{Request, StatusCode};
+use axum::response::Response;
+use batchgate_protocol::api::ErrorBody;
 use batchgate_protocol::sim_output;
+use batchgate_protocol::worker_api::{BatchRequest, BatchResponse};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use super::*;
-use crate::{Faults, SimConfig};
+use crate::{Faults, SimConfig, SimStats};
 
 /// A running server on a free port.
 struct Server {
@@ -258,7 +262,7 @@ async fn shutdown_ends_hung_calls_with_503_instead_of_waiting_forever() {
     let answer = call.await.expect("join").expect("answered");
     assert_eq!(answer.status(), 503);
     let error: ErrorBody = answer.json().await.expect("json error");
-    assert_eq!(error.error.code, "worker_stopping");
+    assert_eq!(error.error.code, "worker_unavailable");
 }
 
 #[tokio::test]
