@@ -162,7 +162,7 @@ async fn the_gateway_serves_https_with_its_certificate() {
 
 #[test]
 fn tls_flags_are_checked_before_binding() {
-    let run = |args: &[&str]| {
+    let refused = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_batchgate"))
             .args(args)
             .output()
@@ -170,7 +170,15 @@ fn tls_flags_are_checked_before_binding() {
         assert!(!out.status.success(), "{args:?} must be refused");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let err = run(&[
+    // `serve` on loopback without auth, plus `extra`, must be refused with a message
+    // containing `expected`.
+    let serve_refused = |extra: &[&str], expected: &str| {
+        let mut args = vec!["serve", "--insecure-no-auth", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let err = refused(&args);
+        assert!(err.contains(expected), "{extra:?}: {err}");
+    };
+    let err = refused(&[
         "worker",
         "--sim",
         "--listen",
@@ -179,44 +187,24 @@ fn tls_flags_are_checked_before_binding() {
         "ca.pem",
     ]);
     assert!(err.contains("--client-ca needs --tls-cert"), "{err}");
-    let err = run(&[
-        "serve",
-        "--insecure-no-auth",
-        "--listen",
-        "127.0.0.1:0",
-        "--worker-url",
-        "https://127.0.0.1:9",
-    ]);
-    assert!(err.contains("--worker-ca"), "{err}");
-    let err = run(&[
-        "serve",
-        "--insecure-no-auth",
-        "--listen",
-        "127.0.0.1:0",
-        "--worker-url",
-        "http://127.0.0.1:9",
-        "--worker-ca",
-        "ca.pem",
-    ]);
-    assert!(err.contains("https://"), "{err}");
-    let err = run(&[
-        "serve",
-        "--insecure-no-auth",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        "cert.pem",
-    ]);
-    assert!(err.contains("--tls-key"), "{err}");
-    let err = run(&[
-        "serve",
-        "--insecure-no-auth",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
+    serve_refused(&["--worker-url", "https://127.0.0.1:9"], "--worker-ca");
+    serve_refused(
+        &[
+            "--worker-url",
+            "http://127.0.0.1:9",
+            "--worker-ca",
+            "ca.pem",
+        ],
+        "https://",
+    );
+    serve_refused(&["--tls-cert", "cert.pem"], "--tls-key");
+    serve_refused(
+        &[
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ],
         "/nonexistent/cert.pem",
-        "--tls-key",
-        "/nonexistent/key.pem",
-    ]);
-    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+    );
 }

@@ -21,6 +21,16 @@ fn certs(dir: &Path) -> DevCertFiles {
         .expect("write")
 }
 
+/// The server side of `files`, requiring client certificates from their CA if asked.
+fn server_tls(files: &DevCertFiles, require_client_certificates: bool) -> ServerTls {
+    ServerTls::load(TlsFiles {
+        cert: files.server_cert.clone(),
+        key: files.server_key.clone(),
+        client_ca: require_client_certificates.then(|| files.ca_cert.clone()),
+    })
+    .expect("load")
+}
+
 async fn start(tls: ServerTls) -> (SocketAddr, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -61,12 +71,7 @@ async fn https_works_for_a_client_that_trusts_the_ca_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let files = certs(dir.path());
     let other = certs(&dir.path().join("other"));
-    let tls = ServerTls::load(TlsFiles {
-        cert: files.server_cert.clone(),
-        key: files.server_key.clone(),
-        client_ca: None,
-    })
-    .expect("load");
+    let tls = server_tls(&files, false);
     let (addr, stop) = start(tls).await;
 
     assert_eq!(
@@ -98,12 +103,7 @@ async fn with_a_client_ca_only_clients_with_a_certificate_from_it_get_in() {
     let dir = tempfile::tempdir().expect("tempdir");
     let files = certs(dir.path());
     let other = certs(&dir.path().join("other"));
-    let tls = ServerTls::load(TlsFiles {
-        cert: files.server_cert.clone(),
-        key: files.server_key.clone(),
-        client_ca: Some(files.ca_cert.clone()),
-    })
-    .expect("load");
+    let tls = server_tls(&files, true);
     let (addr, stop) = start(tls).await;
 
     let with_cert = ClientTlsFiles {
@@ -137,12 +137,7 @@ async fn with_a_client_ca_only_clients_with_a_certificate_from_it_get_in() {
 async fn new_files_are_picked_up_by_reload_and_by_the_watcher() {
     let dir = tempfile::tempdir().expect("tempdir");
     let files = certs(dir.path());
-    let tls = ServerTls::load(TlsFiles {
-        cert: files.server_cert.clone(),
-        key: files.server_key.clone(),
-        client_ca: None,
-    })
-    .expect("load");
+    let tls = server_tls(&files, false);
     let (addr, stop) = start(tls.clone()).await;
     let old_ca = dir.path().join("old-ca.pem");
     std::fs::copy(&files.ca_cert, &old_ca).expect("copy");

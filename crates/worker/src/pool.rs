@@ -82,9 +82,11 @@ impl Member {
         let timeout = spec.limits.timeout.unwrap_or(config.timeout);
         let tls = match (spec.uses_tls(), tls) {
             (true, Some(tls)) => Some(tls.clone()),
-            (true, None) => return Err(WorkerError::Unreachable(format!(
+            (true, None) => {
+                return Err(WorkerError::Unreachable(format!(
                 "{spec} is reached over TLS: give the CA that signed its certificate (--worker-ca)"
-            ))),
+            )))
+            }
             (false, _) => None,
         };
         let worker: Arc<dyn Worker> = match &spec.protocol {
