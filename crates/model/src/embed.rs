@@ -149,6 +149,16 @@ impl EmbeddingModel {
         &self.device
     }
 
+    /// How many tokens the model sees of `input`, special tokens included (at most
+    /// [`Self::max_tokens`]).
+    pub fn count_tokens(&self, input: &str) -> Result<usize, ModelError> {
+        let encoding = self
+            .tokenizer
+            .encode(input, true)
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        Ok(encoding.len())
+    }
+
     /// Embeds `inputs` as one padded batch: one unit-length vector of [`Self::dim`] numbers per
     /// input, in order. Blocking and CPU-heavy: call it off the async runtime.
     pub fn embed<S: AsRef<str> + Sync>(&self, inputs: &[S]) -> Result<Vec<Vec<f32>>, ModelError> {
