@@ -36,6 +36,14 @@ pub enum WorkerChoice {
         /// Bound on one call.
         timeout: Duration,
     },
+    /// A real model (sentence embeddings), in-process, loaded from a local directory.
+    #[cfg(feature = "model")]
+    Model {
+        /// The model directory (`scripts/fetch-model.sh`).
+        dir: std::path::PathBuf,
+        /// Most inputs per forward pass: the batcher's own limit.
+        max_batch_size: usize,
+    },
 }
 
 /// The batcher part of a process.
@@ -137,7 +145,31 @@ fn build_worker(choice: &WorkerChoice) -> anyhow::Result<Arc<dyn Worker>> {
     Ok(match choice {
         WorkerChoice::Simulated(sim) => Arc::new(SimWorker::new(*sim)),
         WorkerChoice::Http { url, timeout } => Arc::new(HttpJsonWorker::new(url, *timeout)?),
+        #[cfg(feature = "model")]
+        WorkerChoice::Model {
+            dir,
+            max_batch_size,
+        } => Arc::new(load_model(dir, *max_batch_size)?),
     })
+}
+
+/// The model in `dir` as a worker; the one place a process loads it.
+#[cfg(feature = "model")]
+pub fn load_model(
+    dir: &std::path::Path,
+    max_batch_size: usize,
+) -> anyhow::Result<batchgate_model::ModelWorker> {
+    let started = std::time::Instant::now();
+    let model = batchgate_model::EmbeddingModel::load(dir)?;
+    info!(
+        dir = %dir.display(),
+        dim = model.dim(),
+        max_tokens = model.max_tokens(),
+        device = ?model.device(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    Ok(batchgate_model::ModelWorker::new(model).with_max_batch_size(max_batch_size))
 }
 
 /// Runs the configured parts until `shutdown` is cancelled, then shuts down in order:
@@ -289,6 +321,8 @@ fn announce(config: &ServeConfig, addr: std::net::SocketAddr) {
             format!("built-in simulated worker ({} slots)", sim.slots)
         }
         Some(WorkerChoice::Http { url, .. }) => url.clone(),
+        #[cfg(feature = "model")]
+        Some(WorkerChoice::Model { dir, .. }) => format!("in-process model from {}", dir.display()),
         None => "none (gateway only)".to_owned(),
     };
     if config.gateway.is_some() {

@@ -22,6 +22,9 @@ pub struct WorkerConfig {
     pub sim: SimConfig,
     /// Failures to inject.
     pub faults: Faults,
+    /// Serve the real model in this directory instead of the simulated one.
+    #[cfg(feature = "model")]
+    pub model_dir: Option<std::path::PathBuf>,
 }
 
 /// Serves the batch API until `shutdown`, then lets calls under way finish. Never returns if
@@ -32,6 +35,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    #[cfg(feature = "model")]
+    if let Some(dir) = &config.model_dir {
+        let worker = crate::serve::load_model(dir, config.sim.max_batch_size)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        info!(%addr, "model worker listening on http://{addr} (POST /v1/batch)");
+        crate::batch_api::run(Arc::new(worker), listener, shutdown).await?;
+        info!("model worker stopped");
+        return Ok(());
+    }
     info!(
         %addr,
         slots = config.sim.slots,

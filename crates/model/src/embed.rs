@@ -70,9 +70,7 @@ impl EmbeddingModel {
     /// `device`. Reads only local files.
     pub fn load_on(dir: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
         let dir = dir.as_ref();
-        if !dir.is_dir() {
-            return Err(ModelError::NoDirectory(dir.to_path_buf()));
-        }
+        check_dir(dir)?;
         let config_path = required(dir, CONFIG_FILE)?;
         let tokenizer_path = required(dir, TOKENIZER_FILE)?;
         let weights_path = required(dir, WEIGHTS_FILE)?;
@@ -208,6 +206,18 @@ fn pool_and_normalize(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Ten
         .sqrt()?
         .clamp(1e-12f32, f32::MAX)?;
     mean.broadcast_div(&norms)
+}
+
+/// Checks that `dir` holds the files of a model, without reading them: for a configuration
+/// check before a server binds its port. [`EmbeddingModel::load`] does it too.
+pub fn check_dir(dir: &Path) -> Result<(), ModelError> {
+    if !dir.is_dir() {
+        return Err(ModelError::NoDirectory(dir.to_path_buf()));
+    }
+    for name in [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE] {
+        required(dir, name)?;
+    }
+    Ok(())
 }
 
 /// The path of a file the model cannot do without.

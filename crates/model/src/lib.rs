@@ -16,6 +16,7 @@
 //! - [`error`]: [`ModelError`], what can go wrong loading or running the model.
 //! - [`embed`]: [`EmbeddingModel`], the model directory → tokenizer + encoder, and
 //!   [`EmbeddingModel::embed`], a batch of texts → unit vectors.
+//! - [`tiny`]: a tiny random BERT in the same format, for tests that run the model path.
 //! - [`worker`]: [`ModelWorker`], the [`batchgate_worker::Worker`] that runs it off the async
 //!   runtime, and [`worker::format_embedding`], the output's text form.
 
@@ -24,12 +25,14 @@ pub mod embed;
 #[cfg(feature = "model")]
 pub mod error;
 #[cfg(feature = "model")]
+pub mod tiny;
+#[cfg(feature = "model")]
 pub mod worker;
 
 #[cfg(feature = "model")]
 pub use candle_core::Device;
 #[cfg(feature = "model")]
-pub use embed::{EmbeddingModel, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+pub use embed::{check_dir, EmbeddingModel, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 #[cfg(feature = "model")]
 pub use error::ModelError;
 #[cfg(feature = "model")]

@@ -1,93 +1,18 @@
-//! The model path end to end on a tiny BERT that each test builds itself: a WordPiece
-//! tokenizer with a 40-token vocabulary, 2 layers of width 32, random weights. It goes through
+//! The model path end to end on a tiny BERT that each test builds itself
+//! ([`batchgate_model::tiny`]): a WordPiece tokenizer with a 40-token vocabulary, 2 layers of
+//! width 32, random weights. It goes through
 //! the same `EmbeddingModel::load(dir)` as the real model, so what holds here — shapes, unit
 //! length, padding not changing results, truncation, errors — holds for any model directory.
 
 use std::path::Path;
 
-use batchgate_model::{EmbeddingModel, ModelError, ModelWorker};
+use batchgate_model::tiny::{tiny_config, write_tiny_model, HIDDEN, MAX_POSITIONS};
+use batchgate_model::{Device, EmbeddingModel, ModelError, ModelWorker};
 use batchgate_worker::{Worker, WorkerError};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::models::wordpiece::WordPiece;
-use tokenizers::normalizers::BertNormalizer;
-use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-use tokenizers::processors::bert::BertProcessing;
-use tokenizers::Tokenizer;
-
-/// Special tokens first, at BERT's usual places relative to each other.
-const VOCAB: &[&str] = &[
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "cat", "dog", "sat", "on", "mat",
-    "ran", "fast", "hello", "world", "batch", "gate", "model", "is", "was", "good", "bad", "red",
-    "blue", "sky", "sea", "and", "or", "not", "##s", "##ing", "##ed", ".", ",", "!", "?", "run",
-    "walk", "eat",
-];
-const HIDDEN: usize = 32;
-/// Position table of the tiny model; inputs are truncated to this many tokens.
-const MAX_POSITIONS: usize = 24;
-
-fn tiny_config() -> serde_json::Value {
-    serde_json::json!({
-        "architectures": ["BertModel"],
-        "model_type": "bert",
-        "vocab_size": VOCAB.len(),
-        "hidden_size": HIDDEN,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 64,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1,
-        "max_position_embeddings": MAX_POSITIONS,
-        "type_vocab_size": 2,
-        "initializer_range": 0.02,
-        "layer_norm_eps": 1e-12,
-        "pad_token_id": 0,
-        "position_embedding_type": "absolute"
-    })
-}
-
-/// Writes `config.json`, `tokenizer.json` and `model.safetensors` of a random tiny BERT.
-fn write_tiny_model(dir: &Path) {
-    let vocab_path = dir.join("vocab.txt");
-    std::fs::write(&vocab_path, VOCAB.join("\n")).expect("write vocab.txt");
-    let vocab_path = vocab_path.to_str().expect("utf-8 temp path");
-    let wordpiece = WordPiece::from_file(vocab_path)
-        .unk_token("[UNK]".into())
-        .build()
-        .expect("wordpiece");
-    let mut tokenizer = Tokenizer::new(wordpiece);
-    tokenizer
-        .with_normalizer(Some(BertNormalizer::default()))
-        .expect("normalizer")
-        .with_pre_tokenizer(Some(BertPreTokenizer))
-        .with_post_processor(Some(BertProcessing::new(
-            ("[SEP]".into(), 3),
-            ("[CLS]".into(), 2),
-        )));
-    tokenizer
-        .save(dir.join("tokenizer.json"), false)
-        .expect("save tokenizer.json");
-
-    let config = tiny_config();
-    std::fs::write(dir.join("config.json"), config.to_string()).expect("write config.json");
-    // Loading through a VarMap creates every tensor the architecture asks for, under its real
-    // name, with candle's random initialisation; saving it gives a complete safetensors file.
-    let bert_config: Config = serde_json::from_value(config).expect("config");
-    let vars = VarMap::new();
-    BertModel::load(
-        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-        &bert_config,
-    )
-    .expect("build tiny bert");
-    vars.save(dir.join("model.safetensors"))
-        .expect("save model.safetensors");
-}
 
 fn tiny_model() -> (tempfile::TempDir, EmbeddingModel) {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_tiny_model(dir.path());
+    write_tiny_model(dir.path()).expect("write tiny model");
     let model = EmbeddingModel::load(dir.path()).expect("load tiny model");
     (dir, model)
 }
@@ -252,7 +177,7 @@ fn a_missing_directory_or_file_is_named() {
     std::fs::write(&nowhere, "x").expect("write");
     assert!(matches!(load_error(&nowhere), ModelError::NoDirectory(_)));
 
-    write_tiny_model(dir.path());
+    write_tiny_model(dir.path()).expect("write tiny model");
     for file in ["model.safetensors", "tokenizer.json", "config.json"] {
         std::fs::remove_file(dir.path().join(file)).expect("remove");
         let error = load_error(dir.path());
@@ -266,7 +191,7 @@ fn a_missing_directory_or_file_is_named() {
 /// A fresh tiny model with one file replaced; the error names that file and says why.
 fn error_with(file: &str, contents: &[u8]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_tiny_model(dir.path());
+    write_tiny_model(dir.path()).expect("write tiny model");
     std::fs::write(dir.path().join(file), contents).expect("write");
     match load_error(dir.path()) {
         ModelError::BadFile { path, reason } => {
@@ -294,7 +219,7 @@ fn bad_files_are_refused_with_the_reason() {
     let mut config = tiny_config();
     config["vocab_size"] = 10.into();
     let dir = tempfile::tempdir().expect("tempdir");
-    write_tiny_model(dir.path());
+    write_tiny_model(dir.path()).expect("write tiny model");
     std::fs::write(dir.path().join("config.json"), config.to_string()).expect("write");
     let error = load_error(dir.path()).to_string();
     assert!(
@@ -308,7 +233,7 @@ fn bad_files_are_refused_with_the_reason() {
 
     // Weights of another architecture: a tensor the encoder needs is absent.
     let dir = tempfile::tempdir().expect("tempdir");
-    write_tiny_model(dir.path());
+    write_tiny_model(dir.path()).expect("write tiny model");
     let mut weights =
         candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu)
             .expect("load weights");
