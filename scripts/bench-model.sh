@@ -4,13 +4,14 @@
 #   scripts/bench-model.sh MODEL_DIR OUT_PREFIX RUNS [INPUT_BYTES]
 #   e.g. scripts/fetch-model.sh /tmp/minilm && scripts/bench-model.sh /tmp/minilm results/model 3
 #
-# 1. direct: examples/model_bench calls ModelWorker::infer in a loop, batches of 64, then of 1
-#    (one request at a time), RUNS runs of 20 s each, inputs made like `batchgate bench`'s;
-# 2. through batchgate: RUNS times a fresh `batchgate serve --model-dir` (model in-process)
-#    loaded by `batchgate bench` in closed loop (256 requests in flight: batches fill to 64),
-#    30 s after a 10 s warmup, each run with new inputs (--seed), outputs not checked against the
-#    simulated worker's. JSON reports in OUT_PREFIX-through-N.json.
-# Compare "batch 64: median" of step 1 with "ok/s" of step 2.
+# RUNS pairs of
+# 1. direct: examples/model_bench calls ModelWorker::infer in a loop on batches of 64 for 20 s,
+#    inputs made like `batchgate bench`'s (INPUT_BYTES random ASCII, 64 by default: ~41 tokens);
+# 2. through batchgate: a fresh `batchgate serve --model-dir` (model in-process) loaded by
+#    `batchgate bench` in closed loop (256 requests in flight: batches fill to 64), 30 s after a
+#    10 s warmup, new inputs each run (--seed), outputs not checked against the simulated
+#    worker's. JSON reports in OUT_PREFIX-through-N.json;
+# then RUNS runs of the model alone on one input at a time (batch 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 out=$2 runs=$3 bytes=${4:-64}
@@ -22,12 +23,16 @@ cargo build --release --locked -p batchgate --features model >&2
 cargo build --release --locked -p batchgate-model --features model --example model_bench >&2
 mkdir -p "$(dirname "$out")"
 
-echo "== direct: ModelWorker::infer, no batchgate"
-"$target/release/examples/model_bench" --model-dir "$model" --batch 64 --batch 1 \
-  --input-bytes "$bytes" --seconds 20 --runs "$runs" | tee "$out-direct.txt"
+bench_direct() { # BATCH SECONDS
+  "$target/release/examples/model_bench" --model-dir "$model" --batch "$1" --input-bytes "$bytes" \
+    --seconds "$2" --runs 1 | grep "run 1"
+}
 
-echo "== through batchgate: serve --model-dir, bench --concurrency 256"
+# Direct and through batchgate alternate, so that both see the same background load: on a
+# shared machine it drifts by ±30% over minutes, more than what is being compared.
 for i in $(seq 1 "$runs"); do
+  echo "== pair $i: $(uptime | sed 's/.*load/load/')"
+  echo -n "direct  batch 64: " && bench_direct 64 20 | tee -a "$out-direct.txt"
   log=$(mktemp)
   start_serve "$log" --insecure-no-auth --model-dir "$model"
   "$bin" bench --url "$url" --concurrency 256 --duration 30s --warmup 10s \
@@ -40,7 +45,11 @@ for i in $(seq 1 "$runs"); do
 import json, sys
 r = json.load(open(sys.argv[1]))
 l = r.get("latency_ms") or {}
-print(f"{sys.argv[1]}: ok/s {r['achieved_rate']:.1f}  errors {r['errors']}  p50 {l.get('p50')}  p99 {l.get('p99')}  "
-      f"mean batch {r['server'].get('mean_batch_size')}")
+print(f"through batchgate: ok/s {r['achieved_rate']:.1f}  errors {r['errors']}  p50 {l.get('p50')}  "
+      f"p99 {l.get('p99')}  mean batch {r['server'].get('mean_batch_size')}  ({sys.argv[1]})")
 PY
+done
+echo "== one request at a time (batch 1), direct"
+for i in $(seq 1 "$runs"); do
+  bench_direct 1 20 | tee -a "$out-direct.txt"
 done

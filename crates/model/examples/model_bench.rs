@@ -15,6 +15,12 @@
 
 use std::time::{Duration, Instant};
 
+/// The allocator of the `batchgate` binary, so that the rate here is the one the binary can
+/// reach: candle allocates a fresh buffer per operation, and glibc's malloc maps and unmaps
+/// the large ones each time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{bail, Context};
 use batchgate_model::{EmbeddingModel, ModelWorker};
 use batchgate_worker::Worker;
@@ -150,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let sample = inputs.next();
     println!(
-        "inputs: {}, e.g. {sample:?} = {} tokens",
+        "inputs: {}, e.g. {:?}… = {} tokens",
         if o.sentences {
             "short English sentences".to_string()
         } else {
@@ -159,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
                 o.input_bytes
             )
         },
+        sample.chars().take(40).collect::<String>(),
         worker.model().count_tokens(&sample)?,
     );
     for &batch in &o.batches {
