@@ -54,7 +54,7 @@ impl std::fmt::Debug for EmbeddingModel {
 pub fn default_device() -> Result<Device, ModelError> {
     #[cfg(feature = "cuda")]
     {
-        return Device::new_cuda(0).map_err(ModelError::Forward);
+        return Device::new_cuda(0).map_err(ModelError::Device);
     }
     #[allow(unreachable_code)]
     Ok(Device::Cpu)

@@ -25,6 +25,9 @@ pub enum ModelError {
     /// The model computed a NaN or an infinity, which no JSON output can carry.
     #[error("the model produced a non-finite value ({0})")]
     NonFinite(f32),
+    /// The device the model should run on cannot be used (e.g. no CUDA GPU with `cuda`).
+    #[error("cannot use the device: {0}")]
+    Device(candle_core::Error),
     /// The forward pass failed (shape, device or numeric error inside candle).
     #[error("forward pass failed: {0}")]
     Forward(#[from] candle_core::Error),
