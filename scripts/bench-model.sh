@@ -12,6 +12,8 @@
 #    10 s warmup, new inputs each run (--seed), outputs not checked against the simulated
 #    worker's. JSON reports in OUT_PREFIX-through-N.json;
 # then RUNS runs of the model alone on one input at a time (batch 1).
+# VIA=http puts the model in its own process instead (`worker --model-dir` on a free port,
+# `serve --worker-url` to it, 2 batches in flight): the deployment with a separate GPU host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 out=$2 runs=$3 bytes=${4:-64}
@@ -34,12 +36,31 @@ for i in $(seq 1 "$runs"); do
   echo "== pair $i: $(uptime | sed 's/.*load/load/')"
   echo -n "direct  batch 64: " && bench_direct 64 20 | tee -a "$out-direct.txt"
   log=$(mktemp)
-  start_serve "$log" --insecure-no-auth --model-dir "$model"
+  if [ "${VIA:-}" = http ]; then
+    wlog=$(mktemp)
+    "$bin" worker --listen 127.0.0.1:0 --model-dir "$model" 2>"$wlog" &
+    wpid=$!
+    wurl=""
+    for _ in $(seq 1 200); do
+      wurl=$(grep -o 'listening on http://[0-9.:]*' "$wlog" | head -n1 | sed 's/listening on //') || true
+      [ -n "$wurl" ] && break
+      sleep 0.05
+    done
+    [ -n "$wurl" ] || { cat "$wlog" >&2; kill "$wpid"; exit 1; }
+    start_serve "$log" --insecure-no-auth --worker-url "$wurl" --max-inflight-batches 2
+  else
+    start_serve "$log" --insecure-no-auth --model-dir "$model"
+  fi
   "$bin" bench --url "$url" --concurrency 256 --duration 30s --warmup 10s \
     --input-bytes "$bytes" --no-check --seed "$((1000 + i))" --json \
     >"$out-through-$i.json" 2>"$out-through-$i.progress"
   kill -TERM "$pid"
   wait "$pid" || true
+  if [ "${VIA:-}" = http ]; then
+    kill -TERM "$wpid"
+    wait "$wpid" || true
+    rm -f "$wlog"
+  fi
   rm -f "$log"
   python3 - "$out-through-$i.json" <<'PY'
 import json, sys

@@ -1,9 +1,12 @@
 //! The JSON batch API (`POST /v1/batch`, `docs/worker-api.md`) in front of any
 //! [`Worker`], for `batchgate worker --model-dir`.
 //!
-//! Interim: the simulated worker's server (`batchgate_sim::server`) is being reworked to take
-//! an `Arc<dyn Worker>`; once it does, `worker --model-dir` should hand it the model and this
-//! file goes. Until then it answers like that server: same routes, body limit and error shape.
+//! Interim: on this branch the reference server (`batchgate_sim::server`) serves only the
+//! simulator. On main (since the adapters merge, e1a5577) it serves any model:
+//! `Served::model(name, Arc<dyn Worker>, max_batch_size)` passed to `server::run(served,
+//! listener, tls, shutdown)` gives the JSON batch API, KServe V2, OpenAI embeddings and gRPC.
+//! When this branch meets main, `worker::run` should do that with the model and this file goes.
+//! Until then it answers like that server: same route, body limit and error shape.
 
 use std::sync::Arc;
 
