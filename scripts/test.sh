@@ -1,13 +1,37 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Tests start their own servers (and, for the Redis
-# backends, their own redis-server processes) on free loopback ports; this script only makes
-# sure the programs they need are installed.
+# backends, their own redis-server processes; for the KServe V2 test, MLServer) on free
+# loopback ports; this script only makes sure the programs they need are installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis-server missing: installing it (Debian package redis-server)" >&2
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+
+# The status page test drives headless Chromium (crates/batchgate/tests/status_page.rs).
+# Debian's package is ~80 MB to download, ~290 MB installed.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
+  echo "chromium missing: installing it (Debian package chromium)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+# MLServer (PyPI), the real KServe V2 server of crates/batchgate/tests/mlserver.rs, lives in a
+# virtual environment beside the build. If it cannot be installed (no Python, no PyPI), that
+# one test prints that it is skipped; everything else runs.
+MLSERVER_VERSION=1.7.1
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+venv="$(cd "$target_dir" && pwd)/mlserver-venv"
+if [ ! -x "$venv/bin/mlserver" ]; then
+  echo "MLServer missing: installing mlserver==$MLSERVER_VERSION into $venv (PyPI)" >&2
+  if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "mlserver==$MLSERVER_VERSION"; } >&2; then
+    echo "MLServer could not be installed: the MLServer test will be SKIPPED" >&2
+  fi
+fi
+if [ -x "$venv/bin/mlserver" ]; then
+  export BATCHGATE_MLSERVER="$venv/bin/mlserver"
 fi
 
 # cargo prints one "test result" line per test binary, the last often a crate's empty doc-test

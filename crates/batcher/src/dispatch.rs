@@ -1,6 +1,7 @@
 //! One batch's trip: drop tasks too old to be worth running, call the worker with the rest,
 //! store every task's result, then ack.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,8 +14,10 @@ use batchgate_queue::{
     Completion, DeadLetters, Delivery, Failure, Outcome, Queue, Receipt, ResultStore,
 };
 use batchgate_worker::{Retrying, WorkerError};
+use opentelemetry::trace::SpanContext;
+use opentelemetry::KeyValue;
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info_span, warn, Instrument};
 
 use crate::metrics::{BatcherMetrics, OutcomeLabel, ReasonLabel};
 
@@ -48,6 +51,7 @@ struct Addressee {
     enqueued_at: SystemTime,
     deadline: Option<SystemTime>,
     owner: Option<String>,
+    trace_parent: Option<String>,
 }
 
 /// What became of a batch's tasks at the worker.
@@ -73,16 +77,37 @@ impl Dispatcher {
             .get_or_create(&ReasonLabel { reason })
             .inc();
         self.metrics.batch_wait.observe(waited.as_secs_f64());
-
-        // Inputs move into the call; ids and receipts stay for the write and the ack.
+        // One span per batch, in a trace of its own: it serves many requests, so it links to
+        // each of them rather than belonging to one.
+        let span = info_span!(
+            "batch",
+            otel.kind = "consumer",
+            size,
+            reason,
+            waited_ms = waited.as_millis() as u64
+        );
         let now = SystemTime::now();
+        if batchgate_telemetry::enabled() {
+            let requests = trace_the_wait(&batch.items, now);
+            batchgate_telemetry::context::link_all(&span, requests);
+        }
+        self.run_batch(batch.items, now).instrument(span).await;
+    }
+
+    async fn run_batch(&self, items: Vec<Delivery>, now: SystemTime) {
+        let size = items.len();
+        // Inputs move into the call; ids and receipts stay for the write and the ack.
         let mut receipts = Vec::with_capacity(size);
         let mut addressees = Vec::with_capacity(size);
         let mut inputs = Vec::with_capacity(size);
         let mut completions = Vec::with_capacity(size);
-        for delivery in batch.items {
+        let mut accepted_at = HashMap::with_capacity(size);
+        for delivery in items {
             receipts.push(delivery.receipt);
             let task = delivery.task;
+            let waited = now.duration_since(task.enqueued_at).unwrap_or_default();
+            self.metrics.task_wait.observe(waited.as_secs_f64());
+            accepted_at.insert(task.task_id.clone(), task.enqueued_at);
             if let Some(why) = self.too_late(&task, now) {
                 completions.push(Completion {
                     task_id: task.task_id,
@@ -98,11 +123,13 @@ impl Dispatcher {
                 enqueued_at: task.enqueued_at,
                 deadline: task.deadline,
                 owner: task.owner,
+                trace_parent: task.trace_parent,
             });
             inputs.push(task.input);
         }
         let expired = completions.len();
         let mut failures = Vec::new();
+        let worker_started = Instant::now();
         if !inputs.is_empty() {
             let outcomes = self.call_worker(inputs, addressees).await;
             completions.extend(outcomes.completions);
@@ -110,14 +137,13 @@ impl Dispatcher {
             self.requeue(outcomes.requeue, &mut completions, &mut failures)
                 .await;
         }
-        debug!(
-            size,
-            reason,
-            expired,
-            waited_ms = waited.as_millis() as u64,
-            "batch done"
-        );
-        self.store_then_ack(completions, failures, &receipts).await;
+        let worker_ms = worker_started.elapsed().as_millis() as u64;
+        let completed = completions.len();
+        let failed = failures.len();
+        let stored = self
+            .store_then_ack(completions, failures, &receipts, &accepted_at)
+            .await;
+        debug!(completed, failed, expired, worker_ms, stored, "batch done");
     }
 
     /// Puts tasks the worker was too busy for (`429`/`503` after their retries) back in the
@@ -212,6 +238,7 @@ impl Dispatcher {
                         reply_to: a.reply_to.clone(),
                         deadline: a.deadline,
                         owner: a.owner.clone(),
+                        trace_parent: a.trace_parent.clone(),
                     };
                     if error.is_overload() {
                         out.requeue.push((task, reason));
@@ -279,7 +306,11 @@ impl Dispatcher {
         self.metrics.batch_size.observe(n as f64);
         self.metrics.inflight_batches.inc();
         let started = Instant::now();
-        let (result, attempts) = self.worker.infer_counting(inputs).await;
+        let (result, attempts) = self
+            .worker
+            .infer_counting(inputs)
+            .instrument(info_span!("worker.call", otel.kind = "client", size = n))
+            .await;
         let result = result.and_then(|outputs| {
             // Every adapter checks this; checking again here keeps a faulty one from leaving
             // tasks without a result.
@@ -305,13 +336,19 @@ impl Dispatcher {
     /// A task is acknowledged only after its result is stored (and, if it failed, its dead
     /// letter): if the write fails, the tasks stay unacknowledged and a queue that survives us
     /// delivers them again.
+    /// Returns whether the results were stored.
     async fn store_then_ack(
         &self,
         completions: Vec<Completion>,
         failures: Vec<Failure>,
         receipts: &[Receipt],
-    ) {
+        accepted_at: &HashMap<String, SystemTime>,
+    ) -> bool {
         let n = completions.len();
+        let completed: Vec<SystemTime> = completions
+            .iter()
+            .filter_map(|c| accepted_at.get(&c.task_id).copied())
+            .collect();
         let mut counts = [0u64; 3];
         for c in &completions {
             counts[match &c.outcome {
@@ -320,20 +357,33 @@ impl Dispatcher {
                 Outcome::Failed(_) => 1,
             }] += 1;
         }
-        if let Err(error) = self.results.complete(completions).await {
+        let write = async {
+            self.results.complete(completions).await?;
+            if !failures.is_empty() {
+                let n = failures.len() as u64;
+                match self.dead_letters.add(failures).await {
+                    Ok(()) => {
+                        self.metrics.dead_letters.inc_by(n);
+                    }
+                    // The results say FAILED with the reason either way; only the replay is
+                    // lost.
+                    Err(error) => warn!(%error, tasks = n, "writing dead letters failed"),
+                }
+            }
+            Ok::<(), batchgate_queue::StoreError>(())
+        };
+        if let Err(error) = write
+            .instrument(info_span!("results.write", tasks = n))
+            .await
+        {
             error!(%error, tasks = n, "storing results failed; tasks given back for redelivery");
             self.queue.abandon(receipts).await;
-            return;
+            return false;
         }
-        if !failures.is_empty() {
-            let n = failures.len() as u64;
-            match self.dead_letters.add(failures).await {
-                Ok(()) => {
-                    self.metrics.dead_letters.inc_by(n);
-                }
-                // The results say FAILED with the reason either way; only the replay is lost.
-                Err(error) => warn!(%error, tasks = n, "writing dead letters failed"),
-            }
+        let stored_at = SystemTime::now();
+        for accepted in completed {
+            let latency = stored_at.duration_since(accepted).unwrap_or_default();
+            self.metrics.task_latency.observe(latency.as_secs_f64());
         }
         for (outcome, count) in ["success", "failed", "expired"].into_iter().zip(counts) {
             if count > 0 {
@@ -343,10 +393,31 @@ impl Dispatcher {
                     .inc_by(count);
             }
         }
-        if let Err(error) = self.queue.ack(receipts).await {
+        let ack = self.queue.ack(receipts);
+        if let Err(error) = ack.instrument(info_span!("queue.ack", tasks = n)).await {
             warn!(%error, tasks = n, "ack failed; tasks may be delivered again");
         }
+        true
     }
+}
+
+/// Records each traced task's wait (acceptance to `flushed`) as a span in its request's trace,
+/// and returns the requests' contexts for the batch span to link to.
+fn trace_the_wait(items: &[Delivery], flushed: SystemTime) -> Vec<SpanContext> {
+    items
+        .iter()
+        .filter_map(|d| {
+            let parent = batchgate_telemetry::remote_span_context(d.task.trace_parent.as_deref()?)?;
+            batchgate_telemetry::context::record_interval(
+                "batch.wait",
+                &parent,
+                d.task.enqueued_at,
+                flushed,
+                vec![KeyValue::new("task_id", d.task.task_id.clone())],
+            );
+            Some(parent)
+        })
+        .collect()
 }
 
 /// Whether the worker answered with a judgement on this batch (worth splitting), rather than

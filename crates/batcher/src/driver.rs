@@ -96,6 +96,9 @@ impl Batcher {
             INITIAL_ROUND_TRIP,
         ));
         metrics.concurrency_limit.set(slots.limit() as i64);
+        metrics
+            .inflight_max
+            .set(i64::try_from(config.max_inflight_batches).unwrap_or(i64::MAX));
         let retries = metrics.worker_retries.clone();
         let observed = (slots.clone(), metrics.clone());
         // With backpressure, an overloaded worker's batch goes back to the queue at once

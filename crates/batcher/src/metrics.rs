@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 /// Label for why a batch was flushed.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// `full`, `timer`, `early` or `drain`.
+    /// `full`, `timer`, `early` (the adaptive policy's early flush) or `drain`.
     pub reason: &'static str,
 }
 
@@ -31,6 +31,16 @@ pub struct BatcherMetrics {
     /// `batchgate_batch_wait_seconds`: time from a batch's first task entering the buffer to
     /// the flush.
     pub batch_wait: Histogram,
+    /// `batchgate_task_wait_seconds`: per task, from its acceptance by a gateway to its batch
+    /// leaving for the worker — the queue and the batcher's buffer together.
+    pub task_wait: Histogram,
+    /// `batchgate_task_latency_seconds`: per task, from acceptance to its result stored —
+    /// the end-to-end latency a client polling for the result sees, less the HTTP hops.
+    pub task_latency: Histogram,
+    /// `batchgate_inflight_batches_max`: worker calls this batcher may have under way at most
+    /// (`--max-inflight-batches`). `rate(batchgate_worker_call_duration_seconds_sum)` over
+    /// this is the fraction of the worker's slots kept busy.
+    pub inflight_max: Gauge,
     /// `batchgate_worker_call_duration_seconds`: one worker call, success or not.
     pub worker_latency: Histogram,
     /// `batchgate_worker_errors_total`: worker calls that failed (after their retries).
@@ -78,6 +88,9 @@ impl BatcherMetrics {
             batch_size: Histogram::new(BATCH_SIZE_BUCKETS),
             batches: Family::default(),
             batch_wait: Histogram::new(seconds_buckets()),
+            task_wait: Histogram::new(seconds_buckets()),
+            task_latency: Histogram::new(seconds_buckets()),
+            inflight_max: Gauge::default(),
             worker_latency: Histogram::new(seconds_buckets()),
             worker_errors: Counter::default(),
             worker_retries: Counter::default(),
@@ -104,6 +117,21 @@ impl BatcherMetrics {
             "batchgate_batch_wait_seconds",
             "Time from a batch's first task entering the buffer to its flush",
             m.batch_wait.clone(),
+        );
+        registry.register(
+            "batchgate_task_wait_seconds",
+            "Time from a task's acceptance to its batch leaving for the worker (queue + buffer)",
+            m.task_wait.clone(),
+        );
+        registry.register(
+            "batchgate_task_latency_seconds",
+            "Time from a task's acceptance to its result stored (end to end)",
+            m.task_latency.clone(),
+        );
+        registry.register(
+            "batchgate_inflight_batches_max",
+            "Worker calls this batcher may have under way at most (its worker slots)",
+            m.inflight_max.clone(),
         );
         registry.register(
             "batchgate_worker_call_duration_seconds",

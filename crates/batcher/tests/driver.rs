@@ -94,6 +94,7 @@ impl Harness {
                     reply_to: None,
                     deadline: None,
                     owner: None,
+                    trace_parent: None,
                 })
                 .await
                 .expect("enqueue");
@@ -206,6 +207,7 @@ async fn identical_inputs_in_one_batch_reach_the_worker_once() {
                 reply_to: None,
                 deadline: None,
                 owner: None,
+                trace_parent: None,
             })
             .await
             .expect("enqueue");

@@ -17,6 +17,7 @@ use crate::serve::{BatcherPart, ServeConfig, WorkerChoice};
 use crate::telemetry::{self, LogFormat};
 use crate::worker::WorkerConfig;
 use batchgate_redis::RedisConfig;
+use batchgate_telemetry::OtlpConfig;
 
 /// Default address of `serve`.
 pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8080";
@@ -53,12 +54,24 @@ pub struct Cli {
     )]
     pub log_filter: String,
 
+    /// OTLP/gRPC endpoint to export traces to (e.g. `http://127.0.0.1:4317`). Off by default;
+    /// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (and the other `OTEL_*` variables) work too.
+    #[arg(
+        long,
+        global = true,
+        env = "BATCHGATE_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub otlp_endpoint: Option<String>,
+
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
 /// The subcommands.
+// Parsed once at start and consumed at once: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole system in one process: gateway, queue, batcher, result store, and
@@ -68,7 +81,8 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Run only a batcher, on Redis: reads the queue, calls the worker, stores results.
     Batcher(BatcherArgs),
-    /// Run the reference worker that serves the fixed batch API (`POST /v1/batch`).
+    /// Run the reference worker: the fixed batch API (`POST /v1/batch`), KServe V2, OpenAI
+    /// embeddings and gRPC, all on one port.
     Worker(WorkerArgs),
     /// Load-test a running gateway over HTTP and report rate, errors and latency.
     Bench(BenchArgs),
@@ -76,6 +90,62 @@ pub enum Command {
     Dlq(crate::dlq::DlqArgs),
     /// Mint a development token (HS256, signed with the gateway's --jwt-secret); prints it alone.
     Token(crate::token::TokenArgs),
+    /// Write a throwaway CA, server and client certificate for TLS and mTLS (tests, local runs).
+    Certs(crate::certs::CertsArgs),
+}
+
+/// Limits and sharing of the HTTP API.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Most API requests (`/v1/…`, long polls included) served at once; more are answered
+    /// 503 `concurrency_limited` with Retry-After.
+    #[arg(long, env = "BATCHGATE_MAX_CONCURRENT_REQUESTS", default_value_t = batchgate_gateway::config::DEFAULT_MAX_CONCURRENT_REQUESTS)]
+    pub max_concurrent_requests: usize,
+
+    /// Whose identical inputs share one task: `owner` (the same caller's only) or `global`
+    /// (everyone's: saves GPU time across users, but a caller learns that someone sent the same
+    /// input, and any caller holding a task id can read its result; see docs/security.md).
+    #[arg(long, env = "BATCHGATE_DEDUPE_SCOPE", default_value = "owner", value_parser = ["owner", "global"])]
+    pub dedupe_scope: String,
+}
+
+/// HTTPS on the listening port.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Serve HTTPS with this certificate chain (PEM, leaf first) instead of HTTP. The files
+    /// are read again on SIGHUP and when they change; a bad new file keeps the old ones.
+    #[arg(
+        long,
+        env = "BATCHGATE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "BATCHGATE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(&self, client_ca: Option<PathBuf>) -> Result<Option<batchgate_net::TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(batchgate_net::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca,
+            })),
+            _ if client_ca.is_some() => {
+                Err("--client-ca needs --tls-cert and --tls-key (client certificates are checked only over TLS)".into())
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Where Redis is (for the distributed deployment).
@@ -141,10 +211,29 @@ pub struct QueueArgs {
 /// Batching and the worker.
 #[derive(Debug, Clone, Args)]
 pub struct BatchingArgs {
-    /// Base URL of a worker serving the JSON batch API (with `serve`, without it a simulated
-    /// worker runs in-process).
-    #[arg(long, env = "BATCHGATE_WORKER_URL")]
-    pub worker_url: Option<String>,
+    /// A worker to send batches to; repeat it (or separate with commas) for several, which
+    /// share the batches (least in-flight first, health-checked, failover). The scheme names
+    /// the protocol: `http://host:port` (batchgate's JSON batch API), `grpc://host:port`,
+    /// `kserve-v2+http://host:port/v2/models/NAME`, `openai+http://host:port/v1`. Query
+    /// parameters set that worker's limits: `max_batch_size`, `max_inflight_batches`,
+    /// `timeout_ms` (docs/worker-api.md). With `serve`, without it a simulated worker runs
+    /// in-process.
+    #[arg(
+        long = "worker-url",
+        env = "BATCHGATE_WORKER_URL",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub worker_url: Vec<String>,
+
+    /// Time between two health checks of each --worker-url (its protocol's health endpoint),
+    /// in milliseconds. A worker failing one gets no batches until it passes one.
+    #[arg(
+        long,
+        env = "BATCHGATE_WORKER_HEALTH_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub worker_health_interval_ms: u64,
 
     /// Bound on one worker call, in milliseconds.
     #[arg(long, env = "BATCHGATE_WORKER_TIMEOUT_MS", default_value_t = 10_000)]
@@ -199,6 +288,29 @@ pub struct BatchingArgs {
     /// such answers halve it, and successes raise it back one by one).
     #[arg(long, env = "BATCHGATE_NO_BACKPRESSURE")]
     pub no_backpressure: bool,
+
+    /// CA certificate (PEM) that signed the worker's certificate; required for an `https://`
+    /// --worker-url, and the only CA trusted for it.
+    #[arg(long, env = "BATCHGATE_WORKER_CA", value_name = "FILE")]
+    pub worker_ca: Option<PathBuf>,
+
+    /// Certificate (PEM) the batcher presents to a worker that requires one (mTLS).
+    #[arg(
+        long,
+        env = "BATCHGATE_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        env = "BATCHGATE_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 }
 
 /// Who may call the API.
@@ -345,6 +457,9 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
     pub redis: RedisArgs,
 
     #[command(flatten)]
@@ -375,6 +490,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHGATE_MAX_INPUT_BYTES", default_value_t = 65_536)]
     pub max_input_bytes: usize,
 
+    #[command(flatten)]
+    pub api: ApiArgs,
+
     /// Longest the shutdown drain may take before the process exits anyway, in seconds.
     #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
     pub grace_period_secs: u64,
@@ -386,6 +504,9 @@ pub struct GatewayArgs {
     /// Address to listen on.
     #[arg(long, env = "BATCHGATE_LISTEN", default_value = DEFAULT_SERVE_LISTEN)]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -402,6 +523,9 @@ pub struct GatewayArgs {
     /// Largest accepted input, in bytes.
     #[arg(long, env = "BATCHGATE_MAX_INPUT_BYTES", default_value_t = 65_536)]
     pub max_input_bytes: usize,
+
+    #[command(flatten)]
+    pub api: ApiArgs,
 
     /// Longest the shutdown may take, in seconds.
     #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
@@ -462,6 +586,14 @@ pub struct WorkerArgs {
     /// Address to listen on.
     #[arg(long, env = "BATCHGATE_WORKER_LISTEN", default_value = DEFAULT_WORKER_LISTEN)]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// Require every client (batcher) to present a certificate signed by this CA (PEM): mTLS.
+    /// Needs --tls-cert and --tls-key.
+    #[arg(long, env = "BATCHGATE_WORKER_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
 
     /// Batches that run at once (simulated GPUs); further calls queue.
     #[arg(long, env = "BATCHGATE_WORKER_SLOTS", default_value_t = 32)]
@@ -584,35 +716,52 @@ impl BatchingArgs {
         if self.max_batch_size == 0 {
             return Err("--max-batch-size must be at least 1".into());
         }
+        if self.worker_timeout_ms == 0 || self.worker_health_interval_ms == 0 {
+            return Err(
+                "--worker-timeout-ms and --worker-health-interval-ms must be at least 1".into(),
+            );
+        }
         #[cfg(feature = "model")]
         if let Some(dir) = &self.model_dir {
             batchgate_model::check_dir(dir).map_err(|e| format!("--model-dir: {e}"))?;
         }
         #[cfg(feature = "model")]
         let sim = if self.model_dir.is_some() { None } else { sim };
-        let worker = match (&self.worker_url, sim) {
-            (Some(url), _) => {
-                if !url.starts_with("http://") {
-                    return Err(format!(
-                        "--worker-url must be an http:// URL (TLS to workers is not built yet), got {url:?}"
-                    ));
-                }
-                WorkerChoice::Http {
-                    url: url.clone(),
-                    timeout: Duration::from_millis(self.worker_timeout_ms),
+        let worker = match (self.worker_url.is_empty(), sim) {
+            (false, _) => {
+                let workers = self
+                    .worker_url
+                    .iter()
+                    .map(|url| url.parse::<batchgate_worker::WorkerSpec>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("--worker-url: {e}"))?;
+                let tls = self.worker_tls(&workers)?;
+                WorkerChoice::Remote {
+                    tls,
+                    workers,
+                    pool: batchgate_worker::PoolConfig {
+                        timeout: Duration::from_millis(self.worker_timeout_ms),
+                        max_batch_size: self.max_batch_size,
+                        health_interval: Duration::from_millis(self.worker_health_interval_ms),
+                    },
                 }
             }
-            (None, Some(sim)) => WorkerChoice::Simulated(sim),
+            (true, Some(sim)) => WorkerChoice::Simulated(sim),
             #[cfg(feature = "model")]
-            (None, None) if self.model_dir.is_some() => WorkerChoice::Model {
+            (true, None) if self.model_dir.is_some() => WorkerChoice::Model {
                 dir: self.model_dir.clone().unwrap_or_default(),
                 max_batch_size: self.max_batch_size,
             },
-            (None, None) => return Err("--worker-url is required".into()),
+            (true, None) => return Err("--worker-url is required".into()),
         };
         let max_inflight_batches = self.max_inflight_batches.unwrap_or(match &worker {
             WorkerChoice::Simulated(sim) => sim.slots,
-            WorkerChoice::Http { .. } => batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES,
+            // Every worker has an in-flight limit: their sum is what the pool can take.
+            WorkerChoice::Remote { workers, .. } => workers
+                .iter()
+                .map(|w| w.limits.max_inflight_batches)
+                .sum::<Option<usize>>()
+                .unwrap_or(batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES),
             #[cfg(feature = "model")]
             WorkerChoice::Model { .. } => MODEL_INFLIGHT_BATCHES,
         });
@@ -633,6 +782,31 @@ impl BatchingArgs {
             },
             worker,
         })
+    }
+
+    /// The TLS flags, checked against the worker URLs: a URL over TLS needs --worker-ca, and
+    /// TLS flags need at least one such URL.
+    fn worker_tls(
+        &self,
+        workers: &[batchgate_worker::WorkerSpec],
+    ) -> Result<batchgate_net::ClientTlsFiles, String> {
+        let tls = batchgate_net::ClientTlsFiles {
+            ca: self.worker_ca.clone(),
+            cert: self.client_cert.clone(),
+            key: self.client_key.clone(),
+        };
+        if let Some(spec) = workers.iter().find(|w| w.uses_tls()) {
+            if tls.ca.is_none() {
+                return Err(format!(
+                    "--worker-url {spec} is reached over TLS: give --worker-ca (the CA that signed the worker's certificate)"
+                ));
+            }
+        } else if !tls.is_empty() {
+            return Err(
+                "--worker-ca, --client-cert and --client-key need an https:// --worker-url".into(),
+            );
+        }
+        Ok(tls)
     }
 
     /// The batching rule the flags ask for.
@@ -661,19 +835,28 @@ impl ServeArgs {
         Ok(ServeConfig {
             batcher: Some(self.batching.part(Some(sim))?),
             store: self.queue.store(self.redis.backend()?)?,
-            gateway: Some(api_limits(self.max_input_bytes)),
+            gateway: Some(api_limits(self.max_input_bytes, &self.api)?),
             edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             grace_period: Duration::from_secs(self.grace_period_secs),
+            tls: self.tls.files(None)?,
         })
     }
 }
 
 /// The gateway's limits from its flags.
-fn api_limits(max_input_bytes: usize) -> batchgate_gateway::GatewayConfig {
-    batchgate_gateway::GatewayConfig {
-        max_input_bytes,
-        ..Default::default()
+fn api_limits(
+    max_input_bytes: usize,
+    api: &ApiArgs,
+) -> Result<batchgate_gateway::GatewayConfig, String> {
+    if api.max_concurrent_requests == 0 {
+        return Err("--max-concurrent-requests must be at least 1".into());
     }
+    Ok(batchgate_gateway::GatewayConfig {
+        max_input_bytes,
+        max_concurrent_requests: api.max_concurrent_requests,
+        dedupe_scope: api.dedupe_scope.parse()?,
+        ..Default::default()
+    })
 }
 
 impl GatewayArgs {
@@ -682,10 +865,11 @@ impl GatewayArgs {
         let redis = self.redis.required_backend("gateway")?;
         Ok(ServeConfig {
             store: self.queue.store(Some(redis))?,
-            gateway: Some(api_limits(self.max_input_bytes)),
+            gateway: Some(api_limits(self.max_input_bytes, &self.api)?),
             edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             batcher: None,
             grace_period: Duration::from_secs(self.grace_period_secs),
+            tls: self.tls.files(None)?,
         })
     }
 }
@@ -700,6 +884,7 @@ impl BatcherArgs {
             edge: crate::serve::EdgeConfig::default(),
             batcher: Some(self.batching.part(None)?),
             grace_period: Duration::from_secs(self.grace_period_secs),
+            tls: None,
         })
     }
 }
@@ -734,6 +919,7 @@ impl WorkerArgs {
         Ok(WorkerConfig {
             #[cfg(feature = "model")]
             model_dir: self.model_dir,
+            tls: self.tls.files(self.client_ca.clone())?,
             faults: batchgate_sim::Faults {
                 error_rate: fraction("error-rate", self.error_rate)?,
                 poison_pattern: self.poison_pattern.filter(|p| !p.is_empty()),
@@ -756,6 +942,7 @@ impl WorkerArgs {
 
 /// Parses everything (file, environment, flags), then runs the subcommand.
 pub fn main() -> ExitCode {
+    batchgate_net::install_crypto_provider();
     let argv = match config_file::merge_into_args(std::env::args_os().collect()) {
         Ok(argv) => argv,
         Err(error) => {
@@ -764,7 +951,6 @@ pub fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
-    telemetry::init(cli.log_format, &cli.log_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(error) => {
@@ -772,11 +958,36 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    // Only the servers export traces; the exporter's channel lives on the runtime.
+    let otlp = cli.command.service_name().map(|name| OtlpConfig {
+        endpoint: cli.otlp_endpoint.clone(),
+        service_name: name.to_owned(),
+    });
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init(cli.log_format, &cli.log_filter, otlp.as_ref())
+    };
+    let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("batchgate: {error:#}");
             ExitCode::FAILURE
+        }
+    };
+    let _runtime = runtime.enter();
+    telemetry.shutdown();
+    code
+}
+
+impl Command {
+    /// The `service.name` of this subcommand's traces; `None` for the client tools.
+    fn service_name(&self) -> Option<&'static str> {
+        match self {
+            Command::Serve(_) => Some("batchgate"),
+            Command::Gateway(_) => Some("batchgate-gateway"),
+            Command::Batcher(_) => Some("batchgate-batcher"),
+            Command::Worker(_) => Some("batchgate-worker"),
+            Command::Bench(_) | Command::Dlq(_) | Command::Token(_) | Command::Certs(_) => None,
         }
     }
 }
@@ -825,6 +1036,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(args) => crate::dlq::run(args).await,
+        Command::Certs(args) => {
+            println!("{}", crate::certs::run(&args)?);
+            Ok(())
+        }
         Command::Token(args) => {
             println!("{}", crate::token::mint(&args)?);
             Ok(())
@@ -856,4 +1071,55 @@ async fn run_parts(config: ServeConfig, listen: SocketAddr) -> anyhow::Result<()
 
 fn args_to_config<T>(parsed: Result<T, String>) -> anyhow::Result<T> {
     parsed.map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_config(flags: &[&str]) -> Result<ServeConfig, String> {
+        let argv = ["batchgate", "serve", "--insecure-no-auth"]
+            .iter()
+            .chain(flags);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        args.into_config()
+    }
+
+    #[test]
+    fn repeated_worker_urls_make_one_pool_whose_limits_add_up() {
+        let config = serve_config(&[
+            "--worker-url",
+            "grpc://127.0.0.1:1?max_inflight_batches=2",
+            "--worker-url=openai+http://127.0.0.1:2/v1?max_inflight_batches=3,http://127.0.0.1:3?max_inflight_batches=4",
+        ])
+        .expect("valid");
+        let part = config.batcher.expect("a batcher");
+        let WorkerChoice::Remote { workers, pool, .. } = part.worker else {
+            panic!("remote workers expected")
+        };
+        let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "grpc://127.0.0.1:1",
+                "openai+http://127.0.0.1:2/v1",
+                "http://127.0.0.1:3"
+            ]
+        );
+        assert_eq!(part.config.max_inflight_batches, 9);
+        assert_eq!(pool.max_batch_size, 64);
+
+        // One worker without a limit: the batcher's default.
+        let part = serve_config(&["--worker-url", "grpc://127.0.0.1:1"])
+            .expect("valid")
+            .batcher
+            .expect("a batcher");
+        assert_eq!(
+            part.config.max_inflight_batches,
+            batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES
+        );
+    }
 }

@@ -61,6 +61,7 @@ impl Which {
 
 /// Runs the action and prints the gateway's JSON answer.
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
+    batchgate_net::install_crypto_provider();
     let http = reqwest::Client::builder().timeout(TIMEOUT).build()?;
     let base = args.url.trim_end_matches('/');
     let request = match &args.action {

@@ -1,6 +1,7 @@
 //! The `batchgate` binary's library half: flag parsing and the composition of the parts.
 //!
 //! Layout:
+//! - [`certs`]: `batchgate certs`, throwaway TLS certificates for tests and local runs.
 //! - [`cli`]: the subcommands and their flags (clap), and `main`.
 //! - [`config_file`]: `--config FILE` (TOML) layered under flags and environment variables.
 //! - [`backend`]: the queue, stores and dedupe a process runs on (in-process or Redis).
@@ -13,8 +14,7 @@
 //! - [`token`]: `batchgate token`, a development JWT.
 
 pub mod backend;
-#[cfg(feature = "model")]
-pub mod batch_api;
+pub mod certs;
 pub mod cli;
 pub mod config_file;
 pub mod dlq;

@@ -12,8 +12,9 @@ use batchgate_gateway::{
     Admission, AppState, AuthConfig, Authenticator, GatewayConfig, GatewayMetrics, RateLimits,
     Shared, Shedder,
 };
+use batchgate_net::{ClientTlsFiles, ServerTls, TlsFiles};
 use batchgate_sim::{SimConfig, SimWorker};
-use batchgate_worker::{HttpJsonWorker, Worker};
+use batchgate_worker::{Pool, PoolConfig, SpecError, Worker, WorkerSpec};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,12 +30,15 @@ const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub enum WorkerChoice {
     /// The simulated worker, in-process.
     Simulated(SimConfig),
-    /// A worker speaking the JSON batch API.
-    Http {
-        /// Its base URL.
-        url: String,
-        /// Bound on one call.
-        timeout: Duration,
+    /// Workers reached over the network, each by its protocol (`--worker-url`), as one pool.
+    Remote {
+        /// The workers, with their protocols and limits.
+        workers: Vec<WorkerSpec>,
+        /// What their URLs leave unset, and how often their health is checked.
+        pool: PoolConfig,
+        /// TLS to workers whose URLs ask for it (`https://`, `…+https://`): the CA to
+        /// trust, and a client certificate for workers that require one (mTLS).
+        tls: ClientTlsFiles,
     },
     /// A real model (sentence embeddings), in-process, loaded from a local directory.
     #[cfg(feature = "model")]
@@ -44,6 +48,20 @@ pub enum WorkerChoice {
         /// Most inputs per forward pass: the batcher's own limit.
         max_batch_size: usize,
     },
+}
+
+impl WorkerChoice {
+    /// The workers at `urls`, with `timeout` for calls and other settings at their defaults.
+    pub fn remote(urls: &[&str], timeout: Duration) -> Result<WorkerChoice, SpecError> {
+        Ok(WorkerChoice::Remote {
+            workers: urls.iter().map(|u| u.parse()).collect::<Result<_, _>>()?,
+            pool: PoolConfig {
+                timeout,
+                ..PoolConfig::default()
+            },
+            tls: ClientTlsFiles::default(),
+        })
+    }
 }
 
 /// The batcher part of a process.
@@ -132,6 +150,8 @@ pub struct ServeConfig {
     pub batcher: Option<BatcherPart>,
     /// Bound on the shutdown drain.
     pub grace_period: Duration,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// How a run ended.
@@ -144,7 +164,17 @@ pub struct ServeOutcome {
 fn build_worker(choice: &WorkerChoice) -> anyhow::Result<Arc<dyn Worker>> {
     Ok(match choice {
         WorkerChoice::Simulated(sim) => Arc::new(SimWorker::new(*sim)),
-        WorkerChoice::Http { url, timeout } => Arc::new(HttpJsonWorker::new(url, *timeout)?),
+        WorkerChoice::Remote { workers, pool, tls } => {
+            let tls = if tls.is_empty() {
+                None
+            } else {
+                Some(batchgate_net::client_config(tls)?)
+            };
+            let pool_of_workers = Pool::connect(workers, pool, tls.as_ref())?;
+            // Runs until the batcher drops the pool.
+            pool_of_workers.spawn_health_checks(pool.health_interval);
+            Arc::new(pool_of_workers)
+        }
         #[cfg(feature = "model")]
         WorkerChoice::Model {
             dir,
@@ -189,6 +219,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServeOutcome> {
     let addr = listener.local_addr()?;
+    // TLS files are read before anything starts, so a bad file stops the process at once.
+    let tls = config.tls.clone().map(ServerTls::load).transpose()?;
     let mut registry = Registry::default();
     let backends = backend::build(&config.store, config.gateway.is_some()).await?;
 
@@ -216,10 +248,13 @@ pub async fn run(
     if config.gateway.is_some() && !auth.enabled() {
         warn!("authentication is OFF (--insecure-no-auth): every caller is anonymous and can read every result");
     }
-    // Stops the gateway's background tasks (key reloads, shedding samples) at shutdown.
-    // Stops the gateway's background tasks (key reloads, shedding samples) at shutdown.
+    // Stops the gateway's background tasks (key and certificate reloads, shedding samples)
+    // at shutdown.
     let edge_stop = CancellationToken::new();
     tokio::spawn(auth.clone().watch(edge_stop.clone()));
+    if let Some(tls) = &tls {
+        tls.spawn_reloader(edge_stop.clone());
+    }
     let shedder = Arc::new(Shedder::new(config.edge.shed_wait));
     if config.gateway.is_some() {
         tokio::spawn(
@@ -254,12 +289,14 @@ pub async fn run(
         batchgate_gateway::ops_router(state)
     };
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn(batchgate_gateway::serve(
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let http = tokio::spawn(batchgate_net::serve(
         listener,
         router,
+        tls,
         http_stop.clone(),
     ));
-    announce(&config, addr);
+    announce(&config, scheme, addr);
 
     shutdown.cancelled().await;
     info!(
@@ -302,7 +339,7 @@ pub async fn run(
     Ok(ServeOutcome { drained })
 }
 
-fn announce(config: &ServeConfig, addr: std::net::SocketAddr) {
+fn announce(config: &ServeConfig, scheme: &str, addr: std::net::SocketAddr) {
     let backend = match &config.store.redis {
         Some(r) => format!(
             "redis{} {}",
@@ -320,7 +357,11 @@ fn announce(config: &ServeConfig, addr: std::net::SocketAddr) {
         Some(WorkerChoice::Simulated(sim)) => {
             format!("built-in simulated worker ({} slots)", sim.slots)
         }
-        Some(WorkerChoice::Http { url, .. }) => url.clone(),
+        Some(WorkerChoice::Remote { workers, .. }) => workers
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         #[cfg(feature = "model")]
         Some(WorkerChoice::Model { dir, .. }) => format!("in-process model from {}", dir.display()),
         None => "none (gateway only)".to_owned(),
@@ -328,9 +369,9 @@ fn announce(config: &ServeConfig, addr: std::net::SocketAddr) {
     if config.gateway.is_some() {
         info!(
             %addr, %backend, %worker,
-            "batchgate listening on http://{addr} — try: curl -s -X POST 'http://{addr}/v1/inference?wait_ms=1000' -H 'content-type: application/json' -d '{{\"input\":\"hello\"}}'"
+            "batchgate listening on {scheme}://{addr} — try: curl -s -X POST '{scheme}://{addr}/v1/inference?wait_ms=1000' -H 'content-type: application/json' -d '{{\"input\":\"hello\"}}'"
         );
     } else {
-        info!(%addr, %backend, %worker, "batcher running; health and metrics listening on http://{addr}");
+        info!(%addr, %backend, %worker, "batcher running; health and metrics listening on {scheme}://{addr}");
     }
 }

@@ -5,8 +5,19 @@
 
 use std::sync::Arc;
 
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use batchgate_net::{ServerTls, TlsFiles};
 use batchgate_sim::server::Stopped;
 use batchgate_sim::{Faults, SimConfig, SimWorker};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -22,6 +33,8 @@ pub struct WorkerConfig {
     pub sim: SimConfig,
     /// Failures to inject.
     pub faults: Faults,
+    /// Serve HTTPS (and, with a client CA, require client certificates) instead of HTTP.
+    pub tls: Option<TlsFiles>,
     /// Serve the real model in this directory instead of the simulated one.
     #[cfg(feature = "model")]
     pub model_dir: Option<std::path::PathBuf>,
@@ -35,27 +48,36 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let tls = config
+        .tls
+        .clone()
+        .map(ServerTls::load)
+        .transpose()
+        .map_err(std::io::Error::other)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(tls) = &tls {
+        tls.spawn_reloader(shutdown.clone());
+    }
     #[cfg(feature = "model")]
     if let Some(dir) = &config.model_dir {
-        let worker = crate::serve::load_model(dir, config.sim.max_batch_size)
-            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-        info!(%addr, "model worker listening on http://{addr} (POST /v1/batch)");
-        crate::batch_api::run(Arc::new(worker), listener, shutdown).await?;
-        info!("model worker stopped");
-        return Ok(());
+        return run_model(dir, config.sim.max_batch_size, listener, tls, shutdown).await;
     }
     info!(
         %addr,
         slots = config.sim.slots,
         base_ms = config.sim.base.as_secs_f64() * 1e3,
         per_item_ms = config.sim.per_item.as_secs_f64() * 1e3,
-        "simulated worker listening on http://{addr} (POST /v1/batch)"
+        client_certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        "simulated worker listening on {scheme}://{addr} — JSON batch API (POST /v1/batch), \
+         KServe V2 (model sim: /v2/models/sim/infer), OpenAI embeddings (/v1/embeddings), gRPC \
+         (batchgate.worker.v1.Worker, same port)"
     );
     if config.faults != Faults::default() {
         tracing::warn!(faults = ?config.faults, "fault injection is on");
     }
     let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults));
-    match batchgate_sim::server::run(worker, listener, shutdown).await? {
+    let metrics = metrics_router(worker.clone());
+    match batchgate_sim::server::run_with_routes(worker, metrics, listener, tls, shutdown).await? {
         Stopped::Shutdown => {
             info!("simulated worker stopped");
             Ok(())
@@ -68,6 +90,126 @@ pub async fn run(
             // Abrupt on purpose: connections still open are cut, nothing is drained.
             std::process::exit(CRASH_EXIT_CODE)
         }
+    }
+}
+
+/// `worker --model-dir DIR`: the real model behind every protocol of the reference server,
+/// under the directory's name (e.g. `/v2/models/all-minilm-l6-v2/infer` for a directory
+/// `all-minilm-l6-v2`), refusing calls of more than `max_batch_size` inputs.
+#[cfg(feature = "model")]
+async fn run_model(
+    dir: &std::path::Path,
+    max_batch_size: usize,
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let model = crate::serve::load_model(dir, max_batch_size)
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("model")
+        .to_owned();
+    info!(
+        %addr, model = %name,
+        "model worker listening on {scheme}://{addr} — JSON batch API (POST /v1/batch), \
+         KServe V2 (/v2/models/{name}/infer), OpenAI embeddings (/v1/embeddings), gRPC"
+    );
+    let served = batchgate_sim::server::Served::model(&name, Arc::new(model), max_batch_size);
+    batchgate_sim::server::run(served, listener, tls, shutdown).await?;
+    info!("model worker stopped");
+    Ok(())
+}
+
+/// `GET /metrics` of the worker process: what the simulated GPU has done, read from its
+/// counters at each scrape.
+fn metrics_router(worker: Arc<SimWorker>) -> Router {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SimCollector(worker)));
+    let registry = Arc::new(registry);
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = String::new();
+                if let Err(error) = encode(&mut text, &registry) {
+                    tracing::error!(%error, "encoding metrics failed");
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                }
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
+
+/// Reads [`SimWorker::stats`] on each scrape.
+#[derive(Debug)]
+struct SimCollector(Arc<SimWorker>);
+
+impl Collector for SimCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = self.0.stats();
+        let calls = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "batchgate_worker_calls",
+            "Batch calls the worker answered, by outcome",
+            None,
+            calls.metric_type(),
+        )?;
+        for (outcome, n) in [
+            ("success", stats.calls),
+            ("injected_failure", stats.calls_failed_injected),
+            ("overloaded", stats.calls_rejected_overload),
+            ("oversized", stats.oversized_calls),
+        ] {
+            let labels = [("outcome", outcome)];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+        let counters: [(&str, &str, f64); 2] = [
+            (
+                "batchgate_worker_items",
+                "Inputs in the batch calls that succeeded",
+                stats.items as f64,
+            ),
+            (
+                "batchgate_worker_busy_seconds",
+                "Slot-seconds spent running calls; its rate over the slots is the busy fraction",
+                stats.busy_seconds,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let gauges: [(&str, &str, i64); 2] = [
+            (
+                "batchgate_worker_slots",
+                "Calls the worker runs at once (simulated GPUs)",
+                i64::try_from(self.0.config().slots).unwrap_or(i64::MAX),
+            ),
+            (
+                "batchgate_worker_inflight_calls",
+                "Calls holding a slot now",
+                i64::try_from(stats.in_flight).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 

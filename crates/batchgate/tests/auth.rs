@@ -130,3 +130,62 @@ async fn results_are_scoped_to_their_owner_memory() {
 async fn results_are_scoped_to_their_owner_redis() {
     scoped_run(Backend::Redis).await;
 }
+
+/// `--dedupe-scope global`: identical inputs of different callers share one task (one worker
+/// call), which belongs to no one: both callers, and anyone else holding the id, can read it.
+async fn global_dedupe_run(backend: Backend) {
+    let infra = Infra::start(backend);
+    let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
+    let mut config = serve_config(&infra, &worker.url, 2);
+    config.edge.auth = AuthConfig::Jwt {
+        keys: KeySource::Secret(SECRET.as_bytes().to_vec()),
+        issuer: None,
+        audience: None,
+    };
+    if let Some(gateway) = config.gateway.as_mut() {
+        gateway.dedupe_scope = batchgate_gateway::DedupeScope::Global;
+    }
+    let serve = start_serve(config).await;
+    let http = client();
+    let submit = |who: &str| {
+        http.post(format!("{}/v1/inference?wait_ms=10000", serve.url))
+            .bearer_auth(token(who))
+            .json(&serde_json::json!({ "input": "shared input" }))
+            .send()
+    };
+    let alice: TaskView = submit("alice")
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(alice.status, TaskStatus::Success);
+    let bob: TaskView = submit("bob")
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(bob.task_id, alice.task_id, "global scope shares the task");
+    assert_eq!(bob.output, alice.output);
+    let by_carol = http
+        .get(format!("{}/v1/result/{}", serve.url, alice.task_id))
+        .bearer_auth(token("carol"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(by_carol.status(), 200, "a shared task belongs to no one");
+    assert_eq!(worker.sim.stats().items, 1, "the input ran once");
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_dedupe_shares_tasks_across_callers_memory() {
+    global_dedupe_run(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_dedupe_shares_tasks_across_callers_redis() {
+    global_dedupe_run(Backend::Redis).await;
+}

@@ -279,3 +279,92 @@ async fn a_body_that_never_completes_is_timed_out() {
     serve.shutdown().await;
     worker.stop.cancel();
 }
+
+/// The global concurrency limit: requests held open (here, bodies that never complete) use
+/// up `max_concurrent_requests`; the next API request is refused at once with 503
+/// `concurrency_limited`, health checks still answer, and the places come back when the
+/// held requests end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_concurrency_limit_are_refused_at_once() {
+    use tokio::io::AsyncWriteExt;
+
+    let infra = Infra::start(Backend::Memory);
+    let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
+    let mut config = serve_config(&infra, &worker.url, 2);
+    if let Some(gateway) = config.gateway.as_mut() {
+        gateway.max_concurrent_requests = 2;
+    }
+    let serve = start_serve(config).await;
+    let addr = serve.url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut slow = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        slow.write_all(
+            b"POST /v1/inference HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"input\":",
+        )
+        .await
+        .expect("write");
+        held.push(slow);
+    }
+    let http = client();
+    let submit = || {
+        http.post(format!("{}/v1/inference", serve.url))
+            .json(&serde_json::json!({ "input": "one more" }))
+            .send()
+    };
+    // The held requests take their places once the server has read their headers: wait
+    // (bounded) until the gauge shows both, so no probe of ours races them for a place.
+    let scrape = || async {
+        http.get(format!("{}/metrics", serve.url))
+            .send()
+            .await
+            .expect("send")
+            .text()
+            .await
+            .expect("text")
+    };
+    let mut both_held = false;
+    for _ in 0..200 {
+        if scrape()
+            .await
+            .contains("batchgate_http_requests_in_flight 2\n")
+        {
+            both_held = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(both_held, "the two held requests are in flight");
+    let refused = submit().await.expect("send");
+    assert_eq!(refused.status(), 503, "a third request is refused at once");
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: ErrorBody = refused.json().await.expect("json error");
+    assert_eq!(body.error.code, "concurrency_limited");
+    let health = http
+        .get(format!("{}/healthz", serve.url))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(health.status(), 200, "operators' routes are not limited");
+    let metrics = scrape().await;
+    assert!(
+        metrics.contains(r#"batchgate_http_errors_total{code="concurrency_limited"}"#),
+        "refusals are counted"
+    );
+
+    // Closing the held connections frees their places.
+    drop(held);
+    let mut accepted = false;
+    for _ in 0..100 {
+        if submit().await.expect("send").status() == 202 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "places come back when held requests end");
+    serve.shutdown().await;
+    worker.stop.cancel();
+}

@@ -185,3 +185,37 @@ fn token_prints_a_jwt_alone_on_stdout() {
     let out = batchgate(&["token", "--sub", "alice", "--secret", "short"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn bad_worker_urls_are_refused_before_binding_with_the_reason() {
+    for (url, expected) in [
+        ("ftp://127.0.0.1:9000", "unknown scheme \"ftp\""),
+        ("127.0.0.1:9000", "has no scheme"),
+        ("kserve-v2+http://127.0.0.1:9000/v2/models", "names a model"),
+        (
+            "grpc://127.0.0.1:9000?max_batch_size=0",
+            "max_batch_size must be a whole number",
+        ),
+        (
+            "http://127.0.0.1:9000?batch=8",
+            "unknown query parameter \"batch\"",
+        ),
+    ] {
+        let out = batchgate(&[
+            "serve",
+            "--insecure-no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--worker-url",
+            "http://127.0.0.1:9000",
+            "--worker-url",
+            url,
+        ]);
+        assert!(!out.status.success(), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--worker-url") && err.contains(expected),
+            "{url}: {err}"
+        );
+    }
+}

@@ -19,13 +19,32 @@ async fn run_task(
     poll_via: &str,
     input: String,
 ) -> Option<(String, TaskView)> {
-    let response = http
-        .post(format!("{gateway}/v1/inference"))
-        .json(&serde_json::json!({ "input": input }))
-        .send()
-        .await
-        .ok()?;
-    assert_eq!(response.status(), 202, "submission refused");
+    // A 503 with Retry-After (Redis slow on a loaded machine, say) is the gateway refusing
+    // the task, not losing it: like a real client, try again after the pause, a few times.
+    let mut attempts = 0;
+    let response = loop {
+        let response = http
+            .post(format!("{gateway}/v1/inference"))
+            .json(&serde_json::json!({ "input": input }))
+            .send()
+            .await
+            .ok()?;
+        attempts += 1;
+        if response.status() != 503 || attempts == 5 {
+            break response;
+        }
+        let pause = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(1);
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+    };
+    assert_eq!(
+        response.status(),
+        202,
+        "submission refused {attempts} times"
+    );
     let accepted: TaskView = response.json().await.expect("202 body");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

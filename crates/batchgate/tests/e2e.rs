@@ -1,4 +1,5 @@
-//! The whole request path over real HTTP: gateway → queue → batcher → HTTP worker → store.
+//! The whole request path over real HTTP: gateway → queue → batcher → worker → store, the
+//! worker reached by each of its protocols (JSON, gRPC, KServe V2, OpenAI embeddings).
 
 #[macro_use]
 mod common;
@@ -7,6 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use batchgate_protocol::api::{TaskStatus, TaskView};
+use batchgate_protocol::openai::{embedding_of_output, embedding_text};
 use batchgate_protocol::sim_output;
 use batchgate_protocol::task::unix_ms;
 use common::{
@@ -18,9 +20,69 @@ on_every_backend!(two_thousand_concurrent_submissions_all_succeed_in_batches_of_
 async fn two_thousand_concurrent_submissions_all_succeed_in_batches_of_at_most_64(
     backend: Backend,
 ) {
+    two_thousand_over(backend, Protocol::Json).await;
+}
+
+/// How the batcher talks to the reference worker (one server speaks them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Json,
+    Grpc,
+    KserveV2,
+    OpenAi,
+}
+
+impl Protocol {
+    /// The `--worker-url` of the worker at `http_url` in this protocol.
+    fn url(self, http_url: &str) -> String {
+        let addr = http_url.trim_start_matches("http://");
+        match self {
+            Protocol::Json => http_url.to_owned(),
+            Protocol::Grpc => format!("grpc://{addr}"),
+            Protocol::KserveV2 => format!("kserve-v2+http://{addr}/v2/models/sim"),
+            Protocol::OpenAi => format!("openai+http://{addr}/v1"),
+        }
+    }
+
+    /// What a task's output is for `input`: the simulator's digest, or, through the
+    /// embeddings API, the JSON text of the embedding derived from it.
+    fn expected_output(self, input: &str) -> String {
+        match self {
+            Protocol::OpenAi => embedding_text(&embedding_of_output(&sim_output(input))),
+            _ => sim_output(input),
+        }
+    }
+}
+
+/// The same scenario with the batcher talking each other protocol to the reference worker.
+mod over_each_protocol {
+    use super::{two_thousand_over, Backend, Protocol};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grpc() {
+        two_thousand_over(Backend::Memory, Protocol::Grpc).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kserve_v2() {
+        two_thousand_over(Backend::Memory, Protocol::KserveV2).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn openai_embeddings() {
+        two_thousand_over(Backend::Memory, Protocol::OpenAi).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grpc_on_redis() {
+        two_thousand_over(Backend::Redis, Protocol::Grpc).await;
+    }
+}
+
+async fn two_thousand_over(backend: Backend, protocol: Protocol) {
     let infra = Infra::start(backend);
     let worker = start_worker(fast_sim(8)).await;
-    let serve = start_serve(serve_config(&infra, &worker.url, 8)).await;
+    let serve = start_serve(serve_config(&infra, &protocol.url(&worker.url), 8)).await;
     let http = client();
 
     let requests = (0..2000).map(|i| {
@@ -44,7 +106,11 @@ async fn two_thousand_concurrent_submissions_all_succeed_in_batches_of_at_most_6
     let mut ids = HashSet::new();
     for (input, view) in &results {
         assert_eq!(view.status, TaskStatus::Success);
-        assert_eq!(view.output.as_deref(), Some(sim_output(input).as_str()));
+        assert_eq!(
+            view.output.as_deref(),
+            Some(protocol.expected_output(input).as_str()),
+            "{protocol:?}"
+        );
         assert!(ids.insert(view.task_id.clone()), "task ids are unique");
     }
     let stats = worker.sim.stats();

@@ -77,15 +77,17 @@ async fn serve_with_a_model_dir_answers_each_input_with_its_embedding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_batch_api_serves_the_model_and_refuses_what_it_cannot_run() {
+async fn the_reference_server_serves_the_model_and_refuses_what_it_cannot_run() {
     let dir = tiny_model_dir();
     let worker = batchgate::serve::load_model(dir.path(), 4).expect("load");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
-    let server = tokio::spawn(batchgate::batch_api::run(
-        Arc::new(worker),
+    let served = batchgate_sim::server::Served::model("tiny", Arc::new(worker), 4);
+    let server = tokio::spawn(batchgate_sim::server::run(
+        served,
         listener,
+        None,
         stop.clone(),
     ));
     let http = client();

@@ -23,6 +23,7 @@ const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// The HTTP client shared by every request of a run: plain http/1.1, one connection per request
 /// in flight, no proxy (a load generator must measure the server, not a proxy).
 pub(crate) fn build_http(config: &Config) -> Result<reqwest::Client, BenchError> {
+    batchgate_net::install_crypto_provider();
     let builder = reqwest::Client::builder();
     let builder = if config.http2 {
         builder.http2_prior_knowledge()

@@ -12,6 +12,37 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// Default `Retry-After` on 429/503 answers, in seconds.
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+/// Default most API requests (`/v1/…`, long polls included) a gateway serves at once. At
+/// 10,000 requests/s and ~250 ms each, about 2,500 are open; the bound leaves room for
+/// bursts and long polls while capping the memory and file descriptors one gateway commits.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 16_384;
+
+/// Whose identical inputs share one task (dedupe, article §8.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DedupeScope {
+    /// Only the same caller's: one user's input never answers with another user's task.
+    #[default]
+    Owner,
+    /// Everyone's: an input anyone sent within the dedupe TTL is not run again. Saves GPU
+    /// time across users, at a cost (docs/security.md): a caller learns that someone sent the
+    /// same input, and such tasks belong to no one — any caller holding the id can read the
+    /// result.
+    Global,
+}
+
+impl std::str::FromStr for DedupeScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "owner" => Ok(DedupeScope::Owner),
+            "global" => Ok(DedupeScope::Global),
+            other => Err(format!(
+                "dedupe scope must be `owner` or `global`, got {other:?}"
+            )),
+        }
+    }
+}
 
 /// What the gateway allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +53,10 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Seconds a shed client is told to wait before retrying.
     pub retry_after_secs: u64,
+    /// Most `/v1/…` requests served at once; more are answered 503 `concurrency_limited`.
+    pub max_concurrent_requests: usize,
+    /// Whose identical inputs share a task.
+    pub dedupe_scope: DedupeScope,
 }
 
 impl Default for GatewayConfig {
@@ -30,6 +65,8 @@ impl Default for GatewayConfig {
             max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            dedupe_scope: DedupeScope::Owner,
         }
     }
 }

@@ -54,6 +54,12 @@ pub enum ApiError {
         /// Seconds for `Retry-After`.
         retry_after_secs: u64,
     },
+    /// The gateway is serving its most requests at once (`max_concurrent_requests`).
+    #[error("this gateway is serving its most requests at once; retry later")]
+    ConcurrencyLimited {
+        /// Seconds for `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// This caller sent more than its rate allows.
     #[error("too many requests from this caller; retry later")]
     RateLimited {
@@ -119,6 +125,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::ConcurrencyLimited { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "concurrency_limited")
+            }
             ApiError::DeadlineUnmeetable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "deadline_unmeetable")
             }
@@ -135,6 +144,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Overloaded { retry_after_secs }
+            | ApiError::ConcurrencyLimited { retry_after_secs }
             | ApiError::RateLimited {
                 retry_after_secs, ..
             }

@@ -23,6 +23,21 @@ pub struct CodeLabel {
     pub code: &'static str,
 }
 
+/// Label of a route template.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The matched route template, or `unmatched`.
+    pub route: String,
+}
+
+/// Label of a shed request: why it was turned away.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabel {
+    /// The answer's stable error code: `overloaded` (queue or store full, or the estimated
+    /// wait too long) or `deadline_unmeetable`.
+    pub reason: &'static str,
+}
+
 /// Label of a queue partition.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
@@ -40,6 +55,10 @@ pub struct GatewayMetrics {
     pub submit_latency: Histogram,
     /// `batchgate_http_errors_total{code}`: error answers by stable code (bad input, shed…).
     pub errors: Family<CodeLabel, Counter>,
+    /// `batchgate_http_request_duration_seconds{route}`: every answer, long polls included.
+    pub http_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    /// `batchgate_shed_total{reason}`: submissions turned away with 503 to protect latency.
+    pub shed: Family<ShedLabel, Counter>,
     /// `batchgate_tasks_accepted_total`.
     pub tasks_accepted: Counter,
     /// `batchgate_dedupe_hits_total`: submissions answered with an existing task's id.
@@ -51,10 +70,16 @@ pub struct GatewayMetrics {
     pub rate_limited: Counter,
     /// `batchgate_queue_depth{partition}`, refreshed at each scrape.
     pub queue_depth: Family<PartitionLabel, Gauge>,
+    /// `batchgate_dead_letter_queue_tasks`: failed tasks held for inspection and replay,
+    /// refreshed at each scrape.
+    pub dead_letter_queue: Gauge,
     /// `batchgate_result_store_records`, refreshed at each scrape.
     pub result_store_records: Gauge,
     /// `batchgate_process_resident_memory_bytes`, refreshed at each scrape.
     pub resident_memory: Gauge,
+    /// `batchgate_http_requests_in_flight`: API requests (`/v1/…`) being served, the figure
+    /// `--max-concurrent-requests` bounds; refreshed at each scrape.
+    pub requests_in_flight: Gauge,
 }
 
 impl GatewayMetrics {
@@ -66,13 +91,17 @@ impl GatewayMetrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
             errors: Family::default(),
+            http_duration: Family::new_with_constructor(http_duration_histogram),
+            shed: Family::default(),
             tasks_accepted: Counter::default(),
             dedupe_hits: Counter::default(),
             dedupe_bypassed: Counter::default(),
             rate_limited: Counter::default(),
             queue_depth: Family::default(),
+            dead_letter_queue: Gauge::default(),
             result_store_records: Gauge::default(),
             resident_memory: Gauge::default(),
+            requests_in_flight: Gauge::default(),
         };
         registry.register(
             "batchgate_http_requests",
@@ -88,6 +117,16 @@ impl GatewayMetrics {
             "batchgate_http_errors",
             "Error answers by stable error code",
             m.errors.clone(),
+        );
+        registry.register(
+            "batchgate_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route (long polls included)",
+            m.http_duration.clone(),
+        );
+        registry.register(
+            "batchgate_shed",
+            "Submissions turned away with 503 to protect latency, by reason",
+            m.shed.clone(),
         );
         registry.register(
             "batchgate_tasks_accepted",
@@ -115,6 +154,11 @@ impl GatewayMetrics {
             m.queue_depth.clone(),
         );
         registry.register(
+            "batchgate_dead_letter_queue_tasks",
+            "Failed tasks held in the dead-letter queue",
+            m.dead_letter_queue.clone(),
+        );
+        registry.register(
             "batchgate_result_store_records",
             "Records in the result store",
             m.result_store_records.clone(),
@@ -124,8 +168,20 @@ impl GatewayMetrics {
             "Resident memory of this process",
             m.resident_memory.clone(),
         );
+        registry.register(
+            "batchgate_http_requests_in_flight",
+            "API requests being served now (bounded by --max-concurrent-requests)",
+            m.requests_in_flight.clone(),
+        );
         m
     }
+}
+
+/// Buckets of the per-route duration: from a fast `202` to a 30 s long poll.
+fn http_duration_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
 }
 
 /// Resident set size of this process, from `/proc/self/status` (Linux); `None` elsewhere.

@@ -1,5 +1,6 @@
 //! The state every route shares.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::collections::HashMap;
@@ -9,7 +10,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{RwLock, RwLockReadGuard};
 
 use crate::auth::Authenticator;
-use crate::config::GatewayConfig;
+use crate::config::{DedupeScope, GatewayConfig};
 use crate::metrics::GatewayMetrics;
 use crate::shed::Shedder;
 
@@ -55,12 +56,51 @@ impl Admission {
 /// Cheap-to-clone handle to everything the routes need: one `Arc`, cloned by every extractor
 /// and middleware of every request, so a clone is one atomic increment.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(Arc<StateInner>);
+
+struct StateInner {
+    shared: Shared,
+    /// `/v1/…` requests being served now (see [`AppState::enter_request`]).
+    requests_in_flight: AtomicUsize,
+}
 
 impl AppState {
     /// Wraps the shared parts.
     pub fn new(shared: Shared) -> Self {
-        AppState(Arc::new(shared))
+        AppState(Arc::new(StateInner {
+            shared,
+            requests_in_flight: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Counts one more API request in flight, unless `max_concurrent_requests` are already:
+    /// then `None`. The request counts until the guard drops (also when the client goes away
+    /// and the request's future is dropped).
+    pub fn enter_request(&self) -> Option<RequestSlot> {
+        let previous = self.0.requests_in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = RequestSlot(self.0.clone());
+        (previous < self.config.max_concurrent_requests).then_some(slot)
+    }
+
+    /// Whether a task without an owner may be read by any caller holding its id: without
+    /// authentication (everyone is the same caller), and with global dedupe, whose tasks
+    /// belong to no one.
+    pub fn unowned_is_public(&self) -> bool {
+        !self.auth.enabled() || self.config.dedupe_scope == DedupeScope::Global
+    }
+
+    /// API requests being served now.
+    pub fn requests_in_flight(&self) -> usize {
+        self.0.requests_in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// One API request's place under the concurrency limit; dropping it frees the place.
+pub struct RequestSlot(Arc<StateInner>);
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.0.requests_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -68,7 +108,7 @@ impl std::ops::Deref for AppState {
     type Target = Shared;
 
     fn deref(&self) -> &Shared {
-        &self.0
+        &self.0.shared
     }
 }
 

@@ -6,12 +6,18 @@
 //! Layout:
 //! - [`api`]: the public HTTP API's JSON (`POST /v1/inference`, `GET /v1/result/{id}`, errors).
 //! - [`worker_api`]: the fixed worker batch API (`POST /v1/batch`).
+//! - [`worker_grpc`]: the same call over gRPC (generated from `proto/worker.proto`).
+//! - [`kserve_v2`]: the KServe V2 / Open Inference Protocol's JSON, as batchgate uses it.
+//! - [`openai`]: OpenAI-style embeddings, and the embedding the simulated worker derives.
 //! - [`task`]: the task as it travels through the queue.
 //! - [`sim_output`], [`sha256_hex`]: the simulated worker's output function, and input hashes.
 
 pub mod api;
+pub mod kserve_v2;
+pub mod openai;
 pub mod task;
 pub mod worker_api;
+pub mod worker_grpc;
 
 use sha2::{Digest, Sha256};
 

@@ -20,6 +20,9 @@ pub struct Task {
     pub deadline: Option<SystemTime>,
     /// Who submitted it (the token's subject): only they may read its result.
     pub owner: Option<String>,
+    /// The W3C `traceparent` of the span that enqueued it, so the batcher's spans join the
+    /// request's trace; `None` when tracing is off (nothing to carry, nothing to parse).
+    pub trace_parent: Option<String>,
 }
 
 /// The task's wire form. Field numbers are the contract: never reuse one.
@@ -43,6 +46,9 @@ pub struct TaskMessage {
     /// See [`Task::owner`]; empty when there is none.
     #[prost(string, tag = "6")]
     pub owner: String,
+    /// See [`Task::trace_parent`]; empty when there is none.
+    #[prost(string, tag = "7")]
+    pub traceparent: String,
 }
 
 /// A task message that could not be decoded.
@@ -60,6 +66,7 @@ impl Task {
             reply_to: self.reply_to.clone().unwrap_or_default(),
             deadline_ms: self.deadline.map_or(0, unix_ms),
             owner: self.owner.clone().unwrap_or_default(),
+            traceparent: self.trace_parent.clone().unwrap_or_default(),
         })
     }
 
@@ -78,6 +85,7 @@ impl Task {
             deadline: (m.deadline_ms != 0)
                 .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(m.deadline_ms)),
             owner: (!m.owner.is_empty()).then_some(m.owner),
+            trace_parent: (!m.traceparent.is_empty()).then_some(m.traceparent),
         })
     }
 }
@@ -102,12 +110,14 @@ mod tests {
             reply_to: Some("gw-1".into()),
             deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_001_000)),
             owner: Some("alice".into()),
+            trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         assert_eq!(Task::from_bytes(&t.to_bytes()).expect("decodes"), t);
         let none = Task {
             reply_to: None,
             deadline: None,
             owner: None,
+            trace_parent: None,
             ..t
         };
         assert_eq!(Task::from_bytes(&none.to_bytes()).expect("decodes"), none);

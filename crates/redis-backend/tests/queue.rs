@@ -43,6 +43,7 @@ fn task(id: &str) -> Task {
         reply_to: None,
         deadline: None,
         owner: None,
+        trace_parent: None,
     }
 }
 

@@ -1,109 +1,147 @@
-//! The simulated worker behind the JSON batch API (`docs/worker-api.md`).
+//! The reference worker server: one port, four protocols, one model behind them
+//! (`docs/worker-api.md`).
 //!
-//! Routes: `POST /v1/batch`, `GET /healthz`, `GET /v1/stats` (what the worker has seen).
+//! - batchgate's JSON batch API: `POST /v1/batch`, `GET /healthz`, `GET /v1/stats`
+//!   ([`batch_api`]);
+//! - KServe V2 / Open Inference Protocol: `POST /v2/models/sim/infer` (BYTES in, BYTES out),
+//!   `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `/v2/models/sim`,
+//!   `/v2/models/sim/ready` ([`kserve_v2`]);
+//! - OpenAI-style embeddings: `POST /v1/embeddings`, `GET /v1/models` ([`openai`]);
+//! - gRPC `batchgate.worker.v1.Worker/Infer` and `grpc.health.v1.Health`, on the same port:
+//!   HTTP/2 without TLS, routed by path ([`grpc`]).
 //!
-//! Besides the documented API, for backpressure tests: every successful answer carries
-//! [`LOAD_HEADER`], and a full wait queue ([`crate::Faults::max_queued_calls`]) is answered
-//! 429 with `Retry-After`.
+//! Whatever the protocol, a batch is computed by a [`Served`] model: an
+//! `Arc<dyn batchgate_worker::Worker>` — the simulated GPU, or any real model that implements
+//! the trait. When it is the simulator, the server also offers its counters (`/v1/stats`),
+//! the load header, and its crash and hang faults.
+//!
+//! Besides the documented API, for backpressure tests: every successful `POST /v1/batch`
+//! carries [`LOAD_HEADER`], and a full wait queue ([`crate::Faults::max_queued_calls`]) is
+//! answered 429 with `Retry-After` (`RESOURCE_EXHAUSTED` over gRPC).
 
-use std::future::IntoFuture;
+mod batch_api;
+mod error;
+mod grpc;
+mod kserve_v2;
+mod openai;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::RETRY_AFTER;
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::serve::ListenerExt;
-use axum::{Json, Router};
-use batchgate_protocol::api::{ErrorBody, ErrorDetail};
-use batchgate_protocol::worker_api::{BatchRequest, BatchResponse};
-use tokio::net::{TcpListener, TcpStream};
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use batchgate_net::ServerTls;
+use batchgate_worker::Worker;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{SimError, SimStats, SimWorker};
+use crate::model::SimWorker;
+pub(crate) use error::ApiError;
 
 /// Largest request body: 64 inputs of the gateway's 64 KiB limit, each up to six times longer
-/// once JSON-escaped (`\u00XX`), with room to spare.
+/// once JSON-escaped (`\u00XX`), with room to spare. gRPC messages have the same limit.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// Response header of every successful `POST /v1/batch`: `<in_flight>/<slots>`, two decimal
-/// integers, e.g. `x-worker-load: 3/32`. `in_flight` is the calls holding a slot as the answer
-/// leaves (this one has already released its own), `slots` the simulated GPUs.
+/// Response header of every successful `POST /v1/batch` from the simulator:
+/// `<in_flight>/<slots>`, two decimal integers, e.g. `x-worker-load: 3/32`. `in_flight` is the
+/// calls holding a slot as the answer leaves (this one has already released its own), `slots`
+/// the simulated GPUs.
 pub const LOAD_HEADER: &str = "x-worker-load";
 
 /// `Retry-After` of a 429 (full wait queue), in seconds.
 pub const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
 
+/// The simulator's model name in the V2 and OpenAI APIs.
+pub const SIM_MODEL_NAME: &str = "sim";
+
 /// How long a crashed worker lingers before [`run`] returns, so that the answer of the call
 /// that triggered the crash reaches its client before the process exits.
 const CRASH_LINGER: Duration = Duration::from_millis(100);
 
-/// Errors of the worker API, each mapped to a status and a stable code in one place.
-#[derive(Debug, thiserror::Error)]
-enum WorkerApiError {
-    #[error(transparent)]
-    Sim(#[from] SimError),
-    #[error("{0}")]
-    BadJson(String, StatusCode),
+/// What the server serves: the model that computes a batch, and the simulator's extras when
+/// the model is the simulator. Cloning is shallow.
+#[derive(Clone)]
+pub struct Served {
+    /// Computes a batch, whatever protocol it came in by.
+    model: Arc<dyn Worker>,
+    /// The model's name in the V2 (`/v2/models/{name}`) and OpenAI (`model`) APIs.
+    name: String,
+    /// Most inputs per call, checked before the model is called; `None` when the model
+    /// checks it itself (the simulator does, to count oversized calls).
+    max_batch_size: Option<usize>,
+    /// The simulator behind `model`, if it is one: counters, load, crash and hang faults.
+    sim: Option<Arc<SimWorker>>,
 }
 
-impl IntoResponse for WorkerApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            WorkerApiError::Sim(e) => (
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                match e {
-                    SimError::TooLarge { .. } => "batch_too_large",
-                    SimError::Empty => "empty_batch",
-                    SimError::Poisoned => "model_failed",
-                    SimError::Injected => "injected_failure",
-                    SimError::Overloaded { .. } => "worker_overloaded",
-                    SimError::Stopping => "worker_stopping",
-                },
-            ),
-            WorkerApiError::BadJson(_, status) => (*status, "invalid_request"),
-        };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: code.into(),
-                message: self.to_string(),
-            },
-        };
-        let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(OVERLOAD_RETRY_AFTER_SECS));
+impl Served {
+    /// The simulated GPU, named [`SIM_MODEL_NAME`].
+    pub fn sim(sim: Arc<SimWorker>) -> Served {
+        Served {
+            model: sim.clone(),
+            name: SIM_MODEL_NAME.to_owned(),
+            max_batch_size: None,
+            sim: Some(sim),
         }
-        response
+    }
+
+    /// Any model, served under `name`, refusing calls of more than `max_batch_size` inputs.
+    pub fn model(name: &str, model: Arc<dyn Worker>, max_batch_size: usize) -> Served {
+        Served {
+            model,
+            name: name.to_owned(),
+            max_batch_size: Some(max_batch_size.max(1)),
+            sim: None,
+        }
+    }
+
+    /// The model's name in the V2 and OpenAI APIs.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs one batch through the model, after the checks every protocol shares.
+    pub(crate) async fn run(&self, inputs: &[String]) -> Result<Vec<String>, ApiError> {
+        if inputs.is_empty() {
+            return Err(ApiError::Empty);
+        }
+        if let Some(max) = self.max_batch_size {
+            if inputs.len() > max {
+                return Err(ApiError::TooLarge {
+                    got: inputs.len(),
+                    max,
+                });
+            }
+        }
+        let outputs = self.model.infer(inputs).await.map_err(ApiError::Model)?;
+        if outputs.len() != inputs.len() {
+            // A model breaking the trait's promise: better an error than a cross-wired batch.
+            return Err(ApiError::Model(
+                batchgate_worker::WorkerError::InvalidResponse(format!(
+                    "the model gave {} outputs for {} inputs",
+                    outputs.len(),
+                    inputs.len()
+                )),
+            ));
+        }
+        Ok(outputs)
     }
 }
 
-/// The router, for tests to call directly or to serve.
-pub fn router(worker: Arc<SimWorker>) -> Router {
-    Router::new()
-        .route("/v1/batch", post(batch))
-        .route("/v1/stats", get(stats))
-        .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(worker)
+impl From<Arc<SimWorker>> for Served {
+    fn from(sim: Arc<SimWorker>) -> Served {
+        Served::sim(sim)
+    }
 }
 
-async fn batch(
-    State(worker): State<Arc<SimWorker>>,
-    body: Result<Json<BatchRequest>, JsonRejection>,
-) -> Result<impl IntoResponse, WorkerApiError> {
-    let Json(request) = body.map_err(|e| WorkerApiError::BadJson(e.body_text(), e.status()))?;
-    let outputs = worker.run_batch(&request.inputs).await?;
-    let load = format!("{}/{}", worker.in_flight(), worker.config().slots);
-    Ok(([(LOAD_HEADER, load)], Json(BatchResponse { outputs })))
-}
-
-async fn stats(State(worker): State<Arc<SimWorker>>) -> Json<SimStats> {
-    Json(worker.stats())
+/// The router of every protocol, for tests to call directly or to serve.
+pub fn router(served: impl Into<Served>) -> Router {
+    let served = served.into();
+    let http = Router::new()
+        .merge(batch_api::routes())
+        .merge(kserve_v2::routes())
+        .merge(openai::routes())
+        .with_state(served.clone());
+    grpc::add_routes(http, served).layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 /// How [`run`] ended.
@@ -117,38 +155,60 @@ pub enum Stopped {
     Crashed,
 }
 
-/// Serves the worker API on `listener` until `shutdown` is cancelled, then lets calls in
-/// progress finish; or until the worker crashes on purpose.
+/// Serves every protocol on `listener` — over TLS if `tls` is given, requiring client
+/// certificates if it names a client CA — until `shutdown` is cancelled, then lets calls in
+/// progress finish; or until the simulated worker crashes on purpose.
 pub async fn run(
-    worker: Arc<SimWorker>,
+    served: impl Into<Served>,
     listener: TcpListener,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<Stopped> {
-    let serve = axum::serve(listener.tap_io(no_delay), router(worker.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    run_with_routes(served, Router::new(), listener, tls, shutdown).await
+}
+
+/// [`run`], with `extra` routes served beside the worker API (the binary adds `/metrics`).
+pub async fn run_with_routes(
+    served: impl Into<Served>,
+    extra: Router,
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    shutdown: CancellationToken,
+) -> std::io::Result<Stopped> {
+    let served = served.into();
+    let sim = served.sim.clone();
+    // HTTP/1.1 and HTTP/2 (gRPC clients speak it without TLS, with prior knowledge; over TLS,
+    // ALPN chooses).
+    let app = router(served).merge(extra);
+    let serve = batchgate_net::serve(listener, app, tls, shutdown.clone());
     // The graceful drain waits for every call under way; hung calls would never finish.
     let end_hangs = async {
         shutdown.cancelled().await;
-        worker.stop_hanging();
+        if let Some(sim) = &sim {
+            sim.stop_hanging();
+        }
+    };
+    let crashed = async {
+        match &sim {
+            Some(sim) => sim.crashed().await,
+            None => std::future::pending().await,
+        }
     };
     tokio::select! {
         (served, ()) = async { tokio::join!(serve, end_hangs) } => served.map(|()| Stopped::Shutdown),
-        () = worker.crashed() => {
+        () = crashed => {
             // The listener is closed now; connections already open live on until the exit.
-            tracing::error!(stats = ?worker.stats(), "simulated worker crashed on purpose");
+            if let Some(sim) = &sim {
+                tracing::error!(stats = ?sim.stats(), "simulated worker crashed on purpose");
+            }
             tokio::time::sleep(CRASH_LINGER).await;
             Ok(Stopped::Crashed)
         }
     }
 }
 
-/// Small answers go out at once rather than waiting on Nagle's algorithm.
-fn no_delay(stream: &mut TcpStream) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%error, "could not set TCP_NODELAY");
-    }
-}
-
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod protocol_tests;

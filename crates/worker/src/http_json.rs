@@ -3,16 +3,16 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use batchgate_protocol::api::ErrorBody;
 use batchgate_protocol::worker_api::{BatchRequest, BatchResponse};
 
+use crate::http::{self, status_error};
 use crate::{Worker, WorkerError};
+
+#[cfg(test)]
+use crate::http::MAX_ERROR_CHARS;
 
 /// Default time one batch call may take before it counts as failed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Longest error message kept from a worker's body, so a huge error page cannot flood logs.
-const MAX_ERROR_CHARS: usize = 300;
 
 /// Calls a worker that speaks the JSON batch API over HTTP.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct HttpJsonWorker {
     client: reqwest::Client,
     /// `{base}/v1/batch`, computed once.
     endpoint: String,
+    /// `{base}/healthz`, the health check.
+    health: String,
     /// Bound on one call, connect to last byte.
     timeout: Duration,
 }
@@ -28,16 +30,22 @@ pub struct HttpJsonWorker {
 impl HttpJsonWorker {
     /// A client for the worker at `base_url` (e.g. `http://127.0.0.1:9000`).
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, WorkerError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(2)))
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(256)
-            .build()
-            .map_err(|e| WorkerError::Unreachable(e.to_string()))?;
+        Self::with_tls(base_url, timeout, None)
+    }
+
+    /// A client for the worker at `base_url`; with `tls`, an `https://` URL is reached with
+    /// that configuration (the CA to trust, and a client certificate for workers that
+    /// require one), and only over TLS.
+    pub fn with_tls(
+        base_url: &str,
+        timeout: Duration,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, WorkerError> {
+        let base = base_url.trim_end_matches('/');
         Ok(HttpJsonWorker {
-            client,
-            endpoint: format!("{}/v1/batch", base_url.trim_end_matches('/')),
+            client: http::client(timeout, tls)?,
+            endpoint: format!("{base}/v1/batch"),
+            health: format!("{base}/healthz"),
             timeout,
         })
     }
@@ -48,25 +56,11 @@ impl HttpJsonWorker {
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> WorkerError {
-    if e.is_timeout() {
-        WorkerError::Timeout
-    } else {
-        WorkerError::Unreachable(e.to_string())
-    }
-}
-
 /// Reads a worker's answer: `outputs` for a 2xx with exactly `expected` of them, else the
 /// error it amounts to. Total over any status and any bytes (fuzzed in the tests).
 pub fn parse_answer(status: u16, body: &[u8], expected: usize) -> Result<Vec<String>, WorkerError> {
     if !(200..300).contains(&status) {
-        let message = serde_json::from_slice::<ErrorBody>(body)
-            .map(|e| e.error.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
-        return Err(WorkerError::Status {
-            status,
-            message: truncate(message),
-        });
+        return Err(status_error(status, body));
     }
     let parsed: BatchResponse =
         serde_json::from_slice(body).map_err(|e| WorkerError::InvalidResponse(e.to_string()))?;
@@ -79,34 +73,18 @@ pub fn parse_answer(status: u16, body: &[u8], expected: usize) -> Result<Vec<Str
     Ok(parsed.outputs)
 }
 
-fn truncate(mut s: String) -> String {
-    if let Some((cut, _)) = s.char_indices().nth(MAX_ERROR_CHARS) {
-        s.truncate(cut);
-    }
-    s
-}
-
 #[async_trait]
 impl Worker for HttpJsonWorker {
     async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
-        let call = async {
-            let response = self
-                .client
-                .post(&self.endpoint)
-                .json(&BatchRequest {
-                    inputs: inputs.to_vec(),
-                })
-                .send()
-                .await
-                .map_err(|e| transport_error(&e))?;
-            let status = response.status();
-            let body = response.bytes().await.map_err(|e| transport_error(&e))?;
-            parse_answer(status.as_u16(), &body, inputs.len())
-        };
-        // reqwest's own timeout covers the request; this one also bounds reading the body.
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| WorkerError::Timeout)?
+        let request = self.client.post(&self.endpoint).json(&BatchRequest {
+            inputs: inputs.to_vec(),
+        });
+        let (status, body) = http::send(request, self.timeout).await?;
+        parse_answer(status, &body, inputs.len())
+    }
+
+    async fn health(&self) -> Result<(), WorkerError> {
+        http::get_ok(&self.client, &self.health, self.timeout).await
     }
 }
 

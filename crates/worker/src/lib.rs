@@ -4,16 +4,34 @@
 //!
 //! Layout:
 //! - [`Worker`] and [`WorkerError`]: the trait and what can go wrong with a call.
-//! - [`http_json`]: batchgate's own JSON batch API (`POST /v1/batch`), see `docs/worker-api.md`.
+//! - [`spec`]: [`WorkerSpec`], a `--worker-url` parsed and checked: protocol, address,
+//!   per-worker limits (`docs/worker-api.md`).
+//! - One adapter per protocol: [`http_json`] (batchgate's JSON batch API, `http://`),
+//!   [`grpc`] (`grpc://`), [`kserve_v2`] (KServe V2 / Open Inference Protocol,
+//!   `kserve-v2+http://`), [`openai`] (OpenAI-style embeddings, `openai+http://`); `http`
+//!   holds what the HTTP ones share.
+//! - [`pool`]: [`Pool`], several workers behind one: least in-flight, per-worker limits,
+//!   health checks, failover.
 //! - [`retry`]: [`Retrying`], retries with exponential backoff and jitter around any worker.
 
+pub mod grpc;
+mod http;
 pub mod http_json;
+pub mod kserve_v2;
+pub mod openai;
+pub mod pool;
 pub mod retry;
+pub mod spec;
 
 use async_trait::async_trait;
 
+pub use grpc::GrpcWorker;
 pub use http_json::HttpJsonWorker;
+pub use kserve_v2::KserveV2Worker;
+pub use openai::OpenAiWorker;
+pub use pool::{Pool, PoolConfig};
 pub use retry::{RetryPolicy, Retrying};
+pub use spec::{Protocol, SpecError, WorkerLimits, WorkerSpec};
 
 /// Why a worker call produced no outputs.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,4 +86,11 @@ pub trait Worker: Send + Sync + 'static {
     /// Runs the model on `inputs`; on success `outputs[i]` belongs to `inputs[i]`, and there
     /// are exactly as many outputs as inputs.
     async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError>;
+
+    /// Whether the worker can take calls now, asked by its protocol's health endpoint. A
+    /// [`Pool`] stops sending to a worker whose check fails and sends again once it passes.
+    /// Workers without such an endpoint (in-process models) are always healthy.
+    async fn health(&self) -> Result<(), WorkerError> {
+        Ok(())
+    }
 }

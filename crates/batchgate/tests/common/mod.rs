@@ -37,7 +37,7 @@ pub async fn start_faulty_worker(config: SimConfig, faults: batchgate_sim::Fault
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let sim = Arc::new(SimWorker::new(config).with_faults(faults));
     let stop = CancellationToken::new();
-    let server = batchgate_sim::server::run(sim.clone(), listener, stop.clone());
+    let server = batchgate_sim::server::run(sim.clone(), listener, None, stop.clone());
     tokio::spawn(async move {
         server.await.expect("worker server failed");
     });
@@ -134,12 +134,11 @@ pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize
                 max_inflight_batches,
                 ..BatcherConfig::default()
             },
-            worker: WorkerChoice::Http {
-                url: worker_url.to_owned(),
-                timeout: Duration::from_secs(10),
-            },
+            worker: WorkerChoice::remote(&[worker_url], Duration::from_secs(10))
+                .expect("a valid worker URL"),
         }),
         grace_period: Duration::from_secs(30),
+        tls: None,
     }
 }
 
@@ -190,6 +189,7 @@ pub fn closed_port_url() -> String {
 }
 
 pub fn client() -> reqwest::Client {
+    batchgate_net::install_crypto_provider();
     reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
         .timeout(Duration::from_secs(60))
@@ -221,11 +221,17 @@ macro_rules! on_every_backend {
 }
 
 /// Starts the `batchgate` binary with `args` and returns it with the base URL it logs when
-/// listening (every server subcommand logs `listening on http://ADDR`).
+/// listening (every server subcommand logs `listening on http://ADDR`, or `https://`).
 pub fn spawn_batchgate(args: &[&str]) -> (Child, String) {
+    spawn_batchgate_with_env(args, &[])
+}
+
+/// [`spawn_batchgate`] with extra environment variables.
+pub fn spawn_batchgate_with_env(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
         .args(args)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -241,9 +247,13 @@ pub fn spawn_batchgate(args: &[&str]) -> (Child, String) {
                 eprintln!("{line}");
             }
             if !sent {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = tx.send(format!("http://{addr}"));
+                let url = line
+                    .split("listening on ")
+                    .nth(1)
+                    .filter(|rest| rest.starts_with("http://") || rest.starts_with("https://"))
+                    .map(|rest| rest.chars().take_while(|c| !c.is_whitespace()).collect());
+                if let Some(url) = url {
+                    let _ = tx.send(url);
                     sent = true;
                 }
             }
@@ -288,6 +298,12 @@ pub struct Proc {
 impl Proc {
     pub fn start(args: &[&str]) -> Proc {
         let (child, url) = spawn_batchgate(args);
+        Proc { child, url }
+    }
+
+    /// [`Proc::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let (child, url) = spawn_batchgate_with_env(args, env);
         Proc { child, url }
     }
 }

@@ -142,6 +142,7 @@ pub(crate) async fn replay(
             reply_to: None,
             deadline: None,
             owner: letter.owner.clone(),
+            trace_parent: None,
         };
         if let Err(error) = state.intake.admit(&task, unix_ms(now), None).await {
             // Put this one and the rest back, so nothing is lost, and say how far we got.
@@ -155,6 +156,7 @@ pub(crate) async fn replay(
                         reply_to: None,
                         deadline: None,
                         owner: l.owner,
+                        trace_parent: None,
                     },
                     error: l.error,
                     attempts: l.attempts,

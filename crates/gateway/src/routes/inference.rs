@@ -7,13 +7,14 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use batchgate_protocol::api::{InferenceRequest, TaskStatus};
-use batchgate_protocol::owner_input_sha256_hex;
 use batchgate_protocol::task::{unix_ms, Task};
+use batchgate_protocol::{owner_input_sha256_hex, sha256_hex};
 use batchgate_queue::{Admitted, TaskRecord};
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use super::extract::{Caller, JsonBody, Wait};
-use crate::config::MAX_TIMEOUT_MS;
+use crate::config::{DedupeScope, MAX_TIMEOUT_MS};
 use crate::error::ApiError;
 use crate::shed::Shed;
 use crate::state::AppState;
@@ -77,18 +78,29 @@ pub(crate) async fn submit(
     })?;
     let now = SystemTime::now();
     let created_at = unix_ms(now);
-    // Dedupe is per owner: one user's input never answers with another user's task.
-    let input_sha256 = state
-        .dedupe
-        .then(|| owner_input_sha256_hex(&caller, &request.input));
+    // Dedupe is per owner unless configured global: by default one user's input never
+    // answers with another user's task. Globally shared tasks belong to no one.
+    let global = state.config.dedupe_scope == DedupeScope::Global;
+    let input_sha256 = state.dedupe.then(|| {
+        if global {
+            sha256_hex(&request.input)
+        } else {
+            owner_input_sha256_hex(&caller, &request.input)
+        }
+    });
     let task_id = new_task_id(input_sha256.as_deref());
+    Span::current().record("task_id", task_id.as_str());
+    // The task carries this span's context through the queue: the batcher's spans for the
+    // task are its children, and the batch span links to it.
+    let enqueue_span = tracing::info_span!("enqueue", otel.kind = "producer");
     let task = Task {
         task_id: task_id.clone(),
         input: request.input,
         enqueued_at: now,
         reply_to: state.gateway_id.clone(),
         deadline: timeout.map(|t| now + t),
-        owner: Some(caller.clone()),
+        owner: (!global).then(|| caller.clone()),
+        trace_parent: batchgate_telemetry::traceparent_of(&enqueue_span),
     };
     // Hold the gate until the task is in the queue: shutdown waits for us.
     let Some(gate) = state.admission.enter().await else {
@@ -98,6 +110,7 @@ pub(crate) async fn submit(
     let admitted = state
         .intake
         .admit(&task, created_at, input_sha256.as_deref())
+        .instrument(enqueue_span.clone())
         .await
         .map_err(admit_error)?;
     match admitted {
@@ -113,7 +126,7 @@ pub(crate) async fn submit(
                 .await
                 .map_err(|e| ApiError::from_store(&e, retry_after_secs))?;
             let shareable = record.is_some_and(|r| {
-                r.status != TaskStatus::Failed && r.readable_by(&caller, !state.auth.enabled())
+                r.status != TaskStatus::Failed && r.readable_by(&caller, state.unowned_is_public())
             });
             if shareable {
                 // An identical input already has a task: answer with it, never run it twice.
@@ -127,6 +140,7 @@ pub(crate) async fn submit(
             state
                 .intake
                 .admit(&task, created_at, None)
+                .instrument(enqueue_span)
                 .await
                 .map_err(admit_error)?;
         }

@@ -10,6 +10,33 @@ use crate::state::AppState;
 
 /// Refreshes the gauges that are read at scrape time, then renders the registry.
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
+    match encode_fresh(&state).await {
+        Some(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The registry in the OpenMetrics text format, its scrape-time gauges refreshed first.
+pub(crate) async fn encode_fresh(state: &AppState) -> Option<String> {
+    refresh_gauges(state).await;
+    let mut text = String::new();
+    if let Err(error) = encode(&mut text, &state.registry) {
+        tracing::error!(%error, "encoding metrics failed");
+        return None;
+    }
+    Some(text)
+}
+
+/// Reads the gauges that live elsewhere (queue, stores, the OS). A backend that fails to
+/// answer leaves its gauge at the last value read.
+async fn refresh_gauges(state: &AppState) {
     let m = &state.metrics;
     if let Ok(depths) = state.queue.depth().await {
         for (partition, depth) in depths.into_iter().enumerate() {
@@ -23,21 +50,14 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
         m.result_store_records
             .set(i64::try_from(records).unwrap_or(i64::MAX));
     }
+    m.requests_in_flight
+        .set(i64::try_from(state.requests_in_flight()).unwrap_or(i64::MAX));
+    if let Ok(letters) = state.dead_letters.count().await {
+        m.dead_letter_queue
+            .set(i64::try_from(letters).unwrap_or(i64::MAX));
+    }
     if let Some(rss) = resident_memory_bytes() {
         m.resident_memory
             .set(i64::try_from(rss).unwrap_or(i64::MAX));
     }
-    let mut text = String::new();
-    if let Err(error) = encode(&mut text, &state.registry) {
-        tracing::error!(%error, "encoding metrics failed");
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }

@@ -3,6 +3,7 @@
 //! - `POST /v1/inference` ([`inference`]), `GET /v1/result/{task_id}` ([`result`]);
 //! - `GET /healthz`, `GET /readyz` ([`health`]); `GET /metrics` ([`metrics`]);
 //! - `GET /openapi.json` ([`openapi`]);
+//! - `GET /` and `GET /status.json` ([`status`]): the live status page and its data;
 //! - `GET /admin/dlq`, `POST /admin/dlq/replay`, `POST /admin/dlq/purge` ([`admin`]).
 
 mod admin;
@@ -12,6 +13,8 @@ mod inference;
 mod metrics;
 mod openapi;
 mod result;
+mod span;
+mod status;
 
 use std::time::Instant;
 
@@ -26,7 +29,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics::{CodeLabel, HttpLabels};
+use crate::metrics::{CodeLabel, HttpLabels, RouteLabel, ShedLabel};
 use crate::state::AppState;
 
 /// The whole API with its middleware; tests call it with `oneshot`, `serve` serves it.
@@ -39,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
+        .route("/", get(status::page))
+        .route("/status.json", get(status::snapshot))
         .route("/openapi.json", get(openapi::spec))
         .route("/admin/dlq", get(admin::list))
         .route("/admin/dlq/replay", post(admin::replay))
@@ -53,8 +58,16 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(TraceLayer::new_for_http())
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(span::request_span)
+                        .on_response(span::record_response),
+                )
                 .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    limit_concurrency,
+                ))
                 .layer(HandleErrorLayer::new(|_: BoxError| async {
                     ApiError::Timeout
                 }))
@@ -64,13 +77,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Only `/healthz`, `/readyz` and `/metrics`: what a process without the API (a batcher)
-/// serves to its operators.
+/// Only `/healthz`, `/readyz`, `/metrics` and the status page: what a process without the
+/// API (a batcher) serves to its operators.
 pub fn ops_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
+        .route("/", get(status::page))
+        .route("/status.json", get(status::snapshot))
         .fallback(|| async { ApiError::RouteNotFound })
         .with_state(state)
 }
@@ -84,12 +99,17 @@ async fn count_by_route(State(state): State<AppState>, request: Request, next: N
     let is_submit = route == "/v1/inference" && request.uri().query().is_none();
     let started = Instant::now();
     let response = next.run(request).await;
+    let took = started.elapsed().as_secs_f64();
     if is_submit {
-        state
-            .metrics
-            .submit_latency
-            .observe(started.elapsed().as_secs_f64());
+        state.metrics.submit_latency.observe(took);
     }
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabel {
+            route: route.clone(),
+        })
+        .observe(took);
     state
         .metrics
         .http_requests
@@ -99,6 +119,26 @@ async fn count_by_route(State(state): State<AppState>, request: Request, next: N
         })
         .inc();
     response
+}
+
+/// Refuses API requests (`/v1/…`) past `max_concurrent_requests` with 503
+/// `concurrency_limited`, before any work is done for them. Health, metrics and admin routes
+/// are not limited, so operators can still look at a saturated gateway.
+async fn limit_concurrency(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !request.uri().path().starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let Some(_slot) = state.enter_request() else {
+        return ApiError::ConcurrencyLimited {
+            retry_after_secs: state.config.retry_after_secs,
+        }
+        .into_response();
+    };
+    next.run(request).await
 }
 
 /// Counts every error answer by its stable code, including those of unmatched routes and
@@ -111,6 +151,13 @@ async fn count_errors(State(state): State<AppState>, request: Request, next: Nex
             .errors
             .get_or_create(&CodeLabel { code })
             .inc();
+        if matches!(*code, "overloaded" | "deadline_unmeetable") {
+            state
+                .metrics
+                .shed
+                .get_or_create(&ShedLabel { reason: code })
+                .inc();
+        }
     }
     response
 }

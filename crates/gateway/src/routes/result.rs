@@ -30,7 +30,7 @@ pub(crate) async fn get_result(
         .get(&task_id)
         .await
         .map_err(store_error)?
-        .filter(|r| r.readable_by(&caller, !state.auth.enabled()))
+        .filter(|r| r.readable_by(&caller, state.unowned_is_public()))
         .ok_or(ApiError::TaskNotFound)?;
     if record.status.is_terminal() || wait.is_zero() {
         return Ok(Json(record.view(&task_id)));

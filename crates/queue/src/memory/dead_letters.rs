@@ -103,6 +103,7 @@ mod tests {
                 reply_to: None,
                 deadline: None,
                 owner: None,
+                trace_parent: None,
             },
             error: "worker error: worker answered 500".into(),
             attempts: n,

@@ -157,6 +157,7 @@ mod tests {
             reply_to: None,
             deadline: None,
             owner: None,
+            trace_parent: None,
         }
     }
 

@@ -3,13 +3,17 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{Request, StatusCode};
+use axum::response::Response;
+use batchgate_protocol::api::ErrorBody;
 use batchgate_protocol::sim_output;
+use batchgate_protocol::worker_api::{BatchRequest, BatchResponse};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use super::*;
-use crate::{Faults, SimConfig};
+use crate::{Faults, SimConfig, SimStats};
 
 /// A running server on a free port.
 struct Server {
@@ -32,7 +36,7 @@ async fn start(faults: Faults) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let shutdown = CancellationToken::new();
-    let stopped = tokio::spawn(run(worker.clone(), listener, shutdown.clone()));
+    let stopped = tokio::spawn(run(worker.clone(), listener, None, shutdown.clone()));
     Server {
         url,
         worker,
@@ -75,7 +79,7 @@ async fn serves_batches_and_refuses_oversize_with_json_413() {
         shutdown: token,
         ..
     } = start(Faults::default()).await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let ok: BatchResponse = client
         .post(format!("{url}/v1/batch"))
         .json(&BatchRequest {
@@ -237,7 +241,7 @@ async fn shutdown_ends_hung_calls_with_503_instead_of_waiting_forever() {
     })
     .await;
     let call = tokio::spawn(
-        reqwest::Client::new()
+        http_client()
             .post(format!("{}/v1/batch", server.url))
             .json(&BatchRequest {
                 inputs: vec!["x".into()],
@@ -258,7 +262,7 @@ async fn shutdown_ends_hung_calls_with_503_instead_of_waiting_forever() {
     let answer = call.await.expect("join").expect("answered");
     assert_eq!(answer.status(), 503);
     let error: ErrorBody = answer.json().await.expect("json error");
-    assert_eq!(error.error.code, "worker_stopping");
+    assert_eq!(error.error.code, "worker_unavailable");
 }
 
 #[tokio::test]
@@ -268,7 +272,7 @@ async fn crash_after_answers_that_many_calls_then_run_reports_the_crash() {
         ..Faults::default()
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     for input in ["a", "b"] {
         let answer = client
             .post(format!("{}/v1/batch", server.url))
@@ -282,7 +286,7 @@ async fn crash_after_answers_that_many_calls_then_run_reports_the_crash() {
     }
     assert_eq!(ended(server.stopped).await, Stopped::Crashed);
     // The listener is gone: a crashed host takes no new connection.
-    let refused = reqwest::Client::new()
+    let refused = http_client()
         .post(format!("{}/v1/batch", server.url))
         .json(&BatchRequest {
             inputs: vec!["c".into()],
@@ -291,4 +295,10 @@ async fn crash_after_answers_that_many_calls_then_run_reports_the_crash() {
         .send()
         .await;
     assert!(refused.is_err(), "{refused:?}");
+}
+
+/// A plain HTTP client (reqwest needs the TLS provider installed even for plain HTTP).
+fn http_client() -> reqwest::Client {
+    batchgate_net::install_crypto_provider();
+    reqwest::Client::new()
 }

@@ -1,0 +1,284 @@
+//! Known traffic in, exact metric values out: `/metrics` scraped and parsed with a Prometheus
+//! text parser, on the embedded deployment and on the worker process.
+
+mod common;
+
+use std::time::Duration;
+
+use batchgate_policy::Limits;
+use batchgate_protocol::api::TaskStatus;
+use common::{fast_sim, infer, serve_config, start_serve, start_worker, Infra, Proc};
+use prometheus_parse::{Scrape, Value};
+
+/// `GET {base}/metrics`, parsed.
+async fn scrape(http: &reqwest::Client, base: &str) -> Scrape {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition text")
+}
+
+/// The one sample of `name` whose labels include `labels`; fails the test if absent.
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .filter_map(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one sample of {name}{labels:?}, got {found:?}"
+    );
+    found[0]
+}
+
+/// Cumulative count of histogram `name` at upper bound `le`.
+fn bucket(scrape: &Scrape, name: &str, le: f64) -> f64 {
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name)
+        .unwrap_or_else(|| panic!("histogram {name} missing"));
+    let Value::Histogram(buckets) = &sample.value else {
+        panic!("{name} is not a histogram");
+    };
+    buckets
+        .iter()
+        .find(|b| b.less_than == le)
+        .unwrap_or_else(|| panic!("{name} has no bucket le={le}"))
+        .count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_traffic_gives_exact_counts_batches_and_histograms() {
+    let worker = start_worker(fast_sim(4)).await;
+    let mut config = serve_config(&Infra::None, &worker.url, 4);
+    let part = config.batcher.as_mut().expect("a batcher");
+    // Batches of 4; a lone task leaves on the timer. The window is long enough that eight
+    // concurrent submissions always fill two batches before it closes.
+    part.config.limits = Limits {
+        max_batch_size: 4,
+        max_wait: Duration::from_millis(1500),
+    };
+    let serve = start_serve(config).await;
+    let http = common::client();
+
+    // Eight distinct inputs at once: two full batches.
+    let answers = futures::future::join_all((0..8).map(|i| {
+        let (http, url) = (&http, &serve.url);
+        async move { infer(http, url, &format!("input-{i}")).await }
+    }))
+    .await;
+    assert!(answers.iter().all(|a| a.status == TaskStatus::Success));
+    // One alone: a batch of one, flushed by the timer.
+    assert_eq!(
+        infer(&http, &serve.url, "alone").await.status,
+        TaskStatus::Success
+    );
+    // A resubmission: answered from the dedupe cache, not run again.
+    assert_eq!(
+        infer(&http, &serve.url, "input-0").await.status,
+        TaskStatus::Success
+    );
+    // An empty input: 422, nothing enqueued.
+    let refused = http
+        .post(format!("{}/v1/inference", serve.url))
+        .json(&serde_json::json!({ "input": "" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 422);
+
+    let m = scrape(&http, &serve.url).await;
+    let submit = "/v1/inference";
+    assert_eq!(
+        value(
+            &m,
+            "batchgate_http_requests_total",
+            &[("route", submit), ("status", "200")]
+        ),
+        10.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "batchgate_http_requests_total",
+            &[("route", submit), ("status", "422")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "batchgate_http_errors_total",
+            &[("code", "invalid_request")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "batchgate_http_request_duration_seconds_count",
+            &[("route", submit)]
+        ),
+        11.0
+    );
+    assert_eq!(value(&m, "batchgate_tasks_accepted_total", &[]), 9.0);
+    assert_eq!(value(&m, "batchgate_dedupe_hits_total", &[]), 1.0);
+    assert_eq!(
+        value(
+            &m,
+            "batchgate_tasks_completed_total",
+            &[("outcome", "success")]
+        ),
+        9.0
+    );
+    assert_eq!(
+        value(&m, "batchgate_batches_total", &[("reason", "full")]),
+        2.0
+    );
+    assert_eq!(
+        value(&m, "batchgate_batches_total", &[("reason", "timer")]),
+        1.0
+    );
+    // Batch sizes 4, 4 and 1.
+    assert_eq!(value(&m, "batchgate_batch_size_count", &[]), 3.0);
+    assert_eq!(value(&m, "batchgate_batch_size_sum", &[]), 9.0);
+    assert_eq!(bucket(&m, "batchgate_batch_size", 1.0), 1.0);
+    assert_eq!(bucket(&m, "batchgate_batch_size", 2.0), 1.0);
+    assert_eq!(bucket(&m, "batchgate_batch_size", 4.0), 3.0);
+    assert_eq!(bucket(&m, "batchgate_batch_size", f64::INFINITY), 3.0);
+    assert_eq!(
+        value(&m, "batchgate_worker_call_duration_seconds_count", &[]),
+        3.0
+    );
+    // Every task that ran is timed once from acceptance: to its batch leaving, to its result.
+    assert_eq!(value(&m, "batchgate_task_wait_seconds_count", &[]), 9.0);
+    assert_eq!(value(&m, "batchgate_task_latency_seconds_count", &[]), 9.0);
+    // The lone task waited the whole window: its wait is at least 1.5 s, the others' less.
+    assert_eq!(bucket(&m, "batchgate_task_wait_seconds", 1.0), 8.0);
+    assert_eq!(value(&m, "batchgate_inflight_batches_max", &[]), 4.0);
+    assert_eq!(value(&m, "batchgate_inflight_batches", &[]), 0.0);
+    assert_eq!(value(&m, "batchgate_worker_retries_total", &[]), 0.0);
+    assert_eq!(value(&m, "batchgate_collapsed_inputs_total", &[]), 0.0);
+    assert_eq!(value(&m, "batchgate_dead_letter_queue_tasks", &[]), 0.0);
+    assert_eq!(value(&m, "batchgate_rate_limited_total", &[]), 0.0);
+    let depth: f64 = (0..16)
+        .map(|p| {
+            value(
+                &m,
+                "batchgate_queue_depth",
+                &[("partition", &p.to_string())],
+            )
+        })
+        .sum();
+    assert_eq!(depth, 0.0);
+    // Nine records, one per task that ran (the dedupe hit shares one).
+    assert_eq!(value(&m, "batchgate_result_store_records", &[]), 9.0);
+    // The worker saw the same three calls.
+    assert_eq!(worker.sim.stats().calls, 3);
+
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[test]
+fn the_worker_process_exports_its_calls_items_and_busy_time() {
+    let worker = Proc::start(&[
+        "worker",
+        "--sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--base-ms",
+        "5",
+        "--per-item-ms",
+        "0",
+    ]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let http = common::client();
+        for n in [3, 5] {
+            let inputs: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
+            let answer = http
+                .post(format!("{}/v1/batch", worker.url))
+                .json(&serde_json::json!({ "inputs": inputs }))
+                .send()
+                .await
+                .expect("call");
+            assert_eq!(answer.status(), 200);
+        }
+        let m = scrape(&http, &worker.url).await;
+        assert_eq!(
+            value(
+                &m,
+                "batchgate_worker_calls_total",
+                &[("outcome", "success")]
+            ),
+            2.0
+        );
+        assert_eq!(value(&m, "batchgate_worker_items_total", &[]), 8.0);
+        assert_eq!(value(&m, "batchgate_worker_inflight_calls", &[]), 0.0);
+        assert_eq!(value(&m, "batchgate_worker_slots", &[]), 32.0);
+        // Two calls of at least 5 ms each held a slot.
+        assert!(value(&m, "batchgate_worker_busy_seconds_total", &[]) >= 0.010);
+    });
+}
+
+/// Every `batchgate_*` metric the Grafana dashboard queries is exported by some process: seen
+/// in a scrape after some traffic, or — for labelled families that have no series until their
+/// event happens (shedding) — registered under that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let dashboard = include_str!("../../../deploy/grafana/batchgate.json");
+    let worker = start_worker(fast_sim(4)).await;
+    let serve = start_serve(serve_config(&Infra::None, &worker.url, 4)).await;
+    let worker_process = Proc::start(&["worker", "--sim", "--listen", "127.0.0.1:0"]);
+    let http = common::client();
+    assert_eq!(
+        infer(&http, &serve.url, "one").await.status,
+        TaskStatus::Success
+    );
+    let registered = [
+        include_str!("../../gateway/src/metrics.rs"),
+        include_str!("../../batcher/src/metrics.rs"),
+        include_str!("../src/worker.rs"),
+    ];
+    let mut exported: Vec<String> = Vec::new();
+    for source in registered {
+        exported.extend(
+            source
+                .split('"')
+                .filter(|w| w.starts_with("batchgate_"))
+                .map(String::from),
+        );
+    }
+    for base in [&serve.url, &worker_process.url] {
+        exported.extend(scrape(&http, base).await.docs.into_keys());
+    }
+    let mut missing = Vec::new();
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !word.starts_with("batchgate_") || word == "batchgate_" {
+            continue;
+        }
+        let family = ["_bucket", "_sum", "_count", "_total"]
+            .iter()
+            .find_map(|suffix| word.strip_suffix(suffix))
+            .unwrap_or(word);
+        if !exported.iter().any(|e| e == family || e == word) {
+            missing.push(word.to_owned());
+        }
+    }
+    assert!(missing.is_empty(), "not exported: {missing:?}");
+    serve.shutdown().await;
+    worker.stop.cancel();
+}

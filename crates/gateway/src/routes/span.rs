@@ -1,0 +1,74 @@
+//! The span of one HTTP request: what every log line about the request carries
+//! (`request_id`, then `task_id` once the task has one), and — with tracing on — the root of
+//! the request's trace, continuing the client's W3C `traceparent` if it sent one.
+
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::Response;
+use tracing::field::Empty;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Opens the request's span (`make_span_with` of the trace layer, which runs after the
+/// request id is set).
+pub(super) fn request_span(request: &Request) -> Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let method = request.method().as_str();
+    let route = route_template(request.uri().path());
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = Empty,
+        request_id = %request_id,
+        task_id = Empty,
+    );
+    if let Some(parent) = batchgate_telemetry::http_parent(request.headers()) {
+        // Fails only when no OpenTelemetry layer is installed, and then `http_parent` is None.
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// Notes the status on the span and logs the answer at debug.
+pub(super) fn record_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    tracing::debug!(status, latency_ms = latency.as_secs_f64() * 1e3, "answered");
+}
+
+/// The route a path belongs to, by template, so span names stay few (no task ids in them).
+/// The router matches later; this mirrors its table for the span's name only.
+fn route_template(path: &str) -> &'static str {
+    match path {
+        "/v1/inference" => "/v1/inference",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        "/" => "/",
+        "/status.json" => "/status.json",
+        "/openapi.json" => "/openapi.json",
+        p if p.starts_with("/v1/result/") => "/v1/result/{task_id}",
+        p if p.starts_with("/admin/") => "/admin/dlq",
+        _ => "unmatched",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_template;
+
+    #[test]
+    fn span_names_use_route_templates() {
+        assert_eq!(route_template("/v1/result/abc-1"), "/v1/result/{task_id}");
+        assert_eq!(route_template("/v1/inference"), "/v1/inference");
+        assert_eq!(route_template("/nope"), "unmatched");
+    }
+}

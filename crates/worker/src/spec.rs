@@ -1,0 +1,436 @@
+//! A `--worker-url`, parsed and checked at start-up: which protocol, where, and the limits of
+//! that one worker. The scheme names the protocol:
+//!
+//! | URL | protocol |
+//! |---|---|
+//! | `http://host:port[/prefix]` | batchgate's JSON batch API (`POST {url}/v1/batch`) |
+//! | `grpc://host:port` | `batchgate.worker.v1.Worker/Infer` over gRPC (h2c) |
+//! | `kserve-v2+http://host:port/v2/models/NAME[/versions/V]` | KServe V2 / Open Inference Protocol |
+//! | `openai+http://host:port/v1` | OpenAI-style `POST {url}/embeddings` |
+//!
+//! Query parameters set the worker's limits — `max_batch_size` (larger batches are split
+//! into several calls), `max_inflight_batches` (calls under way at once), `timeout_ms` — and
+//! protocol options: `input` and `output` (V2 tensor names), `model` (OpenAI). Anything else
+//! is refused, so a typo fails at start-up rather than being ignored.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use batchgate_protocol::kserve_v2::{DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME};
+use reqwest::Url;
+
+use crate::openai::DEFAULT_MODEL;
+
+/// The schemes understood, as shown in error messages.
+pub const SCHEMES: &str = "http://, https://, grpc://, kserve-v2+http(s)://, openai+http(s)://";
+
+/// Why a worker URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// No `scheme://` at the start.
+    #[error("worker URL {url:?} has no scheme: use one of {SCHEMES}")]
+    NoScheme {
+        /// The URL given.
+        url: String,
+    },
+    /// A scheme batchgate has no adapter for.
+    #[error("worker URL {url:?}: unknown scheme {scheme:?}; use one of {SCHEMES} (gRPC over TLS is not built yet: use https:// for TLS to a worker)")]
+    UnknownScheme {
+        /// The URL given.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// Not a URL, or not one this protocol can use.
+    #[error("worker URL {url:?}: {reason}")]
+    Malformed {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Which protocol a worker speaks, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// batchgate's JSON batch API.
+    HttpJson {
+        /// `http://host:port[/prefix]`, without a trailing slash.
+        base: String,
+    },
+    /// The batch API over gRPC.
+    Grpc {
+        /// `host:port`.
+        authority: String,
+    },
+    /// KServe V2 / Open Inference Protocol over HTTP.
+    KserveV2 {
+        /// `http://host:port/v2/models/NAME[/versions/V]`.
+        model_url: String,
+        /// The input tensor's name.
+        input: String,
+        /// The output tensor's name.
+        output: String,
+    },
+    /// OpenAI-style embeddings.
+    OpenAi {
+        /// `http://host:port/v1`, without a trailing slash.
+        base: String,
+        /// The model named in requests.
+        model: String,
+    },
+}
+
+/// Limits of one worker; `None` takes the batcher's setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerLimits {
+    /// Most inputs in one call to it; a larger batch is split into several calls.
+    pub max_batch_size: Option<usize>,
+    /// Most calls under way to it at once; more wait for one to finish.
+    pub max_inflight_batches: Option<usize>,
+    /// Bound on one call to it.
+    pub timeout: Option<Duration>,
+}
+
+/// One worker: protocol, address and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSpec {
+    /// How to call it.
+    pub protocol: Protocol,
+    /// Its own limits.
+    pub limits: WorkerLimits,
+    /// The URL without its query, for logs.
+    pub name: String,
+}
+
+impl WorkerSpec {
+    /// Whether calls to this worker go over TLS (`https://`, `kserve-v2+https://`,
+    /// `openai+https://`).
+    pub fn uses_tls(&self) -> bool {
+        match &self.protocol {
+            Protocol::HttpJson { base } | Protocol::OpenAi { base, .. } => {
+                base.starts_with("https://")
+            }
+            Protocol::KserveV2 { model_url, .. } => model_url.starts_with("https://"),
+            Protocol::Grpc { .. } => false,
+        }
+    }
+}
+
+impl fmt::Display for WorkerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl FromStr for WorkerSpec {
+    type Err = SpecError;
+
+    fn from_str(url: &str) -> Result<Self, SpecError> {
+        let malformed = |reason: String| SpecError::Malformed {
+            url: url.to_owned(),
+            reason,
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(SpecError::NoScheme {
+                url: url.to_owned(),
+            });
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        if ![
+            "http",
+            "https",
+            "grpc",
+            "kserve-v2+http",
+            "kserve-v2+https",
+            "openai+http",
+            "openai+https",
+        ]
+        .contains(&scheme.as_str())
+        {
+            return Err(SpecError::UnknownScheme {
+                url: url.to_owned(),
+                scheme,
+            });
+        }
+        // Every protocol runs over HTTP, plain or TLS: parse the rest as such a URL, which
+        // checks the host and port.
+        let transport = if scheme == "https" || scheme.ends_with("+https") {
+            "https"
+        } else {
+            "http"
+        };
+        let parsed =
+            Url::parse(&format!("{transport}://{rest}")).map_err(|e| malformed(e.to_string()))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(malformed(
+                "credentials in worker URLs are not supported".into(),
+            ));
+        }
+        if parsed.fragment().is_some() {
+            return Err(malformed("a worker URL has no #fragment".into()));
+        }
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| malformed("no host".into()))?;
+        let authority = match parsed.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let path = parsed.path().trim_end_matches('/').to_owned();
+        let origin = format!("{transport}://{authority}");
+
+        let mut query = Query::parse(&parsed).map_err(&malformed)?;
+        let limits = WorkerLimits {
+            max_batch_size: query.positive("max_batch_size").map_err(&malformed)?,
+            max_inflight_batches: query.positive("max_inflight_batches").map_err(&malformed)?,
+            timeout: query
+                .positive("timeout_ms")
+                .map_err(&malformed)?
+                .map(|ms| Duration::from_millis(ms as u64)),
+        };
+        let protocol = match scheme.as_str() {
+            "http" | "https" => Protocol::HttpJson {
+                base: format!("{origin}{path}"),
+            },
+            "grpc" => {
+                if !path.is_empty() {
+                    return Err(malformed(format!(
+                        "a grpc:// URL is host:port only (the method's path is fixed), not {path:?}"
+                    )));
+                }
+                Protocol::Grpc {
+                    authority: authority.clone(),
+                }
+            }
+            "kserve-v2+http" | "kserve-v2+https" => {
+                check_v2_model_path(&path).map_err(&malformed)?;
+                Protocol::KserveV2 {
+                    model_url: format!("{origin}{path}"),
+                    input: query
+                        .name("input", DEFAULT_INPUT_NAME)
+                        .map_err(&malformed)?,
+                    output: query
+                        .name("output", DEFAULT_OUTPUT_NAME)
+                        .map_err(&malformed)?,
+                }
+            }
+            _ => {
+                if path.is_empty() {
+                    return Err(malformed(
+                        "an openai+http:// URL needs the API's base path, e.g. /v1".into(),
+                    ));
+                }
+                Protocol::OpenAi {
+                    base: format!("{origin}{path}"),
+                    model: query.name("model", DEFAULT_MODEL).map_err(&malformed)?,
+                }
+            }
+        };
+        query.finish().map_err(&malformed)?;
+        Ok(WorkerSpec {
+            protocol,
+            limits,
+            name: format!("{scheme}://{authority}{path}"),
+        })
+    }
+}
+
+/// A V2 model URL's path ends in `/v2/models/NAME` or `/v2/models/NAME/versions/V`.
+fn check_v2_model_path(path: &str) -> Result<(), String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let ok = |i: usize| {
+        segments.get(i) == Some(&"v2")
+            && segments.get(i + 1) == Some(&"models")
+            && segments.get(i + 2).is_some_and(|name| !name.is_empty())
+    };
+    let n = segments.len();
+    let plain = n >= 3 && ok(n - 3);
+    let versioned =
+        n >= 5 && segments[n - 2] == "versions" && !segments[n - 1].is_empty() && ok(n - 5);
+    if plain || versioned {
+        Ok(())
+    } else {
+        Err(format!(
+            "a kserve-v2+http:// URL names a model: …/v2/models/NAME[/versions/V], not {path:?}"
+        ))
+    }
+}
+
+/// The query parameters of a worker URL, taken one by one.
+struct Query {
+    /// Parameters not taken yet.
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    fn parse(url: &Url) -> Result<Query, String> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (key, value) in url.query_pairs() {
+            if pairs.iter().any(|(k, _)| *k == key) {
+                return Err(format!("query parameter {key:?} given twice"));
+            }
+            pairs.push((key.into_owned(), value.into_owned()));
+        }
+        Ok(Query { pairs })
+    }
+
+    fn take(&mut self, key: &str) -> Option<String> {
+        let i = self.pairs.iter().position(|(k, _)| k == key)?;
+        Some(self.pairs.remove(i).1)
+    }
+
+    /// A whole number ≥ 1.
+    fn positive(&mut self, key: &str) -> Result<Option<usize>, String> {
+        self.take(key)
+            .map(|v| match v.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(format!("{key} must be a whole number ≥ 1, got {v:?}")),
+            })
+            .transpose()
+    }
+
+    /// A non-empty name, or `default`.
+    fn name(&mut self, key: &str, default: &str) -> Result<String, String> {
+        match self.take(key) {
+            None => Ok(default.to_owned()),
+            Some(v) if v.is_empty() => Err(format!("{key} must not be empty")),
+            Some(v) => Ok(v),
+        }
+    }
+
+    /// Refuses parameters nobody took.
+    fn finish(self) -> Result<(), String> {
+        match self.pairs.first() {
+            None => Ok(()),
+            Some((key, _)) => Err(format!(
+                "unknown query parameter {key:?} (known: max_batch_size, max_inflight_batches, \
+                 timeout_ms; input and output for kserve-v2+http; model for openai+http)"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<WorkerSpec, String> {
+        url.parse::<WorkerSpec>().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_scheme_names_its_protocol() {
+        let http = parse("http://127.0.0.1:9000/").expect("http");
+        assert_eq!(
+            http.protocol,
+            Protocol::HttpJson {
+                base: "http://127.0.0.1:9000".into()
+            }
+        );
+        assert_eq!(http.name, "http://127.0.0.1:9000");
+        assert_eq!(
+            parse("grpc://localhost:50051").expect("grpc").protocol,
+            Protocol::Grpc {
+                authority: "localhost:50051".into()
+            }
+        );
+        assert_eq!(
+            parse("kserve-v2+http://h:8000/v2/models/sim?input=text&output=hash")
+                .expect("v2")
+                .protocol,
+            Protocol::KserveV2 {
+                model_url: "http://h:8000/v2/models/sim".into(),
+                input: "text".into(),
+                output: "hash".into(),
+            }
+        );
+        assert!(parse("kserve-v2+http://h:8000/prefix/v2/models/sim/versions/3").is_ok());
+        assert_eq!(
+            parse("openai+http://h:8000/v1").expect("openai").protocol,
+            Protocol::OpenAi {
+                base: "http://h:8000/v1".into(),
+                model: "sim".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn limits_come_from_the_query() {
+        let spec = parse("grpc://h:1?max_batch_size=16&max_inflight_batches=4&timeout_ms=2500")
+            .expect("valid");
+        assert_eq!(
+            spec.limits,
+            WorkerLimits {
+                max_batch_size: Some(16),
+                max_inflight_batches: Some(4),
+                timeout: Some(Duration::from_millis(2500)),
+            }
+        );
+        assert_eq!(spec.name, "grpc://h:1");
+    }
+
+    #[test]
+    fn https_variants_keep_their_protocol_and_use_tls() {
+        for (url, base) in [
+            ("https://h:1/p", "https://h:1/p"),
+            ("https://h", "https://h:443"),
+            ("http://h", "http://h:80"),
+        ] {
+            let spec = url.parse::<WorkerSpec>().expect(url);
+            assert_eq!(
+                spec.protocol,
+                Protocol::HttpJson { base: base.into() },
+                "{url}"
+            );
+            assert_eq!(spec.uses_tls(), url.starts_with("https"), "{url}");
+        }
+        let v2 = "kserve-v2+https://h:1/v2/models/m"
+            .parse::<WorkerSpec>()
+            .expect("v2");
+        assert!(v2.uses_tls());
+        let openai = "openai+https://h:1/v1"
+            .parse::<WorkerSpec>()
+            .expect("openai");
+        assert!(openai.uses_tls());
+        assert!(!"grpc://h:1".parse::<WorkerSpec>().expect("grpc").uses_tls());
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_reason() {
+        for (url, expected) in [
+            ("localhost:9000", "has no scheme"),
+            ("grpcs://h:1", "unknown scheme \"grpcs\""),
+            ("tcp://h:1", "unknown scheme \"tcp\""),
+            ("http://:9000", "empty host"),
+            ("http://h:99999", "invalid port"),
+            ("grpc://h:1/x", "host:port only"),
+            ("kserve-v2+http://h:1/v2/models", "names a model"),
+            (
+                "kserve-v2+http://h:1/v2/models/m?input=",
+                "input must not be empty",
+            ),
+            ("openai+http://h:1", "base path"),
+            (
+                "http://h:1?max_batch_size=0",
+                "max_batch_size must be a whole number",
+            ),
+            (
+                "http://h:1?timeout_ms=soon",
+                "timeout_ms must be a whole number",
+            ),
+            ("http://h:1?model=x", "unknown query parameter \"model\""),
+            (
+                "http://h:1?max_batch_size=1&max_batch_size=2",
+                "given twice",
+            ),
+            ("http://user:pw@h:1", "credentials"),
+        ] {
+            let error = parse(url).expect_err(url);
+            assert!(error.contains(expected), "{url}: {error}");
+        }
+    }
+}
