@@ -5,9 +5,12 @@
 # release dependency build is the one the model benchmark reuses.
 #
 #   scripts/test-model.sh            # lints + tests with a tiny model each test builds itself
-#   BATCHGATE_MODEL_DIR=DIR scripts/test-model.sh
+#   BATCHGATE_TEST_MODEL_DIR=DIR scripts/test-model.sh
 #                                    # also the ignored tests on the real model in DIR
 #                                    # (scripts/fetch-model.sh DIR makes it)
+#
+# Not BATCHGATE_MODEL_DIR: that is `serve --model-dir`'s own variable, and would turn every
+# `serve` the tests parse into a model server.
 #
 # For CI, cache ~/.cargo/registry and the target directory (CARGO_TARGET_DIR, `target/` by
 # default) keyed on Cargo.lock: with the cache warm this step takes about a minute, cold 6–8.
@@ -18,6 +21,6 @@ cargo clippy --locked -p batchgate-model -p batchgate --features batchgate-model
 cargo test --release --locked -p batchgate-model --features model "$@"
 # The binary's --model-dir: flag checks (lib) and serve/worker with a tiny model (tests/model.rs).
 cargo test --release --locked -p batchgate --features model --lib --test model "$@"
-if [ -n "${BATCHGATE_MODEL_DIR:-}" ]; then
+if [ -n "${BATCHGATE_TEST_MODEL_DIR:-}" ]; then
   cargo test --release --locked -p batchgate-model --features model --test real_model -- --ignored
 fi

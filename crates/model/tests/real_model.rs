@@ -1,5 +1,5 @@
 //! The real all-MiniLM-L6-v2, if it has been fetched (`scripts/fetch-model.sh DIR`, then
-//! `BATCHGATE_MODEL_DIR=DIR cargo test --release -p batchgate-model --features model -- --ignored`).
+//! `BATCHGATE_TEST_MODEL_DIR=DIR cargo test --release -p batchgate-model --features model -- --ignored`).
 //! Ignored by default: tests never download anything.
 
 use batchgate_model::EmbeddingModel;
@@ -10,8 +10,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn real_model() -> EmbeddingModel {
-    let dir = std::env::var("BATCHGATE_MODEL_DIR")
-        .expect("set BATCHGATE_MODEL_DIR to a directory made by scripts/fetch-model.sh");
+    let dir = std::env::var("BATCHGATE_TEST_MODEL_DIR")
+        .expect("set BATCHGATE_TEST_MODEL_DIR to a directory made by scripts/fetch-model.sh");
     EmbeddingModel::load(&dir).expect("load the real model")
 }
 
@@ -20,7 +20,7 @@ fn real_model() -> EmbeddingModel {
 /// the 4 decimals it shows. Matching it checks tokenizer, encoder, mask, pooling and
 /// normalisation together against the PyTorch reference.
 #[test]
-#[ignore = "needs the real model: scripts/fetch-model.sh DIR and BATCHGATE_MODEL_DIR=DIR"]
+#[ignore = "needs the real model: scripts/fetch-model.sh DIR and BATCHGATE_TEST_MODEL_DIR=DIR"]
 fn reproduces_the_published_similarities() {
     let model = real_model();
     assert_eq!(model.dim(), 384);
