@@ -252,7 +252,19 @@ pub struct BatchingArgs {
     #[arg(long, env = "BATCHGATE_MAX_WAIT_MS", default_value_t = 50)]
     pub max_wait_ms: u64,
 
-    /// Worker calls under way at once [default: --sim-slots with the built-in worker, else 32].
+    /// Run a real model in-process instead of calling a worker: sentence embeddings from the
+    /// model directory DIR (see scripts/fetch-model.sh).
+    #[cfg(feature = "model")]
+    #[arg(
+        long,
+        env = "BATCHGATE_MODEL_DIR",
+        value_name = "DIR",
+        conflicts_with = "worker_url"
+    )]
+    pub model_dir: Option<PathBuf>,
+
+    /// Worker calls under way at once [default: --sim-slots with the built-in worker, 2 with
+    /// --model-dir (one running, the next ready), else 32].
     #[arg(long, env = "BATCHGATE_MAX_INFLIGHT_BATCHES")]
     pub max_inflight_batches: Option<usize>,
 
@@ -544,9 +556,32 @@ pub struct BatcherArgs {
 /// Flags of `batchgate worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Serve the simulated cost model (the only kind of worker built in so far).
-    #[arg(long, env = "BATCHGATE_WORKER_SIM", required = true)]
+    /// Serve the simulated cost model.
+    #[cfg_attr(
+        not(feature = "model"),
+        arg(long, env = "BATCHGATE_WORKER_SIM", required = true)
+    )]
+    #[cfg_attr(
+        feature = "model",
+        arg(
+            long,
+            env = "BATCHGATE_WORKER_SIM",
+            required_unless_present = "model_dir"
+        )
+    )]
     pub sim: bool,
+
+    /// Serve a real model instead: sentence embeddings from the model directory DIR
+    /// (config.json, tokenizer.json, model.safetensors; see scripts/fetch-model.sh). One
+    /// forward pass at a time; --max-batch-size applies, the --sim flags do not.
+    #[cfg(feature = "model")]
+    #[arg(
+        long,
+        env = "BATCHGATE_WORKER_MODEL_DIR",
+        value_name = "DIR",
+        conflicts_with = "sim"
+    )]
+    pub model_dir: Option<PathBuf>,
 
     /// Address to listen on.
     #[arg(long, env = "BATCHGATE_WORKER_LISTEN", default_value = DEFAULT_WORKER_LISTEN)]
@@ -615,6 +650,11 @@ pub struct WorkerArgs {
     pub fault_seed: Option<u64>,
 }
 
+/// Default in-flight batches with an in-process model: one in the forward pass, the next one
+/// formed and waiting for it, so the model never waits for the batcher.
+#[cfg(feature = "model")]
+pub const MODEL_INFLIGHT_BATCHES: usize = 2;
+
 /// Milliseconds as given on the command line, checked.
 fn millis(name: &str, ms: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(ms / 1000.0)
@@ -681,6 +721,12 @@ impl BatchingArgs {
                 "--worker-timeout-ms and --worker-health-interval-ms must be at least 1".into(),
             );
         }
+        #[cfg(feature = "model")]
+        if let Some(dir) = &self.model_dir {
+            batchgate_model::check_dir(dir).map_err(|e| format!("--model-dir: {e}"))?;
+        }
+        #[cfg(feature = "model")]
+        let sim = if self.model_dir.is_some() { None } else { sim };
         let worker = match (self.worker_url.is_empty(), sim) {
             (false, _) => {
                 let workers = self
@@ -701,6 +747,11 @@ impl BatchingArgs {
                 }
             }
             (true, Some(sim)) => WorkerChoice::Simulated(sim),
+            #[cfg(feature = "model")]
+            (true, None) if self.model_dir.is_some() => WorkerChoice::Model {
+                dir: self.model_dir.clone().unwrap_or_default(),
+                max_batch_size: self.max_batch_size,
+            },
             (true, None) => return Err("--worker-url is required".into()),
         };
         let max_inflight_batches = self.max_inflight_batches.unwrap_or(match &worker {
@@ -711,6 +762,8 @@ impl BatchingArgs {
                 .map(|w| w.limits.max_inflight_batches)
                 .sum::<Option<usize>>()
                 .unwrap_or(batchgate_batcher::driver::DEFAULT_MAX_INFLIGHT_BATCHES),
+            #[cfg(feature = "model")]
+            WorkerChoice::Model { .. } => MODEL_INFLIGHT_BATCHES,
         });
         Ok(BatcherPart {
             config: batchgate_batcher::BatcherConfig {
@@ -859,7 +912,13 @@ impl WorkerArgs {
         if self.crash_after == Some(0) {
             return Err("--crash-after must be at least 1".into());
         }
+        #[cfg(feature = "model")]
+        if let Some(dir) = &self.model_dir {
+            batchgate_model::check_dir(dir).map_err(|e| format!("--model-dir: {e}"))?;
+        }
         Ok(WorkerConfig {
+            #[cfg(feature = "model")]
+            model_dir: self.model_dir,
             tls: self.tls.files(self.client_ca.clone())?,
             faults: batchgate_sim::Faults {
                 error_rate: fraction("error-rate", self.error_rate)?,

@@ -7,7 +7,8 @@
 //! - [`backend`]: the queue, stores and dedupe a process runs on (in-process or Redis).
 //! - [`serve`]: runs a process's parts (gateway, batcher or both) and its shutdown order.
 //! - [`dlq`]: `batchgate dlq list|replay|purge`, through a gateway's admin API.
-//! - [`worker`]: `batchgate worker --sim`, the reference worker server.
+//! - [`worker`]: `batchgate worker --sim`, the reference worker server (and, with the `model`
+//!   feature, `worker --model-dir DIR`, a real model behind the same API, via `batch_api`).
 //! - [`shutdown`]: the one owner of SIGINT/SIGTERM.
 //! - [`telemetry`]: logging setup.
 //! - [`token`]: `batchgate token`, a development JWT.

@@ -40,6 +40,14 @@ pub enum WorkerChoice {
         /// trust, and a client certificate for workers that require one (mTLS).
         tls: ClientTlsFiles,
     },
+    /// A real model (sentence embeddings), in-process, loaded from a local directory.
+    #[cfg(feature = "model")]
+    Model {
+        /// The model directory (`scripts/fetch-model.sh`).
+        dir: std::path::PathBuf,
+        /// Most inputs per forward pass: the batcher's own limit.
+        max_batch_size: usize,
+    },
 }
 
 impl WorkerChoice {
@@ -167,7 +175,31 @@ fn build_worker(choice: &WorkerChoice) -> anyhow::Result<Arc<dyn Worker>> {
             pool_of_workers.spawn_health_checks(pool.health_interval);
             Arc::new(pool_of_workers)
         }
+        #[cfg(feature = "model")]
+        WorkerChoice::Model {
+            dir,
+            max_batch_size,
+        } => Arc::new(load_model(dir, *max_batch_size)?),
     })
+}
+
+/// The model in `dir` as a worker; the one place a process loads it.
+#[cfg(feature = "model")]
+pub fn load_model(
+    dir: &std::path::Path,
+    max_batch_size: usize,
+) -> anyhow::Result<batchgate_model::ModelWorker> {
+    let started = std::time::Instant::now();
+    let model = batchgate_model::EmbeddingModel::load(dir)?;
+    info!(
+        dir = %dir.display(),
+        dim = model.dim(),
+        max_tokens = model.max_tokens(),
+        device = ?model.device(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    Ok(batchgate_model::ModelWorker::new(model).with_max_batch_size(max_batch_size))
 }
 
 /// Runs the configured parts until `shutdown` is cancelled, then shuts down in order:
@@ -330,6 +362,8 @@ fn announce(config: &ServeConfig, scheme: &str, addr: std::net::SocketAddr) {
             .map(|w| w.name.as_str())
             .collect::<Vec<_>>()
             .join(", "),
+        #[cfg(feature = "model")]
+        Some(WorkerChoice::Model { dir, .. }) => format!("in-process model from {}", dir.display()),
         None => "none (gateway only)".to_owned(),
     };
     if config.gateway.is_some() {

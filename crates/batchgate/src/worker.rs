@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     pub faults: Faults,
     /// Serve HTTPS (and, with a client CA, require client certificates) instead of HTTP.
     pub tls: Option<TlsFiles>,
+    /// Serve the real model in this directory instead of the simulated one.
+    #[cfg(feature = "model")]
+    pub model_dir: Option<std::path::PathBuf>,
 }
 
 /// Serves the batch API until `shutdown`, then lets calls under way finish. Never returns if
@@ -52,6 +55,13 @@ pub async fn run(
         .transpose()
         .map_err(std::io::Error::other)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(tls) = &tls {
+        tls.spawn_reloader(shutdown.clone());
+    }
+    #[cfg(feature = "model")]
+    if let Some(dir) = &config.model_dir {
+        return run_model(dir, config.sim.max_batch_size, listener, tls, shutdown).await;
+    }
     info!(
         %addr,
         slots = config.sim.slots,
@@ -66,9 +76,6 @@ pub async fn run(
         tracing::warn!(faults = ?config.faults, "fault injection is on");
     }
     let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults));
-    if let Some(tls) = &tls {
-        tls.spawn_reloader(shutdown.clone());
-    }
     let metrics = metrics_router(worker.clone());
     match batchgate_sim::server::run_with_routes(worker, metrics, listener, tls, shutdown).await? {
         Stopped::Shutdown => {
@@ -84,6 +91,38 @@ pub async fn run(
             std::process::exit(CRASH_EXIT_CODE)
         }
     }
+}
+
+/// `worker --model-dir DIR`: the real model behind every protocol of the reference server,
+/// under the directory's name (e.g. `/v2/models/all-minilm-l6-v2/infer` for a directory
+/// `all-minilm-l6-v2`), refusing calls of more than `max_batch_size` inputs.
+#[cfg(feature = "model")]
+async fn run_model(
+    dir: &std::path::Path,
+    max_batch_size: usize,
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let model = crate::serve::load_model(dir, max_batch_size)
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("model")
+        .to_owned();
+    info!(
+        %addr, model = %name,
+        "model worker listening on {scheme}://{addr} — JSON batch API (POST /v1/batch), \
+         KServe V2 (/v2/models/{name}/infer), OpenAI embeddings (/v1/embeddings), gRPC"
+    );
+    let served = batchgate_sim::server::Served::model(&name, Arc::new(model), max_batch_size);
+    batchgate_sim::server::run(served, listener, tls, shutdown).await?;
+    info!("model worker stopped");
+    Ok(())
 }
 
 /// `GET /metrics` of the worker process: what the simulated GPU has done, read from its
