@@ -8,7 +8,7 @@
 //! - [`serve`]: runs a process's parts (gateway, batcher or both) and its shutdown order.
 //! - [`dlq`]: `batchgate dlq list|replay|purge`, through a gateway's admin API.
 //! - [`worker`]: `batchgate worker --sim`, the reference worker server (and, with the `model`
-//!   feature, `worker --model-dir DIR`, a real model behind the same API, via `batch_api`).
+//!   feature, `worker --model-dir DIR`, a real model behind the same protocols).
 //! - [`shutdown`]: the one owner of SIGINT/SIGTERM.
 //! - [`telemetry`]: logging setup.
 //! - [`token`]: `batchgate token`, a development JWT.
