@@ -6,6 +6,7 @@
 //! - [`config_file`]: `--config FILE` (TOML) layered under flags and environment variables.
 //! - [`backend`]: the queue, stores and dedupe a process runs on (in-process or Redis).
 //! - [`serve`]: runs a process's parts (gateway, batcher or both) and its shutdown order.
+//! - [`pool_metrics`]: each pooled worker's health and load on `/metrics`.
 //! - [`dlq`]: `batchgate dlq list|replay|purge`, through a gateway's admin API.
 //! - [`worker`]: `batchgate worker --sim`, the reference worker server (and, with the `model`
 //!   feature, `worker --model-dir DIR`, a real model behind the same protocols).
@@ -18,6 +19,7 @@ pub mod certs;
 pub mod cli;
 pub mod config_file;
 pub mod dlq;
+pub mod pool_metrics;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -161,7 +161,9 @@ pub struct ServeOutcome {
     pub drained: bool,
 }
 
-fn build_worker(choice: &WorkerChoice) -> anyhow::Result<Arc<dyn Worker>> {
+/// The worker `choice` names; a pool of remote workers also shows each worker's health and
+/// load on `/metrics` ([`crate::pool_metrics`]).
+fn build_worker(choice: &WorkerChoice, registry: &mut Registry) -> anyhow::Result<Arc<dyn Worker>> {
     Ok(match choice {
         WorkerChoice::Simulated(sim) => Arc::new(SimWorker::new(*sim)),
         WorkerChoice::Remote { workers, pool, tls } => {
@@ -173,6 +175,9 @@ fn build_worker(choice: &WorkerChoice) -> anyhow::Result<Arc<dyn Worker>> {
             let pool_of_workers = Pool::connect(workers, pool, tls.as_ref())?;
             // Runs until the batcher drops the pool.
             pool_of_workers.spawn_health_checks(pool.health_interval);
+            registry.register_collector(Box::new(crate::pool_metrics::PoolCollector(
+                pool_of_workers.clone(),
+            )));
             Arc::new(pool_of_workers)
         }
         #[cfg(feature = "model")]
@@ -228,11 +233,12 @@ pub async fn run(
     let batcher = match &config.batcher {
         Some(part) => {
             let metrics = BatcherMetrics::register(&mut registry);
+            let worker = build_worker(&part.worker, &mut registry)?;
             let batcher = Batcher::new(
                 backends.queue.clone(),
                 backends.results.clone(),
                 backends.dead_letters.clone(),
-                build_worker(&part.worker)?,
+                worker,
                 part.config,
                 metrics,
             );
