@@ -24,15 +24,21 @@ fn token(sub: &str) -> String {
     .expect("token")
 }
 
-async fn scoped_run(backend: Backend) {
-    let infra = Infra::start(backend);
-    let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
-    let mut config = serve_config(&infra, &worker.url, 2);
+/// The test deployment with HS256 tokens signed with [`SECRET`].
+fn jwt_config(infra: &Infra, worker_url: &str) -> batchgate::serve::ServeConfig {
+    let mut config = serve_config(infra, worker_url, 2);
     config.edge.auth = AuthConfig::Jwt {
         keys: KeySource::Secret(SECRET.as_bytes().to_vec()),
         issuer: None,
         audience: None,
     };
+    config
+}
+
+async fn scoped_run(backend: Backend) {
+    let infra = Infra::start(backend);
+    let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
+    let config = jwt_config(&infra, &worker.url);
     let serve = start_serve(config).await;
     let http = client();
     let submit = |who: Option<&str>, body: serde_json::Value| {
@@ -136,12 +142,7 @@ async fn results_are_scoped_to_their_owner_redis() {
 async fn global_dedupe_run(backend: Backend) {
     let infra = Infra::start(backend);
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
-    let mut config = serve_config(&infra, &worker.url, 2);
-    config.edge.auth = AuthConfig::Jwt {
-        keys: KeySource::Secret(SECRET.as_bytes().to_vec()),
-        issuer: None,
-        audience: None,
-    };
+    let mut config = jwt_config(&infra, &worker.url);
     if let Some(gateway) = config.gateway.as_mut() {
         gateway.dedupe_scope = batchgate_gateway::DedupeScope::Global;
     }
