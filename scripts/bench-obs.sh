@@ -17,8 +17,6 @@ bin=target/release/batchgate
 . scripts/serve-lib.sh
 cargo build --release --locked -p batchgate >&2
 mkdir -p "$out"
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # A port nobody listens on: bound by python, released at once.
 sink=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 for i in $(seq 1 "$runs"); do
@@ -38,14 +36,6 @@ for i in $(seq 1 "$runs"); do
       --seed $((7000 + i * 3 + ${#mode})) --json >"$out/$mode-$i.json" 2>"$out/$mode-$i.progress"
     after=$(cpu "$pid")
     kill -TERM "$pid"; wait "$pid" || true; rm -f "$log"
-    python3 - "$out/$mode-$i.json" "$before" "$after" "$ticks" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); before, after, ticks = map(float, sys.argv[2:5])
-sent = sum(r['outcomes'].values()); l = r.get('latency_ms') or {}
-# Warmup requests are not in the report: count them as half the warmup at the full rate.
-total = sent + 10000 * 5 / 2
-print(f"{sys.argv[1]}: ok/s {r['achieved_rate']:.0f}  outcomes {r['outcomes']}  p50 {l.get('p50')}  p99 {l.get('p99')}  "
-      f"server CPU {(after - before) / ticks:.1f} s = {(after - before) / ticks / total * 1e6:.1f} µs/request")
-PY
+    report_run "$out/$mode-$i.json" "$before" "$after" 10000 5
   done
 done

@@ -17,3 +17,22 @@ start_serve() {
   kill "$pid" 2>/dev/null || true
   exit 1
 }
+
+#   cpu PID                   the process's CPU time so far (utime + stime), in clock ticks.
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+#   report_run JSON BEFORE AFTER RATE WARMUP_SECS
+#                             prints a bench report's ok/s, outcomes, p50/p99 and the server's CPU
+#                             per request: AFTER - BEFORE ticks (from `cpu`) over the requests
+#                             sent, warmup counted as half its requests at RATE.
+report_run() {
+  python3 - "$1" "$2" "$3" "$(getconf CLK_TCK)" "$4" "$5" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); before, after, ticks, rate, warmup = map(float, sys.argv[2:7])
+sent = sum(r['outcomes'].values()); l = r.get('latency_ms') or {}
+# Warmup requests are not in the report: count them as half the warmup at the full rate.
+total = sent + rate * warmup / 2
+print(f"{sys.argv[1]}: ok/s {r['achieved_rate']:.0f}  outcomes {r['outcomes']}  p50 {l.get('p50')}  p99 {l.get('p99')}  "
+      f"server CPU {(after - before) / ticks:.1f} s = {(after - before) / ticks / total * 1e6:.1f} µs/request")
+PY
+}

@@ -238,11 +238,26 @@ async fn health_readiness_and_openapi_answer() {
     worker.stop.cancel();
 }
 
+/// Opens a connection to `addr` and sends a submission's headers and the start of a body
+/// that never completes: the server holds the request until its timeout.
+async fn start_unfinished_request(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            b"POST /v1/inference HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"input\":",
+        )
+        .await
+        .expect("write");
+    stream
+}
+
 /// A slowloris-style client: headers, then a body that trickles and never completes. The
 /// request timeout answers 408 and closes it; other clients are served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_completes_is_timed_out() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
 
     let infra = Infra::start(Backend::Memory);
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
@@ -252,14 +267,7 @@ async fn a_body_that_never_completes_is_timed_out() {
     }
     let serve = start_serve(config).await;
     let addr = serve.url.trim_start_matches("http://").to_owned();
-    let mut slow = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    slow.write_all(
-        b"POST /v1/inference HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"input\":",
-    )
-    .await
-    .expect("write");
+    let mut slow = start_unfinished_request(&addr).await;
     // Meanwhile an ordinary client is served.
     let view = infer(&client(), &serve.url, "not slow").await;
     assert_eq!(view.status, TaskStatus::Success);
@@ -286,8 +294,6 @@ async fn a_body_that_never_completes_is_timed_out() {
 /// held requests end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_the_concurrency_limit_are_refused_at_once() {
-    use tokio::io::AsyncWriteExt;
-
     let infra = Infra::start(Backend::Memory);
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     let mut config = serve_config(&infra, &worker.url, 2);
@@ -298,15 +304,7 @@ async fn requests_past_the_concurrency_limit_are_refused_at_once() {
     let addr = serve.url.trim_start_matches("http://").to_owned();
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut slow = tokio::net::TcpStream::connect(&addr)
-            .await
-            .expect("connect");
-        slow.write_all(
-            b"POST /v1/inference HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"input\":",
-        )
-        .await
-        .expect("write");
-        held.push(slow);
+        held.push(start_unfinished_request(&addr).await);
     }
     let http = client();
     let submit = || {

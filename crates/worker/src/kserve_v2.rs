@@ -58,10 +58,12 @@ impl KserveV2Worker {
         &self.infer_url
     }
 
-    /// The same client, reaching an `https://` URL with `tls` (the CA to trust, and a client
-    /// certificate for workers that require one), and only over TLS.
-    pub fn with_tls(mut self, tls: rustls::ClientConfig) -> Result<Self, WorkerError> {
-        self.client = http::client(self.timeout, Some(tls))?;
+    /// The same client; with `tls`, reaching an `https://` URL with it (the CA to trust, and a
+    /// client certificate for workers that require one), and only over TLS.
+    pub fn with_tls(mut self, tls: Option<rustls::ClientConfig>) -> Result<Self, WorkerError> {
+        if tls.is_some() {
+            self.client = http::client(self.timeout, tls)?;
+        }
         Ok(self)
     }
 }

@@ -96,19 +96,9 @@ impl Member {
                 model_url,
                 input,
                 output,
-            } => {
-                let worker = KserveV2Worker::new(model_url, input, output, timeout)?;
-                Arc::new(match tls {
-                    Some(tls) => worker.with_tls(tls)?,
-                    None => worker,
-                })
-            }
+            } => Arc::new(KserveV2Worker::new(model_url, input, output, timeout)?.with_tls(tls)?),
             Protocol::OpenAi { base, model } => {
-                let worker = OpenAiWorker::new(base, model, timeout)?;
-                Arc::new(match tls {
-                    Some(tls) => worker.with_tls(tls)?,
-                    None => worker,
-                })
+                Arc::new(OpenAiWorker::new(base, model, timeout)?.with_tls(tls)?)
             }
         };
         Ok(Member {
