@@ -49,6 +49,9 @@ struct Addressee {
     task_id: String,
     reply_to: Option<String>,
     enqueued_at: SystemTime,
+    /// When it first entered the queue, by the queue's clock.
+    queued_at: SystemTime,
+    receipt: Receipt,
     deadline: Option<SystemTime>,
     owner: Option<String>,
     trace_parent: Option<String>,
@@ -62,7 +65,7 @@ struct Outcomes {
     /// Failed tasks, for the dead-letter queue.
     failures: Vec<Failure>,
     /// Tasks the worker was too busy for, to run again later.
-    requeue: Vec<(Task, String)>,
+    requeue: Vec<(Delivery, String)>,
 }
 
 impl Dispatcher {
@@ -103,12 +106,12 @@ impl Dispatcher {
         let mut completions = Vec::with_capacity(size);
         let mut accepted_at = HashMap::with_capacity(size);
         for delivery in items {
-            receipts.push(delivery.receipt);
+            receipts.push(delivery.receipt.clone());
             let task = delivery.task;
             let waited = now.duration_since(task.enqueued_at).unwrap_or_default();
             self.metrics.task_wait.observe(waited.as_secs_f64());
             accepted_at.insert(task.task_id.clone(), task.enqueued_at);
-            if let Some(why) = self.too_late(&task, now) {
+            if let Some(why) = self.too_late(&task, delivery.queued_at, now) {
                 completions.push(Completion {
                     task_id: task.task_id,
                     outcome: Outcome::Failed(why),
@@ -121,6 +124,8 @@ impl Dispatcher {
                 task_id: task.task_id,
                 reply_to: task.reply_to,
                 enqueued_at: task.enqueued_at,
+                queued_at: delivery.queued_at,
+                receipt: delivery.receipt,
                 deadline: task.deadline,
                 owner: task.owner,
                 trace_parent: task.trace_parent,
@@ -153,7 +158,7 @@ impl Dispatcher {
     /// back fails with the worker's answer.
     async fn requeue(
         &self,
-        tasks: Vec<(Task, String)>,
+        tasks: Vec<(Delivery, String)>,
         completions: &mut Vec<Completion>,
         failures: &mut Vec<Failure>,
     ) {
@@ -165,8 +170,9 @@ impl Dispatcher {
         // away together do not return together.
         let pause = OVERLOAD_PAUSE.mul_f64(0.5 + rand::random::<f64>() / 2.0);
         tokio::time::sleep(pause).await;
-        for (task, reason) in tasks {
-            match self.queue.enqueue(task.clone()).await {
+        for (delivery, reason) in tasks {
+            let task = delivery.task.clone();
+            match self.queue.requeue(delivery).await {
                 Ok(()) => {
                     self.metrics.requeued.inc();
                 }
@@ -191,10 +197,11 @@ impl Dispatcher {
     }
 
     /// Why a task is not worth running at `now`, if it is not: its client's deadline passed,
-    /// or it waited longer than `max_queue_age`. Either way its client has given up, and the
-    /// worker's time goes to tasks someone still waits for.
-    fn too_late(&self, task: &Task, now: SystemTime) -> Option<String> {
-        let age = now.duration_since(task.enqueued_at).unwrap_or_default();
+    /// or it waited longer than `max_queue_age` since it first entered the queue (by the
+    /// queue's clock, not the admitting gateway's). Either way its client has given up, and
+    /// the worker's time goes to tasks someone still waits for.
+    fn too_late(&self, task: &Task, queued_at: SystemTime, now: SystemTime) -> Option<String> {
+        let age = now.duration_since(queued_at).unwrap_or_default();
         if let Some(deadline) = task.deadline {
             if let Ok(late) = now.duration_since(deadline) {
                 return Some(format!(
@@ -241,7 +248,12 @@ impl Dispatcher {
                         trace_parent: a.trace_parent.clone(),
                     };
                     if error.is_overload() {
-                        out.requeue.push((task, reason));
+                        let delivery = Delivery {
+                            task,
+                            receipt: a.receipt.clone(),
+                            queued_at: a.queued_at,
+                        };
+                        out.requeue.push((delivery, reason));
                         continue;
                     }
                     out.failures.push(Failure {
@@ -333,9 +345,9 @@ impl Dispatcher {
         (result, attempts)
     }
 
-    /// A task is acknowledged only after its result is stored (and, if it failed, its dead
-    /// letter): if the write fails, the tasks stay unacknowledged and a queue that survives us
-    /// delivers them again.
+    /// A task is acknowledged only with or after its result is stored (and, if it failed, its
+    /// dead letter): if the write fails, the tasks stay unacknowledged and a queue that
+    /// survives us delivers them again.
     /// Returns whether the results were stored.
     async fn store_then_ack(
         &self,
@@ -357,21 +369,22 @@ impl Dispatcher {
                 Outcome::Failed(_) => 1,
             }] += 1;
         }
-        let write = async {
-            self.results.complete(completions).await?;
-            if !failures.is_empty() {
-                let n = failures.len() as u64;
-                match self.dead_letters.add(failures).await {
-                    Ok(()) => {
-                        self.metrics.dead_letters.inc_by(n);
-                    }
-                    // The results say FAILED with the reason either way; only the replay is
-                    // lost.
-                    Err(error) => warn!(%error, tasks = n, "writing dead letters failed"),
+        // Dead letters first: the settle below acknowledges, after which a crash could no
+        // longer bring these tasks back to be dead-lettered.
+        if !failures.is_empty() {
+            let n = failures.len() as u64;
+            match self.dead_letters.add(failures).await {
+                Ok(()) => {
+                    self.metrics.dead_letters.inc_by(n);
                 }
+                // The results say FAILED with the reason either way; only the replay is lost.
+                Err(error) => warn!(%error, tasks = n, "writing dead letters failed"),
             }
-            Ok::<(), batchgate_queue::StoreError>(())
-        };
+        }
+        // Results, notices and the ack in one step where the queue can (the ack last).
+        let write = self
+            .queue
+            .settle(self.results.as_ref(), completions, receipts);
         if let Err(error) = write
             .instrument(info_span!("results.write", tasks = n))
             .await
@@ -392,10 +405,6 @@ impl Dispatcher {
                     .get_or_create(&OutcomeLabel { outcome })
                     .inc_by(count);
             }
-        }
-        let ack = self.queue.ack(receipts);
-        if let Err(error) = ack.instrument(info_span!("queue.ack", tasks = n)).await {
-            warn!(%error, tasks = n, "ack failed; tasks may be delivered again");
         }
         true
     }

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often expired results are swept from memory.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Partitions of the in-process queue: enough that handlers rarely meet on one lock.
+const MEMORY_PARTITIONS: usize = 16;
 /// Most dedupe entries kept in memory (~150 B each), whatever the TTL.
 const MEMORY_DEDUPE_CAPACITY: usize = 1_000_000;
 
@@ -35,8 +37,9 @@ pub struct RedisBackend {
 /// What the queue and stores are, and their limits.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// Queue partitions.
-    pub partitions: usize,
+    /// Queue partitions; `None`: the default of the backend (on Redis, what the deployment
+    /// recorded, else what suits the topology).
+    pub partitions: Option<usize>,
     /// Most queued tasks.
     pub queue_capacity: usize,
     /// Most result records (in-process only; Redis is bounded by its `maxmemory`).
@@ -101,7 +104,10 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
         ));
         tasks.push(tokio::spawn(sweep_results(results.clone(), stop.clone())));
         let queue: Arc<dyn Queue> =
-            Arc::new(MemoryQueue::new(config.partitions, config.queue_capacity));
+            Arc::new(MemoryQueue::new(
+                config.partitions.unwrap_or(MEMORY_PARTITIONS),
+                config.queue_capacity,
+            ));
         let dedupe = config
             .dedupe_ttl
             .map(|ttl| Arc::new(MemoryDedupe::new(ttl, MEMORY_DEDUPE_CAPACITY)) as Arc<dyn Dedupe>);
@@ -122,28 +128,30 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
         });
     };
     let rc = &redis.redis;
-    let keys = Keys::new(&rc.key_prefix, config.partitions);
     let conn = rc
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
-    batchgate_redis::conn::check_layout(
+    let partitions = batchgate_redis::conn::check_layout(
         &mut conn.clone(),
-        &keys.layout(),
+        &Keys::new(&rc.key_prefix, 1).layout(),
         config.partitions,
+        batchgate_redis::keys::default_partitions(rc.cluster),
         rc.op_timeout,
     )
     .await
     .map_err(|e| anyhow::anyhow!(e))?;
+    let keys = Keys::new(&rc.key_prefix, partitions);
     let name = process_name(if waits { "gateway" } else { "batcher" });
     let notifier = if waits {
         let notifier = Arc::new(Notifier::default());
         tasks.push(tokio::spawn(notifier.clone().run(
-            rc.pubsub_client()?,
-            keys.notify_channel(&name),
+            rc.clone(),
+            keys.clone(),
+            name.clone(),
             stop.clone(),
         )));
-        Some(notifier)
+        Some((notifier, name.clone()))
     } else {
         None
     };
@@ -157,6 +165,7 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             max_deliveries: redis.max_deliveries,
             read_partitions: Vec::new(),
             result_ttl: config.result_ttl,
+            ..RedisQueueConfig::default()
         },
         name.clone(),
     );
@@ -168,6 +177,7 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             config.result_ttl,
             rc.op_timeout,
             notifier,
+            rc.cluster,
         )),
         rate_limiter: Arc::new(RedisRateLimiter::new(
             conn.clone(),
@@ -186,6 +196,7 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             config.result_ttl,
             config.dedupe_ttl.unwrap_or_default(),
             rc.op_timeout,
+            rc.cluster,
         )),
         dedupe: config.dedupe_ttl.is_some(),
         gateway_id: waits.then_some(name),

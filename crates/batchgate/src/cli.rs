@@ -186,9 +186,12 @@ pub struct RedisArgs {
 /// The queue and the stores.
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
-    /// Partitions of the queue (Redis: one stream each).
-    #[arg(long, env = "BATCHGATE_PARTITIONS", default_value_t = 16)]
-    pub partitions: usize,
+    /// Partitions of the queue (Redis: one stream each). Default: 16 in process and on a
+    /// Redis Cluster (spread over its masters), 1 on a standalone Redis (one server gains
+    /// nothing from more streams); on Redis, a process without this flag adopts the count
+    /// the deployment recorded, and one given a different count refuses to start.
+    #[arg(long, env = "BATCHGATE_PARTITIONS")]
+    pub partitions: Option<usize>,
 
     /// Most tasks waiting in the queue; past it, submissions get 503 with Retry-After.
     #[arg(long, env = "BATCHGATE_QUEUE_CAPACITY", default_value_t = 50_000)]
@@ -692,7 +695,7 @@ impl RedisArgs {
 
 impl QueueArgs {
     fn store(&self, redis: Option<RedisBackend>) -> Result<StoreConfig, String> {
-        if self.partitions == 0 || self.partitions > 1024 {
+        if self.partitions.is_some_and(|p| p == 0 || p > 1024) {
             return Err("--partitions must be between 1 and 1024".into());
         }
         if self.queue_capacity == 0 || self.max_results == 0 {

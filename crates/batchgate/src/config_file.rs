@@ -260,7 +260,7 @@ mod tests {
             panic!("serve expected")
         };
         assert_eq!(args.batching.max_wait_ms, 20);
-        assert_eq!(args.queue.partitions, 4);
+        assert_eq!(args.queue.partitions, Some(4));
         assert_eq!(args.batching.max_batch_size, 8);
     }
 

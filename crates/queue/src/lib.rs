@@ -27,4 +27,4 @@ pub use dedupe::Dedupe;
 pub use intake::{AdmitError, Admitted, Intake, Steps};
 pub use queue::{Backlog, Delivery, Queue, QueueError, Receipt};
 pub use rate_limit::{Decision, MemoryRateLimiter, Rate, RateLimiter};
-pub use store::{Completion, Outcome, ResultStore, StoreError, TaskRecord};
+pub use store::{Completion, Expectation, Outcome, ResultStore, StoreError, TaskRecord, Watched};

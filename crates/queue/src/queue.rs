@@ -1,9 +1,11 @@
 //! The task queue's trait and types.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
+
+use crate::{Completion, ResultStore, StoreError};
 
 /// Identifies a delivered task to its queue, so that it can be acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,10 @@ pub struct Delivery {
     pub task: Task,
     /// Pass back to [`Queue::ack`] once the task's result is stored.
     pub receipt: Receipt,
+    /// When the task first entered the queue, on this process's clock. The queue's own clock
+    /// decides it (Redis: the stream entry's id, Redis's time), not the clock of the gateway
+    /// that admitted the task, so queue-age limits hold however the gateways' clocks drift.
+    pub queued_at: SystemTime,
 }
 
 /// Why a queue operation did not happen.
@@ -56,6 +62,31 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Tasks waiting in each partition (not yet acknowledged).
     async fn depth(&self) -> Result<Vec<usize>, QueueError>;
+
+    /// Stores the results of a batch's tasks and acknowledges the batch's entries, as one step
+    /// where the backend can (Redis: one script per partition). A stored SUCCESS is never
+    /// overwritten; the acknowledgement comes last, so a failure leaves the tasks to be
+    /// delivered again, never acknowledged without a result. By default: the store's
+    /// [`ResultStore::complete`], then [`Queue::ack`] (whose failure only means a redelivery).
+    async fn settle(
+        &self,
+        results: &dyn ResultStore,
+        completions: Vec<Completion>,
+        receipts: &[Receipt],
+    ) -> Result<(), StoreError> {
+        results.complete(completions).await?;
+        if let Err(error) = self.ack(receipts).await {
+            tracing::warn!(%error, tasks = receipts.len(), "ack failed; tasks may be delivered again");
+        }
+        Ok(())
+    }
+
+    /// Puts a delivered task back as a new entry (its worker was too busy), keeping the time
+    /// it first entered the queue, so that the queue-age limit still bounds how long it may
+    /// keep coming back. The old entry is acknowledged with its batch.
+    async fn requeue(&self, delivery: Delivery) -> Result<(), QueueError> {
+        self.enqueue(delivery.task).await
+    }
 
     /// Gives tasks back without completing them (their results could not be stored): a
     /// backend that redelivers makes them available again after its visibility timeout. The

@@ -1,5 +1,6 @@
 //! The result store's trait and types.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -105,7 +106,9 @@ pub trait ResultStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Stores final results and wakes whoever waits for them. Unknown ids (expired, or never
-    /// created here) are stored all the same: a result is never thrown away.
+    /// created here) are stored all the same: a result is never thrown away. A SUCCESS is
+    /// final: nothing overwrites it; a FAILED is overwritten only by a SUCCESS (a redelivered
+    /// task that got through after all), which leaves no `error` behind.
     async fn complete(&self, completions: Vec<Completion>) -> Result<(), StoreError>;
 
     /// Forgets a task, used when it was recorded but could not be enqueued.
@@ -124,4 +127,64 @@ pub trait ResultStore: Send + Sync + 'static {
 
     /// How many records the store holds (pending and finished).
     async fn count(&self) -> Result<usize, StoreError>;
+
+    /// Registers interest in the result of a task this process is about to admit, before it
+    /// can complete, so that its completion cannot slip past; the returned expectation then
+    /// waits without reading the store first. `pending` is the record as admitted (its
+    /// creation time and owner), returned as it is if nothing comes in time.
+    ///
+    /// By default the expectation reads the store when it starts waiting
+    /// ([`ResultStore::wait`]): enough where a read is a lock, not a round trip.
+    fn expect(self: Arc<Self>, task_id: &str, pending: TaskRecord) -> Box<dyn Expectation> {
+        let _ = pending;
+        Box::new(ReadThenWait {
+            store: self,
+            task_id: task_id.to_owned(),
+        })
+    }
+
+    /// Reads a task's record and, if it is pending, registers interest in its result in the
+    /// same step (one round trip on Redis), so that the caller can check the record (its
+    /// owner) before it waits.
+    async fn watch(self: Arc<Self>, task_id: &str) -> Result<Watched, StoreError> {
+        Ok(match self.get(task_id).await? {
+            None => Watched::Missing,
+            Some(record) if record.status.is_terminal() => Watched::Done(record),
+            Some(record) => {
+                let expectation = self.clone().expect(task_id, record.clone());
+                Watched::Pending(record, expectation)
+            }
+        })
+    }
+}
+
+/// What [`ResultStore::watch`] found.
+pub enum Watched {
+    /// No such task (unknown or expired).
+    Missing,
+    /// The task has finished.
+    Done(TaskRecord),
+    /// The task is pending; its expectation waits for the result.
+    Pending(TaskRecord, Box<dyn Expectation>),
+}
+
+/// Interest in one task's result, registered before it could be missed.
+#[async_trait]
+pub trait Expectation: Send {
+    /// Waits up to `timeout` for the result: the final record, the pending one if nothing
+    /// came in time, or `None` if the task is gone (expired).
+    async fn wait(self: Box<Self>, timeout: Duration) -> Result<Option<TaskRecord>, StoreError>;
+}
+
+/// The default expectation: [`ResultStore::wait`] when the wait starts.
+struct ReadThenWait<S: ?Sized> {
+    store: Arc<S>,
+    task_id: String,
+}
+
+#[async_trait]
+impl<S: ResultStore + ?Sized> Expectation for ReadThenWait<S> {
+    async fn wait(self: Box<Self>, timeout: Duration) -> Result<Option<TaskRecord>, StoreError> {
+        self.store.wait(&self.task_id, timeout).await
+    }
 }

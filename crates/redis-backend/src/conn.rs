@@ -172,33 +172,37 @@ impl ConnectionLike for RedisConn {
 }
 
 /// Makes sure every process of a deployment splits tasks over the same partitions: the first
-/// records its count, the others compare. A mismatch would silently strand tasks in streams
-/// no batcher reads, so it stops the process. If Redis cannot be reached yet, the check is
-/// skipped (with a warning) so that a process can start before Redis.
+/// records its count, the others compare (`Some`) or adopt it (`None`: the first process
+/// records `default`). A mismatch would silently strand tasks in streams no batcher reads, so
+/// it stops the process. If Redis cannot be reached yet, the check is skipped (with a
+/// warning) so that a process can start before Redis.
 pub async fn check_layout(
     conn: &mut RedisConn,
     key: &str,
-    partitions: usize,
+    partitions: Option<usize>,
+    default: usize,
     limit: Duration,
-) -> Result<(), String> {
+) -> Result<usize, String> {
+    let wanted = partitions.unwrap_or(default);
     let existing: redis::RedisResult<Option<usize>> = bounded(
         limit,
         redis::cmd("SET")
             .arg(key)
-            .arg(partitions)
+            .arg(wanted)
             .arg("NX")
             .arg("GET")
             .query_async(conn),
     )
     .await;
-    match existing {
-        Ok(Some(n)) if n != partitions => Err(format!(
-            "this deployment's Redis says --partitions {n}, but this process was given {partitions}: every process of a deployment (same --key-prefix) must use the same count"
+    match (existing, partitions) {
+        (Ok(Some(n)), Some(given)) if n != given => Err(format!(
+            "this deployment's Redis says --partitions {n}, but this process was given {given}: every process of a deployment (same --key-prefix) must use the same count"
         )),
-        Ok(_) => Ok(()),
-        Err(error) => {
-            tracing::warn!(%error, "could not check the partition count in Redis; starting anyway");
-            Ok(())
+        (Ok(Some(n)), None) => Ok(n),
+        (Ok(_), _) => Ok(wanted),
+        (Err(error), _) => {
+            tracing::warn!(%error, partitions = wanted, "could not check the partition count in Redis; starting anyway");
+            Ok(wanted)
         }
     }
 }

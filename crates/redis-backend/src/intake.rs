@@ -1,36 +1,75 @@
-//! Admission on Redis in one round trip: a script claims the dedupe entry, checks the
-//! partition's capacity, writes the pending record and adds the stream entry.
+//! Admission on Redis, paid per group of tasks rather than per task: admissions are gathered
+//! for at most [`GATHER_WINDOW`] (or [`GATHER_MAX`] tasks) and written with one script call
+//! per partition on a cluster, one call in all on a standalone Redis. Inside the script each
+//! task is handled on its own — dedupe claim, capacity, stream entry, pending record — so one
+//! refused task refuses only itself.
 //!
 //! With dedupe on, the gateway gives the task an id whose partition byte is the input hash's
 //! (see `Keys::partition_of`), so the dedupe entry, the result and the stream share a slot.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
 use batchgate_queue::{AdmitError, Admitted, Intake, QueueError, StoreError};
-use redis::Script;
+use redis::{Script, Value};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::warn;
 
 use crate::conn::{bounded, RedisConn};
 use crate::describe;
 use crate::keys::Keys;
 
-/// The Redis intake. Cloning is shallow.
+/// Longest an admission waits for others to share its script call.
+pub const GATHER_WINDOW: Duration = Duration::from_millis(1);
+/// Most tasks in one gathered group.
+pub const GATHER_MAX: usize = 256;
+/// Admissions waiting to be gathered; past it, `admit` waits (the HTTP layer bounds callers).
+const BACKLOG: usize = 16_384;
+/// Script calls under way at once.
+const CALLS_IN_FLIGHT: usize = 64;
+
+/// The Redis intake. Cloning is shallow; the gatherer stops when the last clone goes.
 #[derive(Clone)]
 pub struct RedisIntake {
+    /// To the gatherer.
+    tx: mpsc::Sender<Admission>,
+    /// Bound on one admission, gathering included.
+    limit: Duration,
+}
+
+/// One task waiting to be admitted.
+struct Admission {
+    partition: usize,
+    message: Vec<u8>,
+    task_id: String,
+    owner: String,
+    created_at: u64,
+    dedupe: Option<String>,
+    reply: oneshot::Sender<Result<Admitted, AdmitError>>,
+}
+
+/// What the gatherer needs to write a group.
+struct Writer {
     conn: RedisConn,
     keys: Keys,
     script: Script,
-    /// Most tasks in all partitions together (each partition takes its share).
-    capacity: usize,
+    /// Each partition's share of the queue's capacity.
+    per_partition: usize,
     result_ttl: Duration,
-    /// How long identical inputs share a task.
     dedupe_ttl: Duration,
     op_timeout: Duration,
+    /// One call per partition (cluster) or one for all (standalone).
+    cluster: bool,
+    /// Capacity of the whole queue, for the error.
+    capacity: usize,
 }
 
 impl RedisIntake {
-    /// An intake over `conn`.
+    /// An intake over `conn`; `cluster` says whether a script call must stay in one
+    /// partition. Starts the gatherer (needs a Tokio runtime).
     pub fn new(
         conn: RedisConn,
         keys: Keys,
@@ -38,17 +77,30 @@ impl RedisIntake {
         result_ttl: Duration,
         dedupe_ttl: Duration,
         op_timeout: Duration,
+        cluster: bool,
     ) -> Self {
-        RedisIntake {
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let writer = Writer {
+            per_partition: capacity.div_ceil(keys.partitions()).max(1),
             conn,
             keys,
             script: Script::new(include_str!("lua/admit.lua")),
-            capacity,
             result_ttl,
             dedupe_ttl,
             op_timeout,
+            cluster,
+            capacity,
+        };
+        tokio::spawn(gather(rx, Arc::new(writer)));
+        RedisIntake {
+            tx,
+            limit: op_timeout + GATHER_WINDOW * 2,
         }
     }
+}
+
+fn unavailable(why: impl Into<String>) -> AdmitError {
+    AdmitError::Queue(QueueError::Unavailable(why.into()))
 }
 
 #[async_trait]
@@ -59,50 +111,147 @@ impl Intake for RedisIntake {
         created_at: u64,
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError> {
-        let partition = self.keys.partition_of(&task.task_id);
-        let mut call = self.script.prepare_invoke();
-        call.key(self.keys.stream(partition))
-            .key(self.keys.result(&task.task_id));
-        if let Some(hash) = input_sha256 {
-            let dedupe = self.keys.dedupe(hash);
-            if self.keys.partition_of(hash) != partition {
-                // Ids are made to match their input's partition; a mismatch is a caller bug,
-                // and a cluster would refuse the cross-slot script anyway.
-                return Err(AdmitError::Store(StoreError::Unavailable(format!(
-                    "task {} is not in its input's partition",
-                    task.task_id
-                ))));
-            }
-            call.key(dedupe);
+        let (reply, answer) = oneshot::channel();
+        let admission = Admission {
+            partition: 0,
+            message: task.to_bytes(),
+            task_id: task.task_id.clone(),
+            owner: task.owner.clone().unwrap_or_default(),
+            created_at,
+            dedupe: input_sha256.map(str::to_owned),
+            reply,
+        };
+        let sent = tokio::time::timeout(self.limit, self.tx.send(admission)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return Err(unavailable("admission backlog full or closed"));
         }
-        let per_partition = self.capacity.div_ceil(self.keys.partitions()).max(1);
-        call.arg(per_partition)
-            .arg(task.to_bytes())
-            .arg(&task.task_id)
-            .arg(created_at)
-            .arg(self.result_ttl.as_secs())
-            .arg(self.dedupe_ttl.as_millis() as u64)
-            .arg(task.owner.as_deref().unwrap_or_default());
+        match tokio::time::timeout(self.limit, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(unavailable("admission dropped")),
+            Err(_) => Err(unavailable("admission timed out")),
+        }
+    }
+}
+
+/// Gathers admissions for up to [`GATHER_WINDOW`] after the first of a group, then writes
+/// the group without waiting for the write, so the next group gathers meanwhile.
+async fn gather(mut rx: mpsc::Receiver<Admission>, writer: Arc<Writer>) {
+    let in_flight = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        let until = tokio::time::Instant::now() + GATHER_WINDOW;
+        while group.len() < GATHER_MAX {
+            tokio::select! {
+                biased;
+                next = rx.recv() => match next {
+                    Some(a) => group.push(a),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            writer.write(group).await;
+            drop(permit);
+        });
+    }
+}
+
+impl Writer {
+    /// Writes a group: one call per partition on a cluster, one in all on a standalone Redis;
+    /// the calls run together.
+    async fn write(&self, group: Vec<Admission>) {
+        let mut calls: BTreeMap<Option<usize>, Vec<Admission>> = BTreeMap::new();
+        for mut a in group {
+            a.partition = self.keys.partition_of(&a.task_id);
+            if let Some(hash) = &a.dedupe {
+                if self.keys.partition_of(hash) != a.partition {
+                    // Ids are made to match their input's partition; a mismatch is a caller
+                    // bug, and a cluster would refuse the cross-slot script anyway.
+                    let why = format!("task {} is not in its input's partition", a.task_id);
+                    let _ = a
+                        .reply
+                        .send(Err(AdmitError::Store(StoreError::Unavailable(why))));
+                    continue;
+                }
+            }
+            let key = self.cluster.then_some(a.partition);
+            calls.entry(key).or_default().push(a);
+        }
+        futures_util::future::join_all(calls.into_values().map(|g| self.call(g))).await;
+    }
+
+    async fn call(&self, group: Vec<Admission>) {
+        let mut call = self.script.prepare_invoke();
+        for a in &group {
+            let result = self.keys.result(&a.task_id);
+            call.key(self.keys.stream(a.partition));
+            match &a.dedupe {
+                Some(hash) => call.key(&result).key(self.keys.dedupe(hash)),
+                None => call.key(&result).key(&result),
+            };
+        }
+        call.arg(self.per_partition)
+            .arg(self.result_ttl.as_millis().max(1) as u64)
+            .arg(self.dedupe_ttl.as_millis().max(1) as u64);
+        for a in &group {
+            call.arg(if a.dedupe.is_some() { "1" } else { "0" })
+                .arg(a.message.as_slice())
+                .arg(&a.task_id)
+                .arg(a.created_at)
+                .arg(&a.owner);
+        }
         let mut conn = self.conn.clone();
-        let reply: Vec<String> = bounded(self.op_timeout, call.invoke_async(&mut conn))
-            .await
-            .map_err(|e| AdmitError::Queue(QueueError::Unavailable(describe(&e))))?;
-        match reply.first().map(String::as_str) {
+        let replies: Result<Vec<Vec<Value>>, _> =
+            bounded(self.op_timeout, call.invoke_async(&mut conn)).await;
+        match replies {
+            Ok(replies) if replies.len() == group.len() => {
+                for (a, reply) in group.into_iter().zip(replies) {
+                    let _ = a.reply.send(self.answer(&reply));
+                }
+            }
+            Ok(replies) => {
+                let why = format!(
+                    "admit script answered {} replies for {} tasks",
+                    replies.len(),
+                    group.len()
+                );
+                warn!(%why, "admission failed");
+                for a in group {
+                    let _ = a.reply.send(Err(unavailable(why.clone())));
+                }
+            }
+            Err(error) => {
+                let why = describe(&error);
+                for a in group {
+                    let _ = a.reply.send(Err(unavailable(why.clone())));
+                }
+            }
+        }
+    }
+
+    fn answer(&self, reply: &[Value]) -> Result<Admitted, AdmitError> {
+        let text = |i: usize| reply.get(i).and_then(crate::value_text);
+        match text(0).as_deref() {
             Some("ok") => Ok(Admitted::Enqueued {
                 dedupe_bypassed: false,
             }),
-            Some("dup") => match reply.get(1) {
-                Some(existing) => Ok(Admitted::Duplicate(existing.clone())),
-                None => Err(AdmitError::Queue(QueueError::Unavailable(
-                    "admit script answered dup without an id".into(),
-                ))),
+            Some("dup") => match text(1) {
+                Some(existing) => Ok(Admitted::Duplicate(existing)),
+                None => Err(unavailable("admit script answered dup without an id")),
             },
             Some("full") => Err(AdmitError::Queue(QueueError::Full {
                 capacity: self.capacity,
             })),
-            other => Err(AdmitError::Queue(QueueError::Unavailable(format!(
-                "admit script answered {other:?}"
-            )))),
+            Some("err") => Err(unavailable(format!(
+                "admission refused by Redis: {}",
+                text(1).unwrap_or_default()
+            ))),
+            other => Err(unavailable(format!("admit script answered {other:?}"))),
         }
     }
 }

@@ -4,7 +4,10 @@
 //! `{prefix}:{pNN}:res:{id}`     result hash of a task of partition NN
 //! `{prefix}:{pNN}:dedupe:{sha}` dedupe entry of an input whose hash starts with partition NN
 //! `{prefix}:dlq`                dead-letter stream
-//! `{prefix}:notify:{gateway}`   pub/sub channel of one gateway
+//! `{prefix}:notify:{gateway}`   pub/sub channel of one gateway (standalone Redis)
+//! `{prefix}:{pNN}:notify:{gw}`  sharded pub/sub channel of one gateway for partition NN
+//!                               (Redis Cluster: `SPUBLISH` stays on the partition's node)
+//! `{prefix}:alive:{consumer}`   a live batcher's heartbeat, renewed with its leases
 //!
 //! A task's partition is read from its id (its first byte), so any process can find a result
 //! key from the id alone; with dedupe on, that byte is the input hash's, which puts the task's
@@ -12,6 +15,21 @@
 
 /// The consumer group every batcher joins.
 pub const GROUP: &str = "batchers";
+
+/// Partitions of a deployment on a Redis Cluster: enough to spread over its masters.
+pub const DEFAULT_CLUSTER_PARTITIONS: usize = 16;
+/// Partitions of a deployment on one standalone Redis: one stream serves every batcher (the
+/// consumer group shares it out), and each batch's results are one script call.
+pub const DEFAULT_STANDALONE_PARTITIONS: usize = 1;
+
+/// The partition count that suits a topology.
+pub fn default_partitions(cluster: bool) -> usize {
+    if cluster {
+        DEFAULT_CLUSTER_PARTITIONS
+    } else {
+        DEFAULT_STANDALONE_PARTITIONS
+    }
+}
 
 /// Key names of one deployment.
 #[derive(Debug, Clone)]
@@ -76,9 +94,36 @@ impl Keys {
         format!("{}:dlq", self.prefix)
     }
 
-    /// The notification channel of one gateway.
+    /// The notification channel of one gateway on a standalone Redis.
     pub fn notify_channel(&self, gateway_id: &str) -> String {
-        format!("{}:notify:{gateway_id}", self.prefix)
+        format!("{}{gateway_id}", self.notify_prefix(None))
+    }
+
+    /// What a gateway's notification channel starts with (its id follows): one channel per
+    /// gateway on a standalone Redis (`None`), one per gateway and partition on a cluster,
+    /// tagged like the partition, so that a batch's script publishes on its own slot.
+    pub fn notify_prefix(&self, partition: Option<usize>) -> String {
+        match partition {
+            None => format!("{}:notify:", self.prefix),
+            Some(p) => format!("{}:{{{}}}:notify:", self.prefix, self.tags[p]),
+        }
+    }
+
+    /// The field a gateway adds to a pending result to be told of its completion (a long
+    /// poll on a gateway other than the one that admitted the task).
+    pub fn watcher_field(gateway_id: &str) -> String {
+        format!("w:{gateway_id}")
+    }
+
+    /// A batcher's heartbeat: while it exists, the batcher lives and its entries are not
+    /// claimed by others.
+    pub fn alive(&self, consumer: &str) -> String {
+        format!("{}:alive:{consumer}", self.prefix)
+    }
+
+    /// The cluster slot of partition `p`'s keys.
+    pub fn partition_slot(&self, p: usize) -> u16 {
+        slot(self.tags[p].as_bytes())
     }
 }
 

@@ -14,22 +14,29 @@
 //! Layout:
 //! - [`keys`]: every key and channel name, in one place.
 //! - [`conn`]: [`RedisConfig`] and a connection that is either standalone or cluster.
-//! - [`queue`]: [`RedisQueue`], the [`Queue`](batchgate_queue::Queue) on Streams.
+//! - [`queue`]: [`RedisQueue`], the [`Queue`](batchgate_queue::Queue) on Streams; with
+//!   `reader` (batch-sized reads), `leases` (renewal, heartbeat, Redis's clock), `claimer`
+//!   (recovery, dead letters, departed consumers).
+//! - `settle`: the one script that writes results, notifies and acknowledges.
 //! - [`store`]: [`RedisResultStore`], the [`ResultStore`](batchgate_queue::ResultStore).
 //! - [`dead_letters`]: [`RedisDeadLetters`], the dead-letter stream, to list, replay, purge.
 //! - [`notify`]: [`Notifier`], the gateway's subscription that wakes local waiters.
-//! - [`intake`]: [`RedisIntake`], admission (dedupe claim, pending record, enqueue) in one
-//!   script.
+//! - [`intake`]: [`RedisIntake`], admission (dedupe claim, pending record, enqueue),
+//!   gathered: one script call per group of tasks.
 //! - [`rate_limit`]: [`RedisRateLimiter`], per-user GCRA limits exact across gateways.
 //! - `lua/`: the scripts, loaded with `include_str!`.
 
+mod claimer;
 pub mod conn;
 pub mod dead_letters;
 pub mod intake;
 pub mod keys;
+mod leases;
 pub mod notify;
 pub mod queue;
 pub mod rate_limit;
+mod reader;
+mod settle;
 pub mod store;
 
 pub use conn::{RedisConfig, RedisConn};
@@ -44,4 +51,13 @@ pub use store::RedisResultStore;
 /// A Redis failure, as text for the backend-neutral error types.
 pub(crate) fn describe(error: &redis::RedisError) -> String {
     error.to_string()
+}
+
+/// A reply field as text (bulk or simple string).
+pub(crate) fn value_text(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
 }

@@ -1,25 +1,38 @@
-//! The gateway's subscription: completions published on its channel wake its local waiters.
+//! The gateway's subscription: completions published on its channels wake its local waiters.
 //!
-//! The batcher publishes a batch's results (a JSON array of [`Notice`]s) on the channel of the
-//! gateway named in each task's `reply_to`. A waiter gets its task's result from the message
-//! itself, without reading the store again. Waiters register before they read the store, so a
-//! completion is never missed between the read and the wait; if the subscription is down (or a
-//! task was submitted elsewhere), waiters still re-read the store every second.
+//! The settle script publishes a batch's results (a JSON array of [`Notice`]s) on the
+//! channel of every gateway that waits for one of them: the one named in the task's
+//! `reply_to`, and any other that registered a long poll on the pending record. A waiter gets
+//! its task's result from the message itself, without reading the store again.
+//!
+//! On a standalone Redis a gateway subscribes to one channel. On a cluster it subscribes,
+//! with sharded pub/sub (`SSUBSCRIBE`), to one channel per partition on the master that
+//! holds the partition's slot, so a notice never crosses the cluster bus. Subscriptions use
+//! RESP3 connections whose pushes wake waiters directly. When a connection breaks or a slot
+//! moves, everything is subscribed again from the current topology; every (re)subscription
+//! then wakes every waiter to re-read the store once, so a notice published while the
+//! subscription was down is never waited for in vain.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use batchgate_protocol::api::TaskStatus;
 use batchgate_queue::{Completion, Outcome};
-use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr, ProtocolVersion, PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// Pause before resubscribing after the connection broke.
-const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(500);
+use crate::conn::{bounded, RedisConfig};
+use crate::keys::Keys;
+
+/// Pause before subscribing again after a failure.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(250);
+/// How often subscriptions are checked (PING) and closed waiters pruned.
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
 
 /// One task's result as published to its gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,9 +68,18 @@ impl Notice {
     }
 }
 
-type Waiters = HashMap<String, Vec<oneshot::Sender<Notice>>>;
+/// What a waiter is woken with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// Its task's result.
+    Done(Notice),
+    /// The subscription was (re)made: a notice may have been missed, read the store once.
+    Recheck,
+}
 
-/// Local waiters by task id, woken by messages on this gateway's channel.
+type Waiters = HashMap<String, Vec<oneshot::Sender<Wake>>>;
+
+/// Local waiters by task id, woken by messages on this gateway's channels.
 #[derive(Debug, Default)]
 pub struct Notifier {
     /// A waiter that timed out leaves a closed sender, removed on the next notice of that id
@@ -66,16 +88,16 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Registers interest in `task_id`; the receiver gets the task's notice.
-    pub fn register(&self, task_id: &str) -> oneshot::Receiver<Notice> {
+    /// Registers interest in `task_id`; the receiver gets the task's notice, or a recheck.
+    pub fn register(&self, task_id: &str) -> oneshot::Receiver<Wake> {
         let (tx, rx) = oneshot::channel();
         self.lock().entry(task_id.to_owned()).or_default().push(tx);
         rx
     }
 
     /// Hands each notice of `message` (a JSON array) to the waiters of its task.
-    pub fn wake(&self, message: &str) {
-        let notices: Vec<Notice> = match serde_json::from_str(message) {
+    pub fn wake(&self, message: &[u8]) {
+        let notices: Vec<Notice> = match serde_json::from_slice(message) {
             Ok(n) => n,
             Err(error) => {
                 debug!(%error, "bad notification payload");
@@ -85,8 +107,16 @@ impl Notifier {
         let mut waiters = self.lock();
         for notice in notices {
             for tx in waiters.remove(&notice.task_id).unwrap_or_default() {
-                let _ = tx.send(notice.clone());
+                let _ = tx.send(Wake::Done(notice.clone()));
             }
+        }
+    }
+
+    /// Wakes every waiter to re-read the store (after a (re)subscription).
+    pub fn recheck_all(&self) {
+        let waiters = std::mem::take(&mut *self.lock());
+        for tx in waiters.into_values().flatten() {
+            let _ = tx.send(Wake::Recheck);
         }
     }
 
@@ -98,53 +128,204 @@ impl Notifier {
         });
     }
 
+    /// How many tasks have waiters.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no task has a waiter.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Subscribes to `channel` and wakes waiters until `stop`, resubscribing after failures.
+    /// Subscribes to the channels of gateway `gateway_id` and wakes waiters until `stop`,
+    /// subscribing again (from the current topology) whenever a connection breaks.
     pub async fn run(
-        self: std::sync::Arc<Self>,
-        client: redis::Client,
-        channel: String,
+        self: Arc<Self>,
+        redis: RedisConfig,
+        keys: Keys,
+        gateway_id: String,
         stop: CancellationToken,
     ) {
-        let mut prune = tokio::time::interval(Duration::from_secs(5));
         while !stop.is_cancelled() {
-            let mut pubsub = match client.get_async_pubsub().await {
-                Ok(p) => p,
+            let lost = Arc::new(Notify::new());
+            let subscribed = tokio::select! {
+                _ = stop.cancelled() => return,
+                s = self.subscribe(&redis, &keys, &gateway_id, &lost) => s,
+            };
+            let mut connections = match subscribed {
+                Ok(c) => c,
                 Err(error) => {
                     debug!(%error, "notification subscription failed; retrying");
                     pause(&stop).await;
                     continue;
                 }
             };
-            if let Err(error) = pubsub.subscribe(&channel).await {
-                warn!(%error, "cannot subscribe to the notification channel");
-                pause(&stop).await;
-                continue;
-            }
-            info!(%channel, "subscribed to completion notifications");
-            let mut messages = pubsub.on_message();
+            // Anything published while we were not subscribed is read from the store.
+            self.recheck_all();
+            info!(
+                gateway = %gateway_id,
+                connections = connections.len(),
+                "subscribed to completion notifications"
+            );
+            let mut health = tokio::time::interval(HEALTH_EVERY);
+            health.tick().await;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = prune.tick() => self.prune(),
-                    message = messages.next() => match message {
-                        Some(m) => match m.get_payload::<String>() {
-                            Ok(ids) => self.wake(&ids),
-                            Err(error) => debug!(%error, "bad notification payload"),
-                        },
-                        None => {
-                            warn!("notification subscription closed; resubscribing");
+                    _ = lost.notified() => {
+                        warn!("notification subscription lost; subscribing again");
+                        break;
+                    }
+                    _ = health.tick() => {
+                        self.prune();
+                        if !alive(&mut connections, redis.op_timeout).await {
+                            warn!("notification connection not answering; subscribing again");
                             break;
                         }
-                    },
+                    }
                 }
             }
             pause(&stop).await;
         }
     }
+
+    /// Opens the subscriptions: one connection on a standalone Redis, one per master holding
+    /// a partition on a cluster.
+    async fn subscribe(
+        self: &Arc<Self>,
+        redis: &RedisConfig,
+        keys: &Keys,
+        gateway_id: &str,
+        lost: &Arc<Notify>,
+    ) -> redis::RedisResult<Vec<MultiplexedConnection>> {
+        let seed = redis::Client::open(redis.urls[0].as_str())?;
+        let mut plan: BTreeMap<Option<(String, u16)>, Vec<String>> = BTreeMap::new();
+        if redis.cluster {
+            let masters = slot_masters(redis).await?;
+            for p in 0..keys.partitions() {
+                let slot = keys.partition_slot(p);
+                let node = masters
+                    .iter()
+                    .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+                    .map(|(_, _, node)| node.clone())
+                    .ok_or_else(|| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "cluster slot without a master",
+                        ))
+                    })?;
+                let channel = format!("{}{gateway_id}", keys.notify_prefix(Some(p)));
+                plan.entry(Some(node)).or_default().push(channel);
+            }
+        } else {
+            plan.insert(None, vec![keys.notify_channel(gateway_id)]);
+        }
+        let mut connections = Vec::with_capacity(plan.len());
+        for (node, channels) in plan {
+            let mut info = seed.get_connection_info().clone();
+            if let Some((host, port)) = node {
+                info = info.set_addr(ConnectionAddr::Tcp(host, port));
+            }
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            let client = redis::Client::open(info.set_redis_settings(settings))?;
+            let (notifier, lost) = (self.clone(), lost.clone());
+            let on_push = move |push: PushInfo| -> Result<(), ()> {
+                match push.kind {
+                    PushKind::Message | PushKind::SMessage => {
+                        if let Some(Value::BulkString(payload)) = push.data.get(1) {
+                            notifier.wake(payload);
+                        }
+                    }
+                    PushKind::Disconnection | PushKind::SUnsubscribe | PushKind::Unsubscribe => {
+                        lost.notify_one();
+                    }
+                    _ => {}
+                }
+                Ok(())
+            };
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(redis.op_timeout))
+                .set_response_timeout(Some(redis.op_timeout))
+                .set_push_sender(on_push);
+            let mut conn = bounded(
+                redis.op_timeout,
+                client.get_multiplexed_async_connection_with_config(&config),
+            )
+            .await?;
+            let command = if redis.cluster { "SSUBSCRIBE" } else { "SUBSCRIBE" };
+            bounded(
+                redis.op_timeout,
+                redis::cmd(command).arg(&channels).exec_async(&mut conn),
+            )
+            .await?;
+            connections.push(conn);
+        }
+        Ok(connections)
+    }
+}
+
+/// Whether every subscription connection still answers.
+async fn alive(connections: &mut [MultiplexedConnection], limit: Duration) -> bool {
+    for conn in connections {
+        let pong: redis::RedisResult<Value> =
+            bounded(limit, redis::cmd("PING").query_async(conn)).await;
+        if pong.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The cluster's slot ranges and the master serving each: `(first, last, (host, port))`.
+async fn slot_masters(redis: &RedisConfig) -> redis::RedisResult<Vec<(u16, u16, (String, u16))>> {
+    let mut errors = Vec::new();
+    for url in &redis.urls {
+        let client = redis::Client::open(url.as_str())?;
+        let attempt = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<Vec<Value>>(&mut conn)
+                .await
+        };
+        match bounded(redis.op_timeout, attempt).await {
+            Ok(ranges) => return Ok(parse_slots(&ranges)),
+            Err(error) => errors.push(error),
+        }
+    }
+    Err(errors.pop().unwrap_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::Client, "no cluster seed node"))
+    }))
+}
+
+fn parse_slots(ranges: &[Value]) -> Vec<(u16, u16, (String, u16))> {
+    let int = |v: &Value| match v {
+        Value::Int(i) => u16::try_from(*i).ok(),
+        _ => None,
+    };
+    ranges
+        .iter()
+        .filter_map(|range| {
+            let Value::Array(parts) = range else {
+                return None;
+            };
+            let (lo, hi) = (int(parts.first()?)?, int(parts.get(1)?)?);
+            let Value::Array(master) = parts.get(2)? else {
+                return None;
+            };
+            let host = crate::value_text(master.first()?)?;
+            let port = int(master.get(1)?)?;
+            Some((lo, hi, (host, port)))
+        })
+        .collect()
 }
 
 async fn pause(stop: &CancellationToken) {
@@ -175,13 +356,18 @@ mod tests {
         let a2 = n.register("a");
         let mut b = n.register("b");
         let message = serde_json::to_string(&[notice("a"), notice("c")]).expect("json");
-        n.wake(&message);
-        assert_eq!(a1.await.expect("notice"), notice("a"));
-        assert_eq!(a2.await.expect("notice"), notice("a"));
-        n.wake("not json");
+        n.wake(message.as_bytes());
+        assert_eq!(a1.await.expect("notice"), Wake::Done(notice("a")));
+        assert_eq!(a2.await.expect("notice"), Wake::Done(notice("a")));
+        n.wake(b"not json");
         assert!(b.try_recv().is_err() && !n.lock().is_empty());
         drop(b);
         n.prune();
         assert!(n.lock().is_empty());
+        // A (re)subscription wakes every waiter to read the store once.
+        let c = n.register("c");
+        n.recheck_all();
+        assert_eq!(c.await.expect("recheck"), Wake::Recheck);
+        assert!(n.is_empty());
     }
 }

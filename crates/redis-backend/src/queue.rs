@@ -1,61 +1,76 @@
 //! The task queue on Redis Streams: one stream per partition, one consumer group.
 //!
-//! - `enqueue`: a script adds the entry unless the partition holds its share of the capacity.
-//! - reading: a reader task blocks in `XREADGROUP` on a connection of its own (one reader for
-//!   all partitions on a standalone Redis, one per partition on a cluster, where a command
-//!   cannot span slots) and feeds a small local channel (two batches deep), which `read` drains. A full channel stops
-//!   the readers, so entries stay in Redis — visible in `depth` — rather than here.
-//! - `ack`: `XACK` then `XDEL` in one pipeline per partition: a processed entry leaves the
-//!   stream at once, so streams hold only waiting and in-progress tasks and never need a
-//!   MAXLEN/MINID trim that could cut a pending entry.
-//! - leases: a live batcher renews the idle time of the entries it holds (`XCLAIM … JUSTID`)
-//!   every third of the visibility timeout, so a slow batch is never claimed from under it.
-//! - recovery: a claimer task looks for entries idle longer than the visibility timeout (their
-//!   batcher died), claims them with `XCLAIM`, and feeds them in like new ones; an entry
-//!   delivered `max_deliveries` times goes to the dead-letter stream instead.
+//! - `enqueue`/`requeue`: a script adds the entry unless the partition holds its share of the
+//!   capacity (admission itself goes through [`crate::intake`], gathered per group of tasks).
+//! - reading: stream readers ([`crate::reader`]) take batch-sized reads into a small local
+//!   channel (two batches deep), which `read` drains. A full channel stops the readers, so
+//!   entries stay in Redis — visible in `depth` — rather than here.
+//! - `settle`: one script per partition (one per batch on a standalone Redis) stores the
+//!   results, publishes the notices and acknowledges and deletes the entries, the ack last
+//!   ([`crate::settle`]): streams hold only waiting and in-progress tasks, and an entry is
+//!   never acknowledged without its result, nor acknowledged and left behind.
+//! - leases: a live batcher renews its entries and its heartbeat ([`crate::leases`]).
+//! - recovery: entries of batchers that are gone are claimed, entries delivered too often
+//!   are dead-lettered, departed consumers removed ([`crate::claimer`]).
+//! - drain: `close_reads` stops the readers and the claimer, then reads back the entries
+//!   Redis delivered to this batcher that it never saw (a read cut short), so that `read`
+//!   hands them out too rather than leaving them for the visibility timeout.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use batchgate_protocol::task::{unix_ms, Task};
-use batchgate_queue::{Backlog, Completion, Delivery, Outcome, Queue, QueueError, Receipt};
-use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
-use redis::{RedisResult, Script, Value};
+use batchgate_protocol::task::Task;
+use batchgate_queue::{
+    Backlog, Completion, Delivery, Queue, QueueError, Receipt, ResultStore, StoreError,
+};
+use redis::streams::StreamReadReply;
+use redis::{Script, Value};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use crate::claimer::Claimer;
 use crate::conn::{bounded, RedisConfig, RedisConn};
 use crate::describe;
 use crate::keys::{Keys, GROUP};
-use crate::notify::Notice;
+use crate::leases::{Clock, Leases, Renewer};
+use crate::reader::{delivery, flatten, StreamReader, READ_BLOCK};
+use crate::settle::Settler;
 
 /// Default time an entry may stay unacknowledged before another batcher claims it.
 pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default deliveries of one entry before it goes to the dead-letter stream.
 pub const DEFAULT_MAX_DELIVERIES: usize = 5;
-/// How long a reader blocks in one `XREADGROUP`.
-const READ_BLOCK: Duration = Duration::from_millis(500);
-/// Entries one `XREADGROUP` or claim takes at most.
-const READ_COUNT: usize = 64;
-/// Pause after a failed read before trying again.
-const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Default idle time after which the consumer of a departed batcher is removed.
+pub const DEFAULT_CONSUMER_IDLE_LIMIT: Duration = Duration::from_secs(600);
+/// Entries the local channel holds: two batches of the default size.
+const CHANNEL: usize = 128;
+/// Longest pause between reads that found only a few entries.
+const MAX_READ_PACE: Duration = Duration::from_millis(20);
+/// Pause between sparse reads per stream reader.
+const READ_PACE: Duration = Duration::from_millis(2);
+/// Most own pending entries read back at the drain.
+const DRAIN_READ_BACK: usize = 10_000;
 
 /// The queue's settings.
 #[derive(Debug, Clone)]
 pub struct RedisQueueConfig {
     /// Most tasks in all partitions together (each partition takes its share).
     pub capacity: usize,
-    /// Idle time after which an unacknowledged entry is claimed by another batcher.
+    /// Idle time after which an entry of a batcher without a heartbeat is claimed.
     pub visibility_timeout: Duration,
     /// Deliveries after which an entry is dead-lettered.
     pub max_deliveries: usize,
     /// Which partitions this process reads (all when empty).
     pub read_partitions: Vec<usize>,
-    /// Lifetime of the FAILED record written for a dead-lettered task.
+    /// Lifetime of a stored result.
     pub result_ttl: Duration,
+    /// Idle time after which a consumer with nothing pending and no heartbeat leaves the
+    /// group.
+    pub consumer_idle_limit: Duration,
 }
 
 impl Default for RedisQueueConfig {
@@ -66,6 +81,7 @@ impl Default for RedisQueueConfig {
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             read_partitions: Vec::new(),
             result_ttl: Duration::from_secs(600),
+            consumer_idle_limit: DEFAULT_CONSUMER_IDLE_LIMIT,
         }
     }
 }
@@ -84,56 +100,27 @@ pub struct RedisQueue {
     consumer: String,
     /// The enqueue script.
     enqueue: Script,
+    /// Stores results and acknowledges entries in one step.
+    settler: Settler,
     /// The local end of the readers, created by the first `read`.
     delivered: tokio::sync::OnceCell<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
-    /// Entries handed to the batcher and not acknowledged yet, whose leases we keep alive.
+    /// Entries read back at the drain, handed out by `read` after the channel.
+    read_back: Mutex<Vec<Delivery>>,
+    /// Readers and claimer, awaited by `close_reads`.
+    feeders: Mutex<Vec<JoinHandle<()>>>,
+    /// Entries handed to the batcher and not settled yet, whose leases we keep alive.
     leases: Leases,
+    /// Redis's clock, for queue ages.
+    clock: Clock,
     /// Stops the readers and the claiming of others' entries (`close_reads`).
     stop_reads: CancellationToken,
     /// Stops everything, lease renewal included (on drop).
     stop: CancellationToken,
 }
 
-/// Entry ids we hold, by partition, from the moment Redis delivers them to us (in the local
-/// channel, in a batch, at the worker) until they are acked or abandoned. While a batcher
-/// lives, it renews their idle time (XCLAIM to itself, JUSTID) so that a batch slower than the
-/// visibility timeout is not claimed — and run twice — by another batcher; once it dies,
-/// renewal stops and the entries are claimed.
-#[derive(Clone, Default)]
-struct Leases(Arc<Mutex<HashMap<usize, HashSet<String>>>>);
-
-impl Leases {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, HashSet<String>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn hold(&self, receipt: &Receipt) {
-        self.lock()
-            .entry(receipt.partition)
-            .or_default()
-            .insert(receipt.entry_id.clone());
-    }
-
-    fn release(&self, receipts: &[Receipt]) {
-        let mut held = self.lock();
-        for r in receipts {
-            if let Some(ids) = held.get_mut(&r.partition) {
-                ids.remove(&r.entry_id);
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Vec<(usize, Vec<String>)> {
-        self.lock()
-            .iter()
-            .filter(|(_, ids)| !ids.is_empty())
-            .map(|(p, ids)| (*p, ids.iter().cloned().collect()))
-            .collect()
-    }
-}
-
 impl Drop for RedisQueue {
     fn drop(&mut self) {
+        self.stop_reads.cancel();
         self.stop.cancel();
     }
 }
@@ -148,6 +135,13 @@ impl RedisQueue {
         consumer: String,
     ) -> Self {
         RedisQueue {
+            settler: Settler::new(
+                conn.clone(),
+                keys.clone(),
+                config.result_ttl,
+                redis.cluster,
+                redis.op_timeout,
+            ),
             conn,
             redis,
             keys,
@@ -155,7 +149,10 @@ impl RedisQueue {
             consumer,
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
             delivered: tokio::sync::OnceCell::new(),
+            read_back: Mutex::new(Vec::new()),
+            feeders: Mutex::new(Vec::new()),
             leases: Leases::default(),
+            clock: Clock::default(),
             stop_reads: CancellationToken::new(),
             stop: CancellationToken::new(),
         }
@@ -173,70 +170,92 @@ impl RedisQueue {
         self.config.capacity.div_ceil(self.keys.partitions()).max(1)
     }
 
-    fn start_readers(&self) -> tokio::sync::Mutex<mpsc::Receiver<Delivery>> {
-        // Two batches deep: enough to form the next batch while one is dispatched.
-        let (tx, rx) = mpsc::channel(2 * READ_COUNT);
-        let partitions = self.partitions_read();
-        let streams: Vec<(usize, String)> = partitions
+    /// The stream groups each reader serves: all in one on a standalone Redis, one each on a
+    /// cluster.
+    fn reader_streams(&self) -> Vec<Vec<(usize, String)>> {
+        let streams: Vec<(usize, String)> = self
+            .partitions_read()
             .iter()
             .map(|&p| (p, self.keys.stream(p)))
             .collect();
-        let groups: Vec<Vec<(usize, String)>> = if self.redis.cluster {
+        if self.redis.cluster {
             streams.into_iter().map(|s| vec![s]).collect()
         } else {
             vec![streams]
-        };
+        }
+    }
+
+    async fn start_readers(&self) -> tokio::sync::Mutex<mpsc::Receiver<Delivery>> {
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let mut conn = self.conn.clone();
+        if let Err(error) = self.clock.sync(&mut conn, self.redis.op_timeout).await {
+            warn!(%error, "cannot read Redis's clock yet; queue ages use this process's");
+        }
+        tokio::spawn(
+            Renewer {
+                conn: self.conn.clone(),
+                keys: self.keys.clone(),
+                consumer: self.consumer.clone(),
+                visibility_timeout: self.config.visibility_timeout,
+                op_timeout: self.redis.op_timeout,
+                leases: self.leases.clone(),
+                clock: self.clock.clone(),
+                stop: self.stop.clone(),
+            }
+            .run(),
+        );
+        let groups = self.reader_streams();
+        let pace = (READ_PACE * groups.len() as u32).min(MAX_READ_PACE);
+        let mut feeders = Vec::new();
         for streams in groups {
             let reader = StreamReader {
                 redis: self.redis.clone(),
                 leases: self.leases.clone(),
+                clock: self.clock.clone(),
                 streams,
                 consumer: self.consumer.clone(),
                 tx: tx.clone(),
                 stop: self.stop_reads.clone(),
+                pace,
             };
-            tokio::spawn(reader.run());
+            feeders.push(tokio::spawn(reader.run()));
         }
         let claimer = Claimer {
             conn: self.conn.clone(),
             keys: self.keys.clone(),
-            partitions: partitions.clone(),
+            partitions: self.partitions_read(),
             consumer: self.consumer.clone(),
             config: self.config.clone(),
             op_timeout: self.redis.op_timeout,
             tx,
             leases: self.leases.clone(),
-            stop_reads: self.stop_reads.clone(),
-            stop: self.stop.clone(),
+            clock: self.clock.clone(),
+            settler: self.settler.clone(),
+            stop: self.stop_reads.clone(),
         };
-        tokio::spawn(claimer.run());
-        info!(consumer = %self.consumer, partitions = partitions.len(), "stream readers started");
+        feeders.push(tokio::spawn(claimer.run()));
+        *self.feeders.lock().unwrap_or_else(|p| p.into_inner()) = feeders;
+        info!(consumer = %self.consumer, partitions = self.partitions_read().len(), "stream readers started");
         tokio::sync::Mutex::new(rx)
     }
 
     fn unavailable(error: &redis::RedisError) -> QueueError {
         QueueError::Unavailable(describe(error))
     }
-}
 
-#[async_trait]
-impl Queue for RedisQueue {
-    async fn enqueue(&self, task: Task) -> Result<(), QueueError> {
+    async fn add(&self, task: &Task, first_queued_ms: Option<u64>) -> Result<(), QueueError> {
         let partition = self.keys.partition_of(&task.task_id);
-        let stream = self.keys.stream(partition);
-        let payload = task.to_bytes();
-        let capacity = self.per_partition_capacity();
+        let mut call = self.enqueue.prepare_invoke();
+        call.key(self.keys.stream(partition))
+            .arg(self.per_partition_capacity())
+            .arg(task.to_bytes());
+        if let Some(ms) = first_queued_ms {
+            call.arg(ms);
+        }
         let mut conn = self.conn.clone();
-        let added: Option<String> = bounded(
-            self.redis.op_timeout,
-            self.enqueue
-                .key(&stream)
-                .arg(capacity)
-                .arg(payload)
-                .invoke_async(&mut conn),
-        )
-        .await
-        .map_err(|e| Self::unavailable(&e))?;
+        let added: Option<String> = bounded(self.redis.op_timeout, call.invoke_async(&mut conn))
+            .await
+            .map_err(|e| Self::unavailable(&e))?;
         match added {
             Some(_) => Ok(()),
             None => Err(QueueError::Full {
@@ -245,19 +264,87 @@ impl Queue for RedisQueue {
         }
     }
 
+    /// Reads back this consumer's pending entries that it does not hold: delivered by Redis
+    /// to a read that was cut short, never seen here.
+    async fn read_back_unseen(&self) -> Vec<Delivery> {
+        let mut found = Vec::new();
+        for streams in self.reader_streams() {
+            for (partition, stream) in streams {
+                let mut after = "0".to_owned();
+                while found.len() < DRAIN_READ_BACK {
+                    let mut conn = self.conn.clone();
+                    let reply: Result<Option<StreamReadReply>, _> = bounded(
+                        self.redis.op_timeout,
+                        redis::cmd("XREADGROUP")
+                            .arg("GROUP")
+                            .arg(GROUP)
+                            .arg(&self.consumer)
+                            .arg("COUNT")
+                            .arg(CHANNEL)
+                            .arg("STREAMS")
+                            .arg(&stream)
+                            .arg(&after)
+                            .query_async(&mut conn),
+                    )
+                    .await;
+                    let entries = match reply {
+                        Ok(reply) => flatten(&[(partition, stream.clone())], reply),
+                        Err(error) => {
+                            warn!(%error, partition, "cannot read back pending entries at the drain");
+                            break;
+                        }
+                    };
+                    let Some((_, last)) = entries.last() else {
+                        break;
+                    };
+                    after = last.id.clone();
+                    for (p, entry) in &entries {
+                        if self.leases.holds(*p, &entry.id) {
+                            continue;
+                        }
+                        if let Some(d) = delivery(*p, entry, &self.clock) {
+                            self.leases.hold(&d.receipt);
+                            found.push(d);
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    async fn enqueue(&self, task: Task) -> Result<(), QueueError> {
+        self.add(&task, None).await
+    }
+
+    async fn requeue(&self, delivery: Delivery) -> Result<(), QueueError> {
+        let first = self.clock.redis_ms(delivery.queued_at);
+        self.add(&delivery.task, Some(first)).await
+    }
+
     async fn read(&self, max: usize, block: Duration) -> Result<Vec<Delivery>, QueueError> {
         let rx = self
             .delivered
-            .get_or_init(|| async { self.start_readers() })
+            .get_or_init(|| async { self.start_readers().await })
             .await;
         let mut rx = rx.lock().await;
         let mut out = Vec::new();
         if max == 0 {
             return Ok(out);
         }
-        match tokio::time::timeout(block, rx.recv()).await {
-            Ok(Some(first)) => out.push(first),
-            Ok(None) | Err(_) => return Ok(out),
+        {
+            let mut read_back = self.read_back.lock().unwrap_or_else(|p| p.into_inner());
+            let n = read_back.len().min(max);
+            out.extend(read_back.drain(..n));
+        }
+        if out.is_empty() {
+            match tokio::time::timeout(block, rx.recv()).await {
+                Ok(Some(first)) => out.push(first),
+                Ok(None) | Err(_) => return Ok(out),
+            }
         }
         while out.len() < max {
             match rx.try_recv() {
@@ -269,31 +356,26 @@ impl Queue for RedisQueue {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
+        let acked = self.settler.settle(&[], receipts).await;
         self.leases.release(receipts);
-        let mut by_partition: Vec<Vec<&str>> = vec![Vec::new(); self.keys.partitions()];
-        for r in receipts {
-            if let Some(ids) = by_partition.get_mut(r.partition) {
-                ids.push(&r.entry_id);
-            }
-        }
-        let acks = by_partition
-            .iter()
-            .enumerate()
-            .filter(|(_, ids)| !ids.is_empty())
-            .map(|(p, ids)| {
-                let stream = self.keys.stream(p);
-                let mut conn = self.conn.clone();
-                async move {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(ids).ignore();
-                    pipe.cmd("XDEL").arg(&stream).arg(ids).ignore();
-                    bounded(self.redis.op_timeout, pipe.query_async::<()>(&mut conn)).await
-                }
-            });
-        for result in futures_util::future::join_all(acks).await {
-            result.map_err(|e| Self::unavailable(&e))?;
-        }
-        Ok(())
+        acked.map(|_| ()).map_err(|e| Self::unavailable(&e))
+    }
+
+    async fn settle(
+        &self,
+        _results: &dyn ResultStore,
+        completions: Vec<Completion>,
+        receipts: &[Receipt],
+    ) -> Result<(), StoreError> {
+        // Results go through the same script whichever store the caller holds: writing and
+        // acknowledging are one step here.
+        let settled = self.settler.settle(&completions, receipts).await;
+        // Settled: nothing to renew. Not settled: the entries lapse to our own claimer after
+        // the visibility timeout, and run again.
+        self.leases.release(receipts);
+        settled
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(describe(&e)))
     }
 
     async fn depth(&self) -> Result<Vec<usize>, QueueError> {
@@ -320,8 +402,8 @@ impl Queue for RedisQueue {
     /// From `XINFO GROUPS` of each partition, summed: taken = `entries-read` (entries delivered
     /// to batchers), queued = `lag` (entries not delivered yet). `None` while Redis cannot count
     /// exactly (a group without a valid lag, e.g. right after entries past its position were
-    /// deleted). Readers take at most about a batch ahead of their batcher, so what they hold
-    /// is not hidden from `queued` for long.
+    /// deleted). Readers take at most about two batches ahead of their batcher, so what they
+    /// hold is not hidden from `queued` for long.
     async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
         let infos = (0..self.keys.partitions()).map(|p| {
             let stream = self.keys.stream(p);
@@ -343,9 +425,9 @@ impl Queue for RedisQueue {
         };
         for groups in futures_util::future::join_all(infos).await {
             let groups = groups.map_err(|e| Self::unavailable(&e))?;
-            let Some(group) = groups.iter().find(
-                |g| matches!(g.get("name"), Some(v) if value_text(v).as_deref() == Some(GROUP)),
-            ) else {
+            let Some(group) = groups.iter().find(|g| {
+                matches!(g.get("name"), Some(v) if crate::value_text(v).as_deref() == Some(GROUP))
+            }) else {
                 // No group yet: nothing was ever read from this partition.
                 continue;
             };
@@ -362,64 +444,33 @@ impl Queue for RedisQueue {
     }
 
     async fn abandon(&self, receipts: &[Receipt]) {
-        // Stop renewing: after the visibility timeout any batcher (this one too) claims them.
+        // Stop renewing: after the visibility timeout our own claimer takes them again.
         self.leases.release(receipts);
     }
 
     async fn close_reads(&self) {
         self.stop_reads.cancel();
-    }
-}
-
-/// Creates the group at the start of the stream (and the stream) unless it exists.
-async fn ensure_group(conn: &mut RedisConn, stream: &str, limit: Duration) -> RedisResult<()> {
-    let created: RedisResult<()> = bounded(
-        limit,
-        redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(conn),
-    )
-    .await;
-    match created {
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        other => other,
-    }
-}
-
-/// Turns a stream entry into a delivery; `None` (logged) if it cannot be decoded.
-fn delivery(partition: usize, entry: &StreamId) -> Option<Delivery> {
-    let bytes = match entry.map.get("m") {
-        Some(Value::BulkString(b)) => b,
-        _ => {
-            warn!(entry = %entry.id, "stream entry without a task message");
-            return None;
+        if self.delivered.get().is_none() {
+            return;
         }
-    };
-    match Task::from_bytes(bytes) {
-        Ok(task) => Some(Delivery {
-            task,
-            receipt: Receipt {
-                partition,
-                entry_id: entry.id.clone(),
-            },
-        }),
-        Err(error) => {
-            warn!(entry = %entry.id, %error, "undecodable task message");
-            None
+        let feeders = std::mem::take(&mut *self.feeders.lock().unwrap_or_else(|p| p.into_inner()));
+        let limit = self.redis.op_timeout + READ_BLOCK;
+        for feeder in feeders {
+            if tokio::time::timeout(limit, feeder).await.is_err() {
+                warn!("a stream reader did not stop in time");
+            }
         }
-    }
-}
-
-/// A reply field as text (bulk or simple string).
-fn value_text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
+        let unseen = self.read_back_unseen().await;
+        if !unseen.is_empty() {
+            info!(
+                entries = unseen.len(),
+                "read back entries delivered to a read cut short by the drain"
+            );
+        }
+        self.read_back
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(unseen);
     }
 }
 
@@ -427,328 +478,6 @@ fn value_text(v: &Value) -> Option<String> {
 fn value_number(v: &Value) -> Option<u64> {
     match v {
         Value::Int(i) => u64::try_from(*i).ok(),
-        other => value_text(other)?.parse().ok(),
-    }
-}
-
-/// Blocks in `XREADGROUP` on its streams and feeds the local channel. A standalone Redis gets
-/// one reader for all partitions (one command returns entries of every stream); a cluster gets
-/// one per partition, since one command cannot span slots.
-struct StreamReader {
-    redis: RedisConfig,
-    leases: Leases,
-    /// `(partition, stream key)` of every stream read.
-    streams: Vec<(usize, String)>,
-    consumer: String,
-    tx: mpsc::Sender<Delivery>,
-    stop: CancellationToken,
-}
-
-impl StreamReader {
-    async fn run(self) {
-        let mut conn = None;
-        while !self.stop.is_cancelled() {
-            let mut c = match conn.take() {
-                Some(c) => c,
-                None => match self.redis.connect_blocking(READ_BLOCK).await {
-                    Ok(c) => c,
-                    Err(error) => {
-                        warn!(%error, "stream reader cannot connect");
-                        self.pause().await;
-                        continue;
-                    }
-                },
-            };
-            // Wait for room first: entries stay in Redis while the batcher is behind.
-            let Ok(permit) = self
-                .tx
-                .reserve_many(READ_COUNT.min(self.tx.max_capacity()))
-                .await
-            else {
-                return;
-            };
-            drop(permit);
-            match self.read_once(&mut c).await {
-                Ok(entries) => {
-                    for d in entries.iter().filter_map(|(p, e)| delivery(*p, e)) {
-                        self.leases.hold(&d.receipt);
-                        if self.tx.send(d).await.is_err() {
-                            return;
-                        }
-                    }
-                    conn = Some(c);
-                }
-                Err(e) if e.code() == Some("NOGROUP") => {
-                    // Redis lost the group (a restart without persistence): make it again.
-                    for (_, stream) in &self.streams {
-                        if let Err(error) =
-                            ensure_group(&mut c, stream, self.redis.op_timeout).await
-                        {
-                            warn!(%error, "cannot recreate the consumer group");
-                            self.pause().await;
-                        }
-                    }
-                    conn = Some(c);
-                }
-                Err(error) => {
-                    debug!(%error, "stream read failed; reconnecting");
-                    self.pause().await;
-                }
-            }
-        }
-    }
-
-    async fn read_once(&self, conn: &mut RedisConn) -> RedisResult<Vec<(usize, StreamId)>> {
-        // COUNT is per stream: spread one batch's worth over the streams read, so that a read
-        // takes about a batch, not a batch from every partition (entries left in Redis stay
-        // visible to the gateways' shedding as `lag`).
-        let per_stream = READ_COUNT.div_ceil(self.streams.len().max(1));
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(per_stream)
-            .arg("BLOCK")
-            .arg(READ_BLOCK.as_millis() as u64)
-            .arg("STREAMS");
-        for (_, stream) in &self.streams {
-            cmd.arg(stream);
-        }
-        for _ in &self.streams {
-            cmd.arg(">");
-        }
-        let reply: Option<StreamReadReply> =
-            bounded(self.redis.op_timeout + READ_BLOCK, cmd.query_async(conn)).await?;
-        let partition_of = |key: &str| self.streams.iter().find(|(_, s)| s == key).map(|(p, _)| *p);
-        Ok(reply
-            .map(|r| {
-                r.keys
-                    .into_iter()
-                    .filter_map(|k| partition_of(&k.key).map(|p| (p, k.ids)))
-                    .flat_map(|(p, ids)| ids.into_iter().map(move |id| (p, id)))
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    async fn pause(&self) {
-        tokio::select! {
-            _ = self.stop.cancelled() => {}
-            _ = tokio::time::sleep(RETRY_PAUSE) => {}
-        }
-    }
-}
-
-/// Claims entries whose batcher stopped acknowledging them, and dead-letters the ones that
-/// keep coming back.
-struct Claimer {
-    conn: RedisConn,
-    keys: Keys,
-    partitions: Vec<usize>,
-    consumer: String,
-    config: RedisQueueConfig,
-    op_timeout: Duration,
-    tx: mpsc::Sender<Delivery>,
-    leases: Leases,
-    stop_reads: CancellationToken,
-    stop: CancellationToken,
-}
-
-impl Claimer {
-    /// Every third of the visibility timeout: renew our leases, then (unless reads are
-    /// closed) claim what others left behind.
-    async fn run(mut self) {
-        let every = (self.config.visibility_timeout / 3).max(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-            if let Err(error) = self.renew().await {
-                warn!(%error, "renewing leases failed; slow batches may be claimed by others");
-            }
-            if self.stop_reads.is_cancelled() {
-                continue;
-            }
-            for p in self.partitions.clone() {
-                if let Err(error) = self.sweep(p).await {
-                    debug!(%error, partition = p, "claim sweep failed");
-                }
-            }
-        }
-    }
-
-    /// Resets the idle time of every entry we hold (JUSTID: delivery counts stay).
-    async fn renew(&mut self) -> RedisResult<()> {
-        for (partition, ids) in self.leases.snapshot() {
-            bounded(
-                self.op_timeout,
-                redis::cmd("XCLAIM")
-                    .arg(self.keys.stream(partition))
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg(0)
-                    .arg(&ids)
-                    .arg("JUSTID")
-                    .query_async::<Value>(&mut self.conn),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn sweep(&mut self, partition: usize) -> RedisResult<()> {
-        let stream = self.keys.stream(partition);
-        let idle_ms = self.config.visibility_timeout.as_millis() as u64;
-        let pending: StreamPendingCountReply = bounded(
-            self.op_timeout,
-            redis::cmd("XPENDING")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg("IDLE")
-                .arg(idle_ms)
-                .arg("-")
-                .arg("+")
-                .arg(READ_COUNT)
-                .query_async(&mut self.conn),
-        )
-        .await?;
-        if pending.ids.is_empty() {
-            return Ok(());
-        }
-        let (dead, retry): (Vec<_>, Vec<_>) = pending
-            .ids
-            .into_iter()
-            .partition(|e| e.times_delivered >= self.config.max_deliveries);
-        let ids = |v: &[redis::streams::StreamPendingId]| -> Vec<String> {
-            v.iter().map(|e| e.id.clone()).collect()
-        };
-        // Claim only what the local channel has room for: the claimer must never block, or
-        // lease renewal (same loop) would stall. The rest waits for the next round.
-        let mut retry = retry;
-        retry.truncate(self.tx.capacity());
-        if !retry.is_empty() {
-            let claimed: StreamClaimReply = bounded(
-                self.op_timeout,
-                redis::cmd("XCLAIM")
-                    .arg(&stream)
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg(idle_ms)
-                    .arg(ids(&retry))
-                    .query_async(&mut self.conn),
-            )
-            .await?;
-            info!(
-                partition,
-                claimed = claimed.ids.len(),
-                "claimed entries left by another batcher"
-            );
-            for d in claimed.ids.iter().filter_map(|e| delivery(partition, e)) {
-                let receipt = d.receipt.clone();
-                self.leases.hold(&receipt);
-                if self.tx.try_send(d).is_err() {
-                    // No room after all (a reader filled it): let the lease lapse, so the
-                    // entry is claimed again in a later round.
-                    self.leases.release(&[receipt]);
-                    break;
-                }
-            }
-        }
-        if !dead.is_empty() {
-            self.dead_letter(partition, &stream, &dead).await?;
-        }
-        Ok(())
-    }
-
-    /// Moves entries delivered too often to the dead-letter stream, writes their FAILED
-    /// result, then acknowledges them (the result is stored before the ack).
-    async fn dead_letter(
-        &mut self,
-        partition: usize,
-        stream: &str,
-        dead: &[redis::streams::StreamPendingId],
-    ) -> RedisResult<()> {
-        let ids: Vec<&str> = dead.iter().map(|e| e.id.as_str()).collect();
-        let mut entries = Vec::with_capacity(ids.len());
-        for id in &ids {
-            let one: redis::streams::StreamRangeReply = bounded(
-                self.op_timeout,
-                redis::cmd("XRANGE")
-                    .arg(stream)
-                    .arg(id)
-                    .arg(id)
-                    .query_async(&mut self.conn),
-            )
-            .await?;
-            entries.extend(one.ids);
-        }
-        let now = unix_ms(SystemTime::now());
-        for entry in &entries {
-            let Some(meta) = dead.iter().find(|d| d.id == entry.id) else {
-                continue;
-            };
-            let reason = format!(
-                "dead-lettered: delivered {} times without completing",
-                meta.times_delivered
-            );
-            let task = delivery(partition, entry).map(|d| d.task);
-            let bytes = match entry.map.get("m") {
-                Some(Value::BulkString(m)) => m.as_slice(),
-                _ => &[],
-            };
-            let dlq = crate::dead_letters::xadd(
-                &self.keys.dead_letter(),
-                bytes,
-                &reason,
-                meta.times_delivered as u64,
-                now,
-            );
-            bounded(self.op_timeout, dlq.query_async::<()>(&mut self.conn)).await?;
-            if let Some(task) = &task {
-                let completion = Completion {
-                    task_id: task.task_id.clone(),
-                    outcome: Outcome::Failed(reason.clone()),
-                    completed_at: now,
-                    reply_to: task.reply_to.clone(),
-                };
-                let key = self.keys.result(&task.task_id);
-                let mut pipe = redis::pipe();
-                pipe.cmd("HSET")
-                    .arg(&key)
-                    .arg("status")
-                    .arg("FAILED")
-                    .arg("error")
-                    .arg(&reason)
-                    .arg("completed_at")
-                    .arg(now)
-                    .ignore();
-                pipe.cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(self.config.result_ttl.as_secs())
-                    .ignore();
-                bounded(self.op_timeout, pipe.query_async::<()>(&mut self.conn)).await?;
-                if let Some(gateway) = &task.reply_to {
-                    let channel = self.keys.notify_channel(gateway);
-                    let _: RedisResult<()> = bounded(
-                        self.op_timeout,
-                        redis::cmd("PUBLISH")
-                            .arg(channel)
-                            .arg(
-                                serde_json::to_string(&[Notice::of(&completion)])
-                                    .unwrap_or_default(),
-                            )
-                            .query_async(&mut self.conn),
-                    )
-                    .await;
-                }
-            }
-            warn!(entry = %entry.id, partition, deliveries = meta.times_delivered, "task dead-lettered");
-        }
-        let mut pipe = redis::pipe();
-        pipe.cmd("XACK").arg(stream).arg(GROUP).arg(&ids).ignore();
-        pipe.cmd("XDEL").arg(stream).arg(&ids).ignore();
-        bounded(self.op_timeout, pipe.query_async::<()>(&mut self.conn)).await
+        other => crate::value_text(other)?.parse().ok(),
     }
 }

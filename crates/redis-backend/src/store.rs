@@ -1,5 +1,11 @@
 //! The result store on Redis: one hash per task, `status`, `output`, `error`, `created_at`,
-//! `completed_at`, with a TTL; completions are announced on the waiting gateway's channel.
+//! `completed_at`, `owner`, with a TTL. Results are written by the settle script (see
+//! [`crate::settle`]), which also tells the gateways that wait.
+//!
+//! Waiting costs no read of its own: a task this gateway admits is registered with the
+//! notifier before admission ([`ResultStore::expect`]), and a long poll reads the record and
+//! registers this gateway on it in one script ([`ResultStore::watch`]), so the result's
+//! notice reaches whichever gateway waits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,17 +13,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::api::TaskStatus;
-use batchgate_queue::{Completion, Outcome, ResultStore, StoreError, TaskRecord};
-use redis::RedisResult;
+use batchgate_queue::{
+    Completion, Expectation, ResultStore, StoreError, TaskRecord, Watched,
+};
+use redis::{RedisResult, Script};
+use tokio::sync::oneshot;
 
 use crate::conn::{bounded, RedisConn};
 use crate::describe;
 use crate::keys::Keys;
-use crate::notify::{Notice, Notifier};
+use crate::notify::{Notifier, Wake};
+use crate::settle::Settler;
 
-/// How often a waiter re-reads the store when no notification came: the fallback for tasks
-/// submitted through another gateway, or a lost pub/sub message. Not a busy loop.
-const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// How often a process without a subscription (never a gateway) re-reads a pending record.
+const POLL_WITHOUT_NOTIFIER: Duration = Duration::from_secs(1);
 
 /// The Redis result store. Cloning is shallow.
 #[derive(Clone)]
@@ -26,29 +35,34 @@ pub struct RedisResultStore {
     conn: RedisConn,
     /// Key names.
     keys: Keys,
-    /// Lifetime of a record after its last write.
-    ttl: Duration,
     /// Bound on one command.
     op_timeout: Duration,
-    /// Wakes local waiters when this gateway's tasks complete; absent in batcher-only
-    /// processes, which never wait.
-    notifier: Option<Arc<Notifier>>,
+    /// Writes results (the same script the batcher settles batches with).
+    settler: Settler,
+    /// Reads a record and registers this gateway as its watcher.
+    watch: Script,
+    /// Wakes local waiters when their tasks complete, with this gateway's id on the
+    /// notification bus; absent in batcher-only processes, which never wait.
+    notifier: Option<(Arc<Notifier>, String)>,
 }
 
 impl RedisResultStore {
-    /// A store on `conn`; `notifier` is this gateway's subscription, if it serves waits.
+    /// A store on `conn`; `notifier` is this gateway's subscription and its id, if it
+    /// serves waits; `cluster` picks sharded pub/sub and per-partition writes.
     pub fn new(
         conn: RedisConn,
         keys: Keys,
         ttl: Duration,
         op_timeout: Duration,
-        notifier: Option<Arc<Notifier>>,
+        notifier: Option<(Arc<Notifier>, String)>,
+        cluster: bool,
     ) -> Self {
         RedisResultStore {
+            settler: Settler::new(conn.clone(), keys.clone(), ttl, cluster, op_timeout),
             conn,
             keys,
-            ttl,
             op_timeout,
+            watch: Script::new(include_str!("lua/watch.lua")),
             notifier,
         }
     }
@@ -61,9 +75,30 @@ impl RedisResultStore {
         let mut conn = self.conn.clone();
         bounded(self.op_timeout, cmd.query_async(&mut conn)).await
     }
+
+    /// Registers a local waiter for `task_id` (none without a notifier).
+    fn register(&self, task_id: &str) -> Option<oneshot::Receiver<Wake>> {
+        self.notifier.as_ref().map(|(n, _)| n.register(task_id))
+    }
+
+    /// Reads the record; while it is pending, registers this gateway on it, in one script.
+    async fn read_watching(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let Some((_, gateway)) = &self.notifier else {
+            return self.get(task_id).await;
+        };
+        let mut call = self.watch.prepare_invoke();
+        call.key(self.keys.result(task_id))
+            .arg(Keys::watcher_field(gateway));
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> =
+            bounded(self.op_timeout, call.invoke_async(&mut conn))
+                .await
+                .map_err(|e| Self::unavailable(&e))?;
+        Ok(parse_record(&fields))
+    }
 }
 
-fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
+pub(crate) fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
     let status = match fields.get("status")?.as_str() {
         "PENDING" => TaskStatus::Pending,
         "SUCCESS" => TaskStatus::Success,
@@ -79,6 +114,72 @@ fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
         owner: fields.get("owner").cloned(),
         completed_at: number("completed_at"),
     })
+}
+
+/// A wait registered before it could miss its notice.
+struct Expected {
+    store: RedisResultStore,
+    task_id: String,
+    /// The record as last known (pending).
+    pending: TaskRecord,
+    /// The registration; `None` without a notifier (then the store is polled).
+    woken: Option<oneshot::Receiver<Wake>>,
+}
+
+#[async_trait]
+impl Expectation for Expected {
+    async fn wait(self: Box<Self>, timeout: Duration) -> Result<Option<TaskRecord>, StoreError> {
+        let Expected {
+            store,
+            task_id,
+            mut pending,
+            mut woken,
+        } = *self;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let wake = match woken.take() {
+                Some(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                    Err(_) => return Ok(Some(pending)),
+                    Ok(Ok(wake)) => wake,
+                    // The registration went without a word: treat it as a recheck.
+                    Ok(Err(_)) => Wake::Recheck,
+                },
+                None => {
+                    let nap = deadline
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .min(POLL_WITHOUT_NOTIFIER);
+                    if nap.is_zero() {
+                        return Ok(Some(pending));
+                    }
+                    tokio::time::sleep(nap).await;
+                    Wake::Recheck
+                }
+            };
+            match wake {
+                // The notice carries the result: no read of the store.
+                Wake::Done(notice) => {
+                    return Ok(Some(TaskRecord {
+                        status: notice.status,
+                        output: notice.output,
+                        error: notice.error,
+                        completed_at: Some(notice.completed_at),
+                        ..pending
+                    }))
+                }
+                Wake::Recheck => {
+                    // Register again first, then read once: nothing can slip between.
+                    woken = store.register(&task_id);
+                    match store.read_watching(&task_id).await? {
+                        Some(r) if !r.status.is_terminal() => pending = r,
+                        other => return Ok(other),
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(Some(pending));
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -102,9 +203,9 @@ impl ResultStore for RedisResultStore {
             hset.arg("owner").arg(owner);
         }
         hset.ignore();
-        pipe.cmd("EXPIRE")
+        pipe.cmd("PEXPIRE")
             .arg(&key)
-            .arg(self.ttl.as_secs())
+            .arg(self.settler.ttl_ms())
             .ignore();
         let mut conn = self.conn.clone();
         bounded(self.op_timeout, pipe.query_async::<()>(&mut conn))
@@ -113,55 +214,11 @@ impl ResultStore for RedisResultStore {
     }
 
     async fn complete(&self, completions: Vec<Completion>) -> Result<(), StoreError> {
-        // One pipeline per partition: a cluster pipeline must stay on one slot.
-        let mut by_partition: HashMap<usize, redis::Pipeline> = HashMap::new();
-        let mut notify: HashMap<String, Vec<Notice>> = HashMap::new();
-        for c in &completions {
-            let key = self.keys.result(&c.task_id);
-            let pipe = by_partition
-                .entry(self.keys.partition_of(&c.task_id))
-                .or_insert_with(redis::pipe);
-            let cmd = pipe.cmd("HSET").arg(&key);
-            match &c.outcome {
-                Outcome::Success(output) => {
-                    cmd.arg("status").arg("SUCCESS").arg("output").arg(output)
-                }
-                Outcome::Failed(error) => cmd.arg("status").arg("FAILED").arg("error").arg(error),
-            };
-            cmd.arg("completed_at").arg(c.completed_at).ignore();
-            pipe.cmd("EXPIRE")
-                .arg(&key)
-                .arg(self.ttl.as_secs())
-                .ignore();
-            if let Some(gateway) = &c.reply_to {
-                notify
-                    .entry(gateway.clone())
-                    .or_default()
-                    .push(Notice::of(c));
-            }
-        }
-        let writes = by_partition.into_values().map(|pipe| {
-            let mut conn = self.conn.clone();
-            async move { bounded(self.op_timeout, pipe.query_async::<()>(&mut conn)).await }
-        });
-        for result in futures_util::future::join_all(writes).await {
-            result.map_err(|e| Self::unavailable(&e))?;
-        }
-        // Stored: now tell the waiting gateways. A lost message only delays a waiter until
-        // its fallback read.
-        for (gateway, notices) in notify {
-            let Ok(message) = serde_json::to_string(&notices) else {
-                continue;
-            };
-            let cmd = redis::cmd("PUBLISH")
-                .arg(self.keys.notify_channel(&gateway))
-                .arg(message)
-                .clone();
-            if let Err(error) = self.run::<()>(&cmd).await {
-                tracing::debug!(%error, "publishing completions failed; waiters fall back to reads");
-            }
-        }
-        Ok(())
+        self.settler
+            .settle(&completions, &[])
+            .await
+            .map(|_| ())
+            .map_err(|e| Self::unavailable(&e))
     }
 
     async fn remove(&self, task_id: &str) -> Result<(), StoreError> {
@@ -183,36 +240,11 @@ impl ResultStore for RedisResultStore {
         task_id: &str,
         timeout: Duration,
     ) -> Result<Option<TaskRecord>, StoreError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            // Register before reading, so a completion between the read and the wait wakes us.
-            let woken = self.notifier.as_ref().map(|n| n.register(task_id));
-            let record = self.get(task_id).await?;
-            let pending = match record {
-                Some(r) if !r.status.is_terminal() => r,
-                other => return Ok(other),
-            };
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(Some(pending));
-            }
-            let nap = (deadline - now).min(FALLBACK_POLL);
-            match woken {
-                Some(woken) => {
-                    // The notice carries the result: no second read of the store.
-                    if let Ok(Ok(notice)) = tokio::time::timeout(nap, woken).await {
-                        return Ok(Some(TaskRecord {
-                            status: notice.status,
-                            output: notice.output,
-                            error: notice.error,
-                            created_at: pending.created_at,
-                            completed_at: Some(notice.completed_at),
-                            owner: pending.owner.clone(),
-                        }));
-                    }
-                }
-                None => tokio::time::sleep(nap).await,
-            }
+        match Arc::new(self.clone()).watch(task_id).await? {
+            Watched::Missing => Ok(None),
+            Watched::Done(record) => Ok(Some(record)),
+            Watched::Pending(record, _) if timeout.is_zero() => Ok(Some(record)),
+            Watched::Pending(_, expectation) => expectation.wait(timeout).await,
         }
     }
 
@@ -222,6 +254,33 @@ impl ResultStore for RedisResultStore {
         self.run(&redis::cmd("DBSIZE"))
             .await
             .map_err(|e| Self::unavailable(&e))
+    }
+
+    fn expect(self: Arc<Self>, task_id: &str, pending: TaskRecord) -> Box<dyn Expectation> {
+        Box::new(Expected {
+            woken: self.register(task_id),
+            store: (*self).clone(),
+            task_id: task_id.to_owned(),
+            pending,
+        })
+    }
+
+    async fn watch(self: Arc<Self>, task_id: &str) -> Result<Watched, StoreError> {
+        // Registered before the read: a completion right after it still wakes us.
+        let woken = self.register(task_id);
+        Ok(match self.read_watching(task_id).await? {
+            None => Watched::Missing,
+            Some(record) if record.status.is_terminal() => Watched::Done(record),
+            Some(record) => Watched::Pending(
+                record.clone(),
+                Box::new(Expected {
+                    store: (*self).clone(),
+                    task_id: task_id.to_owned(),
+                    pending: record,
+                    woken,
+                }),
+            ),
+        })
     }
 }
 
@@ -236,6 +295,7 @@ mod tests {
         f.insert("output".to_owned(), "o".to_owned());
         f.insert("created_at".to_owned(), "5".to_owned());
         f.insert("completed_at".to_owned(), "9".to_owned());
+        f.insert("w:gateway-1".to_owned(), "1".to_owned());
         let r = parse_record(&f).expect("parses");
         assert_eq!(
             (r.status, r.created_at, r.completed_at),

@@ -30,6 +30,7 @@ async fn queue(redis: &RedisConfig, consumer: &str, max_deliveries: usize) -> Re
             max_deliveries,
             read_partitions: Vec::new(),
             result_ttl: Duration::from_secs(60),
+            ..RedisQueueConfig::default()
         },
         consumer.into(),
     )
@@ -106,6 +107,7 @@ async fn an_entry_delivered_too_often_is_dead_lettered_and_failed() {
         Duration::from_secs(60),
         Duration::from_secs(1),
         None,
+        false,
     );
     store.create("2c-task", 1, None).await.expect("create");
     let a = queue(&redis, "a", 1).await;
@@ -168,6 +170,7 @@ async fn admission_deduplicates_and_refuses_a_full_partition_in_one_script() {
         Duration::from_secs(60),
         Duration::from_secs(60),
         Duration::from_secs(1),
+        false,
     );
     let store = RedisResultStore::new(
         conn,
@@ -175,6 +178,7 @@ async fn admission_deduplicates_and_refuses_a_full_partition_in_one_script() {
         Duration::from_secs(60),
         Duration::from_secs(1),
         None,
+        false,
     );
     // Ids start with their input hash's byte, as the gateway makes them.
     let hash = |c: char| format!("0{c}{}", "0".repeat(62));
@@ -236,13 +240,13 @@ async fn processes_that_disagree_on_the_partition_count_are_stopped() {
     let keys = Keys::new(&redis.key_prefix, 4);
     let mut conn = redis.connect().await.expect("connect");
     let limit = Duration::from_secs(1);
-    batchgate_redis::conn::check_layout(&mut conn, &keys.layout(), 4, limit)
+    batchgate_redis::conn::check_layout(&mut conn, &keys.layout(), Some(4), 1, limit)
         .await
         .expect("first sets it");
-    batchgate_redis::conn::check_layout(&mut conn, &keys.layout(), 4, limit)
+    batchgate_redis::conn::check_layout(&mut conn, &keys.layout(), Some(4), 1, limit)
         .await
         .expect("same count");
-    let err = batchgate_redis::conn::check_layout(&mut conn, &keys.layout(), 8, limit)
+    let err = batchgate_redis::conn::check_layout(&mut conn, &keys.layout(), Some(8), 1, limit)
         .await
         .expect_err("different count");
     assert!(err.contains("--partitions 4"), "{err}");

@@ -105,7 +105,8 @@ impl Infra {
 
 pub fn store_config(infra: &Infra) -> StoreConfig {
     StoreConfig {
-        partitions: 16,
+        // Each backend's own default (on Redis: 1 partition standalone, 16 on a cluster).
+        partitions: None,
         queue_capacity: 50_000,
         max_results: 1_000_000,
         result_ttl: Duration::from_secs(600),

@@ -9,7 +9,7 @@ use axum::Json;
 use batchgate_protocol::api::{InferenceRequest, TaskStatus};
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_protocol::{owner_input_sha256_hex, sha256_hex};
-use batchgate_queue::{Admitted, TaskRecord};
+use batchgate_queue::{Admitted, Expectation, TaskRecord};
 use tracing::{Instrument, Span};
 use uuid::Uuid;
 
@@ -106,6 +106,15 @@ pub(crate) async fn submit(
     let Some(gate) = state.admission.enter().await else {
         return Err(ApiError::ShuttingDown { retry_after_secs });
     };
+    // A caller who waits is registered for the result before the task can complete, so the
+    // wait needs no read of the store: the completion's notice brings the result.
+    let expected = (!wait.is_zero()).then(|| {
+        let pending = TaskRecord {
+            owner: task.owner.clone(),
+            ..TaskRecord::pending(created_at)
+        };
+        state.results.clone().expect(&task_id, pending)
+    });
     let admit_error = |e| ApiError::from_admit(&e, retry_after_secs);
     let admitted = state
         .intake
@@ -132,11 +141,11 @@ pub(crate) async fn submit(
                 // An identical input already has a task: answer with it, never run it twice.
                 state.metrics.dedupe_hits.inc();
                 drop(gate);
-                return answer(&state, existing, created_at, wait, false).await;
+                return answer(&state, existing, created_at, wait, None).await;
             }
-            // The first task is gone (refused, or its result expired before its dedupe
-            // entry), or it failed, which may have been transient and is not shared: run this
-            // one on its own, past the stale entry.
+            // The first task ended between the admission (which takes over the entry of a
+            // task that failed or expired) and this read, or belongs to someone this caller
+            // may not see: run this one on its own.
             state
                 .intake
                 .admit(&task, created_at, None)
@@ -148,7 +157,7 @@ pub(crate) async fn submit(
     drop(gate);
     state.shedder.admitted();
     state.metrics.tasks_accepted.inc();
-    answer(&state, task_id, created_at, wait, true).await
+    answer(&state, task_id, created_at, wait, Some(expected)).await
 }
 
 /// A fresh unguessable id (UUID v4). With an input hash, its first byte is the hash's, so
@@ -163,26 +172,26 @@ fn new_task_id(input_sha256: Option<&str>) -> String {
 }
 
 /// 200 with the result if the task finishes within `wait`, else 202 with its pending view.
-/// A `fresh` task was just enqueued, so without a wait it is known to be pending; another
-/// (a dedupe hit) may be done already and is read.
+/// A `fresh` task (`Some`) was just enqueued: without a wait it is known to be pending, with
+/// one its expectation was registered before admission. Another (a dedupe hit) may be done
+/// already and is read.
 async fn answer(
     state: &AppState,
     task_id: String,
     created_at: u64,
     wait: Duration,
-    fresh: bool,
+    fresh: Option<Option<Box<dyn Expectation>>>,
 ) -> Result<Response, ApiError> {
     let store_error = |e| ApiError::from_store(&e, state.config.retry_after_secs);
-    let record = if !wait.is_zero() {
-        state
+    let record = match fresh {
+        Some(Some(expected)) => expected.wait(wait).await.map_err(store_error)?,
+        Some(None) => None,
+        None if !wait.is_zero() => state
             .results
             .wait(&task_id, wait)
             .await
-            .map_err(store_error)?
-    } else if !fresh {
-        state.results.get(&task_id).await.map_err(store_error)?
-    } else {
-        None
+            .map_err(store_error)?,
+        None => state.results.get(&task_id).await.map_err(store_error)?,
     };
     let record = record.unwrap_or_else(|| TaskRecord::pending(created_at));
     let status = if record.status.is_terminal() {

@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use batchgate_protocol::api::TaskView;
+use batchgate_queue::{TaskRecord, Watched};
 
 use super::extract::{Caller, Wait};
 use crate::error::ApiError;
@@ -23,23 +24,35 @@ pub(crate) async fn get_result(
         return Err(ApiError::TaskNotFound);
     }
     let store_error = |e| ApiError::from_store(&e, state.config.retry_after_secs);
-    // Ownership is checked on the stored record before any wait: a wake-up notice does not
-    // carry the owner.
-    let record = state
-        .results
-        .get(&task_id)
-        .await
-        .map_err(store_error)?
-        .filter(|r| r.readable_by(&caller, state.unowned_is_public()))
-        .ok_or(ApiError::TaskNotFound)?;
-    if record.status.is_terminal() || wait.is_zero() {
+    let readable = |r: &TaskRecord| r.readable_by(&caller, state.unowned_is_public());
+    if wait.is_zero() {
+        let record = state
+            .results
+            .get(&task_id)
+            .await
+            .map_err(store_error)?
+            .filter(readable)
+            .ok_or(ApiError::TaskNotFound)?;
         return Ok(Json(record.view(&task_id)));
     }
-    let record = state
+    // One step reads the record and registers for its result. Ownership is checked on the
+    // stored record before any wait: a wake-up notice does not carry the owner.
+    let record = match state
         .results
-        .wait(&task_id, wait)
+        .clone()
+        .watch(&task_id)
         .await
         .map_err(store_error)?
-        .ok_or(ApiError::TaskNotFound)?;
+    {
+        Watched::Missing => None,
+        Watched::Done(record) => Some(record).filter(readable),
+        Watched::Pending(record, expectation) => {
+            if !readable(&record) {
+                return Err(ApiError::TaskNotFound);
+            }
+            expectation.wait(wait).await.map_err(store_error)?
+        }
+    };
+    let record = record.ok_or(ApiError::TaskNotFound)?;
     Ok(Json(record.view(&task_id)))
 }

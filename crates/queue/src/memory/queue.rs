@@ -73,6 +73,8 @@ impl MemoryQueue {
             while out.len() < max {
                 let Some(task) = fifo.pop_front() else { break };
                 out.push(Delivery {
+                    // One process: the gateway's clock is the queue's.
+                    queued_at: task.enqueued_at,
                     task,
                     receipt: Receipt {
                         partition,

@@ -165,6 +165,15 @@ impl ResultStore for MemoryResultStore {
                     waiters: Vec::new(),
                 }
             });
+            // A SUCCESS is final; a FAILED gives way only to a SUCCESS.
+            let replaces = match entry.record.status {
+                TaskStatus::Success => false,
+                TaskStatus::Failed => status == TaskStatus::Success,
+                TaskStatus::Pending => true,
+            };
+            if !replaces {
+                continue;
+            }
             entry.record.status = status;
             entry.record.output = output;
             entry.record.error = error;

@@ -1,0 +1,275 @@
+//! Recovery: entries whose batcher died are claimed by a live one; entries that keep coming
+//! back are dead-lettered; consumers of batchers long gone leave the group.
+//!
+//! An entry is claimed only if it has been idle past the visibility timeout *and* the
+//! batcher holding it has no heartbeat (see [`crate::leases`]) — or it is this batcher's own
+//! and no longer held (its batch could not be settled, or a read's reply was lost).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use batchgate_protocol::task::unix_ms;
+use batchgate_queue::{Completion, Delivery, Outcome, Receipt};
+use redis::streams::{StreamClaimReply, StreamPendingCountReply, StreamPendingId, StreamRangeReply};
+use redis::{RedisResult, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::conn::{bounded, RedisConn};
+use crate::keys::{Keys, GROUP};
+use crate::leases::{Clock, Leases};
+use crate::queue::RedisQueueConfig;
+use crate::reader::delivery;
+use crate::settle::Settler;
+
+/// Pending entries one sweep of a partition looks at.
+const SWEEP_COUNT: usize = 256;
+/// Every how many sweeps the group's consumers are checked for departed batchers.
+const CONSUMER_CHECK_EVERY: u64 = 10;
+
+pub(crate) struct Claimer {
+    pub(crate) conn: RedisConn,
+    pub(crate) keys: Keys,
+    pub(crate) partitions: Vec<usize>,
+    pub(crate) consumer: String,
+    pub(crate) config: RedisQueueConfig,
+    pub(crate) op_timeout: Duration,
+    pub(crate) tx: mpsc::Sender<Delivery>,
+    pub(crate) leases: Leases,
+    pub(crate) clock: Clock,
+    pub(crate) settler: Settler,
+    /// Stops claiming (`close_reads`, or the queue dropped).
+    pub(crate) stop: CancellationToken,
+}
+
+impl Claimer {
+    pub(crate) async fn run(mut self) {
+        let every = (self.config.visibility_timeout / 3).max(Duration::from_millis(50));
+        let mut round = 0u64;
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            for p in self.partitions.clone() {
+                if self.stop.is_cancelled() {
+                    return;
+                }
+                if let Err(error) = self.sweep(p).await {
+                    debug!(%error, partition = p, "claim sweep failed");
+                }
+                if round % CONSUMER_CHECK_EVERY == 0 {
+                    if let Err(error) = self.remove_departed(p).await {
+                        debug!(%error, partition = p, "consumer check failed");
+                    }
+                }
+            }
+            round += 1;
+        }
+    }
+
+    /// Whether `consumer`'s entries may be taken: its batcher is gone, or it is this one
+    /// and the entry is no longer held.
+    async fn claimable(
+        &mut self,
+        entry: &StreamPendingId,
+        partition: usize,
+        alive: &mut HashMap<String, bool>,
+    ) -> RedisResult<bool> {
+        if entry.consumer == self.consumer {
+            return Ok(!self.leases.holds(partition, &entry.id));
+        }
+        if let Some(&live) = alive.get(&entry.consumer) {
+            return Ok(!live);
+        }
+        let live: bool = bounded(
+            self.op_timeout,
+            redis::cmd("EXISTS")
+                .arg(self.keys.alive(&entry.consumer))
+                .query_async(&mut self.conn),
+        )
+        .await?;
+        alive.insert(entry.consumer.clone(), live);
+        Ok(!live)
+    }
+
+    async fn sweep(&mut self, partition: usize) -> RedisResult<()> {
+        let stream = self.keys.stream(partition);
+        let idle_ms = self.config.visibility_timeout.as_millis() as u64;
+        let pending: StreamPendingCountReply = bounded(
+            self.op_timeout,
+            redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg("IDLE")
+                .arg(idle_ms)
+                .arg("-")
+                .arg("+")
+                .arg(SWEEP_COUNT)
+                .query_async(&mut self.conn),
+        )
+        .await?;
+        let mut alive = HashMap::new();
+        let mut takeable = Vec::new();
+        for entry in pending.ids {
+            if self.claimable(&entry, partition, &mut alive).await? {
+                takeable.push(entry);
+            }
+        }
+        if takeable.is_empty() {
+            return Ok(());
+        }
+        let (dead, mut retry): (Vec<_>, Vec<_>) = takeable
+            .into_iter()
+            .partition(|e| e.times_delivered >= self.config.max_deliveries);
+        // Claim only what the local channel has room for; the rest waits for the next round.
+        retry.truncate(self.tx.capacity());
+        if !retry.is_empty() {
+            let ids: Vec<&str> = retry.iter().map(|e| e.id.as_str()).collect();
+            let claimed: StreamClaimReply = bounded(
+                self.op_timeout,
+                redis::cmd("XCLAIM")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(idle_ms)
+                    .arg(&ids)
+                    .query_async(&mut self.conn),
+            )
+            .await?;
+            info!(
+                partition,
+                claimed = claimed.ids.len(),
+                "claimed entries left by a batcher that is gone"
+            );
+            for d in claimed
+                .ids
+                .iter()
+                .filter_map(|e| delivery(partition, e, &self.clock))
+            {
+                let receipt = d.receipt.clone();
+                self.leases.hold(&receipt);
+                if self.tx.try_send(d).is_err() {
+                    // No room after all: let it lapse, to be claimed in a later round.
+                    self.leases.release(&[receipt]);
+                    break;
+                }
+            }
+        }
+        if !dead.is_empty() {
+            self.dead_letter(partition, &stream, &dead).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves entries delivered too often to the dead-letter stream, then settles them as
+    /// FAILED (never over a SUCCESS) with their acknowledgement, in the one settle script.
+    async fn dead_letter(
+        &mut self,
+        partition: usize,
+        stream: &str,
+        dead: &[StreamPendingId],
+    ) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for entry in dead {
+            pipe.cmd("XRANGE").arg(stream).arg(&entry.id).arg(&entry.id);
+        }
+        let ranges: Vec<StreamRangeReply> =
+            bounded(self.op_timeout, pipe.query_async(&mut self.conn)).await?;
+        let now = unix_ms(SystemTime::now());
+        let mut completions = Vec::new();
+        for (meta, range) in dead.iter().zip(&ranges) {
+            let Some(entry) = range.ids.first() else {
+                continue;
+            };
+            let reason = format!(
+                "dead-lettered: delivered {} times without completing",
+                meta.times_delivered
+            );
+            let bytes = match entry.map.get("m") {
+                Some(Value::BulkString(m)) => m.as_slice(),
+                _ => &[],
+            };
+            let dlq = crate::dead_letters::xadd(
+                &self.keys.dead_letter(),
+                bytes,
+                &reason,
+                meta.times_delivered as u64,
+                now,
+            );
+            bounded(self.op_timeout, dlq.exec_async(&mut self.conn)).await?;
+            if let Some(d) = delivery(partition, entry, &self.clock) {
+                completions.push(Completion {
+                    task_id: d.task.task_id,
+                    outcome: Outcome::Failed(reason),
+                    completed_at: now,
+                    reply_to: d.task.reply_to,
+                });
+            }
+            warn!(entry = %entry.id, partition, deliveries = meta.times_delivered, "task dead-lettered");
+        }
+        // Every dead entry is acknowledged, also one whose message was gone or unreadable.
+        let receipts: Vec<Receipt> = dead
+            .iter()
+            .map(|e| Receipt {
+                partition,
+                entry_id: e.id.clone(),
+            })
+            .collect();
+        self.settler.settle(&completions, &receipts).await.map(|_| ())
+    }
+
+    /// Removes from the group the consumers of batchers that are gone: nothing pending,
+    /// idle past the configured bound, and no heartbeat.
+    async fn remove_departed(&mut self, partition: usize) -> RedisResult<()> {
+        let stream = self.keys.stream(partition);
+        let consumers: Vec<HashMap<String, Value>> = bounded(
+            self.op_timeout,
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&stream)
+                .arg(GROUP)
+                .query_async(&mut self.conn),
+        )
+        .await?;
+        let limit = self.config.consumer_idle_limit.as_millis() as u64;
+        for c in consumers {
+            let text = |f: &str| c.get(f).and_then(crate::value_text);
+            let number = |f: &str| match c.get(f) {
+                Some(Value::Int(i)) => u64::try_from(*i).ok(),
+                _ => None,
+            };
+            let (Some(name), Some(pending), Some(idle)) =
+                (text("name"), number("pending"), number("idle"))
+            else {
+                continue;
+            };
+            if name == self.consumer || pending > 0 || idle < limit {
+                continue;
+            }
+            let live: bool = bounded(
+                self.op_timeout,
+                redis::cmd("EXISTS")
+                    .arg(self.keys.alive(&name))
+                    .query_async(&mut self.conn),
+            )
+            .await?;
+            if live {
+                continue;
+            }
+            bounded(
+                self.op_timeout,
+                redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&name)
+                    .exec_async(&mut self.conn),
+            )
+            .await?;
+            info!(consumer = %name, partition, idle_ms = idle, "removed the consumer of a departed batcher");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! What a live batcher keeps alive: the entries it holds, and its heartbeat.
+//!
+//! From the moment Redis delivers an entry to this batcher (in the local channel, in a batch,
+//! at the worker) until it is settled or abandoned, the batcher renews the entry's idle time
+//! (`XCLAIM … JUSTID` to itself), and it keeps a heartbeat key with a TTL of one visibility
+//! timeout. Other batchers claim only entries whose batcher's heartbeat is gone, so a batch
+//! slower than the visibility timeout is never run twice while its batcher lives; once it
+//! dies, renewal and heartbeat stop and its entries are claimed.
+//!
+//! Renewal runs in a loop of its own, one partition's failure never holding up the others,
+//! and never behind a claim sweep.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use batchgate_queue::Receipt;
+use redis::{RedisResult, Value};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::conn::{bounded, RedisConn};
+use crate::keys::{Keys, GROUP};
+
+/// How often (in renewal rounds) Redis's clock is read again.
+const CLOCK_EVERY: u64 = 30;
+
+/// Entry ids this batcher holds, by partition. Cloning is shallow.
+#[derive(Clone, Default)]
+pub(crate) struct Leases(Arc<Mutex<HashMap<usize, HashSet<String>>>>);
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, HashSet<String>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn hold(&self, receipt: &Receipt) {
+        self.lock()
+            .entry(receipt.partition)
+            .or_default()
+            .insert(receipt.entry_id.clone());
+    }
+
+    pub(crate) fn holds(&self, partition: usize, entry_id: &str) -> bool {
+        self.lock()
+            .get(&partition)
+            .is_some_and(|ids| ids.contains(entry_id))
+    }
+
+    pub(crate) fn release(&self, receipts: &[Receipt]) {
+        let mut held = self.lock();
+        for r in receipts {
+            if let Some(ids) = held.get_mut(&r.partition) {
+                ids.remove(&r.entry_id);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(usize, Vec<String>)> {
+        self.lock()
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(p, ids)| (*p, ids.iter().cloned().collect()))
+            .collect()
+    }
+}
+
+/// The offset of Redis's clock from this process's, in milliseconds, to read stream entry
+/// ids (Redis's time) on this process's clock. Cloning is shallow.
+#[derive(Clone, Default)]
+pub(crate) struct Clock(Arc<AtomicI64>);
+
+impl Clock {
+    /// When an entry stamped `redis_ms` (Redis's clock) was added, on this process's clock.
+    pub(crate) fn local(&self, redis_ms: u64) -> SystemTime {
+        let local = redis_ms as i64 - self.0.load(Ordering::Relaxed);
+        UNIX_EPOCH + Duration::from_millis(local.max(0) as u64)
+    }
+
+    /// The Redis time of a moment of this process's clock, in milliseconds.
+    pub(crate) fn redis_ms(&self, at: SystemTime) -> u64 {
+        let local = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        (local + self.0.load(Ordering::Relaxed)).max(0) as u64
+    }
+
+    /// Reads Redis's clock (`TIME`) and takes the offset at the round trip's middle.
+    pub(crate) async fn sync(&self, conn: &mut RedisConn, limit: Duration) -> RedisResult<()> {
+        let before = SystemTime::now();
+        let (secs, micros): (i64, i64) =
+            bounded(limit, redis::cmd("TIME").query_async(conn)).await?;
+        let after = SystemTime::now();
+        let mid = before + after.duration_since(before).unwrap_or_default() / 2;
+        let local = mid.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        self.0
+            .store(secs * 1000 + micros / 1000 - local, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Renews the heartbeat and the leases every third of the visibility timeout.
+pub(crate) struct Renewer {
+    pub(crate) conn: RedisConn,
+    pub(crate) keys: Keys,
+    pub(crate) consumer: String,
+    pub(crate) visibility_timeout: Duration,
+    pub(crate) op_timeout: Duration,
+    pub(crate) leases: Leases,
+    pub(crate) clock: Clock,
+    pub(crate) stop: CancellationToken,
+}
+
+impl Renewer {
+    pub(crate) fn every(visibility_timeout: Duration) -> Duration {
+        (visibility_timeout / 3).max(Duration::from_millis(50))
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(Self::every(self.visibility_timeout));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut round = 0u64;
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if round % CLOCK_EVERY == 0 {
+                if let Err(error) = self.clock.sync(&mut self.conn, self.op_timeout).await {
+                    debug!(%error, "reading Redis's clock failed");
+                }
+            }
+            round += 1;
+            if let Err(error) = self.beat().await {
+                warn!(%error, "heartbeat failed; our entries may be claimed by others");
+            }
+            self.renew().await;
+        }
+    }
+
+    async fn beat(&mut self) -> RedisResult<()> {
+        let ttl = self.visibility_timeout.as_millis().max(1) as u64;
+        bounded(
+            self.op_timeout,
+            redis::cmd("SET")
+                .arg(self.keys.alive(&self.consumer))
+                .arg(1)
+                .arg("PX")
+                .arg(ttl)
+                .exec_async(&mut self.conn),
+        )
+        .await
+    }
+
+    /// Resets the idle time of every entry we hold (JUSTID: delivery counts stay), every
+    /// partition on its own.
+    async fn renew(&self) {
+        let renewals = self.leases.snapshot().into_iter().map(|(partition, ids)| {
+            let mut conn = self.conn.clone();
+            let stream = self.keys.stream(partition);
+            async move {
+                let renewed: RedisResult<Value> = bounded(
+                    self.op_timeout,
+                    redis::cmd("XCLAIM")
+                        .arg(stream)
+                        .arg(GROUP)
+                        .arg(&self.consumer)
+                        .arg(0)
+                        .arg(&ids)
+                        .arg("JUSTID")
+                        .query_async(&mut conn),
+                )
+                .await;
+                if let Err(error) = renewed {
+                    warn!(%error, partition, "renewing leases failed; slow batches may run twice");
+                }
+            }
+        });
+        futures_util::future::join_all(renewals).await;
+    }
+}

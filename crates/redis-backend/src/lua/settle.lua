@@ -1,0 +1,92 @@
+-- Stores a batch's results, tells the waiting gateways, then acknowledges and deletes the
+-- batch's stream entries, in one atomic step. On a cluster every key shares one partition's
+-- hash tag; on a standalone Redis one call may span partitions.
+-- A SUCCESS is final; a FAILED is written only over a pending (or missing) record, and a
+-- SUCCESS over a FAILED removes its error. The acknowledgement comes last: if anything
+-- before it fails, the entries stay pending and are delivered again, never acknowledged
+-- without a result.
+-- KEYS: the result hash of each completion, then each stream acknowledged.
+-- ARGV[1] result TTL (ms); ARGV[2] the publish command (PUBLISH or SPUBLISH); ARGV[3] the
+-- notification channel prefix (a gateway id follows); ARGV[4] the consumer group;
+-- ARGV[5] the number of completions n; then five per completion: status (SUCCESS/FAILED),
+-- output or error, completed_at (ms), the gateway to notify ('' for none), the notice (JSON);
+-- then, for each stream in KEYS after the n results, the number of entry ids and the ids.
+-- Returns the number of results written.
+local ttl = ARGV[1]
+local publish = ARGV[2]
+local channel_prefix = ARGV[3]
+local group = ARGV[4]
+local n = tonumber(ARGV[5])
+local notices = {}
+local order = {}
+local function notify(gateway, notice)
+  if gateway == '' then
+    return
+  end
+  local list = notices[gateway]
+  if not list then
+    list = {}
+    notices[gateway] = list
+    order[#order + 1] = gateway
+  end
+  list[#list + 1] = notice
+end
+
+local written = 0
+for i = 1, n do
+  local a = 6 + 5 * (i - 1)
+  local key = KEYS[i]
+  local status = ARGV[a]
+  local fields = redis.call('HGETALL', key)
+  local current = nil
+  local watchers = {}
+  for j = 1, #fields, 2 do
+    local name = fields[j]
+    if name == 'status' then
+      current = fields[j + 1]
+    elseif string.sub(name, 1, 2) == 'w:' then
+      watchers[#watchers + 1] = name
+    end
+  end
+  local write = current ~= 'SUCCESS' and (status == 'SUCCESS' or current ~= 'FAILED')
+  if write then
+    if status == 'SUCCESS' then
+      redis.call('HSET', key, 'status', 'SUCCESS', 'output', ARGV[a + 1], 'completed_at', ARGV[a + 2])
+      if current == 'FAILED' then
+        redis.call('HDEL', key, 'error')
+      end
+    else
+      redis.call('HSET', key, 'status', 'FAILED', 'error', ARGV[a + 1], 'completed_at', ARGV[a + 2])
+    end
+    if #watchers > 0 then
+      redis.call('HDEL', key, unpack(watchers))
+    end
+    redis.call('PEXPIRE', key, ttl)
+    written = written + 1
+    local gateway = ARGV[a + 3]
+    notify(gateway, ARGV[a + 4])
+    for _, w in ipairs(watchers) do
+      local other = string.sub(w, 3)
+      if other ~= gateway then
+        notify(other, ARGV[a + 4])
+      end
+    end
+  end
+end
+for _, gateway in ipairs(order) do
+  redis.call(publish, channel_prefix .. gateway, '[' .. table.concat(notices[gateway], ',') .. ']')
+end
+local a = 6 + 5 * n
+for s = n + 1, #KEYS do
+  local count = tonumber(ARGV[a])
+  if count > 0 then
+    local ids = {}
+    for k = 1, count do
+      ids[k] = ARGV[a + k]
+    end
+    redis.call('XACK', KEYS[s], group, unpack(ids))
+    redis.call('XDEL', KEYS[s], unpack(ids))
+  end
+  a = a + count + 1
+end
+return written

@@ -1,0 +1,230 @@
+//! Reading a partition's stream: batch-sized `XREADGROUP`s into the batcher's local channel.
+//!
+//! A standalone Redis gets one reader for all partitions (one command returns entries of
+//! every stream); a cluster gets one per partition, since one command cannot span slots. A
+//! reader waits for room in the channel, then asks for as many entries as there is room for.
+//! After a read that found only a few entries it pauses briefly, so that the next read
+//! brings a batch's worth rather than one admission's: reads are paid per batch, not per task.
+
+use std::time::Duration;
+
+use batchgate_protocol::task::Task;
+use batchgate_queue::{Delivery, Receipt};
+use redis::streams::{StreamId, StreamReadReply};
+use redis::{RedisResult, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::conn::{bounded, RedisConfig, RedisConn};
+use crate::keys::GROUP;
+use crate::leases::{Clock, Leases};
+
+/// How long a reader blocks in one `XREADGROUP`.
+pub(crate) const READ_BLOCK: Duration = Duration::from_millis(500);
+/// Pause after a failed read before trying again.
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+pub(crate) struct StreamReader {
+    pub(crate) redis: RedisConfig,
+    pub(crate) leases: Leases,
+    pub(crate) clock: Clock,
+    /// `(partition, stream key)` of every stream read.
+    pub(crate) streams: Vec<(usize, String)>,
+    pub(crate) consumer: String,
+    pub(crate) tx: mpsc::Sender<Delivery>,
+    pub(crate) stop: CancellationToken,
+    /// Pause after a read that found fewer entries than a quarter of the room.
+    pub(crate) pace: Duration,
+}
+
+impl StreamReader {
+    pub(crate) async fn run(self) {
+        let mut conn = None;
+        // Read only when a quarter of the channel is free: reads come in batch sizes.
+        let min_room = (self.tx.max_capacity() / 4).max(1);
+        while !self.stop.is_cancelled() {
+            let mut c = match conn.take() {
+                Some(c) => c,
+                None => match self.redis.connect_blocking(READ_BLOCK).await {
+                    Ok(c) => c,
+                    Err(error) => {
+                        warn!(%error, "stream reader cannot connect");
+                        self.pause(RETRY_PAUSE).await;
+                        continue;
+                    }
+                },
+            };
+            // Wait for room first: entries stay in Redis while the batcher is behind.
+            let permits = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                p = self.tx.reserve_many(min_room) => p,
+            };
+            let Ok(permits) = permits else { return };
+            drop(permits);
+            let room = self.tx.capacity().max(1);
+            let read = tokio::select! {
+                // An interrupted read may still deliver entries to us in Redis: the drain
+                // reads this consumer's pending entries back (see `RedisQueue::close_reads`).
+                _ = self.stop.cancelled() => return,
+                r = self.read_once(&mut c, room) => r,
+            };
+            match read {
+                Ok(entries) => {
+                    let n = entries.len();
+                    for d in entries
+                        .iter()
+                        .filter_map(|(p, e)| delivery(*p, e, &self.clock))
+                    {
+                        self.leases.hold(&d.receipt);
+                        if self.tx.send(d).await.is_err() {
+                            return;
+                        }
+                    }
+                    conn = Some(c);
+                    if n > 0 && n < room / 4 {
+                        self.pause(self.pace).await;
+                    }
+                }
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    // Redis lost the group (a restart without persistence): make it again.
+                    for (_, stream) in &self.streams {
+                        if let Err(error) =
+                            ensure_group(&mut c, stream, self.redis.op_timeout).await
+                        {
+                            warn!(%error, "cannot recreate the consumer group");
+                            self.pause(RETRY_PAUSE).await;
+                        }
+                    }
+                    conn = Some(c);
+                }
+                Err(error) => {
+                    debug!(%error, "stream read failed; reconnecting");
+                    self.pause(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    async fn read_once(
+        &self,
+        conn: &mut RedisConn,
+        room: usize,
+    ) -> RedisResult<Vec<(usize, StreamId)>> {
+        // COUNT is per stream: spread the room over the streams read.
+        let per_stream = room.div_ceil(self.streams.len().max(1));
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(per_stream)
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS");
+        for (_, stream) in &self.streams {
+            cmd.arg(stream);
+        }
+        for _ in &self.streams {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> =
+            bounded(self.redis.op_timeout + READ_BLOCK, cmd.query_async(conn)).await?;
+        Ok(flatten(&self.streams, reply))
+    }
+
+    async fn pause(&self, pause: Duration) {
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// The entries of a read reply, with their partitions.
+pub(crate) fn flatten(
+    streams: &[(usize, String)],
+    reply: Option<StreamReadReply>,
+) -> Vec<(usize, StreamId)> {
+    let partition_of = |key: &str| streams.iter().find(|(_, s)| s == key).map(|(p, _)| *p);
+    reply
+        .map(|r| {
+            r.keys
+                .into_iter()
+                .filter_map(|k| partition_of(&k.key).map(|p| (p, k.ids)))
+                .flat_map(|(p, ids)| ids.into_iter().map(move |id| (p, id)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Creates the group at the start of the stream (and the stream) unless it exists.
+pub(crate) async fn ensure_group(
+    conn: &mut RedisConn,
+    stream: &str,
+    limit: Duration,
+) -> RedisResult<()> {
+    let created: RedisResult<()> = bounded(
+        limit,
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn),
+    )
+    .await;
+    match created {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// The Redis time (ms) an entry id carries: `<ms>-<seq>`.
+pub(crate) fn entry_ms(id: &str) -> Option<u64> {
+    id.split_once('-')?.0.parse().ok()
+}
+
+/// Turns a stream entry into a delivery; `None` (logged) if it cannot be decoded. Its queue
+/// time is Redis's: the entry's first admission (`q`, kept across requeues) or its id.
+pub(crate) fn delivery(partition: usize, entry: &StreamId, clock: &Clock) -> Option<Delivery> {
+    let bytes = match entry.map.get("m") {
+        Some(Value::BulkString(b)) => b,
+        _ => {
+            warn!(entry = %entry.id, "stream entry without a task message");
+            return None;
+        }
+    };
+    let first = entry
+        .map
+        .get("q")
+        .and_then(crate::value_text)
+        .and_then(|q| q.parse().ok())
+        .or_else(|| entry_ms(&entry.id))?;
+    match Task::from_bytes(bytes) {
+        Ok(task) => Some(Delivery {
+            task,
+            receipt: Receipt {
+                partition,
+                entry_id: entry.id.clone(),
+            },
+            queued_at: clock.local(first),
+        }),
+        Err(error) => {
+            warn!(entry = %entry.id, %error, "undecodable task message");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entry_ms;
+
+    #[test]
+    fn entry_ids_carry_redis_time() {
+        assert_eq!(entry_ms("1700000000123-4"), Some(1_700_000_000_123));
+        assert_eq!(entry_ms("nonsense"), None);
+    }
+}
