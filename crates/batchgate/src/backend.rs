@@ -103,11 +103,10 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             config.result_ttl,
         ));
         tasks.push(tokio::spawn(sweep_results(results.clone(), stop.clone())));
-        let queue: Arc<dyn Queue> =
-            Arc::new(MemoryQueue::new(
-                config.partitions.unwrap_or(MEMORY_PARTITIONS),
-                config.queue_capacity,
-            ));
+        let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(
+            config.partitions.unwrap_or(MEMORY_PARTITIONS),
+            config.queue_capacity,
+        ));
         let dedupe = config
             .dedupe_ttl
             .map(|ttl| Arc::new(MemoryDedupe::new(ttl, MEMORY_DEDUPE_CAPACITY)) as Arc<dyn Dedupe>);

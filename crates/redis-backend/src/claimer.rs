@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use batchgate_protocol::task::unix_ms;
 use batchgate_queue::{Completion, Delivery, Outcome, Receipt};
-use redis::streams::{StreamClaimReply, StreamPendingCountReply, StreamPendingId, StreamRangeReply};
+use redis::streams::{
+    StreamClaimReply, StreamPendingCountReply, StreamPendingId, StreamRangeReply,
+};
 use redis::{RedisResult, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -217,7 +219,10 @@ impl Claimer {
                 entry_id: e.id.clone(),
             })
             .collect();
-        self.settler.settle(&completions, &receipts).await.map(|_| ())
+        self.settler
+            .settle(&completions, &receipts)
+            .await
+            .map(|_| ())
     }
 
     /// Removes from the group the consumers of batchers that are gone: nothing pending,

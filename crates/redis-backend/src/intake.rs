@@ -16,7 +16,7 @@ use batchgate_protocol::task::Task;
 use batchgate_queue::{AdmitError, Admitted, Intake, QueueError, StoreError};
 use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::conn::{bounded, RedisConn};
 use crate::describe;
@@ -150,6 +150,7 @@ async fn gather(mut rx: mpsc::Receiver<Admission>, writer: Arc<Writer>) {
                 _ = tokio::time::sleep_until(until) => break,
             }
         }
+        debug!(tasks = group.len(), "admission group gathered");
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
@@ -206,8 +207,14 @@ impl Writer {
                 .arg(&a.owner);
         }
         let mut conn = self.conn.clone();
+        let started = std::time::Instant::now();
         let replies: Result<Vec<Vec<Value>>, _> =
             bounded(self.op_timeout, call.invoke_async(&mut conn)).await;
+        debug!(
+            tasks = group.len(),
+            took_us = started.elapsed().as_micros() as u64,
+            "admission group written"
+        );
         match replies {
             Ok(replies) if replies.len() == group.len() => {
                 for (a, reply) in group.into_iter().zip(replies) {

@@ -80,7 +80,10 @@ impl Clock {
 
     /// The Redis time of a moment of this process's clock, in milliseconds.
     pub(crate) fn redis_ms(&self, at: SystemTime) -> u64 {
-        let local = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let local = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
         (local + self.0.load(Ordering::Relaxed)).max(0) as u64
     }
 
@@ -91,7 +94,10 @@ impl Clock {
             bounded(limit, redis::cmd("TIME").query_async(conn)).await?;
         let after = SystemTime::now();
         let mid = before + after.duration_since(before).unwrap_or_default() / 2;
-        let local = mid.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let local = mid
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
         self.0
             .store(secs * 1000 + micros / 1000 - local, Ordering::Relaxed);
         Ok(())

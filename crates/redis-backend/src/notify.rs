@@ -260,12 +260,19 @@ impl Notifier {
                 client.get_multiplexed_async_connection_with_config(&config),
             )
             .await?;
-            let command = if redis.cluster { "SSUBSCRIBE" } else { "SUBSCRIBE" };
-            bounded(
-                redis.op_timeout,
-                redis::cmd(command).arg(&channels).exec_async(&mut conn),
-            )
-            .await?;
+            // One command per channel: a sharded subscription cannot span slots.
+            let command = if redis.cluster {
+                "SSUBSCRIBE"
+            } else {
+                "SUBSCRIBE"
+            };
+            for channel in &channels {
+                bounded(
+                    redis.op_timeout,
+                    redis::cmd(command).arg(channel).exec_async(&mut conn),
+                )
+                .await?;
+            }
             connections.push(conn);
         }
         Ok(connections)

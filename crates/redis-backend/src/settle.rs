@@ -76,7 +76,10 @@ impl Settler {
             let p = self.keys.partition_of(&c.task_id);
             groups.entry(group_of(p)).or_default().completions.push(c);
         }
-        for r in receipts.iter().filter(|r| r.partition < self.keys.partitions()) {
+        for r in receipts
+            .iter()
+            .filter(|r| r.partition < self.keys.partitions())
+        {
             groups
                 .entry(group_of(r.partition))
                 .or_default()

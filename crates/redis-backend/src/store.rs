@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::api::TaskStatus;
-use batchgate_queue::{
-    Completion, Expectation, ResultStore, StoreError, TaskRecord, Watched,
-};
+use batchgate_queue::{Completion, Expectation, ResultStore, StoreError, TaskRecord, Watched};
 use redis::{RedisResult, Script};
 use tokio::sync::oneshot;
 

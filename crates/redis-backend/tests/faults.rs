@@ -1,0 +1,579 @@
+//! The Redis path under the faults it must survive, each on a standalone redis-server and on
+//! a 6-node cluster started by the test harness: stale dedupe entries, results that must not
+//! be overwritten, acknowledgements that must not be split, leases, the drain, clocks, short
+//! TTLs, departed consumers, and notices that must reach whichever gateway waits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use batchgate_protocol::api::TaskStatus;
+use batchgate_protocol::task::Task;
+use batchgate_queue::{
+    Admitted, Completion, Intake, Outcome, Queue, ResultStore, TaskRecord, Watched,
+};
+use batchgate_redis::keys::default_partitions;
+use batchgate_redis::{
+    Keys, Notifier, RedisConfig, RedisConn, RedisIntake, RedisQueue, RedisQueueConfig,
+    RedisResultStore,
+};
+use batchgate_testkit::{RedisCluster, RedisServer};
+use tokio_util::sync::CancellationToken;
+
+/// The Redis a scenario runs on, kept alive for its length.
+enum Servers {
+    Standalone(RedisServer),
+    Cluster(RedisCluster),
+}
+
+struct Infra {
+    servers: Servers,
+    config: RedisConfig,
+    keys: Keys,
+}
+
+impl Infra {
+    fn standalone() -> Self {
+        let server = RedisServer::start();
+        Self::new(vec![server.url()], false, Servers::Standalone(server))
+    }
+
+    fn cluster() -> Self {
+        let cluster = RedisCluster::start();
+        Self::new(cluster.urls(), true, Servers::Cluster(cluster))
+    }
+
+    fn new(urls: Vec<String>, cluster: bool, servers: Servers) -> Self {
+        let config = RedisConfig {
+            urls,
+            cluster,
+            key_prefix: "ft".into(),
+            op_timeout: Duration::from_secs(2),
+        };
+        let keys = Keys::new(&config.key_prefix, default_partitions(cluster));
+        Infra {
+            servers,
+            config,
+            keys,
+        }
+    }
+
+    async fn conn(&self) -> RedisConn {
+        self.config.connect().await.expect("connect")
+    }
+
+    async fn queue(&self, consumer: &str, tune: impl FnOnce(&mut RedisQueueConfig)) -> RedisQueue {
+        let mut config = RedisQueueConfig {
+            capacity: 1_000,
+            visibility_timeout: Duration::from_millis(600),
+            ..RedisQueueConfig::default()
+        };
+        tune(&mut config);
+        RedisQueue::new(
+            self.conn().await,
+            self.config.clone(),
+            self.keys.clone(),
+            config,
+            consumer.into(),
+        )
+    }
+
+    async fn intake(&self) -> RedisIntake {
+        RedisIntake::new(
+            self.conn().await,
+            self.keys.clone(),
+            1_000,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            self.config.op_timeout,
+            self.config.cluster,
+        )
+    }
+
+    /// A result store without a subscription (a batcher's).
+    async fn store(&self, ttl: Duration) -> RedisResultStore {
+        RedisResultStore::new(
+            self.conn().await,
+            self.keys.clone(),
+            ttl,
+            self.config.op_timeout,
+            None,
+            self.config.cluster,
+        )
+    }
+
+    /// A gateway's store: subscribed to its notifications as `id`.
+    async fn gateway(&self, id: &str, stop: &CancellationToken) -> Arc<RedisResultStore> {
+        let notifier = Arc::new(Notifier::default());
+        tokio::spawn(notifier.clone().run(
+            self.config.clone(),
+            self.keys.clone(),
+            id.to_owned(),
+            stop.clone(),
+        ));
+        Arc::new(RedisResultStore::new(
+            self.conn().await,
+            self.keys.clone(),
+            Duration::from_secs(60),
+            self.config.op_timeout,
+            Some((notifier, id.to_owned())),
+            self.config.cluster,
+        ))
+    }
+
+    /// Closes every pub/sub connection of every node: the subscriptions go down.
+    fn kill_subscriptions(&self) {
+        let nodes: Vec<&RedisServer> = match &self.servers {
+            Servers::Standalone(s) => vec![s],
+            Servers::Cluster(c) => c.nodes.iter().collect(),
+        };
+        for node in nodes {
+            node.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        cmd.query_async(&mut self.conn().await)
+            .await
+            .expect("query")
+    }
+}
+
+/// Declares the scenario on a standalone Redis and on a cluster.
+macro_rules! on_both {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn standalone() {
+                super::$scenario(super::Infra::standalone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                super::$scenario(super::Infra::cluster()).await;
+            }
+        }
+    };
+}
+
+fn task(id: &str, reply_to: Option<&str>) -> Task {
+    Task {
+        task_id: id.into(),
+        input: format!("input of {id}"),
+        enqueued_at: SystemTime::now(),
+        reply_to: reply_to.map(str::to_owned),
+        deadline: None,
+        owner: None,
+        trace_parent: None,
+    }
+}
+
+fn done(id: &str, outcome: Outcome, reply_to: Option<&str>) -> Completion {
+    Completion {
+        task_id: id.into(),
+        outcome,
+        completed_at: 42,
+        reply_to: reply_to.map(str::to_owned),
+    }
+}
+
+/// Reads until `n` deliveries arrived or `limit` passed.
+async fn read_n(q: &RedisQueue, n: usize, limit: Duration) -> Vec<batchgate_queue::Delivery> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        got.extend(
+            q.read(n - got.len(), Duration::from_millis(100))
+                .await
+                .expect("read"),
+        );
+    }
+    got
+}
+
+/// Entries in every stream, and entries pending in the group.
+async fn stream_totals(infra: &Infra) -> (usize, usize) {
+    let mut len = 0;
+    let mut pending = 0;
+    for p in 0..infra.keys.partitions() {
+        let stream = infra.keys.stream(p);
+        len += infra.query::<usize>(redis::cmd("XLEN").arg(&stream)).await;
+        // A partition never written to has no stream, hence no group to ask.
+        let summary: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg("batchers")
+            .query_async(&mut infra.conn().await)
+            .await;
+        if let Ok(redis::Value::Array(parts)) = summary {
+            if let Some(redis::Value::Int(n)) = parts.first() {
+                pending += *n as usize;
+            }
+        }
+    }
+    (len, pending)
+}
+
+// 1. A dedupe entry whose task failed is taken over by the next identical submission.
+async fn a_stale_dedupe_entry_is_taken_over(infra: Infra) {
+    let intake = infra.intake().await;
+    let store = infra.store(Duration::from_secs(60)).await;
+    let hash = format!("5a{}", "0".repeat(62));
+    let admit = |id: &'static str| {
+        let intake = intake.clone();
+        let hash = hash.clone();
+        async move {
+            intake
+                .admit(&task(id, None), 1, Some(&hash))
+                .await
+                .expect("admit")
+        }
+    };
+    assert!(matches!(admit("5a-first").await, Admitted::Enqueued { .. }));
+    assert_eq!(
+        admit("5a-dup").await,
+        Admitted::Duplicate("5a-first".into())
+    );
+    store
+        .complete(vec![done(
+            "5a-first",
+            Outcome::Failed("worker error".into()),
+            None,
+        )])
+        .await
+        .expect("fail it");
+    // The failed task's entry is stale: the next submission runs and owns the entry…
+    assert!(matches!(
+        admit("5a-second").await,
+        Admitted::Enqueued { .. }
+    ));
+    // …so the one after shares it instead of running a third time.
+    assert_eq!(
+        admit("5a-third").await,
+        Admitted::Duplicate("5a-second".into())
+    );
+}
+on_both!(a_stale_dedupe_entry_is_taken_over);
+
+// 2. A SUCCESS is never overwritten by a FAILED, even through a lost ack, redeliveries and
+//    dead-lettering; a SUCCESS over a FAILED leaves no error behind.
+async fn a_success_is_never_overwritten(infra: Infra) {
+    let store = infra.store(Duration::from_secs(60)).await;
+    store
+        .complete(vec![done("6b-a", Outcome::Success("out".into()), None)])
+        .await
+        .expect("store");
+    store
+        .complete(vec![done(
+            "6b-a",
+            Outcome::Failed("late failure".into()),
+            None,
+        )])
+        .await
+        .expect("store");
+    let a = store.get("6b-a").await.expect("get").expect("exists");
+    assert_eq!(
+        (a.status, a.output.as_deref(), a.error),
+        (TaskStatus::Success, Some("out"), None)
+    );
+
+    store
+        .complete(vec![done(
+            "6b-b",
+            Outcome::Failed("transient".into()),
+            None,
+        )])
+        .await
+        .expect("store");
+    store
+        .complete(vec![done(
+            "6b-b",
+            Outcome::Success("got through".into()),
+            None,
+        )])
+        .await
+        .expect("store");
+    let b = store.get("6b-b").await.expect("get").expect("exists");
+    assert_eq!(b.status, TaskStatus::Success);
+    assert_eq!(b.error, None, "no stale error next to a SUCCESS");
+
+    // A delivered task's SUCCESS is stored but its ack is lost; its batcher dies; the next
+    // batcher, allowed one delivery, dead-letters it. The SUCCESS stands.
+    let first = infra.queue("first", |_| {}).await;
+    first.enqueue(task("6b-c", None)).await.expect("enqueue");
+    assert_eq!(read_n(&first, 1, Duration::from_secs(5)).await.len(), 1);
+    store
+        .complete(vec![done(
+            "6b-c",
+            Outcome::Success("delivered".into()),
+            None,
+        )])
+        .await
+        .expect("store, ack lost");
+    drop(first);
+    let second = infra.queue("second", |c| c.max_deliveries = 1).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stream_totals(&infra).await != (0, 0) {
+        assert!(read_n(&second, 1, Duration::from_millis(100))
+            .await
+            .is_empty());
+        assert!(Instant::now() < deadline, "never dead-lettered");
+    }
+    let c = store.get("6b-c").await.expect("get").expect("exists");
+    assert_eq!(
+        (c.status, c.output.as_deref()),
+        (TaskStatus::Success, Some("delivered"))
+    );
+}
+on_both!(a_success_is_never_overwritten);
+
+// 3. Settling acknowledges and deletes in one step: nothing acked stays in a stream, and a
+//    full partition has its room back.
+async fn ack_and_delete_are_one_step(infra: Infra) {
+    let q = infra
+        .queue("acker", |c| c.capacity = 2 * infra.keys.partitions())
+        .await;
+    let store = infra.store(Duration::from_secs(60)).await;
+    // Two tasks fill partition 0 (ids starting 00 land there whatever the count).
+    for id in ["00-a", "00-b"] {
+        q.enqueue(task(id, None)).await.expect("room");
+    }
+    assert!(
+        q.enqueue(task("00-c", None)).await.is_err(),
+        "partition full"
+    );
+    let got = read_n(&q, 2, Duration::from_secs(5)).await;
+    let completions = got
+        .iter()
+        .map(|d| done(&d.task.task_id, Outcome::Success("o".into()), None))
+        .collect();
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+    q.settle(&store, completions, &receipts)
+        .await
+        .expect("settle");
+    assert_eq!(stream_totals(&infra).await, (0, 0));
+    for id in ["00-c", "00-d"] {
+        q.enqueue(task(id, None)).await.expect("room again");
+    }
+}
+on_both!(ack_and_delete_are_one_step);
+
+// 4. A live batcher's entries are never claimed by another, however slow its batch.
+async fn a_live_batchers_entries_are_not_claimed(infra: Infra) {
+    let a = infra.queue("live", |_| {}).await;
+    for id in ["1a-x", "2b-y", "3c-z"] {
+        a.enqueue(task(id, None)).await.expect("enqueue");
+    }
+    let held = read_n(&a, 3, Duration::from_secs(5)).await;
+    assert_eq!(held.len(), 3);
+    let b = infra.queue("other", |_| {}).await;
+    // Five visibility timeouts while `a` holds them.
+    let stolen = read_n(&b, 1, Duration::from_secs(3)).await;
+    assert!(stolen.is_empty(), "claimed from a live batcher: {stolen:?}");
+    let receipts: Vec<_> = held.iter().map(|d| d.receipt.clone()).collect();
+    a.ack(&receipts).await.expect("ack");
+    assert_eq!(stream_totals(&infra).await, (0, 0));
+}
+on_both!(a_live_batchers_entries_are_not_claimed);
+
+// 5. Entries Redis delivered to a read the drain cut short are handed out by the drain, not
+//    left for the visibility timeout.
+async fn the_drain_reads_back_entries_it_never_saw(infra: Infra) {
+    let q = infra
+        .queue("drainer", |c| {
+            c.visibility_timeout = Duration::from_secs(60)
+        })
+        .await;
+    // Start the readers, then deliver an entry to this consumer behind their back, as a read
+    // whose reply never arrived would.
+    assert!(q
+        .read(1, Duration::from_millis(50))
+        .await
+        .expect("read")
+        .is_empty());
+    let raw = infra.queue("raw", |_| {}).await;
+    raw.enqueue(task("7d-unseen", None)).await.expect("enqueue");
+    q.close_reads().await;
+    // The readers are stopped; the entry is still undelivered: deliver it to `drainer` by hand.
+    let p = infra.keys.partition_of("7d-unseen");
+    let _: redis::Value = infra
+        .query(
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("batchers")
+                .arg("drainer")
+                .arg("STREAMS")
+                .arg(infra.keys.stream(p))
+                .arg(">"),
+        )
+        .await;
+    // A second close (as the drain's own) reads back what is pending for this consumer.
+    q.close_reads().await;
+    let got = q.read(10, Duration::ZERO).await.expect("read");
+    assert_eq!(got.len(), 1, "the unseen entry is handed out by the drain");
+    assert_eq!(got[0].task.task_id, "7d-unseen");
+}
+on_both!(the_drain_reads_back_entries_it_never_saw);
+
+// 6. Queue age is read from the stream entry (Redis's clock), not the admitting gateway's.
+async fn queue_age_uses_redis_time(infra: Infra) {
+    let q = infra.queue("clock", |_| {}).await;
+    let mut skewed = task("8e-skewed", None);
+    // The gateway's clock is an hour behind.
+    skewed.enqueued_at = SystemTime::now() - Duration::from_secs(3600);
+    q.enqueue(skewed).await.expect("enqueue");
+    let got = read_n(&q, 1, Duration::from_secs(5)).await;
+    let age = SystemTime::now()
+        .duration_since(got[0].queued_at)
+        .unwrap_or_default();
+    assert!(
+        age < Duration::from_secs(5),
+        "age {age:?} from the gateway's clock"
+    );
+}
+on_both!(queue_age_uses_redis_time);
+
+// 7. A TTL under a second is kept in milliseconds, not turned into `EXPIRE 0`.
+async fn short_ttls_are_not_zero(infra: Infra) {
+    let store = infra.store(Duration::from_millis(800)).await;
+    store
+        .complete(vec![done("9f-short", Outcome::Success("o".into()), None)])
+        .await
+        .expect("store");
+    let record = store.get("9f-short").await.expect("get");
+    assert!(record.is_some(), "stored with a short TTL, not deleted");
+    let ttl: i64 = infra
+        .query(redis::cmd("PTTL").arg(infra.keys.result("9f-short")))
+        .await;
+    assert!((1..=800).contains(&ttl), "PTTL {ttl}");
+}
+on_both!(short_ttls_are_not_zero);
+
+/// Every consumer of the group, over all partitions.
+async fn consumers(infra: &Infra) -> Vec<String> {
+    let mut names = Vec::new();
+    for p in 0..infra.keys.partitions() {
+        let list: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(infra.keys.stream(p))
+            .arg("batchers")
+            .query_async(&mut infra.conn().await)
+            .await
+            .unwrap_or_default();
+        for c in list {
+            if let Some(redis::Value::BulkString(n)) = c.get("name") {
+                names.push(String::from_utf8_lossy(n).into_owned());
+            }
+        }
+    }
+    names
+}
+
+// 8. The consumer of a batcher that is gone leaves the group.
+async fn departed_consumers_are_removed(infra: Infra) {
+    let gone = infra.queue("gone", |_| {}).await;
+    gone.enqueue(task("a0-t", None)).await.expect("enqueue");
+    let got = read_n(&gone, 1, Duration::from_secs(5)).await;
+    gone.ack(&[got[0].receipt.clone()]).await.expect("ack");
+    drop(gone);
+    let survivor = infra
+        .queue("survivor", |c| {
+            c.consumer_idle_limit = Duration::from_millis(500)
+        })
+        .await;
+    // The survivor holds a task of its own: a live consumer stays.
+    survivor.enqueue(task("b0-t", None)).await.expect("enqueue");
+    assert_eq!(read_n(&survivor, 1, Duration::from_secs(5)).await.len(), 1);
+    assert!(consumers(&infra).await.contains(&"gone".to_owned()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while consumers(&infra).await.contains(&"gone".to_owned()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(Instant::now() < deadline, "the departed consumer stayed");
+    }
+    let left = consumers(&infra).await;
+    assert!(left.contains(&"survivor".to_owned()), "{left:?}");
+}
+on_both!(departed_consumers_are_removed);
+
+// A long poll on a gateway other than the one that admitted the task is woken by a notice
+// within 100 ms of the result being stored.
+async fn a_wait_on_another_gateway_wakes_at_once(infra: Infra) {
+    let stop = CancellationToken::new();
+    let _admitting = infra.gateway("gw-one", &stop).await;
+    let other = infra.gateway("gw-two", &stop).await;
+    let intake = infra.intake().await;
+    intake
+        .admit(&task("b1-cross", Some("gw-one")), 1, None)
+        .await
+        .expect("admit");
+    let Watched::Pending(_, expectation) = other.clone().watch("b1-cross").await.expect("watch")
+    else {
+        panic!("not pending");
+    };
+    let waiter = tokio::spawn(async move {
+        let record = expectation.wait(Duration::from_secs(10)).await;
+        (record, Instant::now())
+    });
+    let batcher = infra.queue("b", |_| {}).await;
+    let got = read_n(&batcher, 1, Duration::from_secs(5)).await;
+    let store = infra.store(Duration::from_secs(60)).await;
+    batcher
+        .settle(
+            &store,
+            vec![done(
+                "b1-cross",
+                Outcome::Success("out".into()),
+                Some("gw-one"),
+            )],
+            &[got[0].receipt.clone()],
+        )
+        .await
+        .expect("settle");
+    let stored = Instant::now();
+    let (record, woken) = waiter.await.expect("join");
+    let record: TaskRecord = record.expect("wait").expect("exists");
+    assert_eq!(record.status, TaskStatus::Success);
+    let late = woken.saturating_duration_since(stored);
+    assert!(
+        late < Duration::from_millis(100),
+        "woken {late:?} after the result was stored"
+    );
+    stop.cancel();
+}
+on_both!(a_wait_on_another_gateway_wakes_at_once);
+
+// A notice published while the subscription is down is not waited for in vain: the
+// re-subscription wakes every waiter to read the store once.
+async fn a_notice_lost_while_unsubscribed_is_recovered(infra: Infra) {
+    let stop = CancellationToken::new();
+    let gateway = infra.gateway("gw-lost", &stop).await;
+    let intake = infra.intake().await;
+    let pending = TaskRecord::pending(1);
+    let expectation = gateway.clone().expect("c2-lost", pending);
+    intake
+        .admit(&task("c2-lost", Some("gw-lost")), 1, None)
+        .await
+        .expect("admit");
+    let waiter = tokio::spawn(expectation.wait(Duration::from_secs(30)));
+    // Let the subscription come up, then take it down and publish into the gap.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    infra.kill_subscriptions();
+    let store = infra.store(Duration::from_secs(60)).await;
+    store
+        .complete(vec![done(
+            "c2-lost",
+            Outcome::Success("out".into()),
+            Some("gw-lost"),
+        )])
+        .await
+        .expect("store");
+    let started = Instant::now();
+    let record = waiter.await.expect("join").expect("wait").expect("exists");
+    assert_eq!(record.status, TaskStatus::Success);
+    assert_eq!(record.output.as_deref(), Some("out"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "recovered only after {:?}",
+        started.elapsed()
+    );
+    stop.cancel();
+}
+on_both!(a_notice_lost_while_unsubscribed_is_recovered);
