@@ -284,7 +284,7 @@ fn start_batcher(args: &[&str], logs: &Arc<BatcherLogs>) -> Proc {
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
             }
-            if line.contains("claimed entries left by another batcher") {
+            if line.contains("claimed entries left by a batcher that is gone") {
                 let n = line
                     .split(" claimed=")
                     .nth(1)

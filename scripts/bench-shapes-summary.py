@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Markdown tables of scripts/bench-shapes.sh runs.
+
+    scripts/bench-shapes-summary.py OUT*            (files; a bare OUT prefix also works)
+
+Reads the `METRICS {json}` line of every OUT-SHAPE-RATE-N.txt given (other files are skipped)
+and prints, per shape and rate, the median of the runs and the spread (min-max):
+  1. cost and latency: ok/s, errors, p50, p99, p99.9, CPU µs/request of batchgate (serve, or
+     gateways + batchers), of the simulated worker (split and cluster; in embedded and redis it
+     runs inside serve and is in batchgate), of redis-server (all nodes) and of the bench;
+  2. Redis per request: round trips (total_reads_processed), commands (INFO commandstats) split
+     into top-level (EVAL/EVALSHA/FCALL + commands sent directly) and script-internal (from the
+     MONITOR sample; "-" without one), total_commands_processed (which, in Redis 7.0, counts
+     script-internal calls too), and for the cluster what the replicas applied;
+  3. Redis commands per request by command name (medians).
+For the cluster, Redis per-request counts are the masters' (what clients sent).
+"""
+import glob
+import json
+import os
+import statistics
+import sys
+
+SHAPES = ["embedded", "redis", "split", "cluster"]
+
+
+def load(args):
+    files = []
+    for a in args:
+        if os.path.isfile(a):
+            files.append(a)
+        else:
+            files.extend(sorted(glob.glob(a + "*.txt")))
+    runs = []
+    for f in files:
+        if not f.endswith(".txt"):
+            continue
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("METRICS "):
+                    m = json.loads(line[len("METRICS "):])
+                    m["_file"] = f
+                    runs.append(m)
+    return runs
+
+
+def get(m, path):
+    for key in path.split("."):
+        if m is None:
+            return None
+        m = m.get(key)
+    return m
+
+
+def cell(values, digits):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1 or min(values) == max(values):
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def table(title, columns, groups):
+    print(f"### {title}\n")
+    print("| shape | rate/s | runs | " + " | ".join(name for name, _, _ in columns) + " |")
+    print("|---|---:|---:|" + "---:|" * len(columns))
+    for (shape, rate), ms in groups:
+        cells = [cell([get(m, path) for m in ms], digits) for _, path, digits in columns]
+        print(f"| {shape} | {rate:g} | {len(ms)} | " + " | ".join(cells) + " |")
+    print()
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    runs = load(sys.argv[1:])
+    if not runs:
+        sys.exit("no bench-shapes runs (OUT-SHAPE-RATE-N.txt with a METRICS line) in the arguments")
+    by = {}
+    for m in runs:
+        by.setdefault((m["shape"], m["rate"]), []).append(m)
+    order = lambda k: (SHAPES.index(k[0]) if k[0] in SHAPES else len(SHAPES), k[0], k[1])
+    groups = [(k, by[k]) for k in sorted(by, key=order)]
+    print("Median of the runs, (min–max) when they differ. CPU in µs per request sent in the "
+          "measured window.\n")
+    table("Throughput, latency, CPU per request", [
+        ("ok/s", "ok_per_s", 0),
+        ("errors", "errors", 0),
+        ("p50 ms", "p50_ms", 1),
+        ("p99 ms", "p99_ms", 1),
+        ("p99.9 ms", "p999_ms", 1),
+        ("batchgate µs/req", "us_per_req.batchgate", 1),
+        ("worker µs/req", "us_per_req.worker", 1),
+        ("redis µs/req", "us_per_req.redis", 1),
+        ("bench µs/req", "us_per_req.bench", 1),
+    ], groups)
+    redis_groups = [(k, ms) for k, ms in groups if any(m.get("redis") for m in ms)]
+    if not redis_groups:
+        return
+    columns = [
+        ("round trips/req", "redis.round_trips_per_req", 2),
+        ("commands/req", "redis.commandstats_per_req", 2),
+        ("top-level/req", "redis.top_level_per_req", 2),
+        ("script-internal/req", "redis.script_internal_per_req", 2),
+        ("scripts run/req", "redis.script_invocations_per_req", 2),
+        ("total_commands_processed/req", "redis.commands_processed_per_req", 2),
+    ]
+    if any(get(m, "redis.replica_commands_per_req") is not None for _, ms in redis_groups for m in ms):
+        columns += [("redis masters µs/req", "us_per_req.redis_master", 1),
+                    ("redis replicas µs/req", "us_per_req.redis_replica", 1),
+                    ("replica-applied commands/req", "redis.replica_commands_per_req", 2)]
+    table("Redis per request (cluster: the masters; replicas apart)", columns, redis_groups)
+    print("### Redis commands per request, by command (median of the runs)\n")
+    for (shape, rate), ms in redis_groups:
+        names = {}
+        for m in ms:
+            for name, v in (get(m, "redis.per_command_per_req") or {}).items():
+                names.setdefault(name, []).append(v)
+        internal = {}
+        for m in ms:
+            for name, v in (get(m, "redis.per_command_internal_per_req") or {}).items():
+                internal.setdefault(name, []).append(v)
+        parts = []
+        for name, vs in sorted(names.items(), key=lambda kv: -statistics.median(kv[1])):
+            med = statistics.median(vs + [0.0] * (len(ms) - len(vs)))
+            if med < 0.001:
+                continue
+            s = f"{name} {med:.3f}"
+            if name in internal:
+                s += f" ({statistics.median(internal[name]):.3f} from scripts)"
+            parts.append(s)
+        print(f"- **{shape} {rate:g}/s**: " + ", ".join(parts))
+    print()
+
+
+if __name__ == "__main__":
+    main()
