@@ -68,7 +68,9 @@ def table(title, columns, groups):
     print("|---|---:|---:|" + "---:|" * len(columns))
     for (shape, rate), ms in groups:
         cells = [cell([get(m, path) for m in ms], digits) for _, path, digits in columns]
-        print(f"| {shape} | {rate:g} | {len(ms)} | " + " | ".join(cells) + " |")
+        missing = sum(1 for m in ms if not m.get("window"))
+        runs = f"{len(ms)}" + (f" ({missing} without window)" if missing else "")
+        print(f"| {shape} | {rate:g} | {runs} | " + " | ".join(cells) + " |")
     print()
 
 

@@ -69,7 +69,8 @@
 # call carries.) With no EVAL/EVALSHA/FCALL in the window, script-internal is 0 exactly.
 #
 # Rate search: `search START STEP [RUNS]` runs START, START+STEP, … (one run each, at most 10
-# steps) until a run fails: p99 ≥ 500 ms, or errors > 0, or ok/s < 99% of the rate. Then it runs
+# steps) until a run fails: p99 ≥ 500 ms, or errors > 0, or ok/s < 99% of the rate (or no
+# window could be taken: a bench stalled or ended early, see `window` in the .txt). Then it runs
 # the highest passing rate and the failing one RUNS (default 3) more times each and prints the
 # highest of them held by the median of its runs (the step run included): median p99 < 500 ms
 # and median errors 0. If all 10 steps pass, only the last is repeated (the answer is then "at
@@ -396,7 +397,14 @@ snap() {
   date +%s.%N >"$rundir/$edge.time"
   for line in "${procs[@]}"; do
     read -r role name pid <<<"$line"
-    [ -r "/proc/$pid/stat" ] || { echo "$name (PID $pid) died during the run" >&2; cat "$rundir/$name.log" >&2; exit 1; }
+    if [ ! -r "/proc/$pid/stat" ]; then
+      # a bench that ended early leaves no window (the run is reported without one); anything
+      # else that ended is a crash: stop here
+      [ "$role" = bench ] && { echo "$name ended before the window did" >&2; return 1; }
+      echo "$name (PID $pid) died during the run" >&2
+      cat "$rundir/$name.log" >&2
+      exit 1
+    fi
     files+=("/proc/$pid/stat")
   done
   awk '{split(FILENAME, f, "/"); print f[3], $14 + $15}' "${files[@]}" >"$rundir/$edge.ticks"
@@ -418,7 +426,8 @@ snap() {
   done
   for pid in "${bg[@]}"; do wait "$pid" || true; done
 }
-# wait_progress SECS: until bench 1's progress line says SECS or more have elapsed (bounded).
+# wait_progress SECS: until bench 1's progress line says SECS or more have elapsed; fails if
+# bench 1 ends first or no such line comes within 10 s of when it was due.
 wait_progress() {
   local want=$1 line e deadline
   deadline=$(python3 -c "import sys; print(float(sys.argv[1]) + float(sys.argv[2]) + 10)" "$bench_t0" "$want")
@@ -433,13 +442,12 @@ wait_progress() {
       [ "$e" -ge "$want" ] && return 0
     fi
     if ! alive "${bench_pids[0]}"; then
-      echo "bench 1 ended before ${want}s" >&2
-      cat "$rundir/bench1.progress" >&2
-      exit 1
+      echo "bench 1 ended before ${want}s: no window for this run" >&2
+      return 1
     fi
     if [ "$(date +%s)" -gt "${deadline%.*}" ]; then
-      echo "no progress line of ${want}s from bench 1" >&2
-      exit 1
+      echo "no progress line of ${want}s from bench 1 (stalled?): no window for this run" >&2
+      return 1
     fi
     sleep 0.01
   done
@@ -489,10 +497,10 @@ run_one() {
     wait "$mon_pid" || echo "MONITOR sample failed" >&2
     forget "$mon_pid"
   fi
-  wait_progress "$ws"
-  snap t0
-  wait_progress "$we"
-  snap t1
+  # The window; without one (a bench stalled or ended early) the run is still reported, with
+  # the bench's numbers only (and fails).
+  window_ok=0
+  if wait_progress "$ws" && snap t0 && wait_progress "$we" && snap t1; then window_ok=1; fi
   local rc=0
   for k in "${bench_pids[@]}"; do
     wait "$k" || rc=$?
@@ -510,10 +518,12 @@ run_one() {
 
 # report RATE BASE: writes BASE.json (the bench report, merged if two) and BASE.txt.
 report() {
-  python3 - "$rundir" "$1" "$2" "$shape" "$(getconf CLK_TCK)" "$P99_LIMIT_MS" "$MIN_ACHIEVED" "${seeds[@]}" <<'PY'
+  python3 - "$rundir" "$1" "$2" "$shape" "$(getconf CLK_TCK)" "$P99_LIMIT_MS" "$MIN_ACHIEVED" \
+    "$window_ok" "$WARMUP_SECS" "$dur" "${seeds[@]}" <<'PY'
 import glob, json, os, re, sys
-rundir, rate, base, shape, clk, p99_limit, min_achieved = sys.argv[1:8]
-seeds = [int(s) for s in sys.argv[8:]]
+rundir, rate, base, shape, clk, p99_limit, min_achieved, window_ok, warmup, dur = sys.argv[1:11]
+window_ok, warmup, dur = window_ok == "1", float(warmup), float(dur)
+seeds = [int(s) for s in sys.argv[11:]]
 rate, clk, p99_limit, min_achieved = float(rate), float(clk), float(p99_limit), float(min_achieved)
 nb = len(seeds)
 
@@ -554,150 +564,168 @@ else:
     }
 json.dump(merged, open(base + ".json", "w"), indent=2)
 
-# -- the window --
-procs = [l.split() for l in open(f"{rundir}/procs")]      # role name pid
-def ticks(edge):
-    return dict((a, int(b)) for a, b in (l.split() for l in open(f"{rundir}/{edge}.ticks")))
-t0, t1 = ticks("t0"), ticks("t1")
-wall = float(open(f"{rundir}/t1.time").read()) - float(open(f"{rundir}/t0.time").read())
-prog = re.compile(r"^\[\s*([0-9.]+)s[^\]]*\] sent (\d+)\s+ok (\d+)\s+errors (\d+)")
-def progress(edge, k):
-    m = prog.match(open(f"{rundir}/{edge}.progress{k}").read())
-    if not m:
-        sys.exit(f"unreadable progress line {rundir}/{edge}.progress{k}")
-    return [float(m.group(1))] + [int(g) for g in m.groups()[1:]]
-sent = ok = answered = 0
-bench_secs = None
-for k in range(1, nb + 1):
-    a, b = progress("t0", k), progress("t1", k)
-    sent += b[1] - a[1]
-    ok += b[2] - a[2]
-    answered += (b[2] + b[3]) - (a[2] + a[3])
-    if k == 1:
-        bench_secs = b[0] - a[0]
-def accepted(edge):
-    total, seen = 0.0, False
-    for f in glob.glob(f"{rundir}/{edge}.accepted*"):
-        for l in open(f):
-            total += float(l.split()[-1]); seen = True
-    return total if seen else None
-acc0, acc1 = accepted("t0"), accepted("t1")
-accepted_window = acc1 - acc0 if acc0 is not None and acc1 is not None else None
-reqs = sent
-if reqs <= 0:
-    sys.exit("no requests sent in the window")
+# -- the window (None without one) --
+def window():
+    procs = [l.split() for l in open(f"{rundir}/procs")]      # role name pid
+    def ticks(edge):
+        return dict((a, int(b)) for a, b in (l.split() for l in open(f"{rundir}/{edge}.ticks")))
+    t0, t1 = ticks("t0"), ticks("t1")
+    wall = float(open(f"{rundir}/t1.time").read()) - float(open(f"{rundir}/t0.time").read())
+    prog = re.compile(r"^\[\s*([0-9.]+)s[^\]]*\] sent (\d+)\s+ok (\d+)\s+errors (\d+)")
+    def progress(edge, k):
+        m = prog.match(open(f"{rundir}/{edge}.progress{k}").read())
+        if not m:
+            raise ValueError(f"unreadable progress line {rundir}/{edge}.progress{k}")
+        return [float(m.group(1))] + [int(g) for g in m.groups()[1:]]
+    sent = ok = answered = 0
+    bench_secs = None
+    for k in range(1, nb + 1):
+        a, b = progress("t0", k), progress("t1", k)
+        sent += b[1] - a[1]
+        ok += b[2] - a[2]
+        answered += (b[2] + b[3]) - (a[2] + a[3])
+        if k == 1:
+            bench_secs, e0, e1 = b[0] - a[0], a[0], b[0]
+    def accepted(edge):
+        total, seen = 0.0, False
+        for f in glob.glob(f"{rundir}/{edge}.accepted*"):
+            for l in open(f):
+                total += float(l.split()[-1]); seen = True
+        return total if seen else None
+    acc0, acc1 = accepted("t0"), accepted("t1")
+    accepted_window = acc1 - acc0 if acc0 is not None and acc1 is not None else None
+    reqs = sent
+    if reqs <= 0:
+        raise ValueError("no requests sent in the window")
 
-cpu = {}         # group -> seconds
-cpu_proc = {}    # name -> seconds
-nodes = dict(l.split() for l in open(f"{rundir}/redis-nodes")) if os.path.getsize(f"{rundir}/redis-nodes") else {}
-for role, name, pid in procs:
-    s = (t1[pid] - t0[pid]) / clk
-    cpu_proc[name] = s
-    group = role
-    if role == "redis" and shape == "cluster":
-        group = "redis_" + nodes[name.split("-")[1]]   # redis_master / redis_replica
-    cpu[group] = cpu.get(group, 0.0) + s
-if shape == "cluster":
-    cpu["redis"] = cpu.get("redis_master", 0.0) + cpu.get("redis_replica", 0.0)
-us = lambda s: s / reqs * 1e6 if s is not None else None
+    cpu = {}         # group -> seconds
+    cpu_proc = {}    # name -> seconds
+    nodes = dict(l.split() for l in open(f"{rundir}/redis-nodes")) if os.path.getsize(f"{rundir}/redis-nodes") else {}
+    for role, name, pid in procs:
+        s = (t1[pid] - t0[pid]) / clk
+        cpu_proc[name] = s
+        group = role
+        if role == "redis" and shape == "cluster":
+            group = "redis_" + nodes[name.split("-")[1]]   # redis_master / redis_replica
+        cpu[group] = cpu.get(group, 0.0) + s
+    if shape == "cluster":
+        cpu["redis"] = cpu.get("redis_master", 0.0) + cpu.get("redis_replica", 0.0)
+    us = lambda s: s / reqs * 1e6 if s is not None else None
 
-# -- Redis: INFO stats + commandstats at t1 (counters reset at t0) --
-def info(port):
-    stats, calls = {}, {}
-    for l in open(f"{rundir}/t1.redis-{port}"):
-        l = l.strip()
-        if l.startswith("cmdstat_"):
-            name, rest = l[len("cmdstat_"):].split(":", 1)
-            calls[name] = int(rest.split("calls=")[1].split(",")[0])
-        elif ":" in l and not l.startswith("#"):
-            k, v = l.split(":", 1)
-            stats[k] = v
-    # this script's own: CONFIG RESETSTAT (1 command, counted after the reset with its read)
-    # and INFO's read (INFO itself is counted after it answers)
-    reads = int(stats["total_reads_processed"]) - 2
-    cmds = int(stats["total_commands_processed"]) - 1
-    calls["config|resetstat"] = calls.get("config|resetstat", 0) - 1
-    calls = {k: v for k, v in calls.items() if v > 0}
-    return reads, cmds, calls
-redis = None
-if nodes:
-    groups = {}
-    for port, role in nodes.items():
-        g = "replica" if role == "replica" else "client"   # masters / standalone: what clients sent
-        reads, cmds, calls = info(port)
-        d = groups.setdefault(g, {"reads": 0, "cmds": 0, "calls": {}})
-        d["reads"] += reads; d["cmds"] += cmds
-        for k, v in calls.items():
-            d["calls"][k] = d["calls"].get(k, 0) + v
-    c = groups["client"]
-    total_calls = sum(c["calls"].values())
-    script_names = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
-    invocations = sum(c["calls"].get(n, 0) for n in script_names)
-    split = None
+    # -- Redis: INFO stats + commandstats at t1 (counters reset at t0) --
+    def info(port):
+        stats, calls = {}, {}
+        for l in open(f"{rundir}/t1.redis-{port}"):
+            l = l.strip()
+            if l.startswith("cmdstat_"):
+                name, rest = l[len("cmdstat_"):].split(":", 1)
+                calls[name] = int(rest.split("calls=")[1].split(",")[0])
+            elif ":" in l and not l.startswith("#"):
+                k, v = l.split(":", 1)
+                stats[k] = v
+        # this script's own: CONFIG RESETSTAT (1 command, counted after the reset with its read)
+        # and INFO's read (INFO itself is counted after it answers)
+        reads = int(stats["total_reads_processed"]) - 2
+        cmds = int(stats["total_commands_processed"]) - 1
+        calls["config|resetstat"] = calls.get("config|resetstat", 0) - 1
+        calls = {k: v for k, v in calls.items() if v > 0}
+        return reads, cmds, calls
+    redis = None
+    if nodes:
+        groups = {}
+        for port, role in nodes.items():
+            g = "replica" if role == "replica" else "client"   # masters / standalone: what clients sent
+            reads, cmds, calls = info(port)
+            d = groups.setdefault(g, {"reads": 0, "cmds": 0, "calls": {}})
+            d["reads"] += reads; d["cmds"] += cmds
+            for k, v in calls.items():
+                d["calls"][k] = d["calls"].get(k, 0) + v
+        c = groups["client"]
+        total_calls = sum(c["calls"].values())
+        script_names = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
+        invocations = sum(c["calls"].get(n, 0) for n in script_names)
+        split = None
+        try:
+            mon = json.load(open(f"{rundir}/monitor.json"))
+        except (OSError, ValueError):
+            mon = None
+        if invocations == 0:
+            split = {"top_level": total_calls, "script_internal": 0, "per_command_internal": {}, "sample": mon}
+        elif mon:
+            # Each command's share of calls made from scripts in the sample, applied to its calls
+            # in the window: robust to how many tasks one script call carries (batched admits).
+            per_cmd = {}
+            for name, n in mon["lua"].items():
+                share = n / (n + mon["top"].get(name, 0))
+                # MONITOR names a container command by its first word (XINFO), commandstats by
+                # command|subcommand (xinfo|groups)
+                for cname, calls in c["calls"].items():
+                    if cname == name or cname.startswith(name + "|"):
+                        per_cmd[cname] = share * calls
+            internal = sum(per_cmd.values())
+            split = {"top_level": total_calls - internal, "script_internal": internal,
+                     "per_command_internal": per_cmd,
+                     "sample": {"secs": mon["secs"],
+                                "script_invocations": sum(mon["top"].get(n, 0) for n in script_names),
+                                "script_internal_calls": sum(mon["lua"].values()),
+                                "top_level_calls": sum(mon["top"].values())}}
+        redis = {
+            "round_trips_per_req": c["reads"] / reqs,
+            "commands_processed_per_req": c["cmds"] / reqs,
+            "commandstats_per_req": total_calls / reqs,
+            "commandstats_minus_processed_per_req": (total_calls - c["cmds"]) / reqs,
+            "top_level_per_req": split["top_level"] / reqs if split else None,
+            "script_internal_per_req": split["script_internal"] / reqs if split else None,
+            "script_invocations_per_req": invocations / reqs,
+            "per_command_per_req": {k: v / reqs for k, v in sorted(c["calls"].items(), key=lambda kv: -kv[1])},
+            "per_command_internal_per_req": {k: v / reqs for k, v in split["per_command_internal"].items()} if split else None,
+            "split_sample": split["sample"] if split else None,
+        }
+        if "replica" in groups:
+            r = groups["replica"]
+            redis["replica_reads_per_req"] = r["reads"] / reqs
+            redis["replica_commands_per_req"] = sum(r["calls"].values()) / reqs
+            redis["replica_per_command_per_req"] = {k: v / reqs for k, v in sorted(r["calls"].items(), key=lambda kv: -kv[1])}
+    return {"wall": wall, "bench_secs": bench_secs, "e0": e0, "e1": e1, "reqs": reqs,
+            "answered": answered, "ok": ok, "accepted": accepted_window,
+            "cpu": cpu, "cpu_proc": cpu_proc, "us": {
+                "batchgate": us(cpu.get("batchgate")),
+                "worker": us(cpu.get("worker")),
+                "batchgate_and_worker": us(cpu.get("batchgate", 0.0) + cpu.get("worker", 0.0)),
+                "bench": us(cpu.get("bench")),
+                "redis": us(cpu.get("redis")),
+                "redis_master": us(cpu.get("redis_master")),
+                "redis_replica": us(cpu.get("redis_replica")),
+            }, "redis": redis}
+
+w, why = None, "not taken: a bench stalled or ended early"
+if window_ok:
     try:
-        mon = json.load(open(f"{rundir}/monitor.json"))
-    except (OSError, ValueError):
-        mon = None
-    if invocations == 0:
-        split = {"top_level": total_calls, "script_internal": 0, "per_command_internal": {}, "sample": mon}
-    elif mon:
-        # Each command's share of calls made from scripts in the sample, applied to its calls
-        # in the window: robust to how many tasks one script call carries (batched admits).
-        per_cmd = {}
-        for name, n in mon["lua"].items():
-            share = n / (n + mon["top"].get(name, 0))
-            # MONITOR names a container command by its first word (XINFO), commandstats by
-            # command|subcommand (xinfo|groups)
-            for cname, calls in c["calls"].items():
-                if cname == name or cname.startswith(name + "|"):
-                    per_cmd[cname] = share * calls
-        internal = sum(per_cmd.values())
-        split = {"top_level": total_calls - internal, "script_internal": internal,
-                 "per_command_internal": per_cmd,
-                 "sample": {"secs": mon["secs"],
-                            "script_invocations": sum(mon["top"].get(n, 0) for n in script_names),
-                            "script_internal_calls": sum(mon["lua"].values()),
-                            "top_level_calls": sum(mon["top"].values())}}
-    redis = {
-        "round_trips_per_req": c["reads"] / reqs,
-        "commands_processed_per_req": c["cmds"] / reqs,
-        "commandstats_per_req": total_calls / reqs,
-        "commandstats_minus_processed_per_req": (total_calls - c["cmds"]) / reqs,
-        "top_level_per_req": split["top_level"] / reqs if split else None,
-        "script_internal_per_req": split["script_internal"] / reqs if split else None,
-        "script_invocations_per_req": invocations / reqs,
-        "per_command_per_req": {k: v / reqs for k, v in sorted(c["calls"].items(), key=lambda kv: -kv[1])},
-        "per_command_internal_per_req": {k: v / reqs for k, v in split["per_command_internal"].items()} if split else None,
-        "split_sample": split["sample"] if split else None,
-    }
-    if "replica" in groups:
-        r = groups["replica"]
-        redis["replica_reads_per_req"] = r["reads"] / reqs
-        redis["replica_commands_per_req"] = sum(r["calls"].values()) / reqs
-        redis["replica_per_command_per_req"] = {k: v / reqs for k, v in sorted(r["calls"].items(), key=lambda kv: -kv[1])}
+        w = window()
+    except (OSError, ValueError, KeyError) as error:
+        why = f"unusable: {error}"
+if w and not (warmup - 0.5 <= w["e0"] and w["e1"] <= warmup + dur + 0.5):
+    why = (f"outside the measured period ({w['e0']:.1f}-{w['e1']:.1f} s by the bench's clock; "
+           f"measured {warmup:g}-{warmup + dur:g} s): the bench was late")
+    w = None
 
 lat = merged.get("latency_ms") or {}
 passed = (lat.get("p99") is not None and lat["p99"] < p99_limit and merged["errors"] == 0
-          and merged["achieved_rate"] >= min_achieved * rate)
+          and merged["achieved_rate"] >= min_achieved * rate and w is not None)
 m = {
     "shape": shape, "rate": rate, "run": int(base.rsplit("-", 1)[1]), "seeds": seeds,
     "bench_processes": nb,
     "ok_per_s": merged["achieved_rate"], "errors": merged["errors"], "outcomes": merged["outcomes"],
     "p50_ms": lat.get("p50"), "p99_ms": lat.get("p99"), "p999_ms": lat.get("p999"),
     "pass": passed,
-    "window": {"wall_secs": wall, "bench_secs": bench_secs, "requests": reqs,
-               "answered": answered, "ok": ok, "accepted_by_batchgate": accepted_window},
-    "cpu_secs": cpu, "cpu_secs_per_process": cpu_proc,
-    "us_per_req": {
-        "batchgate": us(cpu.get("batchgate")),
-        "worker": us(cpu.get("worker")),
-        "batchgate_and_worker": us(cpu.get("batchgate", 0.0) + cpu.get("worker", 0.0)),
-        "bench": us(cpu.get("bench")),
-        "redis": us(cpu.get("redis")),
-        "redis_master": us(cpu.get("redis_master")),
-        "redis_replica": us(cpu.get("redis_replica")),
-    },
-    "redis": redis,
+    "window": None if w is None else {
+        "wall_secs": w["wall"], "bench_secs": w["bench_secs"], "from_secs": w["e0"], "to_secs": w["e1"],
+        "requests": w["reqs"], "answered": w["answered"], "ok": w["ok"],
+        "accepted_by_batchgate": w["accepted"]},
+    "window_missing": None if w else why,
+    "cpu_secs": w and w["cpu"], "cpu_secs_per_process": w and w["cpu_proc"],
+    "us_per_req": w["us"] if w else {},
+    "redis": w and w["redis"],
 }
 f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
 with open(base + ".txt", "w") as o:
@@ -705,11 +733,15 @@ with open(base + ".txt", "w") as o:
     p(f"{shape} at {rate:g}/s, run {m['run']}: ok/s {merged['achieved_rate']:.1f}  errors {merged['errors']} "
       f"{merged['outcomes']}  p50 {f(lat.get('p50'))}  p99 {f(lat.get('p99'))}  p99.9 {f(lat.get('p999'))} ms  "
       f"{'PASS' if passed else 'FAIL'} (p99 < {p99_limit:g} ms, no errors, ok/s >= {min_achieved:.0%} of the rate)")
-    p(f"window: {wall:.2f} s wall ({bench_secs:.1f} s by the bench's clock), {reqs} requests sent "
-      f"(answered {answered}, ok {ok}; accepted by batchgate {f(accepted_window, 0)})")
-    u = m["us_per_req"]
-    p("CPU µs/request: " + "  ".join(f"{k} {f(v)}" for k, v in u.items() if v is not None))
-    p("CPU s per process: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_proc.items()))
+    if w is None:
+        p(f"window {why}")
+    else:
+        p(f"window: {w['e0']:.1f}-{w['e1']:.1f} s by the bench's clock ({w['wall']:.2f} s wall), {w['reqs']} requests sent "
+          f"(answered {w['answered']}, ok {w['ok']}; accepted by batchgate {f(w['accepted'], 0)})")
+        u = m["us_per_req"]
+        p("CPU µs/request: " + "  ".join(f"{k} {f(v)}" for k, v in u.items() if v is not None))
+        p("CPU s per process: " + ", ".join(f"{k} {v:.2f}" for k, v in w["cpu_proc"].items()))
+    redis = m["redis"]
     if redis:
         p(f"Redis per request: round trips {redis['round_trips_per_req']:.2f}  "
           f"total_commands_processed {redis['commands_processed_per_req']:.2f}  "
