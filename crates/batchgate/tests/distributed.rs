@@ -48,17 +48,28 @@ async fn run_task(
     let accepted: TaskView = response.json().await.expect("202 body");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let view: TaskView = http
+        let response = http
             .get(format!(
                 "{poll_via}/v1/result/{}?wait_ms=10000",
                 accepted.task_id
             ))
             .send()
             .await
-            .expect("poll sent")
-            .json()
-            .await
-            .expect("poll answered");
+            .expect("poll sent");
+        let status = response.status();
+        let body = response.text().await.expect("poll answered");
+        // A 503 (Redis slow on a loaded machine) refuses this poll, not the task: poll again.
+        if status == 503 {
+            assert!(
+                Instant::now() < deadline,
+                "polls of {} refused",
+                accepted.task_id
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        let view: TaskView = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("poll answered {status} {body}: {e}"));
         if view.status.is_terminal() {
             return Some((input, view));
         }
