@@ -141,7 +141,7 @@ pub(crate) async fn submit(
                 // An identical input already has a task: answer with it, never run it twice.
                 state.metrics.dedupe_hits.inc();
                 drop(gate);
-                return answer(&state, existing, created_at, wait, None).await;
+                return answer(&state, existing, created_at, wait, Known::Existing).await;
             }
             // The first task ended between the admission (which takes over the entry of a
             // task that failed or expired) and this read, or belongs to someone this caller
@@ -157,7 +157,16 @@ pub(crate) async fn submit(
     drop(gate);
     state.shedder.admitted();
     state.metrics.tasks_accepted.inc();
-    answer(&state, task_id, created_at, wait, Some(expected)).await
+    answer(&state, task_id, created_at, wait, Known::Fresh(expected)).await
+}
+
+/// What [`answer`] knows of the task it answers for.
+enum Known {
+    /// Just admitted here, so pending; with a wait, its expectation was registered before
+    /// the admission.
+    Fresh(Option<Box<dyn Expectation>>),
+    /// Another submission's task (a dedupe hit): it may be done already, so it is read.
+    Existing,
 }
 
 /// A fresh unguessable id (UUID v4). With an input hash, its first byte is the hash's, so
@@ -172,26 +181,23 @@ fn new_task_id(input_sha256: Option<&str>) -> String {
 }
 
 /// 200 with the result if the task finishes within `wait`, else 202 with its pending view.
-/// A `fresh` task (`Some`) was just enqueued: without a wait it is known to be pending, with
-/// one its expectation was registered before admission. Another (a dedupe hit) may be done
-/// already and is read.
 async fn answer(
     state: &AppState,
     task_id: String,
     created_at: u64,
     wait: Duration,
-    fresh: Option<Option<Box<dyn Expectation>>>,
+    known: Known,
 ) -> Result<Response, ApiError> {
     let store_error = |e| ApiError::from_store(&e, state.config.retry_after_secs);
-    let record = match fresh {
-        Some(Some(expected)) => expected.wait(wait).await.map_err(store_error)?,
-        Some(None) => None,
-        None if !wait.is_zero() => state
+    let record = match known {
+        Known::Fresh(Some(expected)) => expected.wait(wait).await.map_err(store_error)?,
+        Known::Fresh(None) => None,
+        Known::Existing if !wait.is_zero() => state
             .results
             .wait(&task_id, wait)
             .await
             .map_err(store_error)?,
-        None => state.results.get(&task_id).await.map_err(store_error)?,
+        Known::Existing => state.results.get(&task_id).await.map_err(store_error)?,
     };
     let record = record.unwrap_or_else(|| TaskRecord::pending(created_at));
     let status = if record.status.is_terminal() {
