@@ -3,6 +3,10 @@
 //! be overwritten, acknowledgements that must not be split, leases, the drain, clocks, short
 //! TTLs, departed consumers, and notices that must reach whichever gateway waits.
 
+mod common;
+
+use common::read_n;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -174,20 +178,6 @@ fn done(id: &str, outcome: Outcome, reply_to: Option<&str>) -> Completion {
         completed_at: 42,
         reply_to: reply_to.map(str::to_owned),
     }
-}
-
-/// Reads until `n` deliveries arrived or `limit` passed.
-async fn read_n(q: &RedisQueue, n: usize, limit: Duration) -> Vec<batchgate_queue::Delivery> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut got = Vec::new();
-    while got.len() < n && tokio::time::Instant::now() < deadline {
-        got.extend(
-            q.read(n - got.len(), Duration::from_millis(100))
-                .await
-                .expect("read"),
-        );
-    }
-    got
 }
 
 /// Entries in every stream, and entries pending in the group.

@@ -1,6 +1,10 @@
 //! The Redis queue against a real redis-server: redelivery of unacknowledged entries, and the
 //! dead-letter stream for entries that keep coming back.
 
+mod common;
+
+use common::read_n;
+
 use std::time::{Duration, SystemTime};
 
 use batchgate_protocol::api::TaskStatus;
@@ -46,20 +50,6 @@ fn task(id: &str) -> Task {
         owner: None,
         trace_parent: None,
     }
-}
-
-/// Reads until `n` deliveries arrived or `limit` passed.
-async fn read_n(q: &RedisQueue, n: usize, limit: Duration) -> Vec<batchgate_queue::Delivery> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut got = Vec::new();
-    while got.len() < n && tokio::time::Instant::now() < deadline {
-        got.extend(
-            q.read(n - got.len(), Duration::from_millis(100))
-                .await
-                .expect("read"),
-        );
-    }
-    got
 }
 
 #[tokio::test]
