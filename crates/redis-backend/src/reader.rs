@@ -77,7 +77,15 @@ impl StreamReader {
                         .filter_map(|(p, e)| delivery(*p, e, &self.clock))
                     {
                         self.leases.hold(&d.receipt);
-                        if self.tx.send(d).await.is_err() {
+                        let receipt = d.receipt.clone();
+                        let sent = tokio::select! {
+                            // The drain stopped reading while the channel was full: leave the
+                            // entry unheld, for the drain's read-back to hand out.
+                            _ = self.stop.cancelled() => false,
+                            sent = self.tx.send(d) => sent.is_ok(),
+                        };
+                        if !sent {
+                            self.leases.release(&[receipt]);
                             return;
                         }
                     }
