@@ -417,16 +417,7 @@ async fn batchers_killed_every_5s_under_a_minute_of_load_lose_no_accepted_task()
 async fn scenario() {
     let redis = RedisServer::start();
     let redis_url = redis.url();
-    let worker = Proc::start(&[
-        "worker",
-        "--sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--slots",
-        "16",
-        "--base-ms",
-        "100",
-    ]);
+    let worker = Proc::sim_worker(16, 100);
     // Shedding off: this test is about recovery; refusals are retried and counted.
     let gateways: Vec<Proc> = (0..2)
         .map(|_| {

@@ -86,16 +86,7 @@ async fn a_batcher_killed_mid_batch_loses_no_accepted_task() {
     let redis = RedisServer::start();
     let url = redis.url();
     let common_flags = ["--redis", url.as_str(), "--visibility-timeout-ms", "1500"];
-    let worker = Proc::start(&[
-        "worker",
-        "--sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--slots",
-        "16",
-        "--base-ms",
-        "100",
-    ]);
+    let worker = Proc::sim_worker(16, 100);
     let gateway = |_: usize| {
         // Shedding off: this test is about recovery, and counts every refusal as a failure.
         let mut args = vec![

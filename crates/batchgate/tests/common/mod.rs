@@ -302,6 +302,21 @@ impl Proc {
         Proc { child, url }
     }
 
+    /// `batchgate worker --sim` with `slots` simulated GPUs and `base_ms` per batch.
+    pub fn sim_worker(slots: u32, base_ms: u32) -> Proc {
+        let (slots, base_ms) = (slots.to_string(), base_ms.to_string());
+        Proc::start(&[
+            "worker",
+            "--sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--slots",
+            &slots,
+            "--base-ms",
+            &base_ms,
+        ])
+    }
+
     /// [`Proc::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let (child, url) = spawn_batchgate_with_env(args, env);
