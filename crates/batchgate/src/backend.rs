@@ -89,7 +89,12 @@ impl Backends {
 pub fn process_name(role: &str) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
     let unique = uuid::Uuid::new_v4().simple().to_string();
-    format!("{role}-{host}-{}-{}", std::process::id(), &unique[..8])
+    // Safe in a record and a channel name whatever the host is called.
+    batchgate_redis::safe_gateway_id(&format!(
+        "{role}-{host}-{}-{}",
+        std::process::id(),
+        &unique[..8]
+    ))
 }
 
 /// Builds the backends. `waits` says whether this process serves long polls (a gateway):

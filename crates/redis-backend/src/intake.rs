@@ -21,15 +21,17 @@ use tracing::{debug, warn};
 use crate::conn::{bounded, RedisConn};
 use crate::describe;
 use crate::keys::Keys;
+use crate::record;
 
-/// Longest an admission waits for others to share its script call.
-pub const GATHER_WINDOW: Duration = Duration::from_millis(1);
+/// Longest an admission waits for others to share its script call (longer only while every
+/// write slot is busy).
+pub const GATHER_WINDOW: Duration = Duration::from_millis(2);
 /// Most tasks in one gathered group.
 pub const GATHER_MAX: usize = 256;
 /// Admissions waiting to be gathered; past it, `admit` waits (the HTTP layer bounds callers).
 const BACKLOG: usize = 16_384;
-/// Script calls under way at once.
-const CALLS_IN_FLIGHT: usize = 64;
+/// Group writes under way at once (each one call, or one per partition on a cluster).
+const WRITES_IN_FLIGHT: usize = 2;
 
 /// The Redis intake. Cloning is shallow; the gatherer stops when the last clone goes.
 #[derive(Clone)]
@@ -45,8 +47,8 @@ struct Admission {
     partition: usize,
     message: Vec<u8>,
     task_id: String,
-    owner: String,
-    created_at: u64,
+    /// The task's pending record.
+    pending: String,
     dedupe: Option<String>,
     reply: oneshot::Sender<Result<Admitted, AdmitError>>,
 }
@@ -94,7 +96,9 @@ impl RedisIntake {
         tokio::spawn(gather(rx, Arc::new(writer)));
         RedisIntake {
             tx,
-            limit: op_timeout + GATHER_WINDOW * 2,
+            // Gathering, a wait for a write slot (a write is bounded by `op_timeout`), then
+            // its own write.
+            limit: op_timeout * 2 + GATHER_WINDOW * 2,
         }
     }
 }
@@ -116,8 +120,7 @@ impl Intake for RedisIntake {
             partition: 0,
             message: task.to_bytes(),
             task_id: task.task_id.clone(),
-            owner: task.owner.clone().unwrap_or_default(),
-            created_at,
+            pending: record::pending(created_at, task.owner.as_deref()),
             dedupe: input_sha256.map(str::to_owned),
             reply,
         };
@@ -134,10 +137,14 @@ impl Intake for RedisIntake {
 }
 
 /// Gathers admissions for up to [`GATHER_WINDOW`] after the first of a group, then writes
-/// the group without waiting for the write, so the next group gathers meanwhile.
+/// the group without waiting for the write, so the next group gathers meanwhile. While every
+/// write slot is taken it goes on gathering (up to [`GATHER_MAX`]): the busier Redis is, the
+/// more tasks each call carries.
 async fn gather(mut rx: mpsc::Receiver<Admission>, writer: Arc<Writer>) {
-    let in_flight = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    let in_flight = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
+    let mut open = true;
+    while open {
+        let Some(first) = rx.recv().await else { return };
         let mut group = vec![first];
         let until = tokio::time::Instant::now() + GATHER_WINDOW;
         while group.len() < GATHER_MAX {
@@ -145,15 +152,26 @@ async fn gather(mut rx: mpsc::Receiver<Admission>, writer: Arc<Writer>) {
                 biased;
                 next = rx.recv() => match next {
                     Some(a) => group.push(a),
-                    None => break,
+                    None => { open = false; break }
                 },
                 _ = tokio::time::sleep_until(until) => break,
             }
         }
-        debug!(tasks = group.len(), "admission group gathered");
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
+        let permit = loop {
+            if group.len() >= GATHER_MAX || !open {
+                break in_flight.clone().acquire_owned().await;
+            }
+            tokio::select! {
+                biased;
+                permit = in_flight.clone().acquire_owned() => break permit,
+                next = rx.recv() => match next {
+                    Some(a) => group.push(a),
+                    None => open = false,
+                },
+            }
         };
+        let Ok(permit) = permit else { return };
+        debug!(tasks = group.len(), "admission group gathered");
         let writer = writer.clone();
         tokio::spawn(async move {
             writer.write(group).await;
@@ -203,8 +221,7 @@ impl Writer {
             call.arg(if a.dedupe.is_some() { "1" } else { "0" })
                 .arg(a.message.as_slice())
                 .arg(&a.task_id)
-                .arg(a.created_at)
-                .arg(&a.owner);
+                .arg(&a.pending);
         }
         let mut conn = self.conn.clone();
         let started = std::time::Instant::now();

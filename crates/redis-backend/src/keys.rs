@@ -1,7 +1,7 @@
 //! Every Redis key and channel batchgate uses, built in one place.
 //!
 //! `{prefix}:{pNN}:tasks`        stream of partition NN
-//! `{prefix}:{pNN}:res:{id}`     result hash of a task of partition NN
+//! `{prefix}:{pNN}:rec:{id}`     record of a task of partition NN (one string, see `record`)
 //! `{prefix}:{pNN}:dedupe:{sha}` dedupe entry of an input whose hash starts with partition NN
 //! `{prefix}:dlq`                dead-letter stream
 //! `{prefix}:notify:{gateway}`   pub/sub channel of one gateway (standalone Redis)
@@ -71,10 +71,10 @@ impl Keys {
         format!("{}:{{{}}}:tasks", self.prefix, self.tags[p])
     }
 
-    /// The result hash of a task.
+    /// The record of a task (its state and result).
     pub fn result(&self, task_id: &str) -> String {
         let p = self.partition_of(task_id);
-        format!("{}:{{{}}}:res:{task_id}", self.prefix, self.tags[p])
+        format!("{}:{{{}}}:rec:{task_id}", self.prefix, self.tags[p])
     }
 
     /// The dedupe entry of an input hash, in the partition its first byte names (the
@@ -107,12 +107,6 @@ impl Keys {
             None => format!("{}:notify:", self.prefix),
             Some(p) => format!("{}:{{{}}}:notify:", self.prefix, self.tags[p]),
         }
-    }
-
-    /// The field a gateway adds to a pending result to be told of its completion (a long
-    /// poll on a gateway other than the one that admitted the task).
-    pub fn watcher_field(gateway_id: &str) -> String {
-        format!("w:{gateway_id}")
     }
 
     /// A batcher's heartbeat: while it exists, the batcher lives and its entries are not

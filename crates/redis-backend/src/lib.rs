@@ -2,8 +2,8 @@
 //!
 //! - the task queue: one Redis Stream per partition, one consumer group, at-least-once with
 //!   claim of entries a dead batcher left behind, and a dead-letter stream;
-//! - the result store: one hash per task with a TTL, and cross-process wake-ups of long polls
-//!   (the batcher publishes to the channel of the gateway that waits);
+//! - the result store: one string record per task with a TTL (`record`), and cross-process
+//!   wake-ups of long polls (the batcher publishes to the channel of the gateway that waits);
 //! - the dedupe cache: SHA-256 of the input → task id, set-if-absent with a TTL, claimed in the
 //!   same script that records and enqueues the task.
 //!
@@ -17,6 +17,7 @@
 //! - [`queue`]: [`RedisQueue`], the [`Queue`](batchgate_queue::Queue) on Streams; with
 //!   `reader` (batch-sized reads), `leases` (renewal, heartbeat, Redis's clock), `claimer`
 //!   (recovery, dead letters, departed consumers).
+//! - `record`: the layout of a task's record (one string), shared with the scripts.
 //! - `settle`: the one script that writes results, notifies and acknowledges.
 //! - [`store`]: [`RedisResultStore`], the [`ResultStore`](batchgate_queue::ResultStore).
 //! - [`dead_letters`]: [`RedisDeadLetters`], the dead-letter stream, to list, replay, purge.
@@ -36,6 +37,7 @@ pub mod notify;
 pub mod queue;
 pub mod rate_limit;
 mod reader;
+mod record;
 mod settle;
 pub mod store;
 
@@ -46,6 +48,7 @@ pub use keys::Keys;
 pub use notify::Notifier;
 pub use queue::{RedisQueue, RedisQueueConfig};
 pub use rate_limit::RedisRateLimiter;
+pub use record::safe_gateway_id;
 pub use store::RedisResultStore;
 
 /// A Redis failure, as text for the backend-neutral error types.

@@ -113,8 +113,8 @@ impl Settler {
             .arg(group.completions.len());
         for c in &group.completions {
             let (status, value) = match &c.outcome {
-                Outcome::Success(output) => ("SUCCESS", output),
-                Outcome::Failed(error) => ("FAILED", error),
+                Outcome::Success(output) => ("S", output),
+                Outcome::Failed(error) => ("F", error),
             };
             let notice = serde_json::to_string(&Notice::of(c))
                 .expect("a notice of strings and numbers serializes. This is a bug.");

@@ -1,18 +1,16 @@
-//! The result store on Redis: one hash per task, `status`, `output`, `error`, `created_at`,
-//! `completed_at`, `owner`, with a TTL. Results are written by the settle script (see
-//! [`crate::settle`]), which also tells the gateways that wait.
+//! The result store on Redis: one string record per task with a TTL (layout in
+//! `crate::record`). Results are written by the settle script (see `crate::settle`), which
+//! also tells the gateways that wait.
 //!
 //! Waiting costs no read of its own: a task this gateway admits is registered with the
 //! notifier before admission ([`ResultStore::expect`]), and a long poll reads the record and
 //! registers this gateway on it in one script ([`ResultStore::watch`]), so the result's
 //! notice reaches whichever gateway waits.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use batchgate_protocol::api::TaskStatus;
 use batchgate_queue::{Completion, Expectation, ResultStore, StoreError, TaskRecord, Watched};
 use redis::{RedisResult, Script};
 use tokio::sync::oneshot;
@@ -21,6 +19,7 @@ use crate::conn::{bounded, RedisConn};
 use crate::describe;
 use crate::keys::Keys;
 use crate::notify::{Notifier, Wake};
+use crate::record;
 use crate::settle::Settler;
 
 /// How often a process without a subscription (never a gateway) re-reads a pending record.
@@ -85,38 +84,18 @@ impl RedisResultStore {
             return self.get(task_id).await;
         };
         let mut call = self.watch.prepare_invoke();
-        call.key(self.keys.result(task_id))
-            .arg(Keys::watcher_field(gateway));
+        call.key(self.keys.result(task_id)).arg(gateway);
         let mut conn = self.conn.clone();
-        let fields: HashMap<String, String> =
-            bounded(self.op_timeout, call.invoke_async(&mut conn))
-                .await
-                .map_err(|e| Self::unavailable(&e))?;
-        Ok(parse_record(&fields))
+        let record: Option<Vec<u8>> = bounded(self.op_timeout, call.invoke_async(&mut conn))
+            .await
+            .map_err(|e| Self::unavailable(&e))?;
+        Ok(record.as_deref().and_then(record::parse))
     }
-}
-
-pub(crate) fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
-    let status = match fields.get("status")?.as_str() {
-        "PENDING" => TaskStatus::Pending,
-        "SUCCESS" => TaskStatus::Success,
-        "FAILED" => TaskStatus::Failed,
-        _ => return None,
-    };
-    let number = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
-    Some(TaskRecord {
-        status,
-        output: fields.get("output").cloned(),
-        error: fields.get("error").cloned(),
-        created_at: number("created_at").or(number("completed_at")).unwrap_or(0),
-        owner: fields.get("owner").cloned(),
-        completed_at: number("completed_at"),
-    })
 }
 
 /// A wait registered before it could miss its notice.
 struct Expected {
-    store: RedisResultStore,
+    store: Arc<RedisResultStore>,
     task_id: String,
     /// The record as last known (pending).
     pending: TaskRecord,
@@ -188,27 +167,15 @@ impl ResultStore for RedisResultStore {
         created_at: u64,
         owner: Option<&str>,
     ) -> Result<(), StoreError> {
-        let key = self.keys.result(task_id);
-        let mut pipe = redis::pipe();
-        let hset = pipe
-            .cmd("HSET")
-            .arg(&key)
-            .arg("status")
-            .arg("PENDING")
-            .arg("created_at")
-            .arg(created_at);
-        if let Some(owner) = owner {
-            hset.arg("owner").arg(owner);
-        }
-        hset.ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(&key)
-            .arg(self.settler.ttl_ms())
-            .ignore();
-        let mut conn = self.conn.clone();
-        bounded(self.op_timeout, pipe.query_async::<()>(&mut conn))
-            .await
-            .map_err(|e| Self::unavailable(&e))
+        self.run::<()>(
+            redis::cmd("SET")
+                .arg(self.keys.result(task_id))
+                .arg(record::pending(created_at, owner))
+                .arg("PX")
+                .arg(self.settler.ttl_ms()),
+        )
+        .await
+        .map_err(|e| Self::unavailable(&e))
     }
 
     async fn complete(&self, completions: Vec<Completion>) -> Result<(), StoreError> {
@@ -226,11 +193,11 @@ impl ResultStore for RedisResultStore {
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let fields: HashMap<String, String> = self
-            .run(redis::cmd("HGETALL").arg(self.keys.result(task_id)))
+        let record: Option<Vec<u8>> = self
+            .run(redis::cmd("GET").arg(self.keys.result(task_id)))
             .await
             .map_err(|e| Self::unavailable(&e))?;
-        Ok(parse_record(&fields))
+        Ok(record.as_deref().and_then(record::parse))
     }
 
     async fn wait(
@@ -257,7 +224,7 @@ impl ResultStore for RedisResultStore {
     fn expect(self: Arc<Self>, task_id: &str, pending: TaskRecord) -> Box<dyn Expectation> {
         Box::new(Expected {
             woken: self.register(task_id),
-            store: (*self).clone(),
+            store: self,
             task_id: task_id.to_owned(),
             pending,
         })
@@ -272,35 +239,12 @@ impl ResultStore for RedisResultStore {
             Some(record) => Watched::Pending(
                 record.clone(),
                 Box::new(Expected {
-                    store: (*self).clone(),
+                    store: self.clone(),
                     task_id: task_id.to_owned(),
                     pending: record,
                     woken,
                 }),
             ),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_parse_and_unknown_statuses_do_not() {
-        let mut f = HashMap::new();
-        f.insert("status".to_owned(), "SUCCESS".to_owned());
-        f.insert("output".to_owned(), "o".to_owned());
-        f.insert("created_at".to_owned(), "5".to_owned());
-        f.insert("completed_at".to_owned(), "9".to_owned());
-        f.insert("w:gateway-1".to_owned(), "1".to_owned());
-        let r = parse_record(&f).expect("parses");
-        assert_eq!(
-            (r.status, r.created_at, r.completed_at),
-            (TaskStatus::Success, 5, Some(9))
-        );
-        f.insert("status".to_owned(), "WAT".to_owned());
-        assert!(parse_record(&f).is_none());
-        assert!(parse_record(&HashMap::new()).is_none());
     }
 }

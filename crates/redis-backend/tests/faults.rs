@@ -498,6 +498,14 @@ async fn a_wait_on_another_gateway_wakes_at_once(infra: Infra) {
     else {
         panic!("not pending");
     };
+    // Long polls again from the same gateway list it once: the record does not grow.
+    for _ in 0..3 {
+        other.clone().watch("b1-cross").await.expect("watch again");
+    }
+    let raw: String = infra
+        .query(redis::cmd("GET").arg(infra.keys.result("b1-cross")))
+        .await;
+    assert_eq!(raw.matches(";gw-two").count(), 1, "watchers in {raw:?}");
     let waiter = tokio::spawn(async move {
         let record = expectation.wait(Duration::from_secs(10)).await;
         (record, Instant::now())

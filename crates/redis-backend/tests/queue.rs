@@ -213,6 +213,13 @@ async fn admission_deduplicates_and_refuses_a_full_partition_in_one_script() {
         "{refused:?}"
     );
     assert!(store.get("08-third").await.expect("get").is_none());
+    let mut raw = redis.connect().await.expect("connect");
+    let claimed: bool = redis::cmd("EXISTS")
+        .arg(Keys::new(&redis.key_prefix, 4).dedupe(&hash('8')))
+        .query_async(&mut raw)
+        .await
+        .expect("exists");
+    assert!(!claimed, "a refused task gives its dedupe claim back");
     assert_eq!(
         intake
             .admit(&task("0c-again"), 9, None)

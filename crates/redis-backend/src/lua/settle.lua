@@ -1,14 +1,14 @@
 -- Stores a batch's results, tells the waiting gateways, then acknowledges and deletes the
 -- batch's stream entries, in one atomic step. On a cluster every key shares one partition's
 -- hash tag; on a standalone Redis one call may span partitions.
--- A SUCCESS is final; a FAILED is written only over a pending (or missing) record, and a
--- SUCCESS over a FAILED removes its error. The acknowledgement comes last: if anything
--- before it fails, the entries stay pending and are delivered again, never acknowledged
--- without a result.
--- KEYS: the result hash of each completion, then each stream acknowledged.
+-- A SUCCESS is final; a FAILED is written only over a pending (or missing) record; a SUCCESS
+-- over a FAILED replaces it whole. Records are single strings (see record.rs). The
+-- acknowledgement comes last: if anything before it fails, the entries stay pending and are
+-- delivered again, never acknowledged without a result.
+-- KEYS: the record of each completion, then each stream acknowledged.
 -- ARGV[1] result TTL (ms); ARGV[2] the publish command (PUBLISH or SPUBLISH); ARGV[3] the
 -- notification channel prefix (a gateway id follows); ARGV[4] the consumer group;
--- ARGV[5] the number of completions n; then five per completion: status (SUCCESS/FAILED),
+-- ARGV[5] the number of completions n; then five per completion: status ('S' or 'F'),
 -- output or error, completed_at (ms), the gateway to notify ('' for none), the notice (JSON);
 -- then, for each stream in KEYS after the n results, the number of entry ids and the ids.
 -- Returns the number of results written.
@@ -37,36 +37,28 @@ for i = 1, n do
   local a = 6 + 5 * (i - 1)
   local key = KEYS[i]
   local status = ARGV[a]
-  local fields = redis.call('HGETALL', key)
-  local current = nil
-  local watchers = {}
-  for j = 1, #fields, 2 do
-    local name = fields[j]
-    if name == 'status' then
-      current = fields[j + 1]
-    elseif string.sub(name, 1, 2) == 'w:' then
-      watchers[#watchers + 1] = name
-    end
-  end
-  local write = current ~= 'SUCCESS' and (status == 'SUCCESS' or current ~= 'FAILED')
-  if write then
-    if status == 'SUCCESS' then
-      redis.call('HSET', key, 'status', 'SUCCESS', 'output', ARGV[a + 1], 'completed_at', ARGV[a + 2])
-      if current == 'FAILED' then
-        redis.call('HDEL', key, 'error')
+  local old = redis.call('GET', key)
+  local kind = old and string.sub(old, 1, 1)
+  if kind ~= 'S' and (status == 'S' or kind ~= 'F') then
+    -- The head (created_at, owner) comes from the record written at admission; without one
+    -- (it expired) it is empty. A pending record's tail lists the gateways that wait.
+    local head = '0;0;'
+    local watchers = ''
+    if old then
+      local owner_len, pos = string.match(old, '^[PSF]%d*;(%d+);()')
+      if pos then
+        local owner_end = pos + tonumber(owner_len) - 1
+        head = string.sub(old, 2, owner_end)
+        if kind == 'P' then
+          watchers = string.sub(old, owner_end + 1)
+        end
       end
-    else
-      redis.call('HSET', key, 'status', 'FAILED', 'error', ARGV[a + 1], 'completed_at', ARGV[a + 2])
     end
-    if #watchers > 0 then
-      redis.call('HDEL', key, unpack(watchers))
-    end
-    redis.call('PEXPIRE', key, ttl)
+    redis.call('SET', key, status .. head .. ';' .. ARGV[a + 2] .. ';' .. ARGV[a + 1], 'PX', ttl)
     written = written + 1
     local gateway = ARGV[a + 3]
     notify(gateway, ARGV[a + 4])
-    for _, w in ipairs(watchers) do
-      local other = string.sub(w, 3)
+    for other in string.gmatch(watchers, ';([^;]+)') do
       if other ~= gateway then
         notify(other, ARGV[a + 4])
       end

@@ -1,0 +1,141 @@
+//! A task's record on Redis: one string with its TTL, so that writing it is one `SET … PX`
+//! and reading it one `GET` (a hash cost a command per operation on it, and its TTL another).
+//!
+//! ```text
+//! pending  P<created_at>;<owner length>;<owner>[;<gateway>]…
+//! final    S<created_at>;<owner length>;<owner>;<completed_at>;<output>
+//!          F<created_at>;<owner length>;<owner>;<completed_at>;<error>
+//! ```
+//!
+//! Times are Unix milliseconds; the owner's length is in bytes ("0" and nothing for none); a
+//! pending record lists the gateways, other than the one that admitted the task, that wait for
+//! it (gateway ids never hold `;`). The part from `created_at` to the owner is the record's
+//! *head*: the settle script carries it from the pending record into the final one, and
+//! writes `0;0;` when the pending record is gone. The scripts that read and write records
+//! (`admit.lua`, `settle.lua`, `watch.lua`) follow this layout; these functions are its Rust
+//! side, and the tests below pin both.
+
+use batchgate_protocol::api::TaskStatus;
+use batchgate_queue::TaskRecord;
+
+/// The pending record of a task admitted at `created_at`.
+pub(crate) fn pending(created_at: u64, owner: Option<&str>) -> String {
+    let owner = owner.unwrap_or_default();
+    format!("P{created_at};{};{owner}", owner.len())
+}
+
+/// Reads a record; `None` for anything that is not one.
+pub(crate) fn parse(record: &[u8]) -> Option<TaskRecord> {
+    let (&kind, rest) = record.split_first()?;
+    let status = match kind {
+        b'P' => TaskStatus::Pending,
+        b'S' => TaskStatus::Success,
+        b'F' => TaskStatus::Failed,
+        _ => return None,
+    };
+    let (created_at, rest) = number(rest)?;
+    let (owner_len, rest) = number(rest)?;
+    let owner_len = usize::try_from(owner_len).ok()?;
+    let owner = rest.get(..owner_len)?;
+    let rest = &rest[owner_len..];
+    let owner = (!owner.is_empty()).then(|| String::from_utf8_lossy(owner).into_owned());
+    let mut record = TaskRecord {
+        status,
+        output: None,
+        error: None,
+        created_at,
+        owner,
+        completed_at: None,
+    };
+    if status == TaskStatus::Pending {
+        // The rest is the watching gateways: not part of the record's meaning.
+        return Some(record);
+    }
+    let (completed_at, value) = number(rest.strip_prefix(b";")?)?;
+    let value = String::from_utf8_lossy(value).into_owned();
+    record.completed_at = Some(completed_at);
+    if record.created_at == 0 {
+        // Stored without its pending record (it had expired): the best creation time known.
+        record.created_at = completed_at;
+    }
+    match status {
+        TaskStatus::Success => record.output = Some(value),
+        _ => record.error = Some(value),
+    }
+    Some(record)
+}
+
+/// A decimal number up to the next `;`, and what follows that `;`.
+fn number(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let end = bytes.iter().position(|&b| b == b';')?;
+    let n = std::str::from_utf8(&bytes[..end]).ok()?.parse().ok()?;
+    Some((n, &bytes[end + 1..]))
+}
+
+/// A gateway id that can stand in a record and a channel name: characters other than ASCII
+/// letters, digits, `.`, `_` and `-` become `_`.
+pub fn safe_gateway_id(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_records_read_back() {
+        let r = parse(pending(5, Some("alice;bob")).as_bytes()).expect("parses");
+        assert_eq!(
+            (r.status, r.created_at, r.owner.as_deref(), r.completed_at),
+            (TaskStatus::Pending, 5, Some("alice;bob"), None)
+        );
+        let r = parse(format!("{};gateway-1;gateway-2", pending(5, None)).as_bytes())
+            .expect("parses with watchers");
+        assert_eq!((r.status, r.owner), (TaskStatus::Pending, None));
+    }
+
+    #[test]
+    fn final_records_read_back() {
+        let r = parse(b"S5;3;bob;9;out;put").expect("parses");
+        assert_eq!(
+            (r.status, r.created_at, r.owner.as_deref(), r.completed_at),
+            (TaskStatus::Success, 5, Some("bob"), Some(9))
+        );
+        assert_eq!((r.output.as_deref(), r.error), (Some("out;put"), None));
+        let r = parse(b"F0;0;;9;worker error").expect("parses without a pending record");
+        assert_eq!(
+            (r.status, r.created_at, r.owner, r.error.as_deref()),
+            (TaskStatus::Failed, 9, None, Some("worker error"))
+        );
+    }
+
+    #[test]
+    fn anything_else_is_not_a_record() {
+        for bad in [
+            &b""[..],
+            b"X1;0;",
+            b"P1;9;ab",
+            b"S1;0;",
+            b"Pq;0;",
+            b"S1;0;;x;o",
+        ] {
+            assert!(parse(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn gateway_ids_are_made_safe() {
+        assert_eq!(
+            safe_gateway_id("gateway-h;o st-1.2_x"),
+            "gateway-h_o_st-1.2_x"
+        );
+    }
+}
