@@ -1,6 +1,7 @@
 //! Admission on Redis, paid per group of tasks rather than per task: admissions are gathered
 //! for at most [`GATHER_WINDOW`] (or [`GATHER_MAX`] tasks) and written with one script call
-//! per partition on a cluster, one call in all on a standalone Redis. Inside the script each
+//! per node (one in all on a standalone Redis, one per master on a cluster: see
+//! `crate::topology`). Inside the script each
 //! task is handled on its own — dedupe claim, capacity, stream entry, pending record — so one
 //! refused task refuses only itself.
 //!
@@ -22,6 +23,7 @@ use crate::conn::{bounded, RedisConn};
 use crate::describe;
 use crate::keys::Keys;
 use crate::record;
+use crate::topology::Topology;
 
 /// Longest an admission waits for others to share its script call (longer only while every
 /// write slot is busy).
@@ -30,7 +32,7 @@ pub const GATHER_WINDOW: Duration = Duration::from_millis(2);
 pub const GATHER_MAX: usize = 256;
 /// Admissions waiting to be gathered; past it, `admit` waits (the HTTP layer bounds callers).
 const BACKLOG: usize = 16_384;
-/// Group writes under way at once (each one call, or one per partition on a cluster).
+/// Group writes under way at once (each one call, or one per master on a cluster).
 const WRITES_IN_FLIGHT: usize = 2;
 
 /// The Redis intake. Cloning is shallow; the gatherer stops when the last clone goes.
@@ -63,15 +65,15 @@ struct Writer {
     result_ttl: Duration,
     dedupe_ttl: Duration,
     op_timeout: Duration,
-    /// One call per partition (cluster) or one for all (standalone).
-    cluster: bool,
+    /// Which partitions share a node: one call per node.
+    topology: Topology,
     /// Capacity of the whole queue, for the error.
     capacity: usize,
 }
 
 impl RedisIntake {
-    /// An intake over `conn`; `cluster` says whether a script call must stay in one
-    /// partition. Starts the gatherer (needs a Tokio runtime).
+    /// An intake over `conn`; `cluster` says whether partitions may live on different nodes.
+    /// Starts the gatherer (needs a Tokio runtime).
     pub fn new(
         conn: RedisConn,
         keys: Keys,
@@ -84,13 +86,13 @@ impl RedisIntake {
         let (tx, rx) = mpsc::channel(BACKLOG);
         let writer = Writer {
             per_partition: capacity.div_ceil(keys.partitions()).max(1),
+            topology: Topology::new(conn.clone(), keys.clone(), cluster, op_timeout),
             conn,
             keys,
             script: Script::new(include_str!("lua/admit.lua")),
             result_ttl,
             dedupe_ttl,
             op_timeout,
-            cluster,
             capacity,
         };
         tokio::spawn(gather(rx, Arc::new(writer)));
@@ -181,44 +183,64 @@ async fn gather(mut rx: mpsc::Receiver<Admission>, writer: Arc<Writer>) {
 }
 
 impl Writer {
-    /// Writes a group: one call per partition on a cluster, one in all on a standalone Redis;
-    /// the calls run together.
+    /// Writes a group: one call per node, the calls under way together. Tasks refused because
+    /// their node was not the one the map said (a slot moved) are written once more, by the
+    /// map read again.
     async fn write(&self, group: Vec<Admission>) {
-        let mut calls: BTreeMap<Option<usize>, Vec<Admission>> = BTreeMap::new();
-        for mut a in group {
-            a.partition = self.keys.partition_of(&a.task_id);
-            if let Some(hash) = &a.dedupe {
-                if self.keys.partition_of(hash) != a.partition {
-                    // Ids are made to match their input's partition; a mismatch is a caller
-                    // bug, and a cluster would refuse the cross-slot script anyway.
-                    let why = format!("task {} is not in its input's partition", a.task_id);
-                    let _ = a
-                        .reply
-                        .send(Err(AdmitError::Store(StoreError::Unavailable(why))));
-                    continue;
+        let mut group: Vec<Admission> = group
+            .into_iter()
+            .filter_map(|mut a| {
+                a.partition = self.keys.partition_of(&a.task_id);
+                match &a.dedupe {
+                    Some(hash) if self.keys.partition_of(hash) != a.partition => {
+                        // Ids are made to match their input's partition; a mismatch is a
+                        // caller bug, and the task's keys would span slots.
+                        let why = format!("task {} is not in its input's partition", a.task_id);
+                        let _ = a
+                            .reply
+                            .send(Err(AdmitError::Store(StoreError::Unavailable(why))));
+                        None
+                    }
+                    _ => Some(a),
                 }
+            })
+            .collect();
+        for attempt in 0..2 {
+            let partitions: Vec<usize> = group.iter().map(|a| a.partition).collect();
+            let nodes = self.topology.nodes(&partitions).await;
+            let mut calls: BTreeMap<usize, Vec<Admission>> = BTreeMap::new();
+            for (a, node) in group.into_iter().zip(nodes) {
+                calls.entry(node).or_default().push(a);
             }
-            let key = self.cluster.then_some(a.partition);
-            calls.entry(key).or_default().push(a);
+            let last = attempt == 1;
+            let misrouted =
+                futures_util::future::join_all(calls.into_values().map(|g| self.call(g, last)))
+                    .await;
+            group = misrouted.into_iter().flatten().collect();
+            if group.is_empty() {
+                return;
+            }
+            self.topology.invalidate();
         }
-        futures_util::future::join_all(calls.into_values().map(|g| self.call(g))).await;
     }
 
-    async fn call(&self, group: Vec<Admission>) {
+    /// One script call; gives back the tasks that met another node's key (unless `last`: then
+    /// they are refused like any other error).
+    async fn call(&self, group: Vec<Admission>, last: bool) -> Vec<Admission> {
         let mut call = self.script.prepare_invoke();
-        for a in &group {
-            let result = self.keys.result(&a.task_id);
-            call.key(self.keys.stream(a.partition));
-            match &a.dedupe {
-                Some(hash) => call.key(&result).key(self.keys.dedupe(hash)),
-                None => call.key(&result).key(&result),
-            };
-        }
-        call.arg(self.per_partition)
+        call.key(self.keys.stream(group[0].partition))
+            .arg(self.per_partition)
             .arg(self.result_ttl.as_millis().max(1) as u64)
             .arg(self.dedupe_ttl.as_millis().max(1) as u64);
         for a in &group {
-            call.arg(if a.dedupe.is_some() { "1" } else { "0" })
+            call.arg(self.keys.stream(a.partition))
+                .arg(self.keys.result(&a.task_id))
+                .arg(
+                    a.dedupe
+                        .as_deref()
+                        .map(|h| self.keys.dedupe(h))
+                        .unwrap_or_default(),
+                )
                 .arg(a.message.as_slice())
                 .arg(&a.task_id)
                 .arg(&a.pending);
@@ -232,10 +254,21 @@ impl Writer {
             took_us = started.elapsed().as_micros() as u64,
             "admission group written"
         );
+        let mut again = Vec::new();
         match replies {
             Ok(replies) if replies.len() == group.len() => {
                 for (a, reply) in group.into_iter().zip(replies) {
-                    let _ = a.reply.send(self.answer(&reply));
+                    let answer = self.answer(&reply);
+                    match answer {
+                        Err(AdmitError::Queue(QueueError::Unavailable(why)))
+                            if !last && Topology::is_misrouted(&why) =>
+                        {
+                            again.push(a)
+                        }
+                        answer => {
+                            let _ = a.reply.send(answer);
+                        }
+                    }
                 }
             }
             Ok(replies) => {
@@ -251,11 +284,15 @@ impl Writer {
             }
             Err(error) => {
                 let why = describe(&error);
+                if !last && Topology::is_misrouted(&why) {
+                    return group;
+                }
                 for a in group {
                     let _ = a.reply.send(Err(unavailable(why.clone())));
                 }
             }
         }
+        again
     }
 
     fn answer(&self, reply: &[Value]) -> Result<Admitted, AdmitError> {

@@ -18,6 +18,7 @@
 //!   `reader` (batch-sized reads), `leases` (renewal, heartbeat, Redis's clock), `claimer`
 //!   (recovery, dead letters, departed consumers).
 //! - `record`: the layout of a task's record (one string), shared with the scripts.
+//! - `topology`: which partitions share a node, so calls are grouped per node.
 //! - `settle`: the one script that writes results, notifies and acknowledges.
 //! - [`store`]: [`RedisResultStore`], the [`ResultStore`](batchgate_queue::ResultStore).
 //! - [`dead_letters`]: [`RedisDeadLetters`], the dead-letter stream, to list, replay, purge.
@@ -40,6 +41,7 @@ mod reader;
 mod record;
 mod settle;
 pub mod store;
+mod topology;
 
 pub use conn::{RedisConfig, RedisConn};
 pub use dead_letters::RedisDeadLetters;

@@ -304,35 +304,13 @@ async fn slot_masters(redis: &RedisConfig) -> redis::RedisResult<Vec<(u16, u16, 
                 .await
         };
         match bounded(redis.op_timeout, attempt).await {
-            Ok(ranges) => return Ok(parse_slots(&ranges)),
+            Ok(ranges) => return Ok(crate::topology::parse_slots(&ranges)),
             Err(error) => errors.push(error),
         }
     }
     Err(errors.pop().unwrap_or_else(|| {
         redis::RedisError::from((redis::ErrorKind::Client, "no cluster seed node"))
     }))
-}
-
-fn parse_slots(ranges: &[Value]) -> Vec<(u16, u16, (String, u16))> {
-    let int = |v: &Value| match v {
-        Value::Int(i) => u16::try_from(*i).ok(),
-        _ => None,
-    };
-    ranges
-        .iter()
-        .filter_map(|range| {
-            let Value::Array(parts) = range else {
-                return None;
-            };
-            let (lo, hi) = (int(parts.first()?)?, int(parts.get(1)?)?);
-            let Value::Array(master) = parts.get(2)? else {
-                return None;
-            };
-            let host = crate::value_text(master.first()?)?;
-            let port = int(master.get(1)?)?;
-            Some((lo, hi, (host, port)))
-        })
-        .collect()
 }
 
 async fn pause(stop: &CancellationToken) {

@@ -5,7 +5,7 @@
 //! - reading: stream readers ([`crate::reader`]) take batch-sized reads into a small local
 //!   channel (two batches deep), which `read` drains. A full channel stops the readers, so
 //!   entries stay in Redis — visible in `depth` — rather than here.
-//! - `settle`: one script per partition (one per batch on a standalone Redis) stores the
+//! - `settle`: one script per master (one per batch on a standalone Redis) stores the
 //!   results, publishes the notices and acknowledges and deletes the entries, the ack last
 //!   ([`crate::settle`]): streams hold only waiting and in-progress tasks, and an entry is
 //!   never acknowledged without its result, nor acknowledged and left behind.

@@ -1,8 +1,8 @@
 //! The one place a result is written on Redis: the settle script stores a batch's results
 //! (a SUCCESS is final), publishes the notices to the gateways that wait, then acknowledges
-//! and deletes the batch's stream entries, atomically, the acknowledgement last. The batcher
-//! settles its batches with it, the claimer its dead letters, and the result store any
-//! completion handed to it.
+//! and deletes the batch's stream entries, atomically, the acknowledgement last: one call per
+//! node (`crate::topology`). The batcher settles its batches with it, the claimer its dead
+//! letters, and the result store any completion handed to it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,9 +13,10 @@ use redis::{RedisResult, Script};
 use crate::conn::{bounded, RedisConn};
 use crate::keys::{Keys, GROUP};
 use crate::notify::Notice;
+use crate::topology::Topology;
 
-/// Stores results and acknowledges entries, one script call per partition on a cluster and
-/// one per batch on a standalone Redis. Cloning is shallow.
+/// Stores results and acknowledges entries, one script call per node (one in all on a
+/// standalone Redis, one per master on a cluster). Cloning is shallow.
 #[derive(Clone)]
 pub(crate) struct Settler {
     /// Shared multiplexed connection.
@@ -24,8 +25,10 @@ pub(crate) struct Settler {
     keys: Keys,
     /// Lifetime of a stored result.
     ttl: Duration,
-    /// Cluster: one call per partition, sharded pub/sub.
+    /// Cluster: sharded pub/sub.
     cluster: bool,
+    /// Which partitions share a node.
+    topology: Topology,
     /// Bound on one call.
     op_timeout: Duration,
     /// The script.
@@ -35,8 +38,18 @@ pub(crate) struct Settler {
 /// One script call's share of the work.
 #[derive(Default)]
 struct Group<'a> {
-    completions: Vec<&'a Completion>,
+    completions: Vec<(usize, &'a Completion)>,
     acks: BTreeMap<usize, Vec<&'a str>>,
+}
+
+impl Group<'_> {
+    /// A partition of the group, whose slot routes the call.
+    fn partition(&self) -> Option<usize> {
+        self.completions
+            .first()
+            .map(|(p, _)| *p)
+            .or_else(|| self.acks.keys().next().copied())
+    }
 }
 
 impl Settler {
@@ -48,6 +61,7 @@ impl Settler {
         op_timeout: Duration,
     ) -> Self {
         Settler {
+            topology: Topology::new(conn.clone(), keys.clone(), cluster, op_timeout),
             conn,
             keys,
             ttl,
@@ -70,62 +84,81 @@ impl Settler {
         completions: &[Completion],
         receipts: &[Receipt],
     ) -> RedisResult<usize> {
-        let mut groups: BTreeMap<Option<usize>, Group<'_>> = BTreeMap::new();
-        let group_of = |p: usize| self.cluster.then_some(p);
-        for c in completions {
-            let p = self.keys.partition_of(&c.task_id);
-            groups.entry(group_of(p)).or_default().completions.push(c);
-        }
-        for r in receipts
+        let receipts: Vec<&Receipt> = receipts
             .iter()
             .filter(|r| r.partition < self.keys.partitions())
-        {
+            .collect();
+        let completed: Vec<usize> = completions
+            .iter()
+            .map(|c| self.keys.partition_of(&c.task_id))
+            .collect();
+        let partitions: Vec<usize> = completed
+            .iter()
+            .copied()
+            .chain(receipts.iter().map(|r| r.partition))
+            .collect();
+        let nodes = self.topology.nodes(&partitions).await;
+        let mut groups: BTreeMap<usize, Group<'_>> = BTreeMap::new();
+        for ((c, p), node) in completions.iter().zip(&completed).zip(&nodes) {
+            groups.entry(*node).or_default().completions.push((*p, c));
+        }
+        for (r, node) in receipts.iter().zip(&nodes[completed.len()..]) {
             groups
-                .entry(group_of(r.partition))
+                .entry(*node)
                 .or_default()
                 .acks
                 .entry(r.partition)
                 .or_default()
                 .push(&r.entry_id);
         }
-        let calls = groups
-            .into_iter()
-            .map(|(partition, group)| self.call(partition, group));
+        let calls = groups.into_values().map(|group| self.call(group));
         let mut written = 0;
+        let mut failed = None;
         for result in futures_util::future::join_all(calls).await {
-            written += result?;
+            match result {
+                Ok(n) => written += n,
+                Err(error) => failed = Some(error),
+            }
         }
-        Ok(written)
+        match failed {
+            Some(error) => {
+                // Perhaps a slot moved: read the map again before the next call.
+                self.topology.invalidate();
+                Err(error)
+            }
+            None => Ok(written),
+        }
     }
 
-    async fn call(&self, partition: Option<usize>, group: Group<'_>) -> RedisResult<usize> {
+    async fn call(&self, group: Group<'_>) -> RedisResult<usize> {
+        let Some(routing) = group.partition() else {
+            return Ok(0);
+        };
         let mut call = self.script.prepare_invoke();
-        for c in &group.completions {
-            call.key(self.keys.result(&c.task_id));
-        }
-        for &p in group.acks.keys() {
-            call.key(self.keys.stream(p));
-        }
-        call.arg(self.ttl_ms())
+        call.key(self.keys.stream(routing))
+            .arg(self.ttl_ms())
             .arg(if self.cluster { "SPUBLISH" } else { "PUBLISH" })
-            .arg(self.keys.notify_prefix(partition))
+            .arg(self.keys.notify_prefix(self.cluster.then_some(routing)))
             .arg(GROUP)
             .arg(group.completions.len());
-        for c in &group.completions {
+        for (_, c) in &group.completions {
             let (status, value) = match &c.outcome {
                 Outcome::Success(output) => ("S", output),
                 Outcome::Failed(error) => ("F", error),
             };
             let notice = serde_json::to_string(&Notice::of(c))
                 .expect("a notice of strings and numbers serializes. This is a bug.");
-            call.arg(status)
+            call.arg(self.keys.result(&c.task_id))
+                .arg(status)
                 .arg(value)
                 .arg(c.completed_at)
                 .arg(c.reply_to.as_deref().unwrap_or_default())
                 .arg(notice);
         }
-        for ids in group.acks.values() {
-            call.arg(ids.len()).arg(ids.as_slice());
+        for (&p, ids) in &group.acks {
+            call.arg(self.keys.stream(p))
+                .arg(ids.len())
+                .arg(ids.as_slice());
         }
         let mut conn = self.conn.clone();
         bounded(self.op_timeout, call.invoke_async(&mut conn)).await

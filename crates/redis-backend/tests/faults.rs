@@ -575,3 +575,112 @@ async fn a_notice_lost_while_unsubscribed_is_recovered(infra: Infra) {
     stop.cancel();
 }
 on_both!(a_notice_lost_while_unsubscribed_is_recovered);
+
+/// Script calls (`EVALSHA`, `EVAL`) every node ran since its counters were reset.
+fn script_calls(infra: &Infra) -> u64 {
+    let nodes: Vec<&RedisServer> = match &infra.servers {
+        Servers::Standalone(s) => vec![s],
+        Servers::Cluster(c) => c.nodes.iter().collect(),
+    };
+    let calls = |stats: &str, name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    nodes
+        .iter()
+        .map(|n| {
+            let stats = n.cli(&["INFO", "commandstats"]).unwrap_or_default();
+            calls(&stats, "evalsha") + calls(&stats, "eval")
+        })
+        .sum()
+}
+
+fn reset_stats(infra: &Infra) {
+    let nodes: Vec<&RedisServer> = match &infra.servers {
+        Servers::Standalone(s) => vec![s],
+        Servers::Cluster(c) => c.nodes.iter().collect(),
+    };
+    for node in nodes {
+        node.cli(&["CONFIG", "RESETSTAT"]);
+    }
+}
+
+/// How many nodes serve partitions: 1 standalone, the masters of a cluster.
+fn masters(infra: &Infra) -> u64 {
+    match &infra.servers {
+        Servers::Standalone(_) => 1,
+        Servers::Cluster(c) => (c.nodes.len() / 2) as u64,
+    }
+}
+
+// Admission and settling are paid per node, not per partition: a group of tasks spread over
+// every partition is admitted with one script call per node, and their batch settled with one
+// more per node.
+async fn one_call_per_node_admits_and_settles(infra: Infra) {
+    let intake = infra.intake().await;
+    let q = infra.queue("per-node", |_| {}).await;
+    let store = infra.store(Duration::from_secs(60)).await;
+    let ids = |round: &str| -> Vec<String> {
+        (0..32u32)
+            .map(|i| format!("{:02x}-{round}", i % 16))
+            .collect()
+    };
+    let admit_all = |ids: Vec<String>| {
+        let intake = intake.clone();
+        async move {
+            let admits = ids.iter().map(|id| {
+                let intake = intake.clone();
+                let t = task(id, None);
+                async move { intake.admit(&t, 1, None).await }
+            });
+            for admitted in futures_util::future::join_all(admits).await {
+                assert!(
+                    matches!(admitted, Ok(Admitted::Enqueued { .. })),
+                    "{admitted:?}"
+                );
+            }
+        }
+    };
+    let settle_all = |n: usize| {
+        let (q, store) = (&q, &store);
+        async move {
+            let got = read_n(q, n, Duration::from_secs(10)).await;
+            assert_eq!(got.len(), n);
+            let completions = got
+                .iter()
+                .map(|d| done(&d.task.task_id, Outcome::Success("o".into()), None))
+                .collect();
+            let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+            q.settle(store, completions, &receipts)
+                .await
+                .expect("settle");
+        }
+    };
+    // Warm up: every node learns the scripts.
+    admit_all(ids("warm")).await;
+    settle_all(32).await;
+    reset_stats(&infra);
+    admit_all(ids("measured")).await;
+    let admitted = script_calls(&infra);
+    assert!(
+        (1..=masters(&infra)).contains(&admitted),
+        "{admitted} admission calls for 32 tasks over {} partitions",
+        infra.keys.partitions()
+    );
+    reset_stats(&infra);
+    settle_all(32).await;
+    let settled = script_calls(&infra);
+    assert!(
+        (1..=masters(&infra)).contains(&settled),
+        "{settled} settle calls for 32 tasks"
+    );
+    assert_eq!(stream_totals(&infra).await, (0, 0));
+    for id in ids("measured") {
+        let r = store.get(&id).await.expect("get").expect("stored");
+        assert_eq!(r.status, TaskStatus::Success, "{id}");
+    }
+}
+on_both!(one_call_per_node_admits_and_settles);

@@ -1,11 +1,11 @@
 -- Admits a gathered group of tasks in one call. Each task is handled on its own (a failure
--- answers for that task only): dedupe claim, capacity, stream entry, pending record. On a
--- cluster every key of one call shares a partition's hash tag (one slot); on a standalone
--- Redis one call may span partitions. Records are single strings (see record.rs).
--- KEYS, three per task: the partition's stream, the task's record, the dedupe entry of its
--- input (the record key again when the task has no dedupe entry).
+-- answers for that task only): dedupe claim, capacity, stream entry, pending record. One call
+-- serves every partition of one node (see topology.rs): KEYS[1], a key of one of them, routes
+-- it; the keys of the tasks come as arguments (a task's keys share its partition's slot). A
+-- key another node serves fails that task alone. Records are single strings (see record.rs).
 -- ARGV[1] capacity of one partition; ARGV[2] record TTL (ms); ARGV[3] dedupe TTL (ms); then
--- four per task: has dedupe ('1'/'0'), the task message, the task id, its pending record.
+-- six per task: the partition's stream, the task's record, the dedupe entry of its input (''
+-- for none), the task message, the task id, its pending record.
 -- Returns one reply per task: {'ok'}, {'dup', existing_task_id}, {'full'} or {'err', why}.
 local capacity = tonumber(ARGV[1])
 local record_ttl = ARGV[2]
@@ -43,15 +43,15 @@ local function admit(stream, record, dedupe, message, id, pending)
 end
 
 local replies = {}
-local tasks = #KEYS / 3
+local tasks = (#ARGV - 3) / 6
 for i = 0, tasks - 1 do
-  local a = 4 + 4 * i
-  local dedupe = nil
-  if ARGV[a] == '1' then
-    dedupe = KEYS[3 * i + 3]
+  local a = 4 + 6 * i
+  local dedupe = ARGV[a + 2]
+  if dedupe == '' then
+    dedupe = nil
   end
-  local ok, reply = pcall(admit, KEYS[3 * i + 1], KEYS[3 * i + 2], dedupe, ARGV[a + 1],
-    ARGV[a + 2], ARGV[a + 3])
+  local ok, reply = pcall(admit, ARGV[a], ARGV[a + 1], dedupe, ARGV[a + 3], ARGV[a + 4],
+    ARGV[a + 5])
   if ok then
     replies[i + 1] = reply
   else

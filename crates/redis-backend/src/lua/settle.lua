@@ -1,16 +1,17 @@
 -- Stores a batch's results, tells the waiting gateways, then acknowledges and deletes the
--- batch's stream entries, in one atomic step. On a cluster every key shares one partition's
--- hash tag; on a standalone Redis one call may span partitions.
+-- batch's stream entries, in one atomic step. One call serves every partition of one node
+-- (see topology.rs): KEYS[1], a key of one of them, routes it; the other keys come as
+-- arguments.
 -- A SUCCESS is final; a FAILED is written only over a pending (or missing) record; a SUCCESS
 -- over a FAILED replaces it whole. Records are single strings (see record.rs). The
 -- acknowledgement comes last: if anything before it fails, the entries stay pending and are
 -- delivered again, never acknowledged without a result.
--- KEYS: the record of each completion, then each stream acknowledged.
 -- ARGV[1] result TTL (ms); ARGV[2] the publish command (PUBLISH or SPUBLISH); ARGV[3] the
--- notification channel prefix (a gateway id follows); ARGV[4] the consumer group;
--- ARGV[5] the number of completions n; then five per completion: status ('S' or 'F'),
--- output or error, completed_at (ms), the gateway to notify ('' for none), the notice (JSON);
--- then, for each stream in KEYS after the n results, the number of entry ids and the ids.
+-- notification channel prefix (a gateway id follows; on a cluster, a channel of KEYS[1]'s
+-- slot, which every gateway subscribes to); ARGV[4] the consumer group; ARGV[5] the number
+-- of completions n; then six per completion: its record, status ('S' or 'F'), output or
+-- error, completed_at (ms), the gateway to notify ('' for none), the notice (JSON); then, for
+-- each stream acknowledged, its key, the number of entry ids and the ids.
 -- Returns the number of results written.
 local ttl = ARGV[1]
 local publish = ARGV[2]
@@ -34,8 +35,8 @@ end
 
 local written = 0
 for i = 1, n do
-  local a = 6 + 5 * (i - 1)
-  local key = KEYS[i]
+  local a = 7 + 6 * (i - 1)
+  local key = ARGV[a - 1]
   local status = ARGV[a]
   local old = redis.call('GET', key)
   local kind = old and string.sub(old, 1, 1)
@@ -68,17 +69,18 @@ end
 for _, gateway in ipairs(order) do
   redis.call(publish, channel_prefix .. gateway, '[' .. table.concat(notices[gateway], ',') .. ']')
 end
-local a = 6 + 5 * n
-for s = n + 1, #KEYS do
-  local count = tonumber(ARGV[a])
+local a = 6 + 6 * n
+while a <= #ARGV do
+  local stream = ARGV[a]
+  local count = tonumber(ARGV[a + 1])
   if count > 0 then
     local ids = {}
     for k = 1, count do
-      ids[k] = ARGV[a + k]
+      ids[k] = ARGV[a + 1 + k]
     end
-    redis.call('XACK', KEYS[s], group, unpack(ids))
-    redis.call('XDEL', KEYS[s], unpack(ids))
+    redis.call('XACK', stream, group, unpack(ids))
+    redis.call('XDEL', stream, unpack(ids))
   end
-  a = a + count + 1
+  a = a + count + 2
 end
 return written
