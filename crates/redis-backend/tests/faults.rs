@@ -684,3 +684,157 @@ async fn one_call_per_node_admits_and_settles(infra: Infra) {
     }
 }
 on_both!(one_call_per_node_admits_and_settles);
+
+/// The masters serving slots, from `CLUSTER NODES`: `(node id, slot ranges)`.
+fn cluster_masters(node: &RedisServer) -> Vec<(String, Vec<(u16, u16)>)> {
+    let nodes = node.cli(&["CLUSTER", "NODES"]).unwrap_or_default();
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !fields.get(2)?.contains("master") {
+                return None;
+            }
+            let ranges = fields[8..]
+                .iter()
+                .filter_map(|r| {
+                    let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+                    Some((lo.parse().ok()?, hi.parse().ok()?))
+                })
+                .collect();
+            Some((fields[0].to_owned(), ranges))
+        })
+        // A node that has just joined as a replica may still show as a master without slots.
+        .filter(|(_, ranges): &(String, Vec<(u16, u16)>)| !ranges.is_empty())
+        .collect()
+}
+
+// A partition's slot moves to another master while an intake still holds the old map: the
+// tasks of the group that met a key of another node are written again by the new map, and
+// none is refused; the next settle finds the results' new node too.
+async fn a_slot_that_moved_refuses_no_admission(infra: Infra) {
+    let Servers::Cluster(cluster) = &infra.servers else {
+        unreachable!("cluster only");
+    };
+    let intake = infra.intake().await;
+    let q = infra.queue("after-move", |_| {}).await;
+    let store = infra.store(Duration::from_secs(60)).await;
+    // The intake reads the map with its first group.
+    assert!(matches!(
+        intake.admit(&task("00-warm", None), 1, None).await,
+        Ok(Admitted::Enqueued { .. })
+    ));
+    // Move partition 5's (empty) slot to another master.
+    let moved = 5;
+    let slot = infra.keys.partition_slot(moved);
+    let masters = cluster_masters(&cluster.nodes[0]);
+    let owns =
+        |ranges: &[(u16, u16)], s: u16| ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s));
+    let (source, _) = masters
+        .iter()
+        .find(|(_, r)| owns(r, slot))
+        .expect("the slot's master");
+    let (target, _) = masters
+        .iter()
+        .find(|(id, _)| id != source)
+        .expect("another master");
+    // As a resharding does it (the slot holds no key yet, so there is nothing to migrate):
+    // importing and migrating, then the new owner first (it takes a new config epoch), the old
+    // one, then the rest.
+    let id_of = |n: &RedisServer| {
+        n.cli(&["CLUSTER", "MYID"])
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let mut order: Vec<&RedisServer> = cluster.nodes.iter().collect();
+    order.sort_by_key(|n| {
+        let id = id_of(n);
+        if &id == target {
+            0
+        } else if &id == source {
+            1
+        } else {
+            2
+        }
+    });
+    let slot_arg = slot.to_string();
+    order[0].cli(&["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", source]);
+    order[1].cli(&["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", target]);
+    for (i, node) in order.into_iter().enumerate() {
+        node.cli(&["CLUSTER", "SETSLOT", &slot_arg, "NODE", target]);
+        if i == 0 {
+            // Its claim must win over the old owner's in the gossip.
+            node.cli(&["CLUSTER", "BUMPEPOCH"]);
+        }
+    }
+    // Until every node agrees (gossip), as a resharding tool waits.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster.nodes.iter().all(|n| {
+        cluster_masters(n)
+            .iter()
+            .any(|(id, r)| id == target && owns(r, slot))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never agreed on the move of slot {slot} from {source} to {target}: {:?}",
+            cluster
+                .nodes
+                .iter()
+                .map(|n| n.cli(&["CLUSTER", "NODES"]))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Tasks of the moved partition and of the partitions still on its old master, in one group.
+    let stay: Vec<usize> = (0..infra.keys.partitions())
+        .filter(|&p| {
+            p != moved
+                && masters
+                    .iter()
+                    .any(|(id, r)| id == source && owns(r, infra.keys.partition_slot(p)))
+        })
+        .collect();
+    assert!(!stay.is_empty());
+    let ids: Vec<String> = [moved, stay[0], moved, stay[stay.len() - 1]]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{p:02x}-moved-{i}"))
+        .collect();
+    let admits = ids.iter().map(|id| {
+        let intake = intake.clone();
+        let t = task(id, None);
+        async move { intake.admit(&t, 1, None).await }
+    });
+    for (id, admitted) in ids.iter().zip(futures_util::future::join_all(admits).await) {
+        assert!(
+            matches!(admitted, Ok(Admitted::Enqueued { .. })),
+            "{id}: {admitted:?}"
+        );
+    }
+    // The settle may meet the move once (its entries stay pending), then finds the new node.
+    let got = read_n(&q, 5, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 5);
+    let completions: Vec<Completion> = got
+        .iter()
+        .map(|d| done(&d.task.task_id, Outcome::Success("o".into()), None))
+        .collect();
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+    if q.settle(&store, completions.clone(), &receipts)
+        .await
+        .is_err()
+    {
+        q.settle(&store, completions, &receipts)
+            .await
+            .expect("settled by the map read again");
+    }
+    for id in &ids {
+        let r = store.get(id).await.expect("get").expect("stored");
+        assert_eq!(r.status, TaskStatus::Success, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_that_moved_refuses_no_admission_on_a_cluster() {
+    a_slot_that_moved_refuses_no_admission(Infra::cluster()).await;
+}
