@@ -19,6 +19,7 @@ use opentelemetry::KeyValue;
 use tokio::time::Instant;
 use tracing::{debug, error, info_span, warn, Instrument};
 
+use crate::load::LoadMeter;
 use crate::metrics::{BatcherMetrics, OutcomeLabel, ReasonLabel};
 
 /// Everything a dispatch needs; shared by all dispatch tasks.
@@ -35,6 +36,8 @@ pub(crate) struct Dispatcher {
     pub(crate) metrics: BatcherMetrics,
     /// A task older than this when its batch leaves is failed as `expired`, not run.
     pub(crate) max_queue_age: Duration,
+    /// Batch sizes and call times, for the load report.
+    pub(crate) load: Arc<LoadMeter>,
 }
 
 /// How long a slot turned away by an overloaded worker waits before its tasks go back to the
@@ -136,7 +139,9 @@ impl Dispatcher {
         let mut failures = Vec::new();
         let worker_started = Instant::now();
         if !inputs.is_empty() {
+            let sent = inputs.len();
             let outcomes = self.call_worker(inputs, addressees).await;
+            self.load.batch_done(sent, worker_started.elapsed());
             completions.extend(outcomes.completions);
             failures = outcomes.failures;
             self.requeue(outcomes.requeue, &mut completions, &mut failures)

@@ -4,14 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_policy::{Batch, Limits, Policy, Rule};
-use batchgate_queue::{DeadLetters, Delivery, Queue, ResultStore};
+use batchgate_queue::{DeadLetters, Delivery, LoadBoard, Queue, ResultStore};
 use batchgate_worker::{RetryPolicy, Retrying, Worker};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::dispatch::Dispatcher;
+use crate::load::{LoadMeter, REPORT_EVERY};
 use crate::metrics::BatcherMetrics;
 use crate::slots::{Aimd, Slot, Slots, INITIAL_ROUND_TRIP};
 
@@ -77,6 +78,10 @@ pub struct Batcher {
     slots: Arc<Slots>,
     /// Dispatches under way; waited for when draining.
     in_flight: TaskTracker,
+    /// Batch sizes and call times, shared with the dispatches.
+    load: Arc<LoadMeter>,
+    /// Where the workers' load is reported, and this batcher's name there.
+    board: Option<(Arc<dyn LoadBoard>, String)>,
 }
 
 impl Batcher {
@@ -126,8 +131,10 @@ impl Batcher {
                 );
             }
         });
+        let load = Arc::new(LoadMeter::default());
         Batcher {
             dispatcher: Arc::new(Dispatcher {
+                load: load.clone(),
                 queue: queue.clone(),
                 results,
                 dead_letters,
@@ -139,6 +146,40 @@ impl Batcher {
             slots,
             config,
             in_flight: TaskTracker::new(),
+            load,
+            board: None,
+        }
+    }
+
+    /// Reports the workers' load to `board` as `name` every quarter second while running, so
+    /// that gateways shed only when the workers are the bottleneck.
+    pub fn with_load_board(mut self, board: Arc<dyn LoadBoard>, name: String) -> Self {
+        self.board = Some((board, name));
+        self
+    }
+
+    /// Reports the load until `stop`.
+    async fn report_load(
+        slots: Arc<Slots>,
+        load: Arc<LoadMeter>,
+        board: Arc<dyn LoadBoard>,
+        name: String,
+        stop: CancellationToken,
+    ) {
+        let mut every = tokio::time::interval(REPORT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let now = std::time::Instant::now();
+            let report = load.sample(now, slots.full_time(now), slots.limit());
+            match tokio::time::timeout(REPORT_EVERY, board.publish(&name, report)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => debug!(%error, "load report not published"),
+                Err(_) => debug!("load report timed out"),
+            }
         }
     }
 
@@ -158,6 +199,18 @@ impl Batcher {
             max_inflight_batches = self.config.max_inflight_batches,
             "batcher started"
         );
+        // Reports go on through the drain, and stop when the batcher does.
+        let reporting = CancellationToken::new();
+        let _stop_reporting = reporting.clone().drop_guard();
+        if let Some((board, name)) = &self.board {
+            tokio::spawn(Self::report_load(
+                self.slots.clone(),
+                self.load.clone(),
+                board.clone(),
+                name.clone(),
+                reporting,
+            ));
+        }
         loop {
             // A batch is formed only once the worker can take it.
             let Some(slot) = self.free_slot(&shutdown).await else {

@@ -13,11 +13,13 @@
 //! - [`driver`]: [`Batcher`], the read → batch → dispatch loop and its drain on shutdown.
 //! - `dispatch`: one batch's trip: expire tasks too old to run, collapse identical inputs,
 //!   call the worker (bisecting a rejected batch to isolate a bad input), store, ack.
+//! - `load`: the report of the workers' load that gateways shed by.
 //! - `slots`: the in-flight limit and its backpressure (AIMD on the worker's `429`/`503`).
 //! - [`metrics`]: [`BatcherMetrics`], registered in the process's Prometheus registry.
 
 mod dispatch;
 pub mod driver;
+mod load;
 pub mod metrics;
 mod slots;
 

@@ -7,11 +7,12 @@ use std::time::Duration;
 use batchgate_queue::dead_letters::DEFAULT_DEAD_LETTER_CAPACITY;
 use batchgate_queue::memory::{MemoryDeadLetters, MemoryDedupe, MemoryQueue, MemoryResultStore};
 use batchgate_queue::{
-    DeadLetters, Dedupe, Intake, MemoryRateLimiter, Queue, RateLimiter, ResultStore, Steps,
+    DeadLetters, Dedupe, Intake, LoadBoard, MemoryLoadBoard, MemoryRateLimiter, Queue, RateLimiter,
+    ResultStore, Steps,
 };
 use batchgate_redis::{
-    Keys, Notifier, RedisConfig, RedisDeadLetters, RedisIntake, RedisQueue, RedisQueueConfig,
-    RedisRateLimiter, RedisResultStore,
+    Keys, Notifier, RedisConfig, RedisDeadLetters, RedisIntake, RedisLoadBoard, RedisQueue,
+    RedisQueueConfig, RedisRateLimiter, RedisResultStore,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +65,10 @@ pub struct Backends {
     pub dead_letters: Arc<dyn DeadLetters>,
     /// Per-user request counts (in Redis, shared by every gateway).
     pub rate_limiter: Arc<dyn RateLimiter>,
+    /// The batchers' reports of their workers' load, which the gateways shed by.
+    pub load_board: Arc<dyn LoadBoard>,
+    /// This process's name on the load board.
+    pub name: String,
     /// Whether dedupe is on.
     pub dedupe: bool,
     /// This process's name on the notification bus (Redis only).
@@ -126,6 +131,8 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             results,
             dead_letters: Arc::new(MemoryDeadLetters::new(DEFAULT_DEAD_LETTER_CAPACITY)),
             rate_limiter: Arc::new(MemoryRateLimiter::default()),
+            load_board: Arc::new(MemoryLoadBoard::default()),
+            name: "batcher".into(),
             gateway_id: None,
             tasks,
             stop,
@@ -183,6 +190,7 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             notifier,
             rc.cluster,
         )),
+        load_board: Arc::new(RedisLoadBoard::new(conn.clone(), &keys, rc.op_timeout)),
         rate_limiter: Arc::new(RedisRateLimiter::new(
             conn.clone(),
             &rc.key_prefix,
@@ -203,7 +211,8 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             rc.cluster,
         )),
         dedupe: config.dedupe_ttl.is_some(),
-        gateway_id: waits.then_some(name),
+        gateway_id: waits.then(|| name.clone()),
+        name,
         tasks,
         stop,
     })

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use batchgate_bench::BenchArgs;
+use batchgate_gateway::ShedBound;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -386,12 +387,19 @@ pub struct EdgeArgs {
     #[arg(long, env = "BATCHGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Shed new tasks with 503 when a task admitted now would wait longer than this in the
-    /// queue (tasks queued ÷ the batchers' capacity), in milliseconds; 100 suits the reference
-    /// worker (docs/batching.md). 0 (the default for now) turns it off: see docs/batching.md,
-    /// "Deadlines and shedding at the edge", for why it is not on by default yet.
-    #[arg(long, env = "BATCHGATE_SHED_WAIT_MS", default_value_t = 0)]
-    pub shed_wait_ms: u64,
+    /// The latency objective that shedding protects, in milliseconds (the p99 accepted tasks
+    /// should stay under). New tasks get 503 `overloaded` with Retry-After only while the
+    /// workers are the bottleneck (their slots all taken most of the time) and a new task's
+    /// estimated queue wait plus one worker call would pass 60% of it (the rest is the tail's
+    /// headroom). 0 turns shedding off. See docs/batching.md, "Deadlines and shedding".
+    #[arg(long, env = "BATCHGATE_LATENCY_OBJECTIVE_MS", default_value_t = 500)]
+    pub latency_objective_ms: u64,
+
+    /// Instead of the objective, shed when a new task's estimated queue wait alone would pass
+    /// this many milliseconds (still only while the workers are the bottleneck); 0 turns
+    /// shedding off.
+    #[arg(long, env = "BATCHGATE_SHED_WAIT_MS")]
+    pub shed_wait_ms: Option<u64>,
 
     /// Requests each authenticated caller may send per --rate-limit-period (GCRA: a whole
     /// period's worth may come at once); past it, 429 with Retry-After and RateLimit-* headers.
@@ -439,7 +447,11 @@ impl EdgeArgs {
         }
         Ok(crate::serve::EdgeConfig {
             admin_token: self.admin_token,
-            shed_wait: (self.shed_wait_ms > 0).then(|| Duration::from_millis(self.shed_wait_ms)),
+            shed: match (self.shed_wait_ms, self.latency_objective_ms) {
+                (Some(0), _) | (None, 0) => ShedBound::Off,
+                (Some(ms), _) => ShedBound::QueueWait(Duration::from_millis(ms)),
+                (None, ms) => ShedBound::Objective(Duration::from_millis(ms)),
+            },
             rate_limit: (self.rate_limit > 0).then_some(crate::serve::RateLimitConfig {
                 default: batchgate_queue::Rate {
                     limit: self.rate_limit,

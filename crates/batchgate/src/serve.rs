@@ -10,7 +10,7 @@ use batchgate_queue::Rate;
 use batchgate_batcher::{Batcher, BatcherConfig, BatcherMetrics};
 use batchgate_gateway::{
     Admission, AppState, AuthConfig, Authenticator, GatewayConfig, GatewayMetrics, RateLimits,
-    Shared, Shedder,
+    Shared, ShedBound, Shedder,
 };
 use batchgate_net::{ClientTlsFiles, ServerTls, TlsFiles};
 use batchgate_sim::{SimConfig, SimWorker};
@@ -78,8 +78,9 @@ pub struct BatcherPart {
 pub struct EdgeConfig {
     /// Bearer token of the admin API (`/admin/...`); `None` disables it.
     pub admin_token: Option<String>,
-    /// Shed new tasks when their estimated queue wait exceeds this; `None`: never.
-    pub shed_wait: Option<Duration>,
+    /// When new tasks are shed (503 `overloaded`): by default when the workers are the
+    /// bottleneck and the estimate breaks the 500 ms objective.
+    pub shed: ShedBound,
     /// Requests per period allowed to each authenticated caller, and per-user exceptions;
     /// `None`: unlimited.
     pub rate_limit: Option<RateLimitConfig>,
@@ -92,7 +93,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
             admin_token: None,
-            shed_wait: None,
+            shed: ShedBound::default(),
             rate_limit: Some(RateLimitConfig::default()),
             auth: AuthConfig::Disabled,
         }
@@ -106,7 +107,7 @@ impl std::fmt::Debug for EdgeConfig {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
-            .field("shed_wait", &self.shed_wait)
+            .field("shed", &self.shed)
             .field("rate_limit", &self.rate_limit)
             .field("auth", &self.auth)
             .finish()
@@ -241,7 +242,8 @@ pub async fn run(
                 worker,
                 part.config,
                 metrics,
-            );
+            )
+            .with_load_board(backends.load_board.clone(), backends.name.clone());
             Some(tokio::spawn(batcher.run(batcher_stop.clone())))
         }
         None => None,
@@ -261,13 +263,13 @@ pub async fn run(
     if let Some(tls) = &tls {
         tls.spawn_reloader(edge_stop.clone());
     }
-    let shedder = Arc::new(Shedder::new(config.edge.shed_wait));
+    let shedder = Arc::new(Shedder::new(config.edge.shed));
     if config.gateway.is_some() {
-        tokio::spawn(
-            shedder
-                .clone()
-                .run(backends.queue.clone(), edge_stop.clone()),
-        );
+        tokio::spawn(shedder.clone().run(
+            backends.queue.clone(),
+            backends.load_board.clone(),
+            edge_stop.clone(),
+        ));
     }
     let state = AppState::new(Shared {
         queue: backends.queue.clone(),

@@ -228,7 +228,7 @@ async fn shed_run(backend: Backend) {
     )
     .await;
     let mut config = serve_config(&infra, &worker.url, 1);
-    config.edge.shed_wait = Some(Duration::from_millis(500));
+    config.edge.shed = batchgate_gateway::ShedBound::QueueWait(Duration::from_millis(500));
     let serve = start_serve(config).await;
     let http = client();
     // First a backlog, so that the gateway has measured the batchers' capacity (it never
@@ -321,7 +321,7 @@ async fn a_task_past_its_deadline_is_not_sent_to_the_worker() {
     )
     .await;
     let mut config = serve_config(&infra, &worker.url, 1);
-    config.edge.shed_wait = None;
+    config.edge.shed = batchgate_gateway::ShedBound::Off;
     let serve = start_serve(config).await;
     let http = client();
     let submit = |input: &'static str, timeout_ms: Option<u64>| {

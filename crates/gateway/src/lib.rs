@@ -27,7 +27,7 @@ pub use config::{DedupeScope, GatewayConfig};
 pub use error::ApiError;
 pub use metrics::GatewayMetrics;
 pub use routes::{ops_router, router};
-pub use shed::Shedder;
+pub use shed::{ShedBound, Shedder};
 pub use state::{Admission, AppState, RateLimits, Shared};
 
 /// The accept loop moved to `batchgate-net`, shared with the batcher's ops port and the

@@ -10,6 +10,7 @@
 //! - [`DeadLetters`]: failed tasks with input, error and attempts, to inspect and replay.
 //! - [`Dedupe`]: SHA-256 of an input → the task that already runs it.
 //! - [`Intake`]: record + dedupe + enqueue as one operation; [`Steps`] composes the above.
+//! - [`load`]: the batchers' report of their workers' load ([`LoadBoard`]), for shedding.
 //! - [`rate_limit`]: per-user GCRA limits ([`RateLimiter`]), in memory.
 //! - [`memory`]: the in-process, bounded, partitioned queue, the sharded result store and the
 //!   dedupe cache.
@@ -17,6 +18,7 @@
 pub mod dead_letters;
 mod dedupe;
 mod intake;
+pub mod load;
 pub mod memory;
 mod queue;
 pub mod rate_limit;
@@ -25,6 +27,7 @@ mod store;
 pub use dead_letters::{DeadLetter, DeadLetters, Failure, Selection};
 pub use dedupe::Dedupe;
 pub use intake::{AdmitError, Admitted, Intake, Steps};
+pub use load::{LoadBoard, MemoryLoadBoard, WorkerLoad};
 pub use queue::{Backlog, Delivery, Queue, QueueError, Receipt};
 pub use rate_limit::{Decision, MemoryRateLimiter, Rate, RateLimiter};
 pub use store::{Completion, Expectation, Outcome, ResultStore, StoreError, TaskRecord, Watched};

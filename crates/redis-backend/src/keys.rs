@@ -8,6 +8,7 @@
 //! `{prefix}:{pNN}:notify:{gw}`  sharded pub/sub channel of one gateway for partition NN
 //!                               (Redis Cluster: `SPUBLISH` stays on the partition's node)
 //! `{prefix}:alive:{consumer}`   a live batcher's heartbeat, renewed with its leases
+//! `{prefix}:workers`            the batchers' reports of their workers' load (a hash)
 //!
 //! A task's partition is read from its id (its first byte), so any process can find a result
 //! key from the id alone; with dedupe on, that byte is the input hash's, which puts the task's
@@ -113,6 +114,11 @@ impl Keys {
     /// claimed by others.
     pub fn alive(&self, consumer: &str) -> String {
         format!("{}:alive:{consumer}", self.prefix)
+    }
+
+    /// The batchers' load reports: one field per batcher.
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
     }
 
     /// The cluster slot of partition `p`'s keys.

@@ -25,6 +25,7 @@
 //! - [`notify`]: [`Notifier`], the gateway's subscription that wakes local waiters.
 //! - [`intake`]: [`RedisIntake`], admission (dedupe claim, pending record, enqueue),
 //!   gathered: one script call per group of tasks.
+//! - [`load_board`]: [`RedisLoadBoard`], the batchers' reports of their workers' load.
 //! - [`rate_limit`]: [`RedisRateLimiter`], per-user GCRA limits exact across gateways.
 //! - `lua/`: the scripts, loaded with `include_str!`.
 
@@ -34,6 +35,7 @@ pub mod dead_letters;
 pub mod intake;
 pub mod keys;
 mod leases;
+pub mod load_board;
 pub mod notify;
 pub mod queue;
 pub mod rate_limit;
@@ -47,6 +49,7 @@ pub use conn::{RedisConfig, RedisConn};
 pub use dead_letters::RedisDeadLetters;
 pub use intake::RedisIntake;
 pub use keys::Keys;
+pub use load_board::RedisLoadBoard;
 pub use notify::Notifier;
 pub use queue::{RedisQueue, RedisQueueConfig};
 pub use rate_limit::RedisRateLimiter;

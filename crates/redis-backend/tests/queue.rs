@@ -265,3 +265,53 @@ async fn backlog_counts_taken_and_queued_tasks() {
     let backlog = q.backlog().await.expect("backlog").expect("countable");
     assert_eq!((backlog.taken, backlog.queued), (10, 0));
 }
+
+#[tokio::test]
+async fn every_gateway_reads_the_batchers_load_reports_combined() {
+    use batchgate_queue::{LoadBoard, WorkerLoad};
+    use batchgate_redis::RedisLoadBoard;
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 1);
+    let limit = Duration::from_secs(1);
+    let board = |conn| RedisLoadBoard::new(conn, &keys, limit);
+    let batcher_a = board(redis.connect().await.expect("connect"));
+    let batcher_b = board(redis.connect().await.expect("connect"));
+    let gateway = board(redis.connect().await.expect("connect"));
+    assert_eq!(gateway.read().await.expect("read"), None, "no batcher yet");
+    let load = |busy, capacity| WorkerLoad {
+        busy,
+        capacity,
+        call_ms: 200.0,
+    };
+    batcher_a
+        .publish("a", load(1.0, 600.0))
+        .await
+        .expect("publish");
+    batcher_b
+        .publish("b", load(0.0, 200.0))
+        .await
+        .expect("publish");
+    let seen = gateway.read().await.expect("read").expect("reports");
+    assert_eq!(seen.capacity, 800.0);
+    assert!((seen.busy - 0.75).abs() < 1e-9, "{seen:?}");
+    // A batcher that stopped reporting long ago no longer counts, and is removed.
+    let mut raw = redis.connect().await.expect("connect");
+    let old = format!("{};1000", load(1.0, 10_000.0).encode());
+    redis::cmd("HSET")
+        .arg(keys.workers())
+        .arg("gone")
+        .arg(old)
+        .exec_async(&mut raw)
+        .await
+        .expect("hset");
+    let seen = gateway.read().await.expect("read").expect("reports");
+    assert_eq!(seen.capacity, 800.0, "the stale report is not counted");
+    let left: Option<String> = redis::cmd("HGET")
+        .arg(keys.workers())
+        .arg("gone")
+        .query_async(&mut raw)
+        .await
+        .expect("hget");
+    assert_eq!(left, None, "and is removed");
+}

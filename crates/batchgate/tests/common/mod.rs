@@ -126,7 +126,7 @@ pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize
         // shedding has its own tests (`failures.rs`).
         edge: batchgate::serve::EdgeConfig {
             admin_token: Some(ADMIN_TOKEN.into()),
-            shed_wait: None,
+            shed: batchgate_gateway::ShedBound::Off,
             ..Default::default()
         },
         batcher: Some(BatcherPart {
