@@ -1,5 +1,6 @@
 //! The batcher's main loop: wait for a worker slot, gather a batch by policy, dispatch it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +83,8 @@ pub struct Batcher {
     load: Arc<LoadMeter>,
     /// Where the workers' load is reported, and this batcher's name there.
     board: Option<(Arc<dyn LoadBoard>, String)>,
+    /// Tasks in the policy's buffer, for the load report.
+    buffered: Arc<AtomicUsize>,
 }
 
 impl Batcher {
@@ -148,6 +151,7 @@ impl Batcher {
             in_flight: TaskTracker::new(),
             load,
             board: None,
+            buffered: Arc::default(),
         }
     }
 
@@ -162,6 +166,7 @@ impl Batcher {
     async fn report_load(
         slots: Arc<Slots>,
         load: Arc<LoadMeter>,
+        held: impl Fn() -> usize + Send + 'static,
         board: Arc<dyn LoadBoard>,
         name: String,
         stop: CancellationToken,
@@ -174,7 +179,8 @@ impl Batcher {
                 _ = every.tick() => {}
             }
             let now = std::time::Instant::now();
-            let report = load.sample(now, slots.full_time(now), slots.limit());
+            let mut report = load.sample(now, slots.full_time(now), slots.limit());
+            report.held = held() as f64;
             match tokio::time::timeout(REPORT_EVERY, board.publish(&name, report)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => debug!(%error, "load report not published"),
@@ -203,9 +209,11 @@ impl Batcher {
         let reporting = CancellationToken::new();
         let _stop_reporting = reporting.clone().drop_guard();
         if let Some((board, name)) = &self.board {
+            let (queue, buffered) = (self.queue.clone(), self.buffered.clone());
             tokio::spawn(Self::report_load(
                 self.slots.clone(),
                 self.load.clone(),
+                move || queue.read_ahead() + buffered.load(Ordering::Relaxed),
                 board.clone(),
                 name.clone(),
                 reporting,
@@ -241,6 +249,7 @@ impl Batcher {
         loop {
             let now = Instant::now();
             let load = self.slots.load();
+            self.buffered.store(policy.len(), Ordering::Relaxed);
             if let Some(batch) = policy.take_ready(now.into_std(), load) {
                 return Some(batch);
             }

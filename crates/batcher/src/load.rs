@@ -65,6 +65,7 @@ impl LoadMeter {
             busy: m.busy,
             capacity,
             call_ms: m.call_ms,
+            held: 0.0,
         }
     }
 

@@ -294,6 +294,24 @@ mod tests {
         assert_eq!(a.limit(), 8);
     }
 
+    #[tokio::test]
+    async fn full_time_counts_only_while_every_slot_is_taken() {
+        let slots = Slots::new(Aimd::new(2, false, INITIAL_ROUND_TRIP));
+        let one = slots.acquire().await;
+        let later = Instant::now() + Duration::from_secs(10);
+        assert_eq!(slots.full_time(later), Duration::ZERO, "a slot is free");
+        let two = slots.acquire().await;
+        let full = slots.full_time(Instant::now() + Duration::from_secs(10));
+        assert!(full >= Duration::from_secs(10), "{full:?}");
+        drop(two);
+        let after = slots.full_time(Instant::now() + Duration::from_secs(20));
+        assert!(
+            after < Duration::from_secs(1),
+            "stopped counting: {after:?}"
+        );
+        drop(one);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_cut_holds_new_batches_back_until_enough_finish() {
         let slots = Slots::new(Aimd::new(4, true, MS));

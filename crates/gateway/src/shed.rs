@@ -182,7 +182,9 @@ impl Shedder {
             let (Ok(Some(backlog)), Ok(load)) = (backlog, load) else {
                 continue;
             };
-            self.set(load.unwrap_or_default(), backlog.queued);
+            let load = load.unwrap_or_default();
+            // What the batchers hold, read but not yet at the worker, waits too.
+            self.set(load, backlog.queued + load.held as u64);
         }
     }
 }
@@ -198,6 +200,7 @@ mod tests {
             busy,
             capacity,
             call_ms,
+            held: 0.0,
         }
     }
 
