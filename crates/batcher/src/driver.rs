@@ -1,6 +1,5 @@
 //! The batcher's main loop: wait for a worker slot, gather a batch by policy, dispatch it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,8 +82,6 @@ pub struct Batcher {
     load: Arc<LoadMeter>,
     /// Where the workers' load is reported, and this batcher's name there.
     board: Option<(Arc<dyn LoadBoard>, String)>,
-    /// Tasks in the policy's buffer, for the load report.
-    buffered: Arc<AtomicUsize>,
 }
 
 impl Batcher {
@@ -151,7 +148,6 @@ impl Batcher {
             in_flight: TaskTracker::new(),
             load,
             board: None,
-            buffered: Arc::default(),
         }
     }
 
@@ -166,7 +162,6 @@ impl Batcher {
     async fn report_load(
         slots: Arc<Slots>,
         load: Arc<LoadMeter>,
-        held: impl Fn() -> usize + Send + 'static,
         board: Arc<dyn LoadBoard>,
         name: String,
         stop: CancellationToken,
@@ -179,8 +174,7 @@ impl Batcher {
                 _ = every.tick() => {}
             }
             let now = std::time::Instant::now();
-            let mut report = load.sample(now, slots.full_time(now), slots.limit());
-            report.held = held() as f64;
+            let report = load.sample(now, slots.full_time(now), slots.limit());
             match tokio::time::timeout(REPORT_EVERY, board.publish(&name, report)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => debug!(%error, "load report not published"),
@@ -209,11 +203,9 @@ impl Batcher {
         let reporting = CancellationToken::new();
         let _stop_reporting = reporting.clone().drop_guard();
         if let Some((board, name)) = &self.board {
-            let (queue, buffered) = (self.queue.clone(), self.buffered.clone());
             tokio::spawn(Self::report_load(
                 self.slots.clone(),
                 self.load.clone(),
-                move || queue.read_ahead() + buffered.load(Ordering::Relaxed),
                 board.clone(),
                 name.clone(),
                 reporting,
@@ -249,7 +241,6 @@ impl Batcher {
         loop {
             let now = Instant::now();
             let load = self.slots.load();
-            self.buffered.store(policy.len(), Ordering::Relaxed);
             if let Some(batch) = policy.take_ready(now.into_std(), load) {
                 return Some(batch);
             }

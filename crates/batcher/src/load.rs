@@ -65,7 +65,6 @@ impl LoadMeter {
             busy: m.busy,
             capacity,
             call_ms: m.call_ms,
-            held: 0.0,
         }
     }
 

@@ -182,9 +182,7 @@ impl Shedder {
             let (Ok(Some(backlog)), Ok(load)) = (backlog, load) else {
                 continue;
             };
-            let load = load.unwrap_or_default();
-            // What the batchers hold, read but not yet at the worker, waits too.
-            self.set(load, backlog.queued + load.held as u64);
+            self.set(load.unwrap_or_default(), backlog.queued);
         }
     }
 }
@@ -200,7 +198,6 @@ mod tests {
             busy,
             capacity,
             call_ms,
-            held: 0.0,
         }
     }
 

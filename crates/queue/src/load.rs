@@ -28,9 +28,6 @@ pub struct WorkerLoad {
     pub capacity: f64,
     /// Recent mean time of one worker call, in milliseconds.
     pub call_ms: f64,
-    /// Tasks the batcher has read and not yet sent to the worker (its buffer and read-ahead):
-    /// they wait like queued tasks, but the queue no longer counts them.
-    pub held: f64,
 }
 
 impl WorkerLoad {
@@ -55,16 +52,12 @@ impl WorkerLoad {
             busy: loads.iter().map(|l| l.busy * weight(l)).sum(),
             capacity,
             call_ms: loads.iter().map(|l| l.call_ms * weight(l)).sum(),
-            held: loads.iter().map(|l| l.held).sum(),
         })
     }
 
-    /// The report as text: `busy;capacity;call_ms;held`.
+    /// The report as text: `busy;capacity;call_ms`.
     pub fn encode(&self) -> String {
-        format!(
-            "{:.3};{:.1};{:.1};{:.0}",
-            self.busy, self.capacity, self.call_ms, self.held
-        )
+        format!("{:.3};{:.1};{:.1}", self.busy, self.capacity, self.call_ms)
     }
 
     /// Reads [`WorkerLoad::encode`]'s text; `None` for anything else.
@@ -74,11 +67,8 @@ impl WorkerLoad {
             busy: parts.next()??,
             capacity: parts.next()??,
             call_ms: parts.next()??,
-            held: parts.next()??,
         };
-        let finite = [load.busy, load.capacity, load.call_ms, load.held]
-            .iter()
-            .all(|v| v.is_finite());
+        let finite = load.busy.is_finite() && load.capacity.is_finite() && load.call_ms.is_finite();
         (finite && parts.next().is_none()).then_some(load)
     }
 }
@@ -131,7 +121,6 @@ mod tests {
             busy,
             capacity,
             call_ms,
-            held: 10.0,
         }
     }
 
@@ -142,7 +131,6 @@ mod tests {
         assert_eq!(both.capacity, 800.0);
         assert!((both.busy - 0.75).abs() < 1e-9, "{both:?}");
         assert!((both.call_ms - 175.0).abs() < 1e-9, "{both:?}");
-        assert_eq!(both.held, 20.0, "held tasks add up");
         assert_eq!(WorkerLoad::combine([]), None);
         // Nothing completed yet anywhere: no capacity, nothing to weigh by.
         assert_eq!(
@@ -155,14 +143,7 @@ mod tests {
     fn reports_read_back_from_text() {
         let l = load(0.5, 640.0, 201.5);
         assert_eq!(WorkerLoad::decode(&l.encode()), Some(l));
-        for bad in [
-            "",
-            "1;2;3",
-            "1;2;3;4;5",
-            "a;b;c;d",
-            "NaN;1;1;1",
-            "1;inf;1;1",
-        ] {
+        for bad in ["", "1;2", "1;2;3;4", "a;b;c", "NaN;1;1", "1;inf;1"] {
             assert_eq!(WorkerLoad::decode(bad), None, "{bad}");
         }
     }

@@ -103,12 +103,6 @@ pub trait Queue: Send + Sync + 'static {
     async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
         Ok(None)
     }
-
-    /// Tasks this process has taken from the shared queue ahead of `read` and not handed out
-    /// yet (a reader's read-ahead): the queue's backlog no longer counts them.
-    fn read_ahead(&self) -> usize {
-        0
-    }
 }
 
 /// A snapshot of the queue's flow, for load shedding.

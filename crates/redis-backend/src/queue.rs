@@ -106,8 +106,6 @@ pub struct RedisQueue {
     delivered: tokio::sync::OnceCell<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
     /// Entries read back at the drain, handed out by `read` after the channel.
     read_back: Mutex<Vec<Delivery>>,
-    /// The readers' end of the local channel, to count what it holds.
-    reader_tx: std::sync::OnceLock<mpsc::Sender<Delivery>>,
     /// Readers and claimer, awaited by `close_reads`.
     feeders: Mutex<Vec<JoinHandle<()>>>,
     /// Entries handed to the batcher and not settled yet, whose leases we keep alive.
@@ -152,7 +150,6 @@ impl RedisQueue {
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
             delivered: tokio::sync::OnceCell::new(),
             read_back: Mutex::new(Vec::new()),
-            reader_tx: std::sync::OnceLock::new(),
             feeders: Mutex::new(Vec::new()),
             leases: Leases::default(),
             clock: Clock::default(),
@@ -190,7 +187,6 @@ impl RedisQueue {
 
     async fn start_readers(&self) -> tokio::sync::Mutex<mpsc::Receiver<Delivery>> {
         let (tx, rx) = mpsc::channel(CHANNEL);
-        let _ = self.reader_tx.set(tx.clone());
         let mut conn = self.conn.clone();
         if let Err(error) = self.clock.sync(&mut conn, self.redis.op_timeout).await {
             warn!(%error, "cannot read Redis's clock yet; queue ages use this process's");
@@ -445,19 +441,6 @@ impl Queue for RedisQueue {
             }
         }
         Ok(Some(total))
-    }
-
-    fn read_ahead(&self) -> usize {
-        let channel = self
-            .reader_tx
-            .get()
-            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
-        channel
-            + self
-                .read_back
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .len()
     }
 
     async fn abandon(&self, receipts: &[Receipt]) {

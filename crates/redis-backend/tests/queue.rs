@@ -283,7 +283,6 @@ async fn every_gateway_reads_the_batchers_load_reports_combined() {
         busy,
         capacity,
         call_ms: 200.0,
-        held: 0.0,
     };
     batcher_a
         .publish("a", load(1.0, 600.0))
