@@ -21,6 +21,7 @@ use tracing::{debug, error, info_span, warn, Instrument};
 
 use crate::load::LoadMeter;
 use crate::metrics::{BatcherMetrics, OutcomeLabel, ReasonLabel};
+use crate::slots::Slots;
 
 /// Everything a dispatch needs; shared by all dispatch tasks.
 pub(crate) struct Dispatcher {
@@ -36,8 +37,10 @@ pub(crate) struct Dispatcher {
     pub(crate) metrics: BatcherMetrics,
     /// A task older than this when its batch leaves is failed as `expired`, not run.
     pub(crate) max_queue_age: Duration,
-    /// Batch sizes and call times, for the load report.
+    /// Batch sizes, call times and calls under way, for the load report.
     pub(crate) load: Arc<LoadMeter>,
+    /// The slots' limit, which the load report measures calls against.
+    pub(crate) slots: Arc<Slots>,
 }
 
 /// How long a slot turned away by an overloaded worker waits before its tasks go back to the
@@ -140,7 +143,11 @@ impl Dispatcher {
         let worker_started = Instant::now();
         if !inputs.is_empty() {
             let sent = inputs.len();
+            let slots = self.slots.limit();
+            self.load.call_started(std::time::Instant::now(), slots);
             let outcomes = self.call_worker(inputs, addressees).await;
+            self.load
+                .call_ended(std::time::Instant::now(), self.slots.limit().max(slots));
             self.load.batch_done(sent, worker_started.elapsed());
             completions.extend(outcomes.completions);
             failures = outcomes.failures;

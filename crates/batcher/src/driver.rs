@@ -135,6 +135,7 @@ impl Batcher {
         Batcher {
             dispatcher: Arc::new(Dispatcher {
                 load: load.clone(),
+                slots: slots.clone(),
                 queue: queue.clone(),
                 results,
                 dead_letters,
@@ -174,7 +175,7 @@ impl Batcher {
                 _ = every.tick() => {}
             }
             let now = std::time::Instant::now();
-            let report = load.sample(now, slots.full_time(now), slots.limit());
+            let report = load.sample(now, slots.limit());
             match tokio::time::timeout(REPORT_EVERY, board.publish(&name, report)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => debug!(%error, "load report not published"),

@@ -1,7 +1,9 @@
 //! The batcher's report of its workers' load ([`WorkerLoad`]), for the gateways' shedding:
-//! how much of the recent past every worker slot was taken, and what the slots get through
-//! when they are (slots × mean batch size ÷ mean call time). Pure arithmetic on figures the
-//! caller passes in, with the time as an argument, so it is tested with a fake clock.
+//! how much of the recent past every worker slot was in a worker call, and what the slots get
+//! through when they are (slots × mean batch size ÷ mean call time). Only calls count, not a
+//! slot held while its batch gathers or its results are stored: on a machine short of CPU
+//! those stretches grow while the worker idles. Arithmetic on figures the caller passes in,
+//! with the time as an argument, so it is tested with a fake clock.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +24,12 @@ pub(crate) struct LoadMeter {
 
 #[derive(Debug, Default)]
 struct Meter {
+    /// Worker calls under way.
+    calling: usize,
+    /// Since when every slot has been in a call, while they are.
+    full_since: Option<Instant>,
+    /// Time every slot was in a call, over past stretches.
+    full_before: Duration,
     /// Smoothed size of the batches sent to the worker; 0 before the first.
     batch_size: f64,
     /// Smoothed duration of a batch's worker call, in milliseconds.
@@ -33,6 +41,26 @@ struct Meter {
 }
 
 impl LoadMeter {
+    /// A worker call starts at `now`, with `slots` allowed at once.
+    pub(crate) fn call_started(&self, now: Instant, slots: usize) {
+        let mut m = self.lock();
+        m.calling += 1;
+        if m.calling >= slots && m.full_since.is_none() {
+            m.full_since = Some(now);
+        }
+    }
+
+    /// A worker call ends at `now`.
+    pub(crate) fn call_ended(&self, now: Instant, slots: usize) {
+        let mut m = self.lock();
+        m.calling = m.calling.saturating_sub(1);
+        if m.calling < slots {
+            if let Some(since) = m.full_since.take() {
+                m.full_before += now.saturating_duration_since(since);
+            }
+        }
+    }
+
     /// A batch of `size` inputs went to the worker and took `took`.
     pub(crate) fn batch_done(&self, size: usize, took: Duration) {
         let mut m = self.lock();
@@ -45,9 +73,12 @@ impl LoadMeter {
         }
     }
 
-    /// The load at `now`, given the slots' full time so far and their limit.
-    pub(crate) fn sample(&self, now: Instant, full_time: Duration, slots: usize) -> WorkerLoad {
+    /// The load at `now`, with `slots` allowed at once.
+    pub(crate) fn sample(&self, now: Instant, slots: usize) -> WorkerLoad {
         let mut m = self.lock();
+        let full_time = m.full_before
+            + m.full_since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
         if let Some((then, full_then)) = m.last {
             let dt = now.saturating_duration_since(then).as_secs_f64();
             if dt > 0.0 {
@@ -80,24 +111,30 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn capacity_comes_from_batches_and_busy_from_full_slots() {
+    fn capacity_comes_from_batches_and_busy_from_calls_on_every_slot() {
         let meter = LoadMeter::default();
         let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
         // Nothing completed: no capacity yet, and nothing busy.
-        let first = meter.sample(t0, Duration::ZERO, 2);
+        let first = meter.sample(t0, 2);
         assert_eq!((first.capacity, first.busy), (0.0, 0.0));
-        // Full batches of 64 in 200 ms on 2 slots: 640 tasks a second.
+        // One call of two slots: not full. Full batches of 64 in 200 ms: 640 tasks a second.
+        meter.call_started(t0, 2);
         meter.batch_done(64, 200 * MS);
-        // Every slot taken for the whole of each interval: busy climbs towards 1.
-        let mut load = first;
-        for i in 1..=20u32 {
-            load = meter.sample(t0 + 250 * MS * i, 250 * MS * i, 2);
+        let one = meter.sample(at(250), 2);
+        assert!((one.capacity - 640.0).abs() < 1e-6, "{one:?}");
+        assert_eq!(one.busy, 0.0, "a slot without a call");
+        // Both slots in calls from 250 ms on: busy climbs towards 1.
+        meter.call_started(at(250), 2);
+        let mut load = one;
+        for i in 2..=21u64 {
+            load = meter.sample(at(250 * i), 2);
         }
-        assert!((load.capacity - 640.0).abs() < 1e-6, "{load:?}");
         assert!(load.busy > 0.99, "{load:?}");
-        // Then idle slots: busy falls away.
-        for i in 21..=40u32 {
-            load = meter.sample(t0 + 250 * MS * i, 250 * MS * 20, 2);
+        // One call ends: busy falls away, though the other slot stays taken.
+        meter.call_ended(at(250 * 21), 2);
+        for i in 22..=41u64 {
+            load = meter.sample(at(250 * i), 2);
         }
         assert!(load.busy < 0.01, "{load:?}");
         assert_eq!(load.call_ms, 200.0);

@@ -107,25 +107,6 @@ struct State {
     aimd: Aimd,
     /// Slots held now (batches being gathered or dispatched).
     in_use: usize,
-    /// Since when every slot has been taken, while they are.
-    full_since: Option<Instant>,
-    /// Time every slot was taken, over past stretches.
-    full_before: Duration,
-}
-
-impl State {
-    /// Starts or ends a stretch with every slot taken, after `in_use` or the limit moved.
-    fn note_fullness(&mut self, now: Instant) {
-        let full = self.in_use >= self.aimd.limit();
-        match self.full_since {
-            None if full => self.full_since = Some(now),
-            Some(since) if !full => {
-                self.full_before += now.saturating_duration_since(since);
-                self.full_since = None;
-            }
-            _ => {}
-        }
-    }
 }
 
 /// One slot; frees itself when dropped.
@@ -136,10 +117,7 @@ pub(crate) struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut state = self.slots.lock();
-        state.in_use -= 1;
-        state.note_fullness(Instant::now());
-        drop(state);
+        self.slots.lock().in_use -= 1;
         self.slots.freed.notify_one();
     }
 }
@@ -147,12 +125,7 @@ impl Drop for Slot {
 impl Slots {
     pub(crate) fn new(aimd: Aimd) -> Arc<Self> {
         Arc::new(Slots {
-            state: Mutex::new(State {
-                aimd,
-                in_use: 0,
-                full_since: None,
-                full_before: Duration::ZERO,
-            }),
+            state: Mutex::new(State { aimd, in_use: 0 }),
             freed: Notify::new(),
         })
     }
@@ -174,7 +147,6 @@ impl Slots {
                 let mut state = self.lock();
                 if state.in_use < state.aimd.limit() {
                     state.in_use += 1;
-                    state.note_fullness(Instant::now());
                     return Slot {
                         slots: self.clone(),
                     };
@@ -199,15 +171,6 @@ impl Slots {
         self.lock().aimd.limit()
     }
 
-    /// How long every slot has been taken, in all, up to `now`: the worker's busy time.
-    pub(crate) fn full_time(&self, now: Instant) -> Duration {
-        let state = self.lock();
-        state.full_before
-            + state
-                .full_since
-                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
-    }
-
     /// Tells the limiter how a worker call went and how long it took; returns the limit after.
     pub(crate) fn observe(&self, overloaded: bool, took: Duration, now: Instant) -> usize {
         let mut state = self.lock();
@@ -222,7 +185,6 @@ impl Slots {
             state.aimd.succeeded()
         };
         let limit = state.aimd.limit();
-        state.note_fullness(now);
         drop(state);
         if raised {
             self.freed.notify_one();
@@ -292,24 +254,6 @@ mod tests {
         let mut a = Aimd::new(8, false, MS);
         assert!(!a.overloaded(Instant::now()));
         assert_eq!(a.limit(), 8);
-    }
-
-    #[tokio::test]
-    async fn full_time_counts_only_while_every_slot_is_taken() {
-        let slots = Slots::new(Aimd::new(2, false, INITIAL_ROUND_TRIP));
-        let one = slots.acquire().await;
-        let later = Instant::now() + Duration::from_secs(10);
-        assert_eq!(slots.full_time(later), Duration::ZERO, "a slot is free");
-        let two = slots.acquire().await;
-        let full = slots.full_time(Instant::now() + Duration::from_secs(10));
-        assert!(full >= Duration::from_secs(10), "{full:?}");
-        drop(two);
-        let after = slots.full_time(Instant::now() + Duration::from_secs(20));
-        assert!(
-            after < Duration::from_secs(1),
-            "stopped counting: {after:?}"
-        );
-        drop(one);
     }
 
     #[tokio::test(start_paused = true)]
