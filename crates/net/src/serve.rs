@@ -1,20 +1,31 @@
 //! The HTTP accept loop of every batchgate server: HTTP/1.1, and HTTP/2 (with prior knowledge
-//! in plain text, by ALPN over TLS), with a graceful drain.
+//! in plain text, by ALPN over TLS), with a graceful drain, under [`ConnectionLimits`]: a cap
+//! on open connections, a header-read timeout, an idle timeout, and bounded request heads.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use axum::body::{Bytes, HttpBody};
+use axum::BoxError;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
-use crate::ServerTls;
+use crate::limits::MIN_HEADER_BYTES;
+use crate::{ConnectionLimits, ServerTls};
 
-/// Concurrent HTTP/2 streams one client connection may open. hyper's default (200) caps a
-/// multiplexing client at about 1,000 requests/s when each waits ~200 ms for its batch.
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 16_384;
 /// HTTP/2 flow-control window of a whole client connection. With the 64 KiB default, a
 /// client multiplexing thousands of 2 KiB bodies gets its DATA split into small frames
 /// whenever the server falls behind, and h2 closes the connection (`ENHANCE_YOUR_CALM`,
@@ -26,32 +37,62 @@ pub const H2_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 /// Longest a client may take over its TLS handshake; a client that stalls it (to hold a
 /// connection open cheaply) is dropped after this.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again: the
+/// loop never spins on an error that the next call would repeat.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// Failed accepts are logged at most this often (with how many there were), so a flood of
+/// them cannot flood the log.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
+/// After an idle connection is asked to close, how long it may take before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves `router` on `listener` — over TLS if `tls` is given — until `shutdown` is
-/// cancelled; then stops accepting and waits for the requests under way (long polls
-/// included) to finish. The caller bounds that wait.
+/// Serves `router` on `listener` with the default [`ConnectionLimits`]; see [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http2()
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
-        .initial_stream_window_size(H2_STREAM_WINDOW_BYTES);
-    let graceful = GracefulShutdown::new();
+    serve_with(listener, router, tls, ConnectionLimits::default(), shutdown).await
+}
+
+/// Serves `router` on `listener` — over TLS if `tls` is given — under `limits`, until
+/// `shutdown` is cancelled; then stops accepting, asks every connection to close once its
+/// requests under way (long polls included) are answered, and waits for them. The caller
+/// bounds that wait.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<ServerTls>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let builder = builder(&limits);
+    let max_connections = limits.effective_max_connections();
+    if max_connections < limits.max_connections {
+        tracing::warn!(
+            max_connections,
+            configured = limits.max_connections,
+            "connection cap lowered to fit the process's open-file limit"
+        );
+    }
+    // One permit per open connection: at the cap the loop waits here, without accepting.
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let connections = TaskTracker::new();
+    let mut accept_errors = AcceptErrors::default();
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => {
+                permit.expect("the connection semaphore is never closed. This is a bug.")
+            }
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    accept_errors.note(&error);
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
@@ -60,26 +101,29 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(router.clone());
+        let activity = Arc::new(Activity::new());
+        let service = TowerToHyperService::new(Tracked {
+            router: router.clone(),
+            activity: activity.clone(),
+        });
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
         match &tls {
             None => {
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
+                connections.spawn(async move {
+                    let _permit = permit;
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    drive(connection, &activity, &limits, &shutdown).await;
                 });
             }
             Some(tls) => {
                 // The handshake runs in the connection's own task, so a slow client holds up
                 // nobody else.
                 let acceptor = tls.acceptor();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
+                connections.spawn(async move {
+                    let _permit = permit;
                     let stream =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
@@ -97,14 +141,197 @@ pub async fn serve(
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
+                    drive(connection, &activity, &limits, &shutdown).await;
                 });
             }
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
     Ok(())
+}
+
+/// The HTTP/1.1 and HTTP/2 settings of every connection.
+fn builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
+        .initial_stream_window_size(H2_STREAM_WINDOW_BYTES);
+    builder
+}
+
+/// Runs one connection to its end: closes it when it has been idle too long (or never sent
+/// a request in time), and asks it to finish when the server shuts down.
+async fn drive<C>(
+    connection: C,
+    activity: &Activity,
+    limits: &ConnectionLimits,
+    shutdown: &CancellationToken,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut connection = pin!(connection);
+    let mut idle = pin!(tokio::time::sleep_until(
+        activity.idle_deadline(limits).unwrap_or_else(Instant::now)
+    ));
+    // While requests are under way the idle timer is off; the last one to finish wakes us.
+    let mut idle_armed = true;
+    let mut closing = false;
+    let mut give_up = pin!(tokio::time::sleep(Duration::ZERO));
+    let mut give_up_armed = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = activity.went_idle.notified(), if !closing && !idle_armed => {
+                if let Some(deadline) = activity.idle_deadline(limits) {
+                    idle.as_mut().reset(deadline);
+                    idle_armed = true;
+                }
+            }
+            () = &mut idle, if !closing && idle_armed => {
+                match activity.idle_deadline(limits) {
+                    Some(deadline) if deadline <= Instant::now() => {
+                        tracing::debug!("closing an idle connection");
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                        give_up.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
+                        give_up_armed = true;
+                    }
+                    Some(deadline) => idle.as_mut().reset(deadline),
+                    None => idle_armed = false,
+                }
+            }
+            () = &mut give_up, if give_up_armed => return,
+        }
+    }
+}
+
+/// What a connection is doing, for its idle timer: requests under way, and when the last one
+/// finished.
+struct Activity {
+    /// When the connection was accepted; the other times count from it.
+    opened: Instant,
+    /// Requests being answered now.
+    active: AtomicUsize,
+    /// Milliseconds after `opened` at which the last request finished; `u64::MAX` before the
+    /// first request.
+    last_done_ms: AtomicU64,
+    /// Woken when the last request under way finishes.
+    went_idle: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: Instant::now(),
+            active: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(u64::MAX),
+            went_idle: Notify::new(),
+        }
+    }
+
+    /// When the connection counts as idle too long: `None` while requests are under way;
+    /// before its first request, the header-read timeout after it opened.
+    fn idle_deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(match self.last_done_ms.load(Ordering::Acquire) {
+            u64::MAX => self.opened + limits.header_read_timeout,
+            ms => self.opened + Duration::from_millis(ms) + limits.idle_timeout,
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+}
+
+/// One request under way on a connection; dropping it (answered, or abandoned) ends it.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.0.last_done_ms.store(ms, Ordering::Release);
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.went_idle.notify_one();
+        }
+    }
+}
+
+/// The router, counting the requests under way on its connection.
+#[derive(Clone)]
+struct Tracked {
+    router: axum::Router,
+    activity: Arc<Activity>,
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Tracked
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let busy = self.activity.begin();
+        let answer = self.router.clone().oneshot(request);
+        Box::pin(async move {
+            let response = answer.await;
+            drop(busy);
+            response
+        })
+    }
+}
+
+/// Failed accepts, logged at most once per [`ACCEPT_ERROR_LOG_EVERY`].
+#[derive(Default)]
+struct AcceptErrors {
+    /// When the last line was written.
+    logged_at: Option<Instant>,
+    /// Failures since then.
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn note(&mut self, error: &std::io::Error) {
+        self.unlogged += 1;
+        let due = self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_LOG_EVERY);
+        if due {
+            tracing::warn!(%error, failures = self.unlogged, "accept failed; pausing before the next");
+            self.logged_at = Some(Instant::now());
+            self.unlogged = 0;
+        }
+    }
 }
