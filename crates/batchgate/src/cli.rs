@@ -1209,6 +1209,26 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "batchgate",
+            "gateway",
+            "--redis",
+            "redis://:secretpw-redis@127.0.0.1:6379",
+            "--jwt-secret",
+            "jwt-secret-value-of-32-bytes-or-more",
+            "--admin-token",
+            "admin-token-value-16+",
+        ])
+        .expect("parse");
+        let shown = format!("{cli:?}");
+        for secret in ["secretpw-redis", "jwt-secret-value", "admin-token-value"] {
+            assert!(!shown.contains(secret), "Debug shows {secret}: {shown}");
+        }
+        assert!(shown.contains("redis://:***@127.0.0.1:6379"), "{shown}");
+    }
+
+    #[test]
     fn repeated_worker_urls_make_one_pool_whose_limits_add_up() {
         let config = serve_config(&[
             "--worker-url",
