@@ -90,6 +90,54 @@ async fn idle_dribbling_and_oversized_connections_are_closed() {
     worker.stop.cancel();
 }
 
+/// On a keep-alive connection the next request's head is timed from its first byte with the
+/// header-read bound, not the (longer) idle bound: a client that finishes one request and
+/// then dribbles the next head is cut off by the former.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dribbled_head_on_a_kept_alive_connection_is_cut_at_the_header_bound() {
+    let worker = start_worker(fast_sim(4)).await;
+    let mut config = serve_config(&Infra::None, &worker.url, 4);
+    config.connections = ConnectionLimits {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(60),
+        ..ConnectionLimits::default()
+    };
+    let serve = start_serve(config).await;
+    let mut stream = raw(
+        &addr_of(&serve.url),
+        "GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        status_within(&mut stream, Duration::from_secs(5)).await,
+        Some(200)
+    );
+    // The next head, a header every 100 ms for 20 s; cut within 10 s (well inside the idle
+    // bound) or the test fails.
+    let cut = timeout(Duration::from_secs(10), async {
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n")
+            .await;
+        for i in 0..200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if stream
+                .write_all(format!("x-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        cut.is_ok(),
+        "a dribbled head was not cut within 10 s (header bound 0.5 s, idle bound 60 s)"
+    );
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
 /// 1,500 connection attempts, held open, against a process allowed 400 file descriptors
 /// (a flood of tens of thousands, scaled down): the server neither runs out of descriptors for good nor
 /// stops answering `/healthz`.

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
@@ -112,6 +113,7 @@ pub async fn serve_with(
             None => {
                 connections.spawn(async move {
                     let _permit = permit;
+                    let stream = Watched::new(stream, activity.clone());
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
@@ -138,6 +140,7 @@ pub async fn serve_with(
                                 return;
                             }
                         };
+                    let stream = Watched::new(stream, activity.clone());
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
@@ -155,10 +158,13 @@ pub async fn serve_with(
 /// The HTTP/1.1 and HTTP/2 settings of every connection.
 fn builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
+    // hyper's own header-read timer also runs while a keep-alive connection waits for its
+    // next request, which would make the idle bound of HTTP/1.1 as short as the header bound
+    // (and race clients reusing pooled connections). The connection's watchdog (`drive`)
+    // times heads from their first byte instead.
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
     builder
         .http2()
@@ -185,7 +191,8 @@ async fn drive<C>(
     let mut idle = pin!(tokio::time::sleep_until(
         activity.idle_deadline(limits).unwrap_or_else(Instant::now)
     ));
-    // While requests are under way the idle timer is off; the last one to finish wakes us.
+    // While requests are under way the idle timer is off; the last one to finish, and the
+    // first byte of a new request head, wake us to set it again.
     let mut idle_armed = true;
     let mut closing = false;
     let mut give_up = pin!(tokio::time::sleep(Duration::ZERO));
@@ -202,10 +209,13 @@ async fn drive<C>(
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = activity.went_idle.notified(), if !closing && !idle_armed => {
-                if let Some(deadline) = activity.idle_deadline(limits) {
-                    idle.as_mut().reset(deadline);
-                    idle_armed = true;
+            () = activity.changed.notified(), if !closing => {
+                match activity.idle_deadline(limits) {
+                    Some(deadline) => {
+                        idle.as_mut().reset(deadline);
+                        idle_armed = true;
+                    }
+                    None => idle_armed = false,
                 }
             }
             () = &mut idle, if !closing && idle_armed => {
@@ -226,40 +236,76 @@ async fn drive<C>(
     }
 }
 
-/// What a connection is doing, for its idle timer: requests under way, and when the last one
-/// finished.
+/// What a connection is doing, for its idle timer: requests under way, when the last one
+/// finished, and when the head of the next one started to arrive.
 struct Activity {
-    /// When the connection was accepted; the other times count from it.
+    /// When the connection was accepted; the other times count from it, in milliseconds.
     opened: Instant,
     /// Requests being answered now.
     active: AtomicUsize,
-    /// Milliseconds after `opened` at which the last request finished; `u64::MAX` before the
-    /// first request.
+    /// When the last request finished; `NEVER` before the first.
     last_done_ms: AtomicU64,
-    /// Woken when the last request under way finishes.
-    went_idle: Notify,
+    /// When the first byte arrived while no request was under way (a head is coming);
+    /// stale if before `last_done_ms`. `NEVER`: no byte yet.
+    head_started_ms: AtomicU64,
+    /// Whether the client speaks HTTP/2: its connection-level frames (pings, settings) are
+    /// no request head, so only the idle bound applies between its requests.
+    http2: AtomicBool,
+    /// Woken when the last request under way finishes, and when a head starts to arrive.
+    changed: Notify,
 }
+
+/// A time not yet reached.
+const NEVER: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Self {
         Activity {
             opened: Instant::now(),
             active: AtomicUsize::new(0),
-            last_done_ms: AtomicU64::new(u64::MAX),
-            went_idle: Notify::new(),
+            last_done_ms: AtomicU64::new(NEVER),
+            head_started_ms: AtomicU64::new(NEVER),
+            http2: AtomicBool::new(false),
+            changed: Notify::new(),
         }
     }
 
-    /// When the connection counts as idle too long: `None` while requests are under way;
-    /// before its first request, the header-read timeout after it opened.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NEVER - 1)
+    }
+
+    /// When the connection has been quiet too long: `None` while requests are under way;
+    /// the header-read timeout after a head started to arrive (or after the connection
+    /// opened, until its first request); else the idle timeout after the last request.
     fn idle_deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
         }
-        Some(match self.last_done_ms.load(Ordering::Acquire) {
-            u64::MAX => self.opened + limits.header_read_timeout,
-            ms => self.opened + Duration::from_millis(ms) + limits.idle_timeout,
+        let at = |ms: u64| self.opened + Duration::from_millis(ms);
+        let last_done = self.last_done_ms.load(Ordering::Acquire);
+        let head_started = self.head_started_ms.load(Ordering::Acquire);
+        let since_done = if last_done == NEVER { 0 } else { last_done };
+        Some(if head_started != NEVER && head_started >= since_done {
+            at(head_started) + limits.header_read_timeout
+        } else if last_done == NEVER {
+            self.opened + limits.header_read_timeout
+        } else {
+            at(last_done) + limits.idle_timeout
         })
+    }
+
+    /// Notes bytes from the client: the first while no request is under way starts a head.
+    fn bytes_arrived(&self) {
+        if self.http2.load(Ordering::Relaxed) || self.active.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        let head_started = self.head_started_ms.load(Ordering::Acquire);
+        let last_done = self.last_done_ms.load(Ordering::Acquire);
+        let fresh = head_started == NEVER || (last_done != NEVER && head_started < last_done);
+        if fresh {
+            self.head_started_ms.store(self.now_ms(), Ordering::Release);
+            self.changed.notify_one();
+        }
     }
 
     fn begin(self: &Arc<Self>) -> Busy {
@@ -273,11 +319,87 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        self.0.last_done_ms.store(ms, Ordering::Release);
+        self.0
+            .last_done_ms
+            .store(self.0.now_ms(), Ordering::Release);
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.went_idle.notify_one();
+            self.0.changed.notify_one();
         }
+    }
+}
+
+/// The client's stream, telling the connection's [`Activity`] when bytes arrive.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    /// Whether the first bytes were read (and checked for the HTTP/2 preface).
+    sniffed: bool,
+}
+
+/// How an HTTP/2 client's first bytes begin (RFC 9113, 3.4).
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
+impl<S> Watched<S> {
+    fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Watched {
+            inner,
+            activity,
+            sniffed: false,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            if !this.sniffed {
+                this.sniffed = true;
+                let n = read.len().min(H2_PREFACE_START.len());
+                if read[..n] == H2_PREFACE_START[..n] {
+                    this.activity.http2.store(true, Ordering::Relaxed);
+                }
+            }
+            this.activity.bytes_arrived();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
