@@ -119,9 +119,8 @@ pub struct ApiArgs {
     #[arg(long, env = "BATCHGATE_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_read_timeout_ms: u64,
 
-    /// Bound on receiving a request's headers, in milliseconds, counted from when the server
-    /// waits for them (after accepting the connection, or after the previous answer on an
-    /// HTTP/1.1 keep-alive connection); past it the connection is closed.
+    /// Bound on receiving a request's head (HTTP/1.1), in milliseconds, counted from its
+    /// first byte; past it the connection is closed.
     #[arg(
         long,
         env = "BATCHGATE_HEADER_READ_TIMEOUT_MS",
@@ -129,8 +128,8 @@ pub struct ApiArgs {
     )]
     pub header_read_timeout_ms: u64,
 
-    /// A connection with no request under way for this long is closed, in milliseconds
-    /// (HTTP/1.1 keep-alive connections wait at most --header-read-timeout-ms).
+    /// A connection with no request under way (and no head arriving) for this long is closed,
+    /// in milliseconds; keep it above the idle timeout of a load balancer in front.
     #[arg(long, env = "BATCHGATE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
 

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-/// Default bound on reading a request's headers, from the moment the server starts waiting
-/// for them (after accepting, or after the previous answer on a keep-alive connection).
+/// Default bound on reading a request's head (HTTP/1.1), from its first byte.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on an open connection with no request under way.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,12 +27,13 @@ const FD_RESERVE: usize = 256;
 /// The bounds of every client connection of one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// A request's headers must arrive within this, counted from when the server starts
-    /// waiting for them; HTTP/1.1 keep-alive connections wait for their next request at most
-    /// this long too. A connection's first request (either protocol) must start within it.
+    /// An HTTP/1.1 request's head must arrive whole within this, counted from its first
+    /// byte: a client dribbling its headers is cut off.
     pub header_read_timeout: Duration,
-    /// A connection with no request under way is closed after this (HTTP/2 in particular,
-    /// whose connections hyper would otherwise keep forever).
+    /// A connection with no request under way and no head arriving is closed after this,
+    /// counted from its last answer (or from when it was opened): HTTP/1.1 keep-alive and
+    /// HTTP/2 alike. Keep it longer than the idle timeout of a load balancer in front, so the
+    /// balancer, not the gateway, closes pooled connections.
     pub idle_timeout: Duration,
     /// Most connections open at once. At the cap the server stops accepting until one
     /// closes: new clients wait in the kernel's backlog, and the accept loop sleeps rather

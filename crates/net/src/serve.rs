@@ -275,8 +275,9 @@ impl Activity {
     }
 
     /// When the connection has been quiet too long: `None` while requests are under way;
-    /// the header-read timeout after a head started to arrive (or after the connection
-    /// opened, until its first request); else the idle timeout after the last request.
+    /// the header-read timeout after a head started to arrive; else the idle timeout after
+    /// the last request (or after the connection opened: clients open connections ahead of
+    /// need, and such a connection is idle, not slow).
     fn idle_deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
@@ -288,7 +289,7 @@ impl Activity {
         Some(if head_started != NEVER && head_started >= since_done {
             at(head_started) + limits.header_read_timeout
         } else if last_done == NEVER {
-            self.opened + limits.header_read_timeout
+            self.opened + limits.idle_timeout
         } else {
             at(last_done) + limits.idle_timeout
         })
