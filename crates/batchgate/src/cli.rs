@@ -108,6 +108,59 @@ pub struct ApiArgs {
     /// input, and any caller holding a task id can read its result; see docs/security.md).
     #[arg(long, env = "BATCHGATE_DEDUPE_SCOPE", default_value = "owner", value_parser = ["owner", "global"])]
     pub dedupe_scope: String,
+
+    /// Most API requests one authenticated caller (token subject) may have in flight, long
+    /// polls included, counted from when a request's headers arrive; more are answered 429
+    /// `too_many_in_flight` before their bodies are read.
+    #[arg(long, env = "BATCHGATE_MAX_REQUESTS_PER_CALLER", default_value_t = batchgate_gateway::config::DEFAULT_MAX_REQUESTS_PER_CALLER)]
+    pub max_requests_per_caller: usize,
+
+    /// Bound on receiving a request's body once its headers are in, in milliseconds; past
+    /// it, 408 `timeout`.
+    #[arg(long, env = "BATCHGATE_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// Bound on receiving a request's head (HTTP/1.1), in milliseconds, counted from its
+    /// first byte; past it the connection is closed.
+    #[arg(
+        long,
+        env = "BATCHGATE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+
+    /// A connection with no request under way (and no head arriving) for this long is closed,
+    /// in milliseconds; keep it above the idle timeout of a load balancer in front.
+    #[arg(long, env = "BATCHGATE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Most client connections open at once (lowered to fit the process's open-file limit);
+    /// more wait in the kernel's backlog until one closes.
+    #[arg(long, env = "BATCHGATE_MAX_CONNECTIONS", default_value_t = batchgate_net::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Largest request head (request line and headers), in bytes; at least 8192.
+    #[arg(long, env = "BATCHGATE_MAX_HEADER_BYTES", default_value_t = batchgate_net::limits::DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+
+    /// Most concurrent HTTP/2 streams (requests) on one connection.
+    #[arg(long, env = "BATCHGATE_H2_MAX_STREAMS", default_value_t = batchgate_net::limits::DEFAULT_H2_MAX_STREAMS)]
+    pub h2_max_streams: u32,
+}
+
+impl ApiArgs {
+    /// The bounds of every client connection, checked.
+    fn connections(&self) -> Result<batchgate_net::ConnectionLimits, String> {
+        let limits = batchgate_net::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+            max_header_bytes: self.max_header_bytes,
+            h2_max_streams: self.h2_max_streams,
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
 }
 
 /// HTTPS on the listening port.
@@ -149,14 +202,16 @@ impl TlsArgs {
     }
 }
 
-/// Where Redis is (for the distributed deployment).
-#[derive(Debug, Clone, Args)]
+/// Where Redis is (for the distributed deployment). `Debug` shows the URLs without their
+/// passwords.
+#[derive(Clone, Args)]
 pub struct RedisArgs {
     /// Redis URL, `redis://host:port`; repeat it (or separate with commas) for the seed nodes
     /// of a cluster. Without it, `serve` runs on in-process backends.
     #[arg(
         long = "redis",
         env = "BATCHGATE_REDIS",
+        hide_env_values = true,
         value_delimiter = ',',
         value_name = "URL"
     )]
@@ -317,8 +372,8 @@ pub struct BatchingArgs {
     pub client_key: Option<PathBuf>,
 }
 
-/// Who may call the API.
-#[derive(Debug, Args)]
+/// Who may call the API. `Debug` shows no secret.
+#[derive(Args)]
 pub struct AuthArgs {
     /// HS256 shared secret that signs client tokens (at least 32 bytes).
     #[arg(long, env = "BATCHGATE_JWT_SECRET", hide_env_values = true)]
@@ -344,6 +399,57 @@ pub struct AuthArgs {
     /// Refused unless --listen is a loopback address.
     #[arg(long, env = "BATCHGATE_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+}
+
+impl std::fmt::Debug for RedisArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisArgs")
+            .field(
+                "redis",
+                &self
+                    .redis
+                    .iter()
+                    .map(|u| batchgate_redis::conn::redact(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("redis_cluster", &self.redis_cluster)
+            .field("key_prefix", &self.key_prefix)
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .field("visibility_timeout_ms", &self.visibility_timeout_ms)
+            .field("max_deliveries", &self.max_deliveries)
+            .finish()
+    }
+}
+
+/// How a secret flag shows in `Debug`: whether it is set, never its value.
+fn redacted(secret: Option<&String>) -> Option<&'static str> {
+    secret.map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for AuthArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthArgs")
+            .field("jwt_secret", &redacted(self.jwt_secret.as_ref()))
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwks", &self.jwks)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("insecure_no_auth", &self.insecure_no_auth)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for EdgeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeArgs")
+            .field("admin_token", &redacted(self.admin_token.as_ref()))
+            .field("latency_objective_ms", &self.latency_objective_ms)
+            .field("shed_wait_ms", &self.shed_wait_ms)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_limit_period", &self.rate_limit_period)
+            .field("rate_limit_overrides", &self.rate_limit_overrides)
+            .finish()
+    }
 }
 
 impl AuthArgs {
@@ -380,8 +486,9 @@ impl AuthArgs {
     }
 }
 
-/// Flags of the HTTP edge: shedding, per-client limits, the admin API.
-#[derive(Debug, Args)]
+/// Flags of the HTTP edge: shedding, per-client limits, the admin API. `Debug` shows no
+/// secret.
+#[derive(Args)]
 pub struct EdgeArgs {
     /// Bearer token of the admin API (`/admin/dlq`…); without it the admin API is off.
     #[arg(long, env = "BATCHGATE_ADMIN_TOKEN", hide_env_values = true)]
@@ -851,6 +958,7 @@ impl ServeArgs {
             batcher: Some(self.batching.part(Some(sim))?),
             store: self.queue.store(self.redis.backend()?)?,
             gateway: Some(api_limits(self.max_input_bytes, &self.api)?),
+            connections: self.api.connections()?,
             edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             grace_period: Duration::from_secs(self.grace_period_secs),
             tls: self.tls.files(None)?,
@@ -863,12 +971,19 @@ fn api_limits(
     max_input_bytes: usize,
     api: &ApiArgs,
 ) -> Result<batchgate_gateway::GatewayConfig, String> {
-    if api.max_concurrent_requests == 0 {
-        return Err("--max-concurrent-requests must be at least 1".into());
+    if api.max_concurrent_requests == 0 || api.max_requests_per_caller == 0 {
+        return Err(
+            "--max-concurrent-requests and --max-requests-per-caller must be at least 1".into(),
+        );
+    }
+    if api.body_read_timeout_ms == 0 {
+        return Err("--body-read-timeout-ms must be at least 1".into());
     }
     Ok(batchgate_gateway::GatewayConfig {
         max_input_bytes,
         max_concurrent_requests: api.max_concurrent_requests,
+        max_requests_per_caller: api.max_requests_per_caller,
+        body_read_timeout: Duration::from_millis(api.body_read_timeout_ms),
         dedupe_scope: api.dedupe_scope.parse()?,
         ..Default::default()
     })
@@ -881,6 +996,7 @@ impl GatewayArgs {
         Ok(ServeConfig {
             store: self.queue.store(Some(redis))?,
             gateway: Some(api_limits(self.max_input_bytes, &self.api)?),
+            connections: self.api.connections()?,
             edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             batcher: None,
             grace_period: Duration::from_secs(self.grace_period_secs),
@@ -896,6 +1012,7 @@ impl BatcherArgs {
         Ok(ServeConfig {
             store: self.queue.store(Some(redis))?,
             gateway: None,
+            connections: batchgate_net::ConnectionLimits::default(),
             edge: crate::serve::EdgeConfig::default(),
             batcher: Some(self.batching.part(None)?),
             grace_period: Duration::from_secs(self.grace_period_secs),
@@ -1101,6 +1218,26 @@ mod tests {
             panic!("serve expected")
         };
         args.into_config()
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "batchgate",
+            "gateway",
+            "--redis",
+            "redis://:secretpw-redis@127.0.0.1:6379",
+            "--jwt-secret",
+            "jwt-secret-value-of-32-bytes-or-more",
+            "--admin-token",
+            "admin-token-value-16+",
+        ])
+        .expect("parse");
+        let shown = format!("{cli:?}");
+        for secret in ["secretpw-redis", "jwt-secret-value", "admin-token-value"] {
+            assert!(!shown.contains(secret), "Debug shows {secret}: {shown}");
+        }
+        assert!(shown.contains("redis://:***@127.0.0.1:6379"), "{shown}");
     }
 
     #[test]

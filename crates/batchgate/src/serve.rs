@@ -12,7 +12,7 @@ use batchgate_gateway::{
     Admission, AppState, AuthConfig, Authenticator, GatewayConfig, GatewayMetrics, RateLimits,
     Shared, ShedBound, Shedder,
 };
-use batchgate_net::{ClientTlsFiles, ServerTls, TlsFiles};
+use batchgate_net::{ClientTlsFiles, ConnectionLimits, ServerTls, TlsFiles};
 use batchgate_sim::{SimConfig, SimWorker};
 use batchgate_worker::{Pool, PoolConfig, SpecError, Worker, WorkerSpec};
 use prometheus_client::registry::Registry;
@@ -145,6 +145,8 @@ pub struct ServeConfig {
     pub store: StoreConfig,
     /// The HTTP API, if this process serves it (else only `/healthz` and `/metrics`).
     pub gateway: Option<GatewayConfig>,
+    /// The bounds of every client connection of the HTTP port.
+    pub connections: ConnectionLimits,
     /// Shedding, rate limits and the admin API of the HTTP API.
     pub edge: EdgeConfig,
     /// The batcher, if this process runs one.
@@ -298,10 +300,11 @@ pub async fn run(
     };
     let http_stop = CancellationToken::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let http = tokio::spawn(batchgate_net::serve(
+    let http = tokio::spawn(batchgate_net::serve_with(
         listener,
         router,
         tls,
+        config.connections,
         http_stop.clone(),
     ));
     announce(&config, scheme, addr);

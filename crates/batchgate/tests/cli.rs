@@ -69,6 +69,46 @@ fn help_documents_flags_with_their_defaults_and_env() {
 }
 
 #[test]
+fn help_shows_no_secret_from_the_environment() {
+    let secrets = [
+        (
+            "BATCHGATE_REDIS",
+            "redis://:secretpw-redis@127.0.0.1:6379",
+            "secretpw-redis",
+        ),
+        (
+            "BATCHGATE_JWT_SECRET",
+            "jwt-secret-value-of-32-bytes-or-more",
+            "jwt-secret-value",
+        ),
+        (
+            "BATCHGATE_ADMIN_TOKEN",
+            "admin-token-value-16+",
+            "admin-token-value",
+        ),
+    ];
+    for command in ["gateway", "serve", "batcher"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_batchgate"))
+            .args([command, "--help"])
+            .envs(secrets.iter().map(|(k, v, _)| (*k, *v)))
+            .output()
+            .expect("run batchgate");
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("BATCHGATE_REDIS"),
+            "{command} --help names the variable"
+        );
+        for (_, _, secret) in secrets {
+            assert!(
+                !help.contains(secret),
+                "{command} --help shows {secret}:\n{help}"
+            );
+        }
+    }
+}
+
+#[test]
 fn invalid_configuration_is_refused_before_binding() {
     let out = batchgate(&["serve", "--max-batch-size", "0", "--listen", "127.0.0.1:0"]);
     assert!(!out.status.success());

@@ -174,14 +174,21 @@ impl Authenticator {
             let mut validation = Validation::new(key.algorithm);
             validation.leeway = LEEWAY_SECS;
             validation.validate_nbf = true;
-            validation.set_required_spec_claims(&["exp", "sub"]);
+            // A configured issuer or audience is required, not only checked when present: a
+            // token without the claim would otherwise pass.
+            let mut required = vec!["exp", "sub"];
             if let Some(iss) = issuer {
                 validation.set_issuer(&[iss]);
+                required.push("iss");
             }
             match audience {
-                Some(aud) => validation.set_audience(&[aud]),
+                Some(aud) => {
+                    validation.set_audience(&[aud]);
+                    required.push("aud");
+                }
                 None => validation.validate_aud = false,
             }
+            validation.set_required_spec_claims(&required);
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                 Ok(data) => {
                     let Some(sub) = data.claims.sub else {
@@ -292,6 +299,15 @@ fn load_keys(source: &KeySource) -> Result<Vec<Key>, String> {
                 }]);
             }
             if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+                // ES256 needs a P-256 key; another curve would refuse every token, so it is
+                // refused now, with a message that says why.
+                if !pem_names_p256(&pem) {
+                    return Err(format!(
+                        "--jwt-public-key {} is an EC key on a curve other than P-256; only \
+                         P-256 (ES256) EC keys are supported",
+                        path.display()
+                    ));
+                }
                 return Ok(vec![Key {
                     kid: None,
                     key,
@@ -309,12 +325,21 @@ fn load_keys(source: &KeySource) -> Result<Vec<Key>, String> {
             let set: JwkSet = serde_json::from_str(&text)
                 .map_err(|e| format!("--jwks {} is not a JWKS: {e}", path.display()))?;
             let mut keys = Vec::new();
-            for jwk in &set.keys {
-                let algorithm = match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                    // Symmetric keys have no place in a public key set; others are not used.
-                    _ => continue,
+            for (index, jwk) in set.keys.iter().enumerate() {
+                let Some(algorithm) = jwks_algorithm(jwk).map_err(|why| {
+                    format!(
+                        "--jwks {}: key {}: {why}",
+                        path.display(),
+                        key_name(jwk, index)
+                    )
+                })?
+                else {
+                    tracing::info!(
+                        path = %path.display(),
+                        key = %key_name(jwk, index),
+                        "JWKS key not for verifying signatures (`use` or `key_ops`); skipped"
+                    );
+                    continue;
                 };
                 let key = DecodingKey::from_jwk(jwk)
                     .map_err(|e| format!("--jwks {}: unusable key: {e}", path.display()))?;
@@ -330,6 +355,76 @@ fn load_keys(source: &KeySource) -> Result<Vec<Key>, String> {
             Ok(keys)
         }
     }
+}
+
+/// A JWKS key's name in messages: its `kid`, else its place in the set.
+fn key_name(jwk: &jsonwebtoken::jwk::Jwk, index: usize) -> String {
+    match &jwk.common.key_id {
+        Some(kid) => format!("{kid:?}"),
+        None => format!("#{index}"),
+    }
+}
+
+/// The one algorithm a JWKS key verifies: `Ok(None)` for a key not meant for verifying
+/// signatures (`use` other than `sig`, `key_ops` without `verify`, a symmetric key), skipped;
+/// `Err` for a signing key batchgate cannot use (another curve or algorithm), refused so that
+/// the set is not accepted only to refuse every token signed with that key.
+fn jwks_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Option<Algorithm>, String> {
+    use jsonwebtoken::jwk::{
+        AlgorithmParameters, EllipticCurve, KeyAlgorithm, KeyOperations, PublicKeyUse,
+    };
+    let for_signatures = matches!(
+        jwk.common.public_key_use,
+        None | Some(PublicKeyUse::Signature)
+    );
+    let verifies = jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+    if !for_signatures || !verifies {
+        return Ok(None);
+    }
+    let stated = jwk.common.key_algorithm;
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => match stated {
+            None | Some(KeyAlgorithm::RS256) => Ok(Some(Algorithm::RS256)),
+            Some(other) => Err(format!(
+                "RSA key for {other:?}; only RS256 RSA keys are supported"
+            )),
+        },
+        AlgorithmParameters::EllipticCurve(ec) => match (&ec.curve, stated) {
+            (EllipticCurve::P256, None | Some(KeyAlgorithm::ES256)) => Ok(Some(Algorithm::ES256)),
+            (EllipticCurve::P256, Some(other)) => Err(format!(
+                "P-256 key for {other:?}; only ES256 EC keys are supported"
+            )),
+            (curve, _) => Err(format!(
+                "EC key on curve {curve:?}; only P-256 (ES256) EC keys are supported"
+            )),
+        },
+        // Symmetric keys have no place in a public key set.
+        AlgorithmParameters::OctetKey(_) => Ok(None),
+        AlgorithmParameters::OctetKeyPair(_) => {
+            Err("OKP (EdDSA) key; only RS256 and ES256 keys are supported".into())
+        }
+        _ => Err("unknown key type; only RS256 and ES256 keys are supported".into()),
+    }
+}
+
+/// Whether a PEM EC public key names the P-256 curve (its OID, 1.2.840.10045.3.1.7, in the
+/// DER the PEM wraps).
+fn pem_names_p256(pem: &[u8]) -> bool {
+    use base64::Engine;
+    const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let text = String::from_utf8_lossy(pem);
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .is_ok_and(|der| der.windows(P256_OID.len()).any(|w| w == P256_OID))
 }
 
 #[cfg(test)]

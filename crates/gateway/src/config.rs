@@ -16,6 +16,12 @@ pub const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
 /// 10,000 requests/s and ~250 ms each, about 2,500 are open; the bound leaves room for
 /// bursts and long polls while capping the memory and file descriptors one gateway commits.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 16_384;
+/// Default most API requests one caller (a token's subject) may have in flight, long polls
+/// included: a quarter of the gateway-wide limit, so one caller cannot take every slot, and
+/// more than the ~2,500 a single caller keeps open at 10,000 requests/s.
+pub const DEFAULT_MAX_REQUESTS_PER_CALLER: usize = 4096;
+/// Default bound on receiving a request's body, from when its headers were read.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whose identical inputs share one task (dedupe, article §8.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,6 +61,11 @@ pub struct GatewayConfig {
     pub retry_after_secs: u64,
     /// Most `/v1/…` requests served at once; more are answered 503 `concurrency_limited`.
     pub max_concurrent_requests: usize,
+    /// Most `/v1/…` requests one authenticated caller may have in flight; more are answered
+    /// 429 `too_many_in_flight`, before their bodies are read.
+    pub max_requests_per_caller: usize,
+    /// Bound on reading a request's body once its headers are in; past it, 408 `timeout`.
+    pub body_read_timeout: Duration,
     /// Whose identical inputs share a task.
     pub dedupe_scope: DedupeScope,
 }
@@ -66,6 +77,8 @@ impl Default for GatewayConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_requests_per_caller: DEFAULT_MAX_REQUESTS_PER_CALLER,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             dedupe_scope: DedupeScope::Owner,
         }
     }

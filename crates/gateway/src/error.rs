@@ -5,6 +5,27 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use batchgate_protocol::api::{ErrorBody, ErrorDetail};
 use batchgate_queue::{AdmitError, QueueError, StoreError};
+use std::time::Duration;
+
+use crate::log_throttle::LogThrottle;
+
+/// Backend failures are logged once a second at most (each request would log one).
+static QUEUE_DOWN: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+static STORE_DOWN: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+
+/// The code of an answer refused below the routes, by its status.
+fn rejected_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
 
 /// An error answer of the API. `Display` is the message clients see: it never carries
 /// internals (backend errors are logged, not returned).
@@ -60,6 +81,14 @@ pub enum ApiError {
         /// Seconds for `Retry-After`.
         retry_after_secs: u64,
     },
+    /// This caller has its most requests in flight already (`max_requests_per_caller`).
+    #[error("this caller has {limit} requests in flight already; retry when one is answered")]
+    TooManyInFlight {
+        /// The caller's limit.
+        limit: usize,
+        /// Seconds for `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// This caller sent more than its rate allows.
     #[error("too many requests from this caller; retry later")]
     RateLimited {
@@ -105,6 +134,10 @@ pub enum ApiError {
     /// The request took longer than the gateway allows.
     #[error("request timed out")]
     Timeout,
+    /// Refused by a layer below the routes (the HTTP stack or a framework extractor) with
+    /// this status; the answer is put in our shape.
+    #[error("the request was refused ({0})")]
+    Rejected(StatusCode),
 }
 
 impl ApiError {
@@ -138,6 +171,10 @@ impl ApiError {
             ApiError::ShuttingDown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            ApiError::TooManyInFlight { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_in_flight")
+            }
+            ApiError::Rejected(status) => (*status, rejected_code(*status)),
         }
     }
 
@@ -145,6 +182,9 @@ impl ApiError {
         match self {
             ApiError::Overloaded { retry_after_secs }
             | ApiError::ConcurrencyLimited { retry_after_secs }
+            | ApiError::TooManyInFlight {
+                retry_after_secs, ..
+            }
             | ApiError::RateLimited {
                 retry_after_secs, ..
             }
@@ -162,7 +202,9 @@ impl ApiError {
         match error {
             QueueError::Full { .. } => ApiError::Overloaded { retry_after_secs },
             QueueError::Unavailable(detail) => {
-                tracing::error!(%detail, "queue unavailable");
+                if let Some(suppressed) = QUEUE_DOWN.admit() {
+                    tracing::error!(%detail, suppressed, "queue unavailable");
+                }
                 ApiError::Unavailable { retry_after_secs }
             }
         }
@@ -181,7 +223,9 @@ impl ApiError {
         match error {
             StoreError::Full { .. } => ApiError::Overloaded { retry_after_secs },
             StoreError::Unavailable(detail) => {
-                tracing::error!(%detail, "result store unavailable");
+                if let Some(suppressed) = STORE_DOWN.admit() {
+                    tracing::error!(%detail, suppressed, "result store unavailable");
+                }
                 ApiError::Unavailable { retry_after_secs }
             }
         }

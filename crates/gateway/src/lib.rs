@@ -13,10 +13,15 @@
 //! - [`routes`]: one file per endpoint group; [`router`] wires them with the middleware.
 //! - [`metrics`]: [`GatewayMetrics`] and the `/metrics` rendering.
 //! - [`shed`]: load shedding — the system-wide wait estimate.
+//! - [`fair_share`]: [`CallerSlots`], each caller's requests in flight, so one caller cannot
+//!   take every slot.
+//! - [`log_throttle`]: [`LogThrottle`], log lines clients can trigger, at most one a second.
 
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod fair_share;
+pub mod log_throttle;
 pub mod metrics;
 pub mod routes;
 pub mod shed;
@@ -25,6 +30,8 @@ pub mod state;
 pub use auth::{AuthConfig, Authenticator};
 pub use config::{DedupeScope, GatewayConfig};
 pub use error::ApiError;
+pub use fair_share::CallerSlots;
+pub use log_throttle::LogThrottle;
 pub use metrics::GatewayMetrics;
 pub use routes::{ops_router, router};
 pub use shed::{ShedBound, Shedder};

@@ -66,7 +66,7 @@ pub struct GatewayMetrics {
     /// `batchgate_dedupe_bypassed_total`: submissions enqueued without dedupe because the
     /// cache failed.
     pub dedupe_bypassed: Counter,
-    /// `batchgate_rate_limited_total`: submissions refused by a caller's rate limit.
+    /// `batchgate_rate_limited_total`: `/v1` calls refused by a caller's rate limit.
     pub rate_limited: Counter,
     /// `batchgate_queue_depth{partition}`, refreshed at each scrape.
     pub queue_depth: Family<PartitionLabel, Gauge>,
@@ -145,7 +145,7 @@ impl GatewayMetrics {
         );
         registry.register(
             "batchgate_rate_limited",
-            "Submissions refused by the caller's rate limit",
+            "API calls refused by the caller's rate limit",
             m.rate_limited.clone(),
         );
         registry.register(

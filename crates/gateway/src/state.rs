@@ -11,6 +11,7 @@ use tokio::sync::{RwLock, RwLockReadGuard};
 
 use crate::auth::Authenticator;
 use crate::config::{DedupeScope, GatewayConfig};
+use crate::fair_share::CallerSlots;
 use crate::metrics::GatewayMetrics;
 use crate::shed::Shedder;
 
@@ -62,14 +63,18 @@ struct StateInner {
     shared: Shared,
     /// `/v1/…` requests being served now (see [`AppState::enter_request`]).
     requests_in_flight: AtomicUsize,
+    /// Each authenticated caller's requests in flight (its fair share).
+    caller_slots: Arc<CallerSlots>,
 }
 
 impl AppState {
     /// Wraps the shared parts.
     pub fn new(shared: Shared) -> Self {
+        let caller_slots = Arc::new(CallerSlots::new(shared.config.max_requests_per_caller));
         AppState(Arc::new(StateInner {
             shared,
             requests_in_flight: AtomicUsize::new(0),
+            caller_slots,
         }))
     }
 
@@ -87,6 +92,11 @@ impl AppState {
     /// belong to no one.
     pub fn unowned_is_public(&self) -> bool {
         !self.auth.enabled() || self.config.dedupe_scope == DedupeScope::Global
+    }
+
+    /// Each authenticated caller's requests in flight.
+    pub fn caller_slots(&self) -> &Arc<CallerSlots> {
+        &self.0.caller_slots
     }
 
     /// API requests being served now.

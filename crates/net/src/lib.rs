@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`serve`]: the HTTP accept loop every server uses (gateway, batcher ops port, reference
 //!   worker): HTTP/1.1 and HTTP/2, plain or TLS, graceful drain on shutdown.
+//! - [`limits`]: [`ConnectionLimits`], what one client connection may hold and for how long
+//!   (open connections, header and idle timeouts, head size, HTTP/2 streams).
 //! - [`server_tls`]: [`ServerTls`], a TLS server configuration from PEM files, optionally
 //!   requiring client certificates from a CA (mTLS), reloaded on SIGHUP or when the files
 //!   change.
@@ -15,6 +17,7 @@
 
 pub mod certs;
 pub mod client_tls;
+pub mod limits;
 mod pem;
 pub mod serve;
 pub mod server_tls;
@@ -24,7 +27,8 @@ use std::sync::Arc;
 
 pub use certs::DevCerts;
 pub use client_tls::{client_config, ClientTlsFiles};
-pub use serve::serve;
+pub use limits::ConnectionLimits;
+pub use serve::{serve, serve_with};
 pub use server_tls::{ServerTls, TlsFiles};
 
 /// Why a TLS configuration could not be built. Each names the file at fault.

@@ -1,20 +1,32 @@
 //! The HTTP accept loop of every batchgate server: HTTP/1.1, and HTTP/2 (with prior knowledge
-//! in plain text, by ALPN over TLS), with a graceful drain.
+//! in plain text, by ALPN over TLS), with a graceful drain, under [`ConnectionLimits`]: a cap
+//! on open connections, a header-read timeout, an idle timeout, and bounded request heads.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use axum::body::{Bytes, HttpBody};
+use axum::BoxError;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
-use crate::ServerTls;
+use crate::limits::MIN_HEADER_BYTES;
+use crate::{ConnectionLimits, ServerTls};
 
-/// Concurrent HTTP/2 streams one client connection may open. hyper's default (200) caps a
-/// multiplexing client at about 1,000 requests/s when each waits ~200 ms for its batch.
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 16_384;
 /// HTTP/2 flow-control window of a whole client connection. With the 64 KiB default, a
 /// client multiplexing thousands of 2 KiB bodies gets its DATA split into small frames
 /// whenever the server falls behind, and h2 closes the connection (`ENHANCE_YOUR_CALM`,
@@ -26,32 +38,62 @@ pub const H2_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 /// Longest a client may take over its TLS handshake; a client that stalls it (to hold a
 /// connection open cheaply) is dropped after this.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again: the
+/// loop never spins on an error that the next call would repeat.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// Failed accepts are logged at most this often (with how many there were), so a flood of
+/// them cannot flood the log.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
+/// After an idle connection is asked to close, how long it may take before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves `router` on `listener` — over TLS if `tls` is given — until `shutdown` is
-/// cancelled; then stops accepting and waits for the requests under way (long polls
-/// included) to finish. The caller bounds that wait.
+/// Serves `router` on `listener` with the default [`ConnectionLimits`]; see [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http2()
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
-        .initial_stream_window_size(H2_STREAM_WINDOW_BYTES);
-    let graceful = GracefulShutdown::new();
+    serve_with(listener, router, tls, ConnectionLimits::default(), shutdown).await
+}
+
+/// Serves `router` on `listener` — over TLS if `tls` is given — under `limits`, until
+/// `shutdown` is cancelled; then stops accepting, asks every connection to close once its
+/// requests under way (long polls included) are answered, and waits for them. The caller
+/// bounds that wait.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<ServerTls>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let builder = builder(&limits);
+    let max_connections = limits.effective_max_connections();
+    if max_connections < limits.max_connections {
+        tracing::warn!(
+            max_connections,
+            configured = limits.max_connections,
+            "connection cap lowered to fit the process's open-file limit"
+        );
+    }
+    // One permit per open connection: at the cap the loop waits here, without accepting.
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let connections = TaskTracker::new();
+    let mut accept_errors = AcceptErrors::default();
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => {
+                permit.expect("the connection semaphore is never closed. This is a bug.")
+            }
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    accept_errors.note(&error);
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
@@ -60,26 +102,30 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(router.clone());
+        let activity = Arc::new(Activity::new());
+        let service = TowerToHyperService::new(Tracked {
+            router: router.clone(),
+            activity: activity.clone(),
+        });
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
         match &tls {
             None => {
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
+                connections.spawn(async move {
+                    let _permit = permit;
+                    let stream = Watched::new(stream, activity.clone());
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    drive(connection, &activity, &limits, &shutdown).await;
                 });
             }
             Some(tls) => {
                 // The handshake runs in the connection's own task, so a slow client holds up
                 // nobody else.
                 let acceptor = tls.acceptor();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
+                connections.spawn(async move {
+                    let _permit = permit;
                     let stream =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
@@ -94,17 +140,321 @@ pub async fn serve(
                                 return;
                             }
                         };
+                    let stream = Watched::new(stream, activity.clone());
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
+                    drive(connection, &activity, &limits, &shutdown).await;
                 });
             }
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
     Ok(())
+}
+
+/// The HTTP/1.1 and HTTP/2 settings of every connection.
+fn builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    // hyper's own header-read timer also runs while a keep-alive connection waits for its
+    // next request, which would make the idle bound of HTTP/1.1 as short as the header bound
+    // (and race clients reusing pooled connections). The connection's watchdog (`drive`)
+    // times heads from their first byte instead.
+    builder
+        .http1()
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
+        .initial_stream_window_size(H2_STREAM_WINDOW_BYTES);
+    builder
+}
+
+/// Runs one connection to its end: closes it when it has been idle too long (or never sent
+/// a request in time), and asks it to finish when the server shuts down.
+async fn drive<C>(
+    connection: C,
+    activity: &Activity,
+    limits: &ConnectionLimits,
+    shutdown: &CancellationToken,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut connection = pin!(connection);
+    let mut idle = pin!(tokio::time::sleep_until(
+        activity.idle_deadline(limits).unwrap_or_else(Instant::now)
+    ));
+    // While requests are under way the idle timer is off; the last one to finish, and the
+    // first byte of a new request head, wake us to set it again.
+    let mut idle_armed = true;
+    let mut closing = false;
+    let mut give_up = pin!(tokio::time::sleep(Duration::ZERO));
+    let mut give_up_armed = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = activity.changed.notified(), if !closing => {
+                match activity.idle_deadline(limits) {
+                    Some(deadline) => {
+                        idle.as_mut().reset(deadline);
+                        idle_armed = true;
+                    }
+                    None => idle_armed = false,
+                }
+            }
+            () = &mut idle, if !closing && idle_armed => {
+                match activity.idle_deadline(limits) {
+                    Some(deadline) if deadline <= Instant::now() => {
+                        tracing::debug!("closing an idle connection");
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                        give_up.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
+                        give_up_armed = true;
+                    }
+                    Some(deadline) => idle.as_mut().reset(deadline),
+                    None => idle_armed = false,
+                }
+            }
+            () = &mut give_up, if give_up_armed => return,
+        }
+    }
+}
+
+/// What a connection is doing, for its idle timer: requests under way, when the last one
+/// finished, and when the head of the next one started to arrive.
+struct Activity {
+    /// When the connection was accepted; the other times count from it, in milliseconds.
+    opened: Instant,
+    /// Requests being answered now.
+    active: AtomicUsize,
+    /// When the last request finished; `NEVER` before the first.
+    last_done_ms: AtomicU64,
+    /// When the first byte arrived while no request was under way (a head is coming);
+    /// stale if before `last_done_ms`. `NEVER`: no byte yet.
+    head_started_ms: AtomicU64,
+    /// Whether the client speaks HTTP/2: its connection-level frames (pings, settings) are
+    /// no request head, so only the idle bound applies between its requests.
+    http2: AtomicBool,
+    /// Woken when the last request under way finishes, and when a head starts to arrive.
+    changed: Notify,
+}
+
+/// A time not yet reached.
+const NEVER: u64 = u64::MAX;
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: Instant::now(),
+            active: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(NEVER),
+            head_started_ms: AtomicU64::new(NEVER),
+            http2: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NEVER - 1)
+    }
+
+    /// When the connection has been quiet too long: `None` while requests are under way;
+    /// the header-read timeout after a head started to arrive; else the idle timeout after
+    /// the last request (or after the connection opened: clients open connections ahead of
+    /// need, and such a connection is idle, not slow).
+    fn idle_deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let at = |ms: u64| self.opened + Duration::from_millis(ms);
+        let last_done = self.last_done_ms.load(Ordering::Acquire);
+        let head_started = self.head_started_ms.load(Ordering::Acquire);
+        let since_done = if last_done == NEVER { 0 } else { last_done };
+        Some(if head_started != NEVER && head_started >= since_done {
+            at(head_started) + limits.header_read_timeout
+        } else if last_done == NEVER {
+            self.opened + limits.idle_timeout
+        } else {
+            at(last_done) + limits.idle_timeout
+        })
+    }
+
+    /// Notes bytes from the client: the first while no request is under way starts a head.
+    fn bytes_arrived(&self) {
+        if self.http2.load(Ordering::Relaxed) || self.active.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        let head_started = self.head_started_ms.load(Ordering::Acquire);
+        let last_done = self.last_done_ms.load(Ordering::Acquire);
+        let fresh = head_started == NEVER || (last_done != NEVER && head_started < last_done);
+        if fresh {
+            self.head_started_ms.store(self.now_ms(), Ordering::Release);
+            self.changed.notify_one();
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+}
+
+/// One request under way on a connection; dropping it (answered, or abandoned) ends it.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .last_done_ms
+            .store(self.0.now_ms(), Ordering::Release);
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+/// The client's stream, telling the connection's [`Activity`] when bytes arrive.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    /// Whether the first bytes were read (and checked for the HTTP/2 preface).
+    sniffed: bool,
+}
+
+/// How an HTTP/2 client's first bytes begin (RFC 9113, 3.4).
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
+impl<S> Watched<S> {
+    fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Watched {
+            inner,
+            activity,
+            sniffed: false,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            if !this.sniffed {
+                this.sniffed = true;
+                let n = read.len().min(H2_PREFACE_START.len());
+                if read[..n] == H2_PREFACE_START[..n] {
+                    this.activity.http2.store(true, Ordering::Relaxed);
+                }
+            }
+            this.activity.bytes_arrived();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The router, counting the requests under way on its connection.
+#[derive(Clone)]
+struct Tracked {
+    router: axum::Router,
+    activity: Arc<Activity>,
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Tracked
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let busy = self.activity.begin();
+        let answer = self.router.clone().oneshot(request);
+        Box::pin(async move {
+            let response = answer.await;
+            drop(busy);
+            response
+        })
+    }
+}
+
+/// Failed accepts, logged at most once per [`ACCEPT_ERROR_LOG_EVERY`].
+#[derive(Default)]
+struct AcceptErrors {
+    /// When the last line was written.
+    logged_at: Option<Instant>,
+    /// Failures since then.
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn note(&mut self, error: &std::io::Error) {
+        self.unlogged += 1;
+        let due = self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_LOG_EVERY);
+        if due {
+            tracing::warn!(%error, failures = self.unlogged, "accept failed; pausing before the next");
+            self.logged_at = Some(Instant::now());
+            self.unlogged = 0;
+        }
+    }
 }

@@ -87,33 +87,51 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn check(&self, user: &str, rate: Rate) -> Result<Decision, QueueError>;
 }
 
-/// Users tracked at most in memory; past it the table starts afresh (every user gets a whole
-/// allowance), which bounds memory whatever ids clients invent.
-const MAX_USERS: usize = 100_000;
+/// Users tracked at most in memory (a few MB), whatever ids clients invent.
+pub const MAX_USERS: usize = 100_000;
 
 /// The in-process limiter: one gateway's view only.
+///
+/// Its table is bounded. When it is full and a new user comes, users whose allowance is whole
+/// again are forgotten first — forgetting them changes no decision, since a TAT in the past
+/// decides like none at all. Only if every tracked user is still using part of its allowance
+/// are the eighth closest to a whole allowance forgotten: a user at its limit is forgotten
+/// only when the table is full of users using theirs. The table is never cleared whole.
 #[derive(Debug)]
 pub struct MemoryRateLimiter {
     origin: Instant,
+    /// Most users tracked.
+    capacity: usize,
     tats: Mutex<HashMap<String, Duration>>,
 }
 
 impl Default for MemoryRateLimiter {
     fn default() -> Self {
-        MemoryRateLimiter {
-            origin: Instant::now(),
-            tats: Mutex::default(),
-        }
+        Self::with_capacity(MAX_USERS)
     }
 }
 
 impl MemoryRateLimiter {
+    /// A limiter tracking at most `capacity` users (at least 8).
+    pub fn with_capacity(capacity: usize) -> Self {
+        MemoryRateLimiter {
+            origin: Instant::now(),
+            capacity: capacity.max(8),
+            tats: Mutex::default(),
+        }
+    }
+
+    /// Users tracked now.
+    pub fn tracked(&self) -> usize {
+        self.tats.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// The decision at `now` (for tests with a fake clock).
     pub fn check_at(&self, user: &str, rate: Rate, now: Instant) -> Decision {
         let now = now.saturating_duration_since(self.origin);
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        if tats.len() >= MAX_USERS && !tats.contains_key(user) {
-            tats.clear();
+        if tats.len() >= self.capacity && !tats.contains_key(user) {
+            evict(&mut tats, now, self.capacity);
         }
         let (decision, tat) = gcra(tats.get(user).copied(), now, rate);
         if let Some(tat) = tat {
@@ -121,6 +139,28 @@ impl MemoryRateLimiter {
         }
         decision
     }
+}
+
+/// Makes room in a full table: first the users whose allowance is whole at `now`, then, if
+/// none is, the eighth of the table closest to a whole allowance (the lowest TATs).
+fn evict(tats: &mut HashMap<String, Duration>, now: Duration, capacity: usize) {
+    tats.retain(|_, tat| *tat > now);
+    if tats.len() < capacity {
+        return;
+    }
+    let mut by_tat: Vec<Duration> = tats.values().copied().collect();
+    let count = (capacity / 8).max(1);
+    let (_, cutoff, _) = by_tat.select_nth_unstable(count - 1);
+    let cutoff = *cutoff;
+    let mut removed = 0;
+    tats.retain(|_, tat| {
+        if removed < count && *tat <= cutoff {
+            removed += 1;
+            false
+        } else {
+            true
+        }
+    });
 }
 
 #[async_trait]
@@ -162,5 +202,48 @@ mod tests {
         // After a whole period of silence the allowance is whole again.
         let later = t0 + Duration::from_secs(2);
         assert_eq!(limiter.check_at("u", rate, later).remaining, 9);
+    }
+
+    #[test]
+    fn a_full_table_never_forgets_a_limited_user_and_stays_bounded() {
+        let rate = Rate {
+            limit: 10,
+            period: Duration::from_secs(60),
+        };
+        let limiter = MemoryRateLimiter::with_capacity(1000);
+        let t0 = limiter.origin + Duration::from_secs(1);
+        for _ in 0..10 {
+            assert!(limiter.check_at("mallory", rate, t0).allowed);
+        }
+        assert!(!limiter.check_at("mallory", rate, t0).allowed);
+        // Ten times the table's size of new users, each using part of its allowance, some
+        // while mallory keeps trying: mallory stays refused all along.
+        for i in 0..10_000u32 {
+            let now = t0 + MS * (i / 100);
+            assert!(limiter.check_at(&format!("user-{i}"), rate, now).allowed);
+            if i % 500 == 0 {
+                assert!(
+                    !limiter.check_at("mallory", rate, now).allowed,
+                    "mallory got a fresh allowance after {i} new users"
+                );
+            }
+            assert!(limiter.tracked() <= 1000);
+        }
+        assert!(!limiter.check_at("mallory", rate, t0 + 100 * MS).allowed);
+        // Users whose allowance is whole again go first, and lose nothing by it.
+        for j in 0..1000 {
+            if limiter.tracked() == 1000 {
+                break;
+            }
+            limiter.check_at(&format!("filler-{j}"), rate, t0 + 100 * MS);
+        }
+        assert_eq!(limiter.tracked(), 1000, "the table is full");
+        let later = t0 + Duration::from_secs(3600);
+        assert!(limiter.check_at("newcomer", rate, later).allowed);
+        assert_eq!(
+            limiter.tracked(),
+            1,
+            "every idle user was forgotten at once"
+        );
     }
 }

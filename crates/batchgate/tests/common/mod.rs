@@ -2,6 +2,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod logged;
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -122,6 +125,7 @@ pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize
     ServeConfig {
         store: store_config(infra),
         gateway: Some(GatewayConfig::default()),
+        connections: batchgate_net::ConnectionLimits::default(),
         // Shedding off: these scenarios check behaviour under bursts they make on purpose;
         // shedding has its own tests (`failures.rs`).
         edge: batchgate::serve::EdgeConfig {

@@ -265,3 +265,119 @@ fn without_auth_everyone_is_anonymous() {
     assert!(!auth.enabled());
     assert_eq!(auth.identify(None), Ok(ANONYMOUS.into()));
 }
+
+#[test]
+fn a_configured_issuer_or_audience_is_required_not_only_checked_when_present() {
+    let auth = secret_auth(Some("https://issuer.example"), Some("batchgate"));
+    let no_aud = hs256(&json!({
+        "sub": "alice", "exp": now() + 60, "iss": "https://issuer.example"
+    }));
+    assert_eq!(invalid(&auth, &no_aud), "missing claim `aud`");
+    let no_iss = hs256(&json!({ "sub": "alice", "exp": now() + 60, "aud": "batchgate" }));
+    assert_eq!(invalid(&auth, &no_iss), "missing claim `iss`");
+    // The same with a public key (ES256).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public, _) = ec_key();
+    let path = dir.path().join("public.pem");
+    std::fs::write(&path, &public).expect("write");
+    let auth = Authenticator::new(AuthConfig::Jwt {
+        keys: KeySource::PublicKeyPem(path),
+        issuer: Some("https://issuer.example".into()),
+        audience: Some("batchgate".into()),
+    })
+    .expect("config");
+    let bare = es256(&private, None, &json!({ "sub": "bob", "exp": now() + 60 }));
+    assert!(invalid(&auth, &bare).starts_with("missing claim"));
+    let whole = es256(
+        &private,
+        None,
+        &json!({ "sub": "bob", "exp": now() + 60, "iss": "https://issuer.example", "aud": "batchgate" }),
+    );
+    assert_eq!(auth.identify(Some(&bearer(&whole))), Ok("bob".into()));
+}
+
+/// A JWKS entry for an EC point with the given extra members (`use`, `alg`, `crv`…).
+fn ec_jwk(kid: &str, point: &[u8], extra: &serde_json::Value) -> serde_json::Value {
+    let half = (point.len() - 1) / 2;
+    let mut jwk = json!({
+        "kty": "EC", "crv": "P-256", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&point[1..=half]),
+        "y": URL_SAFE_NO_PAD.encode(&point[half + 1..]),
+    });
+    for (k, v) in extra.as_object().expect("an object") {
+        jwk[k] = v.clone();
+    }
+    jwk
+}
+
+fn jwks_auth(dir: &tempfile::TempDir, keys: &[serde_json::Value]) -> Result<Authenticator, String> {
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, json!({ "keys": keys }).to_string()).expect("write");
+    Authenticator::new(AuthConfig::Jwt {
+        keys: KeySource::Jwks(path),
+        issuer: None,
+        audience: None,
+    })
+}
+
+#[test]
+fn jwks_keys_not_for_signatures_do_not_verify_and_keys_for_other_algorithms_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sig_private, _, sig_point) = ec_key();
+    let (enc_private, _, enc_point) = ec_key();
+    let (ops_private, _, ops_point) = ec_key();
+    let auth = jwks_auth(
+        &dir,
+        &[
+            ec_jwk("sig", &sig_point, &json!({ "use": "sig" })),
+            ec_jwk("enc", &enc_point, &json!({ "use": "enc" })),
+            ec_jwk("wrap", &ops_point, &json!({ "key_ops": ["wrapKey"] })),
+        ],
+    )
+    .expect("a set with one signing key is usable");
+    let claims = json!({ "sub": "dave", "exp": now() + 60 });
+    let good = es256(&sig_private, Some("sig"), &claims);
+    assert_eq!(auth.identify(Some(&bearer(&good))), Ok("dave".into()));
+    let by_enc = es256(&enc_private, Some("enc"), &claims);
+    assert!(
+        invalid(&auth, &by_enc).contains("no key"),
+        "an encryption key verified"
+    );
+    let by_wrap = es256(&ops_private, Some("wrap"), &claims);
+    assert!(
+        invalid(&auth, &by_wrap).contains("no key"),
+        "a wrapping key verified"
+    );
+    // A key stated for another algorithm: refused at start, naming it.
+    let refused = jwks_auth(
+        &dir,
+        &[ec_jwk("odd", &sig_point, &json!({ "alg": "ES384" }))],
+    );
+    let message = refused.expect_err("a key for ES384 cannot verify ES256");
+    assert!(
+        message.contains("\"odd\"") && message.contains("ES384"),
+        "{message}"
+    );
+}
+
+#[test]
+fn p384_keys_are_refused_at_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("P-384 key");
+    let point = pair.public_key_raw().to_vec();
+    let message = jwks_auth(&dir, &[ec_jwk("big", &point, &json!({ "crv": "P-384" }))])
+        .expect_err("a P-384 JWKS key is refused");
+    assert!(
+        message.contains("P384") && message.contains("only P-256"),
+        "{message}"
+    );
+    let path = dir.path().join("p384.pem");
+    std::fs::write(&path, pair.public_key_pem()).expect("write");
+    let message = Authenticator::new(AuthConfig::Jwt {
+        keys: KeySource::PublicKeyPem(path),
+        issuer: None,
+        audience: None,
+    })
+    .expect_err("a P-384 PEM key is refused");
+    assert!(message.contains("only P-256"), "{message}");
+}

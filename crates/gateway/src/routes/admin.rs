@@ -7,14 +7,14 @@
 
 use std::time::SystemTime;
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_queue::{DeadLetter, Selection};
 use serde::{Deserialize, Serialize};
 
-use super::extract::JsonBody;
+use super::extract::{authorization, JsonBody, QueryOf};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -61,9 +61,8 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.admin_token else {
         return Err(ApiError::AdminDisabled);
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let given = authorization(headers)
+        .map_err(|_| ApiError::Unauthorized)?
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
@@ -73,11 +72,14 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Whether `given` equals `expected`, in time that depends only on `expected`'s length: every
+/// byte of `expected` is compared, whatever `given`'s length and wherever they differ.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut differ = u8::from(given.len() != expected.len());
+    for (i, &e) in expected.iter().enumerate() {
+        differ |= given.get(i).copied().unwrap_or(!e) ^ e;
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    std::hint::black_box(differ) == 0
 }
 
 fn selection(body: SelectionBody) -> Selection {
@@ -94,7 +96,7 @@ fn unavailable(state: &AppState, error: &batchgate_queue::QueueError) -> ApiErro
 pub(crate) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    QueryOf(q): QueryOf<ListQuery>,
 ) -> Result<Json<Listing>, ApiError> {
     authorize(&state, &headers)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);

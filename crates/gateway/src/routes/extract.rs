@@ -1,13 +1,14 @@
 //! Extractors whose rejections are our [`ApiError`]s, so every bad request gets our JSON shape.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use batchgate_protocol::api::WaitQuery;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
+use super::guard::Identity;
 use crate::config::MAX_WAIT_MS;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -39,13 +40,19 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             return Err(ApiError::UnsupportedMediaType);
         }
         let max = state.config.max_body_bytes();
-        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::BodyTooLarge { max }
-            } else {
-                ApiError::InvalidRequest(e.body_text())
-            }
-        })?;
+        // The body must arrive within its own bound: a client that trickles it holds a
+        // request slot, a connection and the bytes so far.
+        let read = Bytes::from_request(request, state);
+        let bytes = tokio::time::timeout(state.config.body_read_timeout, read)
+            .await
+            .map_err(|_| ApiError::Timeout)?
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::BodyTooLarge { max }
+                } else {
+                    ApiError::InvalidRequest(e.body_text())
+                }
+            })?;
         decode(&bytes).map(JsonBody)
     }
 }
@@ -70,23 +77,65 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// The request's one `Authorization` header, if any. Several are refused (401) rather than
+/// one of them chosen: a proxy and the server could each pick a different one.
+pub(crate) fn authorization(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::Unauthenticated(
+            "more than one Authorization header".into(),
+        ));
+    }
+    Ok(first.and_then(|v| v.to_str().ok()))
+}
+
 /// The caller's identity: the subject of its bearer token (or `anonymous` with
-/// authentication off). A missing or invalid token is a 401.
+/// authentication off), as the guard found it when the headers arrived. A missing or invalid
+/// token is a 401.
 pub(crate) struct Caller(pub(crate) String);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        if let Some(Identity(caller)) = parts.extensions.remove::<Identity>() {
+            return Ok(Caller(caller));
+        }
         state
             .auth
-            .identify(header)
+            .identify(authorization(&parts.headers)?)
             .map(Caller)
             .map_err(|e| ApiError::Unauthenticated(e.to_string()))
+    }
+}
+
+/// The `{task_id}` of a path. One that is not even UTF-8 (`%ff%fe`) names no task: 404 in
+/// our shape, like any other unknown id.
+pub(crate) struct TaskIdPath(pub(crate) String);
+
+impl FromRequestParts<AppState> for TaskIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::TaskNotFound)?;
+        Ok(TaskIdPath(id))
+    }
+}
+
+/// A query string as `T`; a bad one is a 400 `invalid_query` in our shape.
+pub(crate) struct QueryOf<T>(pub(crate) T);
+
+impl<T: DeserializeOwned> FromRequestParts<AppState> for QueryOf<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Query(q) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+        Ok(QueryOf(q))
     }
 }
 

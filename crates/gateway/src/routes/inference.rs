@@ -51,24 +51,8 @@ pub(crate) async fn submit(
         }
     };
     let retry_after_secs = state.config.retry_after_secs;
-    // Rate limits apply to authenticated callers: without authentication there is no identity
-    // to count against (a self-declared `client_id` would be trivially rotated).
-    if let Some(limits) = state.rate_limits.as_ref().filter(|_| state.auth.enabled()) {
-        let rate = limits.rate_of(&caller);
-        match limits.limiter.check(&caller, rate).await {
-            Ok(decision) if !decision.allowed => {
-                state.metrics.rate_limited.inc();
-                return Err(ApiError::RateLimited {
-                    retry_after_secs: decision.retry_after.as_secs_f64().ceil().max(1.0) as u64,
-                    limit: decision.limit,
-                    reset_secs: decision.reset.as_secs_f64().ceil() as u64,
-                });
-            }
-            Ok(_) => {}
-            // The limiter's store failed: let the request through rather than refuse everyone.
-            Err(error) => tracing::warn!(%error, "rate limiter unavailable; not limiting"),
-        }
-    }
+    // The caller's rate limit and share were checked when the headers arrived
+    // (`guard.rs`), before the body was read.
     state.shedder.check(timeout).map_err(|shed| match shed {
         Shed::Overloaded => ApiError::Overloaded { retry_after_secs },
         Shed::DeadlineUnmeetable { estimate_ms } => ApiError::DeadlineUnmeetable {

@@ -8,10 +8,12 @@
 
 mod admin;
 mod extract;
+mod guard;
 mod health;
 mod inference;
 mod metrics;
 mod openapi;
+mod request_id;
 mod result;
 mod span;
 mod status;
@@ -20,6 +22,7 @@ use std::time::Instant;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -56,18 +59,19 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(request_id::sanitize))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(
+                    // No line per failed request (`on_failure`): errors are counted by code
+                    // in the metrics, and a client must not be able to flood the log.
                     TraceLayer::new_for_http()
                         .make_span_with(span::request_span)
-                        .on_response(span::record_response),
+                        .on_response(span::record_response)
+                        .on_failure(()),
                 )
                 .layer(middleware::from_fn_with_state(state.clone(), count_errors))
-                .layer(middleware::from_fn_with_state(
-                    state.clone(),
-                    limit_concurrency,
-                ))
+                .layer(middleware::from_fn_with_state(state.clone(), guard::admit))
                 .layer(HandleErrorLayer::new(|_: BoxError| async {
                     ApiError::Timeout
                 }))
@@ -87,7 +91,17 @@ pub fn ops_router(state: AppState) -> Router {
         .route("/", get(status::page))
         .route("/status.json", get(status::snapshot))
         .fallback(|| async { ApiError::RouteNotFound })
+        .layer(middleware::map_response(no_sniff))
         .with_state(state)
+}
+
+/// Tells browsers not to guess a content type other than the one declared.
+async fn no_sniff(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// Counts answers by matched route and status.
@@ -121,30 +135,18 @@ async fn count_by_route(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// Refuses API requests (`/v1/…`) past `max_concurrent_requests` with 503
-/// `concurrency_limited`, before any work is done for them. Health, metrics and admin routes
-/// are not limited, so operators can still look at a saturated gateway.
-async fn limit_concurrency(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if !request.uri().path().starts_with("/v1/") {
-        return next.run(request).await;
-    }
-    let Some(_slot) = state.enter_request() else {
-        return ApiError::ConcurrencyLimited {
-            retry_after_secs: state.config.retry_after_secs,
-        }
-        .into_response();
-    };
-    next.run(request).await
-}
-
 /// Counts every error answer by its stable code, including those of unmatched routes and
-/// timeouts, which never reach a route.
+/// timeouts, which never reach a route; puts an error answer that is not in our JSON shape
+/// (one made below the routes) into it; marks every answer `nosniff`.
 async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await.into_response();
+    let mut response = next.run(request).await.into_response();
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error())
+        && response.extensions().get::<ErrorCode>().is_none()
+    {
+        response = ApiError::Rejected(status).into_response();
+    }
+    response = no_sniff(response).await;
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         state
             .metrics

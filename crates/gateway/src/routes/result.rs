@@ -1,11 +1,11 @@
 //! `GET /v1/result/{task_id}`: a task's state, optionally long-polled.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use batchgate_protocol::api::TaskView;
 use batchgate_queue::{TaskRecord, Watched};
 
-use super::extract::{Caller, Wait};
+use super::extract::{Caller, TaskIdPath, Wait};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -17,7 +17,7 @@ const MAX_TASK_ID_LEN: usize = 64;
 pub(crate) async fn get_result(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(task_id): Path<String>,
+    TaskIdPath(task_id): TaskIdPath,
     Wait(wait): Wait,
 ) -> Result<Json<TaskView>, ApiError> {
     if task_id.len() > MAX_TASK_ID_LEN {

@@ -27,7 +27,9 @@ pub(super) fn request_span(request: &Request) -> Span {
         http.request.method = %method,
         http.route = route,
         http.response.status_code = Empty,
-        request_id = %request_id,
+        // Recorded as a string, so text logs quote it (JSON logs hold it as a string). The id
+        // is ours or checked (`request_id.rs`); quoting is the second line of defence.
+        request_id = request_id,
         task_id = Empty,
     );
     if let Some(parent) = batchgate_telemetry::http_parent(request.headers()) {

@@ -1,0 +1,95 @@
+//! What every API request (`/v1/…`) passes as soon as its headers are read, before its body:
+//! who calls (401), the caller's rate limit (429 `rate_limited`), the caller's share of the
+//! gateway (429 `too_many_in_flight`), then the gateway-wide limit (503
+//! `concurrency_limited`). A request refused here costs no body read and no handler work.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
+use super::extract::authorization;
+use crate::error::ApiError;
+use crate::log_throttle::LogThrottle;
+use crate::state::AppState;
+
+/// The caller the guard identified, left in the request's extensions for the handler.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity(pub(crate) String);
+
+/// A failing limiter store is logged once a second at most, not once per request.
+static LIMITER_DOWN: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+
+/// The guard, as middleware. Health, metrics, the status page and the admin API are not
+/// guarded, so operators can still look at a saturated gateway.
+pub(super) async fn admit(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if !request.uri().path().starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let caller = match authorization(request.headers()).and_then(|header| {
+        state
+            .auth
+            .identify(header)
+            .map_err(|e| ApiError::Unauthenticated(e.to_string()))
+    }) {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
+    };
+    // Without authentication every caller is the same `anonymous`: there is no identity to
+    // count against, so only the gateway-wide limit applies.
+    let _share = if state.auth.enabled() {
+        if let Err(refused) = check_rate(&state, &caller).await {
+            return refused.into_response();
+        }
+        let slots = state.caller_slots();
+        match slots.try_enter(&caller) {
+            Some(share) => Some(share),
+            None => {
+                return ApiError::TooManyInFlight {
+                    limit: slots.max_per_caller(),
+                    retry_after_secs: state.config.retry_after_secs,
+                }
+                .into_response()
+            }
+        }
+    } else {
+        None
+    };
+    let Some(_slot) = state.enter_request() else {
+        return ApiError::ConcurrencyLimited {
+            retry_after_secs: state.config.retry_after_secs,
+        }
+        .into_response();
+    };
+    request.extensions_mut().insert(Identity(caller));
+    next.run(request).await
+}
+
+/// Counts one request of `caller` against its rate; `Err` with the 429 when over it.
+async fn check_rate(state: &AppState, caller: &str) -> Result<(), ApiError> {
+    let Some(limits) = state.rate_limits.as_ref() else {
+        return Ok(());
+    };
+    match limits.limiter.check(caller, limits.rate_of(caller)).await {
+        Ok(decision) if !decision.allowed => {
+            state.metrics.rate_limited.inc();
+            Err(ApiError::RateLimited {
+                retry_after_secs: decision.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+                limit: decision.limit,
+                reset_secs: decision.reset.as_secs_f64().ceil() as u64,
+            })
+        }
+        Ok(_) => Ok(()),
+        // The limiter's store failed: let the request through rather than refuse everyone.
+        Err(error) => {
+            if let Some(suppressed) = LIMITER_DOWN.admit() {
+                tracing::warn!(%error, suppressed, "rate limiter unavailable; not limiting");
+            }
+            Ok(())
+        }
+    }
+}
