@@ -68,8 +68,9 @@ async fn main() {
     let what = args.next().unwrap_or_else(|| "store".into());
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let ttl = Duration::from_secs(600);
-    let store = MemoryResultStore::new(n.max(1), ttl);
-    let dedupe = MemoryDedupe::new(Duration::from_secs(300), n.max(1));
+    // Room for all: the figure is the cost of holding records, not of evicting them.
+    let store = MemoryResultStore::new(2 * n.max(1), ttl);
+    let dedupe = MemoryDedupe::new(Duration::from_secs(300), 2 * n.max(1));
     let before = rss_bytes();
     let mut batch = Vec::with_capacity(64);
     for i in 0..n {
