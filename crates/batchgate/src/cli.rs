@@ -197,7 +197,9 @@ pub struct QueueArgs {
     #[arg(long, env = "BATCHGATE_QUEUE_CAPACITY", default_value_t = 50_000)]
     pub queue_capacity: usize,
 
-    /// Most records (pending and finished) in the in-process result store; past it, 503.
+    /// Most records (pending and finished) in the in-process result store; past it, the oldest
+    /// are evicted (batchgate_result_store_evictions_total), so results may live less than
+    /// --result-ttl-secs. Also bounds the in-process dedupe cache.
     #[arg(long, env = "BATCHGATE_MAX_RESULTS", default_value_t = 8_000_000)]
     pub max_results: usize,
 
