@@ -102,9 +102,11 @@ pub struct ApiArgs {
     #[arg(long, env = "BATCHGATE_MAX_CONCURRENT_REQUESTS", default_value_t = batchgate_gateway::config::DEFAULT_MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
 
-    /// Whose identical inputs share one task: `owner` (the same caller's only) or `global`
-    /// (everyone's: saves GPU time across users, but a caller learns that someone sent the same
-    /// input, and any caller holding a task id can read its result; see docs/security.md).
+    /// Whose identical inputs share one task: `owner` (the same caller's only: the token's
+    /// subject, or with --insecure-no-auth the request's `client_id`, requests without one
+    /// sharing one anonymous scope) or `global` (everyone's: saves GPU time across users, but a
+    /// caller learns that someone sent the same input, and any caller holding a task id can
+    /// read its result; see docs/security.md).
     #[arg(long, env = "BATCHGATE_DEDUPE_SCOPE", default_value = "owner", value_parser = ["owner", "global"])]
     pub dedupe_scope: String,
 }
@@ -207,8 +209,9 @@ pub struct QueueArgs {
     #[arg(long, env = "BATCHGATE_RESULT_TTL_SECS", default_value_t = 600)]
     pub result_ttl_secs: u64,
 
-    /// How long identical inputs share one task (dedupe by SHA-256 of the input), in
-    /// seconds; 0 turns dedupe off.
+    /// How long identical inputs share one task (dedupe by SHA-256 of the input, per
+    /// --dedupe-scope), in seconds; 0 turns dedupe off, for models whose outputs differ from
+    /// one call to the next (sampling), where every request must run.
     #[arg(long, env = "BATCHGATE_DEDUPE_TTL_SECS", default_value_t = 300)]
     pub dedupe_ttl_secs: u64,
 }
