@@ -252,6 +252,14 @@ pub struct BatchingArgs {
     #[arg(long, env = "BATCHGATE_WORKER_RETRIES", default_value_t = batchgate_worker::retry::DEFAULT_RETRIES)]
     pub worker_retries: u32,
 
+    /// Retry budget: retries and the calls that bisect a rejected batch may add at most this
+    /// share of first tries, in percent, over a sliding 10 s window (plus 100 calls per window
+    /// whatever the traffic), so a worker failing every call gets at most about (1 + this/100)
+    /// times its load. Past it, a failed batch fails at once ("retry budget exhausted"). 0
+    /// leaves only the 100 calls per window.
+    #[arg(long, env = "BATCHGATE_RETRY_BUDGET_PERCENT", default_value_t = batchgate_worker::budget::DEFAULT_RETRY_BUDGET_PERCENT)]
+    pub retry_budget_percent: u32,
+
     /// Most inputs in one worker call (the worker API's limit).
     #[arg(long, env = "BATCHGATE_MAX_BATCH_SIZE", default_value_t = 64)]
     pub max_batch_size: usize,
@@ -784,6 +792,7 @@ impl BatchingArgs {
                 rule: self.rule()?,
                 retry: batchgate_worker::RetryPolicy {
                     retries: self.worker_retries,
+                    budget_percent: Some(self.retry_budget_percent),
                     ..Default::default()
                 },
                 backpressure: !self.no_backpressure,
