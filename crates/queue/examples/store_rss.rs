@@ -3,7 +3,8 @@
 //! Fills a `MemoryResultStore` the way `serve` does — a pending record per task (36-character
 //! UUID task id, an owner), then its result (a 64-byte output) in batches of 64 — and reports
 //! how much the process's resident set grew per record, read from `/proc/self/statm`. With
-//! `dedupe`, the same for dedupe entries (64-character SHA-256 hex → task id).
+//! `dedupe`, the same for dedupe entries (64-character SHA-256 hex → task id). It runs on the
+//! `batchgate` binary's allocator (mimalloc).
 //!
 //! ```sh
 //! cargo run --release -p batchgate-queue --example store_rss -- 1000000 store
@@ -14,6 +15,10 @@ use std::time::Duration;
 
 use batchgate_queue::memory::{MemoryDedupe, MemoryResultStore};
 use batchgate_queue::{Completion, Dedupe, Outcome, ResultStore};
+
+/// The allocator of the `batchgate` binary: what a record costs depends on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Resident set size of this process, in bytes (Linux).
 fn rss_bytes() -> u64 {
