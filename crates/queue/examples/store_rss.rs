@@ -73,9 +73,11 @@ async fn main() {
     let what = args.next().unwrap_or_else(|| "store".into());
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let ttl = Duration::from_secs(600);
-    // Room for all: the figure is the cost of holding records, not of evicting them.
-    let store = MemoryResultStore::new(2 * n.max(1), ttl);
-    let dedupe = MemoryDedupe::new(Duration::from_secs(300), 2 * n.max(1));
+    // Sized as `serve` sizes them by default (--max-results 8,000,000, and the dedupe cache's
+    // 1,000,000), or with room for all records if more: the figure is the cost of holding
+    // records, not of evicting them.
+    let store = MemoryResultStore::new(n.max(8_000_000), ttl);
+    let dedupe = MemoryDedupe::new(Duration::from_secs(300), n.max(1_000_000));
     let before = rss_bytes();
     let mut batch = Vec::with_capacity(64);
     for i in 0..n {

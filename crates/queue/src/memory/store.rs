@@ -41,13 +41,15 @@ enum Ended {
 
 /// A finished task's record.
 #[derive(Debug)]
-struct Done {
+struct Done<K> {
+    /// Its id, to take it out of the index when it leaves the front of the ring.
+    key: K,
     /// Accepted at, milliseconds since the Unix epoch.
     created_at: u64,
-    /// Result stored at, milliseconds since the Unix epoch.
-    completed_at: u64,
     /// The worker's output on success, the reason on failure: the bytes as produced.
     body: Box<str>,
+    /// Result stored this many milliseconds after `created_at` (0 if the clock went back).
+    completed_after_ms: u32,
     /// The second of the store's clock from which the record is gone.
     expires: u32,
     /// The owner's number in the shard's [`Owners`].
@@ -70,25 +72,32 @@ struct Pending {
 }
 
 /// The records whose ids have one form (packed UUIDs, or text).
+///
+/// Finished records live in a ring in the order they finished: with one TTL for all, that is
+/// expiry order, so the front is the oldest, and expiry and eviction pop from it. An index
+/// maps each id to its place (a sequence number: the front's is `head`). The ring holds the
+/// records themselves, densely, rather than a hash map of them: a hash map's buckets are half
+/// empty on average and all of its pages are touched, where the ring's only grow at its end.
 #[derive(Debug)]
 struct Table<K> {
     /// Tasks not finished yet.
     pending: HashMap<K, Pending>,
-    /// Finished tasks.
-    done: HashMap<K, Done>,
-    /// Finished tasks' ids in the order they finished, with the expiry each got then: with
-    /// one TTL for all, that is expiry order, and the front is the oldest. A record that was
-    /// replaced (a FAILED that a SUCCESS overwrote) or removed leaves a stale line, which
-    /// is recognised by its expiry and skipped.
-    order: VecDeque<(u32, K)>,
+    /// Finished tasks by id: their sequence number in `ring`.
+    index: HashMap<K, u32>,
+    /// Finished tasks, oldest first; `None` where one was removed, or replaced (a FAILED
+    /// that a SUCCESS overwrote goes to the back).
+    ring: VecDeque<Option<Done<K>>>,
+    /// The sequence number of the ring's front (wrapping).
+    head: u32,
 }
 
 impl<K> Default for Table<K> {
     fn default() -> Self {
         Table {
             pending: HashMap::new(),
-            done: HashMap::new(),
-            order: VecDeque::new(),
+            index: HashMap::new(),
+            ring: VecDeque::new(),
+            head: 0,
         }
     }
 }
@@ -103,15 +112,34 @@ enum Stored {
 
 impl<K: Key> Table<K> {
     fn len(&self) -> usize {
-        self.pending.len() + self.done.len()
+        self.pending.len() + self.index.len()
     }
 
     fn contains(&self, key: &K::Ref) -> bool {
-        self.done.contains_key(key) || self.pending.contains_key(key)
+        self.index.contains_key(key) || self.pending.contains_key(key)
+    }
+
+    /// The ring's slot of sequence number `seq`.
+    fn slot(&mut self, seq: u32) -> Option<&mut Option<Done<K>>> {
+        self.ring.get_mut(seq.wrapping_sub(self.head) as usize)
+    }
+
+    fn done(&self, key: &K::Ref) -> Option<&Done<K>> {
+        let seq = *self.index.get(key)?;
+        self.ring
+            .get(seq.wrapping_sub(self.head) as usize)?
+            .as_ref()
+    }
+
+    /// Puts a finished record at the back of the ring.
+    fn push(&mut self, done: Done<K>) {
+        let seq = self.head.wrapping_add(self.ring.len() as u32);
+        self.index.insert(K::own(done.key.borrow()), seq);
+        self.ring.push_back(Some(done));
     }
 
     fn get(&self, key: &K::Ref, now: u32, owners: &Owners) -> Option<TaskRecord> {
-        if let Some(d) = self.done.get(key).filter(|d| d.expires > now) {
+        if let Some(d) = self.done(key).filter(|d| d.expires > now) {
             let body = Some(String::from(&*d.body));
             let (status, output, error) = match d.ended {
                 Ended::Success => (TaskStatus::Success, body, None),
@@ -122,7 +150,7 @@ impl<K: Key> Table<K> {
                 output,
                 error,
                 created_at: d.created_at,
-                completed_at: Some(d.completed_at),
+                completed_at: Some(d.created_at + u64::from(d.completed_after_ms)),
                 owner: owners.name(d.owner).map(str::to_owned),
             });
         }
@@ -150,81 +178,86 @@ impl<K: Key> Table<K> {
         expires: u32,
     ) -> Stored {
         let (ended, body, completed_at) = completion;
-        if let Some(done) = self.done.get_mut(key) {
+        let (created_at, owner, added) = if let Some(&seq) = self.index.get(key) {
             // A SUCCESS is final; a FAILED gives way only to a SUCCESS.
-            if !(done.ended == Ended::Failed && ended == Ended::Success) {
+            let Some(slot) = self.slot(seq) else {
+                return Stored::Kept;
+            };
+            if !slot
+                .as_ref()
+                .is_some_and(|d| d.ended == Ended::Failed && ended == Ended::Success)
+            {
                 return Stored::Kept;
             }
-            done.ended = ended;
-            done.body = body;
-            done.completed_at = completed_at;
-            done.expires = expires;
-            self.order.push_back((expires, K::own(key)));
-            return Stored::Stored(0);
-        }
-        let (created_at, owner, added) = match self.pending.remove(key) {
-            Some(p) => (p.created_at, p.owner, 0),
-            // Unknown (expired, evicted, or never created here): stored all the same.
-            None => (completed_at, NO_OWNER, 1),
+            let Some(old) = slot.take() else {
+                return Stored::Kept;
+            };
+            (old.created_at, old.owner, 0)
+        } else {
+            match self.pending.remove(key) {
+                // Counted when it was created.
+                Some(p) => (p.created_at, p.owner, 0),
+                // Unknown (expired, evicted, or never created here): stored all the same.
+                None => (completed_at, NO_OWNER, 1),
+            }
         };
-        self.done.insert(
-            K::own(key),
-            Done {
-                created_at,
-                completed_at,
-                body,
-                expires,
-                owner,
-                ended,
-            },
-        );
-        self.order.push_back((expires, K::own(key)));
+        let completed_after_ms =
+            u32::try_from(completed_at.saturating_sub(created_at)).unwrap_or(u32::MAX);
+        self.push(Done {
+            key: K::own(key),
+            created_at,
+            body,
+            completed_after_ms,
+            expires,
+            owner,
+            ended,
+        });
         Stored::Stored(added)
     }
 
     /// Forgets a record, pending or finished; whether there was one.
     fn remove(&mut self, key: &K::Ref, owners: &mut Owners) -> bool {
-        let owner = match (self.pending.remove(key), self.done.remove(key)) {
-            (Some(p), _) => p.owner,
-            (None, Some(d)) => d.owner,
-            (None, None) => return false,
+        let owner = if let Some(p) = self.pending.remove(key) {
+            p.owner
+        } else {
+            let Some(seq) = self.index.remove(key) else {
+                return false;
+            };
+            match self.slot(seq).and_then(Option::take) {
+                Some(d) => d.owner,
+                None => return false,
+            }
         };
         owners.release(owner);
         true
     }
 
-    /// Drops stale lines from the front of the order; the expiry of the oldest finished
+    /// Drops removed records from the front of the ring; the expiry of the oldest finished
     /// record, if any.
     fn oldest_done(&mut self) -> Option<u32> {
-        while let Some((expires, key)) = self.order.front() {
-            if self
-                .done
-                .get::<K>(key)
-                .is_some_and(|d| d.expires == *expires)
-            {
-                return Some(*expires);
+        loop {
+            match self.ring.front()? {
+                Some(d) => return Some(d.expires),
+                None => {
+                    self.ring.pop_front();
+                    self.head = self.head.wrapping_add(1);
+                }
             }
-            self.order.pop_front();
         }
-        None
     }
 
-    /// Removes the oldest finished record (the front of the order, once stale lines are
-    /// dropped); whether there was one.
+    /// Removes the oldest finished record; whether there was one.
     fn pop_oldest_done(&mut self, owners: &mut Owners) -> bool {
         if self.oldest_done().is_none() {
             return false;
         }
-        let Some((_, key)) = self.order.pop_front() else {
+        let Some(Some(done)) = self.ring.pop_front() else {
             return false;
         };
-        match self.done.remove::<K>(&key) {
-            Some(done) => {
-                owners.release(done.owner);
-                true
-            }
-            None => false,
-        }
+        self.head = self.head.wrapping_add(1);
+        self.index.remove::<K>(&done.key);
+        owners.release(done.owner);
+        true
     }
 
     /// The pending record created first.
