@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Partitions of the in-process queue: enough that handlers rarely meet on one lock.
 const MEMORY_PARTITIONS: usize = 16;
-/// Most dedupe entries kept in memory (~140–175 B each, BENCHMARKS.md), whatever the TTL; never
+/// Most dedupe entries kept in memory (~140–250 B each, BENCHMARKS.md), whatever the TTL; never
 /// more than the result store's bound, since an entry is of use only while its task's result
 /// is held. Past it the oldest entries go.
 const MEMORY_DEDUPE_CAPACITY: usize = 1_000_000;
