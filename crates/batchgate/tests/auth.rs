@@ -260,3 +260,27 @@ async fn without_auth_dedupe_is_per_client_id_memory() {
 async fn without_auth_dedupe_is_per_client_id_redis() {
     client_id_scope_run(Backend::Redis).await;
 }
+
+/// The same through the binary's own flags: `batchgate serve --insecure-no-auth` (default
+/// flags otherwise, its built-in simulated worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_insecure_no_auth_scopes_dedupe_by_client_id() {
+    let serve = common::Proc::start(&["serve", "--insecure-no-auth", "--listen", "127.0.0.1:0"]);
+    let http = client();
+    let mut ids = Vec::new();
+    for client_id in ["client-a", "client-b", "client-a"] {
+        let view: TaskView = http
+            .post(format!("{}/v1/inference?wait_ms=10000", serve.url))
+            .json(&serde_json::json!({ "input": "same input", "client_id": client_id }))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(view.status, TaskStatus::Success, "{client_id}: {view:?}");
+        ids.push(view.task_id);
+    }
+    assert_ne!(ids[0], ids[1], "two client_ids do not share a task");
+    assert_eq!(ids[2], ids[0], "one client's resubmission does");
+}
