@@ -13,7 +13,7 @@ use batchgate_protocol::task::Task;
 use batchgate_queue::{
     Completion, DeadLetters, Delivery, Failure, Outcome, Queue, Receipt, ResultStore,
 };
-use batchgate_worker::{Retrying, WorkerError};
+use batchgate_worker::{CallKind, Retrying, WorkerError};
 use opentelemetry::trace::SpanContext;
 use opentelemetry::KeyValue;
 use tokio::time::Instant;
@@ -242,7 +242,7 @@ impl Dispatcher {
         if collapsed > 0 {
             self.metrics.collapsed_inputs.inc_by(collapsed as u64);
         }
-        let results = self.infer_isolating(&inputs).await;
+        let results = self.infer_isolating(&inputs, CallKind::FirstTry).await;
         let completed_at = unix_ms(SystemTime::now());
         let mut out = Outcomes::default();
         for (a, slot) in to.into_iter().zip(slot_of) {
@@ -296,21 +296,31 @@ impl Dispatcher {
     /// poisoned input fails alone and the others still succeed: at most `2n − 1` calls, all
     /// within the batch's one worker slot. A worker that does not answer (timeout, refused
     /// connection) is down, not poisoned: splitting would only multiply the calls, so the
-    /// batch fails whole.
+    /// batch fails whole. The calls of a bisection are extra calls, like retries: taken from
+    /// the retry budget, two at a time; past it, the batch fails whole at once.
     fn infer_isolating<'a>(
         &'a self,
         inputs: &'a [String],
+        kind: CallKind,
     ) -> Pin<Box<dyn Future<Output = Vec<ItemResult>> + Send + 'a>> {
         Box::pin(async move {
-            let (result, attempts) = self.call_once(inputs).await;
+            let (result, attempts) = self.call_once(inputs, kind).await;
             match result {
                 Ok(outputs) => outputs.into_iter().map(|o| (Ok(o), attempts)).collect(),
+                Err(error)
+                    if inputs.len() > 1 && names_the_batch(&error) && !self.worker.try_extra(2) =>
+                {
+                    warn!(%error, size = inputs.len(), "batch rejected; retry budget exhausted, not bisecting");
+                    self.metrics.retry_budget_exhausted.inc();
+                    let error = WorkerError::RetryBudgetExhausted(Box::new(error));
+                    vec![(Err(error), attempts); inputs.len()]
+                }
                 Err(error) if inputs.len() > 1 && names_the_batch(&error) => {
                     debug!(%error, size = inputs.len(), "batch rejected; bisecting to isolate the bad input");
                     self.metrics.bisections.inc();
                     let (left, right) = inputs.split_at(inputs.len() / 2);
-                    let mut results = self.infer_isolating(left).await;
-                    results.extend(self.infer_isolating(right).await);
+                    let mut results = self.infer_isolating(left, CallKind::Extra).await;
+                    results.extend(self.infer_isolating(right, CallKind::Extra).await);
                     for (_, n) in &mut results {
                         *n += attempts;
                     }
@@ -325,14 +335,18 @@ impl Dispatcher {
     }
 
     /// One worker call (its retries included), measured; with the attempts it took.
-    async fn call_once(&self, inputs: &[String]) -> (Result<Vec<String>, WorkerError>, u32) {
+    async fn call_once(
+        &self,
+        inputs: &[String],
+        kind: CallKind,
+    ) -> (Result<Vec<String>, WorkerError>, u32) {
         let n = inputs.len();
         self.metrics.batch_size.observe(n as f64);
         self.metrics.inflight_batches.inc();
         let started = Instant::now();
         let (result, attempts) = self
             .worker
-            .infer_counting(inputs)
+            .infer_counting(inputs, kind)
             .instrument(info_span!("worker.call", otel.kind = "client", size = n))
             .await;
         let result = result.and_then(|outputs| {
@@ -351,8 +365,11 @@ impl Dispatcher {
         self.metrics
             .worker_latency
             .observe(started.elapsed().as_secs_f64());
-        if result.is_err() {
+        if let Err(error) = &result {
             self.metrics.worker_errors.inc();
+            if matches!(error, WorkerError::RetryBudgetExhausted(_)) {
+                self.metrics.retry_budget_exhausted.inc();
+            }
         }
         (result, attempts)
     }
@@ -447,7 +464,9 @@ fn names_the_batch(error: &WorkerError) -> bool {
     match error {
         WorkerError::Status { .. } => !error.is_overload(),
         WorkerError::InvalidResponse(_) => true,
-        WorkerError::Timeout | WorkerError::Unreachable(_) => false,
+        WorkerError::Timeout
+        | WorkerError::Unreachable(_)
+        | WorkerError::RetryBudgetExhausted(_) => false,
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use batchgate_policy::{Batch, Limits, Policy, Rule};
 use batchgate_queue::{DeadLetters, Delivery, LoadBoard, Queue, ResultStore};
-use batchgate_worker::{RetryPolicy, Retrying, Worker};
+use batchgate_worker::{budget, RetryBudget, RetryPolicy, Retrying, Worker};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -112,6 +112,12 @@ impl Batcher {
             retry_overload: config.retry.retry_overload && !config.backpressure,
             ..config.retry
         };
+        let budget = retry.budget_percent.map(|percent| {
+            Arc::new(RetryBudget::new(
+                percent,
+                budget::MIN_EXTRA_CALLS_PER_WINDOW,
+            ))
+        });
         let worker = Retrying::new(worker, retry, move |_| {
             retries.inc();
         })
@@ -131,6 +137,10 @@ impl Batcher {
                 );
             }
         });
+        let worker = match budget {
+            Some(budget) => worker.with_budget(budget),
+            None => worker,
+        };
         let load = Arc::new(LoadMeter::default());
         Batcher {
             dispatcher: Arc::new(Dispatcher {

@@ -52,6 +52,9 @@ pub struct BatcherMetrics {
     pub collapsed_inputs: Counter,
     /// `batchgate_bisections_total`: rejected batches split in two to isolate a bad input.
     pub bisections: Counter,
+    /// `batchgate_retry_budget_exhausted_total`: failed worker calls not retried, and rejected
+    /// batches not bisected, because the retry budget was used up.
+    pub retry_budget_exhausted: Counter,
     /// `batchgate_tasks_completed_total{outcome}`: results written.
     pub tasks_completed: Family<OutcomeLabel, Counter>,
     /// `batchgate_inflight_batches`: worker calls under way.
@@ -96,6 +99,7 @@ impl BatcherMetrics {
             worker_retries: Counter::default(),
             collapsed_inputs: Counter::default(),
             bisections: Counter::default(),
+            retry_budget_exhausted: Counter::default(),
             tasks_completed: Family::default(),
             inflight_batches: Gauge::default(),
             concurrency_limit: Gauge::default(),
@@ -157,6 +161,11 @@ impl BatcherMetrics {
             "batchgate_bisections",
             "Rejected batches split in two to isolate a bad input",
             m.bisections.clone(),
+        );
+        registry.register(
+            "batchgate_retry_budget_exhausted",
+            "Failed worker calls not retried, and rejected batches not bisected, because the retry budget was used up",
+            m.retry_budget_exhausted.clone(),
         );
         registry.register(
             "batchgate_tasks_completed",

@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Partitions of the in-process queue: enough that handlers rarely meet on one lock.
 const MEMORY_PARTITIONS: usize = 16;
-/// Most dedupe entries kept in memory (~150 B each), whatever the TTL.
+/// Most dedupe entries kept in memory (~140–250 B each, BENCHMARKS.md), whatever the TTL; never
+/// more than the result store's bound, since an entry is of use only while its task's result
+/// is held. Past it the oldest entries go.
 const MEMORY_DEDUPE_CAPACITY: usize = 1_000_000;
 
 /// Redis and the settings only the Redis queue has.
@@ -73,6 +75,8 @@ pub struct Backends {
     pub dedupe: bool,
     /// This process's name on the notification bus (Redis only).
     pub gateway_id: Option<String>,
+    /// The in-process stores' eviction counts, for `/metrics` (in-process only).
+    pub evictions: Option<crate::store_metrics::EvictionCollector>,
     /// Background tasks (sweeper, subscription), stopped by `stop`.
     pub tasks: Vec<JoinHandle<()>>,
     /// Stops the background tasks.
@@ -117,15 +121,21 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             config.partitions.unwrap_or(MEMORY_PARTITIONS),
             config.queue_capacity,
         ));
-        let dedupe = config
+        let dedupe_capacity = MEMORY_DEDUPE_CAPACITY.min(config.max_results);
+        let memory_dedupe = config
             .dedupe_ttl
-            .map(|ttl| Arc::new(MemoryDedupe::new(ttl, MEMORY_DEDUPE_CAPACITY)) as Arc<dyn Dedupe>);
+            .map(|ttl| Arc::new(MemoryDedupe::new(ttl, dedupe_capacity)));
+        let evictions = crate::store_metrics::EvictionCollector {
+            results: results.clone(),
+            dedupe: memory_dedupe.clone(),
+        };
         return Ok(Backends {
             intake: Arc::new(Steps {
                 queue: queue.clone(),
                 results: results.clone(),
-                dedupe,
+                dedupe: memory_dedupe.map(|d| d as Arc<dyn Dedupe>),
             }),
+            evictions: Some(evictions),
             dedupe: config.dedupe_ttl.is_some(),
             queue,
             results,
@@ -211,6 +221,7 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
             rc.cluster,
         )),
         dedupe: config.dedupe_ttl.is_some(),
+        evictions: None,
         gateway_id: waits.then(|| name.clone()),
         name,
         tasks,

@@ -103,9 +103,11 @@ pub struct ApiArgs {
     #[arg(long, env = "BATCHGATE_MAX_CONCURRENT_REQUESTS", default_value_t = batchgate_gateway::config::DEFAULT_MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
 
-    /// Whose identical inputs share one task: `owner` (the same caller's only) or `global`
-    /// (everyone's: saves GPU time across users, but a caller learns that someone sent the same
-    /// input, and any caller holding a task id can read its result; see docs/security.md).
+    /// Whose identical inputs share one task: `owner` (the same caller's only: the token's
+    /// subject, or with --insecure-no-auth the request's `client_id`, requests without one
+    /// sharing one anonymous scope) or `global` (everyone's: saves GPU time across users, but a
+    /// caller learns that someone sent the same input, and any caller holding a task id can
+    /// read its result; see docs/security.md).
     #[arg(long, env = "BATCHGATE_DEDUPE_SCOPE", default_value = "owner", value_parser = ["owner", "global"])]
     pub dedupe_scope: String,
 
@@ -253,7 +255,9 @@ pub struct QueueArgs {
     #[arg(long, env = "BATCHGATE_QUEUE_CAPACITY", default_value_t = 50_000)]
     pub queue_capacity: usize,
 
-    /// Most records (pending and finished) in the in-process result store; past it, 503.
+    /// Most records (pending and finished) in the in-process result store; past it, the oldest
+    /// are evicted (batchgate_result_store_evictions_total), so results may live less than
+    /// --result-ttl-secs. Also bounds the in-process dedupe cache.
     #[arg(long, env = "BATCHGATE_MAX_RESULTS", default_value_t = 8_000_000)]
     pub max_results: usize,
 
@@ -261,8 +265,9 @@ pub struct QueueArgs {
     #[arg(long, env = "BATCHGATE_RESULT_TTL_SECS", default_value_t = 600)]
     pub result_ttl_secs: u64,
 
-    /// How long identical inputs share one task (dedupe by SHA-256 of the input), in
-    /// seconds; 0 turns dedupe off.
+    /// How long identical inputs share one task (dedupe by SHA-256 of the input, per
+    /// --dedupe-scope), in seconds; 0 turns dedupe off, for models whose outputs differ from
+    /// one call to the next (sampling), where every request must run.
     #[arg(long, env = "BATCHGATE_DEDUPE_TTL_SECS", default_value_t = 300)]
     pub dedupe_ttl_secs: u64,
 }
@@ -302,6 +307,14 @@ pub struct BatchingArgs {
     /// exponential backoff (50 ms doubling, at most 2 s) and full jitter; 0 turns them off.
     #[arg(long, env = "BATCHGATE_WORKER_RETRIES", default_value_t = batchgate_worker::retry::DEFAULT_RETRIES)]
     pub worker_retries: u32,
+
+    /// Retry budget: retries and the calls that bisect a rejected batch may add at most this
+    /// share of first tries, in percent, over a sliding 10 s window (plus 100 calls per window
+    /// whatever the traffic), so a worker failing every call gets at most about (1 + this/100)
+    /// times its load. Past it, a failed batch fails at once ("retry budget exhausted"). 0
+    /// leaves only the 100 calls per window.
+    #[arg(long, env = "BATCHGATE_RETRY_BUDGET_PERCENT", default_value_t = batchgate_worker::budget::DEFAULT_RETRY_BUDGET_PERCENT)]
+    pub retry_budget_percent: u32,
 
     /// Most inputs in one worker call (the worker API's limit).
     #[arg(long, env = "BATCHGATE_MAX_BATCH_SIZE", default_value_t = 64)]
@@ -898,6 +911,7 @@ impl BatchingArgs {
                 rule: self.rule()?,
                 retry: batchgate_worker::RetryPolicy {
                     retries: self.worker_retries,
+                    budget_percent: Some(self.retry_budget_percent),
                     ..Default::default()
                 },
                 backpressure: !self.no_backpressure,

@@ -7,6 +7,7 @@
 //! - [`backend`]: the queue, stores and dedupe a process runs on (in-process or Redis).
 //! - [`serve`]: runs a process's parts (gateway, batcher or both) and its shutdown order.
 //! - [`pool_metrics`]: each pooled worker's health and load on `/metrics`.
+//! - [`store_metrics`]: the in-process stores' evictions on `/metrics`.
 //! - [`dlq`]: `batchgate dlq list|replay|purge`, through a gateway's admin API.
 //! - [`worker`]: `batchgate worker --sim`, the reference worker server (and, with the `model`
 //!   feature, `worker --model-dir DIR`, a real model behind the same protocols).
@@ -22,6 +23,7 @@ pub mod dlq;
 pub mod pool_metrics;
 pub mod serve;
 pub mod shutdown;
+pub mod store_metrics;
 pub mod telemetry;
 pub mod token;
 pub mod worker;

@@ -231,6 +231,9 @@ pub async fn run(
     let tls = config.tls.clone().map(ServerTls::load).transpose()?;
     let mut registry = Registry::default();
     let backends = backend::build(&config.store, config.gateway.is_some()).await?;
+    if let Some(evictions) = &backends.evictions {
+        registry.register_collector(Box::new(evictions.clone()));
+    }
 
     let batcher_stop = CancellationToken::new();
     let batcher = match &config.batcher {

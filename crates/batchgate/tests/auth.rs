@@ -190,3 +190,97 @@ async fn global_dedupe_shares_tasks_across_callers_memory() {
 async fn global_dedupe_shares_tasks_across_callers_redis() {
     global_dedupe_run(Backend::Redis).await;
 }
+
+/// Without authentication every caller is the same anonymous one, so dedupe is scoped by
+/// the body's `client_id`: two clients sending the same input get tasks of their own (the
+/// worker runs it twice), while one client's resubmission is answered with its first task.
+/// With dedupe off (`--dedupe-ttl-secs 0`), even that runs again.
+async fn client_id_scope_run(backend: Backend) {
+    let infra = Infra::start(backend);
+    let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
+    let serve = start_serve(serve_config(&infra, &worker.url, 2)).await;
+    let http = client();
+    let submit = |base: String, client_id: &'static str| {
+        http.post(format!("{base}/v1/inference?wait_ms=10000"))
+            .json(&serde_json::json!({ "input": "same input", "client_id": client_id }))
+            .send()
+    };
+    let mut views = Vec::new();
+    for client_id in ["client-a", "client-b", "client-a"] {
+        let view: TaskView = submit(serve.url.clone(), client_id)
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(view.status, TaskStatus::Success, "{client_id}: {view:?}");
+        views.push(view);
+    }
+    assert_ne!(
+        views[0].task_id, views[1].task_id,
+        "two client_ids do not share a task"
+    );
+    assert_eq!(
+        views[2].task_id, views[0].task_id,
+        "one client's resubmission does"
+    );
+    assert_eq!(worker.sim.stats().items, 2, "the input ran once per client");
+    serve.shutdown().await;
+
+    let mut config = serve_config(&infra, &worker.url, 2);
+    config.store.dedupe_ttl = None;
+    let serve = start_serve(config).await;
+    let first: TaskView = submit(serve.url.clone(), "client-c")
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let again: TaskView = submit(serve.url.clone(), "client-c")
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_ne!(
+        first.task_id, again.task_id,
+        "dedupe off: every request runs"
+    );
+    assert_eq!(worker.sim.stats().items, 4);
+    serve.shutdown().await;
+    worker.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auth_dedupe_is_per_client_id_memory() {
+    client_id_scope_run(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auth_dedupe_is_per_client_id_redis() {
+    client_id_scope_run(Backend::Redis).await;
+}
+
+/// The same through the binary's own flags: `batchgate serve --insecure-no-auth` (default
+/// flags otherwise, its built-in simulated worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_insecure_no_auth_scopes_dedupe_by_client_id() {
+    let serve = common::Proc::start(&["serve", "--insecure-no-auth", "--listen", "127.0.0.1:0"]);
+    let http = client();
+    let mut ids = Vec::new();
+    for client_id in ["client-a", "client-b", "client-a"] {
+        let view: TaskView = http
+            .post(format!("{}/v1/inference?wait_ms=10000", serve.url))
+            .json(&serde_json::json!({ "input": "same input", "client_id": client_id }))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(view.status, TaskStatus::Success, "{client_id}: {view:?}");
+        ids.push(view.task_id);
+    }
+    assert_ne!(ids[0], ids[1], "two client_ids do not share a task");
+    assert_eq!(ids[2], ids[0], "one client's resubmission does");
+}

@@ -30,6 +30,12 @@ fn help_documents_flags_with_their_defaults_and_env() {
         "--sim-slots",
         "[env: BATCHGATE_MAX_WAIT_MS=]",
         "--config",
+        "--dedupe-scope",
+        "with --insecure-no-auth the request's `client_id`",
+        "--dedupe-ttl-secs",
+        "0 turns dedupe off, for models whose outputs differ",
+        "--retry-budget-percent",
+        "[default: 20]",
     ] {
         assert!(
             help.contains(needle),

@@ -282,3 +282,41 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     serve.shutdown().await;
     worker.stop.cancel();
 }
+
+/// A result store at its bound drops its oldest results, not new tasks, and says so: with
+/// `max_results` 40, 60 tasks run one after another leave the newest 40 readable, the first
+/// 20 gone (404), and 20 evictions counted for the store and for the dedupe cache (bounded
+/// by the store, since an entry whose result is gone is of no use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_result_store_evicts_its_oldest_results_and_counts_them() {
+    let infra = Infra::None;
+    let worker = start_worker(fast_sim(4)).await;
+    let mut config = serve_config(&infra, &worker.url, 4);
+    config.store.max_results = 40;
+    let serve = start_serve(config).await;
+    let http = common::client();
+    let mut task_ids = Vec::new();
+    for i in 0..60 {
+        let view = infer(&http, &serve.url, &format!("bounded store {i}")).await;
+        assert_eq!(view.status, TaskStatus::Success, "task {i}: {view:?}");
+        task_ids.push(view.task_id);
+    }
+    for (i, task_id) in task_ids.iter().enumerate() {
+        let answer = http
+            .get(format!("{}/v1/result/{task_id}", serve.url))
+            .send()
+            .await
+            .expect("send");
+        let expected = if i < 20 { 404 } else { 200 };
+        assert_eq!(answer.status(), expected, "task {i}");
+    }
+    let m = scrape(&http, &serve.url).await;
+    assert_eq!(
+        value(&m, "batchgate_result_store_evictions_total", &[]),
+        20.0
+    );
+    assert_eq!(value(&m, "batchgate_dedupe_evictions_total", &[]), 20.0);
+    assert_eq!(value(&m, "batchgate_result_store_records", &[]), 40.0);
+    serve.shutdown().await;
+    worker.stop.cancel();
+}

@@ -33,7 +33,7 @@ pub struct RouteLabel {
 /// Label of a shed request: why it was turned away.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShedLabel {
-    /// The answer's stable error code: `overloaded` (queue or store full, or the estimated
+    /// The answer's stable error code: `overloaded` (queue full, or the estimated
     /// wait too long) or `deadline_unmeetable`.
     pub reason: &'static str,
 }

@@ -13,7 +13,10 @@
 //! - [`pool`]: [`Pool`], several workers behind one: least in-flight, per-worker limits,
 //!   health checks, failover.
 //! - [`retry`]: [`Retrying`], retries with exponential backoff and jitter around any worker.
+//! - [`budget`]: [`RetryBudget`], which keeps retries and bisection calls within a share of
+//!   first tries.
 
+pub mod budget;
 pub mod grpc;
 mod http;
 pub mod http_json;
@@ -25,12 +28,13 @@ pub mod spec;
 
 use async_trait::async_trait;
 
+pub use budget::RetryBudget;
 pub use grpc::GrpcWorker;
 pub use http_json::HttpJsonWorker;
 pub use kserve_v2::KserveV2Worker;
 pub use openai::OpenAiWorker;
 pub use pool::{Pool, PoolConfig};
-pub use retry::{RetryPolicy, Retrying};
+pub use retry::{CallKind, RetryPolicy, Retrying};
 pub use spec::{Protocol, SpecError, WorkerLimits, WorkerSpec};
 
 /// Why a worker call produced no outputs.
@@ -53,6 +57,10 @@ pub enum WorkerError {
     /// The worker's answer did not follow the protocol.
     #[error("invalid worker response: {0}")]
     InvalidResponse(String),
+    /// The call failed with this error, and was not tried again (retried, or bisected)
+    /// because retries and bisection calls had used up their budget.
+    #[error("{0}; retry budget exhausted")]
+    RetryBudgetExhausted(Box<WorkerError>),
 }
 
 impl WorkerError {
@@ -76,6 +84,10 @@ impl WorkerError {
             WorkerError::Unreachable(_) => "worker unreachable".into(),
             WorkerError::Status { status, .. } => format!("worker answered {status}"),
             WorkerError::InvalidResponse(_) => "invalid worker response".into(),
+            WorkerError::RetryBudgetExhausted(last) => format!(
+                "{}; not tried again: retry budget exhausted",
+                last.public_reason()
+            ),
         }
     }
 }

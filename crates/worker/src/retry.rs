@@ -4,6 +4,9 @@
 //! Only failures that another try may cure are retried: timeouts, connection failures, `429`
 //! and `5xx` answers, and malformed answers. A `4xx` answer is the worker's judgement of the
 //! batch itself (`413` too large, `422` malformed) and would fail again.
+//!
+//! With a [`RetryBudget`], each retry is taken from it first: past the budget, the call fails
+//! at once with [`WorkerError::RetryBudgetExhausted`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,7 @@ use async_trait::async_trait;
 use rand::Rng;
 use tracing::warn;
 
-use crate::{Worker, WorkerError};
+use crate::{RetryBudget, Worker, WorkerError};
 
 /// Default retries after the first try (the article: 3, with exponential backoff).
 pub const DEFAULT_RETRIES: u32 = 3;
@@ -33,6 +36,9 @@ pub struct RetryPolicy {
     /// Whether overload answers (`429`/`503`) are retried here. A caller that reacts to
     /// overload itself (backpressure, requeueing) turns this off.
     pub retry_overload: bool,
+    /// Retries and bisection calls may add at most this share of first tries, in percent,
+    /// over a sliding window, plus a small allowance ([`crate::budget`]); `None`: no budget.
+    pub budget_percent: Option<u32>,
 }
 
 impl Default for RetryPolicy {
@@ -42,6 +48,7 @@ impl Default for RetryPolicy {
             base_backoff: DEFAULT_BASE_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
             retry_overload: true,
+            budget_percent: Some(crate::budget::DEFAULT_RETRY_BUDGET_PERCENT),
         }
     }
 }
@@ -65,7 +72,18 @@ pub fn is_retryable(error: &WorkerError) -> bool {
             true
         }
         WorkerError::Status { status, .. } => *status == 429 || *status >= 500,
+        WorkerError::RetryBudgetExhausted(_) => false,
     }
+}
+
+/// What a call is, for the retry budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// A batch's first call: it earns the budget its share.
+    FirstTry,
+    /// A call the caller has already taken from the budget ([`Retrying::try_extra`]), such
+    /// as one half of a bisected batch.
+    Extra,
 }
 
 /// A worker whose calls are retried by a [`RetryPolicy`].
@@ -79,6 +97,9 @@ pub struct Retrying {
     /// Called after every attempt, retried or not, with its error if it failed: how a
     /// concurrency limiter learns of each overload answer, not just the last.
     on_attempt: Box<AttemptObserver>,
+    /// Bounds retries (and the caller's other extra calls) to a share of first tries; `None`:
+    /// no bound but `policy.retries` per call.
+    budget: Option<Arc<RetryBudget>>,
 }
 
 /// Told the outcome of each attempt (`None` for success, else its error) and how long it took.
@@ -96,7 +117,20 @@ impl Retrying {
             policy,
             on_retry: Box::new(on_retry),
             on_attempt: Box::new(|_, _| {}),
+            budget: None,
         }
+    }
+
+    /// The same, with every retry taken from `budget` first.
+    pub fn with_budget(mut self, budget: Arc<RetryBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Takes `calls` extra calls (beyond first tries) from the budget, if there is one;
+    /// whether they may be made.
+    pub fn try_extra(&self, calls: u64) -> bool {
+        self.budget.as_ref().is_none_or(|b| b.try_extra(calls))
     }
 
     /// The same, with `on_attempt` told the result of every attempt (`None`: it succeeded) and
@@ -111,12 +145,16 @@ impl Retrying {
 }
 
 impl Retrying {
-    /// Calls the worker, retrying as the policy says; returns the last result and how many
-    /// attempts it took (at least 1).
+    /// Calls the worker, retrying as the policy (and the budget) says; returns the last result
+    /// and how many attempts it took (at least 1).
     pub async fn infer_counting(
         &self,
         inputs: &[String],
+        kind: CallKind,
     ) -> (Result<Vec<String>, WorkerError>, u32) {
+        if let (Some(budget), CallKind::FirstTry) = (&self.budget, kind) {
+            budget.first_try();
+        }
         let mut attempt = 0;
         loop {
             let started = tokio::time::Instant::now();
@@ -128,6 +166,11 @@ impl Retrying {
                         && is_retryable(&error)
                         && (self.policy.retry_overload || !error.is_overload()) =>
                 {
+                    if !self.try_extra(1) {
+                        warn!(%error, attempt = attempt + 1, size = inputs.len(), "worker call failed; retry budget exhausted, not retrying");
+                        let error = WorkerError::RetryBudgetExhausted(Box::new(error));
+                        return (Err(error), attempt + 1);
+                    }
                     attempt += 1;
                     (self.on_retry)(&error);
                     let ceiling = self.policy.backoff_ceiling(attempt);
@@ -144,7 +187,7 @@ impl Retrying {
 #[async_trait]
 impl Worker for Retrying {
     async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
-        self.infer_counting(inputs).await.0
+        self.infer_counting(inputs, CallKind::FirstTry).await.0
     }
 }
 
@@ -232,7 +275,7 @@ mod tests {
             ..RetryPolicy::default()
         };
         let w = Retrying::new(inner.clone(), policy, |_| {});
-        let (result, attempts) = w.infer_counting(&["a".into()]).await;
+        let (result, attempts) = w.infer_counting(&["a".into()], CallKind::FirstTry).await;
         assert!(matches!(
             result,
             Err(WorkerError::Status { status: 429, .. })
@@ -261,6 +304,25 @@ mod tests {
             assert!(w.infer(&["a".into()]).await.is_err());
             assert_eq!(inner.calls.load(Ordering::SeqCst), 1, "{code}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_budget_a_failed_call_fails_at_once_with_a_clear_error() {
+        let inner = scripted(vec![status(500); 100]);
+        // 50% of first tries, no allowance: 2 first tries earn 1 retry.
+        let budget = Arc::new(RetryBudget::new(50, 0));
+        let w = Retrying::new(inner.clone(), RetryPolicy::default(), |_| {}).with_budget(budget);
+        let (first, attempts) = w.infer_counting(&["a".into()], CallKind::FirstTry).await;
+        assert_eq!(attempts, 1);
+        assert!(matches!(first, Err(WorkerError::RetryBudgetExhausted(_))));
+        let (second, attempts) = w.infer_counting(&["b".into()], CallKind::FirstTry).await;
+        assert_eq!(attempts, 2, "the one retry the budget had");
+        let error = second.expect_err("fails");
+        assert_eq!(
+            error.public_reason(),
+            "worker answered 500; not tried again: retry budget exhausted"
+        );
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
     }
 
     #[test]

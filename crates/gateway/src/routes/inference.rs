@@ -69,7 +69,7 @@ pub(crate) async fn submit(
         if global {
             sha256_hex(&request.input)
         } else {
-            owner_input_sha256_hex(&caller, &request.input)
+            owner_input_sha256_hex(&dedupe_scope(&state, &caller, &request), &request.input)
         }
     });
     let task_id = new_task_id(input_sha256.as_deref());
@@ -142,6 +142,22 @@ pub(crate) async fn submit(
     state.shedder.admitted();
     state.metrics.tasks_accepted.inc();
     answer(&state, task_id, created_at, wait, Known::Fresh(expected)).await
+}
+
+/// Whose identical inputs this submission's may share a task with (owner scope): the
+/// authenticated caller; without authentication, where every caller is the same anonymous
+/// one, the body's `client_id`, so that different clients never share a task through the
+/// cache. Submissions without a `client_id` share the anonymous scope. The two forms cannot
+/// meet: a scope with a client id always has a `/` after the caller's name.
+fn dedupe_scope<'a>(
+    state: &AppState,
+    caller: &'a str,
+    request: &InferenceRequest,
+) -> std::borrow::Cow<'a, str> {
+    match request.client_id.as_deref() {
+        Some(client_id) if !state.auth.enabled() => format!("{caller}/{client_id}").into(),
+        _ => caller.into(),
+    }
 }
 
 /// What [`answer`] knows of the task it answers for.

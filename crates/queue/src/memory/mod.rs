@@ -3,6 +3,8 @@
 
 mod dead_letters;
 mod dedupe;
+mod keys;
+mod owners;
 mod queue;
 mod store;
 

@@ -56,7 +56,9 @@ impl ApiError {
             }
             ApiError::Model(WorkerError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Model(WorkerError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
-            ApiError::Model(WorkerError::InvalidResponse(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Model(
+                WorkerError::InvalidResponse(_) | WorkerError::RetryBudgetExhausted(_),
+            ) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadRequest(_, status) => *status,
             ApiError::UnknownModel(_) => StatusCode::NOT_FOUND,
         }

@@ -1,0 +1,168 @@
+use std::sync::Arc;
+
+use super::*;
+
+fn done(id: &str, out: &str) -> Completion {
+    Completion {
+        task_id: id.into(),
+        outcome: Outcome::Success(out.into()),
+        completed_at: 7,
+        reply_to: None,
+    }
+}
+
+fn failed(id: &str, why: &str) -> Completion {
+    Completion {
+        outcome: Outcome::Failed(why.into()),
+        ..done(id, "")
+    }
+}
+
+/// A canonical UUID-form task id, as the gateway makes them (stored packed).
+fn uuid(n: u32) -> String {
+    format!("{n:08x}-abcd-4000-8000-00000000000f")
+}
+
+#[tokio::test]
+async fn lifecycle_pending_then_success() {
+    for id in [uuid(1), "a".to_owned()] {
+        let s = MemoryResultStore::new(10, Duration::from_secs(600));
+        s.create(&id, 1, Some("alice")).await.expect("create");
+        let r = s.get(&id).await.expect("get").expect("exists");
+        assert_eq!(r.status, TaskStatus::Pending);
+        assert_eq!(r.owner.as_deref(), Some("alice"));
+        s.complete(vec![done(&id, "out")]).await.expect("complete");
+        let r = s.get(&id).await.expect("get").expect("exists");
+        assert_eq!(r.status, TaskStatus::Success);
+        assert_eq!(r.output.as_deref(), Some("out"));
+        assert_eq!(r.error, None);
+        assert_eq!(r.owner.as_deref(), Some("alice"));
+        assert_eq!((r.created_at, r.completed_at), (1, Some(7)));
+        assert!(s.get("nope").await.expect("get").is_none());
+        // The same id in capitals is another id (kept as text, not packed).
+        assert!(s.get(&id.to_uppercase()).await.expect("get").is_none());
+        assert_eq!(s.count().await.expect("count"), 1);
+    }
+}
+
+#[tokio::test]
+async fn success_is_final_and_failed_gives_way_only_to_success() {
+    let s = MemoryResultStore::new(10, Duration::from_secs(600));
+    let id = uuid(2);
+    s.create(&id, 1, None).await.expect("create");
+    s.complete(vec![failed(&id, "worker error: boom")])
+        .await
+        .expect("complete");
+    s.complete(vec![failed(&id, "worker error: again")])
+        .await
+        .expect("complete");
+    let r = s.get(&id).await.expect("get").expect("exists");
+    assert_eq!(r.error.as_deref(), Some("worker error: boom"));
+    s.complete(vec![done(&id, "out")]).await.expect("complete");
+    s.complete(vec![done(&id, "other")])
+        .await
+        .expect("complete");
+    let r = s.get(&id).await.expect("get").expect("exists");
+    assert_eq!((r.output.as_deref(), r.error), (Some("out"), None));
+    // A result for a task never created here is stored all the same.
+    s.complete(vec![done("unknown", "x")])
+        .await
+        .expect("complete");
+    assert_eq!(s.count().await.expect("count"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_expire_after_ttl_and_sweep_frees_them() {
+    let s = MemoryResultStore::new(10, Duration::from_secs(600));
+    s.create("a", 1, None).await.expect("create");
+    s.create(&uuid(1), 1, Some("bob")).await.expect("create");
+    tokio::time::advance(Duration::from_secs(300)).await;
+    s.complete(vec![done("a", "out")]).await.expect("complete");
+    // The pending one expires 600 s after its creation.
+    tokio::time::advance(Duration::from_secs(300)).await;
+    assert!(s.get(&uuid(1)).await.expect("get").is_none());
+    assert_eq!(s.sweep(Instant::now()), 1);
+    // The TTL of the other restarted at completion: 599 s later it is still there.
+    tokio::time::advance(Duration::from_secs(299)).await;
+    assert!(s.get("a").await.expect("get").is_some());
+    assert_eq!(s.sweep(Instant::now()), 0);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(s.get("a").await.expect("get").is_none());
+    assert_eq!(s.sweep(Instant::now()), 1);
+    assert_eq!(s.count().await.expect("count"), 0);
+    assert_eq!(s.evicted(), 0, "expiry is not eviction");
+}
+
+#[tokio::test]
+async fn past_its_bound_the_store_evicts_the_oldest_finished_record_first() {
+    let s = MemoryResultStore::with_shards(3, Duration::from_secs(600), 1);
+    let ids: Vec<String> = (0..6).map(uuid).collect();
+    // Finished in the order 1, 0, 2: 1 is the oldest result.
+    for id in &ids[..3] {
+        s.create(id, 1, Some("alice")).await.expect("create");
+    }
+    for i in [1, 0, 2] {
+        s.complete(vec![done(&ids[i], "out")])
+            .await
+            .expect("complete");
+    }
+    // Full: each new task evicts the oldest result, counted.
+    s.create(&ids[3], 1, None).await.expect("create evicts");
+    assert_eq!(s.evicted(), 1);
+    assert!(s.get(&ids[1]).await.expect("get").is_none());
+    s.create(&ids[4], 1, None).await.expect("create evicts");
+    assert!(s.get(&ids[0]).await.expect("get").is_none());
+    assert_eq!(s.evicted(), 2);
+    // Only pending records left besides 2: 2 goes, then the pending ones, oldest first.
+    s.create(&ids[5], 1, None).await.expect("create evicts");
+    assert!(s.get(&ids[2]).await.expect("get").is_none());
+    s.create("text-id", 1, None).await.expect("create evicts");
+    assert!(s.get(&ids[3]).await.expect("get").is_none());
+    assert_eq!(s.evicted(), 4);
+    for id in [&ids[4], &ids[5], &"text-id".to_owned()] {
+        assert!(s.get(id).await.expect("get").is_some(), "{id}");
+    }
+    assert_eq!(s.count().await.expect("count"), 3);
+    // A result for an evicted task is stored all the same, evicting the next oldest.
+    s.complete(vec![done(&ids[0], "late")])
+        .await
+        .expect("complete");
+    assert_eq!(s.evicted(), 5);
+    assert_eq!(s.count().await.expect("count"), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_is_woken_by_completion_not_by_its_timeout() {
+    let s = Arc::new(MemoryResultStore::new(10, Duration::from_secs(600)));
+    s.create("a", 1, None).await.expect("create");
+    let start = Instant::now();
+    let waiter = tokio::spawn({
+        let s = s.clone();
+        async move { s.wait("a", Duration::from_secs(30)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.complete(vec![done("a", "out")]).await.expect("complete");
+    let r = waiter.await.expect("join").expect("wait").expect("exists");
+    assert_eq!(r.status, TaskStatus::Success);
+    assert_eq!(start.elapsed(), Duration::from_millis(20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_times_out_pending_and_returns_none_for_unknown() {
+    let s = MemoryResultStore::new(10, Duration::from_secs(600));
+    s.create("a", 1, None).await.expect("create");
+    let r = s
+        .wait("a", Duration::from_millis(100))
+        .await
+        .expect("wait")
+        .expect("exists");
+    assert_eq!(r.status, TaskStatus::Pending);
+    assert!(s
+        .wait("zzz", Duration::from_secs(1))
+        .await
+        .expect("wait")
+        .is_none());
+    // The timed-out wait left nothing behind once swept.
+    s.sweep(Instant::now());
+    assert!(s.lock(0).waiters.is_empty());
+}
