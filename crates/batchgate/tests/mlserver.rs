@@ -142,10 +142,14 @@ impl MlServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batchgate_serves_through_mlserver_over_kserve_v2() {
     let Some(program) = std::env::var_os("BATCHGATE_MLSERVER") else {
-        eprintln!(
-            "SKIPPED: MLServer test — BATCHGATE_MLSERVER is not set (scripts/test.sh installs \
-             MLServer and sets it; it skips only when MLServer cannot be installed)"
+        // A missing MLServer fails the run, unless whoever runs it says it may be missing
+        // (scripts/test.sh does when MLServer cannot be installed, and says so).
+        assert!(
+            std::env::var_os("BATCHGATE_ALLOW_NO_MLSERVER").is_some_and(|v| v == "1"),
+            "BATCHGATE_MLSERVER is not set: run scripts/test.sh (it installs MLServer), or set \
+             BATCHGATE_ALLOW_NO_MLSERVER=1 to run without this test"
         );
+        eprintln!("NOT RUN: MLServer test — BATCHGATE_ALLOW_NO_MLSERVER=1 and no MLServer");
         return;
     };
     let mlserver = MlServer::start(&program.to_string_lossy());
