@@ -53,19 +53,7 @@ async fn idle_dribbling_and_oversized_connections_are_closed() {
     );
 
     let mut dribbler = raw(&addr, "GET /healthz HTTP/1.1\r\nhost: t\r\n").await;
-    let dribbled = timeout(limit, async {
-        for i in 0..100 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if dribbler
-                .write_all(format!("x-{i}: y\r\n").as_bytes())
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    })
-    .await;
+    let dribbled = timeout(limit, dribble_headers(&mut dribbler, 100)).await;
     assert!(
         dribbled.is_ok() || closed_within(&mut dribbler, Duration::ZERO).await,
         "a header dribble was never cut"
@@ -118,16 +106,7 @@ async fn a_dribbled_head_on_a_kept_alive_connection_is_cut_at_the_header_bound()
         let _ = stream
             .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n")
             .await;
-        for i in 0..200 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if stream
-                .write_all(format!("x-{i}: y\r\n").as_bytes())
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
+        dribble_headers(&mut stream, 200).await;
     })
     .await;
     assert!(
@@ -203,4 +182,18 @@ async fn healthz_is_answered_under_a_flood_of_connections() {
         .await
         .expect("send");
     assert_eq!(again.status(), 200);
+}
+
+/// Sends `count` header lines, one every 100 ms; returns early once the server has closed.
+async fn dribble_headers(stream: &mut TcpStream, count: usize) {
+    for i in 0..count {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if stream
+            .write_all(format!("x-{i}: y\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
