@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use batchgate_protocol::task::unix_ms;
-use batchgate_queue::{Completion, Delivery, Outcome, Receipt};
+use batchgate_queue::{Completion, Delivery, Outcome};
 use redis::streams::{
     StreamClaimReply, StreamPendingCountReply, StreamPendingId, StreamRangeReply,
 };
@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::conn::{bounded, RedisConn};
+use crate::entry::{deliveries, hand_out, messages, Overflow};
 use crate::keys::{Keys, GROUP};
-use crate::leases::{Clock, Leases};
+use crate::leases::{Ack, Clock, Leases};
 use crate::queue::RedisQueueConfig;
-use crate::reader::delivery;
 use crate::settle::Settler;
 
 /// Pending entries one sweep of a partition looks at.
@@ -41,6 +41,8 @@ pub(crate) struct Claimer {
     pub(crate) leases: Leases,
     pub(crate) clock: Clock,
     pub(crate) settler: Settler,
+    /// Where claimed tasks go that the channel could not take before the reads stopped.
+    pub(crate) overflow: Overflow,
     /// Stops claiming (`close_reads`, or the queue dropped).
     pub(crate) stop: CancellationToken,
 }
@@ -145,16 +147,21 @@ impl Claimer {
                 claimed = claimed.ids.len(),
                 "claimed entries left by a batcher that is gone"
             );
-            for d in claimed
-                .ids
-                .iter()
-                .filter_map(|e| delivery(partition, e, &self.clock))
-            {
-                let receipt = d.receipt.clone();
-                self.leases.hold(&receipt);
-                if self.tx.try_send(d).is_err() {
-                    // No room after all: let it lapse, to be claimed in a later round.
-                    self.leases.release(&[receipt]);
+            for entry in &claimed.ids {
+                let handed = deliveries(partition, entry, &self.clock);
+                let sent = hand_out(
+                    partition,
+                    &entry.id,
+                    handed,
+                    &self.leases,
+                    &self.tx,
+                    &self.stop,
+                    &self.overflow,
+                )
+                .await;
+                if !sent {
+                    // Stopped: the entries claimed and not handed out are not held, and
+                    // lapse to a claimer again.
                     break;
                 }
             }
@@ -181,48 +188,48 @@ impl Claimer {
             bounded(self.op_timeout, pipe.query_async(&mut self.conn)).await?;
         let now = unix_ms(SystemTime::now());
         let mut completions = Vec::new();
+        let mut acks = Vec::new();
         for (meta, range) in dead.iter().zip(&ranges) {
+            // Every dead entry is acknowledged, also one whose message was gone or unreadable.
+            let mut ack = Ack {
+                partition,
+                entry_id: meta.id.clone(),
+                tasks: 1,
+            };
             let Some(entry) = range.ids.first() else {
+                acks.push(ack);
                 continue;
             };
             let reason = format!(
                 "dead-lettered: delivered {} times without completing",
                 meta.times_delivered
             );
-            let bytes = match entry.map.get("m") {
-                Some(Value::BulkString(m)) => m.as_slice(),
-                _ => &[],
-            };
-            let dlq = crate::dead_letters::xadd(
-                &self.keys.dead_letter(),
-                bytes,
-                &reason,
-                meta.times_delivered as u64,
-                now,
-            );
-            bounded(self.op_timeout, dlq.exec_async(&mut self.conn)).await?;
-            if let Some(d) = delivery(partition, entry, &self.clock) {
+            let messages = messages(entry);
+            ack.tasks = messages.len().max(1);
+            let mut pipe = redis::pipe();
+            for bytes in &messages {
+                pipe.add_command(crate::dead_letters::xadd(
+                    &self.keys.dead_letter(),
+                    bytes,
+                    &reason,
+                    meta.times_delivered as u64,
+                    now,
+                ))
+                .ignore();
+            }
+            bounded(self.op_timeout, pipe.exec_async(&mut self.conn)).await?;
+            for d in deliveries(partition, entry, &self.clock) {
                 completions.push(Completion {
                     task_id: d.task.task_id,
-                    outcome: Outcome::Failed(reason),
+                    outcome: Outcome::Failed(reason.clone()),
                     completed_at: now,
                     reply_to: d.task.reply_to,
                 });
             }
-            warn!(entry = %entry.id, partition, deliveries = meta.times_delivered, "task dead-lettered");
+            acks.push(ack);
+            warn!(entry = %entry.id, partition, tasks = messages.len(), deliveries = meta.times_delivered, "tasks dead-lettered");
         }
-        // Every dead entry is acknowledged, also one whose message was gone or unreadable.
-        let receipts: Vec<Receipt> = dead
-            .iter()
-            .map(|e| Receipt {
-                partition,
-                entry_id: e.id.clone(),
-            })
-            .collect();
-        self.settler
-            .settle(&completions, &receipts)
-            .await
-            .map(|_| ())
+        self.settler.settle(&completions, &acks).await.map(|_| ())
     }
 
     /// Removes from the group the consumers of batchers that are gone: nothing pending,

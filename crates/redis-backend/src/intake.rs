@@ -2,8 +2,9 @@
 //! for at most [`GATHER_WINDOW`] (or [`GATHER_MAX`] tasks) and written with one script call
 //! per node (one in all on a standalone Redis, one per master on a cluster: see
 //! `crate::topology`). Inside the script each
-//! task is handled on its own — dedupe claim, capacity, stream entry, pending record — so one
-//! refused task refuses only itself.
+//! task is handled on its own — dedupe claim, capacity, pending record — so one refused task
+//! refuses only itself; the tasks admitted to one partition then share one stream entry
+//! (`crate::entry`).
 //!
 //! With dedupe on, the gateway gives the task an id whose partition byte is the input hash's
 //! (see `Keys::partition_of`), so the dedupe entry, the result and the stream share a slot.
@@ -21,6 +22,7 @@ use tracing::{debug, warn};
 
 use crate::conn::{bounded, RedisConn};
 use crate::describe;
+use crate::entry::frame;
 use crate::keys::Keys;
 use crate::record;
 use crate::topology::Topology;
@@ -118,9 +120,14 @@ impl Intake for RedisIntake {
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError> {
         let (reply, answer) = oneshot::channel();
+        // Framed already: the script concatenates the messages of a partition's tasks into
+        // one stream entry (see `crate::entry`).
+        let bytes = task.to_bytes();
+        let mut message = Vec::with_capacity(bytes.len() + 4);
+        frame(&bytes, &mut message);
         let admission = Admission {
             partition: 0,
-            message: task.to_bytes(),
+            message,
             task_id: task.task_id.clone(),
             pending: record::pending(created_at, task.owner.as_deref()),
             dedupe: input_sha256.map(str::to_owned),

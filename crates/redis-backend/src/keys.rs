@@ -1,6 +1,9 @@
 //! Every Redis key and channel batchgate uses, built in one place.
 //!
-//! `{prefix}:{pNN}:tasks`        stream of partition NN
+//! `{prefix}:{pNN}:tasks`        stream of partition NN (an entry holds one task or a group)
+//! `{prefix}:{pNN}:tasks:n`      tasks in that stream (entries hold several): the capacity
+//!                               bound and the depth; the scripts that add and remove
+//!                               entries keep it, and reset it whenever the stream is empty
 //! `{prefix}:{pNN}:rec:{id}`     record of a task of partition NN (one string, see `record`)
 //! `{prefix}:{pNN}:dedupe:{sha}` dedupe entry of an input whose hash starts with partition NN
 //! `{prefix}:dlq`                dead-letter stream
@@ -70,6 +73,12 @@ impl Keys {
     /// The stream of partition `p`.
     pub fn stream(&self, p: usize) -> String {
         format!("{}:{{{}}}:tasks", self.prefix, self.tags[p])
+    }
+
+    /// The count of tasks in partition `p`'s stream. The scripts derive it from the stream's
+    /// key (that key, then `:n`), so it shares the stream's slot.
+    pub fn task_count(&self, p: usize) -> String {
+        format!("{}:n", self.stream(p))
     }
 
     /// The record of a task (its state and result).

@@ -10,7 +10,7 @@
 //! Renewal runs in a loop of its own, one partition's failure never holding up the others,
 //! and never behind a claim sweep.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,42 +26,115 @@ use crate::keys::{Keys, GROUP};
 /// How often (in renewal rounds) Redis's clock is read again.
 const CLOCK_EVERY: u64 = 30;
 
-/// Entry ids this batcher holds, by partition. Cloning is shallow.
+/// An entry to acknowledge: every task it held is finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ack {
+    pub(crate) partition: usize,
+    pub(crate) entry_id: String,
+    /// Tasks the entry held, taken off the stream's task count.
+    pub(crate) tasks: usize,
+}
+
+/// One held entry: an entry holds one task or a group of them, each handed out on its own.
+#[derive(Debug)]
+struct Lease {
+    /// Tasks of the entry handed out and not finished or given back yet.
+    held: usize,
+    /// Tasks the entry holds.
+    tasks: usize,
+    /// A task of it was given back: the entry must come back whole (never acknowledged here).
+    spoiled: bool,
+}
+
+/// Entries this batcher holds, by partition, with how many of their tasks are still out.
+/// Cloning is shallow.
 #[derive(Clone, Default)]
-pub(crate) struct Leases(Arc<Mutex<HashMap<usize, HashSet<String>>>>);
+pub(crate) struct Leases(Arc<Mutex<HashMap<usize, HashMap<String, Lease>>>>);
 
 impl Leases {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, HashSet<String>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, HashMap<String, Lease>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn hold(&self, receipt: &Receipt) {
-        self.lock()
-            .entry(receipt.partition)
-            .or_default()
-            .insert(receipt.entry_id.clone());
+    /// Holds an entry whose `tasks` tasks are all being handed out.
+    pub(crate) fn hold(&self, partition: usize, entry_id: &str, tasks: usize) {
+        self.lock().entry(partition).or_default().insert(
+            entry_id.to_owned(),
+            Lease {
+                held: tasks,
+                tasks,
+                spoiled: false,
+            },
+        );
     }
 
     pub(crate) fn holds(&self, partition: usize, entry_id: &str) -> bool {
         self.lock()
             .get(&partition)
-            .is_some_and(|ids| ids.contains(entry_id))
+            .is_some_and(|ids| ids.contains_key(entry_id))
     }
 
-    pub(crate) fn release(&self, receipts: &[Receipt]) {
+    /// Tasks whose results are being stored: gives back the entries all of whose tasks are
+    /// now finished (and none given back), to acknowledge with those results. An entry with
+    /// tasks still out stays held; one that had a task given back is released unacknowledged,
+    /// to be delivered again whole.
+    pub(crate) fn finish(&self, receipts: &[Receipt]) -> Vec<Ack> {
+        self.settle(receipts, false)
+    }
+
+    /// Tasks handed out to nobody (the batcher is gone): their entries will not be
+    /// acknowledged by this batcher, and stop being renewed once no task of them is out, so
+    /// that they lapse to a claimer and come back whole.
+    pub(crate) fn give_back(&self, receipts: &[Receipt]) {
+        self.settle(receipts, true);
+    }
+
+    /// Tasks already counted by [`Leases::finish`] whose results could not be stored after
+    /// all: their entries, where still held, will not be acknowledged by this batcher (the
+    /// ones finished already were not acknowledged either: the call failed).
+    pub(crate) fn spoil(&self, receipts: &[Receipt]) {
         let mut held = self.lock();
         for r in receipts {
-            if let Some(ids) = held.get_mut(&r.partition) {
+            if let Some(lease) = held
+                .get_mut(&r.partition)
+                .and_then(|ids| ids.get_mut(&r.entry_id))
+            {
+                lease.spoiled = true;
+            }
+        }
+    }
+
+    fn settle(&self, receipts: &[Receipt], spoil: bool) -> Vec<Ack> {
+        let mut acks = Vec::new();
+        let mut held = self.lock();
+        for r in receipts {
+            let Some(ids) = held.get_mut(&r.partition) else {
+                continue;
+            };
+            let Some(lease) = ids.get_mut(&r.entry_id) else {
+                continue;
+            };
+            lease.spoiled |= spoil;
+            lease.held = lease.held.saturating_sub(1);
+            if lease.held == 0 {
+                if !lease.spoiled {
+                    acks.push(Ack {
+                        partition: r.partition,
+                        entry_id: r.entry_id.clone(),
+                        tasks: lease.tasks,
+                    });
+                }
                 ids.remove(&r.entry_id);
             }
         }
+        acks
     }
 
     fn snapshot(&self) -> Vec<(usize, Vec<String>)> {
         self.lock()
             .iter()
             .filter(|(_, ids)| !ids.is_empty())
-            .map(|(p, ids)| (*p, ids.iter().cloned().collect()))
+            .map(|(p, ids)| (*p, ids.keys().cloned().collect()))
             .collect()
     }
 }

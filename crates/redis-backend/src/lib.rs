@@ -15,8 +15,9 @@
 //! - [`keys`]: every key and channel name, in one place.
 //! - [`conn`]: [`RedisConfig`] and a connection that is either standalone or cluster.
 //! - [`queue`]: [`RedisQueue`], the [`Queue`](batchgate_queue::Queue) on Streams; with
-//!   `reader` (batch-sized reads), `leases` (renewal, heartbeat, Redis's clock), `claimer`
-//!   (recovery, dead letters, departed consumers).
+//!   `entry` (what a stream entry holds: one task or a group), `reader` (batch-sized
+//!   reads), `leases` (renewal, heartbeat, Redis's clock), `claimer` (recovery, dead
+//!   letters, departed consumers).
 //! - `record`: the layout of a task's record (one string), shared with the scripts.
 //! - `topology`: which partitions share a node, so calls are grouped per node.
 //! - `settle`: the one script that writes results, notifies and acknowledges.
@@ -32,6 +33,7 @@
 mod claimer;
 pub mod conn;
 pub mod dead_letters;
+mod entry;
 pub mod intake;
 pub mod keys;
 mod leases;

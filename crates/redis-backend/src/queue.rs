@@ -35,9 +35,10 @@ use tracing::{info, warn};
 use crate::claimer::Claimer;
 use crate::conn::{bounded, RedisConfig, RedisConn};
 use crate::describe;
+use crate::entry::{deliveries, Overflow};
 use crate::keys::{Keys, GROUP};
 use crate::leases::{Clock, Leases, Renewer};
-use crate::reader::{delivery, flatten, StreamReader, READ_BLOCK};
+use crate::reader::{flatten, StreamReader, READ_BLOCK};
 use crate::settle::Settler;
 
 /// Default time an entry may stay unacknowledged before another batcher claims it.
@@ -106,8 +107,9 @@ pub struct RedisQueue {
     settler: Settler,
     /// The local end of the readers, created by the first `read`.
     delivered: tokio::sync::OnceCell<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
-    /// Entries read back at the drain, handed out by `read` after the channel.
-    read_back: Mutex<Vec<Delivery>>,
+    /// Tasks read (or read back at the drain) that the channel could not take before the
+    /// reads stopped, handed out by `read` first.
+    read_back: Overflow,
     /// Readers and claimer, awaited by `close_reads`.
     feeders: Mutex<Vec<JoinHandle<()>>>,
     /// Entries handed to the batcher and not settled yet, whose leases we keep alive.
@@ -151,7 +153,7 @@ impl RedisQueue {
             consumer,
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
             delivered: tokio::sync::OnceCell::new(),
-            read_back: Mutex::new(Vec::new()),
+            read_back: Overflow::default(),
             feeders: Mutex::new(Vec::new()),
             leases: Leases::default(),
             clock: Clock::default(),
@@ -219,6 +221,7 @@ impl RedisQueue {
                 tx: tx.clone(),
                 stop: self.stop_reads.clone(),
                 pace,
+                overflow: self.read_back.clone(),
             };
             feeders.push(tokio::spawn(reader.run()));
         }
@@ -233,6 +236,7 @@ impl RedisQueue {
             leases: self.leases.clone(),
             clock: self.clock.clone(),
             settler: self.settler.clone(),
+            overflow: self.read_back.clone(),
             stop: self.stop_reads.clone(),
         };
         feeders.push(tokio::spawn(claimer.run()));
@@ -264,6 +268,25 @@ impl RedisQueue {
                 capacity: self.config.capacity,
             }),
         }
+    }
+
+    /// Entries and tasks in partition `p`'s stream (an entry holds at least one task; an
+    /// empty stream holds none, whatever its count says).
+    async fn size(&self, p: usize) -> redis::RedisResult<(usize, usize)> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN")
+            .arg(self.keys.stream(p))
+            .cmd("GET")
+            .arg(self.keys.task_count(p));
+        let mut conn = self.conn.clone();
+        let (entries, count): (usize, Option<usize>) =
+            bounded(self.redis.op_timeout, pipe.query_async(&mut conn)).await?;
+        let tasks = if entries == 0 {
+            0
+        } else {
+            count.unwrap_or(entries).max(entries)
+        };
+        Ok((entries, tasks))
     }
 
     /// Reads back this consumer's pending entries that it does not hold: delivered by Redis
@@ -304,9 +327,10 @@ impl RedisQueue {
                         if self.leases.holds(*p, &entry.id) {
                             continue;
                         }
-                        if let Some(d) = delivery(*p, entry, &self.clock) {
-                            self.leases.hold(&d.receipt);
-                            found.push(d);
+                        let tasks = deliveries(*p, entry, &self.clock);
+                        if !tasks.is_empty() {
+                            self.leases.hold(*p, &entry.id, tasks.len());
+                            found.extend(tasks);
                         }
                     }
                 }
@@ -358,8 +382,12 @@ impl Queue for RedisQueue {
     }
 
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
-        let acked = self.settler.settle(&[], receipts).await;
-        self.leases.release(receipts);
+        // An entry is acknowledged once every task it holds is finished.
+        let acks = self.leases.finish(receipts);
+        let acked = self.settler.settle(&[], &acks).await;
+        if acked.is_err() {
+            self.leases.spoil(receipts);
+        }
         acked.map(|_| ()).map_err(|e| Self::unavailable(&e))
     }
 
@@ -370,74 +398,72 @@ impl Queue for RedisQueue {
         receipts: &[Receipt],
     ) -> Result<(), StoreError> {
         // Results go through the same script whichever store the caller holds: writing and
-        // acknowledging are one step here.
-        let settled = self.settler.settle(&completions, receipts).await;
-        // Settled: nothing to renew. Not settled: the entries lapse to our own claimer after
-        // the visibility timeout, and run again.
-        self.leases.release(receipts);
+        // acknowledging are one step here. An entry is acknowledged with the last of its
+        // tasks; until then it stays held and renewed. Not settled: the entries lapse to our
+        // own claimer after the visibility timeout, and run again.
+        let acks = self.leases.finish(receipts);
+        let settled = self.settler.settle(&completions, &acks).await;
+        if settled.is_err() {
+            self.leases.spoil(receipts);
+        }
         settled
             .map(|_| ())
             .map_err(|e| StoreError::Unavailable(describe(&e)))
     }
 
     async fn depth(&self) -> Result<Vec<usize>, QueueError> {
-        let lens = (0..self.keys.partitions()).map(|p| {
-            let stream = self.keys.stream(p);
-            let mut conn = self.conn.clone();
-            async move {
-                bounded(
-                    self.redis.op_timeout,
-                    redis::cmd("XLEN")
-                        .arg(&stream)
-                        .query_async::<usize>(&mut conn),
-                )
-                .await
-            }
-        });
-        futures_util::future::join_all(lens)
+        let sizes = (0..self.keys.partitions()).map(|p| self.size(p));
+        futures_util::future::join_all(sizes)
             .await
             .into_iter()
-            .map(|r| r.map_err(|e| Self::unavailable(&e)))
+            .map(|r| r.map(|(_, tasks)| tasks).map_err(|e| Self::unavailable(&e)))
             .collect()
     }
 
     /// From `XINFO GROUPS` of each partition, summed: taken = `entries-read` (entries delivered
-    /// to batchers), queued = `lag` (entries not delivered yet). `None` while Redis cannot count
-    /// exactly (a group without a valid lag, e.g. right after entries past its position were
-    /// deleted). Readers take at most about a batch ahead of their batcher, so what they
-    /// hold is not hidden from `queued` for long.
+    /// to batchers), queued = `lag` (entries not delivered yet), each in tasks at the
+    /// partition's tasks per entry (its task count over its length: entries hold groups).
+    /// `None` while Redis cannot count exactly (a group without a valid lag, e.g. right after
+    /// entries past its position were deleted). Readers take at most about a batch ahead of
+    /// their batcher, so what they hold is not hidden from `queued` for long.
     async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
         let infos = (0..self.keys.partitions()).map(|p| {
             let stream = self.keys.stream(p);
             let mut conn = self.conn.clone();
             async move {
-                bounded(
+                let groups = bounded(
                     self.redis.op_timeout,
                     redis::cmd("XINFO")
                         .arg("GROUPS")
                         .arg(&stream)
                         .query_async::<Vec<HashMap<String, Value>>>(&mut conn),
                 )
-                .await
+                .await?;
+                Ok::<_, redis::RedisError>((groups, self.size(p).await?))
             }
         });
         let mut total = Backlog {
             taken: 0,
             queued: 0,
         };
-        for groups in futures_util::future::join_all(infos).await {
-            let groups = groups.map_err(|e| Self::unavailable(&e))?;
+        for info in futures_util::future::join_all(infos).await {
+            let (groups, (entries, tasks)) = info.map_err(|e| Self::unavailable(&e))?;
             let Some(group) = groups.iter().find(|g| {
                 matches!(g.get("name"), Some(v) if crate::value_text(v).as_deref() == Some(GROUP))
             }) else {
                 // No group yet: nothing was ever read from this partition.
                 continue;
             };
+            let per_entry = if entries == 0 {
+                1.0
+            } else {
+                tasks as f64 / entries as f64
+            };
             let number = |field: &str| group.get(field).and_then(value_number);
             match (number("entries-read"), number("lag")) {
                 (Some(read), Some(lag)) => {
-                    total.taken += read;
-                    total.queued += lag;
+                    total.taken += (read as f64 * per_entry).round() as u64;
+                    total.queued += (lag as f64 * per_entry).round() as u64;
                 }
                 _ => return Ok(None),
             }
@@ -446,8 +472,10 @@ impl Queue for RedisQueue {
     }
 
     async fn abandon(&self, receipts: &[Receipt]) {
-        // Stop renewing: after the visibility timeout our own claimer takes them again.
-        self.leases.release(receipts);
+        // Only ever after a settle that failed, which counted these tasks as finished and
+        // marked their entries: those are renewed while other tasks of them are out, then
+        // lapse to our own claimer and run again, never acknowledged here.
+        self.leases.spoil(receipts);
     }
 
     async fn close_reads(&self) {

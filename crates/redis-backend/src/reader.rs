@@ -2,21 +2,22 @@
 //!
 //! A standalone Redis gets one reader for all partitions (one command returns entries of
 //! every stream); a cluster gets one per partition, since one command cannot span slots. A
-//! reader waits for room in the channel, then asks for as many entries as there is room for.
-//! After a read that found only a few entries it pauses briefly, so that the next read
-//! brings a batch's worth rather than one admission's: reads are paid per batch, not per task.
+//! reader waits for room in the channel, then asks for as many entries as there is room for
+//! (an entry holds one task or a group: see `crate::entry`). After a read that found only a
+//! few tasks it pauses briefly, so that the next read brings a batch's worth rather than one
+//! admission's: reads are paid per batch, not per task.
 
 use std::time::Duration;
 
-use batchgate_protocol::task::Task;
-use batchgate_queue::{Delivery, Receipt};
+use batchgate_queue::Delivery;
 use redis::streams::{StreamId, StreamReadReply};
-use redis::{RedisResult, Value};
+use redis::RedisResult;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::conn::{bounded, RedisConfig, RedisConn};
+use crate::entry::{deliveries, hand_out, Overflow};
 use crate::keys::GROUP;
 use crate::leases::{Clock, Leases};
 
@@ -34,13 +35,17 @@ pub(crate) struct StreamReader {
     pub(crate) consumer: String,
     pub(crate) tx: mpsc::Sender<Delivery>,
     pub(crate) stop: CancellationToken,
-    /// Pause after a read that found fewer entries than a quarter of the room.
+    /// Pause after a read that found fewer tasks than a quarter of the room.
     pub(crate) pace: Duration,
+    /// Where tasks read but not handed out go when the reads stop.
+    pub(crate) overflow: Overflow,
 }
 
 impl StreamReader {
     pub(crate) async fn run(self) {
         let mut conn = None;
+        // Tasks per entry in the last read.
+        let mut per_entry = 1;
         // Read only when a quarter of the channel is free: reads come in batch sizes.
         let min_room = (self.tx.max_capacity() / 4).max(1);
         while !self.stop.is_cancelled() {
@@ -63,34 +68,52 @@ impl StreamReader {
             let Ok(permits) = permits else { return };
             drop(permits);
             let room = self.tx.capacity().max(1);
+            // Entries hold groups of tasks: ask for as many as fill the room, going by the
+            // size of the last ones read.
+            let wanted = room.div_ceil(per_entry).max(1);
             let read = tokio::select! {
                 // An interrupted read may still deliver entries to us in Redis: the drain
                 // reads this consumer's pending entries back (see `RedisQueue::close_reads`).
                 _ = self.stop.cancelled() => return,
-                r = self.read_once(&mut c, room) => r,
+                r = self.read_once(&mut c, wanted) => r,
             };
             match read {
                 Ok(entries) => {
-                    let n = entries.len();
-                    for d in entries
-                        .iter()
-                        .filter_map(|(p, e)| delivery(*p, e, &self.clock))
-                    {
-                        self.leases.hold(&d.receipt);
-                        let receipt = d.receipt.clone();
-                        let sent = tokio::select! {
-                            // The drain stopped reading while the channel was full: leave the
-                            // entry unheld, for the drain's read-back to hand out.
-                            _ = self.stop.cancelled() => false,
-                            sent = self.tx.send(d) => sent.is_ok(),
-                        };
+                    let mut tasks = 0;
+                    for (i, (p, entry)) in entries.iter().enumerate() {
+                        let handed = deliveries(*p, entry, &self.clock);
+                        tasks += handed.len();
+                        let sent = hand_out(
+                            *p,
+                            &entry.id,
+                            handed,
+                            &self.leases,
+                            &self.tx,
+                            &self.stop,
+                            &self.overflow,
+                        )
+                        .await;
                         if !sent {
-                            self.leases.release(&[receipt]);
+                            // Stopped by the drain: what this read brought that is not
+                            // handed out yet waits in the overflow, held, for `read`.
+                            for (p, entry) in &entries[i + 1..] {
+                                let rest = deliveries(*p, entry, &self.clock);
+                                if !rest.is_empty() {
+                                    self.leases.hold(*p, &entry.id, rest.len());
+                                    self.overflow
+                                        .lock()
+                                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                        .extend(rest);
+                                }
+                            }
                             return;
                         }
                     }
+                    if !entries.is_empty() {
+                        per_entry = tasks.div_ceil(entries.len()).max(1);
+                    }
                     conn = Some(c);
-                    if n > 0 && n < room / 4 {
+                    if tasks > 0 && tasks < room / 4 {
                         self.pause(self.pace).await;
                     }
                 }
@@ -192,38 +215,6 @@ pub(crate) async fn ensure_group(
 /// The Redis time (ms) an entry id carries: `<ms>-<seq>`.
 pub(crate) fn entry_ms(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
-}
-
-/// Turns a stream entry into a delivery; `None` (logged) if it cannot be decoded. Its queue
-/// time is Redis's: the entry's first admission (`q`, kept across requeues) or its id.
-pub(crate) fn delivery(partition: usize, entry: &StreamId, clock: &Clock) -> Option<Delivery> {
-    let bytes = match entry.map.get("m") {
-        Some(Value::BulkString(b)) => b,
-        _ => {
-            warn!(entry = %entry.id, "stream entry without a task message");
-            return None;
-        }
-    };
-    let first = entry
-        .map
-        .get("q")
-        .and_then(crate::value_text)
-        .and_then(|q| q.parse().ok())
-        .or_else(|| entry_ms(&entry.id))?;
-    match Task::from_bytes(bytes) {
-        Ok(task) => Some(Delivery {
-            task,
-            receipt: Receipt {
-                partition,
-                entry_id: entry.id.clone(),
-            },
-            queued_at: clock.local(first),
-        }),
-        Err(error) => {
-            warn!(entry = %entry.id, %error, "undecodable task message");
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use batchgate_queue::{Completion, Outcome, Receipt};
+use batchgate_queue::{Completion, Outcome};
 use redis::{RedisResult, Script};
 
 use crate::conn::{bounded, RedisConn};
 use crate::keys::{Keys, GROUP};
+use crate::leases::Ack;
 use crate::notify::Notice;
 use crate::topology::Topology;
 
@@ -39,7 +40,8 @@ pub(crate) struct Settler {
 #[derive(Default)]
 struct Group<'a> {
     completions: Vec<(usize, &'a Completion)>,
-    acks: BTreeMap<usize, Vec<&'a str>>,
+    /// Per partition: the entry ids, and the tasks they held.
+    acks: BTreeMap<usize, (Vec<&'a str>, usize)>,
 }
 
 impl Group<'_> {
@@ -76,15 +78,15 @@ impl Settler {
         self.ttl.as_millis().max(1) as u64
     }
 
-    /// Stores `completions` and acknowledges `receipts`; returns how many results were
-    /// written (a result already final is left as it is). On an error, the calls that did
-    /// not happen leave their entries pending, to be delivered again.
+    /// Stores `completions` and acknowledges the entries `acks` names; returns how many
+    /// results were written (a result already final is left as it is). On an error, the
+    /// calls that did not happen leave their entries pending, to be delivered again.
     pub(crate) async fn settle(
         &self,
         completions: &[Completion],
-        receipts: &[Receipt],
+        acks: &[Ack],
     ) -> RedisResult<usize> {
-        let receipts: Vec<&Receipt> = receipts
+        let receipts: Vec<&Ack> = acks
             .iter()
             .filter(|r| r.partition < self.keys.partitions())
             .collect();
@@ -103,13 +105,14 @@ impl Settler {
             groups.entry(*node).or_default().completions.push((*p, c));
         }
         for (r, node) in receipts.iter().zip(&nodes[completed.len()..]) {
-            groups
+            let (ids, tasks) = groups
                 .entry(*node)
                 .or_default()
                 .acks
                 .entry(r.partition)
-                .or_default()
-                .push(&r.entry_id);
+                .or_default();
+            ids.push(&r.entry_id);
+            *tasks += r.tasks;
         }
         let calls = groups.into_values().map(|group| self.call(group));
         let mut written = 0;
@@ -155,9 +158,10 @@ impl Settler {
                 .arg(c.reply_to.as_deref().unwrap_or_default())
                 .arg(notice);
         }
-        for (&p, ids) in &group.acks {
+        for (&p, (ids, tasks)) in &group.acks {
             call.arg(self.keys.stream(p))
                 .arg(ids.len())
+                .arg(*tasks)
                 .arg(ids.as_slice());
         }
         let mut conn = self.conn.clone();

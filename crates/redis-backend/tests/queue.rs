@@ -315,3 +315,111 @@ async fn every_gateway_reads_the_batchers_load_reports_combined() {
         .expect("hget");
     assert_eq!(left, None, "and is removed");
 }
+
+/// Admits `ids` together (one gathered group: on the test's single-threaded runtime the
+/// gatherer runs only once all of them are queued), without dedupe.
+async fn admit_together(intake: &batchgate_redis::RedisIntake, ids: &[&str]) {
+    use batchgate_queue::Intake;
+    let tasks: Vec<Task> = ids.iter().map(|id| task(id)).collect();
+    let admitted =
+        futures_util::future::join_all(tasks.iter().map(|t| intake.admit(t, 1, None))).await;
+    for a in admitted {
+        a.expect("admitted");
+    }
+}
+
+fn intake(
+    conn: batchgate_redis::RedisConn,
+    keys: &Keys,
+    capacity: usize,
+) -> batchgate_redis::RedisIntake {
+    batchgate_redis::RedisIntake::new(
+        conn,
+        keys.clone(),
+        capacity,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        false,
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_is_one_entry_acknowledged_with_its_last_task() {
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    let intake = intake(redis.connect().await.expect("connect"), &keys, 100);
+    // All three in partition 0 (their first byte, modulo 4).
+    admit_together(&intake, &["00-g1", "04-g2", "08-g3"]).await;
+    let stream = keys.stream(0);
+    let xlen = |server: &RedisServer| server.cli(&["XLEN", &stream]).expect("XLEN");
+    assert_eq!(xlen(&server).trim(), "1", "one entry for the group");
+    let count = server.cli(&["GET", &keys.task_count(0)]).expect("GET");
+    assert_eq!(count.trim(), "3", "counted in tasks");
+    let q = queue(&redis, "a", 5).await;
+    assert_eq!(q.depth().await.expect("depth"), vec![3, 0, 0, 0]);
+
+    let got = read_n(&q, 3, Duration::from_secs(5)).await;
+    let mut ids: Vec<&str> = got.iter().map(|d| d.task.task_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["00-g1", "04-g2", "08-g3"]);
+    assert!(got.iter().all(|d| d.receipt == got[0].receipt), "one entry");
+    // Two of three done: the entry stays, pending, for the third.
+    q.ack(&[got[0].receipt.clone(), got[1].receipt.clone()])
+        .await
+        .expect("ack");
+    assert_eq!(
+        xlen(&server).trim(),
+        "1",
+        "not acknowledged while a task is out"
+    );
+    q.ack(&[got[2].receipt.clone()]).await.expect("ack");
+    assert_eq!(
+        xlen(&server).trim(),
+        "0",
+        "acknowledged and deleted with its last task"
+    );
+    assert_eq!(q.depth().await.expect("depth"), vec![0, 0, 0, 0]);
+    let count = server.cli(&["GET", &keys.task_count(0)]).expect("GET");
+    assert_eq!(count.trim(), "0");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_whose_batcher_died_comes_back_whole() {
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    let intake = intake(redis.connect().await.expect("connect"), &keys, 100);
+    admit_together(&intake, &["01-h1", "05-h2", "09-h3"]).await;
+    let a = queue(&redis, "a", 5).await;
+    let got = read_n(&a, 3, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 3);
+    // One task finished, two still out when its batcher dies.
+    a.ack(&[got[0].receipt.clone()]).await.expect("ack");
+    drop(a);
+    let b = queue(&redis, "b", 5).await;
+    let again = read_n(&b, 3, Duration::from_secs(10)).await;
+    let mut ids: Vec<&str> = again.iter().map(|d| d.task.task_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["01-h1", "05-h2", "09-h3"], "the whole entry, claimed");
+    let receipts: Vec<_> = again.iter().map(|d| d.receipt.clone()).collect();
+    b.ack(&receipts).await.expect("ack");
+    assert_eq!(b.depth().await.expect("depth").iter().sum::<usize>(), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn capacity_counts_tasks_not_entries() {
+    use batchgate_queue::{AdmitError, Intake, QueueError};
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    // 3 per partition: a group of 3 fills partition 2 in one entry.
+    let intake = intake(redis.connect().await.expect("connect"), &keys, 12);
+    admit_together(&intake, &["02-c1", "06-c2", "0a-c3"]).await;
+    let refused = intake.admit(&task("0e-c4"), 1, None).await;
+    assert!(
+        matches!(refused, Err(AdmitError::Queue(QueueError::Full { .. }))),
+        "{refused:?}"
+    );
+}

@@ -11,7 +11,8 @@
 -- slot, which every gateway subscribes to); ARGV[4] the consumer group; ARGV[5] the number
 -- of completions n; then six per completion: its record, status ('S' or 'F'), output or
 -- error, completed_at (ms), the gateway to notify ('' for none), the notice (JSON); then, for
--- each stream acknowledged, its key, the number of entry ids and the ids.
+-- each stream acknowledged, its key, the number of entry ids, the number of tasks those
+-- entries held (taken off the stream's task count, `<stream>:n`) and the ids.
 -- Returns the number of results written.
 local ttl = ARGV[1]
 local publish = ARGV[2]
@@ -73,14 +74,25 @@ local a = 6 + 6 * n
 while a <= #ARGV do
   local stream = ARGV[a]
   local count = tonumber(ARGV[a + 1])
+  local tasks = tonumber(ARGV[a + 2])
   if count > 0 then
     local ids = {}
     for k = 1, count do
-      ids[k] = ARGV[a + 1 + k]
+      ids[k] = ARGV[a + 2 + k]
     end
     redis.call('XACK', stream, group, unpack(ids))
-    redis.call('XDEL', stream, unpack(ids))
+    local deleted = redis.call('XDEL', stream, unpack(ids))
+    if deleted > 0 then
+      -- Entries deleted before (a second settle) held their share of the tasks: the count
+      -- is approximate then, and exact again once the stream is empty.
+      local left = 0
+      if redis.call('XLEN', stream) > 0 then
+        left = (tonumber(redis.call('GET', stream .. ':n') or '0') or 0)
+          - math.floor(tasks * deleted / count + 0.5)
+      end
+      redis.call('SET', stream .. ':n', math.max(left, 0))
+    end
   end
-  a = a + count + 2
+  a = a + count + 3
 end
 return written

@@ -1,0 +1,177 @@
+//! What a stream entry holds, and how its tasks reach the batcher.
+//!
+//! An entry holds one task (field `m`, the task message, and `q`, the time it first entered
+//! the queue, when it was requeued) or a group of tasks admitted together to one partition
+//! (field `g`: their messages, each framed by its 4-byte big-endian length; field `n`: how
+//! many). A group is read, acknowledged and deleted as one entry, so admission and reading
+//! pay per group, not per task; each of its tasks is still handed to the batcher, batched and
+//! settled on its own, and the entry is acknowledged once all of them are settled
+//! ([`Leases::finish`]). If any is given back, the entry comes back whole, and the tasks
+//! already settled run again (their stored SUCCESS is kept).
+
+use std::sync::{Arc, Mutex};
+
+use batchgate_protocol::task::Task;
+use batchgate_queue::{Delivery, Receipt};
+use redis::streams::StreamId;
+use redis::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::leases::{Clock, Leases};
+use crate::reader::entry_ms;
+
+/// Appends `message` to a group, framed by its length.
+pub(crate) fn frame(message: &[u8], group: &mut Vec<u8>) {
+    let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
+    group.extend_from_slice(&len.to_be_bytes());
+    group.extend_from_slice(message);
+}
+
+/// The framed messages of a group; stops (logged) at a frame that runs past the end.
+fn unframe<'a>(mut group: &'a [u8], entry_id: &str) -> Vec<&'a [u8]> {
+    let mut messages = Vec::new();
+    while !group.is_empty() {
+        let Some((len, rest)) = group.split_first_chunk::<4>() else {
+            warn!(entry = %entry_id, "truncated task group");
+            break;
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        let Some(message) = rest.get(..len) else {
+            warn!(entry = %entry_id, "truncated task group");
+            break;
+        };
+        messages.push(message);
+        group = &rest[len..];
+    }
+    messages
+}
+
+/// The task messages of an entry, as raw bytes (for the dead-letter stream).
+pub(crate) fn messages(entry: &StreamId) -> Vec<&[u8]> {
+    match (entry.map.get("m"), entry.map.get("g")) {
+        (Some(Value::BulkString(m)), _) => vec![m.as_slice()],
+        (_, Some(Value::BulkString(g))) => unframe(g, &entry.id),
+        _ => {
+            warn!(entry = %entry.id, "stream entry without a task message");
+            Vec::new()
+        }
+    }
+}
+
+/// The tasks of an entry, each a delivery with the entry's receipt; the undecodable ones are
+/// logged and left out. Their queue time is Redis's: the first admission (`q`, kept across
+/// requeues) or the entry's id.
+pub(crate) fn deliveries(partition: usize, entry: &StreamId, clock: &Clock) -> Vec<Delivery> {
+    let first = entry
+        .map
+        .get("q")
+        .and_then(crate::value_text)
+        .and_then(|q| q.parse().ok())
+        .or_else(|| entry_ms(&entry.id));
+    let Some(first) = first else {
+        warn!(entry = %entry.id, "stream entry id without a time");
+        return Vec::new();
+    };
+    let queued_at = clock.local(first);
+    messages(entry)
+        .into_iter()
+        .filter_map(|bytes| match Task::from_bytes(bytes) {
+            Ok(task) => Some(Delivery {
+                task,
+                receipt: Receipt {
+                    partition,
+                    entry_id: entry.id.clone(),
+                },
+                queued_at,
+            }),
+            Err(error) => {
+                warn!(entry = %entry.id, %error, "undecodable task message");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Where deliveries go that the channel could not take before the reads stopped: `read`
+/// hands them out first. Cloning is shallow.
+pub(crate) type Overflow = Arc<Mutex<Vec<Delivery>>>;
+
+/// Hands an entry's tasks to the batcher: holds the entry, then sends each task, waiting for
+/// room. If the reads stop meanwhile, the tasks not sent yet go to `overflow` (still held),
+/// and `false` is returned; if the batcher is gone, they are given back.
+pub(crate) async fn hand_out(
+    partition: usize,
+    entry_id: &str,
+    deliveries: Vec<Delivery>,
+    leases: &Leases,
+    tx: &mpsc::Sender<Delivery>,
+    stop: &CancellationToken,
+    overflow: &Overflow,
+) -> bool {
+    if deliveries.is_empty() {
+        return true;
+    }
+    leases.hold(partition, entry_id, deliveries.len());
+    let mut rest = deliveries.into_iter();
+    while let Some(d) = rest.next() {
+        if stop.is_cancelled() {
+            keep(overflow, std::iter::once(d).chain(rest));
+            return false;
+        }
+        let permit = tokio::select! {
+            _ = stop.cancelled() => None,
+            permit = tx.reserve() => Some(permit),
+        };
+        match permit {
+            Some(Ok(permit)) => permit.send(d),
+            Some(Err(_)) => {
+                let receipts: Vec<Receipt> =
+                    std::iter::once(d).chain(rest).map(|d| d.receipt).collect();
+                leases.give_back(&receipts);
+                return false;
+            }
+            None => {
+                keep(overflow, std::iter::once(d).chain(rest));
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn keep(overflow: &Overflow, deliveries: impl Iterator<Item = Delivery>) {
+    overflow
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(deliveries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_unframes_into_its_messages() {
+        let mut group = Vec::new();
+        frame(b"first", &mut group);
+        frame(b"", &mut group);
+        frame(&[7u8; 300], &mut group);
+        let messages = unframe(&group, "1-0");
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[0], b"first");
+        assert_eq!(messages[1], b"");
+        assert_eq!(messages[2], &[7u8; 300][..]);
+    }
+
+    #[test]
+    fn a_truncated_group_keeps_its_whole_frames() {
+        let mut group = Vec::new();
+        frame(b"whole", &mut group);
+        frame(b"cut short", &mut group);
+        group.truncate(group.len() - 3);
+        assert_eq!(unframe(&group, "1-0"), vec![&b"whole"[..]]);
+        assert!(unframe(&[0, 0], "1-0").is_empty());
+    }
+}
