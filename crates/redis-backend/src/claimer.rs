@@ -148,7 +148,7 @@ impl Claimer {
                 "claimed entries left by a batcher that is gone"
             );
             for entry in &claimed.ids {
-                let handed = deliveries(partition, entry, &self.clock);
+                let handed = deliveries(partition, entry, &self.clock, self.settler.heads());
                 let sent = hand_out(
                     partition,
                     &entry.id,
@@ -218,7 +218,7 @@ impl Claimer {
                 .ignore();
             }
             bounded(self.op_timeout, pipe.exec_async(&mut self.conn)).await?;
-            for d in deliveries(partition, entry, &self.clock) {
+            for d in deliveries(partition, entry, &self.clock, self.settler.heads()) {
                 completions.push(Completion {
                     task_id: d.task.task_id,
                     outcome: Outcome::Failed(reason.clone()),

@@ -9,9 +9,10 @@
 //! ([`Leases::finish`]). If any is given back, the entry comes back whole, and the tasks
 //! already settled run again (their stored SUCCESS is kept).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use batchgate_protocol::task::Task;
+use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_queue::{Delivery, Receipt};
 use redis::streams::StreamId;
 use redis::Value;
@@ -21,6 +22,7 @@ use tracing::warn;
 
 use crate::leases::{Clock, Leases};
 use crate::reader::entry_ms;
+use crate::record;
 
 /// Appends `message` to a group, framed by its length.
 pub(crate) fn frame(message: &[u8], group: &mut Vec<u8>) {
@@ -60,10 +62,48 @@ pub(crate) fn messages(entry: &StreamId) -> Vec<&[u8]> {
     }
 }
 
+/// The record heads (`record::head`: admission time and owner, as the pending record holds
+/// them) of the tasks handed out, by task id: with it, a task's settle writes its final
+/// record without reading the pending one first. Taken by the settle; bounded (past
+/// [`MAX_HEADS`] it starts again empty, and settles without a head read the record as
+/// before). Cloning is shallow.
+#[derive(Clone, Default)]
+pub(crate) struct Heads(Arc<Mutex<HashMap<String, String>>>);
+
+/// Most heads kept.
+const MAX_HEADS: usize = 65_536;
+
+impl Heads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keep<'a>(&self, tasks: impl Iterator<Item = &'a Task>) {
+        let mut heads = self.lock();
+        for task in tasks {
+            if heads.len() >= MAX_HEADS {
+                heads.clear();
+            }
+            let head = record::head(unix_ms(task.enqueued_at), task.owner.as_deref());
+            heads.insert(task.task_id.clone(), head);
+        }
+    }
+
+    /// The head of a task handed out, taken (`None` if not known here).
+    pub(crate) fn take(&self, task_id: &str) -> Option<String> {
+        self.lock().remove(task_id)
+    }
+}
+
 /// The tasks of an entry, each a delivery with the entry's receipt; the undecodable ones are
 /// logged and left out. Their queue time is Redis's: the first admission (`q`, kept across
-/// requeues) or the entry's id.
-pub(crate) fn deliveries(partition: usize, entry: &StreamId, clock: &Clock) -> Vec<Delivery> {
+/// requeues) or the entry's id. Their record heads are kept in `heads`.
+pub(crate) fn deliveries(
+    partition: usize,
+    entry: &StreamId,
+    clock: &Clock,
+    heads: &Heads,
+) -> Vec<Delivery> {
     let first = entry
         .map
         .get("q")
@@ -75,7 +115,7 @@ pub(crate) fn deliveries(partition: usize, entry: &StreamId, clock: &Clock) -> V
         return Vec::new();
     };
     let queued_at = clock.local(first);
-    messages(entry)
+    let tasks: Vec<Delivery> = messages(entry)
         .into_iter()
         .filter_map(|bytes| match Task::from_bytes(bytes) {
             Ok(task) => Some(Delivery {
@@ -91,7 +131,9 @@ pub(crate) fn deliveries(partition: usize, entry: &StreamId, clock: &Clock) -> V
                 None
             }
         })
-        .collect()
+        .collect();
+    heads.keep(tasks.iter().map(|d| &d.task));
+    tasks
 }
 
 /// Where deliveries go that the channel could not take before the reads stopped: `read`

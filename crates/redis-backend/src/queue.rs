@@ -222,6 +222,7 @@ impl RedisQueue {
                 stop: self.stop_reads.clone(),
                 pace,
                 overflow: self.read_back.clone(),
+                heads: self.settler.heads().clone(),
             };
             feeders.push(tokio::spawn(reader.run()));
         }
@@ -327,7 +328,7 @@ impl RedisQueue {
                         if self.leases.holds(*p, &entry.id) {
                             continue;
                         }
-                        let tasks = deliveries(*p, entry, &self.clock);
+                        let tasks = deliveries(*p, entry, &self.clock, self.settler.heads());
                         if !tasks.is_empty() {
                             self.leases.hold(*p, &entry.id, tasks.len());
                             found.extend(tasks);

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::conn::{bounded, RedisConfig, RedisConn};
-use crate::entry::{deliveries, hand_out, Overflow};
+use crate::entry::{deliveries, hand_out, Heads, Overflow};
 use crate::keys::GROUP;
 use crate::leases::{Clock, Leases};
 
@@ -39,6 +39,8 @@ pub(crate) struct StreamReader {
     pub(crate) pace: Duration,
     /// Where tasks read but not handed out go when the reads stop.
     pub(crate) overflow: Overflow,
+    /// Where the record heads of the tasks handed out are kept, for their settle.
+    pub(crate) heads: Heads,
 }
 
 impl StreamReader {
@@ -81,7 +83,7 @@ impl StreamReader {
                 Ok(entries) => {
                     let mut tasks = 0;
                     for (i, (p, entry)) in entries.iter().enumerate() {
-                        let handed = deliveries(*p, entry, &self.clock);
+                        let handed = deliveries(*p, entry, &self.clock, &self.heads);
                         tasks += handed.len();
                         let sent = hand_out(
                             *p,
@@ -97,7 +99,7 @@ impl StreamReader {
                             // Stopped by the drain: what this read brought that is not
                             // handed out yet waits in the overflow, held, for `read`.
                             for (p, entry) in &entries[i + 1..] {
-                                let rest = deliveries(*p, entry, &self.clock);
+                                let rest = deliveries(*p, entry, &self.clock, &self.heads);
                                 if !rest.is_empty() {
                                     self.leases.hold(*p, &entry.id, rest.len());
                                     self.overflow

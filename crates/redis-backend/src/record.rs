@@ -20,8 +20,13 @@ use batchgate_queue::TaskRecord;
 
 /// The pending record of a task admitted at `created_at`.
 pub(crate) fn pending(created_at: u64, owner: Option<&str>) -> String {
+    format!("P{}", head(created_at, owner))
+}
+
+/// A record's head: `<created_at>;<owner length>;<owner>`.
+pub(crate) fn head(created_at: u64, owner: Option<&str>) -> String {
     let owner = owner.unwrap_or_default();
-    format!("P{created_at};{};{owner}", owner.len())
+    format!("{created_at};{};{owner}", owner.len())
 }
 
 /// Reads a record; `None` for anything that is not one.

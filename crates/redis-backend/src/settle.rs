@@ -11,6 +11,7 @@ use batchgate_queue::{Completion, Outcome};
 use redis::{RedisResult, Script};
 
 use crate::conn::{bounded, RedisConn};
+use crate::entry::Heads;
 use crate::keys::{Keys, GROUP};
 use crate::leases::Ack;
 use crate::notify::Notice;
@@ -34,6 +35,9 @@ pub(crate) struct Settler {
     op_timeout: Duration,
     /// The script.
     script: Script,
+    /// Record heads of the tasks this process handed out, so their settle need not read
+    /// the pending record.
+    heads: Heads,
 }
 
 /// One script call's share of the work.
@@ -70,7 +74,13 @@ impl Settler {
             cluster,
             op_timeout,
             script: Script::new(include_str!("lua/settle.lua")),
+            heads: Heads::default(),
         }
+    }
+
+    /// Where the readers keep the heads of the tasks they hand out.
+    pub(crate) fn heads(&self) -> &Heads {
+        &self.heads
     }
 
     /// A stored result's lifetime, in milliseconds (at least 1: `PEXPIRE 0` would delete).
@@ -156,7 +166,8 @@ impl Settler {
                 .arg(value)
                 .arg(c.completed_at)
                 .arg(c.reply_to.as_deref().unwrap_or_default())
-                .arg(notice);
+                .arg(notice)
+                .arg(self.heads.take(&c.task_id).unwrap_or_default());
         }
         for (&p, (ids, tasks)) in &group.acks {
             call.arg(self.keys.stream(p))

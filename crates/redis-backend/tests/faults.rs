@@ -312,6 +312,55 @@ async fn a_success_is_never_overwritten(infra: Infra) {
         (c.status, c.output.as_deref()),
         (TaskStatus::Success, Some("delivered"))
     );
+
+    // Stops the readers of `second`, which would otherwise share the next entries.
+    drop(second);
+
+    // A batcher settles what it read with the record head it knows from the task (one
+    // command, no read first): a SUCCESS stored meanwhile by another delivery still stands
+    // against its late FAILED, and a first result carries the task's owner and time.
+    let reader = infra.queue("reader", |_| {}).await;
+    let owned = Task {
+        owner: Some("alice".into()),
+        ..task("6b-e", None)
+    };
+    let created_at = batchgate_protocol::task::unix_ms(owned.enqueued_at);
+    for t in [task("6b-d", None), owned] {
+        reader.enqueue(t).await.expect("enqueue");
+    }
+    let got = read_n(&reader, 2, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 2);
+    store
+        .complete(vec![done("6b-d", Outcome::Success("first".into()), None)])
+        .await
+        .expect("store");
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+    reader
+        .settle(
+            &store,
+            vec![
+                done("6b-d", Outcome::Failed("late".into()), None),
+                done("6b-e", Outcome::Success("mine".into()), None),
+            ],
+            &receipts,
+        )
+        .await
+        .expect("settle");
+    let d = store.get("6b-d").await.expect("get").expect("exists");
+    assert_eq!(
+        (d.status, d.output.as_deref(), d.error),
+        (TaskStatus::Success, Some("first"), None)
+    );
+    let e = store.get("6b-e").await.expect("get").expect("exists");
+    assert_eq!(
+        (
+            e.status,
+            e.output.as_deref(),
+            e.owner.as_deref(),
+            e.created_at
+        ),
+        (TaskStatus::Success, Some("mine"), Some("alice"), created_at)
+    );
 }
 on_both!(a_success_is_never_overwritten);
 

@@ -9,8 +9,9 @@
 -- ARGV[1] result TTL (ms); ARGV[2] the publish command (PUBLISH or SPUBLISH); ARGV[3] the
 -- notification channel prefix (a gateway id follows; on a cluster, a channel of KEYS[1]'s
 -- slot, which every gateway subscribes to); ARGV[4] the consumer group; ARGV[5] the number
--- of completions n; then six per completion: its record, status ('S' or 'F'), output or
--- error, completed_at (ms), the gateway to notify ('' for none), the notice (JSON); then, for
+-- of completions n; then seven per completion: its record, status ('S' or 'F'), output or
+-- error, completed_at (ms), the gateway to notify ('' for none), the notice (JSON), the
+-- record's head (`created_at;owner length;owner`, from the task; '' if not known); then, for
 -- each stream acknowledged, its key, the number of entry ids, the number of tasks those
 -- entries held (taken off the stream's task count, `<stream>:n`) and the ids.
 -- Returns the number of results written.
@@ -34,35 +35,64 @@ local function notify(gateway, notice)
   list[#list + 1] = notice
 end
 
+-- The gateways that wait on a pending record, other than `gateway`, are told too.
+local function notify_watchers(old, owner_end, gateway, notice)
+  for other in string.gmatch(string.sub(old, owner_end + 1), ';([^;]+)') do
+    if other ~= gateway then
+      notify(other, notice)
+    end
+  end
+end
+
+-- Where the owner of a record ends (its head's last byte), or nil.
+local function owner_end(record)
+  local owner_len, pos = string.match(record, '^[PSF]%d*;(%d+);()')
+  if pos then
+    return pos + tonumber(owner_len) - 1
+  end
+  return nil
+end
+
 local written = 0
 for i = 1, n do
-  local a = 7 + 6 * (i - 1)
+  local a = 7 + 7 * (i - 1)
   local key = ARGV[a - 1]
   local status = ARGV[a]
-  local old = redis.call('GET', key)
-  local kind = old and string.sub(old, 1, 1)
-  if kind ~= 'S' and (status == 'S' or kind ~= 'F') then
-    -- The head (created_at, owner) comes from the record written at admission; without one
-    -- (it expired) it is empty. A pending record's tail lists the gateways that wait.
-    local head = '0;0;'
-    local watchers = ''
-    if old then
-      local owner_len, pos = string.match(old, '^[PSF]%d*;(%d+);()')
-      if pos then
-        local owner_end = pos + tonumber(owner_len) - 1
-        head = string.sub(old, 2, owner_end)
-        if kind == 'P' then
-          watchers = string.sub(old, owner_end + 1)
-        end
+  local tail = ';' .. ARGV[a + 2] .. ';' .. ARGV[a + 1]
+  local gateway = ARGV[a + 3]
+  local notice = ARGV[a + 4]
+  local head = ARGV[a + 5]
+  if head ~= '' then
+    -- The head is known: write first, in one command, and put a final record back if
+    -- there was one (a SUCCESS is final; a FAILED gives way only to a SUCCESS).
+    local old = redis.call('SET', key, status .. head .. tail, 'GET', 'PX', ttl)
+    local kind = old and string.sub(old, 1, 1)
+    if kind == 'S' or (kind == 'F' and status == 'F') then
+      redis.call('SET', key, old, 'PX', ttl)
+    else
+      written = written + 1
+      notify(gateway, notice)
+      local ends = kind == 'P' and owner_end(old)
+      if ends then
+        notify_watchers(old, ends, gateway, notice)
       end
     end
-    redis.call('SET', key, status .. head .. ';' .. ARGV[a + 2] .. ';' .. ARGV[a + 1], 'PX', ttl)
-    written = written + 1
-    local gateway = ARGV[a + 3]
-    notify(gateway, ARGV[a + 4])
-    for other in string.gmatch(watchers, ';([^;]+)') do
-      if other ~= gateway then
-        notify(other, ARGV[a + 4])
+  else
+    local old = redis.call('GET', key)
+    local kind = old and string.sub(old, 1, 1)
+    if kind ~= 'S' and (status == 'S' or kind ~= 'F') then
+      -- The head (created_at, owner) comes from the record written at admission; without
+      -- one (it expired) it is empty.
+      head = '0;0;'
+      local ends = old and owner_end(old)
+      if ends then
+        head = string.sub(old, 2, ends)
+      end
+      redis.call('SET', key, status .. head .. tail, 'PX', ttl)
+      written = written + 1
+      notify(gateway, notice)
+      if kind == 'P' and ends then
+        notify_watchers(old, ends, gateway, notice)
       end
     end
   end
@@ -70,7 +100,7 @@ end
 for _, gateway in ipairs(order) do
   redis.call(publish, channel_prefix .. gateway, '[' .. table.concat(notices[gateway], ',') .. ']')
 end
-local a = 6 + 6 * n
+local a = 6 + 7 * n
 while a <= #ARGV do
   local stream = ARGV[a]
   local count = tonumber(ARGV[a + 1])
