@@ -9,7 +9,10 @@
 //! With dedupe on, the gateway gives the task an id whose partition byte is the input hash's
 //! (see `Keys::partition_of`), so the dedupe entry, the result and the stream share a slot.
 
+use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +74,10 @@ struct Writer {
     topology: Topology,
     /// Capacity of the whole queue, for the error.
     capacity: usize,
+    /// This intake's name among writers, random, for the keys of its groups' messages.
+    name: u64,
+    /// Groups written so far: with `name`, names each group's messages.
+    groups: AtomicU64,
 }
 
 impl RedisIntake {
@@ -96,6 +103,8 @@ impl RedisIntake {
             dedupe_ttl,
             op_timeout,
             capacity,
+            name: RandomState::new().build_hasher().finish(),
+            groups: AtomicU64::new(0),
         };
         tokio::spawn(gather(rx, Arc::new(writer)));
         RedisIntake {
@@ -233,26 +242,67 @@ impl Writer {
 
     /// One script call; gives back the tasks that met another node's key (unless `last`: then
     /// they are refused like any other error).
-    async fn call(&self, group: Vec<Admission>, last: bool) -> Vec<Admission> {
+    async fn call(&self, mut group: Vec<Admission>, last: bool) -> Vec<Admission> {
+        // The script takes the tasks partition by partition; each partition's messages are
+        // stored first as one string, which its stream entry names (see `crate::entry`), so
+        // that they never pass through the script. Replies come back in that order.
+        group.sort_by_key(|a| a.partition);
+        let mut stored = Vec::new();
         let mut call = self.script.prepare_invoke();
         call.key(self.keys.stream(group[0].partition))
             .arg(self.per_partition)
             .arg(self.result_ttl.as_millis().max(1) as u64)
             .arg(self.dedupe_ttl.as_millis().max(1) as u64);
-        for a in &group {
-            call.arg(self.keys.stream(a.partition))
-                .arg(self.keys.result(&a.task_id))
-                .arg(
-                    a.dedupe
-                        .as_deref()
-                        .map(|h| self.keys.dedupe(h))
-                        .unwrap_or_default(),
-                )
-                .arg(a.message.as_slice())
-                .arg(&a.task_id)
-                .arg(&a.pending);
+        for tasks in group.chunk_by(|a, b| a.partition == b.partition) {
+            let mut messages = Vec::with_capacity(tasks.iter().map(|a| a.message.len()).sum());
+            for a in tasks {
+                messages.extend_from_slice(&a.message);
+            }
+            let n = self.groups.fetch_add(1, Ordering::Relaxed);
+            let key = self
+                .keys
+                .group(tasks[0].partition, &format!("{:x}-{n:x}", self.name));
+            let mut set = redis::cmd("SET");
+            set.arg(&key)
+                .arg(messages)
+                .arg("PX")
+                .arg(self.result_ttl.as_millis().max(1) as u64);
+            stored.push(set);
+            call.arg(self.keys.stream(tasks[0].partition))
+                .arg(key)
+                .arg(tasks.len());
+            for a in tasks {
+                call.arg(self.keys.result(&a.task_id))
+                    .arg(
+                        a.dedupe
+                            .as_deref()
+                            .map(|h| self.keys.dedupe(h))
+                            .unwrap_or_default(),
+                    )
+                    .arg(&a.task_id)
+                    .arg(&a.pending);
+            }
         }
+        // One command each, sent together: on a cluster, one pipeline may not span slots.
+        let writes = stored.iter().map(|set| {
+            let mut conn = self.conn.clone();
+            async move { bounded(self.op_timeout, set.exec_async(&mut conn)).await }
+        });
+        let written: Result<Vec<()>, _> = futures_util::future::join_all(writes)
+            .await
+            .into_iter()
+            .collect();
         let mut conn = self.conn.clone();
+        if let Err(error) = written {
+            let why = describe(&error);
+            if !last && Topology::is_misrouted(&why) {
+                return group;
+            }
+            for a in group {
+                let _ = a.reply.send(Err(unavailable(why.clone())));
+            }
+            return Vec::new();
+        }
         let started = std::time::Instant::now();
         let replies: Result<Vec<Vec<Value>>, _> =
             bounded(self.op_timeout, call.invoke_async(&mut conn)).await;

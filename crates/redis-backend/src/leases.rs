@@ -16,11 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use batchgate_queue::Receipt;
+use redis::streams::StreamId;
 use redis::{RedisResult, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::conn::{bounded, RedisConn};
+use crate::entry::group_key;
 use crate::keys::{Keys, GROUP};
 
 /// How often (in renewal rounds) Redis's clock is read again.
@@ -33,6 +35,8 @@ pub(crate) struct Ack {
     pub(crate) entry_id: String,
     /// Tasks the entry held, taken off the stream's task count.
     pub(crate) tasks: usize,
+    /// The key of its group's messages, deleted with it.
+    pub(crate) group: Option<String>,
 }
 
 /// One held entry: an entry holds one task or a group of them, each handed out on its own.
@@ -44,6 +48,8 @@ struct Lease {
     tasks: usize,
     /// A task of it was given back: the entry must come back whole (never acknowledged here).
     spoiled: bool,
+    /// The key of its group's messages.
+    group: Option<String>,
 }
 
 /// Entries this batcher holds, by partition, with how many of their tasks are still out.
@@ -57,13 +63,14 @@ impl Leases {
     }
 
     /// Holds an entry whose `tasks` tasks are all being handed out.
-    pub(crate) fn hold(&self, partition: usize, entry_id: &str, tasks: usize) {
+    pub(crate) fn hold(&self, partition: usize, entry: &StreamId, tasks: usize) {
         self.lock().entry(partition).or_default().insert(
-            entry_id.to_owned(),
+            entry.id.clone(),
             Lease {
                 held: tasks,
                 tasks,
                 spoiled: false,
+                group: group_key(entry),
             },
         );
     }
@@ -122,6 +129,7 @@ impl Leases {
                         partition: r.partition,
                         entry_id: r.entry_id.clone(),
                         tasks: lease.tasks,
+                        group: lease.group.take(),
                     });
                 }
                 ids.remove(&r.entry_id);
