@@ -265,3 +265,55 @@ impl Renewer {
         futures_util::future::join_all(renewals).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> StreamId {
+        StreamId {
+            id: id.to_owned(),
+            ..StreamId::default()
+        }
+    }
+
+    fn receipt(id: &str) -> Receipt {
+        Receipt {
+            partition: 0,
+            entry_id: id.to_owned(),
+        }
+    }
+
+    #[test]
+    fn an_entry_is_acknowledged_with_its_last_task() {
+        let leases = Leases::default();
+        leases.hold(0, &entry("1-0"), 3);
+        assert!(leases.finish(&[receipt("1-0"), receipt("1-0")]).is_empty());
+        assert!(leases.holds(0, "1-0"), "a task is still out");
+        let acks = leases.finish(&[receipt("1-0")]);
+        assert_eq!(acks.len(), 1);
+        assert_eq!((acks[0].entry_id.as_str(), acks[0].tasks), ("1-0", 3));
+        assert!(!leases.holds(0, "1-0"));
+        assert!(leases.finish(&[receipt("1-0")]).is_empty(), "once only");
+    }
+
+    #[test]
+    fn an_entry_with_a_failed_settle_or_a_task_given_back_is_never_acknowledged() {
+        let leases = Leases::default();
+        leases.hold(0, &entry("1-0"), 2);
+        // The first task's settle counted it, then failed.
+        assert!(leases.finish(&[receipt("1-0")]).is_empty());
+        leases.spoil(&[receipt("1-0")]);
+        assert!(leases.finish(&[receipt("1-0")]).is_empty(), "spoiled");
+        assert!(
+            !leases.holds(0, "1-0"),
+            "released, to lapse and come back whole"
+        );
+
+        leases.hold(0, &entry("2-0"), 2);
+        leases.give_back(&[receipt("2-0")]);
+        assert!(leases.holds(0, "2-0"), "renewed while a task of it is out");
+        assert!(leases.finish(&[receipt("2-0")]).is_empty());
+        assert!(!leases.holds(0, "2-0"));
+    }
+}
