@@ -78,6 +78,8 @@ struct Writer {
     name: u64,
     /// Groups written so far: with `name`, names each group's messages.
     groups: AtomicU64,
+    /// Partitions may live on different nodes.
+    cluster: bool,
 }
 
 impl RedisIntake {
@@ -105,6 +107,7 @@ impl RedisIntake {
             capacity,
             name: RandomState::new().build_hasher().finish(),
             groups: AtomicU64::new(0),
+            cluster,
         };
         tokio::spawn(gather(rx, Arc::new(writer)));
         RedisIntake {
@@ -248,8 +251,10 @@ impl Writer {
         // that they never pass through the script. Replies come back in that order.
         group.sort_by_key(|a| a.partition);
         let mut stored = Vec::new();
-        let mut call = self.script.prepare_invoke();
-        call.key(self.keys.stream(group[0].partition))
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(self.script.get_hash())
+            .arg(1)
+            .arg(self.keys.stream(group[0].partition))
             .arg(self.per_partition)
             .arg(self.result_ttl.as_millis().max(1) as u64)
             .arg(self.dedupe_ttl.as_millis().max(1) as u64);
@@ -283,29 +288,8 @@ impl Writer {
                     .arg(&a.pending);
             }
         }
-        // One command each, sent together: on a cluster, one pipeline may not span slots.
-        let writes = stored.iter().map(|set| {
-            let mut conn = self.conn.clone();
-            async move { bounded(self.op_timeout, set.exec_async(&mut conn)).await }
-        });
-        let written: Result<Vec<()>, _> = futures_util::future::join_all(writes)
-            .await
-            .into_iter()
-            .collect();
-        let mut conn = self.conn.clone();
-        if let Err(error) = written {
-            let why = describe(&error);
-            if !last && Topology::is_misrouted(&why) {
-                return group;
-            }
-            for a in group {
-                let _ = a.reply.send(Err(unavailable(why.clone())));
-            }
-            return Vec::new();
-        }
         let started = std::time::Instant::now();
-        let replies: Result<Vec<Vec<Value>>, _> =
-            bounded(self.op_timeout, call.invoke_async(&mut conn)).await;
+        let replies = self.store_and_admit(&stored, &call).await;
         debug!(
             tasks = group.len(),
             took_us = started.elapsed().as_micros() as u64,
@@ -350,6 +334,49 @@ impl Writer {
             }
         }
         again
+    }
+
+    /// Stores the groups' messages, then runs the admission script: one round trip on a
+    /// standalone Redis (one pipeline, in order), the stores first on a cluster (one
+    /// pipeline may not span slots there). A script Redis lost (a restart) is loaded again.
+    async fn store_and_admit(
+        &self,
+        stored: &[redis::Cmd],
+        call: &redis::Cmd,
+    ) -> redis::RedisResult<Vec<Vec<Value>>> {
+        let mut conn = self.conn.clone();
+        let first = if self.cluster {
+            let writes = stored.iter().map(|set| {
+                let mut conn = self.conn.clone();
+                async move { bounded(self.op_timeout, set.exec_async(&mut conn)).await }
+            });
+            for written in futures_util::future::join_all(writes).await {
+                written?;
+            }
+            bounded(self.op_timeout, call.query_async(&mut conn)).await
+        } else {
+            let mut pipe = redis::pipe();
+            for set in stored {
+                pipe.add_command(set.clone()).ignore();
+            }
+            pipe.add_command(call.clone());
+            let replies: redis::RedisResult<(Vec<Vec<Value>>,)> =
+                bounded(self.op_timeout, pipe.query_async(&mut conn)).await;
+            replies.map(|(r,)| r)
+        };
+        match first {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                bounded(
+                    self.op_timeout,
+                    self.script.prepare_invoke().load_async(&mut conn),
+                )
+                .await?;
+                bounded(self.op_timeout, call.query_async(&mut conn)).await
+            }
+            other => other,
+        }
     }
 
     fn answer(&self, reply: &[Value]) -> Result<Admitted, AdmitError> {
