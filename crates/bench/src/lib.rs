@@ -18,8 +18,10 @@
 //! Layout:
 //! - [`args`]: the flags ([`BenchArgs`]) and their validation.
 //! - `duration`: the `30s` / `500ms` / `2m` parser of duration flags.
-//! - `arrivals`: the open-loop schedule of intended send times (fixed or Poisson, seeded),
-//!   following the rate curve (warmup ramp, bursts).
+//! - [`chart`]: the SVG or HTML picture of a run (`--report`), also drawn by `batchgate simulate`.
+//! - [`arrivals`]: the open-loop schedule of intended send times (fixed or Poisson, seeded),
+//!   following the rate curve (warmup ramp, bursts); public so that `batchgate simulate` sends
+//!   the same arrivals.
 //! - `inputs`: request inputs, fresh or reused per `--unique-ratio` (seeded).
 //! - `client`: one request's lifecycle (POST, long-poll while pending, check the output).
 //! - `outcome`: how an answer is classified (`ok`, `http_429:rate_limited`, `timeout`, ...).
@@ -31,7 +33,8 @@
 //! - `error`: [`BenchError`].
 
 pub mod args;
-mod arrivals;
+pub mod arrivals;
+pub mod chart;
 mod client;
 mod drive;
 mod duration;
@@ -53,6 +56,7 @@ pub use args::{ArrivalKind, BenchArgs};
 pub use duration::parse_duration;
 pub use error::BenchError;
 pub use metrics_scrape::{ServerDelta, ServerMetrics, WorkerBusy};
+pub use record::{latency_histogram, Totals};
 pub use report::Report;
 
 use crate::args::{Config, Mode};

@@ -61,16 +61,18 @@ pub(crate) struct Live {
 
 /// The measured window's counts, once the run is over.
 #[derive(Debug, Clone)]
-pub(crate) struct Totals {
+pub struct Totals {
     /// Requests of the measured window that went on the wire.
-    pub(crate) sent: u64,
+    pub sent: u64,
     /// Count per outcome kind (`Outcome`'s display names).
-    pub(crate) outcomes: BTreeMap<String, u64>,
+    pub outcomes: BTreeMap<String, u64>,
     /// Latencies of the `ok` requests, in microseconds.
-    pub(crate) latency_us: Histogram<u64>,
+    pub latency_us: Histogram<u64>,
 }
 
-fn histogram() -> Histogram<u64> {
+/// An empty latency histogram as the bench keeps them: microseconds, 1 µs to 1 h, 3 significant
+/// figures.
+pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_FIGURES)
         .expect("constant histogram bounds are valid. This is a bug.")
 }
@@ -80,11 +82,11 @@ impl Default for Recorder {
         Recorder {
             tally: Mutex::new(Tally {
                 outcomes: HashMap::new(),
-                latency_us: histogram(),
+                latency_us: latency_histogram(),
                 ok_all: 0,
                 errors_all: 0,
                 overloaded_all: 0,
-                interval_us: histogram(),
+                interval_us: latency_histogram(),
             }),
             sent_all: AtomicU64::new(0),
             sent_measured: AtomicU64::new(0),
