@@ -358,6 +358,7 @@ mod tests {
             http2: false,
             worker_slots: 32,
             bearer: None,
+            report: None,
         })
     }
 
