@@ -12,7 +12,7 @@ use batchgate_policy::{Adaptive, Limits, Rule};
 
 use crate::engine::{self, Outcome};
 use crate::model::{
-    Arrivals, Deployment, Load, WorkerModel, DEFAULT_EGRESS, DEFAULT_INGRESS, TIMER_TICK,
+    Arrivals, Deployment, Host, Load, WorkerModel, DEFAULT_EGRESS, DEFAULT_INGRESS, TIMER_TICK,
 };
 
 /// Why a simulation could not run.
@@ -140,6 +140,16 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = DEFAULT_EGRESS.as_secs_f64() * 1000.0)]
     pub egress_ms: f64,
 
+    /// CPU time each request costs the machine it passes through, in microseconds (load
+    /// generator and server together, when they share it as in BENCHMARKS.md: ≈ 150); with
+    /// --host-cores, requests queue for the CPU past cores / this per second. 0: not modelled.
+    #[arg(long, default_value_t = 0.0)]
+    pub host_cpu_us: f64,
+
+    /// Cores of that machine.
+    #[arg(long, default_value_t = 2.0)]
+    pub host_cores: f64,
+
     /// Print the report as JSON, in the shape of `batchgate bench --json`.
     #[arg(long)]
     pub json: bool,
@@ -245,8 +255,29 @@ impl SimulateArgs {
             max_queue_age: self.max_queue_age,
             ingress: millis("--ingress-ms", self.ingress_ms)?,
             egress: millis("--egress-ms", self.egress_ms)?,
+            host: self.host()?,
             timer_tick: TIMER_TICK,
         })
+    }
+
+    fn host(&self) -> Result<Option<Host>, SimulateError> {
+        if !(self.host_cores.is_finite() && self.host_cores > 0.0) {
+            return Err(SimulateError::InvalidArgs(format!(
+                "--host-cores must be a positive number, got {}",
+                self.host_cores
+            )));
+        }
+        if !(self.host_cpu_us.is_finite() && (0.0..1e9).contains(&self.host_cpu_us)) {
+            return Err(SimulateError::InvalidArgs(format!(
+                "--host-cpu-us must be a number of microseconds, at least 0, got {}",
+                self.host_cpu_us
+            )));
+        }
+        let cpu = Duration::from_secs_f64(self.host_cpu_us / 1e6);
+        Ok((!cpu.is_zero()).then_some(Host {
+            cpu_per_request: cpu,
+            cores: self.host_cores,
+        }))
     }
 
     /// The load these flags describe (reads --trace).

@@ -268,14 +268,22 @@ impl<'a> Sim<'a> {
         self.schedule(0, Event::Report);
         self.schedule(0, Event::ShedSample);
         let ingress = nanos(self.d.ingress);
+        // The host's CPU as one first-come-first-served server: a request's time on it.
+        let service = self.d.host.map_or(0, |h| {
+            (h.cpu_per_request.as_secs_f64() / h.cores.max(1e-9) * 1e9) as u64
+        });
+        let mut cpu_free = 0u64;
         let mut index = 0u64;
         let mut next_sent = nanos(source.next());
+        let mut next_arrival = next_sent.saturating_add(ingress);
+        if service > 0 {
+            next_arrival = next_arrival.max(cpu_free) + service;
+            cpu_free = next_arrival;
+        }
         loop {
-            let next_arrival = if next_sent < self.end {
-                next_sent.saturating_add(ingress)
-            } else {
-                u64::MAX
-            };
+            if next_sent >= self.end {
+                next_arrival = u64::MAX;
+            }
             let (next_event, first) = self
                 .heap
                 .peek()
@@ -303,6 +311,11 @@ impl<'a> Sim<'a> {
                 index += 1;
                 self.arrive(batcher, request);
                 next_sent = nanos(source.next());
+                next_arrival = next_sent.saturating_add(ingress);
+                if service > 0 {
+                    next_arrival = next_arrival.max(cpu_free) + service;
+                    cpu_free = next_arrival;
+                }
             }
         }
         self.out
@@ -464,7 +477,7 @@ impl<'a> Sim<'a> {
         let before = requests.len();
         let mut expired = Vec::new();
         requests.retain(|r| {
-            let old = now.saturating_sub(r.sent + ingress) > max_age;
+            let old = now.saturating_sub(r.sent.saturating_add(ingress)) > max_age;
             if old {
                 expired.push(*r);
             }

@@ -60,6 +60,18 @@ impl WorkerModel {
     }
 }
 
+/// The machine's CPU, shared by every request: each takes `cpu_per_request` of it, spread over
+/// `cores`, before it reaches the queue (first come, first served). Past `cores /
+/// cpu_per_request` requests a second they wait for it: that is how a machine too small for
+/// its load (the bench and the server on two cores at a burst of 15,000/s) shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Host {
+    /// CPU time per request (everything on the machine: load generator, gateway, batcher).
+    pub cpu_per_request: Duration,
+    /// Cores it is spread over.
+    pub cores: f64,
+}
+
 /// The deployment in virtual time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Deployment {
@@ -83,6 +95,8 @@ pub struct Deployment {
     pub ingress: Duration,
     /// Time from the end of its worker call to the client having the answer.
     pub egress: Duration,
+    /// The CPU that requests pass through on their way in, if it is to be modelled.
+    pub host: Option<Host>,
     /// Resolution of the batcher's timers: a deadline wakes it at the next whole tick, as
     /// tokio's timer (1 ms) does for the live driver.
     pub timer_tick: Duration,
@@ -100,6 +114,7 @@ impl Default for Deployment {
             max_queue_age: Duration::from_secs(30),
             ingress: DEFAULT_INGRESS,
             egress: DEFAULT_EGRESS,
+            host: None,
             timer_tick: TIMER_TICK,
         }
     }

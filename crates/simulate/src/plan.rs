@@ -6,7 +6,8 @@
 //! batchers are alike and share nothing but the queue's spread of tasks, so one batcher is
 //! simulated at its share of the rate, with the real policy, for each policy and batch window,
 //! and the fewest worker slots that hold the p99 (with nothing shed, every request answered)
-//! are kept. The cheapest plan has the fewest workers; ties go to the lower p99.
+//! are kept. The cheapest plan has the fewest workers; ties go to the lower p99, then to the
+//! defaults (fixed rule, window nearest 50 ms).
 
 use std::fmt;
 use std::time::Duration;
@@ -45,6 +46,10 @@ pub struct PlanArgs {
     /// Added cost per input of a worker call, in milliseconds.
     #[arg(long, default_value_t = 0.78)]
     pub worker_per_item_ms: f64,
+
+    /// Each call's cost stretched by a factor drawn from [1 − J, 1 + J] (0: the exact model).
+    #[arg(long, default_value_t = 0.0)]
+    pub worker_jitter: f64,
 
     /// Batches one worker (one GPU) runs at once.
     #[arg(long, default_value_t = 1)]
@@ -174,6 +179,12 @@ impl PlanArgs {
             )));
         }
         let cores = positive("--cores-per-pod", self.cores_per_pod)?;
+        if !(0.0..1.0).contains(&self.worker_jitter) {
+            return Err(SimulateError::InvalidArgs(format!(
+                "--worker-jitter must be in [0, 1), got {}",
+                self.worker_jitter
+            )));
+        }
         if self.slots_per_worker == 0 || self.max_batch_size == 0 {
             return Err(SimulateError::InvalidArgs(
                 "--slots-per-worker and --max-batch-size must be at least 1".into(),
@@ -194,7 +205,7 @@ impl PlanArgs {
             slots: 1,
             base: ms("--worker-base-ms", self.worker_base_ms)?,
             per_item: ms("--worker-per-item-ms", self.worker_per_item_ms)?,
-            jitter: 0.0,
+            jitter: self.worker_jitter,
             error_rate: 0.0,
         };
         let share = rate / batchers as f64;
@@ -211,6 +222,7 @@ impl PlanArgs {
             max_queue_age: Duration::from_secs(3600),
             ingress: ms("--ingress-ms", self.ingress_ms)?,
             egress: ms("--egress-ms", self.egress_ms)?,
+            host: None,
             timer_tick: TIMER_TICK,
         };
         let load = Load {
@@ -247,9 +259,18 @@ impl PlanArgs {
         let Some(chosen) = candidates
             .iter()
             .min_by(|a, b| {
-                a.slots_per_batcher
-                    .cmp(&b.slots_per_batcher)
-                    .then(a.p99_ms.total_cmp(&b.p99_ms))
+                // Fewest slots; then the lower p99 (to the millisecond); then the window
+                // nearest the default 50 ms, and the fixed rule, the defaults being the
+                // best-measured configuration.
+                let key = |c: &Candidate| {
+                    (
+                        c.slots_per_batcher,
+                        c.p99_ms.round() as u64,
+                        c.max_wait_ms.abs_diff(50),
+                        c.policy != "fixed",
+                    )
+                };
+                key(a).cmp(&key(b))
             })
             .cloned()
         else {
@@ -264,9 +285,12 @@ impl PlanArgs {
         let capacity = total_slots as f64 * per_slot;
         let assumptions = vec![
             format!(
-                "worker call: {} ms + {} ms per input, {} batch(es) at once per worker, at most {} \
-                 inputs per call",
-                self.worker_base_ms, self.worker_per_item_ms, self.slots_per_worker,
+                "worker call: {} ms + {} ms per input (stretched by up to ±{:.0}%), {} batch(es) \
+                 at once per worker, at most {} inputs per call",
+                self.worker_base_ms,
+                self.worker_per_item_ms,
+                self.worker_jitter * 100.0,
+                self.slots_per_worker,
                 self.max_batch_size
             ),
             format!(

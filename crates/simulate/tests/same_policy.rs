@@ -1,11 +1,15 @@
 //! The simulator and the live batcher run the same batching code: fed the same arrival times,
 //! with a worker of the same cost, they send the same batches at the same times.
 //!
-//! The live side is the real `Batcher` on the in-process queue under tokio's paused clock (so
-//! its times are exact); the simulated side is `engine::run` with a trace of the same times.
-//! Arrivals fall on whole milliseconds (tokio's timers have that resolution), on a 3 ms grid
-//! plus bursts, so that no arrival lands on the very instant of a batch's deadline: there the
-//! order of two simultaneous wake-ups, not the policy, would decide.
+//! The live side is the real `Batcher` on the in-process queue (one partition, so tasks leave
+//! it in arrival order) under tokio's paused clock, so its times are exact; the simulated side
+//! is `engine::run` with a trace of the same times. Arrivals fall on whole milliseconds, as
+//! tokio's timers do. Both sides call the same `Policy`, `gather::step` and `SlotState`, so a
+//! change to any of them changes both; what this test guards is the simulator's loop around
+//! them: when a batcher wakes (arrivals, its deadline, a slot freed while it waits for one),
+//! and in which order at one instant. Earlier versions of that loop failed it (a freed slot
+//! re-deciding a batch the live driver only sees at its next wake-up; deciding before reading
+//! a task that arrived at the deadline's very instant).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -145,6 +149,7 @@ fn simulated(rule: Rule, times: &[u64]) -> Vec<Boundary> {
         max_queue_age: Duration::from_secs(30),
         ingress: Duration::ZERO,
         egress: Duration::ZERO,
+        host: None,
         timer_tick: TIMER_TICK,
     };
     let load = Load {
