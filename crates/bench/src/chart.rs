@@ -60,6 +60,9 @@ pub fn cdf_of(histogram_us: &Histogram<u64>) -> Vec<(f64, f64)> {
 
 type DrawResult<T> = Result<T, String>;
 
+/// One line of a chart: its legend, its points, its colour.
+type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
 fn err<E: std::fmt::Debug>(e: E) -> String {
     format!("{e:?}")
 }
@@ -73,7 +76,7 @@ fn lines(
     caption: &str,
     x_desc: &str,
     y_desc: &str,
-    series: &[(&str, Vec<(f64, f64)>, RGBColor)],
+    series: &[Series<'_>],
 ) -> DrawResult<String> {
     let mut svg = String::new();
     {

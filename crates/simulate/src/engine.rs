@@ -217,7 +217,7 @@ impl<'a> Sim<'a> {
             heap: BinaryHeap::new(),
             seq: 0,
             shedder: Shedder::new(d.shed),
-            rng: StdRng::seed_from_u64(load.seed ^ 0x5eed_0f_a11),
+            rng: StdRng::seed_from_u64(load.seed ^ 0x0005_eed0_fa11),
             queued: 0,
             out: Outcome {
                 sent: 0,

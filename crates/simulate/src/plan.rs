@@ -158,7 +158,7 @@ fn positive(flag: &str, v: f64) -> Result<f64, SimulateError> {
 }
 
 fn ms(flag: &str, v: f64) -> Result<Duration, SimulateError> {
-    if v.is_finite() && v >= 0.0 && v < 1e9 {
+    if v.is_finite() && (0.0..1e9).contains(&v) {
         Ok(Duration::from_secs_f64(v / 1000.0))
     } else {
         Err(SimulateError::InvalidArgs(format!(
