@@ -210,3 +210,40 @@ fn bad_simulate_and_plan_flags_are_clear_errors() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn simulate_takes_the_bench_and_serve_flag_names() {
+    let out = Command::new(env!("CARGO_BIN_EXE_batchgate"))
+        .args(["simulate", "--help"])
+        .output()
+        .expect("run batchgate");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--rate",
+        "--burst-rate",
+        "--burst-secs",
+        "--burst-every",
+        "--arrivals",
+        "--duration",
+        "--warmup",
+        "--seed",
+        "--sim-slots",
+        "--sim-base-ms",
+        "--sim-per-item-ms",
+        "--max-batch-size",
+        "--max-wait-ms",
+        "--policy",
+        "--max-hold-ms",
+        "--max-inflight-batches",
+        "--latency-objective-ms",
+        "--shed-wait-ms",
+        "--json",
+        "--report",
+        "[env: BATCHGATE_SIMULATE_RATE=]",
+    ] {
+        assert!(
+            help.contains(needle),
+            "simulate --help lacks {needle:?}:\n{help}"
+        );
+    }
+}

@@ -72,12 +72,7 @@ fn max_of(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// One line chart with its series, as an SVG document.
-fn lines(
-    caption: &str,
-    x_desc: &str,
-    y_desc: &str,
-    series: &[Series<'_>],
-) -> DrawResult<String> {
+fn lines(caption: &str, x_desc: &str, y_desc: &str, series: &[Series<'_>]) -> DrawResult<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();

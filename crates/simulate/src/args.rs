@@ -36,127 +36,135 @@ pub enum SimulateError {
 pub struct SimulateArgs {
     /// Requests per second (open loop, as `bench --rate`); with --burst-rate, the rate between
     /// bursts. Not with --trace.
-    #[arg(long)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_RATE")]
     pub rate: Option<f64>,
 
     /// Send times from a file instead: one per line, seconds from the start (e.g. `0.0125`);
     /// blank lines and lines starting with `#` are skipped.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["rate", "burst_rate"])]
+    #[arg(long, env = "BATCHGATE_SIMULATE_TRACE", value_name = "FILE", conflicts_with_all = ["rate", "burst_rate"])]
     pub trace: Option<PathBuf>,
 
     /// As `bench --burst-rate`: this many requests per second for --burst-secs at the start of
     /// every --burst-every seconds of the measured window.
-    #[arg(long)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_BURST_RATE")]
     pub burst_rate: Option<f64>,
 
     /// As `bench --burst-secs`.
-    #[arg(long)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_BURST_SECS")]
     pub burst_secs: Option<f64>,
 
     /// As `bench --burst-every`.
-    #[arg(long)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_BURST_EVERY")]
     pub burst_every: Option<f64>,
 
     /// As `bench --arrivals`: `fixed` or `poisson` spacing.
-    #[arg(long, value_enum, default_value_t = ArrivalKind::Fixed)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_ARRIVALS", value_enum, default_value_t = ArrivalKind::Fixed)]
     pub arrivals: ArrivalKind,
 
     /// As `bench --duration`: the measured window, e.g. `30s`, `1m`.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_DURATION", default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
 
     /// As `bench --warmup`: a linear ramp to --rate before the window, not recorded.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_WARMUP", default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
 
     /// As `bench --seed`: of the Poisson schedule, the worker's jitter and errors.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_SEED", default_value_t = 42)]
     pub seed: u64,
 
     /// As `serve --sim-slots`: batches the worker behind each batcher runs at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_SIM_SLOTS", default_value_t = 32)]
     pub sim_slots: usize,
 
     /// As `serve --sim-base-ms`: fixed cost of a worker call, in milliseconds.
-    #[arg(long, default_value_t = 150.0)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_SIM_BASE_MS", default_value_t = 150.0)]
     pub sim_base_ms: f64,
 
     /// As `serve --sim-per-item-ms`: added cost per input, in milliseconds.
-    #[arg(long, default_value_t = 0.78)]
+    #[arg(
+        long,
+        env = "BATCHGATE_SIMULATE_SIM_PER_ITEM_MS",
+        default_value_t = 0.78
+    )]
     pub sim_per_item_ms: f64,
 
     /// Each call's cost stretched by a factor drawn from [1 − J, 1 + J]; 0 is the exact model.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_SIM_JITTER", default_value_t = 0.0)]
     pub sim_jitter: f64,
 
     /// Share of worker calls that fail (their tasks end FAILED; retries are not modelled).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_SIM_ERROR_RATE", default_value_t = 0.0)]
     pub sim_error_rate: f64,
 
     /// As `serve --max-batch-size`.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_MAX_BATCH_SIZE", default_value_t = 64)]
     pub max_batch_size: usize,
 
     /// As `serve --max-wait-ms`.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_MAX_WAIT_MS", default_value_t = 50)]
     pub max_wait_ms: u64,
 
     /// As `serve --policy`: `fixed` or `adaptive`.
-    #[arg(long, default_value = "fixed", value_parser = ["fixed", "adaptive"])]
+    #[arg(long, env = "BATCHGATE_SIMULATE_POLICY", default_value = "fixed", value_parser = ["fixed", "adaptive"])]
     pub policy: String,
 
     /// As `serve --max-hold-ms` (adaptive policy).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_MAX_HOLD_MS", default_value_t = 100)]
     pub max_hold_ms: u64,
 
     /// As `serve --max-inflight-batches` [default: --sim-slots].
-    #[arg(long)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_MAX_INFLIGHT_BATCHES")]
     pub max_inflight_batches: Option<usize>,
 
     /// As `serve --max-queue-age`.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_MAX_QUEUE_AGE", default_value = "30s", value_parser = parse_duration)]
     pub max_queue_age: Duration,
 
     /// As `serve --latency-objective-ms`: shed when a new task's queue wait plus one call
     /// would pass 60% of it; 0 turns shedding off.
-    #[arg(long, default_value_t = 500)]
+    #[arg(
+        long,
+        env = "BATCHGATE_SIMULATE_LATENCY_OBJECTIVE_MS",
+        default_value_t = 500
+    )]
     pub latency_objective_ms: u64,
 
     /// As `serve --shed-wait-ms`: shed on the queue wait alone; 0 turns shedding off.
-    #[arg(long)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_SHED_WAIT_MS")]
     pub shed_wait_ms: Option<u64>,
 
     /// Batchers, each with its own worker of --sim-slots slots; arrivals are dealt to them in
     /// turn.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_BATCHERS", default_value_t = 1)]
     pub batchers: usize,
 
     /// Time from a request's send to its arrival in the queue, in milliseconds (HTTP and
     /// admission; calibrated on the embedded deployment, see BENCHMARKS.md).
-    #[arg(long, default_value_t = DEFAULT_INGRESS.as_secs_f64() * 1000.0)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_INGRESS_MS", default_value_t = DEFAULT_INGRESS.as_secs_f64() * 1000.0)]
     pub ingress_ms: f64,
 
     /// Time from the end of a worker call to the client having the answer, in milliseconds.
-    #[arg(long, default_value_t = DEFAULT_EGRESS.as_secs_f64() * 1000.0)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_EGRESS_MS", default_value_t = DEFAULT_EGRESS.as_secs_f64() * 1000.0)]
     pub egress_ms: f64,
 
     /// CPU time each request costs the machine it passes through, in microseconds (load
     /// generator and server together, when they share it as in BENCHMARKS.md: ≈ 150); with
     /// --host-cores, requests queue for the CPU past cores / this per second. 0: not modelled.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_HOST_CPU_US", default_value_t = 0.0)]
     pub host_cpu_us: f64,
 
     /// Cores of that machine.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_HOST_CORES", default_value_t = 2.0)]
     pub host_cores: f64,
 
     /// Print the report as JSON, in the shape of `batchgate bench --json`.
-    #[arg(long)]
+    #[arg(long, env = "BATCHGATE_SIMULATE_JSON")]
     pub json: bool,
 
     /// Also write a report with charts to this file: SVG, or self-contained HTML if the name
     /// ends in `.html`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "BATCHGATE_SIMULATE_REPORT", value_name = "FILE")]
     pub report: Option<PathBuf>,
 }
 

@@ -32,72 +32,76 @@ const MAX_SLOTS_PER_BATCHER: usize = 1 << 16;
 #[derive(clap::Args, Debug, Clone)]
 pub struct PlanArgs {
     /// Requests per second to serve.
-    #[arg(long)]
+    #[arg(long, env = "BATCHGATE_PLAN_RATE")]
     pub rate: f64,
 
     /// The objective: p99 latency of every request, in milliseconds, with nothing shed.
-    #[arg(long)]
+    #[arg(long, env = "BATCHGATE_PLAN_P99_MS")]
     pub p99_ms: f64,
 
     /// Fixed cost of one worker call, in milliseconds.
-    #[arg(long, default_value_t = 150.0)]
+    #[arg(long, env = "BATCHGATE_PLAN_WORKER_BASE_MS", default_value_t = 150.0)]
     pub worker_base_ms: f64,
 
     /// Added cost per input of a worker call, in milliseconds.
-    #[arg(long, default_value_t = 0.78)]
+    #[arg(
+        long,
+        env = "BATCHGATE_PLAN_WORKER_PER_ITEM_MS",
+        default_value_t = 0.78
+    )]
     pub worker_per_item_ms: f64,
 
     /// Each call's cost stretched by a factor drawn from [1 − J, 1 + J] (0: the exact model).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, env = "BATCHGATE_PLAN_WORKER_JITTER", default_value_t = 0.0)]
     pub worker_jitter: f64,
 
     /// Batches one worker (one GPU) runs at once.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "BATCHGATE_PLAN_SLOTS_PER_WORKER", default_value_t = 1)]
     pub slots_per_worker: usize,
 
     /// The worker API's batch limit.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "BATCHGATE_PLAN_MAX_BATCH_SIZE", default_value_t = 64)]
     pub max_batch_size: usize,
 
     /// Gateway CPU per request, in microseconds (measured: BENCHMARKS.md).
-    #[arg(long, default_value_t = 135.0)]
+    #[arg(long, env = "BATCHGATE_PLAN_GATEWAY_US", default_value_t = 135.0)]
     pub gateway_us: f64,
 
     /// Batcher CPU per request, in microseconds (measured: BENCHMARKS.md).
-    #[arg(long, default_value_t = 58.0)]
+    #[arg(long, env = "BATCHGATE_PLAN_BATCHER_US", default_value_t = 58.0)]
     pub batcher_us: f64,
 
     /// Redis Cluster masters' CPU per request, in microseconds (measured: BENCHMARKS.md).
-    #[arg(long, default_value_t = 98.0)]
+    #[arg(long, env = "BATCHGATE_PLAN_REDIS_US", default_value_t = 98.0)]
     pub redis_us: f64,
 
     /// Cores of one gateway or batcher pod.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, env = "BATCHGATE_PLAN_CORES_PER_POD", default_value_t = 1.0)]
     pub cores_per_pod: f64,
 
     /// The autoscaler's CPU target for gateways and batchers, and the most a Redis master (one
     /// core) is loaded.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, env = "BATCHGATE_PLAN_CPU_TARGET", default_value_t = 0.7)]
     pub cpu_target: f64,
 
     /// Time from send to queue, in milliseconds (HTTP, admission through Redis).
-    #[arg(long, default_value_t = DEFAULT_INGRESS.as_secs_f64() * 1000.0 + 10.0)]
+    #[arg(long, env = "BATCHGATE_PLAN_INGRESS_MS", default_value_t = DEFAULT_INGRESS.as_secs_f64() * 1000.0 + 10.0)]
     pub ingress_ms: f64,
 
     /// Time from the end of a call to the client's answer, in milliseconds (settle, notice).
-    #[arg(long, default_value_t = DEFAULT_EGRESS.as_secs_f64() * 1000.0 + 10.0)]
+    #[arg(long, env = "BATCHGATE_PLAN_EGRESS_MS", default_value_t = DEFAULT_EGRESS.as_secs_f64() * 1000.0 + 10.0)]
     pub egress_ms: f64,
 
     /// Simulated time per candidate.
-    #[arg(long, default_value = "20s", value_parser = batchgate_bench::parse_duration)]
+    #[arg(long, env = "BATCHGATE_PLAN_DURATION", default_value = "20s", value_parser = batchgate_bench::parse_duration)]
     pub duration: Duration,
 
     /// Seed of the Poisson arrivals.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, env = "BATCHGATE_PLAN_SEED", default_value_t = 42)]
     pub seed: u64,
 
     /// Print the plan as JSON.
-    #[arg(long)]
+    #[arg(long, env = "BATCHGATE_PLAN_JSON")]
     pub json: bool,
 }
 
