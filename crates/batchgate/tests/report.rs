@@ -247,3 +247,49 @@ fn simulate_takes_the_bench_and_serve_flag_names() {
         );
     }
 }
+
+#[test]
+fn a_trace_file_drives_the_simulation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("trace.txt");
+    // 64 requests at once (one full batch), then one alone 1 s later (a timer flush); a
+    // comment and a blank line are skipped.
+    let mut text = String::from("# send times, seconds\n\n");
+    for _ in 0..64 {
+        text.push_str("0.5\n");
+    }
+    text.push_str("1.5\n");
+    std::fs::write(&path, text).expect("write the trace");
+    let out = Command::new(env!("CARGO_BIN_EXE_batchgate"))
+        .args(["simulate", "--duration", "3s", "--json", "--trace"])
+        .arg(&path)
+        .output()
+        .expect("run batchgate simulate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["sent"], 65);
+    assert_eq!(report["ok"], 65);
+    assert_eq!(report["server"]["batches"], 2);
+    assert_eq!(report["server"]["flushes"]["full"], 1);
+    assert_eq!(report["server"]["flushes"]["timer"], 1);
+    // The lone request waits the 50 ms window, then a call of 150.78 ms, plus 4 ms outside.
+    let max = report["latency_ms"]["max"].as_f64().expect("a number");
+    assert!((max - 204.78).abs() < 0.5, "{max}");
+
+    std::fs::write(&path, "0.1\nsoon\n").expect("write the trace");
+    let out = Command::new(env!("CARGO_BIN_EXE_batchgate"))
+        .args(["simulate", "--trace"])
+        .arg(&path)
+        .output()
+        .expect("run batchgate simulate");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2: not a number of seconds"),
+        "{stderr}"
+    );
+}
