@@ -196,9 +196,14 @@ fn charts_of(
         .filter(|(t, _)| *t < report.measured_secs);
     let summary = match &report.latency_ms {
         Some(l) => format!(
-            "{:.0} ok/s, {} errors, p50 {:.1} ms, p99 {:.1} ms, mean batch {:.1}",
+            "{:.0} ok/s, {} errors ({} shed), p50 {:.1} ms, p99 {:.1} ms, mean batch {:.1}",
             report.achieved_rate,
             report.errors,
+            report
+                .outcomes
+                .get("http_503:overloaded")
+                .copied()
+                .unwrap_or(0),
             l.p50,
             l.p99,
             report.server.delta.mean_batch_size.unwrap_or(0.0)

@@ -492,9 +492,10 @@ pub fn charts(done: &Simulated, title: &str) -> batchgate_bench::chart::Charts {
     let r = &done.report;
     let summary = match &r.latency_ms {
         Some(l) => format!(
-            "{:.0} ok/s, {} errors, p50 {:.1} ms, p99 {:.1} ms, mean batch {:.1}",
+            "{:.0} ok/s, {} errors ({} shed), p50 {:.1} ms, p99 {:.1} ms, mean batch {:.1}",
             r.achieved_rate,
             r.errors,
+            r.outcomes.get("http_503:overloaded").copied().unwrap_or(0),
             l.p50,
             l.p99,
             r.server.delta.mean_batch_size.unwrap_or(0.0)
