@@ -23,6 +23,7 @@ pub mod dlq;
 pub mod pool_metrics;
 pub mod serve;
 pub mod shutdown;
+pub mod simulate;
 pub mod store_metrics;
 pub mod telemetry;
 pub mod token;
