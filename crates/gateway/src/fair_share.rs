@@ -159,4 +159,37 @@ mod tests {
             .all(|s| s.lock().expect("lock").is_empty());
         assert!(empty, "callers with nothing in flight leave no entry");
     }
+
+    #[test]
+    fn concurrent_callers_never_pass_their_share_and_leave_no_entry() {
+        let slots = Arc::new(CallerSlots::new(3));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let slots = slots.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..20_000u32 {
+                        let caller = if (i + t) % 2 == 0 { "mallory" } else { "alice" };
+                        if let Some(slot) = slots.try_enter(caller) {
+                            held.push(slot);
+                        }
+                        assert!(slots.in_flight("mallory") <= 3, "mallory passed her share");
+                        if i % 3 == 0 {
+                            held.clear();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        assert_eq!(slots.in_flight("mallory"), 0);
+        assert_eq!(slots.in_flight("alice"), 0);
+        let empty = slots
+            .shards
+            .iter()
+            .all(|s| s.lock().expect("lock").is_empty());
+        assert!(empty, "every caller's last request removed its entry");
+    }
 }
