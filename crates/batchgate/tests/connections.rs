@@ -100,6 +100,9 @@ async fn a_dribbled_head_on_a_kept_alive_connection_is_cut_at_the_header_bound()
         status_within(&mut stream, Duration::from_secs(5)).await,
         Some(200)
     );
+    // Idle for three header bounds first: the next head then starts on a connection whose
+    // watchdog last saw it idle (and must still time the head from its first byte).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // The next head, a header every 100 ms for 20 s; cut within 10 s (well inside the idle
     // bound) or the test fails.
     let cut = timeout(Duration::from_secs(10), async {

@@ -5,22 +5,41 @@
 //! until its answer is written or the client goes away. Only callers with requests in flight
 //! have an entry, so the table holds at most as many entries as the gateway-wide limit.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hashbrown::HashTable;
 
 /// Shards of the table: requests of different callers rarely wait on one lock.
 const SHARDS: usize = 16;
 
 /// Requests in flight per caller.
+///
+/// Per request: one hash of the caller and one lock of its shard when the request starts;
+/// when it ends, one atomic decrement, and the lock again only if that was the caller's last
+/// request (to remove its entry).
 #[derive(Debug)]
 pub struct CallerSlots {
     /// Most requests one caller may have in flight.
     max_per_caller: usize,
-    /// Picks a caller's shard; random per process, so callers cannot aim at one shard.
+    /// Hashes callers, for their shard and their place in it; random per process, so callers
+    /// cannot aim at one shard or one bucket.
     hasher: RandomState,
-    /// Caller → requests in flight (never 0: an entry goes when its last request ends).
-    shards: Vec<Mutex<HashMap<String, usize>>>,
+    /// Caller → requests in flight (never 0 under the lock: an entry goes when its last
+    /// request ends).
+    shards: Vec<Mutex<HashTable<Entry>>>,
+}
+
+/// One caller with requests in flight.
+#[derive(Debug)]
+struct Entry {
+    /// The caller's hash by [`CallerSlots::hasher`].
+    hash: u64,
+    caller: Arc<str>,
+    /// Requests in flight. Raised only under the shard's lock (so the cap holds), lowered
+    /// without it.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl CallerSlots {
@@ -41,33 +60,54 @@ impl CallerSlots {
     /// Counts one more request of `caller`, unless it has its most in flight already: then
     /// `None`. The request counts until the slot is dropped.
     pub fn try_enter(self: &Arc<Self>, caller: &str) -> Option<CallerSlot> {
-        let shard = self.shard_of(caller);
-        let mut table = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
-        match table.get_mut(caller) {
-            Some(n) if *n >= self.max_per_caller => return None,
-            Some(n) => *n += 1,
-            None if self.max_per_caller == 0 => return None,
-            None => {
-                table.insert(caller.to_owned(), 1);
-            }
+        if self.max_per_caller == 0 {
+            return None;
         }
+        let hash = self.hasher.hash_one(caller);
+        let mut table = self.shard(hash);
+        let in_flight = match table.find(hash, |e| *e.caller == *caller) {
+            Some(entry) => {
+                // Lowered concurrently only, so a count under the cap stays under it until
+                // the increment below.
+                if entry.in_flight.load(Ordering::Acquire) >= self.max_per_caller {
+                    return None;
+                }
+                entry.in_flight.fetch_add(1, Ordering::AcqRel);
+                entry.in_flight.clone()
+            }
+            None => {
+                let in_flight = Arc::new(AtomicUsize::new(1));
+                table.insert_unique(
+                    hash,
+                    Entry {
+                        hash,
+                        caller: Arc::from(caller),
+                        in_flight: in_flight.clone(),
+                    },
+                    |e| e.hash,
+                );
+                in_flight
+            }
+        };
         Some(CallerSlot {
             slots: self.clone(),
-            shard,
-            caller: caller.to_owned(),
+            hash,
+            in_flight,
         })
     }
 
     /// Requests of `caller` in flight now.
     pub fn in_flight(&self, caller: &str) -> usize {
-        let table = self.shards[self.shard_of(caller)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        table.get(caller).copied().unwrap_or(0)
+        let hash = self.hasher.hash_one(caller);
+        self.shard(hash)
+            .find(hash, |e| *e.caller == *caller)
+            .map_or(0, |e| e.in_flight.load(Ordering::Acquire))
     }
 
-    fn shard_of(&self, caller: &str) -> usize {
-        (self.hasher.hash_one(caller) as usize) % SHARDS
+    fn shard(&self, hash: u64) -> MutexGuard<'_, HashTable<Entry>> {
+        // The top bits pick the shard; the table uses the low ones for its buckets.
+        let shard = (hash >> 60) as usize % SHARDS;
+        self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -75,19 +115,23 @@ impl CallerSlots {
 #[derive(Debug)]
 pub struct CallerSlot {
     slots: Arc<CallerSlots>,
-    shard: usize,
-    caller: String,
+    hash: u64,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Drop for CallerSlot {
     fn drop(&mut self) {
-        let mut table = self.slots.shards[self.shard]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = table.get_mut(&self.caller) {
-            *n -= 1;
-            if *n == 0 {
-                table.remove(&self.caller);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // Possibly the caller's last request: remove its entry, unless another request came
+        // in since (it raised the count under this lock).
+        let mut table = self.slots.shard(self.hash);
+        if let Ok(entry) =
+            table.find_entry(self.hash, |e| Arc::ptr_eq(&e.in_flight, &self.in_flight))
+        {
+            if entry.get().in_flight.load(Ordering::Acquire) == 0 {
+                entry.remove();
             }
         }
     }
@@ -114,5 +158,38 @@ mod tests {
             .iter()
             .all(|s| s.lock().expect("lock").is_empty());
         assert!(empty, "callers with nothing in flight leave no entry");
+    }
+
+    #[test]
+    fn concurrent_callers_never_pass_their_share_and_leave_no_entry() {
+        let slots = Arc::new(CallerSlots::new(3));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let slots = slots.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..20_000u32 {
+                        let caller = if (i + t) % 2 == 0 { "mallory" } else { "alice" };
+                        if let Some(slot) = slots.try_enter(caller) {
+                            held.push(slot);
+                        }
+                        assert!(slots.in_flight("mallory") <= 3, "mallory passed her share");
+                        if i % 3 == 0 {
+                            held.clear();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        assert_eq!(slots.in_flight("mallory"), 0);
+        assert_eq!(slots.in_flight("alice"), 0);
+        let empty = slots
+            .shards
+            .iter()
+            .all(|s| s.lock().expect("lock").is_empty());
+        assert!(empty, "every caller's last request removed its entry");
     }
 }

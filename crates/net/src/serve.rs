@@ -2,27 +2,29 @@
 //! in plain text, by ALPN over TLS), with a graceful drain, under [`ConnectionLimits`]: a cap
 //! on open connections, a header-read timeout, an idle timeout, and bounded request heads.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Bytes, HttpBody};
+use axum::routing::future::RouteFuture;
 use axum::BoxError;
+use futures_util::task::AtomicWaker;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 use crate::limits::MIN_HEADER_BYTES;
 use crate::{ConnectionLimits, ServerTls};
@@ -80,6 +82,7 @@ pub async fn serve_with(
     // One permit per open connection: at the cap the loop waits here, without accepting.
     let slots = Arc::new(Semaphore::new(max_connections));
     let connections = TaskTracker::new();
+    let open = Arc::new(OpenConnections::default());
     let mut accept_errors = AcceptErrors::default();
     loop {
         let permit = tokio::select! {
@@ -103,21 +106,23 @@ pub async fn serve_with(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let activity = Arc::new(Activity::new());
+        // Registered before the task starts, so the shutdown below reaches it.
+        let registered = open.register(activity.clone());
         let service = TowerToHyperService::new(Tracked {
             router: router.clone(),
             activity: activity.clone(),
         });
         let builder = builder.clone();
-        let shutdown = shutdown.clone();
         match &tls {
             None => {
                 connections.spawn(async move {
                     let _permit = permit;
+                    let _registered = registered;
                     let stream = Watched::new(stream, activity.clone());
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    drive(connection, &activity, &limits, &shutdown).await;
+                    drive(connection, &activity, &limits).await;
                 });
             }
             Some(tls) => {
@@ -126,6 +131,7 @@ pub async fn serve_with(
                 let acceptor = tls.acceptor();
                 connections.spawn(async move {
                     let _permit = permit;
+                    let _registered = registered;
                     let stream =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
@@ -144,12 +150,13 @@ pub async fn serve_with(
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    drive(connection, &activity, &limits, &shutdown).await;
+                    drive(connection, &activity, &limits).await;
                 });
             }
         }
     }
     drop(listener);
+    open.close_all();
     connections.close();
     connections.wait().await;
     Ok(())
@@ -176,67 +183,112 @@ fn builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
     builder
 }
 
-/// Runs one connection to its end: closes it when it has been idle too long (or never sent
-/// a request in time), and asks it to finish when the server shuts down.
-async fn drive<C>(
-    connection: C,
-    activity: &Activity,
-    limits: &ConnectionLimits,
-    shutdown: &CancellationToken,
-) where
-    C: GracefulConnection,
-    C::Error: std::fmt::Display,
-{
-    let mut connection = pin!(connection);
-    let mut idle = pin!(tokio::time::sleep_until(
-        activity.idle_deadline(limits).unwrap_or_else(Instant::now)
-    ));
-    // While requests are under way the idle timer is off; the last one to finish, and the
-    // first byte of a new request head, wake us to set it again.
-    let mut idle_armed = true;
-    let mut closing = false;
-    let mut give_up = pin!(tokio::time::sleep(Duration::ZERO));
-    let mut give_up_armed = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-                return;
-            }
-            _ = shutdown.cancelled(), if !closing => {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = activity.changed.notified(), if !closing => {
-                match activity.idle_deadline(limits) {
-                    Some(deadline) => {
-                        idle.as_mut().reset(deadline);
-                        idle_armed = true;
-                    }
-                    None => idle_armed = false,
-                }
-            }
-            () = &mut idle, if !closing && idle_armed => {
-                match activity.idle_deadline(limits) {
-                    Some(deadline) if deadline <= Instant::now() => {
-                        tracing::debug!("closing an idle connection");
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                        give_up.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
-                        give_up_armed = true;
-                    }
-                    Some(deadline) => idle.as_mut().reset(deadline),
-                    None => idle_armed = false,
-                }
-            }
-            () = &mut give_up, if give_up_armed => return,
+/// The connections open now, so that a shutdown can ask each to finish. Touched once when a
+/// connection opens and once when it ends, never per request.
+#[derive(Default)]
+struct OpenConnections {
+    next_id: AtomicU64,
+    by_id: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+impl OpenConnections {
+    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, activity);
+        Registered {
+            open: self.clone(),
+            id,
         }
+    }
+
+    /// Asks every open connection to finish once its requests under way are answered.
+    fn close_all(&self) {
+        for activity in self.lock().values() {
+            activity.close_requested.store(true, Ordering::Release);
+            activity.close_waker.wake();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// What a connection is doing, for its idle timer: requests under way, when the last one
+/// A connection's place in [`OpenConnections`]; dropping it (the connection ended) frees it.
+struct Registered {
+    open: Arc<OpenConnections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.id);
+    }
+}
+
+/// Runs one connection to its end: closes it when it has been idle too long (or never sent
+/// a request in time), and asks it to finish when the server shuts down.
+///
+/// Requests never touch a timer or wake this task: they only note times in the connection's
+/// [`Activity`]. One watchdog timer per connection reads them when it fires and arms itself
+/// again, at the connection's deadline or one bound (the shorter of the header and idle
+/// bounds) later, whichever comes first. Any deadline that a later request end or head start
+/// sets is at least one bound after it, so the watchdog is never late for it.
+async fn drive<C>(connection: C, activity: &Activity, limits: &ConnectionLimits)
+where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let period = limits.header_read_timeout.min(limits.idle_timeout);
+    let mut connection = pin!(connection);
+    let mut watchdog = pin!(tokio::time::sleep_until(activity.opened + period));
+    let mut watching = true;
+    // Asked to finish: by the server's shutdown, or for idling (then `give_up` is set).
+    let mut closing = false;
+    let mut give_up = false;
+    std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            return Poll::Ready(());
+        }
+        if !closing {
+            activity.close_waker.register(cx.waker());
+            if activity.close_requested.load(Ordering::Acquire) {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+                // The server's shutdown waits for requests under way, however long.
+                watching = false;
+                continue;
+            }
+        }
+        if !watching || watchdog.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if give_up {
+            tracing::debug!("an idle connection did not close in time; dropping it");
+            return Poll::Ready(());
+        }
+        let now = Instant::now();
+        match activity.idle_deadline(limits) {
+            Some(deadline) if deadline <= now => {
+                tracing::debug!("closing an idle connection");
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+                give_up = true;
+                watchdog.as_mut().reset(now + IDLE_CLOSE_GRACE);
+            }
+            Some(deadline) => watchdog.as_mut().reset(deadline.min(now + period)),
+            None => watchdog.as_mut().reset(now + period),
+        }
+        // Poll again: the connection may act on the shutdown, and the timer must see the
+        // waker.
+    })
+    .await;
+}
+
+/// What a connection is doing, for its watchdog: requests under way, when the last one
 /// finished, and when the head of the next one started to arrive.
 struct Activity {
     /// When the connection was accepted; the other times count from it, in milliseconds.
@@ -251,8 +303,10 @@ struct Activity {
     /// Whether the client speaks HTTP/2: its connection-level frames (pings, settings) are
     /// no request head, so only the idle bound applies between its requests.
     http2: AtomicBool,
-    /// Woken when the last request under way finishes, and when a head starts to arrive.
-    changed: Notify,
+    /// Set when the server shuts down: finish once the requests under way are answered.
+    close_requested: AtomicBool,
+    /// The connection's task, woken when `close_requested` is set.
+    close_waker: AtomicWaker,
 }
 
 /// A time not yet reached.
@@ -266,7 +320,8 @@ impl Activity {
             last_done_ms: AtomicU64::new(NEVER),
             head_started_ms: AtomicU64::new(NEVER),
             http2: AtomicBool::new(false),
-            changed: Notify::new(),
+            close_requested: AtomicBool::new(false),
+            close_waker: AtomicWaker::new(),
         }
     }
 
@@ -305,7 +360,6 @@ impl Activity {
         let fresh = head_started == NEVER || (last_done != NEVER && head_started < last_done);
         if fresh {
             self.head_started_ms.store(self.now_ms(), Ordering::Release);
-            self.changed.notify_one();
         }
     }
 
@@ -320,15 +374,14 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        // The time first, then the count: a watchdog that sees no request under way sees
+        // when the last one ended.
         self.0
             .last_done_ms
             .store(self.0.now_ms(), Ordering::Release);
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.changed.notify_one();
-        }
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
-
 /// The client's stream, telling the connection's [`Activity`] when bytes arrive.
 struct Watched<S> {
     inner: S,
@@ -418,7 +471,7 @@ where
 {
     type Response = axum::response::Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = TrackedAnswer;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready.
@@ -427,12 +480,30 @@ where
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         let busy = self.activity.begin();
-        let answer = self.router.clone().oneshot(request);
-        Box::pin(async move {
-            let response = answer.await;
-            drop(busy);
-            response
-        })
+        TrackedAnswer {
+            answer: self.router.call(request),
+            busy: Some(busy),
+        }
+    }
+}
+
+/// A request's answer, counted as under way on its connection until it is ready (or
+/// dropped). Not boxed: it is the router's own future and the count.
+struct TrackedAnswer {
+    answer: RouteFuture<Infallible>,
+    busy: Option<Busy>,
+}
+
+impl Future for TrackedAnswer {
+    type Output = Result<axum::response::Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let answer = Pin::new(&mut this.answer).poll(cx);
+        if answer.is_ready() {
+            this.busy = None;
+        }
+        answer
     }
 }
 
