@@ -93,6 +93,8 @@ pub enum Command {
     Token(crate::token::TokenArgs),
     /// Write a throwaway CA, server and client certificate for TLS and mTLS (tests, local runs).
     Certs(crate::certs::CertsArgs),
+    /// GET a health endpoint once: exit 0 on 2xx (a container HEALTHCHECK without curl).
+    Probe(crate::probe::ProbeArgs),
 }
 
 /// Limits and sharing of the HTTP API.
@@ -1177,7 +1179,11 @@ impl Command {
             Command::Gateway(_) => Some("batchgate-gateway"),
             Command::Batcher(_) => Some("batchgate-batcher"),
             Command::Worker(_) => Some("batchgate-worker"),
-            Command::Bench(_) | Command::Dlq(_) | Command::Token(_) | Command::Certs(_) => None,
+            Command::Bench(_)
+            | Command::Dlq(_)
+            | Command::Token(_)
+            | Command::Certs(_)
+            | Command::Probe(_) => None,
         }
     }
 }
@@ -1226,6 +1232,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(args) => crate::dlq::run(args).await,
+        Command::Probe(args) => crate::probe::run(&args).await,
         Command::Certs(args) => {
             println!("{}", crate::certs::run(&args)?);
             Ok(())
