@@ -604,7 +604,8 @@ pub struct OrchestrationArgs {
 
     /// How long the queue (Redis) may keep failing before `/readyz` answers 503, in
     /// milliseconds. A shorter Redis blip leaves readiness at 200 (requests during it still get
-    /// 503 `unavailable`), so every gateway does not leave its load balancer at once.
+    /// 503 `unavailable`), so every gateway does not leave its load balancer at once; 0 fails
+    /// readiness at the first error.
     #[arg(
         long,
         env = "BATCHGATE_READINESS_TOLERANCE_MS",

@@ -52,7 +52,8 @@ pub enum QueueVerdict {
 }
 
 impl Readiness {
-    /// Readiness that tolerates queue errors for `tolerance`, and, if `workers` is given,
+    /// Readiness that tolerates queue errors for `tolerance` (zero: none, the first error
+    /// fails readiness), and, if `workers` is given,
     /// requires it to say that a worker is healthy.
     pub fn new(tolerance: Duration, workers: Option<WorkersHealthy>) -> Self {
         Readiness {
@@ -94,7 +95,7 @@ impl Readiness {
             return QueueVerdict::Up;
         }
         let failing_for = now.saturating_duration_since(*since.get_or_insert(now));
-        if failing_for > self.tolerance {
+        if self.tolerance.is_zero() || failing_for > self.tolerance {
             QueueVerdict::Down { failing_for }
         } else {
             QueueVerdict::Tolerated { failing_for }
@@ -139,17 +140,14 @@ mod tests {
     }
 
     #[test]
-    fn zero_tolerance_fails_at_the_first_error_after_it() {
+    fn zero_tolerance_fails_at_the_first_error() {
         let r = Readiness::new(Duration::ZERO, None);
         let t0 = Instant::now();
         assert!(matches!(
             r.queue_checked(false, t0),
-            QueueVerdict::Tolerated { .. }
-        ));
-        assert!(matches!(
-            r.queue_checked(false, t0 + Duration::from_millis(1)),
             QueueVerdict::Down { .. }
         ));
+        assert_eq!(r.queue_checked(true, t0), QueueVerdict::Up);
     }
 
     #[test]
