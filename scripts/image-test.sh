@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the container image from a release binary built outside it (the Dockerfile's
 # `prebuilt` target) with podman, starts `batchgate serve` from it, and checks a real answer,
-# the health check, the non-root user and a clean exit on SIGTERM as PID 1. Prints the image
-# size.
+# the health check, the non-root user and a clean exit on SIGTERM as PID 1; then runs a
+# gateway, a batcher and the simulated worker from it on a redis-server of the host, and
+# checks an answer through them. Prints the image size.
 #
 # No image can be pulled here, so the runtime base is assembled from the host's own C
 # libraries (what `ldd` names for the binary), a `nonroot` user (65532) and the CA bundle,
@@ -32,10 +33,14 @@ fi
 
 work=$(mktemp -d)
 name="batchgate-image-test-$$"
+redis_pid=
 image=localhost/batchgate:test
 base=localhost/batchgate-runtime-base:test
 cleanup() {
-  podman --runtime runc rm -f "$name" >/dev/null 2>&1 || true
+  for c in "$name" "$name-worker" "$name-batcher" "$name-gateway"; do
+    podman --runtime runc rm -f "$c" >/dev/null 2>&1 || true
+  done
+  if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
   if [ -z "${KEEP_IMAGE:-}" ]; then
     podman rmi -f "$image" "$base" >/dev/null 2>&1 || true
   fi
@@ -116,4 +121,54 @@ if [ "$code" != 0 ] || ! grep -q 'drain complete' <<<"$logs"; then
   exit 1
 fi
 echo "SIGTERM: drained, exit code 0"
-echo "image test: 1 passed, 0 failed"
+
+# The distributed roles from the same image, configured as deploy/compose/compose.yaml does
+# (JWT on the gateway, Redis, a worker URL), on loopback ports of the host network, with a
+# redis-server of the host started here.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rport=$(free_port); wport=$(free_port); bport=$(free_port); gport=$(free_port)
+if ! command -v redis-server >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+redis_pid=$!
+secret=image-test-jwt-secret-0123456789abcdef
+common=(-e BATCHGATE_REDIS="redis://127.0.0.1:$rport" -e BATCHGATE_SHUTDOWN_DELAY_MS=0)
+pm run -d --name "$name-worker" --network host --read-only --health-interval disable \
+  -e BATCHGATE_WORKER_LISTEN="127.0.0.1:$wport" -e BATCHGATE_PROBE_URL="http://127.0.0.1:$wport/healthz" \
+  "$image" worker --sim --base-ms 20 >/dev/null 2>>"$work/podman.err"
+pm run -d --name "$name-batcher" --network host --read-only --health-interval disable "${common[@]}" \
+  -e BATCHGATE_LISTEN="127.0.0.1:$bport" -e BATCHGATE_PROBE_URL="http://127.0.0.1:$bport/healthz" \
+  -e BATCHGATE_WORKER_URL="http://127.0.0.1:$wport" "$image" batcher >/dev/null 2>>"$work/podman.err"
+pm run -d --name "$name-gateway" --network host --read-only --health-interval disable "${common[@]}" \
+  -e BATCHGATE_LISTEN="127.0.0.1:$gport" -e BATCHGATE_PROBE_URL="http://127.0.0.1:$gport/healthz" \
+  -e BATCHGATE_JWT_SECRET="$secret" "$image" gateway >/dev/null 2>>"$work/podman.err"
+for port in "$wport" "$bport" "$gport"; do
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+done
+for c in worker batcher gateway; do
+  pm healthcheck run "$name-$c" >/dev/null || { pm logs "$name-$c" >&2; echo "FAIL: $c unhealthy" >&2; exit 1; }
+done
+curl -fsS "http://127.0.0.1:$bport/readyz" >/dev/null || { echo "FAIL: batcher not ready" >&2; exit 1; }
+token=$(pm run --rm "$image" token --sub image-test --secret "$secret" 2>>"$work/podman.err")
+input="hello through gateway, Redis, batcher and worker containers"
+answer=$(curl -sS -X POST "http://127.0.0.1:$gport/v1/inference?wait_ms=5000" \
+  -H "authorization: Bearer $token" -H 'content-type: application/json' -d "{\"input\":\"$input\"}")
+expected=$(printf '%s' "$input" | sha256sum | cut -d' ' -f1)
+got=$(python3 -c 'import json,sys; v=json.load(sys.stdin); print(v.get("status"), v.get("output"))' <<<"$answer")
+if [ "$got" != "SUCCESS $expected" ]; then
+  for c in gateway batcher worker; do pm logs "$name-$c" >&2; done
+  echo "FAIL: distributed: expected SUCCESS $expected, got: $answer" >&2
+  exit 1
+fi
+echo "gateway + batcher + worker containers on Redis answered: $got"
+for c in gateway batcher worker; do
+  pm stop -t 30 "$name-$c" >/dev/null 2>>"$work/podman.err"
+  code=$(pm inspect --format '{{.State.ExitCode}}' "$name-$c")
+  [ "$code" = 0 ] || { pm logs "$name-$c" >&2; echo "FAIL: $c exited $code after SIGTERM" >&2; exit 1; }
+done
+echo "SIGTERM: gateway, batcher and worker exited 0"
+echo "image test: 2 passed, 0 failed"
