@@ -14,6 +14,7 @@
 # after a 2 s warmup, then at once 20 s at ½×. Per run, OUT_DIR/<shape>-<phase>-<run>[-g].json
 # (bench reports) and OUT_DIR/<shape>-<run>.rss: the batchgate processes' resident memory
 # (KiB, summed) every 5 s. BIN (default target/release/batchgate) is not built here.
+# SERVE_FLAGS (embedded only) adds flags to `serve`, e.g. SERVE_FLAGS="--policy adaptive".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1 runs=${2:-3} shape=${3:-embedded}
@@ -39,7 +40,8 @@ for i in $(seq 1 "$runs"); do
   tmp=$(mktemp -d)
   pids=() bg=() urls=()
   if [ "$shape" = embedded ]; then
-    start "$tmp/serve.log" "$bin" serve --insecure-no-auth --listen 127.0.0.1:0 --sim-slots 2
+    # shellcheck disable=SC2086 # SERVE_FLAGS is a list of flags
+    start "$tmp/serve.log" "$bin" serve --insecure-no-auth --listen 127.0.0.1:0 --sim-slots 2 ${SERVE_FLAGS:-}
     bg+=("$started"); urls+=("$(url_of "$tmp/serve.log")")
   else
     port=$(free_port)

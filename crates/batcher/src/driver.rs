@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::dispatch::Dispatcher;
+use crate::gather::{self, Step};
 use crate::load::{LoadMeter, REPORT_EVERY};
 use crate::metrics::BatcherMetrics;
 use crate::slots::{Aimd, Slot, Slots, INITIAL_ROUND_TRIP};
@@ -251,19 +252,17 @@ impl Batcher {
     ) -> Option<Batch<Delivery>> {
         loop {
             let now = Instant::now();
-            let load = self.slots.load();
-            if let Some(batch) = policy.take_ready(now.into_std(), load) {
-                return Some(batch);
-            }
-            let block = policy
-                .next_deadline(now.into_std(), load)
-                .map_or(IDLE_BLOCK, |deadline| {
-                    Instant::from_std(deadline).saturating_duration_since(now)
-                });
+            let (max, until) = match gather::step(policy, now.into_std(), self.slots.load()) {
+                Step::Dispatch(batch) => return Some(batch),
+                Step::Read { max, until } => (max, until),
+            };
+            let block = until.map_or(IDLE_BLOCK, |deadline| {
+                Instant::from_std(deadline).saturating_duration_since(now)
+            });
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return None,
-                read = self.queue.read(policy.room(), block) => self.absorb(policy, read).await,
+                read = self.queue.read(max, block) => self.absorb(policy, read).await,
             }
         }
     }
@@ -274,12 +273,7 @@ impl Batcher {
         read: Result<Vec<Delivery>, batchgate_queue::QueueError>,
     ) {
         match read {
-            Ok(deliveries) => {
-                let now = Instant::now().into_std();
-                for delivery in deliveries {
-                    policy.push(delivery, now);
-                }
-            }
+            Ok(deliveries) => gather::absorb(policy, deliveries, Instant::now().into_std()),
             Err(error) => {
                 warn!(%error, "queue read failed; retrying");
                 tokio::time::sleep(READ_ERROR_PAUSE).await;

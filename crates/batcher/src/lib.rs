@@ -13,15 +13,19 @@
 //! - [`driver`]: [`Batcher`], the read → batch → dispatch loop and its drain on shutdown.
 //! - `dispatch`: one batch's trip: expire tasks too old to run, collapse identical inputs,
 //!   call the worker (bisecting a rejected batch to isolate a bad input), store, ack.
-//! - `load`: the report of the workers' load that gateways shed by.
-//! - `slots`: the in-flight limit and its backpressure (AIMD on the worker's `429`/`503`).
+//! - [`gather`]: the gather loop's decision (dispatch now, or read how many until when), pure,
+//!   so the simulator runs the same code in virtual time.
+//! - [`load`]: the report of the workers' load that gateways shed by.
+//! - [`slots`]: the in-flight limit and its backpressure (AIMD on the worker's `429`/`503`);
+//!   [`slots::SlotState`] is its pure part.
 //! - [`metrics`]: [`BatcherMetrics`], registered in the process's Prometheus registry.
 
 mod dispatch;
 pub mod driver;
-mod load;
+pub mod gather;
+pub mod load;
 pub mod metrics;
-mod slots;
+pub mod slots;
 
 pub use driver::{Batcher, BatcherConfig, DrainReport};
 pub use metrics::BatcherMetrics;

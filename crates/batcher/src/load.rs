@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use batchgate_queue::WorkerLoad;
 
 /// How often a batcher reports.
-pub(crate) const REPORT_EVERY: Duration = Duration::from_millis(250);
+pub const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// Weight of a new sample in the smoothed figures (≈ 1 s of reports at [`REPORT_EVERY`]).
 const WEIGHT: f64 = 0.3;
 
 /// Smoothed batch sizes, call times and busy share. Shared by the dispatches (which record
 /// their batches) and the reporter (which samples).
 #[derive(Debug, Default)]
-pub(crate) struct LoadMeter {
+pub struct LoadMeter {
     inner: Mutex<Meter>,
 }
 
@@ -42,7 +42,7 @@ struct Meter {
 
 impl LoadMeter {
     /// A worker call starts at `now`, with `slots` allowed at once.
-    pub(crate) fn call_started(&self, now: Instant, slots: usize) {
+    pub fn call_started(&self, now: Instant, slots: usize) {
         let mut m = self.lock();
         m.calling += 1;
         if m.calling >= slots && m.full_since.is_none() {
@@ -51,7 +51,7 @@ impl LoadMeter {
     }
 
     /// A worker call ends at `now`.
-    pub(crate) fn call_ended(&self, now: Instant, slots: usize) {
+    pub fn call_ended(&self, now: Instant, slots: usize) {
         let mut m = self.lock();
         m.calling = m.calling.saturating_sub(1);
         if m.calling < slots {
@@ -62,7 +62,7 @@ impl LoadMeter {
     }
 
     /// A batch of `size` inputs went to the worker and took `took`.
-    pub(crate) fn batch_done(&self, size: usize, took: Duration) {
+    pub fn batch_done(&self, size: usize, took: Duration) {
         let mut m = self.lock();
         let (size, ms) = (size as f64, took.as_secs_f64() * 1000.0);
         if m.batch_size == 0.0 {
@@ -74,7 +74,7 @@ impl LoadMeter {
     }
 
     /// The load at `now`, with `slots` allowed at once.
-    pub(crate) fn sample(&self, now: Instant, slots: usize) -> WorkerLoad {
+    pub fn sample(&self, now: Instant, slots: usize) -> WorkerLoad {
         let mut m = self.lock();
         let full_time = m.full_before
             + m.full_since

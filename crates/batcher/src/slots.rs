@@ -7,6 +7,9 @@
 //! to calls sent before the cut do not cut it again — and every `limit` successful calls raise
 //! it by one, back up to the configured maximum. A lower limit does not cancel calls under
 //! way; new batches wait until fewer than `limit` are out.
+//!
+//! [`SlotState`] holds the count and the limit and makes every decision on them, with the time
+//! as an argument; `Slots` only adds the lock and the wait for a free slot.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -15,7 +18,7 @@ use batchgate_policy::Load;
 use tokio::sync::Notify;
 
 /// The round trip assumed before any call was measured: a batch at the article's figures.
-pub(crate) const INITIAL_ROUND_TRIP: Duration = Duration::from_millis(200);
+pub const INITIAL_ROUND_TRIP: Duration = Duration::from_millis(200);
 /// Shortest quiet time after a cut, whatever the round trip.
 const MIN_COOLDOWN: Duration = Duration::from_millis(5);
 /// Weight of a new call duration in the smoothed round trip.
@@ -23,7 +26,7 @@ const ROUND_TRIP_WEIGHT: f64 = 0.125;
 
 /// The limit and its arithmetic, free of I/O so it can be tested with a fake clock.
 #[derive(Debug, Clone)]
-pub(crate) struct Aimd {
+pub struct Aimd {
     /// Calls allowed at once now; in `1..=max`.
     limit: usize,
     /// The configured ceiling.
@@ -39,7 +42,9 @@ pub(crate) struct Aimd {
 }
 
 impl Aimd {
-    pub(crate) fn new(max: usize, enabled: bool, round_trip: Duration) -> Self {
+    /// A limit of `max` (at least 1), moved by signals only if `enabled`, assuming calls take
+    /// `round_trip` until one is measured.
+    pub fn new(max: usize, enabled: bool, round_trip: Duration) -> Self {
         let max = max.max(1);
         Aimd {
             limit: max,
@@ -52,18 +57,19 @@ impl Aimd {
     }
 
     /// Folds one call's duration into the smoothed round trip (as TCP's SRTT).
-    pub(crate) fn timed(&mut self, took: Duration) {
+    pub fn timed(&mut self, took: Duration) {
         let rtt = self.round_trip.as_secs_f64();
         let next = rtt + ROUND_TRIP_WEIGHT * (took.as_secs_f64() - rtt);
         self.round_trip = Duration::from_secs_f64(next.max(0.0));
     }
 
-    pub(crate) fn limit(&self) -> usize {
+    /// Calls allowed at once now.
+    pub fn limit(&self) -> usize {
         self.limit
     }
 
     /// The worker said it is overloaded at `now`. Returns whether the limit was cut.
-    pub(crate) fn overloaded(&mut self, now: Instant) -> bool {
+    pub fn overloaded(&mut self, now: Instant) -> bool {
         if !self.enabled {
             return false;
         }
@@ -80,7 +86,7 @@ impl Aimd {
     }
 
     /// A worker call succeeded. Returns whether the limit was raised.
-    pub(crate) fn succeeded(&mut self) -> bool {
+    pub fn succeeded(&mut self) -> bool {
         if !self.enabled || self.limit >= self.max {
             return false;
         }
@@ -97,16 +103,73 @@ impl Aimd {
 /// The limiter the batcher and its dispatches share.
 #[derive(Debug)]
 pub(crate) struct Slots {
-    state: Mutex<State>,
+    state: Mutex<SlotState>,
     /// Woken when a slot frees or the limit rises.
     freed: Notify,
 }
 
-#[derive(Debug)]
-struct State {
+/// The slots' state and every decision on it, without locks or waiting: the limiter below
+/// wraps it for the async driver, and the simulator (`crates/simulate`) drives it in virtual
+/// time.
+#[derive(Debug, Clone)]
+pub struct SlotState {
     aimd: Aimd,
     /// Slots held now (batches being gathered or dispatched).
     in_use: usize,
+}
+
+impl SlotState {
+    /// No slot held, under the limit `aimd` keeps.
+    pub fn new(aimd: Aimd) -> Self {
+        SlotState { aimd, in_use: 0 }
+    }
+
+    /// Takes a slot if fewer than the limit are held; whether it did.
+    pub fn try_take(&mut self) -> bool {
+        if self.in_use < self.aimd.limit() {
+            self.in_use += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Gives a slot back.
+    pub fn release(&mut self) {
+        self.in_use = self.in_use.saturating_sub(1);
+    }
+
+    /// The worker's slots as seen by the holder of one: free ones besides its own, and the
+    /// limit.
+    pub fn load(&self) -> Load {
+        Load {
+            idle_slots: self.aimd.limit().saturating_sub(self.in_use),
+            total_slots: self.aimd.limit(),
+        }
+    }
+
+    /// The limit now.
+    pub fn limit(&self) -> usize {
+        self.aimd.limit()
+    }
+
+    /// Slots held now.
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    /// Tells the limit how a worker call went at `now` and how long it took; returns whether
+    /// the limit rose (a waiter may now take a slot).
+    pub fn observe(&mut self, overloaded: bool, took: Duration, now: Instant) -> bool {
+        if overloaded {
+            self.aimd.overloaded(now);
+            false
+        } else {
+            // An overload answer is quick and says nothing of how long work takes.
+            self.aimd.timed(took);
+            self.aimd.succeeded()
+        }
+    }
 }
 
 /// One slot; frees itself when dropped.
@@ -117,7 +180,7 @@ pub(crate) struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.slots.lock().in_use -= 1;
+        self.slots.lock().release();
         self.slots.freed.notify_one();
     }
 }
@@ -125,12 +188,12 @@ impl Drop for Slot {
 impl Slots {
     pub(crate) fn new(aimd: Aimd) -> Arc<Self> {
         Arc::new(Slots {
-            state: Mutex::new(State { aimd, in_use: 0 }),
+            state: Mutex::new(SlotState::new(aimd)),
             freed: Notify::new(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
         // The state is a pair of integers, consistent after every statement: a panic elsewhere
         // cannot leave it half-written, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -143,14 +206,10 @@ impl Slots {
             tokio::pin!(freed);
             // Register before checking, so a release between the check and the wait is seen.
             freed.as_mut().enable();
-            {
-                let mut state = self.lock();
-                if state.in_use < state.aimd.limit() {
-                    state.in_use += 1;
-                    return Slot {
-                        slots: self.clone(),
-                    };
-                }
+            if self.lock().try_take() {
+                return Slot {
+                    slots: self.clone(),
+                };
             }
             freed.await;
         }
@@ -159,32 +218,19 @@ impl Slots {
     /// The worker's slots as seen by the holder of one: free ones besides its own, and the
     /// limit.
     pub(crate) fn load(&self) -> Load {
-        let state = self.lock();
-        Load {
-            idle_slots: state.aimd.limit().saturating_sub(state.in_use),
-            total_slots: state.aimd.limit(),
-        }
+        self.lock().load()
     }
 
     /// The limit now.
     pub(crate) fn limit(&self) -> usize {
-        self.lock().aimd.limit()
+        self.lock().limit()
     }
 
     /// Tells the limiter how a worker call went and how long it took; returns the limit after.
     pub(crate) fn observe(&self, overloaded: bool, took: Duration, now: Instant) -> usize {
         let mut state = self.lock();
-        if !overloaded {
-            // An overload answer is quick and says nothing of how long work takes.
-            state.aimd.timed(took);
-        }
-        let raised = if overloaded {
-            state.aimd.overloaded(now);
-            false
-        } else {
-            state.aimd.succeeded()
-        };
-        let limit = state.aimd.limit();
+        let raised = state.observe(overloaded, took, now);
+        let limit = state.limit();
         drop(state);
         if raised {
             self.freed.notify_one();

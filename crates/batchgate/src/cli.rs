@@ -87,6 +87,12 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Load-test a running gateway over HTTP and report rate, errors and latency.
     Bench(BenchArgs),
+    /// Run the batching policy and the batcher's slot logic in virtual time against modelled
+    /// load and a worker cost model; reports as `bench` does.
+    Simulate(batchgate_simulate::SimulateArgs),
+    /// Find the cheapest deployment (workers, batchers, gateways, Redis masters) that serves
+    /// --rate requests/s at --p99-ms, by simulation.
+    Plan(batchgate_simulate::PlanArgs),
     /// Inspect, replay or purge the dead-letter queue through a gateway's admin API.
     Dlq(crate::dlq::DlqArgs),
     /// Mint a development token (HS256, signed with the gateway's --jwt-secret); prints it alone.
@@ -1181,6 +1187,8 @@ impl Command {
             Command::Batcher(_) => Some("batchgate-batcher"),
             Command::Worker(_) => Some("batchgate-worker"),
             Command::Bench(_)
+            | Command::Simulate(_)
+            | Command::Plan(_)
             | Command::Dlq(_)
             | Command::Token(_)
             | Command::Certs(_)
@@ -1242,6 +1250,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("{}", crate::token::mint(&args)?);
             Ok(())
         }
+        Command::Simulate(args) => crate::simulate::simulate(&args),
+        Command::Plan(args) => crate::simulate::plan(&args),
         Command::Bench(args) => {
             let json = args.json;
             let report = batchgate_bench::run(args).await?;

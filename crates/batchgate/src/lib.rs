@@ -25,6 +25,7 @@ pub mod pool_metrics;
 pub mod probe;
 pub mod serve;
 pub mod shutdown;
+pub mod simulate;
 pub mod store_metrics;
 pub mod telemetry;
 pub mod token;

@@ -40,12 +40,10 @@ async fn run_task(
             .unwrap_or(1);
         tokio::time::sleep(Duration::from_secs(pause)).await;
     };
-    assert_eq!(
-        response.status(),
-        202,
-        "submission refused {attempts} times"
-    );
-    let accepted: TaskView = response.json().await.expect("202 body");
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(status, 202, "submission refused {attempts} times: {body}");
+    let accepted: TaskView = serde_json::from_str(&body).expect("202 body");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let response = http

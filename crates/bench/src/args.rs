@@ -136,6 +136,12 @@ pub struct BenchArgs {
     #[arg(long, env = "BATCHGATE_BENCH_JSON")]
     pub json: bool,
 
+    /// Also write a report with charts to this file (latency over time, latency CDF, batch
+    /// sizes, throughput and shed per second): SVG, or self-contained HTML if the name ends in
+    /// `.html`.
+    #[arg(long, env = "BATCHGATE_BENCH_REPORT", value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
+
     /// Do not check outputs against the simulated worker's (for servers running a real model).
     #[arg(long, env = "BATCHGATE_BENCH_NO_CHECK")]
     pub no_check: bool,
@@ -198,6 +204,8 @@ pub(crate) struct Config {
     pub(crate) worker_slots: usize,
     /// Sent as `Authorization: Bearer …` with every call.
     pub(crate) bearer: Option<String>,
+    /// Where to write the chart report, if anywhere.
+    pub(crate) report: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
@@ -288,6 +296,7 @@ impl BenchArgs {
             http2: self.http2,
             worker_slots: self.worker_slots,
             bearer: self.bearer,
+            report: self.report,
         })
     }
 

@@ -21,13 +21,13 @@ use crate::args::ArrivalKind;
 /// Bursts of the measured window: `rate` requests/s for `length`, at the start of every
 /// `period` (at 0, `period`, 2 `period`, … after the warmup); the base rate in between.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Burst {
+pub struct Burst {
     /// Requests per second during a burst; positive and finite.
-    pub(crate) rate: f64,
+    pub rate: f64,
     /// How long each burst lasts; more than zero and less than `period`.
-    pub(crate) length: Duration,
+    pub length: Duration,
     /// From the start of one burst to the start of the next.
-    pub(crate) period: Duration,
+    pub period: Duration,
 }
 
 impl Burst {
@@ -42,7 +42,7 @@ impl Burst {
     }
 
     /// Mean rate over a whole period, for the report.
-    pub(crate) fn mean_rate(&self, base_rate: f64) -> f64 {
+    pub fn mean_rate(&self, base_rate: f64) -> f64 {
         self.per_period(base_rate) / self.period.as_secs_f64()
     }
 }
@@ -56,7 +56,7 @@ impl Burst {
 /// kernel. A ramp lets the pool grow as it would in service. It ramps to the base rate: bursts
 /// belong to the measured window, the first one starting with it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct RateCurve {
+pub struct RateCurve {
     /// The base rate; positive and finite (checked by `BenchArgs::validate`).
     rate: f64,
     /// Bursts over the base rate, if any.
@@ -66,7 +66,8 @@ pub(crate) struct RateCurve {
 }
 
 impl RateCurve {
-    pub(crate) fn new(rate: f64, burst: Option<Burst>, warmup: Duration) -> Self {
+    /// `rate` must be positive and finite.
+    pub fn new(rate: f64, burst: Option<Burst>, warmup: Duration) -> Self {
         RateCurve {
             rate,
             burst,
@@ -111,7 +112,7 @@ impl RateCurve {
 
 /// An endless sequence of intended send offsets, non-decreasing.
 #[derive(Debug)]
-pub(crate) struct Schedule {
+pub struct Schedule {
     kind: ArrivalKind,
     curve: RateCurve,
     /// Draws the exponential gaps of `Poisson`; seeded so a run can be repeated.
@@ -125,7 +126,7 @@ pub(crate) struct Schedule {
 
 impl Schedule {
     /// A schedule following `curve`.
-    pub(crate) fn new(kind: ArrivalKind, curve: RateCurve, seed: u64) -> Self {
+    pub fn new(kind: ArrivalKind, curve: RateCurve, seed: u64) -> Self {
         Schedule {
             kind,
             curve,
@@ -137,7 +138,7 @@ impl Schedule {
 
     /// The intended send time of the next request, as an offset from the start. The first
     /// request is due at once.
-    pub(crate) fn next_offset(&mut self) -> Duration {
+    pub fn next_offset(&mut self) -> Duration {
         let work = match self.kind {
             ArrivalKind::Fixed => self.issued as f64,
             ArrivalKind::Poisson if self.issued == 0 => 0.0,

@@ -9,6 +9,9 @@ pub enum BenchError {
     /// The flags do not describe a run.
     #[error("invalid flags: {0}")]
     InvalidArgs(String),
+    /// The chart report (`--report`) could not be written.
+    #[error("cannot write the report to {path}: {source}", path = .0.display(), source = .1)]
+    Report(std::path::PathBuf, #[source] std::io::Error),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),

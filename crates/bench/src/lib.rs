@@ -18,8 +18,10 @@
 //! Layout:
 //! - [`args`]: the flags ([`BenchArgs`]) and their validation.
 //! - `duration`: the `30s` / `500ms` / `2m` parser of duration flags.
-//! - `arrivals`: the open-loop schedule of intended send times (fixed or Poisson, seeded),
-//!   following the rate curve (warmup ramp, bursts).
+//! - [`chart`]: the SVG or HTML picture of a run (`--report`), also drawn by `batchgate simulate`.
+//! - [`arrivals`]: the open-loop schedule of intended send times (fixed or Poisson, seeded),
+//!   following the rate curve (warmup ramp, bursts); public so that `batchgate simulate` sends
+//!   the same arrivals.
 //! - `inputs`: request inputs, fresh or reused per `--unique-ratio` (seeded).
 //! - `client`: one request's lifecycle (POST, long-poll while pending, check the output).
 //! - `outcome`: how an answer is classified (`ok`, `http_429:rate_limited`, `timeout`, ...).
@@ -31,7 +33,8 @@
 //! - `error`: [`BenchError`].
 
 pub mod args;
-mod arrivals;
+pub mod arrivals;
+pub mod chart;
 mod client;
 mod drive;
 mod duration;
@@ -53,6 +56,7 @@ pub use args::{ArrivalKind, BenchArgs};
 pub use duration::parse_duration;
 pub use error::BenchError;
 pub use metrics_scrape::{ServerDelta, ServerMetrics, WorkerBusy};
+pub use record::{latency_histogram, Totals};
 pub use report::Report;
 
 use crate::args::{Config, Mode};
@@ -104,6 +108,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             load.measure_from,
         )))
     };
+    recorder.window_starts_at(load.measure_from.into_std());
     let stop_progress = CancellationToken::new();
     let progress = progress::spawn(
         Arc::clone(&recorder),
@@ -153,8 +158,12 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     };
     // Open loop stops issuing at its last intended send, up to 1/rate before the end of the
     // window; the window's worker time is over the whole window at least.
+    let mut bars = Vec::new();
     let server = match scrape_at(http, config.url.clone(), load.end).await {
-        Ok(after) => server_report(&config, &before, window_start, &after),
+        Ok(after) => {
+            bars = before.batch_size_bars(&after.1);
+            server_report(&config, &before, window_start, &after)
+        }
         Err(error) => {
             tracing::warn!(%error, "scrape after the load failed");
             ServerReport {
@@ -164,11 +173,63 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             }
         }
     };
-    Ok(Report::new(
-        RunConfig::of(&config),
-        recorder.totals(),
-        server,
-    ))
+    let totals = recorder.totals();
+    let report = Report::new(RunConfig::of(&config), totals.clone(), server);
+    if let Some(path) = &config.report {
+        let charts = charts_of(&report, &totals, &recorder.timeline(), bars);
+        chart::write(path, &charts).map_err(|e| BenchError::Report(path.clone(), e))?;
+    }
+    Ok(report)
+}
+
+/// The charts of a run.
+fn charts_of(
+    report: &Report,
+    totals: &Totals,
+    timeline: &[record::Second],
+    batch_sizes: Vec<(u32, u32, u64)>,
+) -> chart::Charts {
+    let seconds = timeline
+        .iter()
+        .enumerate()
+        .map(|(t, s)| (t as f64, s))
+        .filter(|(t, _)| *t < report.measured_secs);
+    let summary = match &report.latency_ms {
+        Some(l) => format!(
+            "{:.0} ok/s, {} errors ({} shed), p50 {:.1} ms, p99 {:.1} ms, mean batch {:.1}",
+            report.achieved_rate,
+            report.errors,
+            report
+                .outcomes
+                .get("http_503:overloaded")
+                .copied()
+                .unwrap_or(0),
+            l.p50,
+            l.p99,
+            report.server.delta.mean_batch_size.unwrap_or(0.0)
+        ),
+        None => format!("{} sent, none ok", report.sent),
+    };
+    chart::Charts {
+        title: format!("batchgate bench against {}", report.config.url),
+        summary,
+        latency: seconds
+            .clone()
+            .filter(|(_, s)| !s.latency_us.is_empty())
+            .map(|(t, s)| {
+                (
+                    t,
+                    s.latency_us.value_at_quantile(0.5) as f64 / 1000.0,
+                    s.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+                )
+            })
+            .collect(),
+        cdf: chart::cdf_of(&totals.latency_us),
+        batch_sizes,
+        throughput: seconds
+            .map(|(t, s)| (t, s.ok as f64, s.shed as f64))
+            .collect(),
+    }
 }
 
 /// Scrapes `/metrics` at `at` (at once if it is past); returns when the scrape was sent with

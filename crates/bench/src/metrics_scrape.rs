@@ -13,6 +13,8 @@ use serde::Serialize;
 use crate::error::{chain, BenchError};
 
 /// Sum of the batch-size histogram.
+/// The batch-size histogram, whose buckets the report's chart shows.
+pub(crate) const BATCH_SIZE: &str = "batchgate_batch_size";
 pub(crate) const BATCH_SIZE_SUM: &str = "batchgate_batch_size_sum";
 /// Count of the batch-size histogram: how many batches were dispatched.
 pub(crate) const BATCH_SIZE_COUNT: &str = "batchgate_batch_size_count";
@@ -42,6 +44,8 @@ pub struct ServerMetrics {
     pub resident_memory_bytes: Option<f64>,
     /// `batchgate_worker_call_duration_seconds_sum`.
     pub worker_call_seconds_sum: Option<f64>,
+    /// `batchgate_batch_size` buckets: upper bound → cumulative count (labels summed).
+    pub batch_size_buckets: BTreeMap<u64, f64>,
 }
 
 /// What the server did between two scrapes.
@@ -85,7 +89,18 @@ impl ServerMetrics {
         for sample in scrape.samples {
             let value = match sample.value {
                 Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-                Value::Histogram(_) | Value::Summary(_) => continue,
+                Value::Histogram(buckets) => {
+                    if sample.metric == BATCH_SIZE {
+                        for b in buckets.iter().filter(|b| b.less_than.is_finite()) {
+                            *metrics
+                                .batch_size_buckets
+                                .entry(b.less_than.max(0.0) as u64)
+                                .or_insert(0.0) += b.count;
+                        }
+                    }
+                    continue;
+                }
+                Value::Summary(_) => continue,
             };
             if !value.is_finite() {
                 continue;
@@ -104,6 +119,24 @@ impl ServerMetrics {
             }
         }
         Ok(metrics)
+    }
+
+    /// Batches per size range from `self` (before) to `after`: (lowest, highest size, batches).
+    pub fn batch_size_bars(&self, after: &ServerMetrics) -> Vec<(u32, u32, u64)> {
+        let mut bars = Vec::new();
+        let (mut lo, mut below) = (0u64, 0.0);
+        for (le, count) in &after.batch_size_buckets {
+            let increase = increase(
+                self.batch_size_buckets.get(le).copied().unwrap_or(0.0),
+                *count,
+            );
+            let n = (increase - below).max(0.0).round() as u64;
+            below = increase;
+            let to = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            bars.push((to(lo.max(1)), to((*le).max(1)), n));
+            lo = le + 1;
+        }
+        bars
     }
 
     /// What changed from `self` (before) to `after`. A counter lower after than before was

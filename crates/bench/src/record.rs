@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -28,7 +28,23 @@ pub(crate) struct Recorder {
     sent_all: AtomicU64,
     /// Requests of the measured window that went on the wire.
     sent_measured: AtomicU64,
+    /// When the measured window starts (for the per-second timeline of `--report`).
+    window_start: OnceLock<Instant>,
 }
+
+/// One second of the measured window, by when its answers came.
+#[derive(Debug, Clone)]
+pub(crate) struct Second {
+    /// `ok` answers.
+    pub(crate) ok: u64,
+    /// `503 overloaded` answers (shed).
+    pub(crate) shed: u64,
+    /// Latencies (µs) of the `ok` answers.
+    pub(crate) latency_us: Histogram<u64>,
+}
+
+/// Seconds of timeline kept at most (an hour); later answers count in the totals only.
+const MAX_SECONDS: usize = 3600;
 
 #[derive(Debug)]
 struct Tally {
@@ -44,6 +60,8 @@ struct Tally {
     overloaded_all: u64,
     /// Latency of `ok` requests since the last progress line; gives its "current p99".
     interval_us: Histogram<u64>,
+    /// Per second of the measured window.
+    timeline: Vec<Second>,
 }
 
 /// What the progress line shows.
@@ -61,17 +79,25 @@ pub(crate) struct Live {
 
 /// The measured window's counts, once the run is over.
 #[derive(Debug, Clone)]
-pub(crate) struct Totals {
+pub struct Totals {
     /// Requests of the measured window that went on the wire.
-    pub(crate) sent: u64,
+    pub sent: u64,
     /// Count per outcome kind (`Outcome`'s display names).
-    pub(crate) outcomes: BTreeMap<String, u64>,
+    pub outcomes: BTreeMap<String, u64>,
     /// Latencies of the `ok` requests, in microseconds.
-    pub(crate) latency_us: Histogram<u64>,
+    pub latency_us: Histogram<u64>,
 }
 
-fn histogram() -> Histogram<u64> {
+/// An empty latency histogram as the bench keeps them: microseconds, 1 µs to 1 h, 3 significant
+/// figures.
+pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_FIGURES)
+        .expect("constant histogram bounds are valid. This is a bug.")
+}
+
+/// A histogram of one second's latencies: 2 significant figures are plenty for a chart.
+fn second_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
         .expect("constant histogram bounds are valid. This is a bug.")
 }
 
@@ -80,14 +106,16 @@ impl Default for Recorder {
         Recorder {
             tally: Mutex::new(Tally {
                 outcomes: HashMap::new(),
-                latency_us: histogram(),
+                latency_us: latency_histogram(),
                 ok_all: 0,
                 errors_all: 0,
                 overloaded_all: 0,
-                interval_us: histogram(),
+                interval_us: latency_histogram(),
+                timeline: Vec::new(),
             }),
             sent_all: AtomicU64::new(0),
             sent_measured: AtomicU64::new(0),
+            window_start: OnceLock::new(),
         }
     }
 }
@@ -124,8 +152,41 @@ impl Recorder {
             tally.overloaded_all += 1;
         }
         if measured {
+            if let Some(start) = self.window_start.get() {
+                let second = usize::try_from(start.elapsed().as_secs()).unwrap_or(usize::MAX);
+                if second < MAX_SECONDS {
+                    let shed = matches!(&outcome, Outcome::Http { status: 503, code: Some(c) } if c == "overloaded");
+                    let ok = outcome.is_ok();
+                    if ok || shed {
+                        while tally.timeline.len() <= second {
+                            tally.timeline.push(Second {
+                                ok: 0,
+                                shed: 0,
+                                latency_us: second_histogram(),
+                            });
+                        }
+                        let entry = &mut tally.timeline[second];
+                        if ok {
+                            entry.ok += 1;
+                            entry.latency_us.saturating_record(micros);
+                        } else {
+                            entry.shed += 1;
+                        }
+                    }
+                }
+            }
             *tally.outcomes.entry(outcome).or_insert(0) += 1;
         }
+    }
+
+    /// Sets when the measured window starts, for the timeline; once.
+    pub(crate) fn window_starts_at(&self, at: Instant) {
+        let _ = self.window_start.set(at);
+    }
+
+    /// The measured window second by second, by when the answers came.
+    pub(crate) fn timeline(&self) -> Vec<Second> {
+        self.lock().timeline.clone()
     }
 
     /// The progress line's numbers; starts a new interval for its p99.

@@ -171,9 +171,10 @@ impl RunConfig {
 }
 
 impl Report {
-    /// Builds the report from the recorder's totals. Requests sent but never recorded (the
-    /// drain gave up on them) are counted as `abandoned`, so the counts always add up.
-    pub(crate) fn new(config: RunConfig, totals: Totals, server: ServerReport) -> Report {
+    /// Builds the report from the recorder's totals (or a simulator's). Requests sent but never
+    /// recorded (the drain gave up on them) are counted as `abandoned`, so the counts always
+    /// add up.
+    pub fn new(config: RunConfig, totals: Totals, server: ServerReport) -> Report {
         let Totals {
             sent,
             mut outcomes,
@@ -357,6 +358,7 @@ mod tests {
             http2: false,
             worker_slots: 32,
             bearer: None,
+            report: None,
         })
     }
 

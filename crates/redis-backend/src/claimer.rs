@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use batchgate_protocol::task::unix_ms;
 use batchgate_queue::{Completion, Delivery, Outcome};
 use redis::streams::{
-    StreamClaimReply, StreamPendingCountReply, StreamPendingId, StreamRangeReply,
+    StreamClaimReply, StreamId, StreamPendingCountReply, StreamPendingId, StreamRangeReply,
 };
 use redis::{RedisResult, Value};
 use tokio::sync::mpsc;
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::conn::{bounded, RedisConn};
-use crate::entry::{deliveries, hand_out, messages, Overflow};
+use crate::entry::{deliveries, fetch_groups, group_key, hand_out, messages, Overflow};
 use crate::keys::{Keys, GROUP};
 use crate::leases::{Ack, Clock, Leases};
 use crate::queue::RedisQueueConfig;
@@ -147,11 +147,14 @@ impl Claimer {
                 claimed = claimed.ids.len(),
                 "claimed entries left by a batcher that is gone"
             );
-            for entry in &claimed.ids {
+            let mut claimed: Vec<(usize, StreamId)> =
+                claimed.ids.into_iter().map(|e| (partition, e)).collect();
+            fetch_groups(&mut self.conn, self.op_timeout, &mut claimed).await?;
+            for (_, entry) in &claimed {
                 let handed = deliveries(partition, entry, &self.clock, self.settler.heads());
                 let sent = hand_out(
                     partition,
-                    &entry.id,
+                    entry,
                     handed,
                     &self.leases,
                     &self.tx,
@@ -186,20 +189,26 @@ impl Claimer {
         }
         let ranges: Vec<StreamRangeReply> =
             bounded(self.op_timeout, pipe.query_async(&mut self.conn)).await?;
+        let mut found: Vec<(usize, StreamId)> = ranges
+            .into_iter()
+            .map(|r| (partition, r.ids.into_iter().next().unwrap_or_default()))
+            .collect();
+        fetch_groups(&mut self.conn, self.op_timeout, &mut found).await?;
         let now = unix_ms(SystemTime::now());
         let mut completions = Vec::new();
         let mut acks = Vec::new();
-        for (meta, range) in dead.iter().zip(&ranges) {
+        for (meta, (_, entry)) in dead.iter().zip(&found) {
             // Every dead entry is acknowledged, also one whose message was gone or unreadable.
             let mut ack = Ack {
                 partition,
                 entry_id: meta.id.clone(),
                 tasks: 1,
+                group: group_key(entry),
             };
-            let Some(entry) = range.ids.first() else {
+            if entry.id.is_empty() {
                 acks.push(ack);
                 continue;
-            };
+            }
             let reason = format!(
                 "dead-lettered: delivered {} times without completing",
                 meta.times_delivered

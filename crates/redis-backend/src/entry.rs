@@ -1,9 +1,12 @@
 //! What a stream entry holds, and how its tasks reach the batcher.
 //!
 //! An entry holds one task (field `m`, the task message, and `q`, the time it first entered
-//! the queue, when it was requeued) or a group of tasks admitted together to one partition
-//! (field `g`: their messages, each framed by its 4-byte big-endian length; field `n`: how
-//! many). A group is read, acknowledged and deleted as one entry, so admission and reading
+//! the queue, when it was requeued) or a group of tasks gathered together for one partition
+//! (field `b`: the key of a string holding their messages, each framed by its 4-byte
+//! big-endian length, which the admission stores beside the entry; field `n`: how many; field
+//! `s`: the positions of those the admission refused, a duplicate or a full partition, which
+//! are skipped). Whoever reads entries fetches their groups' messages ([`fetch_groups`]), and
+//! the settle that acknowledges an entry deletes them. A group is read, acknowledged and deleted as one entry, so admission and reading
 //! pay per group, not per task; each of its tasks is still handed to the batcher, batched and
 //! settled on its own, and the entry is acknowledged once all of them are settled
 //! ([`Leases::finish`]). If any is given back, the entry comes back whole, and the tasks
@@ -11,15 +14,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_queue::{Delivery, Receipt};
 use redis::streams::StreamId;
-use redis::Value;
+use redis::{RedisResult, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::conn::{bounded, RedisConn};
 use crate::leases::{Clock, Leases};
 use crate::reader::entry_ms;
 use crate::record;
@@ -50,11 +55,62 @@ fn unframe<'a>(mut group: &'a [u8], entry_id: &str) -> Vec<&'a [u8]> {
     messages
 }
 
-/// The task messages of an entry, as raw bytes (for the dead-letter stream).
+/// The key of the messages of a group entry (`None` for an entry of one task).
+pub(crate) fn group_key(entry: &StreamId) -> Option<String> {
+    entry.map.get("b").and_then(crate::value_text)
+}
+
+/// Fetches the messages of the group entries among `entries` (one pipelined round trip) and
+/// puts them in each entry as field `g`. A group whose messages are gone keeps no `g`: it
+/// yields no task, is never held, and lapses to the claimer until it is dead-lettered.
+pub(crate) async fn fetch_groups(
+    conn: &mut RedisConn,
+    limit: Duration,
+    entries: &mut [(usize, StreamId)],
+) -> RedisResult<()> {
+    let keys: Vec<(usize, String)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, e))| group_key(e).map(|k| (i, k)))
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (_, key) in &keys {
+        pipe.cmd("GET").arg(key);
+    }
+    let groups: Vec<Value> = bounded(limit, pipe.query_async(conn)).await?;
+    for ((i, key), group) in keys.into_iter().zip(groups) {
+        match group {
+            Value::BulkString(_) => {
+                entries[i].1.map.insert("g".to_owned(), group);
+            }
+            _ => warn!(entry = %entries[i].1.id, %key, "the messages of a group entry are gone"),
+        }
+    }
+    Ok(())
+}
+
+/// The task messages of an entry, as raw bytes: its one task, or the tasks of its group that
+/// were admitted (those at the positions listed in `s` were not).
 pub(crate) fn messages(entry: &StreamId) -> Vec<&[u8]> {
     match (entry.map.get("m"), entry.map.get("g")) {
         (Some(Value::BulkString(m)), _) => vec![m.as_slice()],
-        (_, Some(Value::BulkString(g))) => unframe(g, &entry.id),
+        (_, Some(Value::BulkString(g))) => {
+            let skipped: Vec<usize> = entry
+                .map
+                .get("s")
+                .and_then(crate::value_text)
+                .map(|s| s.split(',').filter_map(|i| i.parse().ok()).collect())
+                .unwrap_or_default();
+            unframe(g, &entry.id)
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !skipped.contains(i))
+                .map(|(_, m)| m)
+                .collect()
+        }
         _ => {
             warn!(entry = %entry.id, "stream entry without a task message");
             Vec::new()
@@ -145,7 +201,7 @@ pub(crate) type Overflow = Arc<Mutex<Vec<Delivery>>>;
 /// and `false` is returned; if the batcher is gone, they are given back.
 pub(crate) async fn hand_out(
     partition: usize,
-    entry_id: &str,
+    entry: &StreamId,
     deliveries: Vec<Delivery>,
     leases: &Leases,
     tx: &mpsc::Sender<Delivery>,
@@ -155,7 +211,7 @@ pub(crate) async fn hand_out(
     if deliveries.is_empty() {
         return true;
     }
-    leases.hold(partition, entry_id, deliveries.len());
+    leases.hold(partition, entry, deliveries.len());
     let mut rest = deliveries.into_iter();
     while let Some(d) = rest.next() {
         if stop.is_cancelled() {

@@ -9,7 +9,10 @@
 //! With dedupe on, the gateway gives the task an id whose partition byte is the input hash's
 //! (see `Keys::partition_of`), so the dedupe entry, the result and the stream share a slot.
 
+use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +74,12 @@ struct Writer {
     topology: Topology,
     /// Capacity of the whole queue, for the error.
     capacity: usize,
+    /// This intake's name among writers, random, for the keys of its groups' messages.
+    name: u64,
+    /// Groups written so far: with `name`, names each group's messages.
+    groups: AtomicU64,
+    /// Partitions may live on different nodes.
+    cluster: bool,
 }
 
 impl RedisIntake {
@@ -96,6 +105,9 @@ impl RedisIntake {
             dedupe_ttl,
             op_timeout,
             capacity,
+            name: RandomState::new().build_hasher().finish(),
+            groups: AtomicU64::new(0),
+            cluster,
         };
         tokio::spawn(gather(rx, Arc::new(writer)));
         RedisIntake {
@@ -233,29 +245,51 @@ impl Writer {
 
     /// One script call; gives back the tasks that met another node's key (unless `last`: then
     /// they are refused like any other error).
-    async fn call(&self, group: Vec<Admission>, last: bool) -> Vec<Admission> {
-        let mut call = self.script.prepare_invoke();
-        call.key(self.keys.stream(group[0].partition))
+    async fn call(&self, mut group: Vec<Admission>, last: bool) -> Vec<Admission> {
+        // The script takes the tasks partition by partition; each partition's messages are
+        // stored first as one string, which its stream entry names (see `crate::entry`), so
+        // that they never pass through the script. Replies come back in that order.
+        group.sort_by_key(|a| a.partition);
+        let mut stored = Vec::new();
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(self.script.get_hash())
+            .arg(1)
+            .arg(self.keys.stream(group[0].partition))
             .arg(self.per_partition)
             .arg(self.result_ttl.as_millis().max(1) as u64)
             .arg(self.dedupe_ttl.as_millis().max(1) as u64);
-        for a in &group {
-            call.arg(self.keys.stream(a.partition))
-                .arg(self.keys.result(&a.task_id))
-                .arg(
-                    a.dedupe
-                        .as_deref()
-                        .map(|h| self.keys.dedupe(h))
-                        .unwrap_or_default(),
-                )
-                .arg(a.message.as_slice())
-                .arg(&a.task_id)
-                .arg(&a.pending);
+        for tasks in group.chunk_by(|a, b| a.partition == b.partition) {
+            let mut messages = Vec::with_capacity(tasks.iter().map(|a| a.message.len()).sum());
+            for a in tasks {
+                messages.extend_from_slice(&a.message);
+            }
+            let n = self.groups.fetch_add(1, Ordering::Relaxed);
+            let key = self
+                .keys
+                .group(tasks[0].partition, &format!("{:x}-{n:x}", self.name));
+            let mut set = redis::cmd("SET");
+            set.arg(&key)
+                .arg(messages)
+                .arg("PX")
+                .arg(self.result_ttl.as_millis().max(1) as u64);
+            stored.push(set);
+            call.arg(self.keys.stream(tasks[0].partition))
+                .arg(key)
+                .arg(tasks.len());
+            for a in tasks {
+                call.arg(self.keys.result(&a.task_id))
+                    .arg(
+                        a.dedupe
+                            .as_deref()
+                            .map(|h| self.keys.dedupe(h))
+                            .unwrap_or_default(),
+                    )
+                    .arg(&a.task_id)
+                    .arg(&a.pending);
+            }
         }
-        let mut conn = self.conn.clone();
         let started = std::time::Instant::now();
-        let replies: Result<Vec<Vec<Value>>, _> =
-            bounded(self.op_timeout, call.invoke_async(&mut conn)).await;
+        let replies = self.store_and_admit(&stored, &call).await;
         debug!(
             tasks = group.len(),
             took_us = started.elapsed().as_micros() as u64,
@@ -300,6 +334,49 @@ impl Writer {
             }
         }
         again
+    }
+
+    /// Stores the groups' messages, then runs the admission script: one round trip on a
+    /// standalone Redis (one pipeline, in order), the stores first on a cluster (one
+    /// pipeline may not span slots there). A script Redis lost (a restart) is loaded again.
+    async fn store_and_admit(
+        &self,
+        stored: &[redis::Cmd],
+        call: &redis::Cmd,
+    ) -> redis::RedisResult<Vec<Vec<Value>>> {
+        let mut conn = self.conn.clone();
+        let first = if self.cluster {
+            let writes = stored.iter().map(|set| {
+                let mut conn = self.conn.clone();
+                async move { bounded(self.op_timeout, set.exec_async(&mut conn)).await }
+            });
+            for written in futures_util::future::join_all(writes).await {
+                written?;
+            }
+            bounded(self.op_timeout, call.query_async(&mut conn)).await
+        } else {
+            let mut pipe = redis::pipe();
+            for set in stored {
+                pipe.add_command(set.clone()).ignore();
+            }
+            pipe.add_command(call.clone());
+            let replies: redis::RedisResult<(Vec<Vec<Value>>,)> =
+                bounded(self.op_timeout, pipe.query_async(&mut conn)).await;
+            replies.map(|(r,)| r)
+        };
+        match first {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                bounded(
+                    self.op_timeout,
+                    self.script.prepare_invoke().load_async(&mut conn),
+                )
+                .await?;
+                bounded(self.op_timeout, call.query_async(&mut conn)).await
+            }
+            other => other,
+        }
     }
 
     fn answer(&self, reply: &[Value]) -> Result<Admitted, AdmitError> {

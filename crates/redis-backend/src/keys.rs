@@ -4,6 +4,8 @@
 //! `{prefix}:{pNN}:tasks:n`      tasks in that stream (entries hold several): the capacity
 //!                               bound and the depth; the scripts that add and remove
 //!                               entries keep it, and reset it whenever the stream is empty
+//! `{prefix}:{pNN}:g:{name}`     the task messages of a group entry of partition NN (one
+//!                               string; the entry names it, and goes with it)
 //! `{prefix}:{pNN}:rec:{id}`     record of a task of partition NN (one string, see `record`)
 //! `{prefix}:{pNN}:dedupe:{sha}` dedupe entry of an input whose hash starts with partition NN
 //! `{prefix}:dlq`                dead-letter stream
@@ -79,6 +81,11 @@ impl Keys {
     /// key (that key, then `:n`), so it shares the stream's slot.
     pub fn task_count(&self, p: usize) -> String {
         format!("{}:n", self.stream(p))
+    }
+
+    /// The messages of a group entry of partition `p`, under a name its writer chose.
+    pub fn group(&self, p: usize, name: &str) -> String {
+        format!("{}:{{{}}}:g:{name}", self.prefix, self.tags[p])
     }
 
     /// The record of a task (its state and result).

@@ -16,11 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use batchgate_queue::Receipt;
+use redis::streams::StreamId;
 use redis::{RedisResult, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::conn::{bounded, RedisConn};
+use crate::entry::group_key;
 use crate::keys::{Keys, GROUP};
 
 /// How often (in renewal rounds) Redis's clock is read again.
@@ -33,6 +35,8 @@ pub(crate) struct Ack {
     pub(crate) entry_id: String,
     /// Tasks the entry held, taken off the stream's task count.
     pub(crate) tasks: usize,
+    /// The key of its group's messages, deleted with it.
+    pub(crate) group: Option<String>,
 }
 
 /// One held entry: an entry holds one task or a group of them, each handed out on its own.
@@ -44,6 +48,8 @@ struct Lease {
     tasks: usize,
     /// A task of it was given back: the entry must come back whole (never acknowledged here).
     spoiled: bool,
+    /// The key of its group's messages.
+    group: Option<String>,
 }
 
 /// Entries this batcher holds, by partition, with how many of their tasks are still out.
@@ -57,13 +63,14 @@ impl Leases {
     }
 
     /// Holds an entry whose `tasks` tasks are all being handed out.
-    pub(crate) fn hold(&self, partition: usize, entry_id: &str, tasks: usize) {
+    pub(crate) fn hold(&self, partition: usize, entry: &StreamId, tasks: usize) {
         self.lock().entry(partition).or_default().insert(
-            entry_id.to_owned(),
+            entry.id.clone(),
             Lease {
                 held: tasks,
                 tasks,
                 spoiled: false,
+                group: group_key(entry),
             },
         );
     }
@@ -122,6 +129,7 @@ impl Leases {
                         partition: r.partition,
                         entry_id: r.entry_id.clone(),
                         tasks: lease.tasks,
+                        group: lease.group.take(),
                     });
                 }
                 ids.remove(&r.entry_id);
@@ -255,5 +263,57 @@ impl Renewer {
             }
         });
         futures_util::future::join_all(renewals).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> StreamId {
+        StreamId {
+            id: id.to_owned(),
+            ..StreamId::default()
+        }
+    }
+
+    fn receipt(id: &str) -> Receipt {
+        Receipt {
+            partition: 0,
+            entry_id: id.to_owned(),
+        }
+    }
+
+    #[test]
+    fn an_entry_is_acknowledged_with_its_last_task() {
+        let leases = Leases::default();
+        leases.hold(0, &entry("1-0"), 3);
+        assert!(leases.finish(&[receipt("1-0"), receipt("1-0")]).is_empty());
+        assert!(leases.holds(0, "1-0"), "a task is still out");
+        let acks = leases.finish(&[receipt("1-0")]);
+        assert_eq!(acks.len(), 1);
+        assert_eq!((acks[0].entry_id.as_str(), acks[0].tasks), ("1-0", 3));
+        assert!(!leases.holds(0, "1-0"));
+        assert!(leases.finish(&[receipt("1-0")]).is_empty(), "once only");
+    }
+
+    #[test]
+    fn an_entry_with_a_failed_settle_or_a_task_given_back_is_never_acknowledged() {
+        let leases = Leases::default();
+        leases.hold(0, &entry("1-0"), 2);
+        // The first task's settle counted it, then failed.
+        assert!(leases.finish(&[receipt("1-0")]).is_empty());
+        leases.spoil(&[receipt("1-0")]);
+        assert!(leases.finish(&[receipt("1-0")]).is_empty(), "spoiled");
+        assert!(
+            !leases.holds(0, "1-0"),
+            "released, to lapse and come back whole"
+        );
+
+        leases.hold(0, &entry("2-0"), 2);
+        leases.give_back(&[receipt("2-0")]);
+        assert!(leases.holds(0, "2-0"), "renewed while a task of it is out");
+        assert!(leases.finish(&[receipt("2-0")]).is_empty());
+        assert!(!leases.holds(0, "2-0"));
     }
 }

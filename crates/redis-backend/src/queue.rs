@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use crate::claimer::Claimer;
 use crate::conn::{bounded, RedisConfig, RedisConn};
 use crate::describe;
-use crate::entry::{deliveries, Overflow};
+use crate::entry::{deliveries, fetch_groups, Overflow};
 use crate::keys::{Keys, GROUP};
 use crate::leases::{Clock, Leases, Renewer};
 use crate::reader::{flatten, StreamReader, READ_BLOCK};
@@ -313,7 +313,7 @@ impl RedisQueue {
                             .query_async(&mut conn),
                     )
                     .await;
-                    let entries = match reply {
+                    let mut entries = match reply {
                         Ok(reply) => flatten(&[(partition, stream.clone())], reply),
                         Err(error) => {
                             warn!(%error, partition, "cannot read back pending entries at the drain");
@@ -324,13 +324,20 @@ impl RedisQueue {
                         break;
                     };
                     after = last.id.clone();
+                    let mut conn = self.conn.clone();
+                    if let Err(error) =
+                        fetch_groups(&mut conn, self.redis.op_timeout, &mut entries).await
+                    {
+                        warn!(%error, partition, "cannot read back pending entries at the drain");
+                        break;
+                    }
                     for (p, entry) in &entries {
                         if self.leases.holds(*p, &entry.id) {
                             continue;
                         }
                         let tasks = deliveries(*p, entry, &self.clock, self.settler.heads());
                         if !tasks.is_empty() {
-                            self.leases.hold(*p, &entry.id, tasks.len());
+                            self.leases.hold(*p, entry, tasks.len());
                             found.extend(tasks);
                         }
                     }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::conn::{bounded, RedisConfig, RedisConn};
-use crate::entry::{deliveries, hand_out, Heads, Overflow};
+use crate::entry::{deliveries, fetch_groups, hand_out, Heads, Overflow};
 use crate::keys::GROUP;
 use crate::leases::{Clock, Leases};
 
@@ -87,7 +87,7 @@ impl StreamReader {
                         tasks += handed.len();
                         let sent = hand_out(
                             *p,
-                            &entry.id,
+                            entry,
                             handed,
                             &self.leases,
                             &self.tx,
@@ -101,7 +101,7 @@ impl StreamReader {
                             for (p, entry) in &entries[i + 1..] {
                                 let rest = deliveries(*p, entry, &self.clock, &self.heads);
                                 if !rest.is_empty() {
-                                    self.leases.hold(*p, &entry.id, rest.len());
+                                    self.leases.hold(*p, entry, rest.len());
                                     self.overflow
                                         .lock()
                                         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -163,7 +163,10 @@ impl StreamReader {
         }
         let reply: Option<StreamReadReply> =
             bounded(self.redis.op_timeout + READ_BLOCK, cmd.query_async(conn)).await?;
-        Ok(flatten(&self.streams, reply))
+        let mut entries = flatten(&self.streams, reply);
+        // Entries read but not fetched stay pending to us, unheld: our claimer takes them.
+        fetch_groups(conn, self.redis.op_timeout, &mut entries).await?;
+        Ok(entries)
     }
 
     async fn pause(&self, pause: Duration) {

@@ -44,8 +44,8 @@ pub(crate) struct Settler {
 #[derive(Default)]
 struct Group<'a> {
     completions: Vec<(usize, &'a Completion)>,
-    /// Per partition: the entry ids, and the tasks they held.
-    acks: BTreeMap<usize, (Vec<&'a str>, usize)>,
+    /// Per partition: the entry ids, the tasks they held, their groups' messages.
+    acks: BTreeMap<usize, (Vec<&'a str>, usize, Vec<&'a str>)>,
 }
 
 impl Group<'_> {
@@ -115,7 +115,7 @@ impl Settler {
             groups.entry(*node).or_default().completions.push((*p, c));
         }
         for (r, node) in receipts.iter().zip(&nodes[completed.len()..]) {
-            let (ids, tasks) = groups
+            let (ids, tasks, messages) = groups
                 .entry(*node)
                 .or_default()
                 .acks
@@ -123,6 +123,7 @@ impl Settler {
                 .or_default();
             ids.push(&r.entry_id);
             *tasks += r.tasks;
+            messages.extend(r.group.as_deref());
         }
         let calls = groups.into_values().map(|group| self.call(group));
         let mut written = 0;
@@ -169,11 +170,13 @@ impl Settler {
                 .arg(notice)
                 .arg(self.heads.take(&c.task_id).unwrap_or_default());
         }
-        for (&p, (ids, tasks)) in &group.acks {
+        for (&p, (ids, tasks, messages)) in &group.acks {
             call.arg(self.keys.stream(p))
                 .arg(ids.len())
                 .arg(*tasks)
-                .arg(ids.as_slice());
+                .arg(messages.len())
+                .arg(ids.as_slice())
+                .arg(messages.as_slice());
         }
         let mut conn = self.conn.clone();
         bounded(self.op_timeout, call.invoke_async(&mut conn)).await

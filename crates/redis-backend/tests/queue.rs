@@ -357,6 +357,15 @@ async fn a_group_is_one_entry_acknowledged_with_its_last_task() {
     assert_eq!(xlen(&server).trim(), "1", "one entry for the group");
     let count = server.cli(&["GET", &keys.task_count(0)]).expect("GET");
     assert_eq!(count.trim(), "3", "counted in tasks");
+    let group_keys = |server: &RedisServer| {
+        let keys = server.cli(&["KEYS", "qt:*:g:*"]).expect("KEYS");
+        keys.lines().filter(|l| !l.trim().is_empty()).count()
+    };
+    assert_eq!(
+        group_keys(&server),
+        1,
+        "the group's messages, stored beside the entry"
+    );
     let q = queue(&redis, "a", 5).await;
     assert_eq!(q.depth().await.expect("depth"), vec![3, 0, 0, 0]);
 
@@ -380,6 +389,7 @@ async fn a_group_is_one_entry_acknowledged_with_its_last_task() {
         "0",
         "acknowledged and deleted with its last task"
     );
+    assert_eq!(group_keys(&server), 0, "its messages deleted with it");
     assert_eq!(q.depth().await.expect("depth"), vec![0, 0, 0, 0]);
     let count = server.cli(&["GET", &keys.task_count(0)]).expect("GET");
     assert_eq!(count.trim(), "0");
@@ -422,4 +432,35 @@ async fn capacity_counts_tasks_not_entries() {
         matches!(refused, Err(AdmitError::Queue(QueueError::Full { .. }))),
         "{refused:?}"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_task_refused_inside_a_group_is_never_delivered() {
+    use batchgate_queue::{AdmitError, Intake, QueueError};
+    let server = RedisServer::start();
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    // 2 per partition: of three gathered for partition 3, the third is refused.
+    let intake = intake(redis.connect().await.expect("connect"), &keys, 8);
+    let tasks = [task("03-r1"), task("07-r2"), task("0b-r3")];
+    let answers =
+        futures_util::future::join_all(tasks.iter().map(|t| intake.admit(t, 1, None))).await;
+    assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
+    assert!(
+        matches!(answers[2], Err(AdmitError::Queue(QueueError::Full { .. }))),
+        "{answers:?}"
+    );
+    assert_eq!(
+        server.cli(&["XLEN", &keys.stream(3)]).expect("XLEN").trim(),
+        "1",
+        "one entry, the refused task's message in it but marked"
+    );
+    let q = queue(&redis, "a", 5).await;
+    let got = read_n(&q, 3, Duration::from_secs(2)).await;
+    let mut ids: Vec<&str> = got.iter().map(|d| d.task.task_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["03-r1", "07-r2"], "the refused task is skipped");
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+    q.ack(&receipts).await.expect("ack");
+    assert_eq!(q.depth().await.expect("depth"), vec![0, 0, 0, 0]);
 }

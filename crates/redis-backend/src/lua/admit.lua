@@ -1,40 +1,35 @@
 -- Admits a gathered group of tasks in one call. Each task is handled on its own (a failure
--- answers for that task only): dedupe claim, capacity, pending record. The tasks admitted to
--- one partition then share ONE stream entry (field `g`: their messages, each framed by the
--- caller with its 4-byte big-endian length; field `n`: how many), so a group costs one XADD
--- and one entry to read, acknowledge and delete, not one per task. The partition's task
--- count (`<stream>:n`) bounds the queue, counted in tasks.
+-- answers for that task only): dedupe claim, capacity, pending record. The tasks of one
+-- partition then share ONE stream entry, so a group costs one XADD and one entry to read,
+-- acknowledge and delete, not one per task. The entry names (field `b`) the string the
+-- caller stored just before with the group's messages, framed by their 4-byte big-endian
+-- lengths; field `n` says how many, field `s` the positions, from 0, of those not admitted,
+-- which readers skip. The messages never pass through this script: Lua hashes every byte of
+-- every string it is given, and 2 KB per task cost more than all the commands. The
+-- partition's task count (`<stream>:n`) bounds the queue, counted in tasks.
 -- One call serves every partition of one node (see topology.rs): KEYS[1], a key of one of
 -- them, routes it; the keys of the tasks come as arguments (a task's keys share its
--- partition's slot). A key another node serves fails that task alone. Records are single
+-- partition's slot). A key another node serves fails its tasks alone. Records are single
 -- strings (see record.rs).
 -- ARGV[1] capacity of one partition (tasks); ARGV[2] record TTL (ms); ARGV[3] dedupe TTL
--- (ms); then six per task: the partition's stream, the task's record, the dedupe entry of
--- its input ('' for none), the framed task message, the task id, its pending record.
--- Returns one reply per task: {'ok'}, {'dup', existing_task_id}, {'full'} or {'err', why}.
+-- (ms); then per partition: its stream, the key of its tasks' messages, their number k,
+-- then four per task: its record, the dedupe entry of its input ('' for none), its id, its
+-- pending record.
+-- Returns one reply per task, in the order given: {'ok'}, {'dup', existing_task_id},
+-- {'full'} or {'err', why}.
 local capacity = tonumber(ARGV[1])
 local record_ttl = ARGV[2]
 local dedupe_ttl = ARGV[3]
--- Tasks in each partition's stream, read once; an empty stream resets a count that drifted.
-local queued = {}
--- What each partition's entry will carry, in the order partitions first appear.
-local groups = {}
-local order = {}
 
+-- Tasks in a partition's stream; an empty stream resets a count that drifted.
 local function count(stream)
-  local n = queued[stream]
-  if n == nil then
-    if redis.call('XLEN', stream) == 0 then
-      n = 0
-    else
-      n = tonumber(redis.call('GET', stream .. ':n') or '0') or 0
-    end
-    queued[stream] = n
+  if redis.call('XLEN', stream) == 0 then
+    return 0
   end
-  return n
+  return tonumber(redis.call('GET', stream .. ':n') or '0') or 0
 end
 
-local function admit(i, stream, record, dedupe, message, id, pending)
+local function admit(stream, queued, record, dedupe, id, pending)
   if dedupe then
     -- Claim the input, or learn which task holds it, in one command.
     local existing = redis.call('SET', dedupe, id, 'NX', 'GET', 'PX', dedupe_ttl)
@@ -50,64 +45,82 @@ local function admit(i, stream, record, dedupe, message, id, pending)
       redis.call('SET', dedupe, id, 'PX', dedupe_ttl)
     end
   end
-  local n = count(stream)
-  if n >= capacity then
+  if queued >= capacity then
     if dedupe then
       -- Claimed for a task that is not admitted: let the next identical input run.
       redis.call('DEL', dedupe)
     end
     return {'full'}
   end
-  queued[stream] = n + 1
   redis.call('SET', record, pending, 'PX', record_ttl)
-  local group = groups[stream]
-  if not group then
-    group = {messages = {}, members = {}}
-    groups[stream] = group
-    order[#order + 1] = stream
-  end
-  group.messages[#group.messages + 1] = message
-  group.members[#group.members + 1] = {i, record, dedupe}
   return {'ok'}
 end
 
-local replies = {}
-local tasks = (#ARGV - 3) / 6
-for i = 0, tasks - 1 do
-  local a = 4 + 6 * i
-  local dedupe = ARGV[a + 2]
-  if dedupe == '' then
-    dedupe = nil
+local function why(error)
+  if type(error) == 'table' then
+    return tostring(error.err or 'error')
   end
-  local ok, reply = pcall(admit, i + 1, ARGV[a], ARGV[a + 1], dedupe, ARGV[a + 3],
-    ARGV[a + 4], ARGV[a + 5])
-  if ok then
-    replies[i + 1] = reply
-  else
-    local why = reply
-    if type(reply) == 'table' then
-      why = reply.err or 'error'
-    end
-    replies[i + 1] = {'err', tostring(why)}
-  end
+  return tostring(error)
 end
 
--- One entry per partition. If it cannot be added, its tasks were not admitted: their
--- records and dedupe claims go, and each answers the error.
-for _, stream in ipairs(order) do
-  local group = groups[stream]
-  local added = redis.pcall('XADD', stream, '*', 'g', table.concat(group.messages), 'n',
-    #group.messages)
-  if type(added) == 'table' and added.err then
-    for _, member in ipairs(group.members) do
-      redis.pcall('DEL', member[2])
-      if member[3] then
-        redis.pcall('DEL', member[3])
-      end
-      replies[member[1]] = {'err', tostring(added.err)}
+local replies = {}
+local a = 4
+while a <= #ARGV do
+  local stream, messages, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local first = #replies + 1
+  local ok, queued = pcall(count, stream)
+  local admitted, skipped = {}, {}
+  for j = 0, k - 1 do
+    local t = a + 3 + 4 * j
+    local dedupe = ARGV[t + 1]
+    if dedupe == '' then
+      dedupe = nil
     end
-  else
-    redis.call('SET', stream .. ':n', queued[stream])
+    local reply
+    if ok then
+      local fine, answer = pcall(admit, stream, queued, ARGV[t], dedupe, ARGV[t + 2], ARGV[t + 3])
+      reply = fine and answer or {'err', why(answer)}
+    else
+      reply = {'err', why(queued)}
+    end
+    replies[#replies + 1] = reply
+    if reply[1] == 'ok' then
+      queued = queued + 1
+      admitted[#admitted + 1] = {ARGV[t], dedupe}
+    else
+      skipped[#skipped + 1] = j
+    end
   end
+  if #admitted == 0 then
+    redis.pcall('DEL', messages)
+  else
+    local added
+    if redis.call('EXISTS', messages) == 0 then
+      added = {err = 'the messages of the group were not stored'}
+    elseif #skipped > 0 then
+      added = redis.pcall('XADD', stream, '*', 'b', messages, 'n', k, 's',
+        table.concat(skipped, ','))
+    else
+      added = redis.pcall('XADD', stream, '*', 'b', messages, 'n', k)
+    end
+    if type(added) == 'table' and added.err then
+      -- Not queued after all: no record or dedupe entry is left for these tasks.
+      redis.pcall('DEL', messages)
+      for _, member in ipairs(admitted) do
+        redis.pcall('DEL', member[1])
+        if member[2] then
+          redis.pcall('DEL', member[2])
+        end
+      end
+      for i = first, #replies do
+        if replies[i][1] == 'ok' then
+          replies[i] = {'err', why(added)}
+        end
+      end
+    else
+      redis.call('SET', stream .. ':n', queued)
+    end
+  end
+  a = a + 3 + 4 * k
 end
 return replies

@@ -13,7 +13,8 @@
 -- error, completed_at (ms), the gateway to notify ('' for none), the notice (JSON), the
 -- record's head (`created_at;owner length;owner`, from the task; '' if not known); then, for
 -- each stream acknowledged, its key, the number of entry ids, the number of tasks those
--- entries held (taken off the stream's task count, `<stream>:n`) and the ids.
+-- entries held (taken off the stream's task count, `<stream>:n`), the number of keys of
+-- their groups' messages (deleted with them), the ids and those keys.
 -- Returns the number of results written.
 local ttl = ARGV[1]
 local publish = ARGV[2]
@@ -105,10 +106,11 @@ while a <= #ARGV do
   local stream = ARGV[a]
   local count = tonumber(ARGV[a + 1])
   local tasks = tonumber(ARGV[a + 2])
+  local groups = tonumber(ARGV[a + 3])
   if count > 0 then
     local ids = {}
     for k = 1, count do
-      ids[k] = ARGV[a + 2 + k]
+      ids[k] = ARGV[a + 3 + k]
     end
     redis.call('XACK', stream, group, unpack(ids))
     local deleted = redis.call('XDEL', stream, unpack(ids))
@@ -123,6 +125,13 @@ while a <= #ARGV do
       redis.call('SET', stream .. ':n', math.max(left, 0))
     end
   end
-  a = a + count + 3
+  if groups > 0 then
+    local keys = {}
+    for k = 1, groups do
+      keys[k] = ARGV[a + 3 + count + k]
+    end
+    redis.call('DEL', unpack(keys))
+  end
+  a = a + count + groups + 4
 end
 return written

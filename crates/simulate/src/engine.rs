@@ -1,0 +1,600 @@
+//! The event loop: arrivals, the batchers' gather loops, worker calls and the gateway's
+//! shedding, in virtual time.
+//!
+//! Nothing here decides when a batch goes or whether a slot is free: that is
+//! [`batchgate_batcher::gather::step`] over the real [`Policy`], and
+//! [`batchgate_batcher::slots::SlotState`], the same code the live batcher runs. The workers'
+//! load report is the batcher's own [`LoadMeter`], and shedding is the gateway's own
+//! [`Shedder`]. What the loop adds is time: each batcher is woken, as the driver's blocking
+//! read would be, when a task reaches its queue, when one of its calls ends, and at the
+//! deadline the policy names.
+//!
+//! Virtual time is a count of nanoseconds since the start, mapped onto `Instant`s for the
+//! policy. At one instant, call completions are handled first, then arrivals, then timers
+//! and samples (the order the live driver shows under tokio's paused clock).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
+
+use batchgate_batcher::gather::{self, Step};
+use batchgate_batcher::load::{LoadMeter, REPORT_EVERY};
+use batchgate_batcher::slots::{Aimd, SlotState, INITIAL_ROUND_TRIP};
+use batchgate_bench::arrivals::{RateCurve, Schedule};
+use batchgate_gateway::Shedder;
+use batchgate_policy::{Batch, FlushReason, Policy};
+use batchgate_queue::WorkerLoad;
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::model::{Arrivals, Deployment, Load};
+
+/// How often the gateway samples the queue and the load board (as `shed.rs` does).
+const SHED_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Most points of a time series; longer runs put several seconds in one point.
+const MAX_POINTS: u64 = 600;
+
+/// One batch that went to a worker, for comparing batch boundaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// Which batcher sent it.
+    pub batcher: usize,
+    /// When it left the buffer, since the start.
+    pub at: Duration,
+    /// The indexes of its requests, in send order.
+    pub requests: Vec<u64>,
+    /// Why it left.
+    pub reason: FlushReason,
+}
+
+/// One point of the time series.
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// Requests answered `ok` in this point's interval.
+    pub ok: u64,
+    /// Requests shed in it.
+    pub shed: u64,
+    /// Latencies (µs) of the `ok` answers in it.
+    pub latency_us: Histogram<u64>,
+}
+
+/// What a simulation measured, in the bench's terms.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Requests of the measured window.
+    pub sent: u64,
+    /// Requests in all, warmup included.
+    pub requests: u64,
+    /// Count per outcome kind, named as the bench names them.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Latencies (µs) of the measured window's `ok` requests.
+    pub latency_us: Histogram<u64>,
+    /// Batches sent, warmup included (as the bench's scrapes count them).
+    pub batches: u64,
+    /// Inputs over those batches.
+    pub batched_items: u64,
+    /// Batches by flush reason.
+    pub flushes: BTreeMap<&'static str, u64>,
+    /// Batches by size: `batch_sizes[n]` batches of `n` inputs.
+    pub batch_sizes: Vec<u64>,
+    /// Slot-seconds spent in worker calls within the measured window.
+    pub worker_call_seconds: f64,
+    /// Worker slots in all.
+    pub total_slots: usize,
+    /// The measured window.
+    pub measured: Duration,
+    /// Seconds per time-series point.
+    pub point_secs: u64,
+    /// The time series over the measured window.
+    pub points: Vec<Point>,
+    /// Events handled (arrivals, wake-ups of batchers, call completions, samples).
+    pub events: u64,
+    /// Every batch, when asked for.
+    pub batch_log: Option<Vec<BatchRecord>>,
+}
+
+/// A request in the system: its index and when it was sent (ns since the start).
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    index: u64,
+    sent: u64,
+}
+
+/// A call under way at a worker.
+#[derive(Debug)]
+struct Call {
+    batcher: usize,
+    requests: Vec<Request>,
+    started: u64,
+    failed: bool,
+}
+
+/// One batcher with its queue partition and its worker.
+#[derive(Debug)]
+struct BatcherSim {
+    policy: Policy<Request>,
+    slots: SlotState,
+    /// Whether the gather loop holds a free slot.
+    holding: bool,
+    /// Tasks in its queue, not yet read.
+    queue: VecDeque<Request>,
+    /// The earliest wake-up scheduled for it, if any.
+    timer: Option<u64>,
+    meter: LoadMeter,
+    /// The last load report.
+    report: WorkerLoad,
+    /// Calls running at its worker.
+    running: usize,
+    /// Calls waiting for a worker slot (only when more may be in flight than the worker has
+    /// slots).
+    waiting: VecDeque<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// A worker call ends (index into the calls).
+    Done(usize),
+    /// A batcher's deadline.
+    Timer(usize),
+    /// The batchers report their load.
+    Report,
+    /// The gateway samples the queue and the reports.
+    ShedSample,
+}
+
+/// The arrival times, in order.
+enum Source {
+    Schedule(Box<Schedule>),
+    Trace(std::vec::IntoIter<Duration>),
+}
+
+impl Source {
+    fn next(&mut self) -> Duration {
+        match self {
+            Source::Schedule(s) => s.next_offset(),
+            Source::Trace(t) => t.next().unwrap_or(Duration::MAX),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Runs a simulation. `log_batches` keeps every batch (for tests; costly at scale).
+pub fn run(deployment: &Deployment, load: &Load, log_batches: bool) -> Outcome {
+    Sim::new(deployment, load, log_batches).run(load)
+}
+
+struct Sim<'a> {
+    d: &'a Deployment,
+    base: Instant,
+    now: u64,
+    end: u64,
+    warmup: u64,
+    batchers: Vec<BatcherSim>,
+    calls: Vec<Option<Call>>,
+    free_calls: Vec<usize>,
+    heap: BinaryHeap<Reverse<(u64, Event, u64)>>,
+    seq: u64,
+    shedder: Shedder,
+    rng: StdRng,
+    queued: u64,
+    out: Outcome,
+    worker_slots: usize,
+}
+
+impl<'a> Sim<'a> {
+    fn new(d: &'a Deployment, load: &Load, log_batches: bool) -> Self {
+        let batchers = (0..d.batchers.max(1))
+            .map(|_| BatcherSim {
+                policy: Policy::new(d.limits, d.rule),
+                slots: SlotState::new(Aimd::new(d.max_inflight_batches, true, INITIAL_ROUND_TRIP)),
+                holding: false,
+                queue: VecDeque::new(),
+                timer: None,
+                meter: LoadMeter::default(),
+                report: WorkerLoad::default(),
+                running: 0,
+                waiting: VecDeque::new(),
+            })
+            .collect::<Vec<_>>();
+        let measured = load.duration;
+        let secs = measured.as_secs().max(1);
+        let point_secs = secs.div_ceil(MAX_POINTS).max(1);
+        let n_points = usize::try_from(measured.as_secs_f64().ceil() as u64 / point_secs + 1)
+            .unwrap_or(usize::MAX);
+        let worker_slots = d.worker.slots.max(1);
+        Sim {
+            d,
+            base: Instant::now(),
+            now: 0,
+            end: nanos(load.warmup + load.duration),
+            warmup: nanos(load.warmup),
+            calls: Vec::new(),
+            free_calls: Vec::new(),
+            heap: BinaryHeap::new(),
+            seq: 0,
+            shedder: Shedder::new(d.shed),
+            rng: StdRng::seed_from_u64(load.seed ^ 0x0005_eed0_fa11),
+            queued: 0,
+            out: Outcome {
+                sent: 0,
+                requests: 0,
+                outcomes: BTreeMap::new(),
+                latency_us: batchgate_bench::latency_histogram(),
+                batches: 0,
+                batched_items: 0,
+                flushes: BTreeMap::new(),
+                batch_sizes: vec![0; d.limits.max_batch_size.max(1) + 1],
+                worker_call_seconds: 0.0,
+                total_slots: worker_slots * batchers.len(),
+                measured,
+                point_secs,
+                points: (0..n_points.min(1 << 20))
+                    .map(|_| Point {
+                        ok: 0,
+                        shed: 0,
+                        latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                            .expect("constant histogram bounds are valid. This is a bug."),
+                    })
+                    .collect(),
+                events: 0,
+                batch_log: log_batches.then(Vec::new),
+            },
+            batchers,
+            worker_slots,
+        }
+    }
+
+    fn at(&self, t: u64) -> Instant {
+        self.base + Duration::from_nanos(t)
+    }
+
+    fn schedule(&mut self, t: u64, event: Event) {
+        self.seq += 1;
+        self.heap.push(Reverse((t, event, self.seq)));
+    }
+
+    fn run(mut self, load: &Load) -> Outcome {
+        let mut source =
+            match &load.arrivals {
+                Arrivals::Schedule { rate, kind, burst } => Source::Schedule(Box::new(
+                    Schedule::new(*kind, RateCurve::new(*rate, *burst, load.warmup), load.seed),
+                )),
+                Arrivals::Trace(times) => Source::Trace(times.clone().into_iter()),
+            };
+        self.schedule(0, Event::Report);
+        self.schedule(0, Event::ShedSample);
+        let ingress = nanos(self.d.ingress);
+        // The host's CPU as one first-come-first-served server: a request's time on it.
+        let service = self.d.host.map_or(0, |h| {
+            (h.cpu_per_request.as_secs_f64() / h.cores.max(1e-9) * 1e9) as u64
+        });
+        let mut cpu_free = 0u64;
+        let mut index = 0u64;
+        let mut next_sent = nanos(source.next());
+        let mut next_arrival = next_sent.saturating_add(ingress);
+        if service > 0 {
+            next_arrival = next_arrival.max(cpu_free) + service;
+            cpu_free = next_arrival;
+        }
+        loop {
+            if next_sent >= self.end {
+                next_arrival = u64::MAX;
+            }
+            let (next_event, first) = self
+                .heap
+                .peek()
+                .map_or((u64::MAX, false), |Reverse((t, event, _))| {
+                    (*t, matches!(event, Event::Done(_)))
+                });
+            if next_arrival == u64::MAX && self.idle() {
+                break;
+            }
+            self.out.events += 1;
+            // Completions before arrivals before everything else at one instant.
+            if next_event < next_arrival || (next_event == next_arrival && first) {
+                let Some(Reverse((t, event, _))) = self.heap.pop() else {
+                    break;
+                };
+                self.now = t;
+                self.handle(event);
+            } else {
+                self.now = next_arrival;
+                let request = Request {
+                    index,
+                    sent: next_sent,
+                };
+                let batcher = usize::try_from(index % self.batchers.len() as u64).unwrap_or(0);
+                index += 1;
+                self.arrive(batcher, request);
+                next_sent = nanos(source.next());
+                next_arrival = next_sent.saturating_add(ingress);
+                if service > 0 {
+                    next_arrival = next_arrival.max(cpu_free) + service;
+                    cpu_free = next_arrival;
+                }
+            }
+        }
+        self.out
+    }
+
+    /// No arrivals are left: stop once every task has been answered.
+    fn idle(&self) -> bool {
+        self.queued == 0
+            && self.calls.len() == self.free_calls.len()
+            && self.batchers.iter().all(|b| b.policy.is_empty())
+    }
+
+    fn measured(&self, request: &Request) -> bool {
+        request.sent >= self.warmup
+    }
+
+    fn point(&mut self, t: u64) -> Option<&mut Point> {
+        let since = t.checked_sub(self.warmup)?;
+        let i = since / 1_000_000_000 / self.out.point_secs;
+        self.out.points.get_mut(usize::try_from(i).ok()?)
+    }
+
+    fn count(&mut self, kind: &str) {
+        match self.out.outcomes.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.out.outcomes.insert(kind.to_owned(), 1);
+            }
+        }
+    }
+
+    fn arrive(&mut self, b: usize, request: Request) {
+        let measured = self.measured(&request);
+        self.out.requests += 1;
+        if measured {
+            self.out.sent += 1;
+        }
+        if self.shedder.check(None).is_err() {
+            if measured {
+                self.count("http_503:overloaded");
+                let now = self.now;
+                if let Some(p) = self.point(now) {
+                    p.shed += 1;
+                }
+            }
+            return;
+        }
+        self.shedder.admitted();
+        self.queued += 1;
+        let now = self.at(self.now);
+        let batcher = &mut self.batchers[b];
+        batcher.queue.push_back(request);
+        // A gathering batcher is blocked reading the queue: the read returns what arrived, and
+        // it joins the buffer before the policy decides again.
+        let room = batcher.policy.room();
+        if batcher.holding && room > 0 {
+            let n = room.min(batcher.queue.len());
+            self.queued -= n as u64;
+            gather::absorb(&mut batcher.policy, batcher.queue.drain(..n), now);
+        }
+        self.poke(b);
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Done(call) => self.done(call),
+            Event::Timer(b) => {
+                if self.batchers[b].timer == Some(self.now) {
+                    self.batchers[b].timer = None;
+                }
+                self.poke(b);
+            }
+            Event::Report => {
+                let now = self.at(self.now);
+                for b in &mut self.batchers {
+                    b.report = b.meter.sample(now, b.slots.limit());
+                }
+                if !self.idle_after_end() {
+                    self.schedule(self.now + nanos(REPORT_EVERY), Event::Report);
+                }
+            }
+            Event::ShedSample => {
+                let load = WorkerLoad::combine(self.batchers.iter().map(|b| b.report));
+                self.shedder.set(load.unwrap_or_default(), self.queued);
+                if !self.idle_after_end() {
+                    self.schedule(self.now + nanos(SHED_SAMPLE_EVERY), Event::ShedSample);
+                }
+            }
+        }
+    }
+
+    /// Past the end of the arrivals with nothing left to do: periodic events stop.
+    fn idle_after_end(&self) -> bool {
+        self.now >= self.end && self.idle()
+    }
+
+    /// Runs batcher `b`'s gather loop at the current time, as far as it goes without waiting.
+    fn poke(&mut self, b: usize) {
+        let now = self.at(self.now);
+        loop {
+            let batcher = &mut self.batchers[b];
+            if !batcher.holding {
+                if !batcher.slots.try_take() {
+                    return;
+                }
+                batcher.holding = true;
+            }
+            match gather::step(&mut batcher.policy, now, batcher.slots.load()) {
+                Step::Dispatch(batch) => {
+                    batcher.holding = false;
+                    self.dispatch(b, batch);
+                }
+                Step::Read { max, until } => {
+                    if max > 0 && !batcher.queue.is_empty() {
+                        let n = max.min(batcher.queue.len());
+                        self.queued -= n as u64;
+                        gather::absorb(&mut batcher.policy, batcher.queue.drain(..n), now);
+                        continue;
+                    }
+                    if let Some(until) = until {
+                        let tick = nanos(self.d.timer_tick).max(1);
+                        let t = nanos(until.saturating_duration_since(self.base));
+                        let t = t.div_ceil(tick).saturating_mul(tick).max(self.now);
+                        if batcher
+                            .timer
+                            .is_none_or(|pending| t < pending || pending < self.now)
+                        {
+                            batcher.timer = Some(t);
+                            self.schedule(t, Event::Timer(b));
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, b: usize, batch: Batch<Request>) {
+        let n = batch.items.len();
+        self.out.batches += 1;
+        self.out.batched_items += n as u64;
+        *self.out.flushes.entry(batch.reason.as_str()).or_insert(0) += 1;
+        if let Some(slot) = self.out.batch_sizes.get_mut(n) {
+            *slot += 1;
+        }
+        if let Some(log) = &mut self.out.batch_log {
+            log.push(BatchRecord {
+                batcher: b,
+                at: Duration::from_nanos(self.now),
+                requests: batch.items.iter().map(|r| r.index).collect(),
+                reason: batch.reason,
+            });
+        }
+        // Tasks past --max-queue-age fail `expired` and are not sent, as dispatch.rs does.
+        let max_age = nanos(self.d.max_queue_age);
+        let ingress = nanos(self.d.ingress);
+        let now = self.now;
+        let mut requests = batch.items;
+        let before = requests.len();
+        let mut expired = Vec::new();
+        requests.retain(|r| {
+            let old = now.saturating_sub(r.sent.saturating_add(ingress)) > max_age;
+            if old {
+                expired.push(*r);
+            }
+            !old
+        });
+        for r in expired {
+            if self.measured(&r) {
+                self.count("failed");
+            }
+        }
+        if requests.is_empty() && before > 0 {
+            // Nothing to send: the slot frees at once.
+            self.batchers[b].slots.release();
+            return;
+        }
+        let failed =
+            self.d.worker.error_rate > 0.0 && self.rng.random::<f64>() < self.d.worker.error_rate;
+        let call = Call {
+            batcher: b,
+            requests,
+            started: now,
+            failed,
+        };
+        let id = match self.free_calls.pop() {
+            Some(id) => {
+                self.calls[id] = Some(call);
+                id
+            }
+            None => {
+                self.calls.push(Some(call));
+                self.calls.len() - 1
+            }
+        };
+        if self.batchers[b].running < self.worker_slots {
+            self.start(id);
+        } else {
+            self.batchers[b].waiting.push_back(id);
+        }
+    }
+
+    /// A call starts running at its worker now.
+    fn start(&mut self, id: usize) {
+        let now = self.now;
+        let Some(call) = self.calls[id].as_mut() else {
+            return;
+        };
+        call.started = now;
+        let n = call.requests.len();
+        let b = call.batcher;
+        let mut cost = self.d.worker.cost(n).as_secs_f64();
+        if self.d.worker.jitter > 0.0 {
+            let j = self.d.worker.jitter;
+            cost *= 1.0 + self.rng.random_range(-j..=j);
+        }
+        let cost = (cost.max(0.0) * 1e9) as u64;
+        let batcher = &mut self.batchers[b];
+        batcher.running += 1;
+        batcher
+            .meter
+            .call_started(self.base + Duration::from_nanos(now), batcher.slots.limit());
+        self.schedule(now + cost, Event::Done(id));
+    }
+
+    fn done(&mut self, id: usize) {
+        let Some(call) = self.calls[id].take() else {
+            return;
+        };
+        self.free_calls.push(id);
+        let now = self.now;
+        let took = Duration::from_nanos(now - call.started);
+        // Worker time inside the measured window.
+        let from = call.started.max(self.warmup);
+        let to = now.min(self.end);
+        if to > from {
+            self.out.worker_call_seconds += (to - from) as f64 / 1e9;
+        }
+        let at = self.at(now);
+        let b = call.batcher;
+        {
+            let batcher = &mut self.batchers[b];
+            batcher.running -= 1;
+            let limit = batcher.slots.limit();
+            batcher.meter.call_ended(at, limit);
+            batcher.meter.batch_done(call.requests.len(), took);
+            batcher.slots.observe(false, took, at);
+            batcher.slots.release();
+        }
+        let egress = nanos(self.d.egress);
+        let answered = now + egress;
+        for r in &call.requests {
+            if !self.measured(r) {
+                continue;
+            }
+            if call.failed {
+                self.count("failed");
+                continue;
+            }
+            let micros = (answered - r.sent) / 1000;
+            self.out.latency_us.saturating_record(micros.max(1));
+            if let Some(ok) = self.out.outcomes.get_mut("ok") {
+                *ok += 1;
+            } else {
+                self.out.outcomes.insert("ok".to_owned(), 1);
+            }
+            if let Some(p) = self.point(answered) {
+                p.ok += 1;
+                p.latency_us.saturating_record(micros.max(1));
+            }
+        }
+        if let Some(next) = self.batchers[b].waiting.pop_front() {
+            self.start(next);
+        }
+        // As in the driver: a freed slot wakes a batcher waiting for one; a batcher already
+        // gathering (blocked on the queue until its deadline) sees the new load only at its
+        // next arrival or deadline.
+        if !self.batchers[b].holding {
+            self.poke(b);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! What is simulated: the deployment (batchers, their worker slots, the batching flags), the
+//! worker's cost model, the costs outside the batcher, and the load.
+
+use std::time::Duration;
+
+use batchgate_bench::arrivals::Burst;
+use batchgate_bench::ArrivalKind;
+use batchgate_gateway::ShedBound;
+use batchgate_policy::{Limits, Rule};
+
+/// Fixed time a request spends outside the queue, the batcher and the worker call, split
+/// between the way in (HTTP, validation, admission: before it reaches the queue) and the way
+/// out (storing the result, waking the long poll, the answer). Calibrated against the
+/// measured medians of the embedded deployment on the project's 2-core machine (BENCHMARKS.md,
+/// "Agreement of the simulator with measurements").
+pub const DEFAULT_INGRESS: Duration = Duration::from_millis(2);
+/// See [`DEFAULT_INGRESS`].
+pub const DEFAULT_EGRESS: Duration = Duration::from_millis(2);
+
+/// The resolution of tokio's timers, which wake the live batcher at its deadlines.
+pub const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// The simulated worker: the reference worker's cost model, per batcher.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorkerModel {
+    /// Batches the worker behind one batcher runs at once (`serve --sim-slots`).
+    pub slots: usize,
+    /// Fixed cost of a call.
+    pub base: Duration,
+    /// Added cost per input.
+    pub per_item: Duration,
+    /// Each call's cost is stretched by a factor drawn uniformly from `[1 − jitter, 1 + jitter]`
+    /// (0: exactly the model).
+    pub jitter: f64,
+    /// Share of calls that fail; their tasks end FAILED (retries are not modelled).
+    pub error_rate: f64,
+}
+
+impl Default for WorkerModel {
+    fn default() -> Self {
+        WorkerModel {
+            slots: 32,
+            base: Duration::from_millis(150),
+            per_item: Duration::from_micros(780),
+            jitter: 0.0,
+            error_rate: 0.0,
+        }
+    }
+}
+
+impl WorkerModel {
+    /// The model's cost of a call with `n` inputs, before jitter.
+    pub fn cost(&self, n: usize) -> Duration {
+        self.base + self.per_item * u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Inputs a second that `slots` slots get through in full batches of `max_batch`.
+    pub fn full_batch_capacity(&self, max_batch: usize) -> f64 {
+        self.slots as f64 * max_batch as f64 / self.cost(max_batch).as_secs_f64()
+    }
+}
+
+/// The machine's CPU, shared by every request: each takes `cpu_per_request` of it, spread over
+/// `cores`, before it reaches the queue (first come, first served). Past `cores /
+/// cpu_per_request` requests a second they wait for it: that is how a machine too small for
+/// its load (the bench and the server on two cores at a burst of 15,000/s) shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Host {
+    /// CPU time per request (everything on the machine: load generator, gateway, batcher).
+    pub cpu_per_request: Duration,
+    /// Cores it is spread over.
+    pub cores: f64,
+}
+
+/// The deployment in virtual time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deployment {
+    /// Batchers, each with its own policy, slots and worker; arrivals are dealt to them in
+    /// turn (as hashed task ids spread over partitions).
+    pub batchers: usize,
+    /// `--max-batch-size`, `--max-wait-ms`.
+    pub limits: Limits,
+    /// `--policy` (and `--max-hold-ms`).
+    pub rule: Rule,
+    /// Worker calls under way at once per batcher (`--max-inflight-batches`; by default the
+    /// worker's slots, as `serve` does).
+    pub max_inflight_batches: usize,
+    /// The worker behind each batcher.
+    pub worker: WorkerModel,
+    /// The gateway's shedding rule (`--latency-objective-ms`, `--shed-wait-ms`).
+    pub shed: ShedBound,
+    /// `--max-queue-age`: older tasks fail `expired` instead of running.
+    pub max_queue_age: Duration,
+    /// Time from a request's send to its arrival in the queue.
+    pub ingress: Duration,
+    /// Time from the end of its worker call to the client having the answer.
+    pub egress: Duration,
+    /// The CPU that requests pass through on their way in, if it is to be modelled.
+    pub host: Option<Host>,
+    /// Resolution of the batcher's timers: a deadline wakes it at the next whole tick, as
+    /// tokio's timer (1 ms) does for the live driver.
+    pub timer_tick: Duration,
+}
+
+impl Default for Deployment {
+    fn default() -> Self {
+        Deployment {
+            batchers: 1,
+            limits: Limits::default(),
+            rule: Rule::Fixed,
+            max_inflight_batches: 32,
+            worker: WorkerModel::default(),
+            shed: ShedBound::default(),
+            max_queue_age: Duration::from_secs(30),
+            ingress: DEFAULT_INGRESS,
+            egress: DEFAULT_EGRESS,
+            host: None,
+            timer_tick: TIMER_TICK,
+        }
+    }
+}
+
+/// When requests are sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arrivals {
+    /// The bench's open-loop schedule: `rate` per second, fixed or Poisson, with bursts.
+    Schedule {
+        /// Requests per second (between bursts).
+        rate: f64,
+        /// Spacing of send times.
+        kind: ArrivalKind,
+        /// Periodic bursts, if any.
+        burst: Option<Burst>,
+    },
+    /// Send times read from a file, as offsets from the start, sorted.
+    Trace(Vec<Duration>),
+}
+
+/// The load: arrivals over a warmup and a measured window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    /// When requests are sent.
+    pub arrivals: Arrivals,
+    /// The measured window.
+    pub duration: Duration,
+    /// Sent but not recorded, before the window (the schedule ramps over it, as the bench's).
+    pub warmup: Duration,
+    /// Seed of the schedule and of the worker's jitter and errors.
+    pub seed: u64,
+}

@@ -1,0 +1,50 @@
+//! `batchgate plan` on the figures `docs/capacity.md` states.
+
+use batchgate_simulate::PlanArgs;
+use clap::Parser;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: PlanArgs,
+}
+
+fn plan(flags: &[&str]) -> batchgate_simulate::plan::Plan {
+    let argv = std::iter::once("plan").chain(flags.iter().copied());
+    Cli::try_parse_from(argv)
+        .expect("valid flags")
+        .args
+        .run()
+        .expect("a plan")
+}
+
+#[test]
+fn ten_thousand_a_second_at_500_ms_takes_32_workers() {
+    let p = plan(&["--rate", "10000", "--p99-ms", "500"]);
+    assert_eq!(
+        (p.workers, p.batchers, p.gateways, p.redis_masters),
+        (32, 1, 2, 2)
+    );
+    assert!(p.chosen.p99_ms < 500.0, "{:?}", p.chosen);
+    // 32 slots of full batches carry 10,240/s: the floor, 2% above the rate.
+    assert!(
+        (p.capacity_headroom - 0.024).abs() < 0.001,
+        "{}",
+        p.capacity_headroom
+    );
+    // Every candidate met the objective at the slots it names.
+    assert!(p.candidates.iter().all(|c| c.p99_ms < 500.0));
+}
+
+#[test]
+fn a_tighter_objective_never_takes_fewer_workers() {
+    let loose = plan(&["--rate", "10000", "--p99-ms", "500"]);
+    let tight = plan(&["--rate", "10000", "--p99-ms", "232"]);
+    assert!(
+        tight.workers > loose.workers,
+        "{} vs {}",
+        tight.workers,
+        loose.workers
+    );
+    assert!(tight.chosen.p99_ms < 232.0, "{:?}", tight.chosen);
+}

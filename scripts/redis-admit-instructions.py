@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Instructions redis-server spends per admitted task, counted with callgrind (repeatable,
+unlike CPU time on a shared machine), for an admission script and the argument layout it
+takes.
+
+    scripts/redis-admit-instructions.py LAYOUT=SCRIPT [LAYOUT=SCRIPT ...] [--tasks 16] [--calls 100]
+
+LAYOUT is how the script is called:
+  per-task  ARGV: capacity, TTLs, then six per task (stream, record, dedupe key, task
+            message, id, pending record); one XADD per task (the layout before groups)
+  framed    the same six per task, the message framed by its 4-byte length (the script joins
+            a partition's messages into one entry)
+  stored    the messages of a partition stored first as one string (SET … PX), then ARGV:
+            capacity, TTLs, then per partition its stream, that string's key, the task
+            count and four per task (record, dedupe key, id, pending record): the layout of
+            crates/redis-backend/src/lua/admit.lua
+
+Each run starts a fresh redis-server under `valgrind --tool=callgrind` on a free loopback
+port, makes CALLS calls of TASKS distinct 2,100-byte tasks (all new, dedupe on, one
+partition), shuts the server down and reads the total instruction count; an idle server
+(started, pinged, shut down) is subtracted. Needs valgrind and the Python `redis` package.
+
+e.g. (the scripts of earlier commits, from git):
+    git show 2c9ad1f:crates/redis-backend/src/lua/admit.lua > /tmp/admit-per-task.lua
+    git show 4031a3c:crates/redis-backend/src/lua/admit.lua > /tmp/admit-framed.lua
+    scripts/redis-admit-instructions.py per-task=/tmp/admit-per-task.lua \\
+        framed=/tmp/admit-framed.lua stored=crates/redis-backend/src/lua/admit.lua
+"""
+import argparse
+import random
+import re
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+
+import redis
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run(layout, script, tasks, calls, messages):
+    port = free_port()
+    with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
+             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--hz", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        r = redis.Redis(port=port)
+        for _ in range(300):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        if script:
+            sha = r.script_load(open(script).read())
+            n = 0
+            for call in range(calls):
+                head = [100_000, 600_000, 300_000]
+                per, group = [], []
+                for _ in range(tasks):
+                    n += 1
+                    tid = f"00-{n:08d}"
+                    msg = messages[n % len(messages)]
+                    framed = struct.pack(">I", len(msg)) + msg
+                    rec, ded = f"bg:{{p00}}:rec:{tid}", f"bg:{{p00}}:dedupe:{n:064d}"
+                    if layout == "per-task":
+                        per += ["bg:{p00}:tasks", rec, ded, msg, tid, "P1;0;"]
+                    elif layout == "framed":
+                        per += ["bg:{p00}:tasks", rec, ded, framed, tid, "P1;0;"]
+                    else:
+                        group.append(framed)
+                        per += [rec, ded, tid, "P1;0;"]
+                if layout == "stored":
+                    key = f"bg:{{p00}}:g:{call}"
+                    r.set(key, b"".join(group), px=600_000)
+                    head += ["bg:{p00}:tasks", key, tasks]
+                replies = r.evalsha(sha, 1, "bg:{p00}:tasks", *(head + per))
+                assert all(x[0] == b"ok" for x in replies), replies[:3]
+        r.shutdown(nosave=True)
+        err = proc.communicate()[1].decode()
+    found = re.search(r"Collected : (\d+)", err)
+    if not found:
+        raise SystemExit(f"no instruction count from callgrind:\n{err[-2000:]}")
+    return int(found.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", metavar="LAYOUT=SCRIPT")
+    ap.add_argument("--tasks", type=int, default=16)
+    ap.add_argument("--calls", type=int, default=100)
+    a = ap.parse_args()
+    rng = random.Random(1)
+    messages = [bytes(rng.getrandbits(8) for _ in range(2100)) for _ in range(64)]
+    idle = run("idle", None, 0, 0, messages)
+    for spec in a.runs:
+        layout, script = spec.split("=", 1)
+        if layout not in ("per-task", "framed", "stored"):
+            raise SystemExit(f"unknown layout {layout!r}")
+        total = run(layout, script, a.tasks, a.calls, messages)
+        per_task = (total - idle) / (a.tasks * a.calls)
+        print(f"{layout:9s} {script}: {per_task:,.0f} instructions per task")
+
+
+if __name__ == "__main__":
+    main()
