@@ -9,6 +9,8 @@
 # GATEWAY_PORTS="8081 8082", BATCHER_PORTS="9101 9102".
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# No load balancer stands in front of these processes: on SIGTERM they may drain at once.
+export BATCHGATE_SHUTDOWN_DELAY_MS=${BATCHGATE_SHUTDOWN_DELAY_MS:-0}
 STATE=${STATE:-/tmp/batchgate-cluster}
 REDIS_BASE=${REDIS_BASE:-7100}
 WORKER_PORT=${WORKER_PORT:-9000}

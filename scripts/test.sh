@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Tests start their own servers (and, for the Redis
 # backends, their own redis-server processes; for the KServe V2 test, MLServer) on free
-# loopback ports; this script only makes sure the programs they need are installed.
+# loopback ports; this script only makes sure the programs they need are installed. The
+# container image has its own script, scripts/image-test.sh (podman, a release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,22 @@ if [ ! -x "$venv/bin/mlserver" ]; then
 fi
 if [ -x "$venv/bin/mlserver" ]; then
   export BATCHGATE_MLSERVER="$venv/bin/mlserver"
+fi
+
+# kubernetes-validate (PyPI) checks the Kubernetes manifests offline against the schemas
+# (crates/batchgate/tests/deploy.rs, scripts/check-deploy.py), from a virtual environment
+# beside the build, like MLServer's.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+deploy_venv="$(cd "$target_dir" && pwd)/deploy-venv"
+if [ ! -x "$deploy_venv/bin/kubernetes-validate" ]; then
+  echo "kubernetes-validate missing: installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $deploy_venv (PyPI)" >&2
+  if ! { python3 -m venv "$deploy_venv" && "$deploy_venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"; } >&2; then
+    echo "kubernetes-validate could not be installed: the deployment files test will NOT RUN" >&2
+    export BATCHGATE_ALLOW_NO_KUBERNETES_VALIDATE=1
+  fi
+fi
+if [ -x "$deploy_venv/bin/kubernetes-validate" ]; then
+  export BATCHGATE_DEPLOY_VENV="$deploy_venv"
 fi
 
 # cargo prints one "test result" line per test binary, the last often a crate's empty doc-test

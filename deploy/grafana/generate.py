@@ -3,7 +3,16 @@
 Usage: python3 deploy/grafana/generate.py > deploy/grafana/batchgate.json
 """
 import json
+import re
 DS = {"type": "prometheus", "uid": "${datasource}"}
+# Every query keeps to the deployment, kinds of process (job) and processes (instance) picked
+# in the dashboard's variables, so it works for any number of instances.
+SEL = 'deployment=~"$deployment", job=~"$job", instance=~"$instance"'
+def scoped(expr):
+    def add(m):
+        inner = m.group(2)
+        return m.group(1) + "{" + SEL + (", " + inner if inner else "") + "}"
+    return re.sub(r"(batchgate_\w+)(?:\{([^}]*)\})?", add, expr)
 panels = []
 y = 0
 def row(title):
@@ -18,7 +27,7 @@ def ts(title, targets, unit="short", x=0, w=12, h=8, desc="", max_=None, stack=F
         "gridPos": {"h": h, "w": w, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": unit, "custom": {"lineWidth": 1, "fillOpacity": 10, "stacking": {"mode": "normal" if stack else "none"}}}, "overrides": []},
         "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
-        "targets": [{"refId": chr(65 + i), "expr": e, "legendFormat": l, "datasource": DS} for i, (e, l) in enumerate(targets)],
+        "targets": [{"refId": chr(65 + i), "expr": scoped(e), "legendFormat": l, "datasource": DS} for i, (e, l) in enumerate(targets)],
     }
     if max_ is not None:
         p["fieldConfig"]["defaults"]["max"] = max_
@@ -33,7 +42,7 @@ def bars(title, expr, x=0, w=12, h=8, desc=""):
         "gridPos": {"h": h, "w": w, "x": x, "y": y},
         "options": {"orientation": "vertical", "displayMode": "basic", "reduceOptions": {"calcs": ["lastNotNull"]}},
         "fieldConfig": {"defaults": {"unit": "short"}, "overrides": []},
-        "targets": [{"refId": "A", "expr": expr, "legendFormat": "≤ {{le}}", "format": "heatmap", "datasource": DS}],
+        "targets": [{"refId": "A", "expr": scoped(expr), "legendFormat": "≤ {{le}}", "format": "heatmap", "datasource": DS}],
     })
     if x + w >= 24:
         y += h
@@ -62,6 +71,14 @@ row("Storage and processes")
 ts("Result store records", [("max(batchgate_result_store_records)", "records")], "short", 0, 12, desc="In process: records held; on Redis: DBSIZE")
 ts("Resident memory", [("batchgate_process_resident_memory_bytes", "{{job}} {{instance}}")], "bytes", 12, 12)
 
+def variable(name, query, label):
+    return {
+        "name": name, "label": label, "type": "query", "datasource": DS,
+        "query": {"query": query, "refId": name}, "definition": query,
+        "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*",
+        "current": {"selected": True, "text": "All", "value": "$__all"}, "hide": 0, "sort": 1,
+    }
+
 dash = {
     "title": "batchgate",
     "uid": "batchgate",
@@ -73,7 +90,14 @@ dash = {
     "refresh": "10s",
     "time": {"from": "now-30m", "to": "now"},
     "timezone": "",
-    "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus", "current": {}, "hide": 0}]},
+    "templating": {"list": [
+        {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus", "current": {}, "hide": 0},
+        # The `deployment` label is set by the scrape configuration (compose: `compose`;
+        # Kubernetes: the namespace, by the ServiceMonitor); `.*` also matches series without it.
+        variable("deployment", 'label_values(up{job=~"batchgate-.*"}, deployment)', "Deployment"),
+        variable("job", 'label_values(up{job=~"batchgate-.*", deployment=~"$deployment"}, job)', "Process kind"),
+        variable("instance", 'label_values(up{job=~"$job", deployment=~"$deployment"}, instance)', "Instance"),
+    ]},
     "annotations": {"list": []},
     "panels": panels,
 }

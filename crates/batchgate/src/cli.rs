@@ -99,6 +99,8 @@ pub enum Command {
     Token(crate::token::TokenArgs),
     /// Write a throwaway CA, server and client certificate for TLS and mTLS (tests, local runs).
     Certs(crate::certs::CertsArgs),
+    /// GET a health endpoint once: exit 0 on 2xx (a container HEALTHCHECK without curl).
+    Probe(crate::probe::ProbeArgs),
 }
 
 /// Limits and sharing of the HTTP API.
@@ -590,6 +592,34 @@ impl EdgeArgs {
     }
 }
 
+/// Default bound on the shutdown drain, in seconds: with the default shutdown delay (5 s) and
+/// the HTTP close (4 s), a process exits within 29 s of SIGTERM, inside Kubernetes' default
+/// 30 s termination grace period.
+pub const DEFAULT_DRAIN_SECS: u64 = 20;
+
+/// What orchestrators (Kubernetes, compose) and load balancers see of a server process: its
+/// shutdown sequence and its readiness.
+#[derive(Debug, Clone, Args)]
+pub struct OrchestrationArgs {
+    /// On SIGTERM (or SIGINT), how long `/readyz` answers 503 while requests are still served
+    /// as before, in milliseconds, before the drain (--grace-period-secs) begins: the time load
+    /// balancers (Kubernetes endpoints) take to stop sending new requests here. The process
+    /// exits within this + --grace-period-secs + 4 s.
+    #[arg(long, env = "BATCHGATE_SHUTDOWN_DELAY_MS", default_value_t = 5000)]
+    pub shutdown_delay_ms: u64,
+
+    /// How long the queue (Redis) may keep failing before `/readyz` answers 503, in
+    /// milliseconds. A shorter Redis blip leaves readiness at 200 (requests during it still get
+    /// 503 `unavailable`), so every gateway does not leave its load balancer at once; 0 fails
+    /// readiness at the first error.
+    #[arg(
+        long,
+        env = "BATCHGATE_READINESS_TOLERANCE_MS",
+        default_value_t = 10_000
+    )]
+    pub readiness_tolerance_ms: u64,
+}
+
 /// Flags of `batchgate serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -634,9 +664,13 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub api: ApiArgs,
 
-    /// Longest the shutdown drain may take before the process exits anyway, in seconds.
-    #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
+    /// Longest the shutdown drain (after --shutdown-delay-ms) may take before the process
+    /// exits anyway, in seconds.
+    #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = DEFAULT_DRAIN_SECS)]
     pub grace_period_secs: u64,
+
+    #[command(flatten)]
+    pub orchestration: OrchestrationArgs,
 }
 
 /// Flags of `batchgate gateway`.
@@ -668,9 +702,12 @@ pub struct GatewayArgs {
     #[command(flatten)]
     pub api: ApiArgs,
 
-    /// Longest the shutdown may take, in seconds.
-    #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
+    /// Longest the shutdown drain (after --shutdown-delay-ms) may take, in seconds.
+    #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = DEFAULT_DRAIN_SECS)]
     pub grace_period_secs: u64,
+
+    #[command(flatten)]
+    pub orchestration: OrchestrationArgs,
 }
 
 /// Flags of `batchgate batcher`.
@@ -689,9 +726,13 @@ pub struct BatcherArgs {
     #[command(flatten)]
     pub batching: BatchingArgs,
 
-    /// Longest the drain may take (finish the batches in hand), in seconds.
-    #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = 30)]
+    /// Longest the drain (finish the batches in hand, after --shutdown-delay-ms) may take,
+    /// in seconds.
+    #[arg(long, env = "BATCHGATE_GRACE_PERIOD_SECS", default_value_t = DEFAULT_DRAIN_SECS)]
     pub grace_period_secs: u64,
+
+    #[command(flatten)]
+    pub orchestration: OrchestrationArgs,
 }
 
 /// Flags of `batchgate worker`.
@@ -981,6 +1022,8 @@ impl ServeArgs {
             connections: self.api.connections()?,
             edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             grace_period: Duration::from_secs(self.grace_period_secs),
+            shutdown_delay: Duration::from_millis(self.orchestration.shutdown_delay_ms),
+            queue_error_tolerance: Duration::from_millis(self.orchestration.readiness_tolerance_ms),
             tls: self.tls.files(None)?,
         })
     }
@@ -1020,6 +1063,8 @@ impl GatewayArgs {
             edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             batcher: None,
             grace_period: Duration::from_secs(self.grace_period_secs),
+            shutdown_delay: Duration::from_millis(self.orchestration.shutdown_delay_ms),
+            queue_error_tolerance: Duration::from_millis(self.orchestration.readiness_tolerance_ms),
             tls: self.tls.files(None)?,
         })
     }
@@ -1036,6 +1081,8 @@ impl BatcherArgs {
             edge: crate::serve::EdgeConfig::default(),
             batcher: Some(self.batching.part(None)?),
             grace_period: Duration::from_secs(self.grace_period_secs),
+            shutdown_delay: Duration::from_millis(self.orchestration.shutdown_delay_ms),
+            queue_error_tolerance: Duration::from_millis(self.orchestration.readiness_tolerance_ms),
             tls: None,
         })
     }
@@ -1144,7 +1191,8 @@ impl Command {
             | Command::Plan(_)
             | Command::Dlq(_)
             | Command::Token(_)
-            | Command::Certs(_) => None,
+            | Command::Certs(_)
+            | Command::Probe(_) => None,
         }
     }
 }
@@ -1193,6 +1241,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(args) => crate::dlq::run(args).await,
+        Command::Probe(args) => crate::probe::run(&args).await,
         Command::Certs(args) => {
             println!("{}", crate::certs::run(&args)?);
             Ok(())

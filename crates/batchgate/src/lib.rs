@@ -9,6 +9,7 @@
 //! - [`pool_metrics`]: each pooled worker's health and load on `/metrics`.
 //! - [`store_metrics`]: the in-process stores' evictions on `/metrics`.
 //! - [`dlq`]: `batchgate dlq list|replay|purge`, through a gateway's admin API.
+//! - [`probe`]: `batchgate probe`, one health check over HTTP (a container's HEALTHCHECK).
 //! - [`worker`]: `batchgate worker --sim`, the reference worker server (and, with the `model`
 //!   feature, `worker --model-dir DIR`, a real model behind the same protocols).
 //! - [`shutdown`]: the one owner of SIGINT/SIGTERM.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config_file;
 pub mod dlq;
 pub mod pool_metrics;
+pub mod probe;
 pub mod serve;
 pub mod shutdown;
 pub mod simulate;

@@ -8,9 +8,10 @@ use std::time::Duration;
 use batchgate_queue::Rate;
 
 use batchgate_batcher::{Batcher, BatcherConfig, BatcherMetrics};
+use batchgate_gateway::readiness::WorkersHealthy;
 use batchgate_gateway::{
     Admission, AppState, AuthConfig, Authenticator, GatewayConfig, GatewayMetrics, RateLimits,
-    Shared, ShedBound, Shedder,
+    Readiness, Shared, ShedBound, Shedder,
 };
 use batchgate_net::{ClientTlsFiles, ConnectionLimits, ServerTls, TlsFiles};
 use batchgate_sim::{SimConfig, SimWorker};
@@ -23,7 +24,7 @@ use tracing::{info, warn};
 use crate::backend::{self, StoreConfig};
 
 /// How long the HTTP server may take to answer its last requests after the drain.
-const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(4);
 
 /// Which worker the batcher calls.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,8 +152,14 @@ pub struct ServeConfig {
     pub edge: EdgeConfig,
     /// The batcher, if this process runs one.
     pub batcher: Option<BatcherPart>,
-    /// Bound on the shutdown drain.
+    /// Bound on the shutdown drain (after the shutdown delay).
     pub grace_period: Duration,
+    /// On a shutdown signal, how long `/readyz` answers 503 while requests are still served
+    /// normally, before the drain: time for load balancers (Kubernetes endpoints) to stop
+    /// sending new requests here.
+    pub shutdown_delay: Duration,
+    /// How long queue (Redis) errors may last before `/readyz` answers 503.
+    pub queue_error_tolerance: Duration,
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -165,10 +172,15 @@ pub struct ServeOutcome {
 }
 
 /// The worker `choice` names; a pool of remote workers also shows each worker's health and
-/// load on `/metrics` ([`crate::pool_metrics`]).
-fn build_worker(choice: &WorkerChoice, registry: &mut Registry) -> anyhow::Result<Arc<dyn Worker>> {
+/// load on `/metrics` ([`crate::pool_metrics`]), and makes readiness depend on them: the
+/// second value says whether any of them is healthy (in-process workers always are).
+fn build_worker(
+    choice: &WorkerChoice,
+    registry: &mut Registry,
+) -> anyhow::Result<(Arc<dyn Worker>, WorkersHealthy)> {
+    let always: WorkersHealthy = Box::new(|| true);
     Ok(match choice {
-        WorkerChoice::Simulated(sim) => Arc::new(SimWorker::new(*sim)),
+        WorkerChoice::Simulated(sim) => (Arc::new(SimWorker::new(*sim)), always),
         WorkerChoice::Remote { workers, pool, tls } => {
             let tls = if tls.is_empty() {
                 None
@@ -181,13 +193,16 @@ fn build_worker(choice: &WorkerChoice, registry: &mut Registry) -> anyhow::Resul
             registry.register_collector(Box::new(crate::pool_metrics::PoolCollector(
                 pool_of_workers.clone(),
             )));
-            Arc::new(pool_of_workers)
+            let watched = pool_of_workers.clone();
+            let healthy: WorkersHealthy =
+                Box::new(move || watched.status().iter().any(|member| member.healthy));
+            (Arc::new(pool_of_workers), healthy)
         }
         #[cfg(feature = "model")]
         WorkerChoice::Model {
             dir,
             max_batch_size,
-        } => Arc::new(load_model(dir, *max_batch_size)?),
+        } => (Arc::new(load_model(dir, *max_batch_size)?), always),
     })
 }
 
@@ -212,6 +227,8 @@ pub fn load_model(
 
 /// Runs the configured parts until `shutdown` is cancelled, then shuts down in order:
 ///
+/// 0. `/readyz` answers 503 `draining`, while everything else is served as before, for the
+///    shutdown delay: load balancers stop sending new requests;
 /// 1. the admission gate closes — new submissions get 503 — and we wait for submissions
 ///    already past it to finish enqueueing;
 /// 2. the batcher drains: what it holds (and, in-process, every queued task) is batched and
@@ -220,7 +237,8 @@ pub fn load_model(
 ///    their results);
 /// 4. background tasks stop and the outcome is logged.
 ///
-/// Steps 1–2 are bounded by the grace period, step 3 by a few seconds.
+/// Steps 1–2 are bounded by the grace period, step 3 by a few seconds ([`HTTP_CLOSE_GRACE`]):
+/// the process exits within shutdown delay + grace period + that.
 pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
@@ -236,10 +254,12 @@ pub async fn run(
     }
 
     let batcher_stop = CancellationToken::new();
+    let mut workers_healthy = None;
     let batcher = match &config.batcher {
         Some(part) => {
             let metrics = BatcherMetrics::register(&mut registry);
-            let worker = build_worker(&part.worker, &mut registry)?;
+            let (worker, healthy) = build_worker(&part.worker, &mut registry)?;
+            workers_healthy = Some(healthy);
             let batcher = Batcher::new(
                 backends.queue.clone(),
                 backends.results.clone(),
@@ -255,6 +275,10 @@ pub async fn run(
     };
 
     let admission = Arc::new(Admission::default());
+    let readiness = Arc::new(Readiness::new(
+        config.queue_error_tolerance,
+        workers_healthy,
+    ));
     let metrics = GatewayMetrics::register(&mut registry);
     let auth =
         Arc::new(Authenticator::new(config.edge.auth.clone()).map_err(|e| anyhow::anyhow!(e))?);
@@ -295,6 +319,7 @@ pub async fn run(
         config: config.gateway.unwrap_or_default(),
         metrics,
         registry: Arc::new(registry),
+        readiness: readiness.clone(),
     });
     let router = if config.gateway.is_some() {
         batchgate_gateway::router(state)
@@ -313,10 +338,21 @@ pub async fn run(
     announce(&config, scheme, addr);
 
     shutdown.cancelled().await;
+    let bound = config.shutdown_delay + config.grace_period + HTTP_CLOSE_GRACE;
+    readiness.start_draining();
     info!(
-        grace_period_s = config.grace_period.as_secs(),
-        "shutting down: closing admission"
+        shutdown_delay_ms = config.shutdown_delay.as_millis() as u64,
+        drain_bound_s = config.grace_period.as_secs_f64(),
+        http_close_bound_s = HTTP_CLOSE_GRACE.as_secs(),
+        exit_within_s = bound.as_secs_f64(),
+        "shutting down: /readyz now answers 503; requests are still served during the shutdown delay, then the drain"
     );
+    tokio::time::sleep(config.shutdown_delay).await;
+    info!(
+        drain_bound_s = config.grace_period.as_secs_f64(),
+        "shutdown delay over: closing admission and draining"
+    );
+    let drain_started = std::time::Instant::now();
     let drain = async {
         admission.close().await;
         // Nothing enters the queue through us any more: the batcher can drain.
@@ -328,7 +364,11 @@ pub async fn run(
     };
     let drained = match tokio::time::timeout(config.grace_period, drain).await {
         Ok(Ok(drained_batches)) => {
-            info!(drained_batches, "drain complete");
+            info!(
+                drained_batches,
+                drain_ms = drain_started.elapsed().as_millis() as u64,
+                "drain complete"
+            );
             true
         }
         Ok(Err(join_error)) => {

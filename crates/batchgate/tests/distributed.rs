@@ -183,6 +183,10 @@ async fn gateways_answer_503_while_redis_is_down_and_recover_on_their_own() {
         "500",
         "--sim-base-ms",
         "10",
+        // Readiness fails at the first queue error (the default tolerates 10 s of them,
+        // tested in orchestration.rs).
+        "--readiness-tolerance-ms",
+        "0",
     ]);
     let http = client();
     let submit = |input: &str| {

@@ -16,6 +16,7 @@
 //! - [`fair_share`]: [`CallerSlots`], each caller's requests in flight, so one caller cannot
 //!   take every slot.
 //! - [`log_throttle`]: [`LogThrottle`], log lines clients can trigger, at most one a second.
+//! - [`readiness`]: [`Readiness`], what `/readyz` answers (draining, queue errors, workers).
 
 pub mod auth;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod fair_share;
 pub mod log_throttle;
 pub mod metrics;
+pub mod readiness;
 pub mod routes;
 pub mod shed;
 pub mod state;
@@ -33,6 +35,7 @@ pub use error::ApiError;
 pub use fair_share::CallerSlots;
 pub use log_throttle::LogThrottle;
 pub use metrics::GatewayMetrics;
+pub use readiness::Readiness;
 pub use routes::{ops_router, router};
 pub use shed::{ShedBound, Shedder};
 pub use state::{Admission, AppState, RateLimits, Shared};

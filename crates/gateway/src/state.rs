@@ -177,4 +177,6 @@ pub struct Shared {
     /// The process's registry, rendered by `/metrics` (the batcher registers in it too when
     /// it runs in the same process).
     pub registry: Arc<Registry>,
+    /// What `/readyz` answers besides admission: draining, queue errors, workers.
+    pub readiness: Arc<crate::Readiness>,
 }

@@ -143,6 +143,8 @@ pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize
                 .expect("a valid worker URL"),
         }),
         grace_period: Duration::from_secs(30),
+        shutdown_delay: Duration::ZERO,
+        queue_error_tolerance: batchgate_gateway::readiness::DEFAULT_QUEUE_ERROR_TOLERANCE,
         tls: None,
     }
 }
@@ -236,6 +238,8 @@ pub fn spawn_batchgate_with_env(args: &[&str], env: &[(&str, &str)]) -> (Child, 
     let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
         .args(args)
         .env("RUST_LOG", "info")
+        // No shutdown delay unless a test asks for one: SIGTERM goes straight to the drain.
+        .env("BATCHGATE_SHUTDOWN_DELAY_MS", "0")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
