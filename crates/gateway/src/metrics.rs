@@ -1,5 +1,7 @@
 //! The gateway's Prometheus metrics, and the `/metrics` rendering.
 
+use std::sync::{Arc, OnceLock};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,7 +13,7 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// The matched route template (`/v1/result/{task_id}`), or `unmatched`.
-    pub route: String,
+    pub route: &'static str,
     /// The status code.
     pub status: u16,
 }
@@ -27,7 +29,63 @@ pub struct CodeLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     /// The matched route template, or `unmatched`.
-    pub route: String,
+    pub route: &'static str,
+}
+
+/// The API's routes, by template: the router's table (`routes/mod.rs` routes these) and the
+/// `route` label of the per-route metrics.
+pub mod route {
+    /// `POST /v1/inference`.
+    pub const INFERENCE: &str = "/v1/inference";
+    /// `GET /v1/result/{task_id}`.
+    pub const RESULT: &str = "/v1/result/{task_id}";
+    /// `GET /healthz`.
+    pub const HEALTHZ: &str = "/healthz";
+    /// `GET /readyz`.
+    pub const READYZ: &str = "/readyz";
+    /// `GET /metrics`.
+    pub const METRICS: &str = "/metrics";
+    /// `GET /`.
+    pub const STATUS_PAGE: &str = "/";
+    /// `GET /status.json`.
+    pub const STATUS_JSON: &str = "/status.json";
+    /// `GET /openapi.json`.
+    pub const OPENAPI: &str = "/openapi.json";
+    /// `GET /admin/dlq`.
+    pub const DLQ: &str = "/admin/dlq";
+    /// `POST /admin/dlq/replay`.
+    pub const DLQ_REPLAY: &str = "/admin/dlq/replay";
+    /// `POST /admin/dlq/purge`.
+    pub const DLQ_PURGE: &str = "/admin/dlq/purge";
+    /// Every route above.
+    pub const ALL: [&str; 11] = [
+        INFERENCE,
+        RESULT,
+        HEALTHZ,
+        READYZ,
+        METRICS,
+        STATUS_PAGE,
+        STATUS_JSON,
+        OPENAPI,
+        DLQ,
+        DLQ_REPLAY,
+        DLQ_PURGE,
+    ];
+    /// The label of a request no route matched.
+    pub const UNMATCHED: &str = "unmatched";
+}
+
+/// One route's series of the per-route metrics, looked up in their label maps once, on first
+/// use (so that a route never called has no series, as before), and then updated directly: a
+/// request pays no label hashing or map lock for them.
+#[derive(Debug, Default)]
+struct RouteSeries {
+    /// `batchgate_http_request_duration_seconds{route}`.
+    duration: OnceLock<Histogram>,
+    /// `batchgate_http_requests_total{route,status="200"}`.
+    ok: OnceLock<Counter>,
+    /// `batchgate_http_requests_total{route,status="202"}`.
+    accepted: OnceLock<Counter>,
 }
 
 /// Label of a shed request: why it was turned away.
@@ -80,6 +138,8 @@ pub struct GatewayMetrics {
     /// `batchgate_http_requests_in_flight`: API requests (`/v1/…`) being served, the figure
     /// `--max-concurrent-requests` bounds; refreshed at each scrape.
     pub requests_in_flight: Gauge,
+    /// The series of each of [`route::ALL`], resolved on first use.
+    routes: Arc<[RouteSeries; route::ALL.len()]>,
 }
 
 impl GatewayMetrics {
@@ -102,6 +162,7 @@ impl GatewayMetrics {
             result_store_records: Gauge::default(),
             resident_memory: Gauge::default(),
             requests_in_flight: Gauge::default(),
+            routes: Arc::default(),
         };
         registry.register(
             "batchgate_http_requests",
@@ -174,6 +235,51 @@ impl GatewayMetrics {
             m.requests_in_flight.clone(),
         );
         m
+    }
+}
+
+impl GatewayMetrics {
+    /// Counts one answer with `status` to a request of `route` (one of [`route::ALL`], or
+    /// [`route::UNMATCHED`]) that took `seconds`.
+    pub fn count_answer(&self, route: &'static str, status: u16, seconds: f64) {
+        let Some(series) = route::ALL
+            .iter()
+            .position(|r| *r == route)
+            .and_then(|i| self.routes.get(i))
+        else {
+            self.http_duration
+                .get_or_create(&RouteLabel { route })
+                .observe(seconds);
+            self.http_requests
+                .get_or_create(&HttpLabels { route, status })
+                .inc();
+            return;
+        };
+        series
+            .duration
+            .get_or_init(|| {
+                self.http_duration
+                    .get_or_create(&RouteLabel { route })
+                    .clone()
+            })
+            .observe(seconds);
+        let counter = match status {
+            200 => &series.ok,
+            202 => &series.accepted,
+            _ => {
+                self.http_requests
+                    .get_or_create(&HttpLabels { route, status })
+                    .inc();
+                return;
+            }
+        };
+        counter
+            .get_or_init(|| {
+                self.http_requests
+                    .get_or_create(&HttpLabels { route, status })
+                    .clone()
+            })
+            .inc();
     }
 }
 

@@ -75,8 +75,13 @@ pub(crate) async fn submit(
     let task_id = new_task_id(input_sha256.as_deref());
     Span::current().record("task_id", task_id.as_str());
     // The task carries this span's context through the queue: the batcher's spans for the
-    // task are its children, and the batch span links to it.
-    let enqueue_span = tracing::info_span!("enqueue", otel.kind = "producer");
+    // task are its children, and the batch span links to it. Only exported traces have it:
+    // log lines inside the admission carry the request's span either way.
+    let enqueue_span = if batchgate_telemetry::enabled() {
+        tracing::info_span!("enqueue", otel.kind = "producer")
+    } else {
+        Span::none()
+    };
     let task = Task {
         task_id: task_id.clone(),
         input: request.input,

@@ -28,30 +28,33 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router};
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics::{CodeLabel, HttpLabels, RouteLabel, ShedLabel};
+use crate::metrics::{route, CodeLabel, ShedLabel};
 use crate::state::AppState;
 
 /// The whole API with its middleware; tests call it with `oneshot`, `serve` serves it.
+///
+/// Middleware costs CPU on every request (each `from_fn` layer clones the services below it
+/// and boxes a future), so the layers are few: the edge (request id, the request's span,
+/// error shape, error counts), the guard, the timeout and body limit, and the per-route
+/// counts.
 pub fn router(state: AppState) -> Router {
     let timeout = state.config.request_timeout;
     let body_limit = state.config.max_body_bytes();
-    let counted = state.clone();
     Router::new()
-        .route("/v1/inference", post(inference::submit))
-        .route("/v1/result/{task_id}", get(result::get_result))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render))
-        .route("/", get(status::page))
-        .route("/status.json", get(status::snapshot))
-        .route("/openapi.json", get(openapi::spec))
-        .route("/admin/dlq", get(admin::list))
-        .route("/admin/dlq/replay", post(admin::replay))
-        .route("/admin/dlq/purge", post(admin::purge))
+        .route(route::INFERENCE, post(inference::submit))
+        .route(route::RESULT, get(result::get_result))
+        .route(route::HEALTHZ, get(health::healthz))
+        .route(route::READYZ, get(health::readyz))
+        .route(route::METRICS, get(metrics::render))
+        .route(route::STATUS_PAGE, get(status::page))
+        .route(route::STATUS_JSON, get(status::snapshot))
+        .route(route::OPENAPI, get(openapi::spec))
+        .route(route::DLQ, get(admin::list))
+        .route(route::DLQ_REPLAY, post(admin::replay))
+        .route(route::DLQ_PURGE, post(admin::purge))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             count_by_route,
@@ -60,18 +63,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(
             ServiceBuilder::new()
-                .map_request(request_id::sanitize)
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(
-                    // No line per failed request (`on_failure`): errors are counted by code
-                    // in the metrics, and a client must not be able to flood the log.
-                    TraceLayer::new_for_http()
-                        .make_span_with(span::request_span)
-                        .on_response(span::record_response)
-                        .on_failure(()),
-                )
-                .map_response(move |response| count_errors(&counted, response))
+                .layer(middleware::from_fn_with_state(state.clone(), edge))
                 .layer(middleware::from_fn_with_state(state.clone(), guard::admit))
                 .layer(HandleErrorLayer::new(|_: BoxError| async {
                     ApiError::Timeout
@@ -107,11 +99,12 @@ async fn no_sniff(mut response: Response) -> Response {
 
 /// Counts answers by matched route and status.
 async fn count_by_route(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let is_submit = route == "/v1/inference" && request.uri().query().is_none();
+    let matched = request.extensions().get::<MatchedPath>();
+    let route = route::ALL
+        .into_iter()
+        .find(|r| matched.is_some_and(|m| m.as_str() == *r))
+        .unwrap_or(route::UNMATCHED);
+    let is_submit = route == route::INFERENCE && request.uri().query().is_none();
     let started = Instant::now();
     let response = next.run(request).await;
     let took = started.elapsed().as_secs_f64();
@@ -120,37 +113,30 @@ async fn count_by_route(State(state): State<AppState>, request: Request, next: N
     }
     state
         .metrics
-        .http_duration
-        .get_or_create(&RouteLabel {
-            route: route.clone(),
-        })
-        .observe(took);
-    state
-        .metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
+        .count_answer(route, response.status().as_u16(), took);
     response
 }
 
-/// Counts every error answer by its stable code, including those of unmatched routes and
-/// timeouts, which never reach a route; puts an error answer that is not in our JSON shape
-/// (one made below the routes) into it; marks every answer `nosniff`. A plain response map
-/// (`ServiceBuilder::map_response`): no future of its own, no allocation.
-fn count_errors(state: &AppState, mut response: Response) -> Response {
+/// The outermost layer, around every request:
+/// - its id: a client's `x-request-id` is kept if acceptable (`request_id.rs`), else replaced
+///   by a new UUID, before anything below sees it; the answer echoes it;
+/// - its span (`span.rs`), which every log line about the request carries, entered while the
+///   request is handled (not while its answer's body is written: nothing logs then);
+/// - an error answer that is not in our JSON shape (one made below the routes) is put into
+///   it, and every error answer is counted by its stable code (no line per failed request:
+///   a client must not be able to flood the log);
+/// - every answer is marked `nosniff`.
+async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let request_id = request_id::ensure(request.headers_mut());
+    let span = span::request_span(&request);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
         && response.extensions().get::<ErrorCode>().is_none()
     {
         response = ApiError::Rejected(status).into_response();
     }
-    response.headers_mut().insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         state
             .metrics
@@ -165,5 +151,14 @@ fn count_errors(state: &AppState, mut response: Response) -> Response {
                 .inc();
         }
     }
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(request_id) = request_id {
+        headers.entry(request_id::HEADER).or_insert(request_id);
+    }
+    span::record_response(&response, started.elapsed(), &span);
     response
 }

@@ -3,7 +3,8 @@
 //! so a client cannot put text of its choosing — spaces, `=`, quotes, newlines, 60 KB — into
 //! log lines or echoed headers.
 
-use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue};
+use uuid::Uuid;
 
 /// The request id header.
 pub(crate) const HEADER: &str = "x-request-id";
@@ -19,21 +20,26 @@ pub(crate) fn acceptable(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Drops a request id the gateway will not use, before the id layer makes a fresh one. A
-/// plain request map (`ServiceBuilder::map_request`): no future of its own, no allocation.
-pub(super) fn sanitize(mut request: Request) -> Request {
-    let keep = {
-        let mut ids = request.headers().get_all(HEADER).iter();
+/// Makes sure the request has exactly one acceptable request id: the client's, if
+/// [`acceptable`], else (none, several, or a bad one) a new UUID. Returns it, to echo in the
+/// answer; `None` only if it could not be made a header value, which a UUID always can.
+pub(super) fn ensure(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let kept = {
+        let mut ids = headers.get_all(HEADER).iter();
         match (ids.next(), ids.next()) {
-            (None, _) => true,
-            (Some(id), None) => acceptable(id.as_bytes()),
-            (Some(_), Some(_)) => false,
+            (Some(id), None) if acceptable(id.as_bytes()) => Some(id.clone()),
+            _ => None,
         }
     };
-    if !keep {
-        request.headers_mut().remove(HEADER);
+    if let Some(id) = kept {
+        return Some(id);
     }
-    request
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let fresh = Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    let fresh = HeaderValue::from_str(fresh).ok()?;
+    // Replaces every value the client sent.
+    headers.insert(HEADER, fresh.clone());
+    Some(fresh)
 }
 
 #[cfg(test)]

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Server CPU per request of `batchgate serve` against its floor, under the same load,
+# interleaved in one session: `serve --insecure-no-auth --sim-slots 40` (default flags
+# otherwise), and the floor example (crates/bench/examples/floor.rs: a bare axum server on the
+# same stack that parses the same body, holds each request --hold-ms 210, then answers the
+# same result shape; and the same floor behind batchgate's own accept loop, `--stack net`,
+# labelled floor-net), at RATE requests/s (default 8,000) over HTTP/1.1 for 20 s after a 5 s
+# ramp, RUNS times each (default 3). The load generator is BIN's `bench` every time.
+#
+#   scripts/bench-floor.sh OUT_DIR [RUNS] [RATE]
+#
+# BIN (default target/release/batchgate) and FLOOR (default target/release/examples/floor)
+# are not built here: `cargo build --release -p batchgate` and `cargo build --release -p
+# batchgate-bench --example floor`. With OLD_BIN set, that binary's `serve` runs as a third
+# variant in each round (before/after comparisons). Writes OUT_DIR/<variant>-<i>.json (bench
+# reports) and prints, per run, ok/s, outcomes, p50/p99 and the server's CPU per request
+# (utime + stime from /proc over the whole run, warmup counted as half its requests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$1 runs=${2:-3} rate=${3:-8000}
+serve_bin=${BIN:-target/release/batchgate}
+floor_bin=${FLOOR:-target/release/examples/floor}
+old_bin=${OLD_BIN:-}
+for b in "$serve_bin" "$floor_bin" ${old_bin:+"$old_bin"}; do
+  [ -x "$b" ] || { echo "no binary at $b (see the header of $0)" >&2; exit 1; }
+done
+# shellcheck source=scripts/serve-lib.sh
+. scripts/serve-lib.sh
+mkdir -p "$out"
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null || true' EXIT
+
+# start_floor LOG STACK: the floor on a free loopback port; sets $pid and $url like start_serve.
+start_floor() {
+  local log=$1
+  "$floor_bin" --listen 127.0.0.1:0 --hold-ms 210 --stack "$2" 2>"$log" &
+  pid=$!
+  url=""
+  for _ in $(seq 1 200); do
+    url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | sed 's/listening on //') || true
+    [ -n "$url" ] && return 0
+    sleep 0.05
+  done
+  echo "floor did not start:" >&2
+  cat "$log" >&2
+  exit 1
+}
+
+variants=(serve floor floor-net)
+[ -n "$old_bin" ] && variants+=(old)
+for i in $(seq 1 "$runs"); do
+  for which in "${variants[@]}"; do
+    log=$(mktemp)
+    case $which in
+      serve) bin=$serve_bin; start_serve "$log" --insecure-no-auth --sim-slots 40 ;;
+      old) bin=$old_bin; start_serve "$log" --insecure-no-auth --sim-slots 40 ;;
+      floor) start_floor "$log" axum ;;
+      floor-net) start_floor "$log" net ;;
+    esac
+    sleep 0.5
+    before=$(cpu "$pid")
+    "$serve_bin" bench --url "$url" --worker-slots 40 --rate "$rate" --warmup 5s \
+      --duration 20s --seed $((9000 + i)) --json \
+      >"$out/$which-$i.json" 2>"$out/$which-$i.progress"
+    after=$(cpu "$pid")
+    kill -TERM "$pid"; wait "$pid" || true; pid=""; rm -f "$log"
+    report_run "$out/$which-$i.json" "$before" "$after" "$rate" 5
+  done
+done
