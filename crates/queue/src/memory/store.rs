@@ -24,7 +24,9 @@ use tokio::time::Instant;
 use super::bucket;
 use super::keys::{pack_uuid, Key};
 use super::owners::{Owners, NO_OWNER};
-use crate::{Completion, Outcome, ResultStore, StoreError, TaskRecord};
+use std::sync::Arc;
+
+use crate::{Completion, Expectation, Outcome, ResultStore, StoreError, TaskRecord};
 
 /// Shards of a large store; enough that 2 cores' worth of handlers rarely meet on one lock.
 const SHARDS: usize = 64;
@@ -333,6 +335,14 @@ impl Shard {
         }
     }
 
+    /// Whether the shard holds a final result of `task_id`, expired or not.
+    fn finished(&self, task_id: &str) -> bool {
+        match pack_uuid(task_id) {
+            Some(packed) => self.uuids.done(&packed).is_some(),
+            None => self.texts.done(task_id).is_some(),
+        }
+    }
+
     fn get(&self, task_id: &str, now: u32) -> Option<TaskRecord> {
         match pack_uuid(task_id) {
             Some(packed) => self.uuids.get(&packed, now, &self.owners),
@@ -567,6 +577,53 @@ impl ResultStore for MemoryResultStore {
 
     async fn count(&self) -> Result<usize, StoreError> {
         Ok(self.len.load(Ordering::Acquire))
+    }
+
+    /// Registers the waiter at once, before the task's record exists: the completion wakes
+    /// it, and the wait reads the store once, when woken (or timed out), not also before.
+    fn expect(self: Arc<Self>, task_id: &str, pending: TaskRecord) -> Box<dyn Expectation> {
+        drop(pending);
+        let (tx, woken) = oneshot::channel();
+        let mut shard = self.shard(task_id);
+        // A task that has finished already (`watch` expects a task it read as pending, and it
+        // may have finished since) will not be completed again: no waiting for it. Dropping
+        // the sender makes the wait read the store at once.
+        if !shard.finished(task_id) {
+            shard
+                .waiters
+                .entry(Box::from(task_id))
+                .or_default()
+                .push(tx);
+        }
+        drop(shard);
+        Box::new(Expected {
+            store: self,
+            task_id: task_id.to_owned(),
+            woken,
+        })
+    }
+}
+
+/// A waiter registered by [`MemoryResultStore::expect`].
+struct Expected {
+    store: Arc<MemoryResultStore>,
+    task_id: String,
+    /// Resolves (with an error: the sender is dropped) when the result is stored.
+    woken: oneshot::Receiver<()>,
+}
+
+#[async_trait]
+impl Expectation for Expected {
+    async fn wait(self: Box<Self>, timeout: Duration) -> Result<Option<TaskRecord>, StoreError> {
+        let Expected {
+            store,
+            task_id,
+            woken,
+        } = *self;
+        if !timeout.is_zero() {
+            let _ = tokio::time::timeout(timeout, woken).await;
+        }
+        store.get(&task_id).await
     }
 }
 

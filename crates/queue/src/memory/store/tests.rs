@@ -166,3 +166,43 @@ async fn wait_times_out_pending_and_returns_none_for_unknown() {
     s.sweep(Instant::now());
     assert!(s.lock(0).waiters.is_empty());
 }
+
+/// `expect` registers its waiter before the task exists; the completion wakes it at once, and
+/// a task that has finished by the time it is expected (a long poll's `watch` of a task read as
+/// pending) is not waited for. Time is paused: a wait that is not woken would run its whole
+/// 30 s, and the elapsed time would show it.
+#[tokio::test(start_paused = true)]
+async fn an_expectation_is_woken_by_the_completion_and_never_waits_for_a_finished_task() {
+    let s = Arc::new(MemoryResultStore::new(100, Duration::from_secs(600)));
+    let wait = Duration::from_secs(30);
+    for id in [uuid(7), "text-id".to_owned()] {
+        let expected = s.clone().expect(&id, TaskRecord::pending(1));
+        s.create(&id, 1, None).await.expect("create");
+        let waiting = tokio::spawn(expected.wait(wait));
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        s.complete(vec![done(&id, "out")]).await.expect("complete");
+        let record = waiting.await.expect("join").expect("wait").expect("stored");
+        assert_eq!(record.status, TaskStatus::Success);
+        assert_eq!(record.output.as_deref(), Some("out"));
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "{id}: woken by the completion"
+        );
+
+        // Finished before it is expected: the wait reads it at once.
+        let started = Instant::now();
+        let late = s.clone().expect(&id, TaskRecord::pending(1));
+        let record = late.wait(wait).await.expect("wait").expect("stored");
+        assert_eq!(record.status, TaskStatus::Success);
+        assert_eq!(started.elapsed(), Duration::ZERO, "{id}: not waited for");
+    }
+    // An expectation of a task that never came, dropped, leaves nothing after a sweep.
+    drop(s.clone().expect(&uuid(8), TaskRecord::pending(1)));
+    s.sweep(Instant::now());
+    assert!(s
+        .shards
+        .iter()
+        .all(|shard| shard.lock().expect("not poisoned").waiters.is_empty()));
+}
