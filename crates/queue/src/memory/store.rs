@@ -12,19 +12,20 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::api::TaskStatus;
+use hashbrown::HashTable;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::bucket;
 use super::keys::{pack_uuid, Key};
 use super::owners::{Owners, NO_OWNER};
-use std::sync::Arc;
 
 use crate::{Completion, Expectation, Outcome, ResultStore, StoreError, TaskRecord};
 
@@ -77,31 +78,140 @@ struct Pending {
 ///
 /// Finished records live in a ring in the order they finished: with one TTL for all, that is
 /// expiry order, so the front is the oldest, and expiry and eviction pop from it. An index
-/// maps each id to its place (a sequence number: the front's is `head`). The ring holds the
+/// finds each id's place (a sequence number: the front's is `head`). The ring holds the
 /// records themselves, densely, rather than a hash map of them: a hash map's buckets are half
 /// empty on average and all of its pages are touched, where the ring's only grow at its end.
+/// The index holds only the 4-byte sequence numbers, hashed by the ids the ring's records
+/// hold, so an id is stored once.
 #[derive(Debug)]
 struct Table<K> {
     /// Tasks not finished yet.
     pending: HashMap<K, Pending>,
-    /// Finished tasks by id: their sequence number in `ring`.
-    index: HashMap<K, u32>,
+    /// Finished tasks: their sequence numbers in `ring`, hashed by their ids. Every entry
+    /// names a record in the ring (one that is `Some`).
+    index: HashTable<u32>,
     /// Finished tasks, oldest first; `None` where one was removed, or replaced (a FAILED
     /// that a SUCCESS overwrote goes to the back).
-    ring: VecDeque<Option<Done<K>>>,
+    ring: Ring<Done<K>>,
     /// The sequence number of the ring's front (wrapping).
     head: u32,
+    /// Hashes the ids for `index`.
+    hasher: RandomState,
 }
 
 impl<K> Default for Table<K> {
     fn default() -> Self {
         Table {
             pending: HashMap::new(),
-            index: HashMap::new(),
-            ring: VecDeque::new(),
+            index: HashTable::new(),
+            ring: Ring::default(),
             head: 0,
+            hasher: RandomState::new(),
         }
     }
+}
+
+/// Slots in one chunk of a [`Ring`]: 256 records (14 KiB with packed ids).
+const CHUNK: usize = 256;
+
+/// A FIFO of slots kept in chunks of [`CHUNK`]: it grows and shrinks a chunk at a time. A
+/// `VecDeque` grows by doubling, which copies every record into a buffer twice the size
+/// (under the shard's lock) and leaves the old buffers to the allocator, where nothing of
+/// their size comes to reuse them; here the chunk emptied at the front is kept for the next
+/// one needed at the back.
+#[derive(Debug)]
+struct Ring<T> {
+    chunks: VecDeque<Box<[Option<T>]>>,
+    /// The place of the first slot in the first chunk.
+    front: usize,
+    /// Slots from the first one.
+    len: usize,
+    /// An emptied chunk, for the next one needed.
+    spare: Option<Box<[Option<T>]>>,
+}
+
+impl<T> Default for Ring<T> {
+    fn default() -> Self {
+        Ring {
+            chunks: VecDeque::new(),
+            front: 0,
+            len: 0,
+            spare: None,
+        }
+    }
+}
+
+impl<T> Ring<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The chunk and the place in it of slot `i` (from the front).
+    fn place(&self, i: usize) -> (usize, usize) {
+        let at = self.front + i;
+        (at / CHUNK, at % CHUNK)
+    }
+
+    fn get(&self, i: usize) -> Option<&Option<T>> {
+        if i >= self.len {
+            return None;
+        }
+        let (chunk, at) = self.place(i);
+        self.chunks.get(chunk)?.get(at)
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Option<T>> {
+        if i >= self.len {
+            return None;
+        }
+        let (chunk, at) = self.place(i);
+        self.chunks.get_mut(chunk)?.get_mut(at)
+    }
+
+    fn front(&self) -> Option<&Option<T>> {
+        self.get(0)
+    }
+
+    fn push_back(&mut self, value: T) {
+        let (chunk, at) = self.place(self.len);
+        if chunk == self.chunks.len() {
+            let fresh = self
+                .spare
+                .take()
+                .unwrap_or_else(|| (0..CHUNK).map(|_| None).collect());
+            self.chunks.push_back(fresh);
+        }
+        if let Some(slot) = self.chunks.get_mut(chunk).and_then(|c| c.get_mut(at)) {
+            *slot = Some(value);
+            self.len += 1;
+        }
+    }
+
+    /// The front slot, taken out of the ring.
+    fn pop_front(&mut self) -> Option<Option<T>> {
+        if self.len == 0 {
+            return None;
+        }
+        let front = self.front;
+        let taken = self
+            .chunks
+            .front_mut()
+            .and_then(|c| c.get_mut(front))
+            .map(Option::take);
+        self.front += 1;
+        self.len -= 1;
+        if self.front == CHUNK {
+            // Every slot of the first chunk has been taken: keep it for the back.
+            self.spare = self.chunks.pop_front();
+            self.front = 0;
+        }
+        taken
+    }
+}
+
+/// A key's borrowed form, the one lookups and hashes take.
+fn id_of<K: Key>(key: &K) -> &K::Ref {
+    key.borrow()
 }
 
 /// What [`Table::complete`] did.
@@ -118,7 +228,29 @@ impl<K: Key> Table<K> {
     }
 
     fn contains(&self, key: &K::Ref) -> bool {
-        self.index.contains_key(key) || self.pending.contains_key(key)
+        self.find(key).is_some() || self.pending.contains_key(key)
+    }
+
+    /// The sequence number of `key`'s finished record.
+    fn find(&self, key: &K::Ref) -> Option<u32> {
+        let (ring, head) = (&self.ring, self.head);
+        self.index
+            .find(self.hasher.hash_one(key), |&seq| {
+                ring.get(seq.wrapping_sub(head) as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|d| id_of(&d.key) == key)
+            })
+            .copied()
+    }
+
+    /// Takes `key`'s entry (naming `seq`) out of the index.
+    fn unindex(&mut self, key: &K::Ref, seq: u32) {
+        if let Ok(entry) = self
+            .index
+            .find_entry(self.hasher.hash_one(key), |&s| s == seq)
+        {
+            entry.remove();
+        }
     }
 
     /// The ring's slot of sequence number `seq`.
@@ -127,17 +259,38 @@ impl<K: Key> Table<K> {
     }
 
     fn done(&self, key: &K::Ref) -> Option<&Done<K>> {
-        let seq = *self.index.get(key)?;
+        let seq = self.find(key)?;
         self.ring
             .get(seq.wrapping_sub(self.head) as usize)?
             .as_ref()
     }
 
-    /// Puts a finished record at the back of the ring.
-    fn push(&mut self, done: Done<K>) {
+    /// Puts a finished record at the back of the ring; its id is in the index at `indexed`
+    /// (the sequence number of its record before, now replaced), or not yet.
+    fn push(&mut self, done: Done<K>, indexed: Option<u32>) {
         let seq = self.head.wrapping_add(self.ring.len() as u32);
-        self.index.insert(K::own(done.key.borrow()), seq);
-        self.ring.push_back(Some(done));
+        let hash = self.hasher.hash_one(id_of(&done.key));
+        self.ring.push_back(done);
+        if let Some(old) = indexed {
+            if let Some(entry) = self.index.find_mut(hash, |&s| s == old) {
+                *entry = seq;
+                return;
+            }
+        }
+        let Table {
+            index,
+            ring,
+            head,
+            hasher,
+            ..
+        } = self;
+        let head = *head;
+        // Growing the index rehashes every entry through the record it names.
+        index.insert_unique(hash, seq, |&s| {
+            ring.get(s.wrapping_sub(head) as usize)
+                .and_then(Option::as_ref)
+                .map_or(0, |d| hasher.hash_one(id_of(&d.key)))
+        });
     }
 
     fn get(&self, key: &K::Ref, now: u32, owners: &Owners) -> Option<TaskRecord> {
@@ -180,7 +333,8 @@ impl<K: Key> Table<K> {
         expires: u32,
     ) -> Stored {
         let (ended, body, completed_at) = completion;
-        let (created_at, owner, added) = if let Some(&seq) = self.index.get(key) {
+        let indexed = self.find(key);
+        let (created_at, owner, added) = if let Some(seq) = indexed {
             // A SUCCESS is final; a FAILED gives way only to a SUCCESS.
             let Some(slot) = self.slot(seq) else {
                 return Stored::Kept;
@@ -205,15 +359,18 @@ impl<K: Key> Table<K> {
         };
         let completed_after_ms =
             u32::try_from(completed_at.saturating_sub(created_at)).unwrap_or(u32::MAX);
-        self.push(Done {
-            key: K::own(key),
-            created_at,
-            body,
-            completed_after_ms,
-            expires,
-            owner,
-            ended,
-        });
+        self.push(
+            Done {
+                key: K::own(key),
+                created_at,
+                body,
+                completed_after_ms,
+                expires,
+                owner,
+                ended,
+            },
+            indexed,
+        );
         Stored::Stored(added)
     }
 
@@ -222,9 +379,10 @@ impl<K: Key> Table<K> {
         let owner = if let Some(p) = self.pending.remove(key) {
             p.owner
         } else {
-            let Some(seq) = self.index.remove(key) else {
+            let Some(seq) = self.find(key) else {
                 return false;
             };
+            self.unindex(key, seq);
             match self.slot(seq).and_then(Option::take) {
                 Some(d) => d.owner,
                 None => return false,
@@ -256,8 +414,9 @@ impl<K: Key> Table<K> {
         let Some(Some(done)) = self.ring.pop_front() else {
             return false;
         };
+        let seq = self.head;
         self.head = self.head.wrapping_add(1);
-        self.index.remove::<K>(&done.key);
+        self.unindex(id_of(&done.key), seq);
         owners.release(done.owner);
         true
     }

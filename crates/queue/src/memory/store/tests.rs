@@ -206,3 +206,80 @@ async fn an_expectation_is_woken_by_the_completion_and_never_waits_for_a_finishe
         .iter()
         .all(|shard| shard.lock().expect("not poisoned").waiters.is_empty()));
 }
+
+/// The ring of finished records spans many chunks: slots keep their order through pushes and
+/// pops across chunk boundaries, and an emptied chunk is reused.
+#[test]
+fn the_ring_keeps_order_across_chunks() {
+    let mut ring = Ring::default();
+    let mut front = 0;
+    let mut next = 0;
+    for round in 0..4 {
+        for _ in 0..(CHUNK * 2 + 17) {
+            ring.push_back(next);
+            next += 1;
+        }
+        for _ in 0..(CHUNK + 5 * round) {
+            assert_eq!(ring.pop_front(), Some(Some(front)));
+            front += 1;
+        }
+        assert_eq!(ring.len(), next - front);
+        for i in [0, 1, CHUNK - 1, CHUNK, ring.len() - 1] {
+            assert_eq!(
+                ring.get(i),
+                Some(&Some(front + i)),
+                "round {round}, slot {i}"
+            );
+        }
+        assert_eq!(ring.get(ring.len()), None);
+    }
+    while ring.pop_front().is_some() {}
+    assert_eq!(ring.len(), 0);
+    assert!(ring.chunks.len() <= 1, "emptied chunks are let go");
+}
+
+/// Thousands of records in one shard, so the ring spans many chunks and the index grows
+/// (rehashing through the records): every record is found, eviction takes the oldest in
+/// order, a SUCCESS over a FAILED moves to the back and is still found, and expiry empties it.
+#[tokio::test(start_paused = true)]
+async fn a_large_shard_finds_evicts_and_expires_in_order() {
+    let n = 3000;
+    let s = MemoryResultStore::with_shards(n, Duration::from_secs(60), 1);
+    let ids: Vec<String> = (0..n as u32 + 700).map(uuid).collect();
+    for id in &ids[..n] {
+        s.create(id, 1, Some("alice")).await.expect("create");
+        s.complete(vec![failed(id, "first")])
+            .await
+            .expect("complete");
+    }
+    // The oldest record becomes a SUCCESS: it leaves the front for the back.
+    s.complete(vec![done(&ids[0], "again")])
+        .await
+        .expect("complete");
+    for id in &ids[..n] {
+        assert!(s.get(id).await.expect("get").is_some(), "{id} is held");
+    }
+    for id in &ids[n..n + 700] {
+        s.create(id, 1, None).await.expect("create evicts");
+    }
+    assert_eq!(s.evicted(), 700);
+    // Evicted oldest first: ids 1..=700 (id 0 moved to the back).
+    for id in &ids[1..=700] {
+        assert!(s.get(id).await.expect("get").is_none(), "{id} was evicted");
+    }
+    let first = s
+        .get(&ids[0])
+        .await
+        .expect("get")
+        .expect("moved to the back");
+    assert_eq!(first.output.as_deref(), Some("again"));
+    for id in &ids[701..] {
+        assert!(s.get(id).await.expect("get").is_some(), "{id} is held");
+    }
+    s.remove(&ids[1500]).await.expect("remove");
+    assert!(s.get(&ids[1500]).await.expect("get").is_none());
+    assert_eq!(s.count().await.expect("count"), n - 1);
+    tokio::time::advance(Duration::from_secs(62)).await;
+    assert_eq!(s.sweep(Instant::now()), n - 1);
+    assert_eq!(s.count().await.expect("count"), 0);
+}
