@@ -4,20 +4,21 @@
 # otherwise), and the floor example (crates/bench/examples/floor.rs: a bare axum server on the
 # same stack that parses the same body, holds each request --hold-ms 210, then answers the
 # same result shape; and the same floor behind batchgate's own accept loop, `--stack net`,
-# labelled floor-net), at RATE requests/s (default 8,000) over HTTP/1.1 for 20 s after a 5 s
-# ramp, RUNS times each (default 3). The load generator is BIN's `bench` every time.
+# labelled floor-net), at RATE requests/s (default 8,000) over HTTP/1.1 (or PROTO) for 20 s
+# after a 5 s ramp, RUNS times each (default 3). The load generator is BIN's `bench` every time.
 #
-#   scripts/bench-floor.sh OUT_DIR [RUNS] [RATE]
+#   scripts/bench-floor.sh OUT_DIR [RUNS] [RATE] [PROTO]     PROTO http1 (default) or http2
 #
 # BIN (default target/release/batchgate) and FLOOR (default target/release/examples/floor)
 # are not built here: `cargo build --release -p batchgate` and `cargo build --release -p
 # batchgate-bench --example floor`. With OLD_BIN set, that binary's `serve` runs as a third
-# variant in each round (before/after comparisons). Writes OUT_DIR/<variant>-<i>.json (bench
-# reports) and prints, per run, ok/s, outcomes, p50/p99 and the server's CPU per request
-# (utime + stime from /proc over the whole run, warmup counted as half its requests).
+# variant in each round (before/after comparisons). Writes OUT_DIR/<variant>-PROTO-<i>.json (bench
+# reports) and prints, per run, ok/s, outcomes, p50/p99 and the server's CPU per request sent
+# (utime + stime from /proc over the whole run, warmup counted as half its requests), marking
+# runs that did not hold the rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=$1 runs=${2:-3} rate=${3:-8000}
+out=$1 runs=${2:-3} rate=${3:-8000} proto=${4:-http1}
 serve_bin=${BIN:-target/release/batchgate}
 floor_bin=${FLOOR:-target/release/examples/floor}
 old_bin=${OLD_BIN:-}
@@ -27,6 +28,8 @@ done
 # shellcheck source=scripts/serve-lib.sh
 . scripts/serve-lib.sh
 mkdir -p "$out"
+proto_flags=()
+[ "$proto" = http2 ] && proto_flags=(--http2)
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null || true' EXIT
 
@@ -46,6 +49,23 @@ start_floor() {
   exit 1
 }
 
+# report JSON BEFORE AFTER RATE WARMUP_SECS: like report_run (serve-lib.sh), but per request
+# the bench SENT (requests it refused to send at its in-flight cap are not server work), and
+# marks a run that did not hold its rate (ok/s < 99% of it): its CPU per request is not
+# comparable (a server that falls behind over HTTP/1.1 also pays for the connections the
+# bench opens to catch up).
+report() {
+  python3 - "$1" "$2" "$3" "$(getconf CLK_TCK)" "$4" "$5" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); before, after, ticks, rate, warmup = map(float, sys.argv[2:7])
+l = r.get('latency_ms') or {}
+total = r['sent'] + rate * warmup / 2  # warmup requests: half the warmup at the full rate
+held = "" if r['achieved_rate'] >= 0.99 * rate else "  (rate NOT held)"
+print(f"{sys.argv[1]}: ok/s {r['achieved_rate']:.0f}  outcomes {r['outcomes']}  p50 {l.get('p50')}  p99 {l.get('p99')}  "
+      f"server CPU {(after - before) / ticks:.1f} s = {(after - before) / ticks / total * 1e6:.1f} µs/request sent{held}")
+PY
+}
+
 variants=(serve floor floor-net)
 [ -n "$old_bin" ] && variants+=(old)
 for i in $(seq 1 "$runs"); do
@@ -59,11 +79,11 @@ for i in $(seq 1 "$runs"); do
     esac
     sleep 0.5
     before=$(cpu "$pid")
-    "$serve_bin" bench --url "$url" --worker-slots 40 --rate "$rate" --warmup 5s \
+    "$serve_bin" bench --url "$url" "${proto_flags[@]}" --worker-slots 40 --rate "$rate" --warmup 5s \
       --duration 20s --seed $((9000 + i)) --json \
-      >"$out/$which-$i.json" 2>"$out/$which-$i.progress"
+      >"$out/$which-$proto-$i.json" 2>"$out/$which-$proto-$i.progress"
     after=$(cpu "$pid")
     kill -TERM "$pid"; wait "$pid" || true; pid=""; rm -f "$log"
-    report_run "$out/$which-$i.json" "$before" "$after" "$rate" 5
+    report "$out/$which-$proto-$i.json" "$before" "$after" "$rate" 5
   done
 done

@@ -13,8 +13,10 @@
 # Load: batchgate bench --http2 (open loop, distinct 2 KB inputs, outputs checked), 60 s at 3×
 # after a 2 s warmup, then at once 20 s at ½×. Per run, OUT_DIR/<shape>-<phase>-<run>[-g].json
 # (bench reports) and OUT_DIR/<shape>-<run>.rss: the batchgate processes' resident memory
-# (KiB, summed) every 5 s. BIN (default target/release/batchgate) is not built here.
-# SERVE_FLAGS (embedded only) adds flags to `serve`, e.g. SERVE_FLAGS="--policy adaptive".
+# (KiB, summed) every 5 s, and embedded, the records the result store holds then. BIN
+# (default target/release/batchgate) is not built here.
+# SERVE_FLAGS (embedded only) adds flags to `serve`, e.g. SERVE_FLAGS="--policy adaptive", or
+# `--result-ttl-secs 10 --dedupe-ttl-secs 10` to see the memory that is not records.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1 runs=${2:-3} shape=${3:-embedded}
@@ -63,7 +65,11 @@ for i in $(seq 1 "$runs"); do
     for t in $(seq 0 5 90); do
       total=0
       for p in "${bg[@]}"; do total=$((total + $(ps -o rss= -p "$p" | tr -d ' ' || echo 0))); done
-      echo "$t $total" >>"$out/$shape-$i.rss"
+      records=""
+      # Embedded: the records held, to tell their memory from the rest (see BENCHMARKS.md).
+      [ "$shape" = embedded ] && records=$(curl -s "${urls[0]}/metrics" \
+        | awk '/^batchgate_result_store_records /{print $2}' || true)
+      echo "$t $total $records" >>"$out/$shape-$i.rss"
       sleep 5
     done
   ) &
