@@ -4,10 +4,14 @@
 # otherwise), and the floor example (crates/bench/examples/floor.rs: a bare axum server on the
 # same stack that parses the same body, holds each request --hold-ms 210, then answers the
 # same result shape; and the same floor behind batchgate's own accept loop, `--stack net`,
-# labelled floor-net), at RATE requests/s (default 8,000) over HTTP/1.1 (or PROTO) for 20 s
+# labelled floor-net), at RATE requests/s (default 8,000) over HTTP/1.1 for 20 s
 # after a 5 s ramp, RUNS times each (default 3). The load generator is BIN's `bench` every time.
 #
-#   scripts/bench-floor.sh OUT_DIR [RUNS] [RATE] [PROTO]     PROTO http1 (default) or http2
+#   scripts/bench-floor.sh OUT_DIR [RUNS] [RATE]
+#
+# HTTP/1.1 only: over HTTP/2 the bench sends everything on one connection, and `axum::serve`
+# keeps hyper's default of 200 concurrent streams per connection, which at 210 ms a request
+# caps the floor near 950 requests/s (`serve` allows --h2-max-streams 4,096).
 #
 # BIN (default target/release/batchgate) and FLOOR (default target/release/examples/floor)
 # are not built here: `cargo build --release -p batchgate` and `cargo build --release -p
@@ -18,7 +22,7 @@
 # runs that did not hold the rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=$1 runs=${2:-3} rate=${3:-8000} proto=${4:-http1}
+out=$1 runs=${2:-3} rate=${3:-8000} proto=http1
 serve_bin=${BIN:-target/release/batchgate}
 floor_bin=${FLOOR:-target/release/examples/floor}
 old_bin=${OLD_BIN:-}
@@ -28,8 +32,6 @@ done
 # shellcheck source=scripts/serve-lib.sh
 . scripts/serve-lib.sh
 mkdir -p "$out"
-proto_flags=()
-[ "$proto" = http2 ] && proto_flags=(--http2)
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null || true' EXIT
 
@@ -79,7 +81,7 @@ for i in $(seq 1 "$runs"); do
     esac
     sleep 0.5
     before=$(cpu "$pid")
-    "$serve_bin" bench --url "$url" "${proto_flags[@]}" --worker-slots 40 --rate "$rate" --warmup 5s \
+    "$serve_bin" bench --url "$url" --worker-slots 40 --rate "$rate" --warmup 5s \
       --duration 20s --seed $((9000 + i)) --json \
       >"$out/$which-$proto-$i.json" 2>"$out/$which-$proto-$i.progress"
     after=$(cpu "$pid")
