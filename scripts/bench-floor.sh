@@ -37,18 +37,7 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null || true' EXIT
 
 # start_floor LOG STACK: the floor on a free loopback port; sets $pid and $url like start_serve.
 start_floor() {
-  local log=$1
-  "$floor_bin" --listen 127.0.0.1:0 --hold-ms 210 --stack "$2" 2>"$log" &
-  pid=$!
-  url=""
-  for _ in $(seq 1 200); do
-    url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | sed 's/listening on //') || true
-    [ -n "$url" ] && return 0
-    sleep 0.05
-  done
-  echo "floor did not start:" >&2
-  cat "$log" >&2
-  exit 1
+  start_listening "$1" "$floor_bin" --listen 127.0.0.1:0 --hold-ms 210 --stack "$2"
 }
 
 # report JSON BEFORE AFTER RATE WARMUP_SECS: like report_run (serve-lib.sh), but per request

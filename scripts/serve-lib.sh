@@ -4,7 +4,15 @@
 start_serve() {
   local log=$1
   shift
-  "$bin" serve --listen 127.0.0.1:0 "$@" 2>"$log" &
+  start_listening "$log" "$bin" serve --listen 127.0.0.1:0 "$@"
+}
+
+#   start_listening LOG CMD...  runs CMD (stderr to LOG), which must log "listening on
+#                             http://…"; sets $pid and $url, or exits.
+start_listening() {
+  local log=$1
+  shift
+  "$@" 2>"$log" &
   pid=$!
   url=""
   for _ in $(seq 1 200); do
@@ -12,7 +20,7 @@ start_serve() {
     [ -n "$url" ] && return 0
     sleep 0.05
   done
-  echo "server did not start:" >&2
+  echo "$1 did not start:" >&2
   cat "$log" >&2
   kill "$pid" 2>/dev/null || true
   exit 1
