@@ -6,73 +6,25 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
 use batchgate_testkit::RedisServer;
+use common::logged::Logged;
 use common::{client, signal, wait_exit, Proc};
 
-/// A `batchgate` process whose log lines are kept, each with when it was read.
-struct Logged {
-    child: Child,
-    url: String,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Logged {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Logged {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn batchgate");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let kept = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if std::env::var_os("BATCHGATE_TEST_LOGS").is_some() {
-                    eprintln!("{line}");
-                }
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let url: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = tx.send(url);
-                }
-                kept.lock().expect("lines").push(line);
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("batchgate did not report its address");
-        Logged { child, url, lines }
-    }
-
-    /// The first log line containing `needle`.
-    fn line(&self, needle: &str) -> Option<String> {
-        self.lines
-            .lock()
-            .expect("lines")
-            .iter()
-            .find(|l| l.contains(needle))
-            .cloned()
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `batchgate ARGS` with `env`, logging at info, its log lines kept.
+fn start(args: &[&str], env: &[(&str, &str)]) -> Logged {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_batchgate"));
+    command
+        .args(args)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied());
+    Logged::spawn(command)
 }
 
 /// `GET {base}/readyz`: the status code and the `status` field.
@@ -126,7 +78,7 @@ async fn sigterm_turns_readiness_off_first_serves_through_the_delay_then_drains_
     // queued when the drain starts.
     let delay = SHUTDOWN_DELAY_MS.to_string();
     let bound = DRAIN_BOUND_SECS.to_string();
-    let mut server = Logged::start(
+    let mut server = start(
         &[
             "serve",
             "--insecure-no-auth",

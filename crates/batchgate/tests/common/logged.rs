@@ -1,27 +1,36 @@
-//! A `batchgate` process started under a file-descriptor limit, its log lines collected, for
-//! tests of what the process writes and how it holds up.
+//! A `batchgate` process with its log lines collected (optionally under a file-descriptor
+//! limit), for tests of what the process writes and how it holds up.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A `batchgate serve` process started under `ulimit -n fds`, its log lines collected.
+/// A `batchgate` process whose log lines (stderr) are collected as they come.
 pub struct Logged {
-    child: Child,
+    pub child: Child,
     pub url: String,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Logged {
+    /// `batchgate ARGS` under `ulimit -n fds`, logging at `rust_log`.
     pub fn start(fds: u32, rust_log: &str, args: &[&str]) -> Logged {
         let script = format!("ulimit -n {fds} && exec \"$0\" \"$@\"");
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(script)
             .arg(env!("CARGO_BIN_EXE_batchgate"))
             .args(args)
-            .env("RUST_LOG", rust_log)
+            .env("RUST_LOG", rust_log);
+        Logged::spawn(command)
+    }
+
+    /// Spawns `command` (a batchgate process) with its stderr collected, and waits for the
+    /// address it announces. `BATCHGATE_TEST_LOGS` set: the lines are echoed too.
+    pub fn spawn(mut command: Command) -> Logged {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -33,6 +42,9 @@ impl Logged {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if std::env::var_os("BATCHGATE_TEST_LOGS").is_some() {
+                    eprintln!("{line}");
+                }
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let url: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
                     let _ = tx.send(url);
@@ -48,6 +60,16 @@ impl Logged {
 
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("lines").clone()
+    }
+
+    /// The first log line containing `needle`.
+    pub fn line(&self, needle: &str) -> Option<String> {
+        self.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
     }
 }
 
