@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cost of authentication and rate limiting (issue #5): the same 10,000 requests/s over
+# The cost of authentication and rate limiting: the same 10,000 requests/s over
 # HTTP/2 against `serve` without auth (--insecure-no-auth) and with a JWT (HS256) plus the
 # per-user GCRA limiter (the bench's user gets an override high enough never to be limited, so
 # every request still pays for the check). Interleaved, RUNS times each.

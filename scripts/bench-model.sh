@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real model on this machine (issue #7): its own best rate, then the rate through batchgate.
+# The real model on this machine: its own best rate, then the rate through batchgate.
 #
 #   scripts/bench-model.sh MODEL_DIR OUT_PREFIX RUNS [INPUT_BYTES]
 #   e.g. scripts/fetch-model.sh /tmp/minilm && scripts/bench-model.sh /tmp/minilm results/model 3

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cost of tracing (issue #6): the same 10,000 requests/s over HTTP/2 against `serve`, with
+# The cost of tracing: the same 10,000 requests/s over HTTP/2 against `serve`, with
 # trace export off (the default), on with 1 % of traces sampled, and on with every request
 # traced. Metrics are always on (every mode pays for them). Interleaved, RUNS times each.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fixed vs adaptive batching, interleaved in one session on one machine (issue #4):
+# Fixed vs adaptive batching, interleaved in one session on one machine:
 # steady 200/s, steady 8,000/s, and bursts (2 s at 15,000/s every 10 s, 500/s otherwise).
 #
 #   scripts/bench-policies.sh OUT_DIR [RUNS]      (default 3 runs)

@@ -24,7 +24,7 @@ const IDLE_BLOCK: Duration = Duration::from_secs(1);
 const READ_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Default `max_queue_age`.
 pub const DEFAULT_MAX_QUEUE_AGE: Duration = Duration::from_secs(30);
-/// Default worker calls under way at once (the article's 32 GPU workers).
+/// Default worker calls under way at once (the 32 GPU workers of the reference deployment).
 pub const DEFAULT_MAX_INFLIGHT_BATCHES: usize = 32;
 
 /// What a batcher needs to know.

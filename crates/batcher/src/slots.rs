@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use batchgate_policy::Load;
 use tokio::sync::Notify;
 
-/// The round trip assumed before any call was measured: a batch at the article's figures.
+/// The round trip assumed before any call was measured: a batch at the reference deployment's figures.
 pub const INITIAL_ROUND_TRIP: Duration = Duration::from_millis(200);
 /// Shortest quiet time after a cut, whatever the round trip.
 const MIN_COOLDOWN: Duration = Duration::from_millis(5);

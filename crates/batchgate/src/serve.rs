@@ -124,7 +124,7 @@ pub struct RateLimitConfig {
     pub overrides: HashMap<String, u64>,
 }
 
-/// The article's default: 1,000 requests per user per minute.
+/// The default: 1,000 requests per user per minute.
 pub const DEFAULT_RATE_LIMIT: Rate = Rate {
     limit: 1000,
     period: Duration::from_secs(60),

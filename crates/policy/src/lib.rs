@@ -6,7 +6,7 @@
 //!
 //! Layout:
 //! - [`Policy`]: the buffer and the decision, under one of two [`Rule`]s:
-//!   - `Fixed`, the article's wait-or-full: flush at `max_batch_size` tasks, or `max_wait` after
+//!   - `Fixed`, the classic wait-or-full: flush at `max_batch_size` tasks, or `max_wait` after
 //!     the first task of the current batch, whichever comes first;
 //!   - `Adaptive`: the same bounds, plus an early flush when waiting cannot fill the batch and
 //!     at least half the worker's slots are idle, and a longer hold (up to `max_hold`) when the batch would take
@@ -227,7 +227,7 @@ impl<T> Policy<T> {
         }
     }
 
-    /// The article's wait-or-full.
+    /// Wait-or-full.
     pub fn fixed(limits: Limits) -> Self {
         Policy::new(limits, Rule::Fixed)
     }

@@ -16,7 +16,7 @@ use crate::faults::{Dice, Faults};
 
 /// Default fixed cost of one call, whatever its size.
 pub const DEFAULT_BASE: Duration = Duration::from_millis(150);
-/// Default cost per input (0.78 ms: a batch of 64 costs ≈ 200 ms, as in the article).
+/// Default cost per input (0.78 ms: a batch of 64 costs ≈ 200 ms, as in the reference deployment).
 pub const DEFAULT_PER_ITEM: Duration = Duration::from_micros(780);
 /// Default simulated GPUs for `batchgate worker --sim`.
 pub const DEFAULT_SLOTS: usize = 32;

@@ -17,7 +17,7 @@ use tracing::warn;
 
 use crate::{RetryBudget, Worker, WorkerError};
 
-/// Default retries after the first try (the article: 3, with exponential backoff).
+/// Default retries after the first try (3, with exponential backoff).
 pub const DEFAULT_RETRIES: u32 = 3;
 /// Default backoff before the first retry; it doubles after each.
 pub const DEFAULT_BASE_BACKOFF: Duration = Duration::from_millis(50);
