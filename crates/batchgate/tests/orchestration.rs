@@ -15,7 +15,7 @@ use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
 use batchgate_testkit::RedisServer;
 use common::logged::Logged;
-use common::{client, signal, wait_exit, Proc};
+use common::{client, signal, spawn_long_poll, wait_exit, Proc};
 
 /// `batchgate ARGS` with `env`, logging at info, its log lines kept.
 fn start(args: &[&str], env: &[(&str, &str)]) -> Logged {
@@ -157,19 +157,7 @@ async fn sigterm_turns_readiness_off_first_serves_through_the_delay_then_drains_
                     if was_not_ready {
                         accepted_while_not_ready.fetch_add(1, Ordering::SeqCst);
                     }
-                    let poll_url = format!("{url}/v1/result/{}?wait_ms=30000", view.task_id);
-                    let http = http.clone();
-                    polls.push(tokio::spawn(async move {
-                        let result: TaskView = http
-                            .get(poll_url)
-                            .send()
-                            .await
-                            .expect("long poll sent")
-                            .json()
-                            .await
-                            .expect("long poll answered");
-                        (input, result)
-                    }));
+                    polls.push(spawn_long_poll(&http, &url, &view.task_id, input));
                 }
                 polls
             })

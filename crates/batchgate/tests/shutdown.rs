@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
-use common::{client, signal, spawn_batchgate, wait_exit};
+use common::{client, signal, spawn_batchgate, spawn_long_poll, wait_exit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_nothing_that_was_accepted() {
@@ -80,19 +80,7 @@ async fn sigterm_under_load_loses_nothing_that_was_accepted() {
                             continue;
                         }
                     };
-                    let poll_url = format!("{url}/v1/result/{}?wait_ms=30000", view.task_id);
-                    let http = http.clone();
-                    polls.push(tokio::spawn(async move {
-                        let result: TaskView = http
-                            .get(poll_url)
-                            .send()
-                            .await
-                            .expect("long poll sent")
-                            .json()
-                            .await
-                            .expect("long poll answered");
-                        (input, result)
-                    }));
+                    polls.push(spawn_long_poll(&http, &url, &view.task_id, input));
                 }
                 polls
             })

@@ -178,6 +178,29 @@ impl Serve {
 }
 
 /// `POST /v1/inference?wait_ms=30000` with `input`; the answer's task view.
+/// Long-polls `task_id` on `base` (up to 30 s) in a task of its own; yields `input` with the
+/// result, for load tests that check every accepted task's output at the end.
+pub fn spawn_long_poll(
+    http: &reqwest::Client,
+    base: &str,
+    task_id: &str,
+    input: String,
+) -> JoinHandle<(String, TaskView)> {
+    let url = format!("{base}/v1/result/{task_id}?wait_ms=30000");
+    let http = http.clone();
+    tokio::spawn(async move {
+        let result: TaskView = http
+            .get(url)
+            .send()
+            .await
+            .expect("long poll sent")
+            .json()
+            .await
+            .expect("long poll answered");
+        (input, result)
+    })
+}
+
 pub async fn infer(http: &reqwest::Client, base: &str, input: &str) -> TaskView {
     http.post(format!("{base}/v1/inference?wait_ms=30000"))
         .json(&serde_json::json!({ "input": input }))
