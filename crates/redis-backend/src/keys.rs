@@ -94,6 +94,13 @@ impl Keys {
         format!("{}:{{{}}}:rec:{task_id}", self.prefix, self.tags[p])
     }
 
+    /// The task id at the end of a key [`Keys::result`] made; `None` for another key.
+    pub(crate) fn task_of_result(key: &[u8]) -> Option<String> {
+        let at = key.windows(6).rposition(|w| w == b"}:rec:")?;
+        let id = std::str::from_utf8(&key[at + 6..]).ok()?;
+        (!id.is_empty()).then(|| id.to_owned())
+    }
+
     /// The dedupe entry of an input hash, in the partition its first byte names (the
     /// partition of the task that runs it, whose id starts with that byte).
     pub fn dedupe(&self, input_sha256: &str) -> String {
