@@ -1,11 +1,15 @@
 //! The pool's view of each worker on the batcher's `/metrics`, read at each scrape:
 //! `batchgate_pool_worker_healthy{worker}` (1 while it takes calls, 0 while its health check
 //! fails) and `batchgate_pool_inflight_calls{worker}` (calls under way on it, or waiting for
-//! one of its places).
+//! one of its places). Per zone (docs/zones.md): `batchgate_zone_batches_total{zone}`
+//! (worker calls, by the zone of the worker that took them; `zone=""` for workers without
+//! one) and `batchgate_cross_zone_calls_total{zone}` (those of them that left the batcher's
+//! zone), both counted by the pool as it places calls.
 
 use batchgate_worker::Pool;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Reads [`Pool::status`] on each scrape.
@@ -42,6 +46,38 @@ impl Collector for PoolCollector {
             let labels = [("worker", worker.name.as_str())];
             ConstGauge::new(i64::try_from(worker.in_flight).unwrap_or(i64::MAX))
                 .encode(in_flight.encode_family(&labels)?)?;
+        }
+        // Per zone: a handful of workers, summed at each scrape.
+        let mut per_zone: Vec<(&str, u64, u64)> = Vec::new();
+        for worker in &status {
+            let zone = worker.zone.as_ref().map_or("", |z| z.as_str());
+            let cross = if worker.remote { worker.calls } else { 0 };
+            match per_zone.iter_mut().find(|(z, _, _)| *z == zone) {
+                Some(entry) => {
+                    entry.1 += worker.calls;
+                    entry.2 += cross;
+                }
+                None => per_zone.push((zone, worker.calls, cross)),
+            }
+        }
+        let counter = ConstCounter::new(0u64).metric_type();
+        let mut batches = encoder.encode_descriptor(
+            "batchgate_zone_batches",
+            "Worker calls, by the zone of the worker that took them",
+            None,
+            counter,
+        )?;
+        for (zone, calls, _) in &per_zone {
+            ConstCounter::new(*calls).encode(batches.encode_family(&[("zone", *zone)])?)?;
+        }
+        let mut cross = encoder.encode_descriptor(
+            "batchgate_cross_zone_calls",
+            "Worker calls sent outside this batcher's zone (its zone's workers busy or down), by the worker's zone",
+            None,
+            counter,
+        )?;
+        for (zone, _, calls) in &per_zone {
+            ConstCounter::new(*calls).encode(cross.encode_family(&[("zone", *zone)])?)?;
         }
         Ok(())
     }
@@ -92,7 +128,11 @@ mod tests {
             );
         }
         // Nothing has failed a health check yet, and nothing is under way.
-        for sample in &scrape.samples {
+        for sample in scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric.starts_with("batchgate_pool_"))
+        {
             let expected = if sample.metric == "batchgate_pool_worker_healthy" {
                 1.0
             } else {
@@ -103,5 +143,80 @@ mod tests {
                 "{sample:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn calls_are_counted_per_zone_of_the_worker() {
+        // One worker per zone that answers at once; the pool runs in zone a, so b's calls
+        // are cross-zone.
+        let app = axum::Router::new().route(
+            "/v1/batch",
+            axum::routing::post(
+                |axum::Json(r): axum::Json<batchgate_protocol::worker_api::BatchRequest>| async move {
+                    axum::Json(batchgate_protocol::worker_api::BatchResponse { outputs: r.inputs })
+                },
+            ),
+        );
+        let mut urls = Vec::new();
+        for zone in ["a", "b"] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            urls.push(format!(
+                "http://{}?zone={zone}",
+                listener.local_addr().expect("addr")
+            ));
+            let app = app.clone();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+        let specs: Vec<WorkerSpec> = urls.iter().map(|u| u.parse().expect("spec")).collect();
+        let config = PoolConfig {
+            timeout: Duration::from_secs(5),
+            zone: Some("a".parse().expect("zone")),
+            ..PoolConfig::default()
+        };
+        let pool = Pool::connect(&specs, &config, None).expect("pool");
+        let inputs = vec!["x".to_owned()];
+        for _ in 0..3 {
+            batchgate_worker::Worker::infer(&pool, &inputs)
+                .await
+                .expect("zone a answers");
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(PoolCollector(pool)));
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("parse");
+        let value = |metric: &str, zone: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == metric && s.labels.get("zone") == Some(zone))
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v) => v,
+                    ref other => panic!("{metric} is not a counter: {other:?}"),
+                })
+        };
+        assert_eq!(
+            value("batchgate_zone_batches_total", "a"),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(
+            value("batchgate_zone_batches_total", "b"),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            value("batchgate_cross_zone_calls_total", "a"),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            value("batchgate_cross_zone_calls_total", "b"),
+            Some(0.0),
+            "{text}"
+        );
     }
 }

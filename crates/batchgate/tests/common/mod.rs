@@ -115,6 +115,7 @@ pub fn store_config(infra: &Infra) -> StoreConfig {
         result_ttl: Duration::from_secs(600),
         dedupe_ttl: Some(Duration::from_secs(300)),
         redis: infra.redis(),
+        zone: None,
     }
 }
 
