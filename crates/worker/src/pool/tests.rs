@@ -215,6 +215,15 @@ async fn a_pool_with_no_reachable_worker_fails_like_its_worker() {
     assert!(Pool::connect(&[], &PoolConfig::default(), None).is_err());
 }
 
+/// The next arrival at a recorder, failing the test if none comes within 10 s (a call placed
+/// elsewhere would otherwise leave the test waiting for ever).
+async fn arrival(arrivals: &mut mpsc::UnboundedReceiver<usize>) {
+    tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+        .await
+        .expect("a call arrived in time")
+        .expect("the recorder is alive");
+}
+
 fn zoned_pool(zone: &str, urls: &[String]) -> Pool {
     let specs: Vec<WorkerSpec> = urls.iter().map(|u| u.parse().expect("valid URL")).collect();
     let config = PoolConfig {
@@ -242,13 +251,13 @@ async fn batches_stay_in_the_pools_zone_until_its_workers_are_saturated() {
     // Idle, the away worker is as free as the home one: the zone decides.
     let first = [call(), call()];
     for _ in 0..2 {
-        arrivals_home.recv().await.expect("arrival at home");
+        arrival(&mut arrivals_home).await;
     }
     assert_eq!((rh.calls(), ra.calls()), (2, 0));
     // The home worker's places are taken: the next calls leave the zone.
     let spilled = [call(), call()];
     for _ in 0..2 {
-        arrivals_away.recv().await.expect("arrival away");
+        arrival(&mut arrivals_away).await;
     }
     assert_eq!((rh.calls(), ra.calls()), (2, 2));
     // Both saturated: the next waits at home for a place.
