@@ -188,13 +188,22 @@ mod tests {
         encode(&mut text, &registry).expect("encode");
         let lines: Vec<String> = text.lines().map(str::to_owned).collect();
         let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("parse");
+        assert!(
+            text.contains("# TYPE batchgate_zone_batches counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE batchgate_cross_zone_calls counter"),
+            "{text}"
+        );
         let value = |metric: &str, zone: &str| {
             scrape
                 .samples
                 .iter()
                 .find(|s| s.metric == metric && s.labels.get("zone") == Some(zone))
                 .map(|s| match s.value {
-                    prometheus_parse::Value::Counter(v) => v,
+                    // The parser types a `_total` sample of a counter family as untyped.
+                    prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
                     ref other => panic!("{metric} is not a counter: {other:?}"),
                 })
         };

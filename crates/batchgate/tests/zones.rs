@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use batchgate_protocol::api::{TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
 use batchgate_testkit::RedisServer;
-use common::{client, Proc};
+use common::{client, metrics, sim_stats, Proc};
 use tokio::task::JoinHandle;
 
 /// Tasks per second each zone's gateway gets; a few percent of what one worker serves.
@@ -104,27 +104,9 @@ fn sample(page: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
-async fn metrics(http: &reqwest::Client, base: &str) -> String {
-    http.get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
-/// Calls a simulated worker ran (`/v1/stats`).
+/// Calls a simulated worker ran.
 async fn worker_calls(http: &reqwest::Client, worker: &str) -> u64 {
-    let stats: serde_json::Value = http
-        .get(format!("{worker}/v1/stats"))
-        .send()
-        .await
-        .expect("stats answer")
-        .json()
-        .await
-        .expect("stats json");
-    stats["calls"].as_u64().expect("calls")
+    sim_stats(http, worker).await.calls
 }
 
 /// The two zones' workers: a fast one in zone a, a slower one in zone b, 8 slots each.

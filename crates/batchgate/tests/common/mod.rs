@@ -213,6 +213,28 @@ pub async fn infer(http: &reqwest::Client, base: &str, input: &str) -> TaskView 
         .expect("a task view")
 }
 
+/// A server's `/metrics` page.
+pub async fn metrics(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// A simulated worker's counters (`GET /v1/stats`).
+pub async fn sim_stats(http: &reqwest::Client, url: &str) -> batchgate_sim::SimStats {
+    http.get(format!("{url}/v1/stats"))
+        .send()
+        .await
+        .expect("stats answered")
+        .json()
+        .await
+        .expect("stats json")
+}
+
 /// A loopback URL where nothing listens (bound, then released): every call to it fails.
 pub fn closed_port_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
