@@ -220,7 +220,7 @@ mod tests {
             Task::from_bytes_in(&zoned.to_bytes(), Some(&other)).expect("decodes"),
             zoned
         );
-        let mut bad = old.clone();
+        let mut bad = old;
         bad.zone = "no spaces".into();
         assert!(Task::from_bytes(&prost::Message::encode_to_vec(&bad)).is_err());
     }
