@@ -6,11 +6,13 @@
 //! one) and `batchgate_cross_zone_calls_total{zone}` (those of them that left the batcher's
 //! zone), both counted by the pool as it places calls.
 
+use batchgate_worker::pool::MemberStatus;
 use batchgate_worker::Pool;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
 /// Reads [`Pool::status`] on each scrape.
 #[derive(Clone)]
@@ -25,28 +27,32 @@ impl std::fmt::Debug for PoolCollector {
 impl Collector for PoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let status = self.0.status();
-        let kind = ConstGauge::new(0i64).metric_type();
-        let mut healthy = encoder.encode_descriptor(
-            "batchgate_pool_worker_healthy",
-            "1 while the worker takes calls, 0 while its health check fails",
-            None,
-            kind,
+        let gauge = ConstGauge::new(0i64).metric_type();
+        let by_worker = |value: fn(&MemberStatus) -> i64| {
+            status
+                .iter()
+                .map(move |w| (w.name.as_str(), ConstGauge::new(value(w))))
+        };
+        family(
+            &mut encoder,
+            (
+                "batchgate_pool_worker_healthy",
+                "1 while the worker takes calls, 0 while its health check fails",
+            ),
+            gauge,
+            "worker",
+            by_worker(|w| i64::from(w.healthy)),
         )?;
-        for worker in &status {
-            let labels = [("worker", worker.name.as_str())];
-            ConstGauge::new(i64::from(worker.healthy)).encode(healthy.encode_family(&labels)?)?;
-        }
-        let mut in_flight = encoder.encode_descriptor(
-            "batchgate_pool_inflight_calls",
-            "Batch calls under way on each worker (or waiting for one of its places)",
-            None,
-            kind,
+        family(
+            &mut encoder,
+            (
+                "batchgate_pool_inflight_calls",
+                "Batch calls under way on each worker (or waiting for one of its places)",
+            ),
+            gauge,
+            "worker",
+            by_worker(|w| i64::try_from(w.in_flight).unwrap_or(i64::MAX)),
         )?;
-        for worker in &status {
-            let labels = [("worker", worker.name.as_str())];
-            ConstGauge::new(i64::try_from(worker.in_flight).unwrap_or(i64::MAX))
-                .encode(in_flight.encode_family(&labels)?)?;
-        }
         // Per zone: a handful of workers, summed at each scrape.
         let mut per_zone: Vec<(&str, u64, u64)> = Vec::new();
         for worker in &status {
@@ -61,26 +67,41 @@ impl Collector for PoolCollector {
             }
         }
         let counter = ConstCounter::new(0u64).metric_type();
-        let mut batches = encoder.encode_descriptor(
-            "batchgate_zone_batches",
-            "Worker calls, by the zone of the worker that took them",
-            None,
+        family(
+            &mut encoder,
+            (
+                "batchgate_zone_batches",
+                "Worker calls, by the zone of the worker that took them",
+            ),
             counter,
+            "zone",
+            per_zone
+                .iter()
+                .map(|(zone, calls, _)| (*zone, ConstCounter::new(*calls))),
         )?;
-        for (zone, calls, _) in &per_zone {
-            ConstCounter::new(*calls).encode(batches.encode_family(&[("zone", *zone)])?)?;
-        }
-        let mut cross = encoder.encode_descriptor(
-            "batchgate_cross_zone_calls",
-            "Worker calls sent outside this batcher's zone (its zone's workers busy or down), by the worker's zone",
-            None,
+        family(
+            &mut encoder,
+            ("batchgate_cross_zone_calls", "Worker calls sent outside this batcher's zone (its zone's workers busy or down), by the worker's zone"),
             counter,
-        )?;
-        for (zone, _, calls) in &per_zone {
-            ConstCounter::new(*calls).encode(cross.encode_family(&[("zone", *zone)])?)?;
-        }
-        Ok(())
+            "zone",
+            per_zone.iter().map(|(zone, _, cross)| (*zone, ConstCounter::new(*cross))),
+        )
     }
+}
+
+/// One metric family, `(name, help)`, with a sample per `(label value, metric)` row.
+fn family<'a, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    (name, help): (&str, &str),
+    kind: MetricType,
+    label: &str,
+    rows: impl Iterator<Item = (&'a str, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (value, metric) in rows {
+        metric.encode(family.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -92,6 +113,17 @@ mod tests {
     use prometheus_client::registry::Registry;
 
     use super::*;
+
+    /// The pool's metrics page as text, and parsed.
+    fn scrape(pool: Pool) -> (String, prometheus_parse::Scrape) {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(PoolCollector(pool)));
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("parse");
+        (text, scrape)
+    }
 
     // A runtime, because the gRPC client's channel is built inside one.
     #[tokio::test]
@@ -105,12 +137,7 @@ mod tests {
             ..PoolConfig::default()
         };
         let pool = Pool::connect(&specs, &config, None).expect("pool");
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(PoolCollector(pool)));
-        let mut text = String::new();
-        encode(&mut text, &registry).expect("encode");
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("parse");
+        let (_, scrape) = scrape(pool);
         for name in [
             "batchgate_pool_worker_healthy",
             "batchgate_pool_inflight_calls",
@@ -182,12 +209,7 @@ mod tests {
                 .await
                 .expect("zone a answers");
         }
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(PoolCollector(pool)));
-        let mut text = String::new();
-        encode(&mut text, &registry).expect("encode");
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("parse");
+        let (text, scrape) = scrape(pool);
         assert!(
             text.contains("# TYPE batchgate_zone_batches counter"),
             "{text}"
