@@ -278,6 +278,14 @@ pub struct QueueArgs {
     /// one call to the next (sampling), where every request must run.
     #[arg(long, env = "BATCHGATE_DEDUPE_TTL_SECS", default_value_t = 300)]
     pub dedupe_ttl_secs: u64,
+
+    /// The zone this process runs in (an availability zone, e.g. the node's
+    /// topology.kubernetes.io/zone label): a gateway stamps it on the tasks it accepts, which
+    /// go to that zone's streams on Redis; a batcher reads its zone's streams and sends each
+    /// batch to a worker of its zone (`zone=` on a --worker-url) unless they are all busy or
+    /// down (docs/zones.md). Empty: no zone.
+    #[arg(long, env = "BATCHGATE_ZONE", default_value = "")]
+    pub zone: String,
 }
 
 /// Batching and the worker.
@@ -873,6 +881,11 @@ impl RedisArgs {
 }
 
 impl QueueArgs {
+    /// The --zone, checked.
+    fn zone(&self) -> Result<Option<batchgate_protocol::zone::Zone>, String> {
+        batchgate_protocol::zone::Zone::optional(&self.zone).map_err(|e| format!("--zone: {e}"))
+    }
+
     fn store(&self, redis: Option<RedisBackend>) -> Result<StoreConfig, String> {
         if self.partitions.is_some_and(|p| p == 0 || p > 1024) {
             return Err("--partitions must be between 1 and 1024".into());
@@ -881,6 +894,7 @@ impl QueueArgs {
             return Err("--queue-capacity and --max-results must be at least 1".into());
         }
         Ok(StoreConfig {
+            zone: self.zone()?,
             partitions: self.partitions,
             queue_capacity: self.queue_capacity,
             max_results: self.max_results,
@@ -894,7 +908,11 @@ impl QueueArgs {
 
 impl BatchingArgs {
     /// The batcher part; `sim` is the built-in worker to use when no --worker-url is given.
-    fn part(&self, sim: Option<batchgate_sim::SimConfig>) -> Result<BatcherPart, String> {
+    fn part(
+        &self,
+        sim: Option<batchgate_sim::SimConfig>,
+        zone: Option<batchgate_protocol::zone::Zone>,
+    ) -> Result<BatcherPart, String> {
         if self.max_batch_size == 0 {
             return Err("--max-batch-size must be at least 1".into());
         }
@@ -925,6 +943,7 @@ impl BatchingArgs {
                         timeout: Duration::from_millis(self.worker_timeout_ms),
                         max_batch_size: self.max_batch_size,
                         health_interval: Duration::from_millis(self.worker_health_interval_ms),
+                        zone,
                     },
                 }
             }
@@ -1016,9 +1035,13 @@ impl ServeArgs {
             max_batch_size: self.batching.max_batch_size,
         };
         Ok(ServeConfig {
-            batcher: Some(self.batching.part(Some(sim))?),
+            batcher: Some(self.batching.part(Some(sim), self.queue.zone()?)?),
             store: self.queue.store(self.redis.backend()?)?,
-            gateway: Some(api_limits(self.max_input_bytes, &self.api)?),
+            gateway: Some(api_limits(
+                self.max_input_bytes,
+                &self.api,
+                self.queue.zone()?,
+            )?),
             connections: self.api.connections()?,
             edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             grace_period: Duration::from_secs(self.grace_period_secs),
@@ -1033,6 +1056,7 @@ impl ServeArgs {
 fn api_limits(
     max_input_bytes: usize,
     api: &ApiArgs,
+    zone: Option<batchgate_protocol::zone::Zone>,
 ) -> Result<batchgate_gateway::GatewayConfig, String> {
     if api.max_concurrent_requests == 0 || api.max_requests_per_caller == 0 {
         return Err(
@@ -1048,6 +1072,7 @@ fn api_limits(
         max_requests_per_caller: api.max_requests_per_caller,
         body_read_timeout: Duration::from_millis(api.body_read_timeout_ms),
         dedupe_scope: api.dedupe_scope.parse()?,
+        zone,
         ..Default::default()
     })
 }
@@ -1058,7 +1083,11 @@ impl GatewayArgs {
         let redis = self.redis.required_backend("gateway")?;
         Ok(ServeConfig {
             store: self.queue.store(Some(redis))?,
-            gateway: Some(api_limits(self.max_input_bytes, &self.api)?),
+            gateway: Some(api_limits(
+                self.max_input_bytes,
+                &self.api,
+                self.queue.zone()?,
+            )?),
             connections: self.api.connections()?,
             edge: self.edge.into_config(self.auth.into_config(self.listen)?)?,
             batcher: None,
@@ -1079,7 +1108,7 @@ impl BatcherArgs {
             gateway: None,
             connections: batchgate_net::ConnectionLimits::default(),
             edge: crate::serve::EdgeConfig::default(),
-            batcher: Some(self.batching.part(None)?),
+            batcher: Some(self.batching.part(None, self.queue.zone()?)?),
             grace_period: Duration::from_secs(self.grace_period_secs),
             shutdown_delay: Duration::from_millis(self.orchestration.shutdown_delay_ms),
             queue_error_tolerance: Duration::from_millis(self.orchestration.readiness_tolerance_ms),

@@ -223,6 +223,7 @@ impl RedisQueue {
                 pace,
                 overflow: self.read_back.clone(),
                 heads: self.settler.heads().clone(),
+                zone: self.keys.zone().cloned(),
             };
             feeders.push(tokio::spawn(reader.run()));
         }
@@ -316,7 +317,13 @@ impl RedisQueue {
                         if self.leases.holds(*p, &entry.id) {
                             continue;
                         }
-                        let tasks = deliveries(*p, entry, &self.clock, self.settler.heads());
+                        let tasks = deliveries(
+                            *p,
+                            entry,
+                            &self.clock,
+                            self.settler.heads(),
+                            self.keys.zone(),
+                        );
                         if !tasks.is_empty() {
                             self.leases.hold(*p, entry, tasks.len());
                             found.extend(tasks);

@@ -115,6 +115,7 @@ pub fn store_config(infra: &Infra) -> StoreConfig {
         result_ttl: Duration::from_secs(600),
         dedupe_ttl: Some(Duration::from_secs(300)),
         redis: infra.redis(),
+        zone: None,
     }
 }
 
@@ -210,6 +211,28 @@ pub async fn infer(http: &reqwest::Client, base: &str, input: &str) -> TaskView 
         .json()
         .await
         .expect("a task view")
+}
+
+/// A server's `/metrics` page.
+pub async fn metrics(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// A simulated worker's counters (`GET /v1/stats`).
+pub async fn sim_stats(http: &reqwest::Client, url: &str) -> batchgate_sim::SimStats {
+    http.get(format!("{url}/v1/stats"))
+        .send()
+        .await
+        .expect("stats answered")
+        .json()
+        .await
+        .expect("stats json")
 }
 
 /// A loopback URL where nothing listens (bound, then released): every call to it fails.
