@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use batchgate_batcher::BatcherBackends;
+use batchgate_gateway::GatewayBackends;
 use batchgate_queue::dead_letters::DEFAULT_DEAD_LETTER_CAPACITY;
 use batchgate_queue::memory::{MemoryDeadLetters, MemoryDedupe, MemoryQueue, MemoryResultStore};
 use batchgate_queue::{
@@ -84,6 +86,31 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// What a gateway runs on.
+    pub fn gateway(&self) -> GatewayBackends {
+        GatewayBackends {
+            queue: self.queue.clone(),
+            results: self.results.clone(),
+            intake: self.intake.clone(),
+            dead_letters: self.dead_letters.clone(),
+            rate_limiter: self.rate_limiter.clone(),
+            load_board: self.load_board.clone(),
+            dedupe: self.dedupe,
+            gateway_id: self.gateway_id.clone(),
+        }
+    }
+
+    /// What a batcher runs on.
+    pub fn batcher(&self) -> BatcherBackends {
+        BatcherBackends {
+            queue: self.queue.clone(),
+            results: self.results.clone(),
+            dead_letters: self.dead_letters.clone(),
+            load_board: self.load_board.clone(),
+            name: self.name.clone(),
+        }
+    }
+
     /// Stops the background tasks and waits for them.
     pub async fn shutdown(self) {
         self.stop.cancel();
