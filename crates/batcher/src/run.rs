@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use batchgate_queue::{DeadLetters, LoadBoard, Queue, ResultStore};
+use batchgate_queue::{Backends, DeadLetters, LoadBoard, Queue, ResultStore};
 use batchgate_worker::Worker;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
@@ -70,4 +70,16 @@ pub fn run(
     let stop = CancellationToken::new();
     let task = tokio::spawn(batcher.run(stop.clone()));
     Running { stop, task }
+}
+
+impl From<&Backends> for BatcherBackends {
+    fn from(backends: &Backends) -> Self {
+        BatcherBackends {
+            queue: backends.queue.clone(),
+            results: backends.results.clone(),
+            dead_letters: backends.dead_letters.clone(),
+            load_board: backends.load_board.clone(),
+            name: backends.name.clone(),
+        }
+    }
 }

@@ -164,14 +164,16 @@ pub async fn run(
     let tls = config.tls.clone().map(ServerTls::load).transpose()?;
     let backends = backend::build(&config.store, config.gateway.is_some()).await?;
     let mut registry = Registry::default();
-    if let Some(evictions) = &backends.evictions {
-        registry.register_collector(Box::new(evictions.clone()));
+    if let Some(memory) = &backends.memory {
+        registry.register_collector(Box::new(crate::store_metrics::EvictionCollector(
+            memory.clone(),
+        )));
     }
     let (batcher, workers_healthy) = match &config.batcher {
         Some(part) => {
             let (worker, healthy) = build_worker(&part.worker, &mut registry)?;
             let running =
-                batchgate_batcher::run(part.config, backends.batcher(), worker, &mut registry);
+                batchgate_batcher::run(part.config, (&backends).into(), worker, &mut registry);
             (Some(running), Some(healthy))
         }
         None => (None, None),
@@ -184,7 +186,7 @@ pub async fn run(
             if let Some(healthy) = workers_healthy {
                 builder = builder.workers_healthy(healthy);
             }
-            Front::Api(builder.build(backends.gateway())?)
+            Front::Api(builder.build((&backends).into())?)
         }
         // A batcher alone serves only its operator routes: no authenticator, shedder or
         // request metrics are built.

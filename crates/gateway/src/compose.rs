@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchgate_queue::{DeadLetters, Intake, LoadBoard, Queue, RateLimiter, ResultStore};
+use batchgate_queue::{Backends, DeadLetters, Intake, LoadBoard, Queue, RateLimiter, ResultStore};
 use prometheus_client::registry::Registry;
 
 use crate::auth::Authenticator;
@@ -130,5 +130,20 @@ impl StateBuilder {
             metrics,
             ops,
         }))
+    }
+}
+
+impl From<&Backends> for GatewayBackends {
+    fn from(backends: &Backends) -> Self {
+        GatewayBackends {
+            queue: backends.queue.clone(),
+            results: backends.results.clone(),
+            intake: backends.intake.clone(),
+            dead_letters: backends.dead_letters.clone(),
+            rate_limiter: backends.rate_limiter.clone(),
+            load_board: backends.load_board.clone(),
+            dedupe: backends.dedupe,
+            gateway_id: backends.gateway_id.clone(),
+        }
     }
 }
