@@ -7,7 +7,7 @@ use std::time::Duration;
 use batchgate_queue::{Backends, DeadLetters, Intake, LoadBoard, Queue, RateLimiter, ResultStore};
 use prometheus_client::registry::Registry;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, KeyError};
 use crate::config::{EdgeConfig, GatewayConfig};
 use crate::metrics::GatewayMetrics;
 use crate::ops::{Ops, OpsGauges, OpsParts};
@@ -53,9 +53,9 @@ pub struct StateBuilder {
 /// Why a gateway could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// The authentication keys could not be loaded (the message names the file or problem).
-    #[error("authentication keys: {0}")]
-    AuthKeys(String),
+    /// The authentication keys could not be loaded.
+    #[error(transparent)]
+    AuthKeys(#[from] KeyError),
 }
 
 impl StateBuilder {
@@ -94,7 +94,7 @@ impl StateBuilder {
         let mut registry = self.registry;
         let metrics = GatewayMetrics::register(&mut registry);
         let gauges = OpsGauges::register(&mut registry);
-        let auth = Arc::new(Authenticator::new(self.edge.auth).map_err(BuildError::AuthKeys)?);
+        let auth = Arc::new(Authenticator::new(self.edge.auth)?);
         let admission = Arc::new(Admission::default());
         let ops = Ops::new(OpsParts {
             queue: backends.queue.clone(),

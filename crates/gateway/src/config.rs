@@ -42,16 +42,19 @@ pub enum DedupeScope {
     Global,
 }
 
-impl std::str::FromStr for DedupeScope {
-    type Err = String;
+/// A dedupe scope other than `owner` and `global`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dedupe scope must be `owner` or `global`, got {0:?}")]
+pub struct UnknownDedupeScope(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for DedupeScope {
+    type Err = UnknownDedupeScope;
+
+    fn from_str(s: &str) -> Result<Self, UnknownDedupeScope> {
         match s {
             "owner" => Ok(DedupeScope::Owner),
             "global" => Ok(DedupeScope::Global),
-            other => Err(format!(
-                "dedupe scope must be `owner` or `global`, got {other:?}"
-            )),
+            other => Err(UnknownDedupeScope(other.to_owned())),
         }
     }
 }

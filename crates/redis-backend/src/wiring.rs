@@ -76,7 +76,7 @@ pub async fn build(config: &RedisBackendConfig, waits: bool) -> Result<Backends,
         rc.op_timeout,
     )
     .await
-    .map_err(|e| WiringError::Layout(e.to_string()))?;
+    .map_err(WiringError::Layout)?;
     let keys = Keys::new(&rc.key_prefix, partitions);
     let name = process_name(if waits { "gateway" } else { "batcher" });
     let notifier = if waits {
