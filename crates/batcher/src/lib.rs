@@ -19,7 +19,8 @@
 //! - [`slots`]: the in-flight limit and its backpressure (AIMD on the worker's `429`/`503`);
 //!   [`slots::SlotState`] is its pure part.
 //! - [`metrics`]: [`BatcherMetrics`], registered in the process's Prometheus registry.
-//! - [`run`](mod@run): [`run()`], a batcher built from its config and backends and started;
+//! - [`run`](mod@run): [`run()`], a batcher built from its config and the process's backends
+//!   and started;
 //!   [`Running::drain`] stops it.
 
 mod dispatch;
@@ -32,4 +33,4 @@ pub mod slots;
 
 pub use driver::{Batcher, BatcherConfig, DrainReport};
 pub use metrics::BatcherMetrics;
-pub use run::{run, BatcherBackends, Running};
+pub use run::{run, Running};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use batchgate_queue::{Backends, DeadLetters, LoadBoard, Queue, ResultStore};
+use batchgate_queue::Backends;
 use batchgate_worker::Worker;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
@@ -11,20 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::driver::{Batcher, BatcherConfig, DrainReport};
 use crate::metrics::BatcherMetrics;
-
-/// The backends a batcher runs on.
-pub struct BatcherBackends {
-    /// Where tasks come from.
-    pub queue: Arc<dyn Queue>,
-    /// Where results go.
-    pub results: Arc<dyn ResultStore>,
-    /// Where tasks that failed for good go.
-    pub dead_letters: Arc<dyn DeadLetters>,
-    /// Where the workers' load is reported for the gateways' shedding.
-    pub load_board: Arc<dyn LoadBoard>,
-    /// This batcher's name on the load board.
-    pub name: String,
-}
 
 /// A batcher running in the background, until [`Running::drain`].
 pub struct Running {
@@ -50,36 +36,25 @@ impl Running {
     }
 }
 
-/// Builds the batcher (its metrics registered in `registry`) and runs it on a task of its own.
+/// Builds the batcher on the process's `backends` (its metrics registered in `registry`) and
+/// runs it on a task of its own.
 pub fn run(
     config: BatcherConfig,
-    backends: BatcherBackends,
+    backends: &Backends,
     worker: Arc<dyn Worker>,
     registry: &mut Registry,
 ) -> Running {
     let metrics = BatcherMetrics::register(registry);
     let batcher = Batcher::new(
-        backends.queue,
-        backends.results,
-        backends.dead_letters,
+        backends.queue.clone(),
+        backends.results.clone(),
+        backends.dead_letters.clone(),
         worker,
         config,
         metrics,
     )
-    .with_load_board(backends.load_board, backends.name);
+    .with_load_board(backends.load_board.clone(), backends.name.clone());
     let stop = CancellationToken::new();
     let task = tokio::spawn(batcher.run(stop.clone()));
     Running { stop, task }
-}
-
-impl From<&Backends> for BatcherBackends {
-    fn from(backends: &Backends) -> Self {
-        BatcherBackends {
-            queue: backends.queue.clone(),
-            results: backends.results.clone(),
-            dead_letters: backends.dead_letters.clone(),
-            load_board: backends.load_board.clone(),
-            name: backends.name.clone(),
-        }
-    }
 }

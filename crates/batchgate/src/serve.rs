@@ -172,8 +172,7 @@ pub async fn run(
     let (batcher, workers_healthy) = match &config.batcher {
         Some(part) => {
             let (worker, healthy) = build_worker(&part.worker, &mut registry)?;
-            let running =
-                batchgate_batcher::run(part.config, (&backends).into(), worker, &mut registry);
+            let running = batchgate_batcher::run(part.config, &backends, worker, &mut registry);
             (Some(running), Some(healthy))
         }
         None => (None, None),
@@ -186,7 +185,7 @@ pub async fn run(
             if let Some(healthy) = workers_healthy {
                 builder = builder.workers_healthy(healthy);
             }
-            Front::Api(builder.build((&backends).into())?)
+            Front::Api(builder.build(&backends)?)
         }
         // A batcher alone serves only its operator routes: no authenticator, shedder or
         // request metrics are built.

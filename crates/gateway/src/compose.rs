@@ -1,10 +1,10 @@
-//! Builds the gateway's [`AppState`] from its configuration and its backends: the one way the
-//! binary and the tests make a gateway.
+//! Builds the gateway's [`AppState`] from its configuration and the process's [`Backends`]:
+//! the one way the binary and the tests make a gateway.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchgate_queue::{Backends, DeadLetters, Intake, LoadBoard, Queue, RateLimiter, ResultStore};
+use batchgate_queue::Backends;
 use prometheus_client::registry::Registry;
 
 use crate::auth::{Authenticator, KeyError};
@@ -14,27 +14,6 @@ use crate::ops::{Ops, OpsGauges, OpsParts};
 use crate::readiness::{Readiness, WorkersHealthy, DEFAULT_QUEUE_ERROR_TOLERANCE};
 use crate::shed::Shedder;
 use crate::state::{Admission, AppState, RateLimits, Shared};
-
-/// The backends a gateway runs on (in memory, or Redis shared by every gateway and batcher).
-pub struct GatewayBackends {
-    /// The task queue: depth and backlog (tasks enter through `intake`).
-    pub queue: Arc<dyn Queue>,
-    /// Where results are read and waited on.
-    pub results: Arc<dyn ResultStore>,
-    /// Admits tasks: pending record, dedupe claim, enqueue.
-    pub intake: Arc<dyn Intake>,
-    /// Failed tasks, for the admin API.
-    pub dead_letters: Arc<dyn DeadLetters>,
-    /// Per-user request counts.
-    pub rate_limiter: Arc<dyn RateLimiter>,
-    /// The batchers' reports of their workers' load, which the shedder samples.
-    pub load_board: Arc<dyn LoadBoard>,
-    /// Whether the intake's dedupe cache is on.
-    pub dedupe: bool,
-    /// This gateway's name on the notification bus (Redis), put in each task's `reply_to`;
-    /// `None` where everything runs in one process.
-    pub gateway_id: Option<String>,
-}
 
 /// A gateway's configuration, turned into an [`AppState`] by [`StateBuilder::build`].
 pub struct StateBuilder {
@@ -90,7 +69,10 @@ impl StateBuilder {
 
     /// Loads the keys, registers the metrics and wraps everything in the shared state. Starts
     /// nothing: [`crate::run`] starts the background tasks (key reloads, shedding samples).
-    pub fn build(self, backends: GatewayBackends) -> Result<AppState, BuildError> {
+    ///
+    /// `backends` are the process's (in memory, or on Redis shared by every gateway and
+    /// batcher): the gateway keeps handles to the ones it uses.
+    pub fn build(self, backends: &Backends) -> Result<AppState, BuildError> {
         let mut registry = self.registry;
         let metrics = GatewayMetrics::register(&mut registry);
         let gauges = OpsGauges::register(&mut registry);
@@ -108,42 +90,26 @@ impl StateBuilder {
             admission: admission.clone(),
             gauges,
         });
-        let rate_limiter = backends.rate_limiter;
         Ok(AppState::new(Shared {
-            queue: backends.queue,
-            results: backends.results,
-            intake: backends.intake,
+            queue: backends.queue.clone(),
+            results: backends.results.clone(),
+            intake: backends.intake.clone(),
             dedupe: backends.dedupe,
-            gateway_id: backends.gateway_id,
+            gateway_id: backends.gateway_id.clone(),
             admission,
             shedder: Arc::new(Shedder::new(self.edge.shed)),
-            load_board: backends.load_board,
+            load_board: backends.load_board.clone(),
             rate_limits: self.edge.rate_limit.map(|r| RateLimits {
                 default: r.default,
                 overrides: r.overrides,
-                limiter: rate_limiter,
+                limiter: backends.rate_limiter.clone(),
             }),
-            dead_letters: backends.dead_letters,
+            dead_letters: backends.dead_letters.clone(),
             admin_token: self.edge.admin_token,
             auth,
             config: self.config,
             metrics,
             ops,
         }))
-    }
-}
-
-impl From<&Backends> for GatewayBackends {
-    fn from(backends: &Backends) -> Self {
-        GatewayBackends {
-            queue: backends.queue.clone(),
-            results: backends.results.clone(),
-            intake: backends.intake.clone(),
-            dead_letters: backends.dead_letters.clone(),
-            rate_limiter: backends.rate_limiter.clone(),
-            load_board: backends.load_board.clone(),
-            dedupe: backends.dedupe,
-            gateway_id: backends.gateway_id.clone(),
-        }
     }
 }

@@ -19,7 +19,7 @@
 //! - [`readiness`]: [`Readiness`], what `/readyz` answers (draining, queue errors, workers).
 //! - [`ops`]: [`Ops`], what the operator routes read; all a batcher-only process builds.
 //! - [`compose`]: [`StateBuilder`], the one way to build an [`AppState`] from a config and
-//!   backends ([`GatewayBackends`]).
+//!   the process's backends.
 //! - [`run`](mod@run): [`run()`], serving until shutdown and draining in order.
 
 pub mod auth;
@@ -37,7 +37,7 @@ pub mod shed;
 pub mod state;
 
 pub use auth::{AuthConfig, Authenticator};
-pub use compose::{BuildError, GatewayBackends, StateBuilder};
+pub use compose::{BuildError, StateBuilder};
 pub use config::{DedupeScope, EdgeConfig, GatewayConfig, RateLimitConfig};
 pub use error::ApiError;
 pub use fair_share::CallerSlots;

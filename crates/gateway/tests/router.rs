@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use axum::http::StatusCode;
 use batchgate_gateway::{GatewayConfig, RateLimitConfig};
 use batchgate_protocol::task::{unix_ms, Task};
-use batchgate_queue::{DeadLetters, Failure, Rate};
+use batchgate_queue::{Failure, Rate};
 use serde_json::json;
 use support::*;
 

@@ -9,14 +9,10 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use batchgate_gateway::auth::KeySource;
-use batchgate_gateway::{
-    AppState, AuthConfig, EdgeConfig, GatewayBackends, GatewayConfig, ShedBound, StateBuilder,
-};
+use batchgate_gateway::{AppState, AuthConfig, EdgeConfig, GatewayConfig, ShedBound, StateBuilder};
 use batchgate_protocol::task::unix_ms;
-use batchgate_queue::memory::{MemoryDeadLetters, MemoryDedupe, MemoryQueue, MemoryResultStore};
-use batchgate_queue::{
-    Completion, Dedupe, MemoryLoadBoard, MemoryRateLimiter, Outcome, Queue, ResultStore, Steps,
-};
+use batchgate_queue::memory::{MemoryConfig, MemoryResultStore};
+use batchgate_queue::{Completion, DeadLetters, Outcome, Queue, ResultStore};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -33,11 +29,11 @@ pub struct Gateway {
     /// What the router serves.
     pub state: AppState,
     /// The queue the gateway admits into.
-    pub queue: Arc<MemoryQueue>,
+    pub queue: Arc<dyn Queue>,
     /// The store results are read from.
     pub results: Arc<MemoryResultStore>,
     /// The dead letters of the admin API.
-    pub dead_letters: Arc<MemoryDeadLetters>,
+    pub dead_letters: Arc<dyn DeadLetters>,
 }
 
 /// Protections off (no auth, no shedding), admin API off.
@@ -68,33 +64,29 @@ pub fn edge_with_admin() -> EdgeConfig {
     }
 }
 
-/// A gateway with `config` and `edge` on memory backends whose queue holds `queue_capacity`.
+/// A gateway with `config` and `edge` on memory backends, built as the binary builds them,
+/// whose queue (one partition) holds `queue_capacity`.
 pub fn gateway_with(config: GatewayConfig, edge: EdgeConfig, queue_capacity: usize) -> Gateway {
-    let queue = Arc::new(MemoryQueue::new(1, queue_capacity));
-    let results = Arc::new(MemoryResultStore::new(10_000, Duration::from_secs(60)));
-    let dead_letters = Arc::new(MemoryDeadLetters::new(100));
-    let dedupe = Arc::new(MemoryDedupe::new(Duration::from_secs(60), 10_000));
+    let backends = batchgate_queue::memory::build(&MemoryConfig {
+        partitions: Some(1),
+        queue_capacity,
+        max_results: 10_000,
+        result_ttl: Duration::from_secs(60),
+        dedupe_ttl: Some(Duration::from_secs(60)),
+    });
     let state = StateBuilder::new(config, edge)
-        .build(GatewayBackends {
-            queue: queue.clone(),
-            results: results.clone(),
-            intake: Arc::new(Steps {
-                queue: queue.clone(),
-                results: results.clone(),
-                dedupe: Some(dedupe as Arc<dyn Dedupe>),
-            }),
-            dead_letters: dead_letters.clone(),
-            rate_limiter: Arc::new(MemoryRateLimiter::default()),
-            load_board: Arc::new(MemoryLoadBoard::default()),
-            dedupe: true,
-            gateway_id: None,
-        })
+        .build(&backends)
         .expect("a gateway on memory backends builds");
     Gateway {
         state,
-        queue,
-        results,
-        dead_letters,
+        queue: backends.queue.clone(),
+        results: backends
+            .memory
+            .as_ref()
+            .expect("memory backends")
+            .results
+            .clone(),
+        dead_letters: backends.dead_letters.clone(),
     }
 }
 
