@@ -391,3 +391,48 @@ async fn operator_routes_answer() {
     assert_eq!(status.body["tasks_accepted"], 1.0, "{status:?}");
     assert_eq!(gw.get("/", None).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_batcher_alone_serves_its_operator_routes_and_no_api() {
+    use batchgate_gateway::{ops_router, Ops, Readiness};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    let backends = batchgate_queue::memory::build(&batchgate_queue::memory::MemoryConfig {
+        partitions: Some(1),
+        queue_capacity: 10,
+        max_results: 10,
+        result_ttl: Duration::from_secs(60),
+        dedupe_ttl: None,
+    });
+    let ops = Ops::build(
+        backends.queue.clone(),
+        backends.results.clone(),
+        backends.dead_letters.clone(),
+        prometheus_client::registry::Registry::default(),
+        Arc::new(Readiness::default()),
+    );
+    let send = |method: &str, path: &str| {
+        let router = ops_router(ops.clone());
+        let request = request(method, path, None, None);
+        async move {
+            let response = router.oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .expect("body")
+                .to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, metrics) = send("GET", "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains("batchgate_queue_depth{partition=\"0\"} 0"),
+        "{metrics}"
+    );
+    // No API was built: none of its request metrics, no submissions.
+    assert!(!metrics.contains("batchgate_http_"), "{metrics}");
+    assert_eq!(send("GET", "/readyz").await.0, StatusCode::OK);
+    assert_eq!(send("POST", "/v1/inference").await.0, StatusCode::NOT_FOUND);
+}
