@@ -53,6 +53,26 @@ if [ -x "$deploy_venv/bin/kubernetes-validate" ]; then
   export BATCHGATE_DEPLOY_VENV="$deploy_venv"
 fi
 
+# schemathesis (PyPI) runs property-based requests against a live server from its OpenAPI
+# description (crates/batchgate/tests/api_schema.rs), from a virtual environment beside the
+# build. It is required: if it cannot be installed the run stops here, unless
+# BATCHGATE_ALLOW_NO_SCHEMATHESIS=1 is set by whoever runs this (CI does not set it).
+SCHEMATHESIS_VERSION=4.32.5
+schema_venv="$(cd "$target_dir" && pwd)/schemathesis-venv"
+if [ ! -x "$schema_venv/bin/st" ]; then
+  echo "schemathesis missing: installing schemathesis==$SCHEMATHESIS_VERSION into $schema_venv (PyPI)" >&2
+  if ! { python3 -m venv "$schema_venv" && "$schema_venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"; } >&2; then
+    if [ "${BATCHGATE_ALLOW_NO_SCHEMATHESIS:-}" != 1 ]; then
+      echo "schemathesis could not be installed: stopping (set BATCHGATE_ALLOW_NO_SCHEMATHESIS=1 to run without the API schema test)" >&2
+      exit 1
+    fi
+    echo "schemathesis could not be installed: the API schema test will NOT RUN (BATCHGATE_ALLOW_NO_SCHEMATHESIS=1)" >&2
+  fi
+fi
+if [ -x "$schema_venv/bin/st" ]; then
+  export BATCHGATE_SCHEMATHESIS="$schema_venv/bin/st"
+fi
+
 # cargo prints one "test result" line per test binary, the last often a crate's empty doc-test
 # run; the line after it sums them all up, so a reader of the tail sees the whole run.
 log=$(mktemp)

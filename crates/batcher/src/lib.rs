@@ -19,13 +19,18 @@
 //! - [`slots`]: the in-flight limit and its backpressure (AIMD on the worker's `429`/`503`);
 //!   [`slots::SlotState`] is its pure part.
 //! - [`metrics`]: [`BatcherMetrics`], registered in the process's Prometheus registry.
+//! - [`run`](mod@run): [`run()`], a batcher built from its config and the process's backends
+//!   and started;
+//!   [`Running::drain`] stops it.
 
 mod dispatch;
 pub mod driver;
 pub mod gather;
 pub mod load;
 pub mod metrics;
+pub mod run;
 pub mod slots;
 
 pub use driver::{Batcher, BatcherConfig, DrainReport};
 pub use metrics::BatcherMetrics;
+pub use run::{run, Running};

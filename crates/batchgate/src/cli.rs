@@ -1071,7 +1071,7 @@ fn api_limits(
         max_concurrent_requests: api.max_concurrent_requests,
         max_requests_per_caller: api.max_requests_per_caller,
         body_read_timeout: Duration::from_millis(api.body_read_timeout_ms),
-        dedupe_scope: api.dedupe_scope.parse()?,
+        dedupe_scope: api.dedupe_scope.parse().map_err(|e| format!("{e}"))?,
         zone,
         ..Default::default()
     })

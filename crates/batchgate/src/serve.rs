@@ -1,17 +1,15 @@
-//! Runs a process's parts — gateway, batcher, or both — on its backends, and shuts them down
-//! in order. `batchgate serve` runs both; `gateway` and `batcher` run one each on Redis.
+//! Turns a process's config into its parts — gateway, batcher, or both — on its backends,
+//! and hands them to [`batchgate_gateway::serve`], which runs them and shuts them down in
+//! order. `batchgate serve` runs both; `gateway` and `batcher` run one each on Redis.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchgate_queue::Rate;
-
-use batchgate_batcher::{Batcher, BatcherConfig, BatcherMetrics};
+use batchgate_batcher::BatcherConfig;
 use batchgate_gateway::readiness::WorkersHealthy;
+pub use batchgate_gateway::{EdgeConfig, RateLimitConfig, HTTP_CLOSE_GRACE};
 use batchgate_gateway::{
-    Admission, AppState, AuthConfig, Authenticator, GatewayConfig, GatewayMetrics, RateLimits,
-    Readiness, Shared, ShedBound, Shedder,
+    Front, GatewayConfig, Ops, Outcome, Readiness, ServerConfig, StateBuilder,
 };
 use batchgate_net::{ClientTlsFiles, ConnectionLimits, ServerTls, TlsFiles};
 use batchgate_sim::{SimConfig, SimWorker};
@@ -19,12 +17,9 @@ use batchgate_worker::{Pool, PoolConfig, SpecError, Worker, WorkerSpec};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::backend::{self, StoreConfig};
-
-/// How long the HTTP server may take to answer its last requests after the drain.
-pub const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(4);
 
 /// Which worker the batcher calls.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,71 +69,6 @@ pub struct BatcherPart {
     pub worker: WorkerChoice,
 }
 
-/// The edge's protections and its admin API.
-#[derive(Clone)]
-pub struct EdgeConfig {
-    /// Bearer token of the admin API (`/admin/...`); `None` disables it.
-    pub admin_token: Option<String>,
-    /// When new tasks are shed (503 `overloaded`): by default when the workers are the
-    /// bottleneck and the estimate breaks the 500 ms objective.
-    pub shed: ShedBound,
-    /// Requests per period allowed to each authenticated caller, and per-user exceptions;
-    /// `None`: unlimited.
-    pub rate_limit: Option<RateLimitConfig>,
-    /// Who may call. The library default is no authentication (tests, embedding); the command
-    /// line requires JWT keys or an explicit `--insecure-no-auth` on loopback.
-    pub auth: AuthConfig,
-}
-
-impl Default for EdgeConfig {
-    fn default() -> Self {
-        EdgeConfig {
-            admin_token: None,
-            shed: ShedBound::default(),
-            rate_limit: Some(RateLimitConfig::default()),
-            auth: AuthConfig::Disabled,
-        }
-    }
-}
-
-impl std::fmt::Debug for EdgeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EdgeConfig")
-            .field(
-                "admin_token",
-                &self.admin_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("shed", &self.shed)
-            .field("rate_limit", &self.rate_limit)
-            .field("auth", &self.auth)
-            .finish()
-    }
-}
-
-/// Per-user rate limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimitConfig {
-    /// Every user's rate unless overridden.
-    pub default: Rate,
-    /// Users with a limit of their own (per the same period).
-    pub overrides: HashMap<String, u64>,
-}
-
-/// The default: 1,000 requests per user per minute.
-pub const DEFAULT_RATE_LIMIT: Rate = Rate {
-    limit: 1000,
-    period: Duration::from_secs(60),
-};
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        RateLimitConfig {
-            default: DEFAULT_RATE_LIMIT,
-            overrides: HashMap::new(),
-        }
-    }
-}
-
 /// Everything a process runs; built from flags in [`crate::cli`].
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -165,11 +95,7 @@ pub struct ServeConfig {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServeOutcome {
-    /// True if the drain finished within the grace period (nothing accepted was dropped).
-    pub drained: bool,
-}
+pub type ServeOutcome = Outcome;
 
 /// The worker `choice` names; a pool of remote workers also shows each worker's health and
 /// load on `/metrics` ([`crate::pool_metrics`]), and makes readiness depend on them: the
@@ -225,20 +151,9 @@ pub fn load_model(
     Ok(batchgate_model::ModelWorker::new(model).with_max_batch_size(max_batch_size))
 }
 
-/// Runs the configured parts until `shutdown` is cancelled, then shuts down in order:
-///
-/// 0. `/readyz` answers 503 `draining`, while everything else is served as before, for the
-///    shutdown delay: load balancers stop sending new requests;
-/// 1. the admission gate closes — new submissions get 503 — and we wait for submissions
-///    already past it to finish enqueueing;
-/// 2. the batcher drains: what it holds (and, in-process, every queued task) is batched and
-///    sent, every batch in flight finishes, results are stored, tasks acked;
-/// 3. the HTTP server stops accepting and answers the requests it has (long polls now find
-///    their results);
-/// 4. background tasks stop and the outcome is logged.
-///
-/// Steps 1–2 are bounded by the grace period, step 3 by a few seconds ([`HTTP_CLOSE_GRACE`]):
-/// the process exits within shutdown delay + grace period + that.
+/// Builds the backends, the batcher and the HTTP front the config names, runs them until
+/// `shutdown` is cancelled, then shuts down in the order [`batchgate_gateway::serve`] gives
+/// (admission closes, the batcher drains, HTTP closes), and stops the backends.
 pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
@@ -247,150 +162,69 @@ pub async fn run(
     let addr = listener.local_addr()?;
     // TLS files are read before anything starts, so a bad file stops the process at once.
     let tls = config.tls.clone().map(ServerTls::load).transpose()?;
-    let mut registry = Registry::default();
     let backends = backend::build(&config.store, config.gateway.is_some()).await?;
-    if let Some(evictions) = &backends.evictions {
-        registry.register_collector(Box::new(evictions.clone()));
+    let mut registry = Registry::default();
+    if let Some(memory) = &backends.memory {
+        registry.register_collector(Box::new(crate::store_metrics::EvictionCollector(
+            memory.clone(),
+        )));
     }
-
-    let batcher_stop = CancellationToken::new();
-    let mut workers_healthy = None;
-    let batcher = match &config.batcher {
+    let (batcher, workers_healthy) = match &config.batcher {
         Some(part) => {
-            let metrics = BatcherMetrics::register(&mut registry);
             let (worker, healthy) = build_worker(&part.worker, &mut registry)?;
-            workers_healthy = Some(healthy);
-            let batcher = Batcher::new(
-                backends.queue.clone(),
-                backends.results.clone(),
-                backends.dead_letters.clone(),
-                worker,
-                part.config,
-                metrics,
-            )
-            .with_load_board(backends.load_board.clone(), backends.name.clone());
-            Some(tokio::spawn(batcher.run(batcher_stop.clone())))
+            let running = batchgate_batcher::run(part.config, &backends, worker, &mut registry);
+            (Some(running), Some(healthy))
         }
-        None => None,
+        None => (None, None),
     };
-
-    let admission = Arc::new(Admission::default());
-    let readiness = Arc::new(Readiness::new(
-        config.queue_error_tolerance,
-        workers_healthy,
-    ));
-    let metrics = GatewayMetrics::register(&mut registry);
-    let auth =
-        Arc::new(Authenticator::new(config.edge.auth.clone()).map_err(|e| anyhow::anyhow!(e))?);
-    if config.gateway.is_some() && !auth.enabled() {
-        warn!("authentication is OFF (--insecure-no-auth): every caller is anonymous and can read every result");
-    }
-    // Stops the gateway's background tasks (key and certificate reloads, shedding samples)
-    // at shutdown.
-    let edge_stop = CancellationToken::new();
-    tokio::spawn(auth.clone().watch(edge_stop.clone()));
-    if let Some(tls) = &tls {
-        tls.spawn_reloader(edge_stop.clone());
-    }
-    let shedder = Arc::new(Shedder::new(config.edge.shed));
-    if config.gateway.is_some() {
-        tokio::spawn(shedder.clone().run(
+    let front = match &config.gateway {
+        Some(gateway) => {
+            let mut builder = StateBuilder::new(gateway.clone(), config.edge.clone())
+                .queue_error_tolerance(config.queue_error_tolerance)
+                .registry(registry);
+            if let Some(healthy) = workers_healthy {
+                builder = builder.workers_healthy(healthy);
+            }
+            Front::Api(builder.build(&backends)?)
+        }
+        // A batcher alone serves only its operator routes: no authenticator, shedder or
+        // request metrics are built.
+        None => Front::Ops(Ops::build(
             backends.queue.clone(),
-            backends.load_board.clone(),
-            edge_stop.clone(),
-        ));
-    }
-    let state = AppState::new(Shared {
-        queue: backends.queue.clone(),
-        results: backends.results.clone(),
-        intake: backends.intake.clone(),
-        dedupe: backends.dedupe,
-        gateway_id: backends.gateway_id.clone(),
-        admission: admission.clone(),
-        shedder,
-        rate_limits: config.edge.rate_limit.clone().map(|r| RateLimits {
-            default: r.default,
-            overrides: r.overrides,
-            limiter: backends.rate_limiter.clone(),
-        }),
-        dead_letters: backends.dead_letters.clone(),
-        admin_token: config.edge.admin_token.clone(),
-        auth,
-        config: config.gateway.clone().unwrap_or_default(),
-        metrics,
-        registry: Arc::new(registry),
-        readiness: readiness.clone(),
-    });
-    let router = if config.gateway.is_some() {
-        batchgate_gateway::router(state)
-    } else {
-        batchgate_gateway::ops_router(state)
+            backends.results.clone(),
+            backends.dead_letters.clone(),
+            registry,
+            Arc::new(Readiness::new(
+                config.queue_error_tolerance,
+                workers_healthy,
+            )),
+        )),
     };
-    let http_stop = CancellationToken::new();
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let http = tokio::spawn(batchgate_net::serve_with(
-        listener,
-        router,
+    let server = ServerConfig {
+        connections: config.connections,
         tls,
-        config.connections,
-        http_stop.clone(),
-    ));
-    announce(&config, scheme, addr);
-
-    shutdown.cancelled().await;
-    let bound = config.shutdown_delay + config.grace_period + HTTP_CLOSE_GRACE;
-    readiness.start_draining();
-    info!(
-        shutdown_delay_ms = config.shutdown_delay.as_millis() as u64,
-        drain_bound_s = config.grace_period.as_secs_f64(),
-        http_close_bound_s = HTTP_CLOSE_GRACE.as_secs(),
-        exit_within_s = bound.as_secs_f64(),
-        "shutting down: /readyz now answers 503; requests are still served during the shutdown delay, then the drain"
+        shutdown_delay: config.shutdown_delay,
+        grace_period: config.grace_period,
+    };
+    announce(
+        &config,
+        if server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        addr,
     );
-    tokio::time::sleep(config.shutdown_delay).await;
-    info!(
-        drain_bound_s = config.grace_period.as_secs_f64(),
-        "shutdown delay over: closing admission and draining"
-    );
-    let drain_started = std::time::Instant::now();
     let drain = async {
-        admission.close().await;
-        // Nothing enters the queue through us any more: the batcher can drain.
-        batcher_stop.cancel();
         match batcher {
-            Some(b) => b.await.map(|report| report.drained_batches),
-            None => Ok(0),
+            Some(batcher) => batcher.drain().await,
+            None => Some(0),
         }
     };
-    let drained = match tokio::time::timeout(config.grace_period, drain).await {
-        Ok(Ok(drained_batches)) => {
-            info!(
-                drained_batches,
-                drain_ms = drain_started.elapsed().as_millis() as u64,
-                "drain complete"
-            );
-            true
-        }
-        Ok(Err(join_error)) => {
-            warn!(%join_error, "the batcher task failed during the drain");
-            false
-        }
-        Err(_) => {
-            warn!("drain did not finish within the grace period; exiting with work left");
-            false
-        }
-    };
-    http_stop.cancel();
-    edge_stop.cancel();
-    match tokio::time::timeout(HTTP_CLOSE_GRACE, http).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => warn!(%error, "HTTP server ended with an error"),
-        Ok(Err(join_error)) => warn!(%join_error, "HTTP server task failed"),
-        Err(_) => warn!("HTTP connections still open after the close grace; dropping them"),
-    }
+    let outcome = batchgate_gateway::serve(&server, front, listener, shutdown, drain).await;
     backends.shutdown().await;
-    info!(drained, "batchgate stopped");
-    Ok(ServeOutcome { drained })
+    info!(drained = outcome.drained, "batchgate stopped");
+    Ok(outcome)
 }
 
 fn announce(config: &ServeConfig, scheme: &str, addr: std::net::SocketAddr) {

@@ -3,21 +3,14 @@
 //! newer ones, at `--max-results`) and `batchgate_dedupe_evictions_total` (dedupe entries
 //! dropped the same way, so those inputs may run again).
 
-use std::sync::Arc;
-
-use batchgate_queue::memory::{MemoryDedupe, MemoryResultStore};
+use batchgate_queue::MemoryStores;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 
 /// Reads the stores' eviction counts on each scrape.
 #[derive(Debug, Clone)]
-pub struct EvictionCollector {
-    /// The result store.
-    pub results: Arc<MemoryResultStore>,
-    /// The dedupe cache, if dedupe is on.
-    pub dedupe: Option<Arc<MemoryDedupe>>,
-}
+pub struct EvictionCollector(pub MemoryStores);
 
 impl Collector for EvictionCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -25,12 +18,12 @@ impl Collector for EvictionCollector {
             (
                 "batchgate_result_store_evictions",
                 "Results dropped before their TTL to make room for newer ones (--max-results)",
-                Some(self.results.evicted()),
+                Some(self.0.results.evicted()),
             ),
             (
                 "batchgate_dedupe_evictions",
                 "Dedupe entries dropped before their TTL to make room for newer ones",
-                self.dedupe.as_ref().map(|d| d.evicted()),
+                self.0.dedupe.as_ref().map(|d| d.evicted()),
             ),
         ];
         for (name, help, value) in counters {

@@ -68,6 +68,18 @@ pub enum AuthConfig {
     },
 }
 
+/// Why the verification keys cannot be used; the message names the flag, the file and the
+/// problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(String);
+
+impl From<String> for KeyError {
+    fn from(message: String) -> Self {
+        KeyError(message)
+    }
+}
+
 /// Why a token was refused. The message is safe to show the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -111,7 +123,7 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// Loads the keys; fails with a message naming the file or the problem.
-    pub fn new(config: AuthConfig) -> Result<Self, String> {
+    pub fn new(config: AuthConfig) -> Result<Self, KeyError> {
         let keys = match &config {
             AuthConfig::Disabled => Vec::new(),
             AuthConfig::Jwt { keys, .. } => load_keys(keys)?,
@@ -275,11 +287,11 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
-fn load_keys(source: &KeySource) -> Result<Vec<Key>, String> {
+fn load_keys(source: &KeySource) -> Result<Vec<Key>, KeyError> {
     match source {
         KeySource::Secret(secret) => {
             if secret.len() < 32 {
-                return Err("--jwt-secret must be at least 32 bytes".into());
+                return Err(KeyError("--jwt-secret must be at least 32 bytes".into()));
             }
             Ok(vec![Key {
                 kid: None,
@@ -302,11 +314,11 @@ fn load_keys(source: &KeySource) -> Result<Vec<Key>, String> {
                 // ES256 needs a P-256 key; another curve would refuse every token, so it is
                 // refused now, with a message that says why.
                 if !pem_names_p256(&pem) {
-                    return Err(format!(
+                    return Err(KeyError(format!(
                         "--jwt-public-key {} is an EC key on a curve other than P-256; only \
                          P-256 (ES256) EC keys are supported",
                         path.display()
-                    ));
+                    )));
                 }
                 return Ok(vec![Key {
                     kid: None,
@@ -314,10 +326,10 @@ fn load_keys(source: &KeySource) -> Result<Vec<Key>, String> {
                     algorithm: Algorithm::ES256,
                 }]);
             }
-            Err(format!(
+            Err(KeyError(format!(
                 "--jwt-public-key {} is neither an RSA nor an EC public key in PEM",
                 path.display()
-            ))
+            )))
         }
         KeySource::Jwks(path) => {
             let text = std::fs::read_to_string(path)
@@ -350,7 +362,10 @@ fn load_keys(source: &KeySource) -> Result<Vec<Key>, String> {
                 });
             }
             if keys.is_empty() {
-                return Err(format!("--jwks {} holds no RSA or EC key", path.display()));
+                return Err(KeyError(format!(
+                    "--jwks {} holds no RSA or EC key",
+                    path.display()
+                )));
             }
             Ok(keys)
         }
@@ -369,7 +384,7 @@ fn key_name(jwk: &jsonwebtoken::jwk::Jwk, index: usize) -> String {
 /// signatures (`use` other than `sig`, `key_ops` without `verify`, a symmetric key), skipped;
 /// `Err` for a signing key batchgate cannot use (another curve or algorithm), refused so that
 /// the set is not accepted only to refuse every token signed with that key.
-fn jwks_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Option<Algorithm>, String> {
+fn jwks_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Option<Algorithm>, KeyError> {
     use jsonwebtoken::jwk::{
         AlgorithmParameters, EllipticCurve, KeyAlgorithm, KeyOperations, PublicKeyUse,
     };
@@ -389,25 +404,27 @@ fn jwks_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Option<Algorithm>, Str
     match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => match stated {
             None | Some(KeyAlgorithm::RS256) => Ok(Some(Algorithm::RS256)),
-            Some(other) => Err(format!(
+            Some(other) => Err(KeyError(format!(
                 "RSA key for {other:?}; only RS256 RSA keys are supported"
-            )),
+            ))),
         },
         AlgorithmParameters::EllipticCurve(ec) => match (&ec.curve, stated) {
             (EllipticCurve::P256, None | Some(KeyAlgorithm::ES256)) => Ok(Some(Algorithm::ES256)),
-            (EllipticCurve::P256, Some(other)) => Err(format!(
+            (EllipticCurve::P256, Some(other)) => Err(KeyError(format!(
                 "P-256 key for {other:?}; only ES256 EC keys are supported"
-            )),
-            (curve, _) => Err(format!(
+            ))),
+            (curve, _) => Err(KeyError(format!(
                 "EC key on curve {curve:?}; only P-256 (ES256) EC keys are supported"
-            )),
+            ))),
         },
         // Symmetric keys have no place in a public key set.
         AlgorithmParameters::OctetKey(_) => Ok(None),
-        AlgorithmParameters::OctetKeyPair(_) => {
-            Err("OKP (EdDSA) key; only RS256 and ES256 keys are supported".into())
-        }
-        _ => Err("unknown key type; only RS256 and ES256 keys are supported".into()),
+        AlgorithmParameters::OctetKeyPair(_) => Err(KeyError(
+            "OKP (EdDSA) key; only RS256 and ES256 keys are supported".into(),
+        )),
+        _ => Err(KeyError(
+            "unknown key type; only RS256 and ES256 keys are supported".into(),
+        )),
     }
 }
 

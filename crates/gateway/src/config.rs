@@ -1,6 +1,12 @@
-//! The limits the gateway enforces.
+//! The limits the gateway enforces, and its protections (auth, rate limits, shedding).
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use batchgate_queue::Rate;
+
+use crate::auth::AuthConfig;
+use crate::shed::ShedBound;
 
 /// Default largest `input`, in bytes of UTF-8.
 pub const DEFAULT_MAX_INPUT_BYTES: usize = 64 * 1024;
@@ -23,7 +29,7 @@ pub const DEFAULT_MAX_REQUESTS_PER_CALLER: usize = 4096;
 /// Default bound on receiving a request's body, from when its headers were read.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whose identical inputs share one task (dedupe, article §8.4).
+/// Whose identical inputs share one task (dedupe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DedupeScope {
     /// Only the same caller's: one user's input never answers with another user's task.
@@ -36,16 +42,19 @@ pub enum DedupeScope {
     Global,
 }
 
-impl std::str::FromStr for DedupeScope {
-    type Err = String;
+/// A dedupe scope other than `owner` and `global`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dedupe scope must be `owner` or `global`, got {0:?}")]
+pub struct UnknownDedupeScope(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for DedupeScope {
+    type Err = UnknownDedupeScope;
+
+    fn from_str(s: &str) -> Result<Self, UnknownDedupeScope> {
         match s {
             "owner" => Ok(DedupeScope::Owner),
             "global" => Ok(DedupeScope::Global),
-            other => Err(format!(
-                "dedupe scope must be `owner` or `global`, got {other:?}"
-            )),
+            other => Err(UnknownDedupeScope(other.to_owned())),
         }
     }
 }
@@ -92,5 +101,70 @@ impl GatewayConfig {
     /// bytes for one) and the other fields.
     pub fn max_body_bytes(&self) -> usize {
         self.max_input_bytes.saturating_mul(6).saturating_add(4096)
+    }
+}
+
+/// The edge's protections and its admin API.
+#[derive(Clone)]
+pub struct EdgeConfig {
+    /// Bearer token of the admin API (`/admin/...`); `None` disables it.
+    pub admin_token: Option<String>,
+    /// When new tasks are shed (503 `overloaded`): by default when the workers are the
+    /// bottleneck and the estimate breaks the 500 ms objective.
+    pub shed: ShedBound,
+    /// Requests per period allowed to each authenticated caller, and per-user exceptions;
+    /// `None`: unlimited.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Who may call. The library default is no authentication (tests, embedding); the command
+    /// line requires JWT keys or an explicit `--insecure-no-auth` on loopback.
+    pub auth: AuthConfig,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            admin_token: None,
+            shed: ShedBound::default(),
+            rate_limit: Some(RateLimitConfig::default()),
+            auth: AuthConfig::Disabled,
+        }
+    }
+}
+
+impl std::fmt::Debug for EdgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeConfig")
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("shed", &self.shed)
+            .field("rate_limit", &self.rate_limit)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// Per-user rate limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Every user's rate unless overridden.
+    pub default: Rate,
+    /// Users with a limit of their own (per the same period).
+    pub overrides: HashMap<String, u64>,
+}
+
+/// The default: 1,000 requests per user per minute.
+pub const DEFAULT_RATE_LIMIT: Rate = Rate {
+    limit: 1000,
+    period: Duration::from_secs(60),
+};
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            default: DEFAULT_RATE_LIMIT,
+            overrides: HashMap::new(),
+        }
     }
 }

@@ -273,3 +273,92 @@ impl IntoResponse for ApiError {
 /// The stable code of an error response, left in the response's extensions for middleware.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
+
+impl ApiError {
+    /// One error of each kind, and each status a refusal below the routes is mapped from: the
+    /// OpenAPI document's table of codes is made from these, and tests check each is
+    /// described. [`ApiError::kind_listed`] makes a new variant a compile error until it is
+    /// listed here.
+    pub fn samples() -> Vec<ApiError> {
+        let retry_after_secs = 1;
+        let mut samples = vec![
+            ApiError::InvalidJson("…".into()),
+            ApiError::InvalidUtf8,
+            ApiError::InvalidRequest("…".into()),
+            ApiError::UnsupportedMediaType,
+            ApiError::InputTooLarge { got: 2, max: 1 },
+            ApiError::BodyTooLarge { max: 1 },
+            ApiError::InvalidQuery("…".into()),
+            ApiError::TaskNotFound,
+            ApiError::RouteNotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::Overloaded { retry_after_secs },
+            ApiError::ConcurrencyLimited { retry_after_secs },
+            ApiError::TooManyInFlight {
+                limit: 1,
+                retry_after_secs,
+            },
+            ApiError::RateLimited {
+                retry_after_secs,
+                limit: 1,
+                reset_secs: 1,
+            },
+            ApiError::DeadlineUnmeetable {
+                estimate_ms: 1,
+                retry_after_secs,
+            },
+            ApiError::Unauthenticated("…".into()),
+            ApiError::ClientIdMismatch,
+            ApiError::Unauthorized,
+            ApiError::AdminDisabled,
+            ApiError::ShuttingDown { retry_after_secs },
+            ApiError::Unavailable { retry_after_secs },
+            ApiError::Timeout,
+        ];
+        samples.extend(
+            [
+                StatusCode::BAD_REQUEST,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ]
+            .map(ApiError::Rejected),
+        );
+        samples
+    }
+
+    /// Names every variant without a wildcard, so that adding one fails to compile until it
+    /// is in [`ApiError::samples`] too.
+    #[doc(hidden)]
+    pub fn kind_listed(&self) -> bool {
+        match self {
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidUtf8
+            | ApiError::InvalidRequest(_)
+            | ApiError::UnsupportedMediaType
+            | ApiError::InputTooLarge { .. }
+            | ApiError::BodyTooLarge { .. }
+            | ApiError::InvalidQuery(_)
+            | ApiError::TaskNotFound
+            | ApiError::RouteNotFound
+            | ApiError::MethodNotAllowed
+            | ApiError::Overloaded { .. }
+            | ApiError::ConcurrencyLimited { .. }
+            | ApiError::TooManyInFlight { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::DeadlineUnmeetable { .. }
+            | ApiError::Unauthenticated(_)
+            | ApiError::ClientIdMismatch
+            | ApiError::Unauthorized
+            | ApiError::AdminDisabled
+            | ApiError::ShuttingDown { .. }
+            | ApiError::Unavailable { .. }
+            | ApiError::Timeout
+            | ApiError::Rejected(_) => true,
+        }
+    }
+
+    /// Whether the answer carries `Retry-After`.
+    pub fn has_retry_after(&self) -> bool {
+        self.retry_after().is_some()
+    }
+}

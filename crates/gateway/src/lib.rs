@@ -17,29 +17,35 @@
 //!   take every slot.
 //! - [`log_throttle`]: [`LogThrottle`], log lines clients can trigger, at most one a second.
 //! - [`readiness`]: [`Readiness`], what `/readyz` answers (draining, queue errors, workers).
+//! - [`ops`]: [`Ops`], what the operator routes read; all a batcher-only process builds.
+//! - [`compose`]: [`StateBuilder`], the one way to build an [`AppState`] from a config and
+//!   the process's backends.
+//! - [`run`](mod@run): [`run()`], serving until shutdown and draining in order.
 
 pub mod auth;
+pub mod compose;
 pub mod config;
 pub mod error;
 pub mod fair_share;
 pub mod log_throttle;
 pub mod metrics;
+pub mod ops;
 pub mod readiness;
 pub mod routes;
+pub mod run;
 pub mod shed;
 pub mod state;
 
 pub use auth::{AuthConfig, Authenticator};
-pub use config::{DedupeScope, GatewayConfig};
+pub use compose::{BuildError, StateBuilder};
+pub use config::{DedupeScope, EdgeConfig, GatewayConfig, RateLimitConfig};
 pub use error::ApiError;
 pub use fair_share::CallerSlots;
 pub use log_throttle::LogThrottle;
 pub use metrics::GatewayMetrics;
+pub use ops::Ops;
 pub use readiness::Readiness;
 pub use routes::{ops_router, router};
+pub use run::{run, serve, Front, Outcome, ServerConfig, HTTP_CLOSE_GRACE};
 pub use shed::{ShedBound, Shedder};
 pub use state::{Admission, AppState, RateLimits, Shared};
-
-/// The accept loop moved to `batchgate-net`, shared with the batcher's ops port and the
-/// reference worker; re-exported here, where callers used to find it.
-pub use batchgate_net::serve;

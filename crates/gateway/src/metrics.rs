@@ -103,7 +103,8 @@ pub struct PartitionLabel {
     pub partition: u32,
 }
 
-/// Handles to the gateway's metrics (cloning is shallow).
+/// Handles to the gateway's metrics (cloning is shallow). The gauges every process shows
+/// (queue depth, stores, memory) are [`crate::ops::OpsGauges`].
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
     /// `batchgate_http_requests_total{route,status}`.
@@ -126,15 +127,6 @@ pub struct GatewayMetrics {
     pub dedupe_bypassed: Counter,
     /// `batchgate_rate_limited_total`: `/v1` calls refused by a caller's rate limit.
     pub rate_limited: Counter,
-    /// `batchgate_queue_depth{partition}`, refreshed at each scrape.
-    pub queue_depth: Family<PartitionLabel, Gauge>,
-    /// `batchgate_dead_letter_queue_tasks`: failed tasks held for inspection and replay,
-    /// refreshed at each scrape.
-    pub dead_letter_queue: Gauge,
-    /// `batchgate_result_store_records`, refreshed at each scrape.
-    pub result_store_records: Gauge,
-    /// `batchgate_process_resident_memory_bytes`, refreshed at each scrape.
-    pub resident_memory: Gauge,
     /// `batchgate_http_requests_in_flight`: API requests (`/v1/…`) being served, the figure
     /// `--max-concurrent-requests` bounds; refreshed at each scrape.
     pub requests_in_flight: Gauge,
@@ -157,10 +149,6 @@ impl GatewayMetrics {
             dedupe_hits: Counter::default(),
             dedupe_bypassed: Counter::default(),
             rate_limited: Counter::default(),
-            queue_depth: Family::default(),
-            dead_letter_queue: Gauge::default(),
-            result_store_records: Gauge::default(),
-            resident_memory: Gauge::default(),
             requests_in_flight: Gauge::default(),
             routes: Arc::default(),
         };
@@ -208,26 +196,6 @@ impl GatewayMetrics {
             "batchgate_rate_limited",
             "API calls refused by the caller's rate limit",
             m.rate_limited.clone(),
-        );
-        registry.register(
-            "batchgate_queue_depth",
-            "Tasks waiting in each queue partition",
-            m.queue_depth.clone(),
-        );
-        registry.register(
-            "batchgate_dead_letter_queue_tasks",
-            "Failed tasks held in the dead-letter queue",
-            m.dead_letter_queue.clone(),
-        );
-        registry.register(
-            "batchgate_result_store_records",
-            "Records in the result store",
-            m.result_store_records.clone(),
-        );
-        registry.register(
-            "batchgate_process_resident_memory_bytes",
-            "Resident memory of this process",
-            m.resident_memory.clone(),
         );
         registry.register(
             "batchgate_http_requests_in_flight",

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use std::collections::HashMap;
 
-use batchgate_queue::{DeadLetters, Intake, Queue, Rate, RateLimiter, ResultStore};
-use prometheus_client::registry::Registry;
+use batchgate_queue::{DeadLetters, Intake, LoadBoard, Queue, Rate, RateLimiter, ResultStore};
 use tokio::sync::{RwLock, RwLockReadGuard};
 
 use crate::auth::Authenticator;
 use crate::config::{DedupeScope, GatewayConfig};
 use crate::fair_share::CallerSlots;
 use crate::metrics::GatewayMetrics;
+use crate::ops::Ops;
 use crate::shed::Shedder;
 
 /// The gate new tasks pass through. Shutdown closes it, and closing waits for every
@@ -114,6 +114,13 @@ impl Drop for RequestSlot {
     }
 }
 
+/// The operator routes take [`Ops`]: the API's router hands them its part of the state.
+impl axum::extract::FromRef<AppState> for Ops {
+    fn from_ref(state: &AppState) -> Ops {
+        state.ops.clone()
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Shared;
 
@@ -162,6 +169,8 @@ pub struct Shared {
     pub admission: Arc<Admission>,
     /// Sheds new tasks the system could not serve in time.
     pub shedder: Arc<Shedder>,
+    /// The batchers' reports of their workers' load, which the shedder samples.
+    pub load_board: Arc<dyn LoadBoard>,
     /// Per-user rate limits of authenticated callers, if on.
     pub rate_limits: Option<RateLimits>,
     /// Failed tasks, for the admin API.
@@ -174,9 +183,7 @@ pub struct Shared {
     pub config: GatewayConfig,
     /// The gateway's own metrics.
     pub metrics: GatewayMetrics,
-    /// The process's registry, rendered by `/metrics` (the batcher registers in it too when
-    /// it runs in the same process).
-    pub registry: Arc<Registry>,
-    /// What `/readyz` answers besides admission: draining, queue errors, workers.
-    pub readiness: Arc<crate::Readiness>,
+    /// What the operator routes read (`/healthz`, `/readyz`, `/metrics`, the status page):
+    /// the same queue, stores and admission as above, the registry and readiness.
+    pub ops: Ops,
 }

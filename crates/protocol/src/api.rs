@@ -3,10 +3,13 @@
 use serde::{Deserialize, Serialize};
 
 /// Body of `POST /v1/inference`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceRequest {
-    /// The text to run the model on.
+    /// The text to run the model on: not empty, at most the gateway's input limit in bytes
+    /// (64 KiB by default).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, example = "hello"))]
     pub input: String,
     /// The caller's own label for itself. With authentication it must match the token's
     /// subject; without, it is informational.
@@ -15,17 +18,23 @@ pub struct InferenceRequest {
     /// How long the client will wait for the result, in milliseconds: a task past it is not
     /// sent to the worker, and one the queue cannot serve in time is refused at once.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3_600_000))]
     pub timeout_ms: Option<u64>,
 }
 
 /// Query parameters accepted by both `POST /v1/inference` and `GET /v1/result/{id}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct WaitQuery {
-    /// How long the call may wait for the result, in milliseconds (capped by the server).
+    /// How long the call may wait for the result, in milliseconds (capped by the server at
+    /// 30,000).
+    #[cfg_attr(feature = "openapi", param(minimum = 0))]
     pub wait_ms: Option<u64>,
 }
 
 /// Where a task is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
@@ -45,6 +54,7 @@ impl TaskStatus {
 }
 
 /// Body of `GET /v1/result/{id}`, of `POST /v1/inference` (202 while pending, 200 when done).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskView {
     /// The task's id, as returned when it was accepted.
@@ -65,6 +75,7 @@ pub struct TaskView {
 }
 
 /// Every error body: `{"error": {"code": "...", "message": "..."}}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// The error itself.
@@ -72,6 +83,7 @@ pub struct ErrorBody {
 }
 
 /// A stable machine-readable code and a human message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable snake_case code, safe to match on.

@@ -13,8 +13,10 @@
 //! - [`load`]: the batchers' report of their workers' load ([`LoadBoard`]), for shedding.
 //! - [`rate_limit`]: per-user GCRA limits ([`RateLimiter`]), in memory.
 //! - [`memory`]: the in-process, bounded, partitioned queue, the sharded result store and the
-//!   dedupe cache.
+//!   dedupe cache; [`memory::build`] makes a process's [`Backends`] of them.
+//! - [`Backends`]: every backend of one process, as the gateway and the batcher take them.
 
+mod backends;
 pub mod dead_letters;
 mod dedupe;
 mod intake;
@@ -24,6 +26,7 @@ mod queue;
 pub mod rate_limit;
 mod store;
 
+pub use backends::{Backends, MemoryStores};
 pub use dead_letters::{DeadLetter, DeadLetters, Failure, Selection};
 pub use dedupe::Dedupe;
 pub use intake::{AdmitError, Admitted, Intake, Steps};

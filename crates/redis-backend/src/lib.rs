@@ -28,6 +28,7 @@
 //!   gathered: one script call per group of tasks.
 //! - [`load_board`]: [`RedisLoadBoard`], the batchers' reports of their workers' load.
 //! - [`rate_limit`]: [`RedisRateLimiter`], per-user GCRA limits exact across gateways.
+//! - [`wiring`]: [`build`], a process's [`Backends`](batchgate_queue::Backends) on Redis.
 //! - `lua/`: the scripts, loaded with `include_str!`.
 
 mod claimer;
@@ -47,6 +48,7 @@ mod record;
 mod settle;
 pub mod store;
 mod topology;
+pub mod wiring;
 
 pub use conn::{RedisConfig, RedisConn};
 pub use dead_letters::RedisDeadLetters;
@@ -58,6 +60,7 @@ pub use queue::{RedisQueue, RedisQueueConfig};
 pub use rate_limit::RedisRateLimiter;
 pub use record::safe_gateway_id;
 pub use store::RedisResultStore;
+pub use wiring::{build, process_name, RedisBackendConfig, WiringError};
 
 /// A Redis failure, as text for the backend-neutral error types.
 pub(crate) fn describe(error: &redis::RedisError) -> String {

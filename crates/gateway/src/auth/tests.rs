@@ -250,13 +250,13 @@ fn weak_secrets_and_unreadable_keys_are_refused_at_start() {
         issuer: None,
         audience: None,
     });
-    assert!(short.is_err_and(|e| e.contains("at least 32 bytes")));
+    assert!(short.is_err_and(|e| e.to_string().contains("at least 32 bytes")));
     let missing = Authenticator::new(AuthConfig::Jwt {
         keys: KeySource::Jwks("/nonexistent/jwks.json".into()),
         issuer: None,
         audience: None,
     });
-    assert!(missing.is_err_and(|e| e.contains("cannot read --jwks")));
+    assert!(missing.is_err_and(|e| e.to_string().contains("cannot read --jwks")));
 }
 
 #[test]
@@ -310,7 +310,10 @@ fn ec_jwk(kid: &str, point: &[u8], extra: &serde_json::Value) -> serde_json::Val
     jwk
 }
 
-fn jwks_auth(dir: &tempfile::TempDir, keys: &[serde_json::Value]) -> Result<Authenticator, String> {
+fn jwks_auth(
+    dir: &tempfile::TempDir,
+    keys: &[serde_json::Value],
+) -> Result<Authenticator, KeyError> {
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, json!({ "keys": keys }).to_string()).expect("write");
     Authenticator::new(AuthConfig::Jwt {
@@ -353,7 +356,9 @@ fn jwks_keys_not_for_signatures_do_not_verify_and_keys_for_other_algorithms_are_
         &dir,
         &[ec_jwk("odd", &sig_point, &json!({ "alg": "ES384" }))],
     );
-    let message = refused.expect_err("a key for ES384 cannot verify ES256");
+    let message = refused
+        .expect_err("a key for ES384 cannot verify ES256")
+        .to_string();
     assert!(
         message.contains("\"odd\"") && message.contains("ES384"),
         "{message}"
@@ -366,7 +371,8 @@ fn p384_keys_are_refused_at_start_with_a_clear_message() {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("P-384 key");
     let point = pair.public_key_raw().to_vec();
     let message = jwks_auth(&dir, &[ec_jwk("big", &point, &json!({ "crv": "P-384" }))])
-        .expect_err("a P-384 JWKS key is refused");
+        .expect_err("a P-384 JWKS key is refused")
+        .to_string();
     assert!(
         message.contains("P384") && message.contains("only P-256"),
         "{message}"
@@ -378,6 +384,7 @@ fn p384_keys_are_refused_at_start_with_a_clear_message() {
         issuer: None,
         audience: None,
     })
-    .expect_err("a P-384 PEM key is refused");
+    .expect_err("a P-384 PEM key is refused")
+    .to_string();
     assert!(message.contains("only P-256"), "{message}");
 }

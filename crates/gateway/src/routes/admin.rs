@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
+use batchgate_protocol::api::ErrorBody;
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_queue::{DeadLetter, Selection};
 use serde::{Deserialize, Serialize};
@@ -23,13 +24,16 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
 /// `?limit=` of the listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Most entries listed: 100 by default, at most 10,000.
+    #[param(minimum = 0)]
     limit: Option<usize>,
 }
 
 /// Body of replay and purge: which entries.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SelectionBody {
     /// These entries.
@@ -37,18 +41,23 @@ pub(crate) struct SelectionBody {
     ids: Option<Vec<String>>,
     /// Else the oldest this many (default 100).
     #[serde(default)]
+    #[schema(minimum = 0)]
     limit: Option<usize>,
 }
 
 /// The listing.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Listing {
+    /// Entries in the dead-letter queue.
     count: usize,
+    /// The oldest of them: `id`, `task_id`, `input`, `owner`, `error`, `attempts`,
+    /// `failed_at`.
+    #[schema(value_type = Vec<Object>)]
     entries: Vec<DeadLetter>,
 }
 
 /// What a replay or purge did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Done {
     /// Entries replayed or purged.
     count: usize,
@@ -93,6 +102,23 @@ fn unavailable(state: &AppState, error: &batchgate_queue::QueueError) -> ApiErro
     ApiError::from_queue(error, state.config.retry_after_secs)
 }
 
+/// The oldest dead letters and their count.
+#[utoipa::path(
+    get,
+    path = "/admin/dlq",
+    tag = "admin",
+    operation_id = "dlq_list",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The listing.", body = Listing),
+        (status = 400, description = "`invalid_query`: `limit` is malformed.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token.", body = ErrorBody),
+        (status = 404, description = "`admin_disabled`: the admin API is off (no `--admin-token`).", body = ErrorBody),
+        (status = 408, description = "`timeout`: the request took longer than the gateway allows.", body = ErrorBody),
+        (status = 503, description = "`overloaded`: the queue is full; `unavailable`: a backend failed.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
+    ),
+    security(("admin" = []))
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -127,6 +153,26 @@ async fn take_selected(
         .map_err(|e| unavailable(state, &e))
 }
 
+/// Puts the selected entries back in the queue as new attempts of the same task ids.
+#[utoipa::path(
+    post,
+    path = "/admin/dlq/replay",
+    tag = "admin",
+    operation_id = "dlq_replay",
+    request_body(content = SelectionBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was replayed.", body = Done),
+        (status = 400, description = "`invalid_json`: the body is not JSON; `invalid_utf8`: not UTF-8.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the body exceeds the limit.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not declared `application/json`.", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: JSON of the wrong shape.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token.", body = ErrorBody),
+        (status = 404, description = "`admin_disabled`: the admin API is off (no `--admin-token`).", body = ErrorBody),
+        (status = 408, description = "`timeout`: the request took longer than the gateway allows.", body = ErrorBody),
+        (status = 503, description = "`overloaded`: the queue is full; `unavailable`: a backend failed.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
+    ),
+    security(("admin" = []))
+)]
 pub(crate) async fn replay(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -182,6 +228,26 @@ pub(crate) async fn replay(
     }))
 }
 
+/// Deletes the selected entries.
+#[utoipa::path(
+    post,
+    path = "/admin/dlq/purge",
+    tag = "admin",
+    operation_id = "dlq_purge",
+    request_body(content = SelectionBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was purged.", body = Done),
+        (status = 400, description = "`invalid_json`: the body is not JSON; `invalid_utf8`: not UTF-8.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the body exceeds the limit.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not declared `application/json`.", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: JSON of the wrong shape.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token.", body = ErrorBody),
+        (status = 404, description = "`admin_disabled`: the admin API is off (no `--admin-token`).", body = ErrorBody),
+        (status = 408, description = "`timeout`: the request took longer than the gateway allows.", body = ErrorBody),
+        (status = 503, description = "`overloaded`: the queue is full; `unavailable`: a backend failed.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
+    ),
+    security(("admin" = []))
+)]
 pub(crate) async fn purge(
     State(state): State<AppState>,
     headers: HeaderMap,

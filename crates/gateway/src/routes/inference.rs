@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use batchgate_protocol::api::{InferenceRequest, TaskStatus};
+use batchgate_protocol::api::{ErrorBody, InferenceRequest, TaskStatus, TaskView, WaitQuery};
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_protocol::{owner_input_sha256_hex, sha256_hex};
 use batchgate_queue::{Admitted, Expectation, TaskRecord};
@@ -19,8 +19,33 @@ use crate::error::ApiError;
 use crate::shed::Shed;
 use crate::state::AppState;
 
-/// Validates and admits the task (pending record, dedupe, enqueue); answers 202 with the task
-/// id, or — with `?wait_ms=` — 200 with the result if it is ready in time.
+// Validates and admits the task (pending record, dedupe, enqueue).
+/// Submit one input. Answers 202 with the task's id at once, or — with `?wait_ms=` — 200 with
+/// the result if it is ready in time.
+#[utoipa::path(
+    post,
+    path = "/v1/inference",
+    tag = "inference",
+    operation_id = "submit",
+    params(WaitQuery),
+    request_body(content = InferenceRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Finished within `wait_ms`: the result.", body = TaskView,
+            headers(("location" = String, description = "Where the result is read: `/v1/result/{task_id}`."))),
+        (status = 202, description = "Accepted, not finished yet: read the result at `Location`.", body = TaskView,
+            headers(("location" = String, description = "Where the result is read: `/v1/result/{task_id}`."))),
+        (status = 400, description = "`invalid_json`: the body is not JSON; `invalid_utf8`: not UTF-8; `invalid_query`: a query parameter is malformed.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the body exceeds the limit; `input_too_large`: `input` exceeds the input limit.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not declared `application/json`.", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: JSON of the wrong shape (missing, unknown or mistyped fields, empty `input`, `timeout_ms` out of range).", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`: no valid bearer token (authentication on).", body = ErrorBody, headers(("www-authenticate" = String, description = "`Bearer error=\"invalid_token\"`."))),
+        (status = 408, description = "`timeout`: the request took longer than the gateway allows.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over the caller's rate (`RateLimit-*` headers say more); `too_many_in_flight`: the caller has its most requests open.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
+        (status = 403, description = "`client_id_mismatch`: the body's `client_id` is not the token's subject.", body = ErrorBody),
+        (status = 503, description = "`overloaded`: the queue is full or its wait too long; `deadline_unmeetable`: the estimated wait exceeds `timeout_ms`; `concurrency_limited`: the gateway serves its most requests; `shutting_down`: draining; `unavailable`: a backend failed.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
+    ),
+    security((), ("bearer" = []))
+)]
 pub(crate) async fn submit(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -6,10 +6,33 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
 
 use crate::metrics::{resident_memory_bytes, PartitionLabel};
+use crate::ops::Ops;
 use crate::state::AppState;
 
+/// The API's `/metrics`: the gateway's own scrape-time gauge, then what every process shows.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses((status = 200, description = "Every metric of the process, `batchgate_` prefixed.",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
+)]
+pub(crate) async fn render_api(State(state): State<AppState>) -> Response {
+    refresh_api_gauges(&state);
+    render(State(state.ops.clone())).await
+}
+
+/// Sets the gateway's scrape-time gauge (its requests in flight).
+pub(crate) fn refresh_api_gauges(state: &AppState) {
+    state
+        .metrics
+        .requests_in_flight
+        .set(i64::try_from(state.requests_in_flight()).unwrap_or(i64::MAX));
+}
+
 /// Refreshes the gauges that are read at scrape time, then renders the registry.
-pub(crate) async fn render(State(state): State<AppState>) -> Response {
+pub(crate) async fn render(State(state): State<Ops>) -> Response {
     match encode_fresh(&state).await {
         Some(text) => (
             [(
@@ -24,7 +47,7 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
 }
 
 /// The registry in the OpenMetrics text format, its scrape-time gauges refreshed first.
-pub(crate) async fn encode_fresh(state: &AppState) -> Option<String> {
+pub(crate) async fn encode_fresh(state: &Ops) -> Option<String> {
     refresh_gauges(state).await;
     let mut text = String::new();
     if let Err(error) = encode(&mut text, &state.registry) {
@@ -36,8 +59,8 @@ pub(crate) async fn encode_fresh(state: &AppState) -> Option<String> {
 
 /// Reads the gauges that live elsewhere (queue, stores, the OS). A backend that fails to
 /// answer leaves its gauge at the last value read.
-async fn refresh_gauges(state: &AppState) {
-    let m = &state.metrics;
+async fn refresh_gauges(state: &Ops) {
+    let m = &state.gauges;
     if let Ok(depths) = state.queue.depth().await {
         for (partition, depth) in depths.into_iter().enumerate() {
             let partition = u32::try_from(partition).unwrap_or(u32::MAX);
@@ -50,8 +73,6 @@ async fn refresh_gauges(state: &AppState) {
         m.result_store_records
             .set(i64::try_from(records).unwrap_or(i64::MAX));
     }
-    m.requests_in_flight
-        .set(i64::try_from(state.requests_in_flight()).unwrap_or(i64::MAX));
     if let Ok(letters) = state.dead_letters.count().await {
         m.dead_letter_queue
             .set(i64::try_from(letters).unwrap_or(i64::MAX));

@@ -12,7 +12,7 @@ mod guard;
 mod health;
 mod inference;
 mod metrics;
-mod openapi;
+pub mod openapi;
 mod request_id;
 mod result;
 mod span;
@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{route, CodeLabel, ShedLabel};
+use crate::ops::Ops;
 use crate::state::AppState;
 
 /// The whole API with its middleware; tests call it with `oneshot`, `serve` serves it.
@@ -48,9 +49,9 @@ pub fn router(state: AppState) -> Router {
         .route(route::RESULT, get(result::get_result))
         .route(route::HEALTHZ, get(health::healthz))
         .route(route::READYZ, get(health::readyz))
-        .route(route::METRICS, get(metrics::render))
+        .route(route::METRICS, get(metrics::render_api))
         .route(route::STATUS_PAGE, get(status::page))
-        .route(route::STATUS_JSON, get(status::snapshot))
+        .route(route::STATUS_JSON, get(status::snapshot_api))
         .route(route::OPENAPI, get(openapi::spec))
         .route(route::DLQ, get(admin::list))
         .route(route::DLQ_REPLAY, post(admin::replay))
@@ -76,16 +77,24 @@ pub fn router(state: AppState) -> Router {
 
 /// Only `/healthz`, `/readyz`, `/metrics` and the status page: what a process without the
 /// API (a batcher) serves to its operators.
-pub fn ops_router(state: AppState) -> Router {
+pub fn ops_router(ops: Ops) -> Router {
     Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render))
-        .route("/", get(status::page))
-        .route("/status.json", get(status::snapshot))
+        .route(route::HEALTHZ, get(health::healthz))
+        .route(route::READYZ, get(health::readyz))
+        .route(route::METRICS, get(metrics::render))
+        .route(route::STATUS_PAGE, get(status::page))
+        .route(route::STATUS_JSON, get(status::snapshot))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(middleware::map_response(no_sniff))
-        .with_state(state)
+        .with_state(ops)
+}
+
+/// Whether `response` declares a JSON body.
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
 
 /// Tells browsers not to guess a content type other than the one declared.
@@ -122,8 +131,8 @@ async fn count_by_route(State(state): State<AppState>, request: Request, next: N
 ///   by a new UUID, before anything below sees it; the answer echoes it;
 /// - its span (`span.rs`), which every log line about the request carries, entered while the
 ///   request is handled (not while its answer's body is written: nothing logs then);
-/// - an error answer that is not in our JSON shape (one made below the routes) is put into
-///   it, and every error answer is counted by its stable code (no line per failed request:
+/// - an error answer that is not JSON (one made below the routes, by the framework) is put
+///   into our shape, and every error answer is counted by its stable code (no line per failed request:
 ///   a client must not be able to flood the log);
 /// - every answer is marked `nosniff`.
 async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
@@ -132,8 +141,10 @@ async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
+    // A handler's own JSON answer (`/readyz`'s 503 says why it is not ready) is kept.
     if (status.is_client_error() || status.is_server_error())
         && response.extensions().get::<ErrorCode>().is_none()
+        && !is_json(&response)
     {
         response = ApiError::Rejected(status).into_response();
     }

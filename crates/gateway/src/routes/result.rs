@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use batchgate_protocol::api::TaskView;
+use batchgate_protocol::api::{ErrorBody, TaskView, WaitQuery};
 use batchgate_queue::{TaskRecord, Watched};
 
 use super::extract::{Caller, TaskIdPath, Wait};
@@ -12,8 +12,27 @@ use crate::state::AppState;
 /// Longest task id looked up; anything longer cannot be ours.
 const MAX_TASK_ID_LEN: usize = 64;
 
-/// The task's record, waiting up to `?wait_ms=` for it to finish; 404 if unknown, expired, or
-/// someone else's (404, not 403: another user's task is not confirmed to exist).
+// 404 if unknown, expired, or someone else's (404, not 403: another user's task is not
+// confirmed to exist).
+/// A task's state and, once finished, its result; with `?wait_ms=`, waits up to that long for
+/// it to finish.
+#[utoipa::path(
+    get,
+    path = "/v1/result/{task_id}",
+    tag = "inference",
+    operation_id = "result",
+    params(("task_id" = String, Path, description = "The id `POST /v1/inference` answered."), WaitQuery),
+    responses(
+        (status = 200, description = "The task: `PENDING` (also when a wait ends first), `SUCCESS` or `FAILED`.", body = TaskView),
+        (status = 400, description = "`invalid_query`: `wait_ms` is malformed.", body = ErrorBody),
+        (status = 404, description = "`task_not_found`: unknown, expired, or another caller's.", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`: no valid bearer token (authentication on).", body = ErrorBody, headers(("www-authenticate" = String, description = "`Bearer error=\"invalid_token\"`."))),
+        (status = 408, description = "`timeout`: the request took longer than the gateway allows.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over the caller's rate (`RateLimit-*` headers say more); `too_many_in_flight`: the caller has its most requests open.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
+        (status = 503, description = "`concurrency_limited`: the gateway serves its most requests; `unavailable`: the result store failed.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
+    ),
+    security((), ("bearer" = []))
+)]
 pub(crate) async fn get_result(
     State(state): State<AppState>,
     Caller(caller): Caller,

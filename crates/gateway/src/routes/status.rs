@@ -18,27 +18,37 @@ use prometheus_parse::{Scrape, Value};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use super::metrics::encode_fresh;
+use super::metrics::{encode_fresh, refresh_api_gauges};
+use crate::ops::Ops;
 use crate::state::AppState;
 
 /// The page: inline CSS, JS and SVG.
 const PAGE: &str = include_str!("status/index.html");
 
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "operations",
+    operation_id = "status_page",
+    responses((status = 200, description = "The live status page (self-contained HTML).",
+        content_type = "text/html; charset=utf-8", body = String))
+)]
 pub(crate) async fn page() -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Html(PAGE)).into_response()
 }
 
-/// A cumulative histogram: `(upper bound, count ≤ bound)`, `+Inf` last.
-#[derive(Debug, Default, Serialize)]
-struct HistogramView {
+/// A cumulative histogram: `(upper bound, count ≤ bound)`, `+Inf` last (written `null`).
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub(crate) struct HistogramView {
+    #[schema(value_type = Vec<Vec<Option<f64>>>)]
     buckets: Vec<(f64, f64)>,
     count: f64,
     sum: f64,
 }
 
 /// What the page draws; `null` fields are not exported by this process.
-#[derive(Debug, Default, Serialize)]
-struct Snapshot {
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub(crate) struct Snapshot {
     /// When the snapshot was taken, ms since the Unix epoch.
     at_ms: u64,
     /// `batchgate_tasks_accepted_total` (gateway).
@@ -63,7 +73,20 @@ struct Snapshot {
     inflight_batches: Option<f64>,
 }
 
-pub(crate) async fn snapshot(State(state): State<AppState>) -> Response {
+/// The API's snapshot: the gateway's own scrape-time gauge first.
+#[utoipa::path(
+    get,
+    path = "/status.json",
+    tag = "operations",
+    operation_id = "status",
+    responses((status = 200, description = "What the status page draws, from this process's metrics; `null`: not exported here.", body = Snapshot))
+)]
+pub(crate) async fn snapshot_api(State(state): State<AppState>) -> Response {
+    refresh_api_gauges(&state);
+    snapshot(State(state.ops.clone())).await
+}
+
+pub(crate) async fn snapshot(State(state): State<Ops>) -> Response {
     let Some(text) = encode_fresh(&state).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };

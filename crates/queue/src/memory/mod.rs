@@ -1,6 +1,7 @@
 //! In-process implementations for the embedded deployment: everything lives in one process and
 //! dies with it, so acknowledgements have nothing to protect against and are no-ops.
 
+mod build;
 mod dead_letters;
 mod dedupe;
 mod keys;
@@ -8,6 +9,7 @@ mod owners;
 mod queue;
 mod store;
 
+pub use build::{build, MemoryConfig, DEFAULT_PARTITIONS, MEMORY_DEDUPE_CAPACITY};
 pub use dead_letters::MemoryDeadLetters;
 pub use dedupe::MemoryDedupe;
 pub use queue::MemoryQueue;

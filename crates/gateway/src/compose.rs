@@ -1,0 +1,115 @@
+//! Builds the gateway's [`AppState`] from its configuration and the process's [`Backends`]:
+//! the one way the binary and the tests make a gateway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batchgate_queue::Backends;
+use prometheus_client::registry::Registry;
+
+use crate::auth::{Authenticator, KeyError};
+use crate::config::{EdgeConfig, GatewayConfig};
+use crate::metrics::GatewayMetrics;
+use crate::ops::{Ops, OpsGauges, OpsParts};
+use crate::readiness::{Readiness, WorkersHealthy, DEFAULT_QUEUE_ERROR_TOLERANCE};
+use crate::shed::Shedder;
+use crate::state::{Admission, AppState, RateLimits, Shared};
+
+/// A gateway's configuration, turned into an [`AppState`] by [`StateBuilder::build`].
+pub struct StateBuilder {
+    /// Limits of the API.
+    config: GatewayConfig,
+    /// Auth, rate limits, shedding, admin API.
+    edge: EdgeConfig,
+    /// How long queue errors may last before `/readyz` answers 503.
+    queue_error_tolerance: Duration,
+    /// Whether any worker is healthy, in a process that also runs a batcher.
+    workers_healthy: Option<WorkersHealthy>,
+    /// The process's registry, which other parts (a batcher) may have registered in already.
+    registry: Registry,
+}
+
+/// Why a gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The authentication keys could not be loaded.
+    #[error(transparent)]
+    AuthKeys(#[from] KeyError),
+}
+
+impl StateBuilder {
+    /// A gateway with these limits and protections, default readiness, its own registry.
+    pub fn new(config: GatewayConfig, edge: EdgeConfig) -> Self {
+        StateBuilder {
+            config,
+            edge,
+            queue_error_tolerance: DEFAULT_QUEUE_ERROR_TOLERANCE,
+            workers_healthy: None,
+            registry: Registry::default(),
+        }
+    }
+
+    /// How long queue errors may last before `/readyz` answers 503.
+    pub fn queue_error_tolerance(mut self, tolerance: Duration) -> Self {
+        self.queue_error_tolerance = tolerance;
+        self
+    }
+
+    /// Makes `/readyz` depend on the workers of the batcher in this process.
+    pub fn workers_healthy(mut self, healthy: WorkersHealthy) -> Self {
+        self.workers_healthy = Some(healthy);
+        self
+    }
+
+    /// Renders `registry` on `/metrics`, with the gateway's metrics registered in it.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Loads the keys, registers the metrics and wraps everything in the shared state. Starts
+    /// nothing: [`crate::run`] starts the background tasks (key reloads, shedding samples).
+    ///
+    /// `backends` are the process's (in memory, or on Redis shared by every gateway and
+    /// batcher): the gateway keeps handles to the ones it uses.
+    pub fn build(self, backends: &Backends) -> Result<AppState, BuildError> {
+        let mut registry = self.registry;
+        let metrics = GatewayMetrics::register(&mut registry);
+        let gauges = OpsGauges::register(&mut registry);
+        let auth = Arc::new(Authenticator::new(self.edge.auth)?);
+        let admission = Arc::new(Admission::default());
+        let ops = Ops::new(OpsParts {
+            queue: backends.queue.clone(),
+            results: backends.results.clone(),
+            dead_letters: backends.dead_letters.clone(),
+            registry: Arc::new(registry),
+            readiness: Arc::new(Readiness::new(
+                self.queue_error_tolerance,
+                self.workers_healthy,
+            )),
+            admission: admission.clone(),
+            gauges,
+        });
+        Ok(AppState::new(Shared {
+            queue: backends.queue.clone(),
+            results: backends.results.clone(),
+            intake: backends.intake.clone(),
+            dedupe: backends.dedupe,
+            gateway_id: backends.gateway_id.clone(),
+            admission,
+            shedder: Arc::new(Shedder::new(self.edge.shed)),
+            load_board: backends.load_board.clone(),
+            rate_limits: self.edge.rate_limit.map(|r| RateLimits {
+                default: r.default,
+                overrides: r.overrides,
+                limiter: backends.rate_limiter.clone(),
+            }),
+            dead_letters: backends.dead_letters.clone(),
+            admin_token: self.edge.admin_token,
+            auth,
+            config: self.config,
+            metrics,
+            ops,
+        }))
+    }
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Instructions redis-server spends per settled task, counted with callgrind (repeatable,
+unlike CPU time on a shared machine), for a settle script and the argument layout it takes.
+
+    scripts/redis-settle-instructions.py LAYOUT=SCRIPT [LAYOUT=SCRIPT ...] [--tasks 16] [--calls 100]
+
+LAYOUT is how the script is called:
+  notice   seven per completion: record key, status, output, completed_at, gateway, the
+           notice as JSON, the record's head (the layout before the final record was built
+           by the batcher)
+  record   four per completion: record key, the final record whole (the head known),
+           the head's length, gateway: the layout of crates/redis-backend/src/lua/settle.lua
+
+Each run starts a fresh redis-server under `valgrind --tool=callgrind` on a free loopback
+port, and for each of CALLS batches of TASKS tasks stores their pending records and one
+stream entry (as admission does), reads the entry with XREADGROUP, then settles the batch
+(SUCCESS with a 64-byte output, one gateway to notify, the entry acknowledged and deleted);
+a run that does all of it but the settle is subtracted. Needs valgrind and the Python
+`redis` package.
+
+e.g. (the script of an earlier commit, from git):
+    git show 0eee576:crates/redis-backend/src/lua/settle.lua > /tmp/settle-notice.lua
+    scripts/redis-settle-instructions.py notice=/tmp/settle-notice.lua \\
+        record=crates/redis-backend/src/lua/settle.lua
+"""
+import argparse
+import json
+import re
+import socket
+import subprocess
+import tempfile
+import time
+
+import redis
+
+HEAD = "1700000000000;5;alice"
+COMPLETED = 1700000000123
+STREAM = "bg:{p00}:tasks"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def completion(layout, tid, output):
+    key = f"bg:{{p00}}:rec:{tid}"
+    if layout == "notice":
+        notice = json.dumps({"task_id": tid, "status": "SUCCESS", "output": output,
+                             "completed_at": COMPLETED})
+        return [key, "S", output, COMPLETED, "gw1", notice, HEAD]
+    return [key, f"S{HEAD};{COMPLETED};{output}", len(HEAD), "gw1"]
+
+
+def run(layout, script, tasks, calls, settle):
+    port = free_port()
+    with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
+             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--hz", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        r = redis.Redis(port=port)
+        for _ in range(300):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        sha = r.script_load(open(script).read())
+        r.xgroup_create(STREAM, "batchers", id="0", mkstream=True)
+        n = 0
+        for call in range(calls):
+            pipe = r.pipeline(transaction=False)
+            ids = []
+            for _ in range(tasks):
+                n += 1
+                tid = f"00-{n:032x}"
+                ids.append(tid)
+                pipe.set(f"bg:{{p00}}:rec:{tid}", "P" + HEAD, px=600_000)
+            group = f"bg:{{p00}}:g:{call}"
+            pipe.set(group, b"x" * 100, px=600_000)
+            pipe.xadd(STREAM, {"b": group, "n": tasks})
+            pipe.execute()
+            entry = r.xreadgroup("batchers", "c1", {STREAM: ">"}, count=1)[0][1][0][0]
+            if not settle:
+                continue
+            args = [600_000, "PUBLISH", "bg:notify:", "batchers", tasks]
+            for tid in ids:
+                args += completion(layout, tid, f"{n:064x}")
+            args += [STREAM, 1, tasks, 1, entry, group]
+            r.evalsha(sha, 1, STREAM, *args)
+        r.shutdown(nosave=True)
+        err = proc.communicate()[1].decode()
+    found = re.search(r"Collected : (\d+)", err)
+    if not found:
+        raise SystemExit(f"no instruction count from callgrind:\n{err[-2000:]}")
+    return int(found.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", metavar="LAYOUT=SCRIPT")
+    ap.add_argument("--tasks", type=int, default=16)
+    ap.add_argument("--calls", type=int, default=100)
+    a = ap.parse_args()
+    for spec in a.runs:
+        layout, script = spec.split("=", 1)
+        if layout not in ("notice", "record"):
+            raise SystemExit(f"unknown layout {layout!r}")
+        without = run(layout, script, a.tasks, a.calls, settle=False)
+        total = run(layout, script, a.tasks, a.calls, settle=True)
+        per_task = (total - without) / (a.tasks * a.calls)
+        print(f"{layout:7s} {script}: {per_task:,.0f} instructions per settled task")
+
+
+if __name__ == "__main__":
+    main()
