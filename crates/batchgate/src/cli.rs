@@ -216,8 +216,9 @@ impl TlsArgs {
 /// passwords.
 #[derive(Clone, Args)]
 pub struct RedisArgs {
-    /// Redis URL, `redis://host:port`; repeat it (or separate with commas) for the seed nodes
-    /// of a cluster. Without it, `serve` runs on in-process backends.
+    /// Redis URL, `redis://host:port`, or `rediss://user:password@host:port` for TLS (and an
+    /// ACL user and password); repeat it (or separate with commas) for the seed nodes of a
+    /// cluster. Without it, `serve` runs on in-process backends.
     #[arg(
         long = "redis",
         env = "BATCHGATE_REDIS",
@@ -247,6 +248,29 @@ pub struct RedisArgs {
     /// Deliveries of one task before it goes to the dead-letter stream and becomes FAILED.
     #[arg(long, env = "BATCHGATE_MAX_DELIVERIES", default_value_t = 5)]
     pub max_deliveries: usize,
+
+    /// CA certificate (PEM) that signed the Redis servers' certificates, for `rediss://` URLs;
+    /// without it the system's roots are trusted.
+    #[arg(long, env = "BATCHGATE_REDIS_CA", value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// Certificate (PEM) presented to a Redis that requires one (`--tls-auth-clients yes`).
+    #[arg(
+        long,
+        env = "BATCHGATE_REDIS_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "redis_client_key"
+    )]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --redis-client-cert.
+    #[arg(
+        long,
+        env = "BATCHGATE_REDIS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "redis_client_cert"
+    )]
+    pub redis_client_key: Option<PathBuf>,
 }
 
 /// The queue and the stores.
@@ -438,6 +462,9 @@ impl std::fmt::Debug for RedisArgs {
             .field("redis_timeout_ms", &self.redis_timeout_ms)
             .field("visibility_timeout_ms", &self.visibility_timeout_ms)
             .field("max_deliveries", &self.max_deliveries)
+            .field("redis_ca", &self.redis_ca)
+            .field("redis_client_cert", &self.redis_client_cert)
+            .field("redis_client_key", &self.redis_client_key)
             .finish()
     }
 }
@@ -857,6 +884,11 @@ impl RedisArgs {
             cluster: self.redis_cluster,
             key_prefix: self.key_prefix.clone(),
             op_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
+            tls: crate::managed::redis_tls(
+                self.redis_ca.as_deref(),
+                self.redis_client_cert.as_deref(),
+                self.redis_client_key.as_deref(),
+            )?,
         };
         redis.validate()?;
         Ok(Some(RedisBackend {

@@ -47,7 +47,7 @@ mod settle;
 pub mod store;
 mod topology;
 
-pub use conn::{RedisConfig, RedisConn};
+pub use conn::{RedisConfig, RedisConn, RedisTls};
 pub use dead_letters::RedisDeadLetters;
 pub use intake::RedisIntake;
 pub use keys::Keys;

@@ -99,6 +99,7 @@ impl Infra {
                 cluster,
                 key_prefix: "test".into(),
                 op_timeout: Duration::from_secs(5),
+                tls: Default::default(),
             },
             visibility_timeout: Duration::from_millis(1500),
             max_deliveries: 5,
