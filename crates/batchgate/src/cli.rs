@@ -428,9 +428,31 @@ pub struct AuthArgs {
     #[arg(long, env = "BATCHGATE_JWT_PUBLIC_KEY", value_name = "FILE")]
     pub jwt_public_key: Option<PathBuf>,
 
-    /// JWKS file of public keys (chosen by `kid`), read again when it changes.
-    #[arg(long, env = "BATCHGATE_JWKS", value_name = "FILE")]
-    pub jwks: Option<PathBuf>,
+    /// JWKS of public keys (chosen by `kid`): a file, read again when it changes, or an
+    /// identity provider's `https://` URL, fetched every --jwks-refresh-secs and when a token
+    /// names an unknown `kid` (at most once per --jwks-min-refresh-secs); a failed fetch keeps
+    /// the last good keys.
+    #[arg(long, env = "BATCHGATE_JWKS", value_name = "FILE|URL")]
+    pub jwks: Option<String>,
+
+    /// Find the JWKS URL in the OpenID discovery document of --jwt-issuer
+    /// (`ISSUER/.well-known/openid-configuration`, its `jwks_uri`) instead of --jwks.
+    #[arg(long, env = "BATCHGATE_JWKS_FROM_ISSUER", conflicts_with = "jwks")]
+    pub jwks_from_issuer: bool,
+
+    /// CA certificate (PEM) trusted for the JWKS URL besides the system's roots (an
+    /// identity provider with a private CA).
+    #[arg(long, env = "BATCHGATE_JWKS_CA", value_name = "FILE")]
+    pub jwks_ca: Option<PathBuf>,
+
+    /// Time between two scheduled fetches of a JWKS URL, in seconds.
+    #[arg(long, env = "BATCHGATE_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+
+    /// Least time between two fetches of a JWKS URL caused by tokens naming an unknown `kid`,
+    /// in seconds: such tokens cannot make the gateway flood the identity provider.
+    #[arg(long, env = "BATCHGATE_JWKS_MIN_REFRESH_SECS", default_value_t = 10)]
+    pub jwks_min_refresh_secs: u64,
 
     /// Required `iss` claim.
     #[arg(long, env = "BATCHGATE_JWT_ISSUER")]
@@ -480,6 +502,10 @@ impl std::fmt::Debug for AuthArgs {
             .field("jwt_secret", &redacted(self.jwt_secret.as_ref()))
             .field("jwt_public_key", &self.jwt_public_key)
             .field("jwks", &self.jwks)
+            .field("jwks_from_issuer", &self.jwks_from_issuer)
+            .field("jwks_ca", &self.jwks_ca)
+            .field("jwks_refresh_secs", &self.jwks_refresh_secs)
+            .field("jwks_min_refresh_secs", &self.jwks_min_refresh_secs)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("insecure_no_auth", &self.insecure_no_auth)
@@ -507,10 +533,11 @@ impl AuthArgs {
         if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err("--jwt-secret must be at least 32 bytes".into());
         }
+        let jwks = crate::managed::jwks_source(&self)?;
         let sources = [
             self.jwt_secret.map(|s| KeySource::Secret(s.into_bytes())),
             self.jwt_public_key.map(KeySource::PublicKeyPem),
-            self.jwks.map(KeySource::Jwks),
+            jwks,
         ];
         let mut given: Vec<KeySource> = sources.into_iter().flatten().collect();
         match (given.len(), self.insecure_no_auth) {

@@ -1,7 +1,8 @@
 //! Settings for the managed services a deployment reaches but does not run: a Redis over TLS,
-//! read from the files the flags name.
+//! read from the files the flags name, and an identity provider's JWKS URL.
 
 use std::path::Path;
+use std::time::Duration;
 
 use batchgate_redis::RedisTls;
 
@@ -27,3 +28,35 @@ pub fn redis_tls(
     Ok(RedisTls { ca, client })
 }
 
+/// The key source `--jwks` (a file or an `https://` URL) or `--jwks-from-issuer` names, if
+/// either is given.
+pub fn jwks_source(
+    auth: &crate::cli::AuthArgs,
+) -> Result<Option<batchgate_gateway::auth::KeySource>, String> {
+    use batchgate_gateway::auth::{KeySource, RemoteJwks};
+    let remote = |url: String, discover: bool| {
+        KeySource::JwksUrl(RemoteJwks {
+            url,
+            discover,
+            ca: auth.jwks_ca.clone(),
+            refresh: Duration::from_secs(auth.jwks_refresh_secs.max(1)),
+            min_interval: Duration::from_secs(auth.jwks_min_refresh_secs),
+        })
+    };
+    let source = match (&auth.jwks, auth.jwks_from_issuer) {
+        (_, true) => {
+            let issuer = auth
+                .jwt_issuer
+                .clone()
+                .ok_or("--jwks-from-issuer needs --jwt-issuer")?;
+            Some(remote(issuer, true))
+        }
+        (Some(url), false) if url.contains("://") => Some(remote(url.clone(), false)),
+        (Some(path), false) => Some(KeySource::Jwks(path.into())),
+        (None, false) => None,
+    };
+    if auth.jwks_ca.is_some() && !matches!(source, Some(KeySource::JwksUrl(_))) {
+        return Err("--jwks-ca applies to a JWKS URL only".into());
+    }
+    Ok(source)
+}

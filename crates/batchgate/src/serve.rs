@@ -282,6 +282,7 @@ pub async fn run(
     let metrics = GatewayMetrics::register(&mut registry);
     let auth =
         Arc::new(Authenticator::new(config.edge.auth.clone()).map_err(|e| anyhow::anyhow!(e))?);
+    auth.load_remote().await.map_err(|e| anyhow::anyhow!(e))?;
     if config.gateway.is_some() && !auth.enabled() {
         warn!("authentication is OFF (--insecure-no-auth): every caller is anonymous and can read every result");
     }
