@@ -831,6 +831,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "BATCHGATE_WORKER_CLIENT_CA", value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
 
+    /// Require `Authorization: Bearer KEY` on every inference call (HTTP and gRPC; health
+    /// checks stay open), KEY being this file's content without surrounding whitespace.
+    #[arg(long, env = "BATCHGATE_WORKER_API_KEY_FILE", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+
     /// Batches that run at once (simulated GPUs); further calls queue.
     #[arg(long, env = "BATCHGATE_WORKER_SLOTS", default_value_t = 32)]
     pub slots: usize,
@@ -1178,6 +1183,7 @@ impl WorkerArgs {
             #[cfg(feature = "model")]
             model_dir: self.model_dir,
             tls: self.tls.files(self.client_ca.clone())?,
+            api_key_file: self.api_key_file,
             faults: batchgate_sim::Faults {
                 error_rate: fraction("error-rate", self.error_rate)?,
                 poison_pattern: self.poison_pattern.filter(|p| !p.is_empty()),

@@ -60,3 +60,15 @@ pub fn jwks_source(
     }
     Ok(source)
 }
+
+/// A secret kept in a file (an API key, a token): its content without surrounding whitespace,
+/// which must not be empty. Errors name the file, never its content.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(secret.to_owned())
+}
