@@ -65,6 +65,12 @@ pub struct Cli {
     )]
     pub otlp_endpoint: Option<String>,
 
+    /// CA certificate (PEM) trusted for an `https://` OTLP endpoint besides the system's
+    /// roots. Headers a collector needs (an auth token) go in the standard
+    /// `OTEL_EXPORTER_OTLP_HEADERS` (`authorization=Bearer%20TOKEN`).
+    #[arg(long, global = true, env = "BATCHGATE_OTLP_CA", value_name = "FILE")]
+    pub otlp_ca: Option<PathBuf>,
+
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -1226,6 +1232,7 @@ pub fn main() -> ExitCode {
     let otlp = cli.command.service_name().map(|name| OtlpConfig {
         endpoint: cli.otlp_endpoint.clone(),
         service_name: name.to_owned(),
+        ca: cli.otlp_ca.clone(),
     });
     let telemetry = {
         let _runtime = runtime.enter();
