@@ -176,7 +176,7 @@ async fn authenticator(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_is_accepted_without_a_restart() {
     let (old, new) = (key("2026-old"), key("2026-new"));
-    let running = start_provider(&[old.clone()]).await;
+    let running = start_provider(std::slice::from_ref(&old)).await;
     // Through OpenID discovery: the issuer's document names the key set.
     let auth = authenticator(&running, true, Duration::from_secs(3600), Duration::ZERO).await;
     assert_eq!(
@@ -190,7 +190,7 @@ async fn a_rotated_key_is_accepted_without_a_restart() {
         .await;
     assert!(matches!(early, Err(AuthError::Invalid(_))), "{early:?}");
     // The provider rotates: the new key in, the old one out.
-    *running.provider.jwks.write().expect("jwks") = jwks(&[new.clone()]);
+    *running.provider.jwks.write().expect("jwks") = jwks(std::slice::from_ref(&new));
     assert_eq!(
         auth.identify_fresh(Some(&bearer(&new, &new.kid, "bob")))
             .await,
@@ -211,7 +211,7 @@ async fn a_rotated_key_is_accepted_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_good_keys_outlive_the_provider_going_down() {
     let good = key("good");
-    let running = start_provider(&[good.clone()]).await;
+    let running = start_provider(std::slice::from_ref(&good)).await;
     // Scheduled fetches every second, and fetches for unknown kids at once.
     let auth = authenticator(&running, false, Duration::from_secs(1), Duration::ZERO).await;
     let stop = CancellationToken::new();
@@ -242,7 +242,7 @@ async fn the_last_good_keys_outlive_the_provider_going_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unknown_kids_makes_a_bounded_number_of_fetches() {
     let good = key("good");
-    let running = start_provider(&[good.clone()]).await;
+    let running = start_provider(std::slice::from_ref(&good)).await;
     let min_interval = Duration::from_millis(500);
     let auth = authenticator(&running, false, Duration::from_secs(3600), min_interval).await;
     // 2,000 tokens with kids never seen, 100 at a time, for at most 3 s.

@@ -152,8 +152,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Extra arguments, kept to restart it the same way.
     extra: Vec<String>,
-    /// TLS and credentials, if any.
-    secure: Option<Secure>,
+    /// TLS and credentials, if any (boxed: most servers have none).
+    secure: Option<Box<Secure>>,
 }
 
 impl RedisServer {
@@ -164,10 +164,10 @@ impl RedisServer {
 
     /// Starts a standalone server reached over TLS only, with the given credentials.
     pub fn start_secure(secure: &Secure) -> Self {
-        Self::start_with(&[], Some(secure.clone()))
+        Self::start_with(&[], Some(Box::new(secure.clone())))
     }
 
-    fn start_with(extra: &[&str], secure: Option<Secure>) -> Self {
+    fn start_with(extra: &[&str], secure: Option<Box<Secure>>) -> Self {
         let port = free_port();
         let dir = scratch_dir("redis");
         let mut server = RedisServer {
@@ -248,7 +248,7 @@ impl RedisServer {
         let mut all = self
             .secure
             .as_ref()
-            .map(Secure::cli_args)
+            .map(|s| s.cli_args())
             .unwrap_or_default();
         all.extend(args.iter().map(|a| (*a).to_owned()));
         redis_cli(self.port, &all)
@@ -329,7 +329,7 @@ impl RedisCluster {
             .map(|_| {
                 RedisServer::start_with(
                     &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
-                    secure.cloned(),
+                    secure.map(|s| Box::new(s.clone())),
                 )
             })
             .collect();
