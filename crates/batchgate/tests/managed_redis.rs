@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use batchgate::backend::RedisBackend;
@@ -16,24 +15,15 @@ use batchgate_protocol::sim_output;
 use batchgate_redis::{RedisConfig, RedisTls};
 use batchgate_testkit::{with_credentials, RedisCluster, RedisServer, Secure};
 use common::logged::Logged;
-use common::{client, fast_sim, serve_config, start_serve, start_worker, Infra, Proc};
+use common::{
+    client, fast_sim, make_certs, run_to_exit, serve_config, start_serve, start_worker, Infra, Proc,
+};
 
 /// The password of the default user of the test servers.
 const DEFAULT_PASSWORD: &str = "default-user-pw-4d1c";
 /// The ACL user the standalone server has, and its password.
 const ACL_USER: &str = "batchgate-app";
 const ACL_PASSWORD: &str = "acl-user-pw-93be";
-
-/// `batchgate certs --out DIR`: a CA, a server and a client certificate.
-fn make_certs(dir: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_batchgate"))
-        .args(["certs", "--out"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run batchgate certs");
-    assert!(status.success(), "batchgate certs failed");
-}
 
 fn secure(dir: &Path, require_client_cert: bool, user: bool) -> Secure {
     Secure {
@@ -137,26 +127,6 @@ async fn cluster_over_tls_with_client_certificates_and_a_password() {
     .await;
 }
 
-/// Runs `batchgate ARGS` (with `env`) until it exits; its status and its log.
-fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn batchgate");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let status = common::wait_exit(&mut child, Duration::from_secs(60));
-    (status, reader.join().expect("stderr reader"))
-}
-
 fn path(p: &Path) -> String {
     p.display().to_string()
 }
@@ -178,7 +148,6 @@ async fn processes_reach_a_tls_redis_and_never_show_its_password() {
     // read as "Redis not there yet", which does not stop a process.
     let env = [
         ("BATCHGATE_REDIS", url.as_str()),
-        ("RUST_LOG", "debug"),
         ("BATCHGATE_REDIS_TIMEOUT_MS", "10000"),
     ];
 

@@ -6,24 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use batchgate_protocol::api::{TaskStatus, TaskView};
+use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::sim_output;
 use common::logged::Logged;
-use common::{client, Proc};
+use common::{client, infer, make_certs, run_to_exit, Proc};
 
 const API_KEY: &str = "worker-api-key-5e21f0";
-
-fn make_certs(dir: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_batchgate"))
-        .args(["certs", "--out"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run batchgate certs");
-    assert!(status.success(), "batchgate certs failed");
-}
 
 fn path(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
@@ -40,18 +30,6 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> Logged {
         .env("RUST_LOG", "debug")
         .env("BATCHGATE_SHUTDOWN_DELAY_MS", "0");
     Logged::spawn(command)
-}
-
-async fn infer(base: &str, input: &str) -> TaskView {
-    client()
-        .post(format!("{base}/v1/inference?wait_ms=20000"))
-        .json(&serde_json::json!({ "input": input }))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json")
 }
 
 /// gRPC over TLS, the worker requiring a client certificate and an API key: batchgate
@@ -99,7 +77,7 @@ async fn grpcs_with_mtls_and_an_api_key_end_to_end() {
         let base = gateway.url.clone();
         async move {
             let input = format!("grpcs input {i}");
-            (infer(&base, &input).await, input)
+            (infer(&client(), &base, &input).await, input)
         }
     });
     for (view, input) in futures::future::join_all(tasks).await {
@@ -116,7 +94,7 @@ async fn grpcs_with_mtls_and_an_api_key_end_to_end() {
     let mut args = vec!["--worker-url", without_key.as_str()];
     args.extend(&tls);
     let gateway = serve(&args, &[]);
-    let view = infer(&gateway.url, "no key").await;
+    let view = infer(&client(), &gateway.url, "no key").await;
     assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
     assert!(
         view.error.as_deref().is_some_and(|e| e.contains("401")),
@@ -164,14 +142,14 @@ async fn a_worker_requiring_an_api_key_refuses_calls_without_it() {
     let authority = worker.url.trim_start_matches("http://");
     let with_key = format!("openai+http://{authority}/v1?token_file={key_path}");
     let gateway = serve(&["--worker-url", &with_key], &[]);
-    let view = infer(&gateway.url, "with the key").await;
+    let view = infer(&http, &gateway.url, "with the key").await;
     assert_eq!(view.status, TaskStatus::Success, "{view:?}");
     assert!(!gateway.lines().join("\n").contains(API_KEY));
     drop(gateway);
 
     let without_key = format!("openai+http://{authority}/v1");
     let gateway = serve(&["--worker-url", &without_key], &[]);
-    let view = infer(&gateway.url, "without the key").await;
+    let view = infer(&http, &gateway.url, "without the key").await;
     assert_eq!(view.status, TaskStatus::Failed, "{view:?}");
     assert!(
         view.error.as_deref().is_some_and(|e| e.contains("401")),
@@ -180,17 +158,17 @@ async fn a_worker_requiring_an_api_key_refuses_calls_without_it() {
     drop(gateway);
 
     let missing = format!("http://{authority}?token_file=/nonexistent/api-key");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
-        .args(["serve", "--insecure-no-auth", "--listen", "127.0.0.1:0"])
-        .args(["--worker-url", &missing])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run serve");
-    let status = common::wait_exit(&mut child, std::time::Duration::from_secs(30));
+    let (status, stderr) = run_to_exit(
+        &[
+            "serve",
+            "--insecure-no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--worker-url",
+            &missing,
+        ],
+        &[],
+    );
     assert!(!status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
     assert!(stderr.contains("/nonexistent/api-key"), "{stderr}");
 }
