@@ -12,6 +12,7 @@ use std::time::Duration;
 use batchgate::backend::RedisBackend;
 use batchgate_protocol::api::{TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
+use batchgate_redis::conn::redact;
 use batchgate_redis::{RedisConfig, RedisTls};
 use batchgate_testkit::{with_credentials, RedisCluster, RedisServer, Secure};
 use common::logged::Logged;
@@ -207,59 +208,46 @@ async fn processes_reach_a_tls_redis_and_never_show_its_password() {
     assert!(shown.contains(&format!("{ACL_USER}:***@")), "{shown}");
     assert!(!shown.contains(ACL_PASSWORD), "the password was shown");
 
-    // A CA that did not sign the server's certificate.
+    // Refused at start, with a message that says why and no password: a CA that did not sign
+    // the server's certificate, a wrong password, a plain redis:// URL given TLS flags.
     let wrong_ca = path(&other.path().join("ca.pem"));
-    let (status, log) = run_to_exit(
-        &[
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--insecure-no-auth",
-            "--redis-ca",
+    let wrong_password = with_credentials(&server.url(), Some(ACL_USER), "not-the-password-77");
+    let cases = [
+        (
             &wrong_ca,
-        ],
-        &env,
-    );
-    assert!(!status.success(), "started with a CA that does not match");
-    assert!(log.contains("Redis refused this process"), "{log}");
-    assert!(log.contains("certificate"), "{log}");
-    assert!(!log.contains(ACL_PASSWORD), "{log}");
-
-    // A wrong password.
-    let wrong = with_credentials(&server.url(), Some(ACL_USER), "not-the-password-77");
-    let (status, log) = run_to_exit(
-        &[
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--insecure-no-auth",
-            "--redis-ca",
+            url.as_str(),
+            ["Redis refused this process", "certificate"],
+        ),
+        (
             &ca,
-        ],
-        &[
-            ("BATCHGATE_REDIS", wrong.as_str()),
-            ("BATCHGATE_REDIS_TIMEOUT_MS", "10000"),
-        ],
-    );
-    assert!(!status.success(), "started with a wrong password");
-    assert!(log.contains("Redis refused this process"), "{log}");
-    assert!(log.contains("authentication failed"), "{log}");
-    assert!(!log.contains("not-the-password-77"), "{log}");
-
-    // A plain redis:// URL to a TLS-only server, given TLS flags: refused before connecting.
-    let (status, log) = run_to_exit(
-        &[
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--insecure-no-auth",
-            "--redis-ca",
-            &ca,
-        ],
-        &[("BATCHGATE_REDIS", "redis://127.0.0.1:1")],
-    );
-    assert!(!status.success());
-    assert!(log.contains("rediss://"), "{log}");
+            wrong_password.as_str(),
+            ["Redis refused this process", "authentication failed"],
+        ),
+        (&ca, "redis://127.0.0.1:1", ["rediss://", "TLS"]),
+    ];
+    for (ca, redis, expected) in cases {
+        let (status, log) = run_to_exit(
+            &[
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--insecure-no-auth",
+                "--redis-ca",
+                ca,
+            ],
+            &[
+                ("BATCHGATE_REDIS", redis),
+                ("BATCHGATE_REDIS_TIMEOUT_MS", "10000"),
+            ],
+        );
+        assert!(!status.success(), "started with {ca} and {}", redact(redis));
+        for needle in expected {
+            assert!(log.contains(needle), "{needle:?} not in {log}");
+        }
+        for password in [ACL_PASSWORD, "not-the-password-77"] {
+            assert!(!log.contains(password), "{log}");
+        }
+    }
 }
 
 fn logged(args: &[&str], env: &[(&str, &str)]) -> Logged {
