@@ -65,6 +65,12 @@ pub struct Cli {
     )]
     pub otlp_endpoint: Option<String>,
 
+    /// CA certificate (PEM) trusted for an `https://` OTLP endpoint besides the system's
+    /// roots. Headers a collector needs (an auth token) go in the standard
+    /// `OTEL_EXPORTER_OTLP_HEADERS` (`authorization=Bearer%20TOKEN`).
+    #[arg(long, global = true, env = "BATCHGATE_OTLP_CA", value_name = "FILE")]
+    pub otlp_ca: Option<PathBuf>,
+
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -216,8 +222,9 @@ impl TlsArgs {
 /// passwords.
 #[derive(Clone, Args)]
 pub struct RedisArgs {
-    /// Redis URL, `redis://host:port`; repeat it (or separate with commas) for the seed nodes
-    /// of a cluster. Without it, `serve` runs on in-process backends.
+    /// Redis URL, `redis://host:port`, or `rediss://user:password@host:port` for TLS (and an
+    /// ACL user and password); repeat it (or separate with commas) for the seed nodes of a
+    /// cluster. Without it, `serve` runs on in-process backends.
     #[arg(
         long = "redis",
         env = "BATCHGATE_REDIS",
@@ -247,6 +254,29 @@ pub struct RedisArgs {
     /// Deliveries of one task before it goes to the dead-letter stream and becomes FAILED.
     #[arg(long, env = "BATCHGATE_MAX_DELIVERIES", default_value_t = 5)]
     pub max_deliveries: usize,
+
+    /// CA certificate (PEM) that signed the Redis servers' certificates, for `rediss://` URLs;
+    /// without it the system's roots are trusted.
+    #[arg(long, env = "BATCHGATE_REDIS_CA", value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// Certificate (PEM) presented to a Redis that requires one (`--tls-auth-clients yes`).
+    #[arg(
+        long,
+        env = "BATCHGATE_REDIS_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "redis_client_key"
+    )]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --redis-client-cert.
+    #[arg(
+        long,
+        env = "BATCHGATE_REDIS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "redis_client_cert"
+    )]
+    pub redis_client_key: Option<PathBuf>,
 }
 
 /// The queue and the stores.
@@ -412,9 +442,31 @@ pub struct AuthArgs {
     #[arg(long, env = "BATCHGATE_JWT_PUBLIC_KEY", value_name = "FILE")]
     pub jwt_public_key: Option<PathBuf>,
 
-    /// JWKS file of public keys (chosen by `kid`), read again when it changes.
-    #[arg(long, env = "BATCHGATE_JWKS", value_name = "FILE")]
-    pub jwks: Option<PathBuf>,
+    /// JWKS of public keys (chosen by `kid`): a file, read again when it changes, or an
+    /// identity provider's `https://` URL, fetched every --jwks-refresh-secs and when a token
+    /// names an unknown `kid` (at most once per --jwks-min-refresh-secs); a failed fetch keeps
+    /// the last good keys.
+    #[arg(long, env = "BATCHGATE_JWKS", value_name = "FILE|URL")]
+    pub jwks: Option<String>,
+
+    /// Find the JWKS URL in the OpenID discovery document of --jwt-issuer
+    /// (`ISSUER/.well-known/openid-configuration`, its `jwks_uri`) instead of --jwks.
+    #[arg(long, env = "BATCHGATE_JWKS_FROM_ISSUER", conflicts_with = "jwks")]
+    pub jwks_from_issuer: bool,
+
+    /// CA certificate (PEM) trusted for the JWKS URL besides the system's roots (an
+    /// identity provider with a private CA).
+    #[arg(long, env = "BATCHGATE_JWKS_CA", value_name = "FILE")]
+    pub jwks_ca: Option<PathBuf>,
+
+    /// Time between two scheduled fetches of a JWKS URL, in seconds.
+    #[arg(long, env = "BATCHGATE_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+
+    /// Least time between two fetches of a JWKS URL caused by tokens naming an unknown `kid`,
+    /// in seconds: such tokens cannot make the gateway flood the identity provider.
+    #[arg(long, env = "BATCHGATE_JWKS_MIN_REFRESH_SECS", default_value_t = 10)]
+    pub jwks_min_refresh_secs: u64,
 
     /// Required `iss` claim.
     #[arg(long, env = "BATCHGATE_JWT_ISSUER")]
@@ -446,6 +498,9 @@ impl std::fmt::Debug for RedisArgs {
             .field("redis_timeout_ms", &self.redis_timeout_ms)
             .field("visibility_timeout_ms", &self.visibility_timeout_ms)
             .field("max_deliveries", &self.max_deliveries)
+            .field("redis_ca", &self.redis_ca)
+            .field("redis_client_cert", &self.redis_client_cert)
+            .field("redis_client_key", &self.redis_client_key)
             .finish()
     }
 }
@@ -461,6 +516,10 @@ impl std::fmt::Debug for AuthArgs {
             .field("jwt_secret", &redacted(self.jwt_secret.as_ref()))
             .field("jwt_public_key", &self.jwt_public_key)
             .field("jwks", &self.jwks)
+            .field("jwks_from_issuer", &self.jwks_from_issuer)
+            .field("jwks_ca", &self.jwks_ca)
+            .field("jwks_refresh_secs", &self.jwks_refresh_secs)
+            .field("jwks_min_refresh_secs", &self.jwks_min_refresh_secs)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("insecure_no_auth", &self.insecure_no_auth)
@@ -488,10 +547,11 @@ impl AuthArgs {
         if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err("--jwt-secret must be at least 32 bytes".into());
         }
+        let jwks = crate::managed::jwks_source(&self)?;
         let sources = [
             self.jwt_secret.map(|s| KeySource::Secret(s.into_bytes())),
             self.jwt_public_key.map(KeySource::PublicKeyPem),
-            self.jwks.map(KeySource::Jwks),
+            jwks,
         ];
         let mut given: Vec<KeySource> = sources.into_iter().flatten().collect();
         match (given.len(), self.insecure_no_auth) {
@@ -785,6 +845,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "BATCHGATE_WORKER_CLIENT_CA", value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
 
+    /// Require `Authorization: Bearer KEY` on every inference call (HTTP and gRPC; health
+    /// checks stay open), KEY being this file's content without surrounding whitespace.
+    #[arg(long, env = "BATCHGATE_WORKER_API_KEY_FILE", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+
     /// Batches that run at once (simulated GPUs); further calls queue.
     #[arg(long, env = "BATCHGATE_WORKER_SLOTS", default_value_t = 32)]
     pub slots: usize,
@@ -865,6 +930,11 @@ impl RedisArgs {
             cluster: self.redis_cluster,
             key_prefix: self.key_prefix.clone(),
             op_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
+            tls: crate::managed::redis_tls(
+                self.redis_ca.as_deref(),
+                self.redis_client_cert.as_deref(),
+                self.redis_client_key.as_deref(),
+            )?,
         };
         redis.validate()?;
         Ok(Some(RedisBackend {
@@ -1148,6 +1218,7 @@ impl WorkerArgs {
             #[cfg(feature = "model")]
             model_dir: self.model_dir,
             tls: self.tls.files(self.client_ca.clone())?,
+            api_key_file: self.api_key_file,
             faults: batchgate_sim::Faults {
                 error_rate: fraction("error-rate", self.error_rate)?,
                 poison_pattern: self.poison_pattern.filter(|p| !p.is_empty()),
@@ -1190,6 +1261,7 @@ pub fn main() -> ExitCode {
     let otlp = cli.command.service_name().map(|name| OtlpConfig {
         endpoint: cli.otlp_endpoint.clone(),
         service_name: name.to_owned(),
+        ca: cli.otlp_ca.clone(),
     });
     let telemetry = {
         let _runtime = runtime.enter();

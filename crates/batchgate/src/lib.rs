@@ -8,6 +8,7 @@
 //! - [`serve`]: runs a process's parts (gateway, batcher or both) and its shutdown order.
 //! - [`pool_metrics`]: each pooled worker's health and load on `/metrics`.
 //! - [`store_metrics`]: the in-process stores' evictions on `/metrics`.
+//! - [`managed`]: settings for managed services (TLS to Redis), read from files.
 //! - [`dlq`]: `batchgate dlq list|replay|purge`, through a gateway's admin API.
 //! - [`probe`]: `batchgate probe`, one health check over HTTP (a container's HEALTHCHECK).
 //! - [`worker`]: `batchgate worker --sim`, the reference worker server (and, with the `model`
@@ -21,6 +22,7 @@ pub mod certs;
 pub mod cli;
 pub mod config_file;
 pub mod dlq;
+pub mod managed;
 pub mod pool_metrics;
 pub mod probe;
 pub mod serve;

@@ -185,7 +185,14 @@ pub async fn run(
             if let Some(healthy) = workers_healthy {
                 builder = builder.workers_healthy(healthy);
             }
-            Front::Api(builder.build(&backends)?)
+            let state = builder.build(&backends)?;
+            // Keys fetched from an identity provider's JWKS URL: none, no start.
+            state
+                .auth
+                .load_remote()
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            Front::Api(state)
         }
         // A batcher alone serves only its operator routes: no authenticator, shedder or
         // request metrics are built.

@@ -35,6 +35,8 @@ pub struct WorkerConfig {
     pub faults: Faults,
     /// Serve HTTPS (and, with a client CA, require client certificates) instead of HTTP.
     pub tls: Option<TlsFiles>,
+    /// Require the API key in this file on every inference call.
+    pub api_key_file: Option<std::path::PathBuf>,
     /// Serve the real model in this directory instead of the simulated one.
     #[cfg(feature = "model")]
     pub model_dir: Option<std::path::PathBuf>,
@@ -75,9 +77,16 @@ pub async fn run(
     if config.faults != Faults::default() {
         tracing::warn!(faults = ?config.faults, "fault injection is on");
     }
+    let api_key = config
+        .api_key_file
+        .as_deref()
+        .map(crate::managed::read_secret_file)
+        .transpose()
+        .map_err(std::io::Error::other)?;
     let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults));
     let metrics = metrics_router(worker.clone());
-    match batchgate_sim::server::run_with_routes(worker, metrics, listener, tls, shutdown).await? {
+    let served = batchgate_sim::server::Served::sim(worker).with_api_key(api_key);
+    match batchgate_sim::server::run_with_routes(served, metrics, listener, tls, shutdown).await? {
         Stopped::Shutdown => {
             info!("simulated worker stopped");
             Ok(())

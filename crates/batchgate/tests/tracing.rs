@@ -41,6 +41,8 @@ struct Span {
 struct Received {
     spans: Mutex<Vec<Span>>,
     arrived: Notify,
+    /// The `authorization` header of each export.
+    authorization: Mutex<Vec<String>>,
 }
 
 /// The OTLP/gRPC trace endpoint.
@@ -56,6 +58,10 @@ impl TraceService for Receiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if let Some(value) = request.metadata().get("authorization") {
+            let value = value.to_str().unwrap_or("<not text>").to_owned();
+            self.0.authorization.lock().expect("lock").push(value);
+        }
         let mut got = Vec::new();
         for rs in request.into_inner().resource_spans {
             let service = rs
@@ -103,12 +109,30 @@ impl TraceService for Receiver {
 
 /// Serves the receiver on a free loopback port; returns its URL.
 async fn start_receiver(stop: CancellationToken) -> (String, Arc<Received>) {
+    start_receiver_with(stop, None).await
+}
+
+/// [`start_receiver`], over TLS with this certificate and key (PEM) when given.
+async fn start_receiver_with(
+    stop: CancellationToken,
+    tls: Option<(String, String)>,
+) -> (String, Arc<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().expect("addr"));
     let received = Arc::new(Received::default());
     let service = TraceServiceServer::new(Receiver(received.clone()));
+    let mut server = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls {
+        server = server
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key)),
+            )
+            .expect("receiver TLS");
+    }
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        server
             .add_service(service)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
@@ -341,5 +365,56 @@ async fn across_the_redis_queue_a_batch_span_links_to_every_request_it_carries()
     drop(gateway);
     drop(batcher);
     worker.stop.cancel();
+    stop.cancel();
+}
+
+/// A collector behind TLS that wants an auth header: an `https://` endpoint, its CA given
+/// with `--otlp-ca`, the header from the standard `OTEL_EXPORTER_OTLP_HEADERS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_tls_collector_with_the_headers_of_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = batchgate_net::DevCerts::generate(&[], "client").expect("certs");
+    let files = certs.write(dir.path()).expect("write certs");
+    let stop = CancellationToken::new();
+    let (otlp, received) =
+        start_receiver_with(stop.clone(), Some((certs.server_cert, certs.server_key))).await;
+    let ca = files.ca_cert.display().to_string();
+    let serve = Proc::start_with_env(
+        &[
+            "serve",
+            "--insecure-no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--otlp-endpoint",
+            &otlp,
+            "--otlp-ca",
+            &ca,
+            "--sim-base-ms",
+            "5",
+        ],
+        &[
+            FAST_EXPORT[0],
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20collector-token",
+            ),
+        ],
+    );
+    let http = common::client();
+    let (traceparent, client_trace, _) = client_traceparent(7);
+    let view = submit(&http, &serve.url, "over tls", &traceparent).await;
+    assert_eq!(view.status, TaskStatus::Success);
+    let spans = wait_for(&received, "the request's span", |spans| {
+        spans.iter().any(|s| s.name == "POST /v1/inference")
+    })
+    .await;
+    let request = one(&spans, "request span", |s| s.name == "POST /v1/inference");
+    assert_eq!(request.trace_id, client_trace);
+    let headers = received.authorization.lock().expect("lock").clone();
+    assert!(!headers.is_empty(), "no export carried the header");
+    assert!(
+        headers.iter().all(|h| h == "Bearer collector-token"),
+        "{headers:?}"
+    );
     stop.cancel();
 }

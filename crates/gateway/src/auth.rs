@@ -1,8 +1,11 @@
 //! Who is calling: JWT bearer tokens, verified at the gateway.
 //!
-//! - Keys: an HS256 shared secret, or public keys (RS256/ES256) from a PEM file or a JWKS file.
-//!   A JWKS file is read again when it changes ([`Authenticator::reload_if_changed`], run every
-//!   few seconds by [`Authenticator::watch`]), so keys can be rotated without a restart.
+//! - Keys: an HS256 shared secret, or public keys (RS256/ES256) from a PEM file, a JWKS file
+//!   or a JWKS URL (an identity provider's, perhaps found through its OpenID discovery
+//!   document). A JWKS file is read again when it changes ([`Authenticator::reload_if_changed`],
+//!   run every few seconds by [`Authenticator::watch`]); a JWKS URL is fetched again on a
+//!   schedule and when a token names a `kid` not in the set, at most once per
+//!   [`RemoteJwks::min_interval`]; so keys can be rotated without a restart.
 //! - Checks: the signature, with the algorithm the key is for and no other (a token signed
 //!   with HS256 using an RSA public key as the secret is refused: algorithm confusion), `exp`
 //!   (required), `nbf`, `iss` and `aud` when configured, with a small leeway for clock skew.
@@ -40,6 +43,25 @@ pub enum KeySource {
     PublicKeyPem(PathBuf),
     /// A JWKS file (RSA and EC keys, chosen by `kid`).
     Jwks(PathBuf),
+    /// A JWKS fetched over HTTPS from an identity provider.
+    JwksUrl(RemoteJwks),
+}
+
+/// A JWKS served by an identity provider, and how often to fetch it.
+#[derive(Debug, Clone)]
+pub struct RemoteJwks {
+    /// The `https://` URL of the key set, or of the issuer with `discover`.
+    pub url: String,
+    /// `url` is an issuer: the key set's URL is the `jwks_uri` of its
+    /// `/.well-known/openid-configuration`.
+    pub discover: bool,
+    /// A CA (PEM) trusted besides the system's roots, for a provider with a private CA.
+    pub ca: Option<PathBuf>,
+    /// Time between two scheduled fetches.
+    pub refresh: Duration,
+    /// Least time between two fetches caused by tokens naming an unknown `kid`, so that such
+    /// tokens cannot make the gateway flood the provider.
+    pub min_interval: Duration,
 }
 
 impl std::fmt::Debug for KeySource {
@@ -48,6 +70,7 @@ impl std::fmt::Debug for KeySource {
             KeySource::Secret(_) => f.write_str("Secret(<redacted>)"),
             KeySource::PublicKeyPem(p) => write!(f, "PublicKeyPem({})", p.display()),
             KeySource::Jwks(p) => write!(f, "Jwks({})", p.display()),
+            KeySource::JwksUrl(r) => write!(f, "JwksUrl({})", r.url),
         }
     }
 }
@@ -111,6 +134,8 @@ pub struct Authenticator {
     keys: RwLock<Vec<Key>>,
     /// The JWKS file's modification time when last read.
     jwks_mtime: RwLock<Option<SystemTime>>,
+    /// Fetches a JWKS URL.
+    remote: Option<remote::Fetcher>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -125,8 +150,19 @@ impl Authenticator {
     /// Loads the keys; fails with a message naming the file or the problem.
     pub fn new(config: AuthConfig) -> Result<Self, KeyError> {
         let keys = match &config {
-            AuthConfig::Disabled => Vec::new(),
+            AuthConfig::Disabled
+            | AuthConfig::Jwt {
+                keys: KeySource::JwksUrl(_),
+                ..
+            } => Vec::new(),
             AuthConfig::Jwt { keys, .. } => load_keys(keys)?,
+        };
+        let remote = match &config {
+            AuthConfig::Jwt {
+                keys: KeySource::JwksUrl(source),
+                ..
+            } => Some(remote::Fetcher::new(source.clone())?),
+            _ => None,
         };
         let mtime = match &config {
             AuthConfig::Jwt {
@@ -139,7 +175,64 @@ impl Authenticator {
             config,
             keys: RwLock::new(keys),
             jwks_mtime: RwLock::new(mtime),
+            remote,
         })
+    }
+
+    /// Fetches the keys of a JWKS URL for the first time (nothing to do for other sources).
+    /// A gateway that cannot get them does not start: it would refuse every token.
+    pub async fn load_remote(&self) -> Result<(), String> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let keys = remote.fetch().await?;
+        tracing::info!(keys = keys.len(), url = %remote.url(), "JWKS fetched");
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(())
+    }
+
+    /// [`Authenticator::identify`], first fetching a JWKS URL again if the token names a `kid`
+    /// the set does not hold (a key the provider rotated in), at most once per
+    /// [`RemoteJwks::min_interval`] whatever the tokens say.
+    pub async fn identify_fresh(&self, authorization: Option<&str>) -> Result<String, AuthError> {
+        if let Some(remote) = &self.remote {
+            if let Some(kid) = self.unknown_kid(authorization) {
+                if let Some(keys) = remote.fetch_for_unknown_kid(|| self.knows(&kid)).await {
+                    *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+                }
+            }
+        }
+        self.identify(authorization)
+    }
+
+    /// How many times the JWKS URL was fetched (0 for other key sources).
+    pub fn jwks_fetches(&self) -> u64 {
+        self.remote.as_ref().map_or(0, remote::Fetcher::fetches)
+    }
+
+    /// The `kid` of a bearer token, if the key set has no key with it.
+    fn unknown_kid(&self, authorization: Option<&str>) -> Option<String> {
+        let token = bearer_token(authorization)?;
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        (!self.knows(&kid)).then_some(kid)
+    }
+
+    fn knows(&self, kid: &str) -> bool {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Fetches a JWKS URL again (the schedule); a failure keeps the last good set.
+    async fn refresh_remote(&self) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        if let Some(keys) = remote.fetch_logged().await {
+            *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        }
     }
 
     /// Whether tokens are required.
@@ -155,14 +248,7 @@ impl Authenticator {
         else {
             return Ok(ANONYMOUS.to_owned());
         };
-        let token = authorization
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
+        let token = bearer_token(authorization).ok_or(AuthError::Missing)?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("malformed token ({e})")))?;
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
@@ -247,8 +333,19 @@ impl Authenticator {
         }
     }
 
-    /// Checks the JWKS file for changes every 2 s until `stop`.
+    /// Checks the JWKS file for changes every 2 s, or fetches the JWKS URL again every
+    /// [`RemoteJwks::refresh`], until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        if let Some(remote) = &self.remote {
+            let every = remote.refresh_every();
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticks.tick() => self.refresh_remote().await,
+                }
+            }
+        }
         if !matches!(
             self.config,
             AuthConfig::Jwt {
@@ -266,6 +363,17 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// The token of an `Authorization: Bearer …` value.
+fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 fn modified(path: &std::path::Path) -> Option<SystemTime> {
@@ -334,42 +442,43 @@ fn load_keys(source: &KeySource) -> Result<Vec<Key>, KeyError> {
         KeySource::Jwks(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read --jwks {}: {e}", path.display()))?;
-            let set: JwkSet = serde_json::from_str(&text)
-                .map_err(|e| format!("--jwks {} is not a JWKS: {e}", path.display()))?;
-            let mut keys = Vec::new();
-            for (index, jwk) in set.keys.iter().enumerate() {
-                let Some(algorithm) = jwks_algorithm(jwk).map_err(|why| {
-                    format!(
-                        "--jwks {}: key {}: {why}",
-                        path.display(),
-                        key_name(jwk, index)
-                    )
-                })?
-                else {
-                    tracing::info!(
-                        path = %path.display(),
-                        key = %key_name(jwk, index),
-                        "JWKS key not for verifying signatures (`use` or `key_ops`); skipped"
-                    );
-                    continue;
-                };
-                let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| format!("--jwks {}: unusable key: {e}", path.display()))?;
-                keys.push(Key {
-                    kid: jwk.common.key_id.clone(),
-                    key,
-                    algorithm,
-                });
-            }
-            if keys.is_empty() {
-                return Err(KeyError(format!(
-                    "--jwks {} holds no RSA or EC key",
-                    path.display()
-                )));
-            }
-            Ok(keys)
+            Ok(jwks_keys(&text, &path.display().to_string())?)
         }
+        KeySource::JwksUrl(remote) => Err(KeyError(format!(
+            "the JWKS at {} is fetched, not read",
+            remote.url
+        ))),
     }
+}
+
+/// The verification keys of a JWKS document; `origin` names it (a file or a URL) in messages.
+fn jwks_keys(text: &str, origin: &str) -> Result<Vec<Key>, String> {
+    let set: JwkSet =
+        serde_json::from_str(text).map_err(|e| format!("--jwks {origin} is not a JWKS: {e}"))?;
+    let mut keys = Vec::new();
+    for (index, jwk) in set.keys.iter().enumerate() {
+        let Some(algorithm) = jwks_algorithm(jwk)
+            .map_err(|why| format!("--jwks {origin}: key {}: {why}", key_name(jwk, index)))?
+        else {
+            tracing::info!(
+                origin,
+                key = %key_name(jwk, index),
+                "JWKS key not for verifying signatures (`use` or `key_ops`); skipped"
+            );
+            continue;
+        };
+        let key = DecodingKey::from_jwk(jwk)
+            .map_err(|e| format!("--jwks {origin}: unusable key: {e}"))?;
+        keys.push(Key {
+            kid: jwk.common.key_id.clone(),
+            key,
+            algorithm,
+        });
+    }
+    if keys.is_empty() {
+        return Err(format!("--jwks {origin} holds no RSA or EC key"));
+    }
+    Ok(keys)
 }
 
 /// A JWKS key's name in messages: its `kid`, else its place in the set.
@@ -444,5 +553,6 @@ fn pem_names_p256(pem: &[u8]) -> bool {
         .is_ok_and(|der| der.windows(P256_OID.len()).any(|w| w == P256_OID))
 }
 
+mod remote;
 #[cfg(test)]
 mod tests;

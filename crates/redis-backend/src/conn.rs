@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, ConnectionAddr, Pipeline, RedisFuture, TlsCertificates, Value};
 
 /// Default bound on one Redis command (blocking reads get their block time on top).
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -24,6 +24,52 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Bound on one command.
     pub op_timeout: Duration,
+    /// TLS settings for `rediss://` URLs.
+    pub tls: RedisTls,
+}
+
+/// TLS to Redis, for `rediss://` URLs: the CA to trust (the system's roots without one) and a
+/// client certificate for servers that require one. `Debug` shows only what is set.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// PEM of the CA that signed the servers' certificates, trusted instead of the system's.
+    pub ca: Option<Vec<u8>>,
+    /// PEM of a client certificate and of its private key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.as_ref().map(|_| "<set>"))
+            .field("client", &self.client.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl RedisTls {
+    fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client.is_none()
+    }
+
+    fn certificates(&self) -> TlsCertificates {
+        TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca.clone(),
+        }
+    }
+}
+
+/// Whether a URL asks for TLS.
+fn is_tls(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -36,6 +82,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("cluster", &self.cluster)
             .field("key_prefix", &self.key_prefix)
             .field("op_timeout", &self.op_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -63,8 +110,17 @@ impl RedisConfig {
             return Err("at least one --redis URL is needed".into());
         }
         for url in &self.urls {
-            redis::Client::open(url.as_str())
+            self.client(url)
                 .map_err(|e| format!("invalid --redis URL {}: {e}", redact(url)))?;
+        }
+        let tls = self.urls.iter().filter(|u| is_tls(u)).count();
+        if tls != 0 && tls != self.urls.len() {
+            return Err("give every --redis URL as rediss:// (TLS) or none".into());
+        }
+        if tls == 0 && !self.tls.is_empty() {
+            return Err(
+                "--redis-ca and --redis-client-cert apply to rediss:// URLs only (TLS)".into(),
+            );
         }
         if !self.cluster && self.urls.len() > 1 {
             return Err("several --redis URLs need --redis-cluster".into());
@@ -83,7 +139,7 @@ impl RedisConfig {
                 self.cluster_client()?.get_async_connection().await?,
             ))
         } else {
-            let client = redis::Client::open(self.urls[0].as_str())?;
+            let client = self.client(&self.urls[0])?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(self.op_timeout))
                 .set_response_timeout(Some(self.op_timeout))
@@ -101,13 +157,14 @@ impl RedisConfig {
     pub async fn connect_blocking(&self, block: Duration) -> redis::RedisResult<RedisConn> {
         let timeout = self.op_timeout + block;
         if self.cluster {
-            let client = ClusterClient::builder(self.urls.clone())
+            let client = self
+                .cluster_builder()
                 .connection_timeout(self.op_timeout)
                 .response_timeout(timeout)
                 .build()?;
             Ok(RedisConn::Cluster(client.get_async_connection().await?))
         } else {
-            let client = redis::Client::open(self.urls[0].as_str())?;
+            let client = self.client(&self.urls[0])?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(self.op_timeout))
                 .set_response_timeout(Some(timeout))
@@ -122,11 +179,56 @@ impl RedisConfig {
     /// A client for pub/sub. In a cluster, classic PUBLISH reaches every node, so one seed
     /// node serves.
     pub fn pubsub_client(&self) -> redis::RedisResult<redis::Client> {
-        redis::Client::open(self.urls[0].as_str())
+        self.client(&self.urls[0])
+    }
+
+    /// A client for one URL, with the TLS settings if it is a `rediss://` URL.
+    pub fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        if is_tls(url) {
+            batchgate_net::install_crypto_provider();
+            redis::Client::build_with_tls(url, self.tls.certificates())
+        } else {
+            redis::Client::open(url)
+        }
+    }
+
+    /// How to reach another node (`host:port`, as a cluster reports its nodes) the way `like`
+    /// is reached: the same TLS settings, credentials and protocol.
+    pub fn node_info(
+        &self,
+        like: &redis::Client,
+        host: String,
+        port: u16,
+    ) -> redis::RedisResult<redis::ConnectionInfo> {
+        let info = like.get_connection_info().clone();
+        let addr = match info.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        Ok(info.set_addr(addr))
+    }
+
+    fn cluster_builder(&self) -> redis::cluster::ClusterClientBuilder {
+        let builder = ClusterClient::builder(self.urls.clone());
+        if self.urls.iter().any(|u| is_tls(u)) {
+            batchgate_net::install_crypto_provider();
+            builder.certs(self.tls.certificates())
+        } else {
+            builder
+        }
     }
 
     fn cluster_client(&self) -> redis::RedisResult<ClusterClient> {
-        ClusterClient::builder(self.urls.clone())
+        self.cluster_builder()
             .connection_timeout(self.op_timeout)
             .response_timeout(self.op_timeout)
             .retries(2)
@@ -175,7 +277,8 @@ impl ConnectionLike for RedisConn {
 /// records its count, the others compare (`Some`) or adopt it (`None`: the first process
 /// records `default`). A mismatch would silently strand tasks in streams no batcher reads, so
 /// it stops the process. If Redis cannot be reached yet, the check is skipped (with a
-/// warning) so that a process can start before Redis.
+/// warning) so that a process can start before Redis; if Redis refuses the process's
+/// password or certificates, that stops it too ([`is_refusal`]).
 pub async fn check_layout(
     conn: &mut RedisConn,
     key: &str,
@@ -200,11 +303,35 @@ pub async fn check_layout(
         )),
         (Ok(Some(n)), None) => Ok(n),
         (Ok(_), _) => Ok(wanted),
+        (Err(error), _) if is_refusal(&error) => Err(format!(
+            "Redis refused this process: {error} (check the user and password of the --redis URL, \
+             and --redis-ca, --redis-client-cert and --redis-client-key for TLS)"
+        )),
         (Err(error), _) => {
             tracing::warn!(%error, partitions = wanted, "could not check the partition count in Redis; starting anyway");
             Ok(wanted)
         }
     }
+}
+
+/// Whether an error says Redis refuses this process as configured (a wrong password or user,
+/// a user without the rights, a server certificate not trusted or a client certificate
+/// refused), as opposed to Redis not being reachable yet. Retrying will not help.
+pub fn is_refusal(error: &redis::RedisError) -> bool {
+    if error.kind() == redis::ErrorKind::AuthenticationFailed {
+        return true;
+    }
+    let text = error.to_string();
+    [
+        "WRONGPASS",
+        "NOAUTH",
+        "NOPERM",
+        "certificate",
+        "Certificate",
+        "handshake",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 /// Runs `op` with a bound, turning a timeout into a Redis I/O error.

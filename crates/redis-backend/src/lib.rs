@@ -50,7 +50,7 @@ pub mod store;
 mod topology;
 pub mod wiring;
 
-pub use conn::{RedisConfig, RedisConn};
+pub use conn::{RedisConfig, RedisConn, RedisTls};
 pub use dead_letters::RedisDeadLetters;
 pub use intake::RedisIntake;
 pub use keys::Keys;

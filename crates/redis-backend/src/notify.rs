@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use batchgate_protocol::api::TaskStatus;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -248,7 +248,7 @@ impl Notifier {
         gateway_id: &str,
         lost: &Arc<Notify>,
     ) -> redis::RedisResult<Vec<MultiplexedConnection>> {
-        let seed = redis::Client::open(redis.urls[0].as_str())?;
+        let seed = redis.client(&redis.urls[0])?;
         let mut plan: BTreeMap<Option<(String, u16)>, Vec<String>> = BTreeMap::new();
         if redis.cluster {
             let masters = slot_masters(redis).await?;
@@ -272,10 +272,10 @@ impl Notifier {
         }
         let mut connections = Vec::with_capacity(plan.len());
         for (node, channels) in plan {
-            let mut info = seed.get_connection_info().clone();
-            if let Some((host, port)) = node {
-                info = info.set_addr(ConnectionAddr::Tcp(host, port));
-            }
+            let info = match node {
+                Some((host, port)) => redis.node_info(&seed, host, port)?,
+                None => seed.get_connection_info().clone(),
+            };
             let settings = info
                 .redis_settings()
                 .clone()
@@ -340,7 +340,7 @@ async fn alive(connections: &mut [MultiplexedConnection], limit: Duration) -> bo
 async fn slot_masters(redis: &RedisConfig) -> redis::RedisResult<Vec<(u16, u16, (String, u16))>> {
     let mut errors = Vec::new();
     for url in &redis.urls {
-        let client = redis::Client::open(url.as_str())?;
+        let client = redis.client(url)?;
         let attempt = async {
             let mut conn = client.get_multiplexed_async_connection().await?;
             redis::cmd("CLUSTER")

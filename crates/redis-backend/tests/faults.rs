@@ -52,6 +52,7 @@ impl Infra {
             cluster,
             key_prefix: "ft".into(),
             op_timeout: Duration::from_secs(2),
+            tls: Default::default(),
         };
         let keys = Keys::new(&config.key_prefix, default_partitions(cluster));
         Infra {

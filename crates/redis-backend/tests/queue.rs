@@ -19,6 +19,7 @@ fn config(url: String) -> RedisConfig {
         cluster: false,
         key_prefix: "qt".into(),
         op_timeout: Duration::from_secs(1),
+        tls: Default::default(),
     }
 }
 

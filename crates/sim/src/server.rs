@@ -71,6 +71,8 @@ pub struct Served {
     max_batch_size: Option<usize>,
     /// The simulator behind `model`, if it is one: counters, load, crash and hang faults.
     sim: Option<Arc<SimWorker>>,
+    /// The API key every inference call must carry (`Authorization: Bearer KEY`), if any.
+    api_key: Option<Arc<str>>,
 }
 
 impl Served {
@@ -81,6 +83,7 @@ impl Served {
             name: SIM_MODEL_NAME.to_owned(),
             max_batch_size: None,
             sim: Some(sim),
+            api_key: None,
         }
     }
 
@@ -91,7 +94,15 @@ impl Served {
             name: name.to_owned(),
             max_batch_size: Some(max_batch_size.max(1)),
             sim: None,
+            api_key: None,
         }
+    }
+
+    /// Requires `Authorization: Bearer KEY` on every inference call (HTTP and gRPC), as
+    /// hosted inference servers do; health checks stay open. `None` leaves calls open.
+    pub fn with_api_key(mut self, key: Option<String>) -> Served {
+        self.api_key = key.map(Arc::from);
+        self
     }
 
     /// The model's name in the V2 and OpenAI APIs.
@@ -141,7 +152,61 @@ pub fn router(served: impl Into<Served>) -> Router {
         .merge(kserve_v2::routes())
         .merge(openai::routes())
         .with_state(served.clone());
-    grpc::add_routes(http, served).layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    let api_key = served.api_key.clone();
+    let router = grpc::add_routes(http, served).layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    match api_key {
+        Some(key) => router.layer(axum::middleware::from_fn_with_state(key, require_api_key)),
+        None => router,
+    }
+}
+
+/// Refuses an inference call without the API key: 401 in the JSON error shape over HTTP,
+/// `UNAUTHENTICATED` over gRPC. Health checks need no key.
+async fn require_api_key(
+    axum::extract::State(key): axum::extract::State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = request.uri().path();
+    let open = matches!(path, "/healthz" | "/v2/health/live" | "/v2/health/ready")
+        || path.starts_with("/grpc.health.v1.Health/");
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if open || same_key(given.as_bytes(), key.as_bytes()) {
+        return next.run(request).await;
+    }
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unauthenticated("an API key is required")
+            .into_http::<axum::body::Body>()
+            .into_response();
+    }
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        axum::Json(serde_json::json!({
+            "error": { "code": "unauthorized", "message": "an API key is required" }
+        })),
+    )
+        .into_response()
+}
+
+/// Compares every byte of `expected`, whatever `given` is, so the time taken does not tell
+/// how much of a guess was right.
+fn same_key(given: &[u8], expected: &[u8]) -> bool {
+    let mut differ = given.len() != expected.len();
+    for (i, e) in expected.iter().enumerate() {
+        differ |= given.get(i) != Some(e);
+    }
+    !differ
 }
 
 /// How [`run`] ended.

@@ -7,9 +7,13 @@
 //! OpenTelemetry SDK as usual. Each export is bounded by the OTLP timeout (10 s unless
 //! `OTEL_EXPORTER_OTLP_TIMEOUT` says otherwise); a collector that is down costs dropped spans,
 //! never a blocked request.
+//!
+//! An `https://` endpoint is reached over TLS, trusting the system's roots and, with
+//! `--otlp-ca`, that CA too; a collector that wants an auth header gets it from
+//! `OTEL_EXPORTER_OTLP_HEADERS` (`authorization=Bearer%20…`), the standard variable.
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
@@ -24,6 +28,8 @@ pub struct OtlpConfig {
     pub endpoint: Option<String>,
     /// `service.name` unless `OTEL_SERVICE_NAME` sets one (`batchgate-gateway`, …).
     pub service_name: String,
+    /// A CA (PEM) trusted for an `https://` collector besides the system's roots.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Tracing could not be set up.
@@ -45,6 +51,19 @@ fn var_is(name: &str, value: &str) -> bool {
 }
 
 impl OtlpConfig {
+    /// Whether the endpoint (the flag's, else the environment's) is `https://`.
+    fn over_tls(&self) -> bool {
+        self.endpoint
+            .clone()
+            .filter(|e| !e.is_empty())
+            .or_else(|| {
+                ENDPOINT_VARS
+                    .iter()
+                    .find_map(|v| std::env::var(v).ok().filter(|e| !e.is_empty()))
+            })
+            .is_some_and(|e| e.starts_with("https://"))
+    }
+
     /// Whether traces should be exported: an endpoint is configured (flag or environment)
     /// and neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` says otherwise.
     pub fn wanted(&self) -> bool {
@@ -68,9 +87,24 @@ impl Tracing {
     /// Builds the exporter and provider, makes them global with the W3C propagator, and turns
     /// [`crate::enabled`] on. Call from within a Tokio runtime (the gRPC channel lives there).
     pub fn install(config: &OtlpConfig) -> Result<Tracing, OtlpError> {
+        use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
         let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
         if let Some(endpoint) = config.endpoint.as_deref().filter(|e| !e.is_empty()) {
             builder = builder.with_endpoint(endpoint);
+        }
+        if config.over_tls() {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = &config.ca {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    OtlpError::Exporter(format!("cannot read --otlp-ca {}: {e}", ca.display()))
+                })?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            builder = builder.with_tls_config(tls);
+        } else if config.ca.is_some() {
+            return Err(OtlpError::Exporter(
+                "--otlp-ca needs an https:// endpoint".into(),
+            ));
         }
         let exporter = builder
             .build()

@@ -1,5 +1,6 @@
 //! Test harness: real `redis-server` processes (standalone or a 6-node cluster) on free
-//! loopback ports, torn down when dropped. Used by tests only.
+//! loopback ports, torn down when dropped. Used by tests only. [`Secure`] starts them with TLS
+//! only (no plain port) and, if asked, a password and an ACL user, as a managed Redis is.
 //!
 //! Servers keep nothing on disk (`--save ""`, `--appendonly no`) and run in a temporary
 //! directory each. They are stopped by their own PID.
@@ -45,6 +46,102 @@ fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// TLS and credentials for a test Redis, as a managed Redis requires them. The certificate
+/// files are made by the test (e.g. `batchgate certs`).
+#[derive(Debug, Clone)]
+pub struct Secure {
+    /// The CA that signed the server and client certificates.
+    pub ca: PathBuf,
+    /// The server's certificate and key.
+    pub cert: PathBuf,
+    /// The server's key.
+    pub key: PathBuf,
+    /// A client certificate and key: what `redis-cli` and cluster nodes present to each other.
+    pub client_cert: PathBuf,
+    /// The client certificate's key.
+    pub client_key: PathBuf,
+    /// Whether clients must present a certificate signed by `ca` (`--tls-auth-clients yes`);
+    /// otherwise one is optional.
+    pub require_client_cert: bool,
+    /// The password of the default user (`--requirepass`), if any.
+    pub password: Option<String>,
+    /// An ACL user with every right and its password, if any.
+    pub user: Option<(String, String)>,
+}
+
+impl Secure {
+    /// The server's arguments: TLS only (`--port 0`), for clients, replication and the
+    /// cluster bus, and the credentials.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-replication".into(),
+            "yes".into(),
+            "--tls-cluster".into(),
+            "yes".into(),
+            "--tls-auth-clients".into(),
+            if self.require_client_cert {
+                "yes"
+            } else {
+                "optional"
+            }
+            .into(),
+        ];
+        for (flag, path) in [
+            ("--tls-ca-cert-file", &self.ca),
+            ("--tls-cert-file", &self.cert),
+            ("--tls-key-file", &self.key),
+            ("--tls-client-cert-file", &self.client_cert),
+            ("--tls-client-key-file", &self.client_key),
+        ] {
+            args.push(flag.into());
+            args.push(path.display().to_string());
+        }
+        if let Some(password) = &self.password {
+            for flag in ["--requirepass", "--masterauth"] {
+                args.push(flag.into());
+                args.push(password.clone());
+            }
+        }
+        if let Some((user, password)) = &self.user {
+            // One config line; redis-server joins the words that follow a `--name`.
+            args.push("--user".into());
+            args.extend([
+                user.clone(),
+                "on".into(),
+                format!(">{password}"),
+                "~*".into(),
+                "&*".into(),
+                "+@all".into(),
+            ]);
+        }
+        args
+    }
+
+    /// `redis-cli`'s arguments to reach such a server.
+    fn cli_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec!["--tls".into(), "--cacert".into()];
+        args.push(self.ca.display().to_string());
+        args.extend(["--cert".into(), self.client_cert.display().to_string()]);
+        args.extend(["--key".into(), self.client_key.display().to_string()]);
+        if let Some(password) = &self.password {
+            args.extend(["-a".into(), password.clone(), "--no-auth-warning".into()]);
+        }
+        args
+    }
+}
+
+/// `url` with `user:password@` (or `:password@` without a user) before its host.
+pub fn with_credentials(url: &str, user: Option<&str>, password: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}:{password}@{rest}", user.unwrap_or("")),
+        None => url.to_owned(),
+    }
+}
+
 /// One `redis-server` process.
 pub struct RedisServer {
     /// The process, killed on drop.
@@ -55,15 +152,22 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Extra arguments, kept to restart it the same way.
     extra: Vec<String>,
+    /// TLS and credentials, if any (boxed: most servers have none).
+    secure: Option<Box<Secure>>,
 }
 
 impl RedisServer {
     /// Starts a standalone server and waits until it answers PING.
     pub fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with(&[], None)
     }
 
-    fn start_with(extra: &[&str]) -> Self {
+    /// Starts a standalone server reached over TLS only, with the given credentials.
+    pub fn start_secure(secure: &Secure) -> Self {
+        Self::start_with(&[], Some(Box::new(secure.clone())))
+    }
+
+    fn start_with(extra: &[&str], secure: Option<Box<Secure>>) -> Self {
         let port = free_port();
         let dir = scratch_dir("redis");
         let mut server = RedisServer {
@@ -71,6 +175,7 @@ impl RedisServer {
             port,
             dir,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            secure,
         };
         server.spawn();
         server
@@ -89,8 +194,13 @@ impl RedisServer {
 
     /// Starts the server; true once it answers PING, false if it exited first.
     fn try_spawn(&mut self) -> bool {
+        let ports = match &self.secure {
+            Some(secure) => secure.server_args(self.port),
+            None => vec!["--port".into(), self.port.to_string()],
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(&ports)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -121,14 +231,27 @@ impl RedisServer {
         }
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://…` with TLS (without credentials: see
+    /// [`with_credentials`]).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.secure.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// Runs `redis-cli` against this server; its output, or `None` if it failed.
+    /// Runs `redis-cli` against this server (over TLS, authenticated, if it needs that); its
+    /// output, or `None` if it failed.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        redis_cli(self.port, args)
+        let mut all = self
+            .secure
+            .as_ref()
+            .map(|s| s.cli_args())
+            .unwrap_or_default();
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        redis_cli(self.port, &all)
     }
 
     /// Kills the server (SIGKILL, by PID).
@@ -159,7 +282,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+fn redis_cli(port: u16, args: &[String]) -> Option<String> {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
@@ -192,14 +315,22 @@ impl RedisCluster {
     /// Starts 6 cluster-enabled servers, joins them with `redis-cli --cluster create`, and
     /// waits for `cluster_state:ok` on every node.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// The same, every node reached over TLS only (clients, replication and the cluster bus),
+    /// with the given credentials.
+    pub fn start_secure(secure: &Secure) -> Self {
+        Self::start_with(Some(secure))
+    }
+
+    fn start_with(secure: Option<&Secure>) -> Self {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
+                RedisServer::start_with(
+                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
+                    secure.map(|s| Box::new(s.clone())),
+                )
             })
             .collect();
         let addrs: Vec<String> = nodes
@@ -207,6 +338,7 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         let out = Command::new("redis-cli")
+            .args(secure.map(Secure::cli_args).unwrap_or_default())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)

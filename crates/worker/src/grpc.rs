@@ -1,6 +1,7 @@
 //! Adapter for the worker batch API over gRPC (`proto/worker.proto`, service
-//! `batchgate.worker.v1.Worker`, method `Infer`), HTTP/2 without TLS. Health is the standard
-//! `grpc.health.v1.Health/Check` for the service's name.
+//! `batchgate.worker.v1.Worker`, method `Infer`), HTTP/2 without TLS (`grpc://`) or over TLS
+//! (`grpcs://`, with the same CA and client certificate as `https://` workers). Health is the
+//! standard `grpc.health.v1.Health/Check` for the service's name.
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::http::{truncate, MAX_CONNECT_TIMEOUT};
+use crate::spec::WorkerToken;
 use crate::{Worker, WorkerError};
 
 /// Calls a worker that serves `batchgate.worker.v1.Worker` over gRPC.
@@ -26,20 +28,104 @@ pub struct GrpcWorker {
     channel: Channel,
     /// Bound on one call, connect to last byte.
     timeout: Duration,
+    /// `authorization` metadata of every inference call, for a worker that requires a token.
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl GrpcWorker {
     /// A client for the worker at `authority` (`host:port`). Nothing is connected yet: a
     /// worker that is down at start-up is found by its first call or health check.
     pub fn new(authority: &str, timeout: Duration) -> Result<Self, WorkerError> {
+        Self::with_tls(authority, timeout, None)
+    }
+
+    /// [`GrpcWorker::new`]; with `tls`, over TLS with that configuration (the CA to trust,
+    /// and a client certificate for workers that require one), HTTP/2 chosen by ALPN.
+    pub fn with_tls(
+        authority: &str,
+        timeout: Duration,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, WorkerError> {
         let endpoint = Endpoint::from_shared(format!("http://{authority}"))
             .map_err(|e| WorkerError::Unreachable(format!("bad gRPC address {authority}: {e}")))?
             .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
             .timeout(timeout)
             .tcp_nodelay(true);
+        let channel = match tls {
+            None => endpoint.connect_lazy(),
+            Some(mut tls) => {
+                tls.alpn_protocols = vec![b"h2".to_vec()];
+                let connector = TlsConnector {
+                    tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)),
+                    authority: authority.to_owned(),
+                };
+                endpoint.connect_with_connector_lazy(connector)
+            }
+        };
         Ok(GrpcWorker {
-            channel: endpoint.connect_lazy(),
+            channel,
             timeout,
+            token: None,
+        })
+    }
+
+    /// Sends `token` (`authorization: Bearer …`) with every inference call.
+    pub fn with_token(mut self, token: Option<&WorkerToken>) -> Result<Self, WorkerError> {
+        self.token = token
+            .map(|t| {
+                let mut value = t
+                    .bearer()
+                    .parse::<tonic::metadata::MetadataValue<_>>()
+                    .map_err(|_| {
+                        WorkerError::Unreachable(
+                            "the worker token cannot be sent in gRPC metadata".into(),
+                        )
+                    })?;
+                value.set_sensitive(true);
+                Ok::<_, WorkerError>(value)
+            })
+            .transpose()?;
+        Ok(self)
+    }
+}
+
+/// Opens the TCP connection and the TLS session to a `grpcs://` worker.
+#[derive(Clone)]
+struct TlsConnector {
+    tls: tokio_rustls::TlsConnector,
+    /// `host:port`: where to connect, and the host the certificate must name.
+    authority: String,
+}
+
+impl tower::Service<tonic::transport::Uri> for TlsConnector {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::transport::Uri) -> Self::Future {
+        let (tls, authority) = (self.tls.clone(), self.authority.clone());
+        Box::pin(async move {
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority.as_str(), |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let name = rustls::pki_types::ServerName::try_from(host)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let tcp = tokio::net::TcpStream::connect(&authority).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tls.connect(name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
         })
     }
 }
@@ -92,6 +178,11 @@ impl Worker for GrpcWorker {
         });
         // Also sent as `grpc-timeout`, so the worker can give up when we have.
         request.set_timeout(self.timeout);
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
         let call = client.infer(request);
         let response = tokio::time::timeout(self.timeout, call)
             .await

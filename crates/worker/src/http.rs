@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use batchgate_protocol::api::ErrorBody;
 
+use crate::spec::WorkerToken;
 use crate::WorkerError;
 
 /// Longest error message kept from a worker's body, so a huge error page cannot flood logs.
@@ -33,6 +34,27 @@ pub(crate) fn client(
         .pool_max_idle_per_host(256)
         .build()
         .map_err(|e| WorkerError::Unreachable(e.to_string()))
+}
+
+/// The `Authorization` header of a worker token.
+pub(crate) fn token_header(
+    token: Option<&WorkerToken>,
+) -> Result<Option<reqwest::header::HeaderValue>, WorkerError> {
+    token
+        .map(WorkerToken::header)
+        .transpose()
+        .map_err(WorkerError::Unreachable)
+}
+
+/// `request` with the worker's token, if it has one.
+pub(crate) fn authorized(
+    request: reqwest::RequestBuilder,
+    token: Option<&reqwest::header::HeaderValue>,
+) -> reqwest::RequestBuilder {
+    match token {
+        Some(value) => request.header(reqwest::header::AUTHORIZATION, value.clone()),
+        None => request,
+    }
 }
 
 /// A failed request: timed out, or could not reach the worker.

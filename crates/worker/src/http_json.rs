@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use batchgate_protocol::worker_api::{BatchRequest, BatchResponse};
 
 use crate::http::{self, status_error};
+use crate::spec::WorkerToken;
 use crate::{Worker, WorkerError};
 
 #[cfg(test)]
@@ -25,6 +26,8 @@ pub struct HttpJsonWorker {
     health: String,
     /// Bound on one call, connect to last byte.
     timeout: Duration,
+    /// `Authorization` of every inference call, for a worker that requires a token.
+    token: Option<reqwest::header::HeaderValue>,
 }
 
 impl HttpJsonWorker {
@@ -47,7 +50,14 @@ impl HttpJsonWorker {
             endpoint: format!("{base}/v1/batch"),
             health: format!("{base}/healthz"),
             timeout,
+            token: None,
         })
+    }
+
+    /// Sends `token` (`Authorization: Bearer …`) with every inference call.
+    pub fn with_token(mut self, token: Option<&WorkerToken>) -> Result<Self, WorkerError> {
+        self.token = http::token_header(token)?;
+        Ok(self)
     }
 
     /// The URL batches are posted to.
@@ -79,6 +89,7 @@ impl Worker for HttpJsonWorker {
         let request = self.client.post(&self.endpoint).json(&BatchRequest {
             inputs: inputs.to_vec(),
         });
+        let request = http::authorized(request, self.token.as_ref());
         let (status, body) = http::send(request, self.timeout).await?;
         parse_answer(status, &body, inputs.len())
     }

@@ -14,6 +14,7 @@ use batchgate_protocol::kserve_v2::{
 };
 
 use crate::http::{self, status_error};
+use crate::spec::WorkerToken;
 use crate::{Worker, WorkerError};
 
 /// Calls one model of a KServe V2 server.
@@ -31,6 +32,8 @@ pub struct KserveV2Worker {
     output_name: String,
     /// Bound on one call, connect to last byte.
     timeout: Duration,
+    /// `Authorization` of every inference call, for a worker that requires a token.
+    token: Option<reqwest::header::HeaderValue>,
 }
 
 impl KserveV2Worker {
@@ -50,6 +53,7 @@ impl KserveV2Worker {
             input_name: input_name.to_owned(),
             output_name: output_name.to_owned(),
             timeout,
+            token: None,
         })
     }
 
@@ -64,6 +68,12 @@ impl KserveV2Worker {
         if tls.is_some() {
             self.client = http::client(self.timeout, tls)?;
         }
+        Ok(self)
+    }
+
+    /// Sends `token` (`Authorization: Bearer …`) with every inference call.
+    pub fn with_token(mut self, token: Option<&WorkerToken>) -> Result<Self, WorkerError> {
+        self.token = http::token_header(token)?;
         Ok(self)
     }
 }
@@ -116,6 +126,7 @@ impl Worker for KserveV2Worker {
             parameters: None,
         };
         let request = self.client.post(&self.infer_url).json(&body);
+        let request = http::authorized(request, self.token.as_ref());
         let (status, body) = http::send(request, self.timeout).await?;
         parse_answer(status, &body, &self.output_name, inputs.len())
     }

@@ -13,6 +13,7 @@ use batchgate_protocol::openai::{
 };
 
 use crate::http::{self, status_error};
+use crate::spec::WorkerToken;
 use crate::{Worker, WorkerError};
 
 /// The model named in requests unless configured: the reference worker's.
@@ -31,6 +32,8 @@ pub struct OpenAiWorker {
     model: String,
     /// Bound on one call, connect to last byte.
     timeout: Duration,
+    /// `Authorization` of every inference call, for a worker that requires a token.
+    token: Option<reqwest::header::HeaderValue>,
 }
 
 impl OpenAiWorker {
@@ -43,6 +46,7 @@ impl OpenAiWorker {
             models_url: format!("{base}/models"),
             model: model.to_owned(),
             timeout,
+            token: None,
         })
     }
 
@@ -57,6 +61,12 @@ impl OpenAiWorker {
         if tls.is_some() {
             self.client = http::client(self.timeout, tls)?;
         }
+        Ok(self)
+    }
+
+    /// Sends `token` (`Authorization: Bearer …`) with every inference call.
+    pub fn with_token(mut self, token: Option<&WorkerToken>) -> Result<Self, WorkerError> {
+        self.token = http::token_header(token)?;
         Ok(self)
     }
 }
@@ -102,6 +112,7 @@ impl Worker for OpenAiWorker {
             encoding_format: Some("float".to_owned()),
         };
         let request = self.client.post(&self.embeddings_url).json(&body);
+        let request = http::authorized(request, self.token.as_ref());
         let (status, body) = http::send(request, self.timeout).await?;
         parse_answer(status, &body, inputs.len())
     }

@@ -104,17 +104,37 @@ impl Member {
             }
             (false, _) => None,
         };
+        let token = spec
+            .token
+            .as_ref()
+            .map(|source| {
+                source
+                    .read()
+                    .map_err(|e| WorkerError::Unreachable(format!("{spec}: {e}")))
+            })
+            .transpose()?;
+        let token = token.as_ref();
         let worker: Arc<dyn Worker> = match &spec.protocol {
-            Protocol::HttpJson { base } => Arc::new(HttpJsonWorker::with_tls(base, timeout, tls)?),
-            Protocol::Grpc { authority } => Arc::new(GrpcWorker::new(authority, timeout)?),
+            Protocol::HttpJson { base } => {
+                Arc::new(HttpJsonWorker::with_tls(base, timeout, tls)?.with_token(token)?)
+            }
+            Protocol::Grpc { authority, .. } => {
+                Arc::new(GrpcWorker::with_tls(authority, timeout, tls)?.with_token(token)?)
+            }
             Protocol::KserveV2 {
                 model_url,
                 input,
                 output,
-            } => Arc::new(KserveV2Worker::new(model_url, input, output, timeout)?.with_tls(tls)?),
-            Protocol::OpenAi { base, model } => {
-                Arc::new(OpenAiWorker::new(base, model, timeout)?.with_tls(tls)?)
-            }
+            } => Arc::new(
+                KserveV2Worker::new(model_url, input, output, timeout)?
+                    .with_tls(tls)?
+                    .with_token(token)?,
+            ),
+            Protocol::OpenAi { base, model } => Arc::new(
+                OpenAiWorker::new(base, model, timeout)?
+                    .with_tls(tls)?
+                    .with_token(token)?,
+            ),
         };
         Ok(Member {
             name: spec.name.clone(),

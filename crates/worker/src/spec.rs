@@ -5,13 +5,16 @@
 //! |---|---|
 //! | `http://host:port[/prefix]` | batchgate's JSON batch API (`POST {url}/v1/batch`) |
 //! | `grpc://host:port` | `batchgate.worker.v1.Worker/Infer` over gRPC (h2c) |
+//! | `grpcs://host:port` | the same over TLS (`--worker-ca`, client certificate for mTLS) |
 //! | `kserve-v2+http://host:port/v2/models/NAME[/versions/V]` | KServe V2 / Open Inference Protocol |
 //! | `openai+http://host:port/v1` | OpenAI-style `POST {url}/embeddings` |
 //!
 //! Query parameters set the worker's limits — `max_batch_size` (larger batches are split
 //! into several calls), `max_inflight_batches` (calls under way at once), `timeout_ms` —, the
-//! worker's `zone` (batchers prefer workers of their own `--zone`), and protocol options: `input` and `output` (V2 tensor names), `model` (OpenAI). Anything else
-//! is refused, so a typo fails at start-up rather than being ignored.
+//! worker's `zone` (batchers prefer workers of their own `--zone`), protocol options: `input`
+//! and `output` (V2 tensor names), `model` (OpenAI), and where the worker's bearer token or
+//! API key is: `token_file=PATH` or `token_env=NAME` (never the secret itself in the URL).
+//! Anything else is refused, so a typo fails at start-up rather than being ignored.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,7 +27,8 @@ use reqwest::Url;
 use crate::openai::DEFAULT_MODEL;
 
 /// The schemes understood, as shown in error messages.
-pub const SCHEMES: &str = "http://, https://, grpc://, kserve-v2+http(s)://, openai+http(s)://";
+pub const SCHEMES: &str =
+    "http://, https://, grpc://, grpcs://, kserve-v2+http(s)://, openai+http(s)://";
 
 /// Why a worker URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +40,7 @@ pub enum SpecError {
         url: String,
     },
     /// A scheme batchgate has no adapter for.
-    #[error("worker URL {url:?}: unknown scheme {scheme:?}; use one of {SCHEMES} (gRPC over TLS is not built yet: use https:// for TLS to a worker)")]
+    #[error("worker URL {url:?}: unknown scheme {scheme:?}; use one of {SCHEMES}")]
     UnknownScheme {
         /// The URL given.
         url: String,
@@ -65,6 +69,8 @@ pub enum Protocol {
     Grpc {
         /// `host:port`.
         authority: String,
+        /// Over TLS (`grpcs://`).
+        tls: bool,
     },
     /// KServe V2 / Open Inference Protocol over HTTP.
     KserveV2 {
@@ -106,6 +112,70 @@ pub struct WorkerSpec {
     pub name: String,
     /// The zone it runs in (`zone=`); `None`: no zone (it counts as every batcher's own).
     pub zone: Option<Zone>,
+    /// Where its bearer token (API key) is, if it needs one.
+    pub token: Option<TokenSource>,
+}
+
+/// Where a worker's bearer token or API key is kept: never in the URL itself, so it is not on
+/// a command line or in a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file holding it (`token_file=PATH`), surrounding whitespace ignored.
+    File(std::path::PathBuf),
+    /// An environment variable holding it (`token_env=NAME`).
+    Env(String),
+}
+
+/// A worker's bearer token. `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WorkerToken(String);
+
+impl fmt::Debug for WorkerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WorkerToken(<redacted>)")
+    }
+}
+
+impl WorkerToken {
+    /// The `Authorization` header's value, marked sensitive (kept out of HTTP/2 header
+    /// compression tables and debug output).
+    pub(crate) fn header(&self) -> Result<reqwest::header::HeaderValue, String> {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0))
+            .map_err(|_| "the worker token holds characters a header cannot carry".to_owned())?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// The token itself, for gRPC metadata.
+    pub(crate) fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl TokenSource {
+    /// Reads the token now. Errors name where it was looked for, never what was found.
+    pub fn read(&self) -> Result<WorkerToken, String> {
+        let text = match self {
+            TokenSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                format!("cannot read the worker token file {}: {e}", path.display())
+            })?,
+            TokenSource::Env(name) => std::env::var(name).map_err(|_| {
+                format!("the worker token variable {name} is not set (or not UTF-8)")
+            })?,
+        };
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(match self {
+                TokenSource::File(path) => {
+                    format!("the worker token file {} is empty", path.display())
+                }
+                TokenSource::Env(name) => format!("the worker token variable {name} is empty"),
+            });
+        }
+        let token = WorkerToken(token.to_owned());
+        token.header()?;
+        Ok(token)
+    }
 }
 
 impl WorkerSpec {
@@ -117,7 +187,7 @@ impl WorkerSpec {
                 base.starts_with("https://")
             }
             Protocol::KserveV2 { model_url, .. } => model_url.starts_with("https://"),
-            Protocol::Grpc { .. } => false,
+            Protocol::Grpc { tls, .. } => *tls,
         }
     }
 }
@@ -146,6 +216,7 @@ impl FromStr for WorkerSpec {
             "http",
             "https",
             "grpc",
+            "grpcs",
             "kserve-v2+http",
             "kserve-v2+https",
             "openai+http",
@@ -160,7 +231,7 @@ impl FromStr for WorkerSpec {
         }
         // Every protocol runs over HTTP, plain or TLS: parse the rest as such a URL, which
         // checks the host and port.
-        let transport = if scheme == "https" || scheme.ends_with("+https") {
+        let transport = if scheme == "https" || scheme == "grpcs" || scheme.ends_with("+https") {
             "https"
         } else {
             "http"
@@ -204,14 +275,15 @@ impl FromStr for WorkerSpec {
             "http" | "https" => Protocol::HttpJson {
                 base: format!("{origin}{path}"),
             },
-            "grpc" => {
+            "grpc" | "grpcs" => {
                 if !path.is_empty() {
                     return Err(malformed(format!(
-                        "a grpc:// URL is host:port only (the method's path is fixed), not {path:?}"
+                        "a {scheme}:// URL is host:port only (the method's path is fixed), not {path:?}"
                     )));
                 }
                 Protocol::Grpc {
                     authority: authority.clone(),
+                    tls: scheme == "grpcs",
                 }
             }
             "kserve-v2+http" | "kserve-v2+https" => {
@@ -238,12 +310,26 @@ impl FromStr for WorkerSpec {
                 }
             }
         };
+        let token = match (query.take("token_file"), query.take("token_env")) {
+            (Some(_), Some(_)) => {
+                return Err(malformed("give token_file or token_env, not both".into()))
+            }
+            (Some(path), None) if !path.is_empty() => Some(TokenSource::File(path.into())),
+            (None, Some(name)) if !name.is_empty() => Some(TokenSource::Env(name)),
+            (None, None) => None,
+            _ => {
+                return Err(malformed(
+                    "token_file and token_env must not be empty".into(),
+                ))
+            }
+        };
         query.finish().map_err(&malformed)?;
         Ok(WorkerSpec {
             protocol,
             limits,
             name: format!("{scheme}://{authority}{path}"),
             zone,
+            token,
         })
     }
 }
@@ -341,10 +427,18 @@ mod tests {
             }
         );
         assert_eq!(http.name, "http://127.0.0.1:9000");
+        let grpcs = parse("grpcs://h:443?token_env=KEY").expect("grpcs");
+        assert!(grpcs.uses_tls());
+        assert_eq!(grpcs.token, Some(TokenSource::Env("KEY".into())));
+        assert_eq!(
+            grpcs.name, "grpcs://h:443",
+            "the token's source is not in the name"
+        );
         assert_eq!(
             parse("grpc://localhost:50051").expect("grpc").protocol,
             Protocol::Grpc {
-                authority: "localhost:50051".into()
+                authority: "localhost:50051".into(),
+                tls: false,
             }
         );
         assert_eq!(
@@ -438,7 +532,9 @@ mod tests {
     fn bad_urls_are_refused_with_the_reason() {
         for (url, expected) in [
             ("localhost:9000", "has no scheme"),
-            ("grpcs://h:1", "unknown scheme \"grpcs\""),
+            ("grpcs://h:1/x", "host:port only"),
+            ("http://h:1?token_file=a&token_env=B", "not both"),
+            ("http://h:1?token_env=", "must not be empty"),
             ("tcp://h:1", "unknown scheme \"tcp\""),
             ("http://:9000", "empty host"),
             ("http://h:99999", "invalid port"),

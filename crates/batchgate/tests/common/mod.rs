@@ -99,6 +99,7 @@ impl Infra {
                 cluster,
                 key_prefix: "test".into(),
                 op_timeout: Duration::from_secs(5),
+                tls: Default::default(),
             },
             visibility_timeout: Duration::from_millis(1500),
             max_deliveries: 5,
@@ -200,6 +201,38 @@ pub fn spawn_long_poll(
             .expect("long poll answered");
         (input, result)
     })
+}
+
+/// `batchgate certs --out DIR`: a throwaway CA, a server and a client certificate.
+pub fn make_certs(dir: &std::path::Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_batchgate"))
+        .args(["certs", "--out"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run batchgate certs");
+    assert!(status.success(), "batchgate certs failed");
+}
+
+/// Runs `batchgate ARGS` (with `env`, logging at debug) until it exits, within 60 s; its
+/// status and its log.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batchgate"))
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn batchgate");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    (status, reader.join().expect("stderr reader"))
 }
 
 pub async fn infer(http: &reqwest::Client, base: &str, input: &str) -> TaskView {

@@ -104,7 +104,8 @@ impl FromRequestParts<AppState> for Caller {
         }
         state
             .auth
-            .identify(authorization(&parts.headers)?)
+            .identify_fresh(authorization(&parts.headers)?)
+            .await
             .map(Caller)
             .map_err(|e| ApiError::Unauthenticated(e.to_string()))
     }

@@ -30,12 +30,15 @@ pub(super) async fn admit(
     if !request.uri().path().starts_with("/v1/") {
         return next.run(request).await;
     }
-    let caller = match authorization(request.headers()).and_then(|header| {
-        state
+    let caller = match authorization(request.headers()) {
+        Ok(header) => state
             .auth
-            .identify(header)
-            .map_err(|e| ApiError::Unauthenticated(e.to_string()))
-    }) {
+            .identify_fresh(header)
+            .await
+            .map_err(|e| ApiError::Unauthenticated(e.to_string())),
+        Err(error) => Err(error),
+    };
+    let caller = match caller {
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };

@@ -1,0 +1,197 @@
+//! Fetching a JWKS from an identity provider: over HTTPS, bounded in time and size, one
+//! fetch at a time, and — when caused by a token naming an unknown `kid` — at most once per
+//! [`RemoteJwks::min_interval`]. A failed fetch keeps the last good key set.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{jwks_keys, Key, RemoteJwks};
+
+/// Bound on one fetch (connecting, sending, reading the whole answer).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest JWKS or discovery document read; a provider's is a few kilobytes.
+const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// Failed scheduled fetches are logged at most this often.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Fetches one provider's JWKS. Shared by every request of a gateway.
+pub(crate) struct Fetcher {
+    source: RemoteJwks,
+    http: reqwest::Client,
+    /// When the last fetch started, whatever its outcome.
+    last_attempt: Mutex<Option<Instant>>,
+    /// When a failure was last logged.
+    last_failure_log: Mutex<Option<Instant>>,
+    /// Held during a fetch: concurrent callers wait for it rather than fetch again.
+    busy: tokio::sync::Mutex<()>,
+    /// Fetches made, for tests and logs.
+    fetches: std::sync::atomic::AtomicU64,
+}
+
+impl Fetcher {
+    pub(crate) fn new(source: RemoteJwks) -> Result<Self, String> {
+        if !source.url.starts_with("https://") {
+            return Err(format!(
+                "--jwks {} must be an https:// URL (keys fetched in clear text could be forged)",
+                source.url
+            ));
+        }
+        batchgate_net::install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .https_only(true)
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::limited(3));
+        if let Some(ca) = &source.ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("cannot read --jwks-ca {}: {e}", ca.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("--jwks-ca {} holds no PEM certificate: {e}", ca.display()))?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot make the JWKS client: {e}"))?;
+        Ok(Fetcher {
+            source,
+            http,
+            last_attempt: Mutex::new(None),
+            last_failure_log: Mutex::new(None),
+            busy: tokio::sync::Mutex::new(()),
+            fetches: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The configured URL (of the key set, or of the issuer).
+    pub(crate) fn url(&self) -> &str {
+        &self.source.url
+    }
+
+    pub(crate) fn refresh_every(&self) -> Duration {
+        self.source.refresh.max(Duration::from_secs(1))
+    }
+
+    /// Fetches the key set now.
+    pub(crate) async fn fetch(&self) -> Result<Vec<Key>, String> {
+        let _one = self.busy.lock().await;
+        self.fetch_now().await
+    }
+
+    /// [`Fetcher::fetch`] for the schedule: a failure is logged (at most once a minute) and
+    /// gives `None`, so the caller keeps its keys.
+    pub(crate) async fn fetch_logged(&self) -> Option<Vec<Key>> {
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::debug!(keys = keys.len(), url = %self.source.url, "JWKS fetched");
+                Some(keys)
+            }
+            Err(error) => {
+                self.log_failure(&error);
+                None
+            }
+        }
+    }
+
+    /// A fetch for a token naming an unknown `kid`, unless `known()` turns true while waiting
+    /// for a fetch under way, or the last fetch started less than `min_interval` ago. `None`:
+    /// nothing fetched (or the fetch failed): the keys stay as they are.
+    pub(crate) async fn fetch_for_unknown_kid(&self, known: impl Fn() -> bool) -> Option<Vec<Key>> {
+        let _one = self.busy.lock().await;
+        if known() {
+            return None;
+        }
+        let recent = self
+            .last_attempt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < self.source.min_interval);
+        if recent {
+            return None;
+        }
+        match self.fetch_now().await {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), url = %self.source.url, "JWKS fetched for a token with an unknown kid");
+                Some(keys)
+            }
+            Err(error) => {
+                self.log_failure(&error);
+                None
+            }
+        }
+    }
+
+    /// How many fetches were started.
+    pub(crate) fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn log_failure(&self, error: &str) {
+        let mut last = self
+            .last_failure_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= FAILURE_LOG_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(%error, "cannot fetch the JWKS; keeping the last good keys");
+        }
+    }
+
+    /// One fetch, the caller holding `busy`.
+    async fn fetch_now(&self) -> Result<Vec<Key>, String> {
+        *self.last_attempt.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = if self.source.discover {
+            let issuer = self.source.url.trim_end_matches('/');
+            let discovery = format!("{issuer}/.well-known/openid-configuration");
+            let document: serde_json::Value = serde_json::from_slice(&self.get(&discovery).await?)
+                .map_err(|e| format!("{discovery} is not JSON: {e}"))?;
+            let jwks_uri = document
+                .get("jwks_uri")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| format!("{discovery} names no `jwks_uri`"))?;
+            if !jwks_uri.starts_with("https://") {
+                return Err(format!("{discovery} names a jwks_uri that is not https://"));
+            }
+            jwks_uri.to_owned()
+        } else {
+            self.source.url.clone()
+        };
+        let body = self.get(&url).await?;
+        let text = std::str::from_utf8(&body).map_err(|_| format!("{url} is not UTF-8"))?;
+        jwks_keys(text, &url)
+    }
+
+    /// GET `url`, the whole body within the timeout and the size bound.
+    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        let read = async {
+            let mut response = self
+                .http
+                .get(url)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("{url} answered {}", response.status()));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| format!("cannot read {url}: {e}"))?
+            {
+                if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                    return Err(format!("{url} is larger than {MAX_DOCUMENT_BYTES} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, read)
+            .await
+            .map_err(|_| format!("fetching {url} timed out"))?
+    }
+}
