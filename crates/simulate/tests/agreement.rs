@@ -117,6 +117,7 @@ fn steady_and_overload_scenarios_agree_with_the_measured_medians() {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             seed: 1,
+            max_in_flight: None,
         };
         let r = simulate(&deployment, &load).report;
         let latency = r.latency_ms.expect("ok requests");
