@@ -227,6 +227,7 @@ fn simulate_takes_the_bench_and_serve_flag_names() {
         "--duration",
         "--warmup",
         "--seed",
+        "--max-connections",
         "--sim-slots",
         "--sim-base-ms",
         "--sim-per-item-ms",

@@ -12,7 +12,7 @@ use batchgate_policy::{Limits, Rule};
 /// between the way in (HTTP, validation, admission: before it reaches the queue) and the way
 /// out (storing the result, waking the long poll, the answer). Calibrated against the
 /// measured medians of the embedded deployment on the project's 2-core machine (BENCHMARKS.md,
-/// "Agreement of the simulator with measurements").
+/// "The simulator").
 pub const DEFAULT_INGRESS: Duration = Duration::from_millis(2);
 /// See [`DEFAULT_INGRESS`].
 pub const DEFAULT_EGRESS: Duration = Duration::from_millis(2);
