@@ -7,11 +7,15 @@
 //! load report is the batcher's own [`LoadMeter`], and shedding is the gateway's own
 //! [`Shedder`]. What the loop adds is time: each batcher is woken, as the driver's blocking
 //! read would be, when a task reaches its queue, when one of its calls ends, and at the
-//! deadline the policy names.
+//! deadline the policy names. And, when modelled, the client and the machine: the client's
+//! limit on requests in flight (a request due past it is not sent), and the CPU that every
+//! request's way in and out, and a finished call's storing of results before its slot frees,
+//! wait for (see [`crate::model::Host`]).
 //!
 //! Virtual time is a count of nanoseconds since the start, mapped onto `Instant`s for the
-//! policy. At one instant, call completions are handled first, then arrivals, then timers
-//! and samples (the order the live driver shows under tokio's paused clock).
+//! policy. At one instant, call completions are handled first, then sends, then arrivals in
+//! the queue, then stored results, timers and samples (completions before arrivals is the
+//! order the live driver shows under tokio's paused clock).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};

@@ -9,8 +9,9 @@ use batchgate_gateway::ShedBound;
 use batchgate_policy::{Limits, Rule};
 
 /// Fixed time a request spends outside the queue, the batcher and the worker call, split
-/// between the way in (HTTP, validation, admission: before it reaches the queue) and the way
-/// out (storing the result, waking the long poll, the answer). Calibrated against the
+/// between the way in (before it reaches the queue) and the way out (after its call ends):
+/// network, wake-ups and timers, everything but waiting for a busy CPU, which [`Host`] adds
+/// when it is modelled. Calibrated against the
 /// measured medians of the embedded deployment on the project's 2-core machine (BENCHMARKS.md,
 /// "The simulator").
 pub const DEFAULT_INGRESS: Duration = Duration::from_millis(2);
