@@ -342,13 +342,20 @@ impl<'a> Sim<'a> {
             };
         self.schedule(0, Event::Report);
         self.schedule(0, Event::ShedSample);
+        let ingress = nanos(self.d.ingress);
         let mut index = 0u64;
         let mut next_sent = nanos(source.next());
         loop {
             if next_sent >= self.end {
                 next_sent = u64::MAX;
             }
-            let next_arrival = self.pending.front().map_or(u64::MAX, |(t, _)| *t);
+            // Without a CPU to wait for, a request reaches the queue a fixed time after its
+            // send, so both are one step.
+            let next_arrival = match (&self.cpu, self.pending.front()) {
+                (None, _) if next_sent < u64::MAX => next_sent.saturating_add(ingress),
+                (_, Some((t, _))) => *t,
+                _ => u64::MAX,
+            };
             let (next_event, first) = self
                 .heap
                 .peek()
@@ -359,7 +366,10 @@ impl<'a> Sim<'a> {
                 break;
             }
             // Completions before sends before arrivals before everything else at one instant.
-            let next_request = next_sent.min(next_arrival);
+            let next_request = match self.cpu {
+                Some(_) => next_sent.min(next_arrival),
+                None => next_arrival,
+            };
             if next_event < next_request || (next_event == next_request && first) {
                 let Some(Reverse((t, event, _))) = self.heap.pop() else {
                     break;
@@ -367,6 +377,20 @@ impl<'a> Sim<'a> {
                 self.out.events += 1;
                 self.now = t;
                 self.handle(event);
+            } else if self.cpu.is_none() {
+                self.out.events += 1;
+                self.now = next_arrival;
+                let request = Request {
+                    index,
+                    sent: next_sent,
+                };
+                index += 1;
+                next_sent = nanos(source.next());
+                if self.send(request) {
+                    let batcher =
+                        usize::try_from(request.index % self.batchers.len() as u64).unwrap_or(0);
+                    self.arrive(batcher, request);
+                }
             } else if next_sent <= next_arrival {
                 self.now = next_sent;
                 self.send(Request {
@@ -386,16 +410,17 @@ impl<'a> Sim<'a> {
         self.out
     }
 
-    /// The client sends a request now (unless its limit of requests in flight is reached); it
-    /// reaches the queue after the way in.
-    fn send(&mut self, request: Request) {
+    /// The client sends a request (unless its limit of requests in flight is reached); it
+    /// reaches the queue after the way in. True when it is in the queue at once: no CPU is
+    /// modelled, and the caller handles its arrival.
+    fn send(&mut self, request: Request) -> bool {
         let measured = self.measured(&request);
         if let Some(client) = &mut self.client {
-            if !client.may_send(self.now) {
+            if !client.may_send(request.sent) {
                 if measured {
                     self.count("client_overloaded");
                 }
-                return;
+                return false;
             }
             client.in_flight += 1;
         }
@@ -403,15 +428,14 @@ impl<'a> Sim<'a> {
         if measured {
             self.out.sent += 1;
         }
-        let done = match &mut self.cpu {
-            Some(cpu) => {
-                let work = cpu.way_in;
-                cpu.run(self.now, work)
-            }
-            None => self.now,
+        let Some(cpu) = &mut self.cpu else {
+            return true;
         };
+        let work = cpu.way_in;
+        let done = cpu.run(self.now, work);
         let arrival = done.saturating_add(nanos(self.d.ingress));
         self.pending.push_back((arrival, request));
+        false
     }
 
     /// A request's answer reaches the client at `t` (its slot in the client's limit frees).
