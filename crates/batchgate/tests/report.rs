@@ -193,6 +193,26 @@ fn bad_simulate_and_plan_flags_are_clear_errors() {
             "--burst-rate needs --burst-secs and --burst-every",
         ),
         (
+            vec!["simulate", "--rate", "10", "--max-connections", "0"],
+            "--max-connections must be at least 1",
+        ),
+        (
+            vec!["simulate", "--rate", "10", "--gateway-cpu-us=-1"],
+            "--gateway-cpu-us must be a number of microseconds, at least 0",
+        ),
+        (
+            vec![
+                "simulate",
+                "--rate",
+                "10",
+                "--host-cpu-us",
+                "150",
+                "--client-cpu-us",
+                "80",
+            ],
+            "cannot be used with",
+        ),
+        (
             vec!["plan", "--rate", "0", "--p99-ms", "500"],
             "--rate must be a positive number",
         ),
@@ -227,6 +247,7 @@ fn simulate_takes_the_bench_and_serve_flag_names() {
         "--duration",
         "--warmup",
         "--seed",
+        "--max-connections",
         "--sim-slots",
         "--sim-base-ms",
         "--sim-per-item-ms",

@@ -148,15 +148,32 @@ pub struct SimulateArgs {
     #[arg(long, env = "BATCHGATE_SIMULATE_EGRESS_MS", default_value_t = DEFAULT_EGRESS.as_secs_f64() * 1000.0)]
     pub egress_ms: f64,
 
-    /// CPU time each request costs the machine it passes through, in microseconds (load
-    /// generator and server together, when they share it as in BENCHMARKS.md: ≈ 150); with
-    /// --host-cores, requests queue for the CPU past cores / this per second. 0: not modelled.
-    #[arg(long, env = "BATCHGATE_SIMULATE_HOST_CPU_US", default_value_t = 0.0)]
-    pub host_cpu_us: f64,
+    /// CPU time the gateway (`serve`: gateway, batcher and in-process worker) spends per
+    /// request, in microseconds: half on the way in, half on the way out (storing the result,
+    /// the answer), on --host-cores cores shared with the client's --client-cpu-us; past
+    /// cores ÷ (both) requests a second, requests and finished calls wait for the CPU.
+    /// 0 (and --client-cpu-us 0): the CPU is not modelled.
+    #[arg(long, env = "BATCHGATE_SIMULATE_GATEWAY_CPU_US", default_value_t = 0.0)]
+    pub gateway_cpu_us: f64,
 
-    /// Cores of that machine.
+    /// CPU time the load generator spends per request on the same machine, in microseconds
+    /// (half to send, half to read the answer); 0 when it runs elsewhere.
+    #[arg(long, env = "BATCHGATE_SIMULATE_CLIENT_CPU_US", default_value_t = 0.0)]
+    pub client_cpu_us: f64,
+
+    /// Both together, split evenly: as --gateway-cpu-us X/2 --client-cpu-us X/2.
+    #[arg(long, env = "BATCHGATE_SIMULATE_HOST_CPU_US", conflicts_with_all = ["gateway_cpu_us", "client_cpu_us"])]
+    pub host_cpu_us: Option<f64>,
+
+    /// Cores of the machine the gateway (and the client, with --client-cpu-us) runs on.
     #[arg(long, env = "BATCHGATE_SIMULATE_HOST_CORES", default_value_t = 2.0)]
     pub host_cores: f64,
+
+    /// As `bench --max-connections`: requests the client keeps in flight at most; one due
+    /// while that many await their answer is not sent (`client_overloaded`). [default: no
+    /// limit; the bench's is 10,000]
+    #[arg(long, env = "BATCHGATE_SIMULATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
 
     /// Print the report as JSON, in the shape of `batchgate bench --json`.
     #[arg(long, env = "BATCHGATE_SIMULATE_JSON")]
@@ -275,16 +292,29 @@ impl SimulateArgs {
                 self.host_cores
             )));
         }
-        if !(self.host_cpu_us.is_finite() && (0.0..1e9).contains(&self.host_cpu_us)) {
-            return Err(SimulateError::InvalidArgs(format!(
-                "--host-cpu-us must be a number of microseconds, at least 0, got {}",
-                self.host_cpu_us
-            )));
-        }
-        let cpu = Duration::from_secs_f64(self.host_cpu_us / 1e6);
-        Ok((!cpu.is_zero()).then_some(Host {
-            cpu_per_request: cpu,
+        let micros = |flag: &str, us: f64| {
+            if us.is_finite() && (0.0..1e9).contains(&us) {
+                Ok(Duration::from_secs_f64(us / 1e6))
+            } else {
+                Err(SimulateError::InvalidArgs(format!(
+                    "{flag} must be a number of microseconds, at least 0, got {us}"
+                )))
+            }
+        };
+        let (gateway_cpu, client_cpu) = match self.host_cpu_us {
+            Some(us) => {
+                let both = micros("--host-cpu-us", us)?;
+                (both / 2, both / 2)
+            }
+            None => (
+                micros("--gateway-cpu-us", self.gateway_cpu_us)?,
+                micros("--client-cpu-us", self.client_cpu_us)?,
+            ),
+        };
+        Ok((!(gateway_cpu + client_cpu).is_zero()).then_some(Host {
             cores: self.host_cores,
+            gateway_cpu,
+            client_cpu,
         }))
     }
 
@@ -308,11 +338,15 @@ impl SimulateArgs {
             }
             _ => return invalid("give exactly one of --rate and --trace".into()),
         };
+        if self.max_connections == Some(0) {
+            return invalid("--max-connections must be at least 1".into());
+        }
         Ok(Load {
             arrivals,
             duration: self.duration,
             warmup: self.warmup,
             seed: self.seed,
+            max_in_flight: self.max_connections,
         })
     }
 
@@ -383,7 +417,9 @@ pub fn report(deployment: &Deployment, load: &Load, outcome: &Outcome) -> Report
         unique_ratio: 1.0,
         wait_ms: 30_000,
         timeout_ms: 60_000,
-        max_connections: 0,
+        max_connections: load
+            .max_in_flight
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         seed: load.seed,
         check: false,
         worker_slots: outcome.total_slots,

@@ -7,11 +7,15 @@
 //! load report is the batcher's own [`LoadMeter`], and shedding is the gateway's own
 //! [`Shedder`]. What the loop adds is time: each batcher is woken, as the driver's blocking
 //! read would be, when a task reaches its queue, when one of its calls ends, and at the
-//! deadline the policy names.
+//! deadline the policy names. And, when modelled, the client and the machine: the client's
+//! limit on requests in flight (a request due past it is not sent), and the CPU that every
+//! request's way in and out, and a finished call's storing of results before its slot frees,
+//! wait for (see [`crate::model::Host`]).
 //!
 //! Virtual time is a count of nanoseconds since the start, mapped onto `Instant`s for the
-//! policy. At one instant, call completions are handled first, then arrivals, then timers
-//! and samples (the order the live driver shows under tokio's paused clock).
+//! policy. At one instant, call completions are handled first, then sends, then arrivals in
+//! the queue, then stored results, timers and samples (completions before arrivals is the
+//! order the live driver shows under tokio's paused clock).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -135,6 +139,9 @@ struct BatcherSim {
 enum Event {
     /// A worker call ends (index into the calls).
     Done(usize),
+    /// The gateway has stored a finished call's results (its way-out CPU work done): the
+    /// batcher's slot frees.
+    Stored(usize),
     /// A batcher's deadline.
     Timer(usize),
     /// The batchers report their load.
@@ -167,6 +174,60 @@ pub fn run(deployment: &Deployment, load: &Load, log_batches: bool) -> Outcome {
     Sim::new(deployment, load, log_batches).run(load)
 }
 
+/// The machine's CPU as one first-come-first-served queue of work (see [`crate::model::Host`]):
+/// work due at a time ends once the work queued before it and its own are done. Work is in
+/// nanoseconds of the whole machine (CPU time ÷ cores).
+#[derive(Debug)]
+struct Cpu {
+    /// A request's work on the way in: the client's and the gateway's halves.
+    way_in: u64,
+    /// The gateway's work per task on the way out, before the batcher's slot frees.
+    gateway_out: u64,
+    /// The client's work per answer.
+    client_out: u64,
+    /// When the work queued so far is done.
+    free_at: u64,
+}
+
+impl Cpu {
+    fn new(host: &crate::model::Host) -> Self {
+        // Half of each side's CPU on the way in, half on the way out, spread over the cores.
+        let half = |cpu: Duration| (cpu.as_secs_f64() / 2.0 / host.cores.max(1e-9) * 1e9) as u64;
+        Cpu {
+            way_in: half(host.gateway_cpu) + half(host.client_cpu),
+            gateway_out: half(host.gateway_cpu),
+            client_out: half(host.client_cpu),
+            free_at: 0,
+        }
+    }
+
+    /// Queues `work` at `at`; returns when it is done.
+    fn run(&mut self, at: u64, work: u64) -> u64 {
+        self.free_at = self.free_at.max(at) + work;
+        self.free_at
+    }
+}
+
+/// The client's requests in flight, for its limit: answer times of those sent.
+#[derive(Debug)]
+struct Client {
+    limit: u64,
+    in_flight: u64,
+    /// When each request in flight gets (or got) its answer, earliest first.
+    answers: BinaryHeap<Reverse<u64>>,
+}
+
+impl Client {
+    /// Whether a request may be sent at `t` (answers due by then are taken into account).
+    fn may_send(&mut self, t: u64) -> bool {
+        while self.answers.peek().is_some_and(|Reverse(a)| *a <= t) {
+            self.answers.pop();
+            self.in_flight -= 1;
+        }
+        self.in_flight < self.limit
+    }
+}
+
 struct Sim<'a> {
     d: &'a Deployment,
     base: Instant,
@@ -183,6 +244,13 @@ struct Sim<'a> {
     queued: u64,
     out: Outcome,
     worker_slots: usize,
+    /// The machine's CPU, if modelled.
+    cpu: Option<Cpu>,
+    /// The client's limit on requests in flight, if any.
+    client: Option<Client>,
+    /// Requests sent and on their way to the queue, with their arrival times (in order: the
+    /// way in takes the same fixed time after a first-come-first-served CPU).
+    pending: VecDeque<(u64, Request)>,
 }
 
 impl<'a> Sim<'a> {
@@ -245,6 +313,13 @@ impl<'a> Sim<'a> {
             },
             batchers,
             worker_slots,
+            cpu: d.host.as_ref().map(Cpu::new),
+            client: load.max_in_flight.map(|limit| Client {
+                limit,
+                in_flight: 0,
+                answers: BinaryHeap::new(),
+            }),
+            pending: VecDeque::new(),
         }
     }
 
@@ -268,62 +343,112 @@ impl<'a> Sim<'a> {
         self.schedule(0, Event::Report);
         self.schedule(0, Event::ShedSample);
         let ingress = nanos(self.d.ingress);
-        // The host's CPU as one first-come-first-served server: a request's time on it.
-        let service = self.d.host.map_or(0, |h| {
-            (h.cpu_per_request.as_secs_f64() / h.cores.max(1e-9) * 1e9) as u64
-        });
-        let mut cpu_free = 0u64;
         let mut index = 0u64;
         let mut next_sent = nanos(source.next());
-        let mut next_arrival = next_sent.saturating_add(ingress);
-        if service > 0 {
-            next_arrival = next_arrival.max(cpu_free) + service;
-            cpu_free = next_arrival;
-        }
         loop {
             if next_sent >= self.end {
-                next_arrival = u64::MAX;
+                next_sent = u64::MAX;
             }
+            // Without a CPU to wait for, a request reaches the queue a fixed time after its
+            // send, so both are one step.
+            let next_arrival = match (&self.cpu, self.pending.front()) {
+                (None, _) if next_sent < u64::MAX => next_sent.saturating_add(ingress),
+                (_, Some((t, _))) => *t,
+                _ => u64::MAX,
+            };
             let (next_event, first) = self
                 .heap
                 .peek()
                 .map_or((u64::MAX, false), |Reverse((t, event, _))| {
                     (*t, matches!(event, Event::Done(_)))
                 });
-            if next_arrival == u64::MAX && self.idle() {
+            if next_sent == u64::MAX && next_arrival == u64::MAX && self.idle() {
                 break;
             }
-            self.out.events += 1;
-            // Completions before arrivals before everything else at one instant.
-            if next_event < next_arrival || (next_event == next_arrival && first) {
+            // Completions before sends before arrivals before everything else at one instant.
+            let next_request = match self.cpu {
+                Some(_) => next_sent.min(next_arrival),
+                None => next_arrival,
+            };
+            if next_event < next_request || (next_event == next_request && first) {
                 let Some(Reverse((t, event, _))) = self.heap.pop() else {
                     break;
                 };
+                self.out.events += 1;
                 self.now = t;
                 self.handle(event);
-            } else {
+            } else if self.cpu.is_none() {
+                self.out.events += 1;
                 self.now = next_arrival;
                 let request = Request {
                     index,
                     sent: next_sent,
                 };
-                let batcher = usize::try_from(index % self.batchers.len() as u64).unwrap_or(0);
                 index += 1;
-                self.arrive(batcher, request);
                 next_sent = nanos(source.next());
-                next_arrival = next_sent.saturating_add(ingress);
-                if service > 0 {
-                    next_arrival = next_arrival.max(cpu_free) + service;
-                    cpu_free = next_arrival;
+                if self.send(request) {
+                    let batcher =
+                        usize::try_from(request.index % self.batchers.len() as u64).unwrap_or(0);
+                    self.arrive(batcher, request);
                 }
+            } else if next_sent <= next_arrival {
+                self.now = next_sent;
+                self.send(Request {
+                    index,
+                    sent: next_sent,
+                });
+                index += 1;
+                next_sent = nanos(source.next());
+            } else if let Some((t, request)) = self.pending.pop_front() {
+                self.out.events += 1;
+                self.now = t;
+                let batcher =
+                    usize::try_from(request.index % self.batchers.len() as u64).unwrap_or(0);
+                self.arrive(batcher, request);
             }
         }
         self.out
     }
 
+    /// The client sends a request (unless its limit of requests in flight is reached); it
+    /// reaches the queue after the way in. True when it is in the queue at once: no CPU is
+    /// modelled, and the caller handles its arrival.
+    fn send(&mut self, request: Request) -> bool {
+        let measured = self.measured(&request);
+        if let Some(client) = &mut self.client {
+            if !client.may_send(request.sent) {
+                if measured {
+                    self.count("client_overloaded");
+                }
+                return false;
+            }
+            client.in_flight += 1;
+        }
+        self.out.requests += 1;
+        if measured {
+            self.out.sent += 1;
+        }
+        let Some(cpu) = &mut self.cpu else {
+            return true;
+        };
+        let work = cpu.way_in;
+        let done = cpu.run(self.now, work);
+        let arrival = done.saturating_add(nanos(self.d.ingress));
+        self.pending.push_back((arrival, request));
+        false
+    }
+
+    /// A request's answer reaches the client at `t` (its slot in the client's limit frees).
+    fn answered_at(&mut self, t: u64) {
+        if let Some(client) = &mut self.client {
+            client.answers.push(Reverse(t));
+        }
+    }
+
     /// No arrivals are left: stop once every task has been answered.
     fn idle(&self) -> bool {
-        self.queued == 0
+        self.pending.is_empty()
+            && self.queued == 0
             && self.calls.len() == self.free_calls.len()
             && self.batchers.iter().all(|b| b.policy.is_empty())
     }
@@ -349,10 +474,6 @@ impl<'a> Sim<'a> {
 
     fn arrive(&mut self, b: usize, request: Request) {
         let measured = self.measured(&request);
-        self.out.requests += 1;
-        if measured {
-            self.out.sent += 1;
-        }
         if self.shedder.check(None).is_err() {
             if measured {
                 self.count("http_503:overloaded");
@@ -361,6 +482,15 @@ impl<'a> Sim<'a> {
                     p.shed += 1;
                 }
             }
+            // The refusal goes back the way out.
+            let done = match &mut self.cpu {
+                Some(cpu) => {
+                    let work = cpu.gateway_out + cpu.client_out;
+                    cpu.run(self.now, work)
+                }
+                None => self.now,
+            };
+            self.answered_at(done.saturating_add(nanos(self.d.egress)));
             return;
         }
         self.shedder.admitted();
@@ -382,6 +512,7 @@ impl<'a> Sim<'a> {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Done(call) => self.done(call),
+            Event::Stored(call) => self.stored(call),
             Event::Timer(b) => {
                 if self.batchers[b].timer == Some(self.now) {
                     self.batchers[b].timer = None;
@@ -487,6 +618,7 @@ impl<'a> Sim<'a> {
             if self.measured(&r) {
                 self.count("failed");
             }
+            self.answered_at(now.saturating_add(nanos(self.d.egress)));
         }
         if requests.is_empty() && before > 0 {
             // Nothing to send: the slot frees at once.
@@ -542,32 +674,60 @@ impl<'a> Sim<'a> {
     }
 
     fn done(&mut self, id: usize) {
-        let Some(call) = self.calls[id].take() else {
+        let Some(call) = self.calls[id].as_ref() else {
             return;
         };
-        self.free_calls.push(id);
         let now = self.now;
-        let took = Duration::from_nanos(now - call.started);
+        let (b, n, started) = (call.batcher, call.requests.len(), call.started);
+        let took = Duration::from_nanos(now - started);
         // Worker time inside the measured window.
-        let from = call.started.max(self.warmup);
+        let from = started.max(self.warmup);
         let to = now.min(self.end);
         if to > from {
             self.out.worker_call_seconds += (to - from) as f64 / 1e9;
         }
         let at = self.at(now);
-        let b = call.batcher;
         {
             let batcher = &mut self.batchers[b];
             batcher.running -= 1;
             let limit = batcher.slots.limit();
             batcher.meter.call_ended(at, limit);
-            batcher.meter.batch_done(call.requests.len(), took);
+            batcher.meter.batch_done(n, took);
             batcher.slots.observe(false, took, at);
-            batcher.slots.release();
         }
-        let egress = nanos(self.d.egress);
-        let answered = now + egress;
+        if let Some(next) = self.batchers[b].waiting.pop_front() {
+            self.start(next);
+        }
+        // The results are stored on the way out; the slot frees once that work is done.
+        match &mut self.cpu {
+            Some(cpu) => {
+                let work = cpu.gateway_out.saturating_mul(n as u64);
+                let stored = cpu.run(now, work);
+                self.schedule(stored, Event::Stored(id));
+            }
+            None => self.stored(id),
+        }
+    }
+
+    /// A call's results are stored: its slot frees and its answers go to the client.
+    fn stored(&mut self, id: usize) {
+        let Some(call) = self.calls[id].take() else {
+            return;
+        };
+        self.free_calls.push(id);
+        let now = self.now;
+        let b = call.batcher;
+        self.batchers[b].slots.release();
+        let read = match &mut self.cpu {
+            Some(cpu) => {
+                let work = cpu.client_out.saturating_mul(call.requests.len() as u64);
+                cpu.run(now, work)
+            }
+            None => now,
+        };
+        let answered = read.saturating_add(nanos(self.d.egress));
         for r in &call.requests {
+            self.answered_at(answered);
             if !self.measured(r) {
                 continue;
             }
@@ -586,9 +746,6 @@ impl<'a> Sim<'a> {
                 p.ok += 1;
                 p.latency_us.saturating_record(micros.max(1));
             }
-        }
-        if let Some(next) = self.batchers[b].waiting.pop_front() {
-            self.start(next);
         }
         // As in the driver: a freed slot wakes a batcher waiting for one; a batcher already
         // gathering (blocked on the queue until its deadline) sees the new load only at its

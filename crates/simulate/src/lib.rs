@@ -9,7 +9,8 @@
 //! `batchgate bench --json`, so a simulated run and a measured one compare field by field.
 //!
 //! Layout:
-//! - [`model`]: what is simulated ([`Deployment`], [`WorkerModel`], [`Load`]).
+//! - [`model`]: what is simulated ([`Deployment`], [`WorkerModel`], [`Load`], the machine's
+//!   CPU [`model::Host`]).
 //! - [`engine`]: the event loop ([`engine::run`]) and what it measures ([`engine::Outcome`]).
 //! - [`args`]: the flags of `batchgate simulate` ([`SimulateArgs`]), named as `bench`'s and
 //!   `serve`'s, and the report they print.

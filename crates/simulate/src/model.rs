@@ -9,10 +9,11 @@ use batchgate_gateway::ShedBound;
 use batchgate_policy::{Limits, Rule};
 
 /// Fixed time a request spends outside the queue, the batcher and the worker call, split
-/// between the way in (HTTP, validation, admission: before it reaches the queue) and the way
-/// out (storing the result, waking the long poll, the answer). Calibrated against the
+/// between the way in (before it reaches the queue) and the way out (after its call ends):
+/// network, wake-ups and timers, everything but waiting for a busy CPU, which [`Host`] adds
+/// when it is modelled. Calibrated against the
 /// measured medians of the embedded deployment on the project's 2-core machine (BENCHMARKS.md,
-/// "Agreement of the simulator with measurements").
+/// "The simulator").
 pub const DEFAULT_INGRESS: Duration = Duration::from_millis(2);
 /// See [`DEFAULT_INGRESS`].
 pub const DEFAULT_EGRESS: Duration = Duration::from_millis(2);
@@ -60,16 +61,44 @@ impl WorkerModel {
     }
 }
 
-/// The machine's CPU, shared by every request: each takes `cpu_per_request` of it, spread over
-/// `cores`, before it reaches the queue (first come, first served). Past `cores /
-/// cpu_per_request` requests a second they wait for it: that is how a machine too small for
-/// its load (the bench and the server on two cores at a burst of 15,000/s) shows.
+/// The CPU of the machine the gateway runs on, shared by every request and, when the load
+/// generator runs there too (as in BENCHMARKS.md: `batchgate bench` and `batchgate serve` on
+/// the same two cores), by the client. It is one first-come-first-served queue of work served
+/// at `cores` CPU-seconds per second: work is queued when it becomes due, and whatever is
+/// queued ahead of it delays it.
+///
+/// A request's work is split where it happens:
+/// - on the way in, when it is sent: the client's half (building and sending it) and the
+///   gateway's half (HTTP, JSON, dedupe, admission); the task reaches the queue once that is
+///   done;
+/// - on the way out, when its worker call ends: the gateway's other half (storing the result,
+///   waking the long poll, the answer), done for the whole batch before the batcher's slot
+///   frees (as `dispatch.rs` frees it only once results are stored), then the client's other
+///   half (reading the answer), after which the client has it.
+///
+/// So past `cores / (gateway_cpu + client_cpu)` requests a second, work queues for the CPU:
+/// new tasks reach the queue later, and finished calls free their slots later, which lowers
+/// what the worker gets through while the CPU is behind.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Host {
-    /// CPU time per request (everything on the machine: load generator, gateway, batcher).
-    pub cpu_per_request: Duration,
-    /// Cores it is spread over.
+    /// Cores of the machine.
     pub cores: f64,
+    /// The gateway's CPU time per request (`serve`: gateway, batcher and in-process worker).
+    pub gateway_cpu: Duration,
+    /// The load generator's CPU time per request, when it shares the machine (else zero).
+    pub client_cpu: Duration,
+}
+
+impl Host {
+    /// Requests a second the machine gets through with its CPU fully busy.
+    pub fn capacity(&self) -> f64 {
+        let per_request = (self.gateway_cpu + self.client_cpu).as_secs_f64();
+        if per_request > 0.0 {
+            self.cores / per_request
+        } else {
+            f64::INFINITY
+        }
+    }
 }
 
 /// The deployment in virtual time.
@@ -95,7 +124,7 @@ pub struct Deployment {
     pub ingress: Duration,
     /// Time from the end of its worker call to the client having the answer.
     pub egress: Duration,
-    /// The CPU that requests pass through on their way in, if it is to be modelled.
+    /// The CPU that requests pass through on their way in and out, if it is to be modelled.
     pub host: Option<Host>,
     /// Resolution of the batcher's timers: a deadline wakes it at the next whole tick, as
     /// tokio's timer (1 ms) does for the live driver.
@@ -147,4 +176,8 @@ pub struct Load {
     pub warmup: Duration,
     /// Seed of the schedule and of the worker's jitter and errors.
     pub seed: u64,
+    /// Requests the client keeps in flight at most (`bench --max-connections`): one due while
+    /// that many await their answer is not sent and counts as `client_overloaded`, as the
+    /// bench counts it. `None`: no limit.
+    pub max_in_flight: Option<u64>,
 }

@@ -238,6 +238,7 @@ impl PlanArgs {
             duration: self.duration,
             warmup: Duration::from_secs(2),
             seed: self.seed,
+            max_in_flight: None,
         };
         // The fewest slots that could carry the share at all, in full batches.
         let per_slot = self.max_batch_size as f64 / worker.cost(self.max_batch_size).as_secs_f64();

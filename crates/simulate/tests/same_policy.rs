@@ -163,6 +163,7 @@ fn simulated(rule: Rule, times: &[u64]) -> Vec<Boundary> {
         duration: Duration::from_secs(2),
         warmup: Duration::ZERO,
         seed: 1,
+        max_in_flight: None,
     };
     let out = engine::run(&deployment, &load, true);
     assert_eq!(out.outcomes.get("ok").copied(), Some(times.len() as u64));
