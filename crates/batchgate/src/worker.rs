@@ -1,7 +1,8 @@
 //! `batchgate worker --sim`: the reference worker server.
 //!
-//! With `--crash-after`, the process exits on its own (code [`CRASH_EXIT_CODE`]) once the
-//! simulated worker "crashes": no drain, no goodbye, as a GPU host that went down.
+//! With `--crash-after`, [`run`] returns [`Stopped::Crashed`] once the simulated worker
+//! "crashes", and the binary exits at once (code [`CRASH_EXIT_CODE`]): no drain, no goodbye,
+//! as a GPU host that went down.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use batchgate_net::{ServerTls, TlsFiles};
-use batchgate_sim::server::Stopped;
+pub use batchgate_sim::server::Stopped;
 use batchgate_sim::{Faults, SimConfig, SimWorker};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -24,7 +25,7 @@ use tracing::info;
 
 /// Exit code of `batchgate worker` when it crashes on purpose (`--crash-after`): EX_SOFTWARE,
 /// distinct from a clean stop (0) and from a configuration error (1).
-pub const CRASH_EXIT_CODE: i32 = 70;
+pub const CRASH_EXIT_CODE: u8 = 70;
 
 /// What the worker server runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,13 +41,14 @@ pub struct WorkerConfig {
     pub model_dir: Option<std::path::PathBuf>,
 }
 
-/// Serves the batch API until `shutdown`, then lets calls under way finish. Never returns if
-/// the simulated worker crashes on purpose: the process exits with [`CRASH_EXIT_CODE`].
+/// Serves the batch API until `shutdown`, then lets calls under way finish. Returns
+/// [`Stopped::Crashed`] at once, without a drain, when the simulated worker crashes on purpose
+/// (`--crash-after`); the caller exits the process with [`CRASH_EXIT_CODE`].
 pub async fn run(
     config: WorkerConfig,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<Stopped> {
     let addr = listener.local_addr()?;
     let tls = config
         .tls
@@ -60,7 +62,8 @@ pub async fn run(
     }
     #[cfg(feature = "model")]
     if let Some(dir) = &config.model_dir {
-        return run_model(dir, config.sim.max_batch_size, listener, tls, shutdown).await;
+        run_model(dir, config.sim.max_batch_size, listener, tls, shutdown).await?;
+        return Ok(Stopped::Shutdown);
     }
     info!(
         %addr,
@@ -80,15 +83,14 @@ pub async fn run(
     match batchgate_sim::server::run_with_routes(worker, metrics, listener, tls, shutdown).await? {
         Stopped::Shutdown => {
             info!("simulated worker stopped");
-            Ok(())
+            Ok(Stopped::Shutdown)
         }
         Stopped::Crashed => {
             tracing::error!(
                 exit_code = CRASH_EXIT_CODE,
                 "simulated crash (--crash-after): exiting the process at once"
             );
-            // Abrupt on purpose: connections still open are cut, nothing is drained.
-            std::process::exit(CRASH_EXIT_CODE)
+            Ok(Stopped::Crashed)
         }
     }
 }
@@ -226,7 +228,7 @@ mod tests {
         let Command::Worker(args) = cli.command else {
             panic!("worker expected")
         };
-        args.into_config()
+        args.into_config().map_err(|e| e.to_string())
     }
 
     #[test]

@@ -6,8 +6,8 @@ use clap::{ArgGroup, ValueEnum};
 use serde::Serialize;
 
 use crate::arrivals::Burst;
-use crate::duration::parse_duration;
 use crate::BenchError;
+use batchgate_flags::parse_duration;
 
 /// Default `--url`: a server started with its own defaults on this machine.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use batchgate_bench::arrivals::Burst;
 use batchgate_bench::report::{RunConfig, ServerReport};
-use batchgate_bench::{parse_duration, ArrivalKind, Report, ServerDelta, Totals, WorkerBusy};
+use batchgate_bench::{ArrivalKind, Report, ServerDelta, Totals, WorkerBusy};
+use batchgate_flags::{parse_duration, PolicyName};
 use batchgate_gateway::ShedBound;
-use batchgate_policy::{Adaptive, Limits, Rule};
+use batchgate_policy::Limits;
 
 use crate::engine::{self, Outcome};
 use crate::model::{
@@ -105,9 +106,9 @@ pub struct SimulateArgs {
     #[arg(long, env = "BATCHGATE_SIMULATE_MAX_WAIT_MS", default_value_t = 50)]
     pub max_wait_ms: u64,
 
-    /// As `serve --policy`: `fixed` or `adaptive`.
-    #[arg(long, env = "BATCHGATE_SIMULATE_POLICY", default_value = "fixed", value_parser = ["fixed", "adaptive"])]
-    pub policy: String,
+    /// As `serve --policy`.
+    #[arg(long, env = "BATCHGATE_SIMULATE_POLICY", value_enum, default_value_t = PolicyName::Fixed)]
+    pub policy: PolicyName,
 
     /// As `serve --max-hold-ms` (adaptive policy).
     #[arg(long, env = "BATCHGATE_SIMULATE_MAX_HOLD_MS", default_value_t = 100)]
@@ -233,14 +234,7 @@ impl SimulateArgs {
             max_batch_size: self.max_batch_size,
             max_wait: Duration::from_millis(self.max_wait_ms),
         };
-        let rule = match self.policy.as_str() {
-            "fixed" => Rule::Fixed,
-            "adaptive" => Rule::Adaptive(Adaptive {
-                max_hold: Duration::from_millis(self.max_hold_ms),
-                ..Adaptive::default()
-            }),
-            other => return invalid(format!("unknown --policy {other:?}")),
-        };
+        let rule = self.policy.rule(Duration::from_millis(self.max_hold_ms));
         let shed = match self.shed_wait_ms {
             Some(0) => ShedBound::Off,
             Some(ms) => ShedBound::QueueWait(Duration::from_millis(ms)),
