@@ -77,24 +77,65 @@ async fn a_worker_killed_under_load_loses_no_accepted_task() {
             }
         }
     }
-    // Killed while it held batches (whether or not any had finished by then).
-    let before = killed_with.expect("the worker was killed while it had batches in flight");
-    assert!(before.in_flight > 0, "{before:?}");
+    // The loop only kills a worker holding batches; that it did is all `expect` says here.
+    killed_with.expect("the worker was killed while it had batches in flight");
     assert_eq!(views.len(), n, "every submission was answered");
     for (input, view) in &views {
         assert_eq!(view.status, TaskStatus::Success, "{input}: {view:?}");
         assert_eq!(view.output, Some(sim_output(input)), "{input}");
     }
+    // The pool saw the death: the killed worker is out of rotation — at once if a call to it
+    // failed after the kill, else at its next health check (every second).
+    let doomed_label = format!("worker=\"{doomed_url}\"");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = metrics(&http, &serve.url).await;
+        let healthy = sample(&metrics, "batchgate_pool_worker_healthy", &doomed_label);
+        if healthy == Some(0.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the killed worker is still in rotation ({healthy:?}):\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
-    // Later work goes to the survivor alone, and succeeds.
-    let after: Vec<TaskView> = futures::future::join_all((0..50).map(|i| {
+    // Later work goes to the survivor alone, and succeeds: it runs every one of these inputs.
+    let survivor_before = stats(&http, &survivor.url).await;
+    let later = 50;
+    let after: Vec<TaskView> = futures::future::join_all((0..later).map(|i| {
         let http = http.clone();
         let url = serve.url.clone();
         async move { infer(&http, &url, &format!("after the kill {i}")).await }
     }))
     .await;
     assert!(after.iter().all(|v| v.status == TaskStatus::Success));
-    let survivor_stats = stats(&http, &survivor.url).await;
-    assert!(survivor_stats.items > 0, "{survivor_stats:?}");
+    let survivor_after = stats(&http, &survivor.url).await;
+    assert!(
+        survivor_after.items - survivor_before.items >= later,
+        "the survivor ran {} of the {later} later inputs",
+        survivor_after.items - survivor_before.items
+    );
     assert!(serve.shutdown().await.drained);
+}
+
+/// A server's `/metrics` text.
+async fn metrics(http: &reqwest::Client, url: &str) -> String {
+    http.get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics answered")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of the sample of metric `name` whose labels include `label`.
+fn sample(metrics: &str, name: &str, label: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|line| line.strip_prefix(name).is_some_and(|l| l.starts_with('{')))
+        .find(|line| line.contains(label))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
