@@ -27,6 +27,23 @@ async fn metrics(http: &reqwest::Client, base: &str) -> String {
         .expect("text")
 }
 
+/// Waits (without blocking the runtime, within 30 s) until the in-process worker's counters
+/// satisfy `reached`.
+async fn worker_reaches(
+    worker: &common::Worker,
+    what: &str,
+    reached: impl Fn(&batchgate_sim::SimStats) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !reached(&worker.sim.stats()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker never reached: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn fault_run(backend: Backend) {
     let infra = Infra::start(backend);
     let worker = common::start_faulty_worker(
@@ -248,7 +265,8 @@ async fn shed_run(backend: Backend) {
     }))
     .await;
     assert!(warm.iter().all(|s| *s == 202), "a cold start is not shed");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Measured means batches taken and reported: wait for the worker to finish three.
+    worker_reaches(&worker, "3 calls done", |s| s.calls >= 3).await;
     // Then 3,000 submissions at about 1,500/s (one every 2/3 ms, as an open-loop client would
     // send them): 23 seconds of the worker's work in two.
     let started = tokio::time::Instant::now();
@@ -339,7 +357,8 @@ async fn a_task_past_its_deadline_is_not_sent_to_the_worker() {
         }
     };
     let first = submit("occupies the worker", None).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The second task is submitted once the first holds the worker's only slot.
+    worker_reaches(&worker, "the first call running", |s| s.in_flight == 1).await;
     let hurried = submit("wants an answer within 300 ms", Some(300)).await;
     for id in [&first, &hurried] {
         let view: TaskView = http
