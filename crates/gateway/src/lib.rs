@@ -39,7 +39,3 @@ pub use readiness::Readiness;
 pub use routes::{ops_router, router};
 pub use shed::{ShedBound, Shedder};
 pub use state::{Admission, AppState, RateLimits, Shared};
-
-/// The accept loop moved to `batchgate-net`, shared with the batcher's ops port and the
-/// reference worker; re-exported here, where callers used to find it.
-pub use batchgate_net::serve;
