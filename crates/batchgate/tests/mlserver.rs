@@ -68,7 +68,8 @@ impl MlServer {
         )
         .expect("model-settings.json");
         let http_port = free_port();
-        // No worker processes: inference in the server process (see STACK.md).
+        // No worker processes: inference runs in the server process, so there are no child
+        // processes to start, wait for or leave behind.
         let settings = serde_json::json!({
             "parallel_workers": 0,
             "host": "127.0.0.1",

@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_REQUESTS_PER_CALLER: usize = 4096;
 /// Default bound on receiving a request's body, from when its headers were read.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whose identical inputs share one task (dedupe, article §8.4).
+/// Whose identical inputs share one task (dedupe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DedupeScope {
     /// Only the same caller's: one user's input never answers with another user's task.

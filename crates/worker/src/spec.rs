@@ -35,7 +35,7 @@ pub enum SpecError {
         url: String,
     },
     /// A scheme batchgate has no adapter for.
-    #[error("worker URL {url:?}: unknown scheme {scheme:?}; use one of {SCHEMES} (gRPC over TLS is not built yet: use https:// for TLS to a worker)")]
+    #[error("worker URL {url:?}: unknown scheme {scheme:?}; use one of {SCHEMES} (gRPC runs over cleartext only: use https:// for TLS to a worker)")]
     UnknownScheme {
         /// The URL given.
         url: String,
