@@ -49,17 +49,32 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<Stopped> {
-    let addr = listener.local_addr()?;
     let tls = config
         .tls
         .clone()
         .map(ServerTls::load)
         .transpose()
         .map_err(std::io::Error::other)?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    if let Some(tls) = &tls {
-        tls.spawn_reloader(shutdown.clone());
+    // The reloader ends with `shutdown`; it is also stopped (and joined) when serving ends
+    // without one, as after a simulated crash.
+    let reloader = tls.as_ref().map(|tls| tls.spawn_reloader(shutdown.clone()));
+    let stopped = serve(&config, listener, tls, shutdown).await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+        let _ = reloader.await;
     }
+    stopped
+}
+
+/// Serves the model the config names until `shutdown` (or a simulated crash).
+async fn serve(
+    config: &WorkerConfig,
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    shutdown: CancellationToken,
+) -> std::io::Result<Stopped> {
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     #[cfg(feature = "model")]
     if let Some(dir) = &config.model_dir {
         run_model(dir, config.sim.max_batch_size, listener, tls, shutdown).await?;
@@ -78,7 +93,7 @@ pub async fn run(
     if config.faults != Faults::default() {
         tracing::warn!(faults = ?config.faults, "fault injection is on");
     }
-    let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults));
+    let worker = Arc::new(SimWorker::new(config.sim.clone()).with_faults(config.faults.clone()));
     let metrics = metrics_router(worker.clone());
     match batchgate_sim::server::run_with_routes(worker, metrics, listener, tls, shutdown).await? {
         Stopped::Shutdown => {
