@@ -41,7 +41,7 @@ async fn stats(http: &reqwest::Client, url: &str) -> SimStats {
 async fn a_worker_killed_under_load_loses_no_accepted_task() {
     let mut doomed = worker_process();
     let survivor = worker_process();
-    let infra = Infra::start(common::Backend::Memory);
+    let infra = Infra::start(common::Backend::Memory).await;
     let mut config = serve_config(&infra, &survivor.url, 8);
     // One worker by gRPC, the other by the JSON API: a pool may mix protocols.
     let doomed_url = format!("grpc://{}", doomed.url.trim_start_matches("http://"));

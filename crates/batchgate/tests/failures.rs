@@ -45,7 +45,7 @@ async fn worker_reaches(
 }
 
 async fn fault_run(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = common::start_faulty_worker(
         fast_sim(8),
         batchgate_sim::Faults {
@@ -119,7 +119,7 @@ async fn with_20_percent_failures_and_1_percent_hangs_no_task_is_lost_redis() {
 }
 
 async fn dead_letter_run(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = common::start_faulty_worker(
         fast_sim(2),
         batchgate_sim::Faults {
@@ -231,7 +231,7 @@ async fn dead_letters_are_listed_replayed_and_purged_redis() {
 }
 
 async fn shed_run(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     // One slot at ≈ 500 ms a full batch: ≈ 128 tasks a second, far below what even a debug
     // build admits, so the overload does not depend on how fast this machine is.
     let worker = common::start_faulty_worker(
@@ -326,7 +326,7 @@ async fn overload_is_shed_with_503_and_accepted_tasks_still_succeed_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_past_its_deadline_is_not_sent_to_the_worker() {
-    let infra = Infra::start(Backend::Memory);
+    let infra = Infra::start(Backend::Memory).await;
     // One slot, one second a call: the second batch waits a second in the queue.
     let worker = common::start_faulty_worker(
         batchgate_sim::SimConfig {
@@ -423,7 +423,7 @@ fn limited(config: &mut batchgate::serve::ServeConfig, limit: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_over_its_rate_gets_429_and_others_do_not() {
-    let infra = Infra::start(Backend::Memory);
+    let infra = Infra::start(Backend::Memory).await;
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     let mut config = serve_config(&infra, &worker.url, 2);
     limited(&mut config, 3);
@@ -472,7 +472,7 @@ async fn a_user_over_its_rate_gets_429_and_others_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_is_exact_across_two_gateways_on_redis() {
-    let infra = Infra::start(Backend::Redis);
+    let infra = Infra::start(Backend::Redis).await;
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     // Two gateways (no batcher needed: admission is what is counted).
     let mut gateways = Vec::new();

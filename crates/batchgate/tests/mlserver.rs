@@ -169,7 +169,7 @@ async fn batchgate_serves_through_mlserver_over_kserve_v2() {
     assert_eq!(outputs, vec![sim_output("hello"), sim_output("wörld ✓")]);
 
     // The whole path: gateway → batcher → MLServer, batches of up to 64.
-    let infra = Infra::start(common::Backend::Memory);
+    let infra = Infra::start(common::Backend::Memory).await;
     let url = format!(
         "kserve-v2+{}?input=text&output=hash&max_batch_size=16",
         mlserver.model_url()

@@ -2,7 +2,9 @@
 //! loopback ports, torn down when dropped. Used by tests only.
 //!
 //! Servers keep nothing on disk (`--save ""`, `--appendonly no`) and run in a temporary
-//! directory each. They are stopped by their own PID.
+//! directory each. They are stopped by their own PID. Starting one is `async`: its readiness
+//! is awaited (PING through `redis-cli`, run as a child process) without blocking the
+//! runtime of the test that waits.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -59,11 +61,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts a standalone server and waits until it answers PING.
-    pub fn start() -> Self {
-        Self::start_with(&[])
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
     }
 
-    fn start_with(extra: &[&str]) -> Self {
+    async fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
         let dir = scratch_dir("redis");
         let mut server = RedisServer {
@@ -72,13 +74,13 @@ impl RedisServer {
             dir,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
-        server.spawn();
+        server.spawn().await;
         server
     }
 
-    fn spawn(&mut self) {
+    async fn spawn(&mut self) {
         for _ in 0..START_ATTEMPTS {
-            if self.try_spawn() {
+            if self.try_spawn().await {
                 return;
             }
             // The port was taken before the server bound it: try another.
@@ -88,7 +90,7 @@ impl RedisServer {
     }
 
     /// Starts the server; true once it answers PING, false if it exited first.
-    fn try_spawn(&mut self) -> bool {
+    async fn try_spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -102,7 +104,10 @@ impl RedisServer {
         self.child = Some(child);
         let start = Instant::now();
         loop {
-            if self.cli(&["PING"]).is_some_and(|r| r.trim() == "PONG") {
+            if redis_cli_async(self.port, &["PING"])
+                .await
+                .is_some_and(|r| r.trim() == "PONG")
+            {
                 return true;
             }
             let exited = self
@@ -117,7 +122,7 @@ impl RedisServer {
                 start.elapsed() < START_LIMIT,
                 "redis-server did not answer PING"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -140,13 +145,13 @@ impl RedisServer {
     }
 
     /// Starts it again on the same port, empty (nothing was persisted).
-    pub fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         self.kill();
         for _ in 0..START_ATTEMPTS {
-            if self.try_spawn() {
+            if self.try_spawn().await {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(200));
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         panic!("redis-server did not restart on port {}", self.port);
     }
@@ -171,15 +176,18 @@ fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn wait_until(mut ready: impl FnMut() -> bool, what: &str) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(
-            start.elapsed() < START_LIMIT,
-            "redis did not become ready ({what})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// [`RedisServer::cli`] without blocking the caller's runtime.
+async fn redis_cli_async(port: u16, args: &[&str]) -> Option<String> {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A 6-node Redis Cluster: 3 masters, 3 replicas.
@@ -191,22 +199,24 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts 6 cluster-enabled servers, joins them with `redis-cli --cluster create`, and
     /// waits for `cluster_state:ok` on every node.
-    pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| {
+    pub async fn start() -> Self {
+        let mut nodes: Vec<RedisServer> = Vec::with_capacity(6);
+        for _ in 0..6 {
+            nodes.push(
                 RedisServer::start_with(&[
                     "--cluster-enabled",
                     "yes",
                     "--cluster-node-timeout",
                     "5000",
                 ])
-            })
-            .collect();
+                .await,
+            );
+        }
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        let out = tokio::process::Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -214,16 +224,21 @@ impl RedisCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
+            .await
             .expect("run redis-cli --cluster create");
         assert!(out.success(), "redis-cli --cluster create failed");
+        let start = Instant::now();
         for node in &nodes {
-            wait_until(
-                || {
-                    node.cli(&["CLUSTER", "INFO"])
-                        .is_some_and(|i| i.contains("cluster_state:ok"))
-                },
-                "cluster_state:ok",
-            );
+            while !redis_cli_async(node.port, &["CLUSTER", "INFO"])
+                .await
+                .is_some_and(|i| i.contains("cluster_state:ok"))
+            {
+                assert!(
+                    start.elapsed() < START_LIMIT,
+                    "redis did not become ready (cluster_state:ok)"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         RedisCluster { nodes }
     }
