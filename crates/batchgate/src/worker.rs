@@ -93,7 +93,7 @@ async fn serve(
     if config.faults != Faults::default() {
         tracing::warn!(faults = ?config.faults, "fault injection is on");
     }
-    let worker = Arc::new(SimWorker::new(config.sim.clone()).with_faults(config.faults.clone()));
+    let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults.clone()));
     let metrics = metrics_router(worker.clone());
     match batchgate_sim::server::run_with_routes(worker, metrics, listener, tls, shutdown).await? {
         Stopped::Shutdown => {
