@@ -9,7 +9,7 @@ use batchgate::serve::WorkerChoice;
 use batchgate_protocol::api::{TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
 use batchgate_sim::SimStats;
-use common::{client, infer, serve_config, start_serve, Infra, Proc};
+use common::{client, infer, metrics, serve_config, start_serve, Infra, Proc};
 
 /// A reference worker process: 4 slots, ~60 ms per batch of 64.
 fn worker_process() -> Proc {
@@ -118,17 +118,6 @@ async fn a_worker_killed_under_load_loses_no_accepted_task() {
         survivor_after.items - survivor_before.items
     );
     assert!(serve.shutdown().await.drained);
-}
-
-/// A server's `/metrics` text.
-async fn metrics(http: &reqwest::Client, url: &str) -> String {
-    http.get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics answered")
-        .text()
-        .await
-        .expect("metrics text")
 }
 
 /// The value of the sample of metric `name` whose labels include `label`.

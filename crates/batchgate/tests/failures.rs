@@ -8,23 +8,15 @@ use std::time::Duration;
 use batchgate::serve::WorkerChoice;
 use batchgate_protocol::api::{TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
-use common::{client, fast_sim, infer, serve_config, start_serve, Backend, Infra, ADMIN_TOKEN};
+use common::{
+    client, fast_sim, infer, metrics, serve_config, start_serve, Backend, Infra, ADMIN_TOKEN,
+};
 
 /// A counter's value in a `/metrics` page (0 when absent).
 fn counter(page: &str, name: &str) -> f64 {
     page.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
-}
-
-async fn metrics(http: &reqwest::Client, base: &str) -> String {
-    http.get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text")
 }
 
 /// Waits (without blocking the runtime, within 30 s) until the in-process worker's counters

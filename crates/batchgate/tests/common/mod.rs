@@ -47,6 +47,17 @@ pub async fn start_faulty_worker(config: SimConfig, faults: batchgate_sim::Fault
     Worker { url, sim, stop }
 }
 
+/// `GET {base}/metrics`, as text.
+pub async fn metrics(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics answered")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// A fast cost model for tests: short calls, still batch-shaped.
 pub fn fast_sim(slots: usize) -> SimConfig {
     SimConfig {
