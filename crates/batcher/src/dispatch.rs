@@ -61,6 +61,7 @@ struct Addressee {
     deadline: Option<SystemTime>,
     owner: Option<String>,
     trace_parent: Option<String>,
+    zone: Option<batchgate_protocol::zone::Zone>,
 }
 
 /// What became of a batch's tasks at the worker.
@@ -135,6 +136,7 @@ impl Dispatcher {
                 deadline: task.deadline,
                 owner: task.owner,
                 trace_parent: task.trace_parent,
+                zone: task.zone,
             });
             inputs.push(task.input);
         }
@@ -258,6 +260,7 @@ impl Dispatcher {
                         deadline: a.deadline,
                         owner: a.owner.clone(),
                         trace_parent: a.trace_parent.clone(),
+                        zone: a.zone.clone(),
                     };
                     if error.is_overload() {
                         let delivery = Delivery {

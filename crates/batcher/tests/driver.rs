@@ -95,6 +95,7 @@ impl Harness {
                     deadline: None,
                     owner: None,
                     trace_parent: None,
+                    zone: None,
                 })
                 .await
                 .expect("enqueue");
@@ -208,6 +209,7 @@ async fn identical_inputs_in_one_batch_reach_the_worker_once() {
                 deadline: None,
                 owner: None,
                 trace_parent: None,
+                zone: None,
             })
             .await
             .expect("enqueue");

@@ -40,6 +40,8 @@ pub struct RedisBackend {
 /// What the queue and stores are, and their limits.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// The zone this process runs in: on Redis, its streams are that zone's.
+    pub zone: Option<batchgate_protocol::zone::Zone>,
     /// Queue partitions; `None`: the default of the backend (on Redis, what the deployment
     /// recorded, else what suits the topology).
     pub partitions: Option<usize>,
@@ -162,7 +164,7 @@ pub async fn build(config: &StoreConfig, waits: bool) -> anyhow::Result<Backends
     )
     .await
     .map_err(|e| anyhow::anyhow!(e))?;
-    let keys = Keys::new(&rc.key_prefix, partitions);
+    let keys = Keys::new(&rc.key_prefix, partitions).in_zone(config.zone.clone());
     let name = process_name(if waits { "gateway" } else { "batcher" });
     let notifier = if waits {
         let notifier = Arc::new(Notifier::default());

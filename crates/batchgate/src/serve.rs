@@ -316,7 +316,7 @@ pub async fn run(
         dead_letters: backends.dead_letters.clone(),
         admin_token: config.edge.admin_token.clone(),
         auth,
-        config: config.gateway.unwrap_or_default(),
+        config: config.gateway.clone().unwrap_or_default(),
         metrics,
         registry: Arc::new(registry),
         readiness: readiness.clone(),

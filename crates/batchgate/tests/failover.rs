@@ -8,8 +8,7 @@ use std::time::Duration;
 use batchgate::serve::WorkerChoice;
 use batchgate_protocol::api::{TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
-use batchgate_sim::SimStats;
-use common::{client, infer, metrics, serve_config, start_serve, Infra, Proc};
+use common::{client, infer, metrics, serve_config, sim_stats, start_serve, Infra, Proc};
 
 /// A reference worker process: 4 slots, ~60 ms per batch of 64.
 fn worker_process() -> Proc {
@@ -25,16 +24,6 @@ fn worker_process() -> Proc {
         "--per-item-ms",
         "0.15",
     ])
-}
-
-async fn stats(http: &reqwest::Client, url: &str) -> SimStats {
-    http.get(format!("{url}/v1/stats"))
-        .send()
-        .await
-        .expect("stats answered")
-        .json()
-        .await
-        .expect("stats json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +59,7 @@ async fn a_worker_killed_under_load_loses_no_accepted_task() {
     while let Some(done) = done_rx.recv().await {
         views.push(done);
         if killed_with.is_none() && views.len() >= 100 {
-            let before = stats(&http, &doomed.url).await;
+            let before = sim_stats(&http, &doomed.url).await;
             if before.in_flight > 0 {
                 doomed.child.kill().expect("SIGKILL the worker");
                 killed_with = Some(before);
@@ -102,7 +91,7 @@ async fn a_worker_killed_under_load_loses_no_accepted_task() {
     }
 
     // Later work goes to the survivor alone, and succeeds: it runs every one of these inputs.
-    let survivor_before = stats(&http, &survivor.url).await;
+    let survivor_before = sim_stats(&http, &survivor.url).await;
     let later = 50;
     let after: Vec<TaskView> = futures::future::join_all((0..later).map(|i| {
         let http = http.clone();
@@ -111,7 +100,7 @@ async fn a_worker_killed_under_load_loses_no_accepted_task() {
     }))
     .await;
     assert!(after.iter().all(|v| v.status == TaskStatus::Success));
-    let survivor_after = stats(&http, &survivor.url).await;
+    let survivor_after = sim_stats(&http, &survivor.url).await;
     assert!(
         survivor_after.items - survivor_before.items >= later,
         "the survivor ran {} of the {later} later inputs",

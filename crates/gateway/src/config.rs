@@ -51,7 +51,7 @@ impl std::str::FromStr for DedupeScope {
 }
 
 /// What the gateway allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
     /// Largest accepted `input`, in bytes.
     pub max_input_bytes: usize,
@@ -68,6 +68,8 @@ pub struct GatewayConfig {
     pub body_read_timeout: Duration,
     /// Whose identical inputs share a task.
     pub dedupe_scope: DedupeScope,
+    /// The zone this gateway runs in (`--zone`), stamped on every task it accepts.
+    pub zone: Option<batchgate_protocol::zone::Zone>,
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +82,7 @@ impl Default for GatewayConfig {
             max_requests_per_caller: DEFAULT_MAX_REQUESTS_PER_CALLER,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             dedupe_scope: DedupeScope::Owner,
+            zone: None,
         }
     }
 }

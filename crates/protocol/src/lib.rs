@@ -10,6 +10,7 @@
 //! - [`kserve_v2`]: the KServe V2 / Open Inference Protocol's JSON, as batchgate uses it.
 //! - [`openai`]: OpenAI-style embeddings, and the embedding the simulated worker derives.
 //! - [`task`]: the task as it travels through the queue.
+//! - [`zone`]: [`zone::Zone`], where a process runs and a task entered.
 //! - [`sim_output`], [`sha256_hex`]: the simulated worker's output function, and input hashes.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod openai;
 pub mod task;
 pub mod worker_api;
 pub mod worker_grpc;
+pub mod zone;
 
 use sha2::{Digest, Sha256};
 

@@ -2,7 +2,10 @@
 //! form: a protobuf message (prost), so the distributed queue carries compact bytes that any
 //! language can read (`proto/task.proto` documents the schema).
 
+use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
+
+use crate::zone::Zone;
 
 /// One accepted request, waiting for the worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,9 @@ pub struct Task {
     /// The W3C `traceparent` of the span that enqueued it, so the batcher's spans join the
     /// request's trace; `None` when tracing is off (nothing to carry, nothing to parse).
     pub trace_parent: Option<String>,
+    /// The zone of the gateway that accepted it (`--zone`): batchers of that zone take it,
+    /// and send it to a worker of that zone while one has room. `None` without zones.
+    pub zone: Option<Zone>,
 }
 
 /// The task's wire form. Field numbers are the contract: never reuse one.
@@ -49,6 +55,19 @@ pub struct TaskMessage {
     /// See [`Task::trace_parent`]; empty when there is none.
     #[prost(string, tag = "7")]
     pub traceparent: String,
+    /// See [`Task::zone`]; empty when there is none (and in messages written before zones).
+    #[prost(string, tag = "8")]
+    pub zone: String,
+}
+
+/// Field 8 (`zone`) as a length-delimited field's key: `(8 << 3) | 2`.
+const ZONE_KEY: u8 = (8 << 3) | 2;
+
+thread_local! {
+    /// The message each decode on this thread merges into: its `zone` keeps its buffer from
+    /// one decode to the next (prost's merge reuses a string's capacity), so decoding a zoned
+    /// task allocates nothing for the zone.
+    static SCRATCH: RefCell<TaskMessage> = RefCell::new(TaskMessage::default());
 }
 
 /// A task message that could not be decoded.
@@ -59,7 +78,7 @@ pub struct DecodeError(String);
 impl Task {
     /// The protobuf encoding of this task.
     pub fn to_bytes(&self) -> Vec<u8> {
-        prost::Message::encode_to_vec(&TaskMessage {
+        let message = TaskMessage {
             task_id: self.task_id.clone(),
             input: self.input.clone(),
             enqueued_at_ms: unix_ms(self.enqueued_at),
@@ -67,25 +86,51 @@ impl Task {
             deadline_ms: self.deadline.map_or(0, unix_ms),
             owner: self.owner.clone().unwrap_or_default(),
             traceparent: self.trace_parent.clone().unwrap_or_default(),
-        })
+            zone: String::new(),
+        };
+        let zone = self.zone.as_ref().map_or("", Zone::as_str);
+        let mut bytes = Vec::with_capacity(prost::Message::encoded_len(&message) + zone.len() + 2);
+        prost::Message::encode_raw(&message, &mut bytes);
+        // The zone is written from the shared name rather than copied into the message first
+        // (protobuf fields may come in any order): stamping a zone costs no allocation.
+        if !zone.is_empty() {
+            bytes.push(ZONE_KEY);
+            prost::encoding::encode_varint(zone.len() as u64, &mut bytes);
+            bytes.extend_from_slice(zone.as_bytes());
+        }
+        bytes
     }
 
     /// Decodes a task encoded by [`Task::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Task, DecodeError> {
-        let m: TaskMessage =
-            prost::Message::decode(bytes).map_err(|e| DecodeError(e.to_string()))?;
-        if m.task_id.is_empty() {
-            return Err(DecodeError("no task id".into()));
-        }
-        Ok(Task {
-            task_id: m.task_id,
-            input: m.input,
-            enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(m.enqueued_at_ms),
-            reply_to: (!m.reply_to.is_empty()).then_some(m.reply_to),
-            deadline: (m.deadline_ms != 0)
-                .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(m.deadline_ms)),
-            owner: (!m.owner.is_empty()).then_some(m.owner),
-            trace_parent: (!m.traceparent.is_empty()).then_some(m.traceparent),
+        Task::from_bytes_in(bytes, None)
+    }
+
+    /// Decodes a task; a zone equal to `known` (the reader's own) shares its name instead of
+    /// allocating one.
+    pub fn from_bytes_in(bytes: &[u8], known: Option<&Zone>) -> Result<Task, DecodeError> {
+        SCRATCH.with_borrow_mut(|m| {
+            prost::Message::clear(m);
+            prost::Message::merge(m, bytes).map_err(|e| DecodeError(e.to_string()))?;
+            if m.task_id.is_empty() {
+                return Err(DecodeError("no task id".into()));
+            }
+            let zone = match known {
+                Some(zone) if zone.as_str() == m.zone => Some(zone.clone()),
+                _ => Zone::optional(&m.zone).map_err(|e| DecodeError(e.to_string()))?,
+            };
+            let text = |s: &mut String| (!s.is_empty()).then(|| std::mem::take(s));
+            Ok(Task {
+                task_id: std::mem::take(&mut m.task_id),
+                input: std::mem::take(&mut m.input),
+                enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(m.enqueued_at_ms),
+                reply_to: text(&mut m.reply_to),
+                deadline: (m.deadline_ms != 0)
+                    .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(m.deadline_ms)),
+                owner: text(&mut m.owner),
+                trace_parent: text(&mut m.traceparent),
+                zone,
+            })
         })
     }
 }
@@ -111,6 +156,7 @@ mod tests {
             deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_001_000)),
             owner: Some("alice".into()),
             trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            zone: Some("eu-west-1a".parse().expect("zone")),
         };
         assert_eq!(Task::from_bytes(&t.to_bytes()).expect("decodes"), t);
         let none = Task {
@@ -118,10 +164,64 @@ mod tests {
             deadline: None,
             owner: None,
             trace_parent: None,
+            zone: None,
             ..t
         };
         assert_eq!(Task::from_bytes(&none.to_bytes()).expect("decodes"), none);
         assert!(Task::from_bytes(b"\xff\xff").is_err());
         assert!(Task::from_bytes(&[]).is_err(), "no id");
+    }
+
+    #[test]
+    fn the_zone_field_is_compatible_both_ways() {
+        let zoned = Task {
+            task_id: "ab-2".into(),
+            input: "x".into(),
+            enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+            reply_to: None,
+            deadline: None,
+            owner: None,
+            trace_parent: None,
+            zone: Some("zone-a".parse().expect("zone")),
+        };
+        // A reader built before zones (the message without field 8) skips it.
+        let old = TaskMessage {
+            task_id: "ab-2".into(),
+            input: "x".into(),
+            enqueued_at_ms: 1_700_000_000_000,
+            ..TaskMessage::default()
+        };
+        let decoded: TaskMessage = prost::Message::decode(&zoned.to_bytes()[..]).expect("decodes");
+        assert_eq!(decoded.zone, "zone-a");
+        assert_eq!(
+            TaskMessage {
+                zone: String::new(),
+                ..decoded
+            },
+            old
+        );
+        // A message written before zones decodes to a task without one.
+        let bytes = prost::Message::encode_to_vec(&old);
+        assert_eq!(
+            Task::from_bytes(&bytes).expect("decodes"),
+            Task {
+                zone: None,
+                ..zoned.clone()
+            }
+        );
+        // The reader's own zone is shared, not copied; another zone is read as written.
+        let known: Zone = "zone-a".parse().expect("zone");
+        let mine = Task::from_bytes_in(&zoned.to_bytes(), Some(&known)).expect("decodes");
+        assert_eq!(mine, zoned);
+        let shared = mine.zone.as_ref().map(|z| z.as_str().as_ptr());
+        assert_eq!(shared, Some(known.as_str().as_ptr()), "the name is shared");
+        let other: Zone = "zone-b".parse().expect("zone");
+        assert_eq!(
+            Task::from_bytes_in(&zoned.to_bytes(), Some(&other)).expect("decodes"),
+            zoned
+        );
+        let mut bad = old;
+        bad.zone = "no spaces".into();
+        assert!(Task::from_bytes(&prost::Message::encode_to_vec(&bad)).is_err());
     }
 }

@@ -151,7 +151,13 @@ impl Claimer {
                 claimed.ids.into_iter().map(|e| (partition, e)).collect();
             fetch_groups(&mut self.conn, self.op_timeout, &mut claimed).await?;
             for (_, entry) in &claimed {
-                let handed = deliveries(partition, entry, &self.clock, self.settler.heads());
+                let handed = deliveries(
+                    partition,
+                    entry,
+                    &self.clock,
+                    self.settler.heads(),
+                    self.keys.zone(),
+                );
                 let sent = hand_out(
                     partition,
                     entry,
@@ -227,7 +233,13 @@ impl Claimer {
                 .ignore();
             }
             bounded(self.op_timeout, pipe.exec_async(&mut self.conn)).await?;
-            for d in deliveries(partition, entry, &self.clock, self.settler.heads()) {
+            for d in deliveries(
+                partition,
+                entry,
+                &self.clock,
+                self.settler.heads(),
+                self.keys.zone(),
+            ) {
                 completions.push(Completion {
                     task_id: d.task.task_id,
                     outcome: Outcome::Failed(reason.clone()),

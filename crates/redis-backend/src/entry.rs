@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use batchgate_protocol::task::{unix_ms, Task};
+use batchgate_protocol::zone::Zone;
 use batchgate_queue::{Delivery, Receipt};
 use redis::streams::StreamId;
 use redis::{RedisResult, Value};
@@ -153,12 +154,14 @@ impl Heads {
 
 /// The tasks of an entry, each a delivery with the entry's receipt; the undecodable ones are
 /// logged and left out. Their queue time is Redis's: the first admission (`q`, kept across
-/// requeues) or the entry's id. Their record heads are kept in `heads`.
+/// requeues) or the entry's id. Their record heads are kept in `heads`. `zone` is the
+/// reader's (the stream's): the tasks share its name.
 pub(crate) fn deliveries(
     partition: usize,
     entry: &StreamId,
     clock: &Clock,
     heads: &Heads,
+    zone: Option<&Zone>,
 ) -> Vec<Delivery> {
     let first = entry
         .map
@@ -173,7 +176,7 @@ pub(crate) fn deliveries(
     let queued_at = clock.local(first);
     let tasks: Vec<Delivery> = messages(entry)
         .into_iter()
-        .filter_map(|bytes| match Task::from_bytes(bytes) {
+        .filter_map(|bytes| match Task::from_bytes_in(bytes, zone) {
             Ok(task) => Some(Delivery {
                 task,
                 receipt: Receipt {

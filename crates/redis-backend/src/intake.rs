@@ -343,7 +343,7 @@ impl Writer {
         &self,
         stored: &[redis::Cmd],
         call: &redis::Cmd,
-    ) -> redis::RedisResult<Vec<Vec<Value>>> {
+    ) -> redis::RedisResult<Vec<Value>> {
         let mut conn = self.conn.clone();
         let first = if self.cluster {
             let writes = stored.iter().map(|set| {
@@ -360,7 +360,7 @@ impl Writer {
                 pipe.add_command(set.clone()).ignore();
             }
             pipe.add_command(call.clone());
-            let replies: redis::RedisResult<(Vec<Vec<Value>>,)> =
+            let replies: redis::RedisResult<(Vec<Value>,)> =
                 bounded(self.op_timeout, pipe.query_async(&mut conn)).await;
             replies.map(|(r,)| r)
         };
@@ -379,24 +379,21 @@ impl Writer {
         }
     }
 
-    fn answer(&self, reply: &[Value]) -> Result<Admitted, AdmitError> {
-        let text = |i: usize| reply.get(i).and_then(crate::value_text);
-        match text(0).as_deref() {
-            Some("ok") => Ok(Admitted::Enqueued {
+    fn answer(&self, reply: &Value) -> Result<Admitted, AdmitError> {
+        let Some(reply) = crate::value_text(reply) else {
+            return Err(unavailable(format!("admit script answered {reply:?}")));
+        };
+        match reply.split_at_checked(1) {
+            Some(("o", "")) => Ok(Admitted::Enqueued {
                 dedupe_bypassed: false,
             }),
-            Some("dup") => match text(1) {
-                Some(existing) => Ok(Admitted::Duplicate(existing)),
-                None => Err(unavailable("admit script answered dup without an id")),
-            },
-            Some("full") => Err(AdmitError::Queue(QueueError::Full {
+            Some(("d", "")) => Err(unavailable("admit script answered dup without an id")),
+            Some(("d", existing)) => Ok(Admitted::Duplicate(existing.to_owned())),
+            Some(("f", "")) => Err(AdmitError::Queue(QueueError::Full {
                 capacity: self.capacity,
             })),
-            Some("err") => Err(unavailable(format!(
-                "admission refused by Redis: {}",
-                text(1).unwrap_or_default()
-            ))),
-            other => Err(unavailable(format!("admit script answered {other:?}"))),
+            Some(("e", why)) => Err(unavailable(format!("admission refused by Redis: {why}"))),
+            _ => Err(unavailable(format!("admit script answered {reply:?}"))),
         }
     }
 }

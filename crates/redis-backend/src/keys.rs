@@ -1,6 +1,9 @@
 //! Every Redis key and channel batchgate uses, built in one place.
 //!
 //! `{prefix}:{pNN}:tasks`        stream of partition NN (an entry holds one task or a group)
+//! `{prefix}:{pNN}:zone:{z}:tasks` the same for the tasks that entered in zone z (`--zone`):
+//!                               each zone has its own streams (and their `:n` counts);
+//!                               records, dedupe entries and notices are shared
 //! `{prefix}:{pNN}:tasks:n`      tasks in that stream (entries hold several): the capacity
 //!                               bound and the depth; the scripts that add and remove
 //!                               entries keep it, and reset it whenever the stream is empty
@@ -17,7 +20,10 @@
 //!
 //! A task's partition is read from its id (its first byte), so any process can find a result
 //! key from the id alone; with dedupe on, that byte is the input hash's, which puts the task's
-//! stream entry, result and dedupe entry on one slot.
+//! stream entry, result and dedupe entry on one slot. A zone's streams carry the same hash
+//! tags, so a zone changes no slot.
+
+use batchgate_protocol::zone::Zone;
 
 /// The consumer group every batcher joins.
 pub const GROUP: &str = "batchers";
@@ -37,13 +43,16 @@ pub fn default_partitions(cluster: bool) -> usize {
     }
 }
 
-/// Key names of one deployment.
+/// Key names of one deployment, as one process sees them: its zone picks the streams it
+/// writes and reads.
 #[derive(Debug, Clone)]
 pub struct Keys {
     /// Namespace, so several deployments can share one Redis.
     prefix: String,
     /// Hash tag of each partition, chosen for an even spread over the slot space.
     tags: Vec<String>,
+    /// The zone whose streams this process uses; `None`: the streams without a zone.
+    zone: Option<Zone>,
 }
 
 impl Keys {
@@ -55,7 +64,19 @@ impl Keys {
             tags: (0..partitions)
                 .map(|p| balanced_tag(p, partitions))
                 .collect(),
+            zone: None,
         }
+    }
+
+    /// The same keys for a process of `zone`: its streams are that zone's.
+    pub fn in_zone(mut self, zone: Option<Zone>) -> Self {
+        self.zone = zone;
+        self
+    }
+
+    /// The zone whose streams these are.
+    pub fn zone(&self) -> Option<&Zone> {
+        self.zone.as_ref()
     }
 
     /// How many partitions there are.
@@ -72,9 +93,12 @@ impl Keys {
         usize::from(byte) % self.tags.len()
     }
 
-    /// The stream of partition `p`.
+    /// The stream of partition `p` (of this process's zone).
     pub fn stream(&self, p: usize) -> String {
-        format!("{}:{{{}}}:tasks", self.prefix, self.tags[p])
+        match &self.zone {
+            None => format!("{}:{{{}}}:tasks", self.prefix, self.tags[p]),
+            Some(zone) => format!("{}:{{{}}}:zone:{zone}:tasks", self.prefix, self.tags[p]),
+        }
     }
 
     /// The count of tasks in partition `p`'s stream. The scripts derive it from the stream's
@@ -92,6 +116,13 @@ impl Keys {
     pub fn result(&self, task_id: &str) -> String {
         let p = self.partition_of(task_id);
         format!("{}:{{{}}}:rec:{task_id}", self.prefix, self.tags[p])
+    }
+
+    /// The task id at the end of a key [`Keys::result`] made; `None` for another key.
+    pub(crate) fn task_of_result(key: &[u8]) -> Option<String> {
+        let at = key.windows(6).rposition(|w| w == b"}:rec:")?;
+        let id = std::str::from_utf8(&key[at + 6..]).ok()?;
+        (!id.is_empty()).then(|| id.to_owned())
     }
 
     /// The dedupe entry of an input hash, in the partition its first byte names (the
@@ -222,5 +253,14 @@ mod tests {
         assert_eq!(p, 0xa3 % 16);
         let tag = |k: &str| k[k.find('{').expect("tag")..=k.find('}').expect("tag")].to_owned();
         assert_eq!(tag(&keys.result(id)), tag(&keys.stream(p)));
+        let zoned = keys.clone().in_zone(Some("n".parse().expect("zone")));
+        assert_eq!(tag(&zoned.stream(p)), tag(&keys.stream(p)), "same slot");
+        assert_ne!(zoned.stream(p), keys.stream(p));
+        assert_ne!(
+            zoned.stream(p),
+            keys.task_count(p),
+            "a zone named n is not a count"
+        );
+        assert_ne!(zoned.task_count(p), keys.task_count(p));
     }
 }

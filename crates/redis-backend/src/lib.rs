@@ -17,7 +17,7 @@
 //! - [`queue`]: [`RedisQueue`], the [`Queue`](batchgate_queue::Queue) on Streams; with
 //!   `entry` (what a stream entry holds: one task or a group), `reader` (batch-sized
 //!   reads), `leases` (renewal, heartbeat, Redis's clock), `claimer` (recovery, dead
-//!   letters, departed consumers).
+//!   letters, departed consumers), `depth` (what the streams hold, in tasks).
 //! - `record`: the layout of a task's record (one string), shared with the scripts.
 //! - `topology`: which partitions share a node, so calls are grouped per node.
 //! - `settle`: the one script that writes results, notifies and acknowledges.
@@ -33,6 +33,7 @@
 mod claimer;
 pub mod conn;
 pub mod dead_letters;
+mod depth;
 mod entry;
 pub mod intake;
 pub mod keys;

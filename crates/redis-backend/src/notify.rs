@@ -1,7 +1,8 @@
 //! The gateway's subscription: completions published on its channels wake its local waiters.
 //!
-//! The settle script publishes a batch's results (a JSON array of [`Notice`]s) on the
-//! channel of every gateway that waits for one of them: the one named in the task's
+//! The settle script publishes a batch's results on the channel of every gateway that waits
+//! for one of them (for each result its record's key and the final record as stored, see
+//! [`parse_notices`]): the one named in the task's
 //! `reply_to`, and any other that registered a long poll on the pending record. A waiter gets
 //! its task's result from the message itself, without reading the store again.
 //!
@@ -18,16 +19,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use batchgate_protocol::api::TaskStatus;
-use batchgate_queue::{Completion, Outcome};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, ProtocolVersion, PushInfo, PushKind, Value};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::conn::{bounded, RedisConfig};
 use crate::keys::Keys;
+use crate::record;
 
 /// Pause before subscribing again after a failure.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(250);
@@ -35,36 +35,84 @@ const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(250);
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 
 /// One task's result as published to its gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     /// Which task.
     pub task_id: String,
     /// `SUCCESS` or `FAILED`.
     pub status: TaskStatus,
     /// The output, on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     /// The reason, on failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When the result was stored, ms since the Unix epoch.
     pub completed_at: u64,
 }
 
-impl Notice {
-    /// The notice of a completion.
-    pub fn of(c: &Completion) -> Notice {
-        let (status, output, error) = match &c.outcome {
-            Outcome::Success(o) => (TaskStatus::Success, Some(o.clone()), None),
-            Outcome::Failed(e) => (TaskStatus::Failed, None, Some(e.clone())),
-        };
-        Notice {
-            task_id: c.task_id.clone(),
-            status,
-            output,
-            error,
-            completed_at: c.completed_at,
+/// Reads a message of notices as the settle script publishes it: a MessagePack array of
+/// strings, for each result its record's key (ending in the task id, [`Keys::result`]) then
+/// the final record as stored (`crate::record`); so the script is never given a result's
+/// bytes twice. `None` if the message is not one.
+pub(crate) fn parse_notices(message: &[u8]) -> Option<Vec<Notice>> {
+    let mut packed = Packed(message);
+    let items = packed.array_len()?;
+    if items % 2 != 0 {
+        return None;
+    }
+    let mut notices = Vec::with_capacity(items / 2);
+    for _ in 0..items / 2 {
+        let key = packed.bytes()?;
+        let r = record::parse(packed.bytes()?)?;
+        if !r.status.is_terminal() {
+            return None;
         }
+        notices.push(Notice {
+            task_id: Keys::task_of_result(key)?,
+            status: r.status,
+            output: r.output,
+            error: r.error,
+            completed_at: r.completed_at?,
+        });
+    }
+    packed.0.is_empty().then_some(notices)
+}
+
+/// The MessagePack that Redis's `cmsgpack.pack` makes of an array of strings: what a
+/// notice holds, and nothing more.
+struct Packed<'a>(&'a [u8]);
+
+impl<'a> Packed<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(taken)
+    }
+
+    /// A big-endian unsigned number of `n` bytes.
+    fn number(&mut self, n: usize) -> Option<usize> {
+        let bytes = self.take(n)?;
+        Some(bytes.iter().fold(0usize, |v, &b| (v << 8) | usize::from(b)))
+    }
+
+    fn array_len(&mut self) -> Option<usize> {
+        match *self.take(1)?.first()? {
+            b @ 0x90..=0x9f => Some(usize::from(b & 0x0f)),
+            0xdc => self.number(2),
+            0xdd => self.number(4),
+            _ => None,
+        }
+    }
+
+    /// A str or bin.
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = match *self.take(1)?.first()? {
+            b @ 0xa0..=0xbf => usize::from(b & 0x1f),
+            0xd9 | 0xc4 => self.number(1)?,
+            0xda | 0xc5 => self.number(2)?,
+            0xdb | 0xc6 => self.number(4)?,
+            _ => return None,
+        };
+        self.take(len)
     }
 }
 
@@ -95,14 +143,11 @@ impl Notifier {
         rx
     }
 
-    /// Hands each notice of `message` (a JSON array) to the waiters of its task.
+    /// Hands each notice of `message` ([`parse_notices`]) to the waiters of its task.
     pub fn wake(&self, message: &[u8]) {
-        let notices: Vec<Notice> = match serde_json::from_slice(message) {
-            Ok(n) => n,
-            Err(error) => {
-                debug!(%error, "bad notification payload");
-                return;
-            }
+        let Some(notices) = parse_notices(message) else {
+            debug!(bytes = message.len(), "bad notification payload");
+            return;
         };
         let mut waiters = self.lock();
         for notice in notices {
@@ -334,17 +379,102 @@ mod tests {
         }
     }
 
+    /// MessagePack of an array of strings, as `cmsgpack.pack` makes it (str8/16/32 by
+    /// length; the settle script's test in tests/queue.rs runs the real one).
+    fn pack(strings: &[String]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let n = strings.len();
+        if n < 16 {
+            out.push(0x90 | n as u8);
+        } else {
+            out.push(0xdc);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        for s in strings {
+            let len = s.len();
+            if len < 32 {
+                out.push(0xa0 | len as u8);
+            } else if len < 256 {
+                out.extend_from_slice(&[0xd9, len as u8]);
+            } else if len < 65_536 {
+                out.push(0xda);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            } else {
+                out.push(0xdb);
+                out.extend_from_slice(&(len as u32).to_be_bytes());
+            }
+            out.extend_from_slice(s.as_bytes());
+        }
+        out
+    }
+
+    /// A message as the settle script publishes it.
+    fn message(notices: &[Notice]) -> Vec<u8> {
+        let keys = Keys::new("bg", 4);
+        let mut strings = Vec::new();
+        for n in notices {
+            let value = n
+                .output
+                .as_deref()
+                .or(n.error.as_deref())
+                .unwrap_or_default();
+            let status = if n.status == TaskStatus::Success {
+                'S'
+            } else {
+                'F'
+            };
+            let head = record::head(1, Some("bob"));
+            strings.push(keys.result(&n.task_id));
+            strings.push(record::final_record(
+                status,
+                Some(&head),
+                n.completed_at,
+                value,
+            ));
+        }
+        pack(&strings)
+    }
+
+    #[test]
+    fn notices_read_back_and_anything_else_is_refused() {
+        let failed = Notice {
+            task_id: "7f-x".into(),
+            status: TaskStatus::Failed,
+            output: None,
+            error: Some("worker: 12:30 timeout".into()),
+            completed_at: 11,
+        };
+        let mut long = notice("0c-9");
+        long.output = Some("x".repeat(70_000));
+        let mut many: Vec<Notice> = (0..20).map(|i| notice(&format!("{i:02x}-n"))).collect();
+        many.push(failed);
+        many.push(long);
+        assert_eq!(parse_notices(&message(&many)), Some(many.clone()));
+        let good = message(&[notice("a")]);
+        let mut trailing = good.clone();
+        trailing.push(0xa0);
+        for bad in [
+            b"not a notice".to_vec(),
+            good[..good.len() - 1].to_vec(),
+            trailing,
+            // A pending record is no notice; an odd count is no list of pairs.
+            pack(&["bg:{p0}:rec:a".into(), "P1;0;".into()]),
+            pack(&["bg:{p0}:rec:a".into()]),
+        ] {
+            assert_eq!(parse_notices(&bad), None, "{bad:?}");
+        }
+    }
+
     #[tokio::test]
     async fn wake_hands_the_notice_to_every_waiter_of_its_task() {
         let n = Notifier::default();
         let a1 = n.register("a");
         let a2 = n.register("a");
         let mut b = n.register("b");
-        let message = serde_json::to_string(&[notice("a"), notice("c")]).expect("json");
-        n.wake(message.as_bytes());
+        n.wake(&message(&[notice("a"), notice("c")]));
         assert_eq!(a1.await.expect("notice"), Wake::Done(notice("a")));
         assert_eq!(a2.await.expect("notice"), Wake::Done(notice("a")));
-        n.wake(b"not json");
+        n.wake(b"not a notice");
         assert!(b.try_recv().is_err() && !n.lock().is_empty());
         drop(b);
         n.prune();

@@ -16,7 +16,6 @@
 //!   Redis delivered to this batcher that it never saw (a read cut short), so that `read`
 //!   hands them out too rather than leaving them for the visibility timeout.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use batchgate_queue::{
     Backlog, Completion, Delivery, Queue, QueueError, Receipt, ResultStore, StoreError,
 };
 use redis::streams::StreamReadReply;
-use redis::{Script, Value};
+use redis::Script;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +33,7 @@ use tracing::{info, warn};
 
 use crate::claimer::Claimer;
 use crate::conn::{bounded, RedisConfig, RedisConn};
+use crate::depth;
 use crate::describe;
 use crate::entry::{deliveries, fetch_groups, Overflow};
 use crate::keys::{Keys, GROUP};
@@ -223,6 +223,7 @@ impl RedisQueue {
                 pace,
                 overflow: self.read_back.clone(),
                 heads: self.settler.heads().clone(),
+                zone: self.keys.zone().cloned(),
             };
             feeders.push(tokio::spawn(reader.run()));
         }
@@ -271,25 +272,6 @@ impl RedisQueue {
         }
     }
 
-    /// Entries and tasks in partition `p`'s stream (an entry holds at least one task; an
-    /// empty stream holds none, whatever its count says).
-    async fn size(&self, p: usize) -> redis::RedisResult<(usize, usize)> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("XLEN")
-            .arg(self.keys.stream(p))
-            .cmd("GET")
-            .arg(self.keys.task_count(p));
-        let mut conn = self.conn.clone();
-        let (entries, count): (usize, Option<usize>) =
-            bounded(self.redis.op_timeout, pipe.query_async(&mut conn)).await?;
-        let tasks = if entries == 0 {
-            0
-        } else {
-            count.unwrap_or(entries).max(entries)
-        };
-        Ok((entries, tasks))
-    }
-
     /// Reads back this consumer's pending entries that it does not hold: delivered by Redis
     /// to a read that was cut short, never seen here.
     async fn read_back_unseen(&self) -> Vec<Delivery> {
@@ -335,7 +317,13 @@ impl RedisQueue {
                         if self.leases.holds(*p, &entry.id) {
                             continue;
                         }
-                        let tasks = deliveries(*p, entry, &self.clock, self.settler.heads());
+                        let tasks = deliveries(
+                            *p,
+                            entry,
+                            &self.clock,
+                            self.settler.heads(),
+                            self.keys.zone(),
+                        );
                         if !tasks.is_empty() {
                             self.leases.hold(*p, entry, tasks.len());
                             found.extend(tasks);
@@ -420,63 +408,15 @@ impl Queue for RedisQueue {
     }
 
     async fn depth(&self) -> Result<Vec<usize>, QueueError> {
-        let sizes = (0..self.keys.partitions()).map(|p| self.size(p));
-        futures_util::future::join_all(sizes)
+        depth::depth(&self.conn, &self.keys, self.redis.op_timeout)
             .await
-            .into_iter()
-            .map(|r| r.map(|(_, tasks)| tasks).map_err(|e| Self::unavailable(&e)))
-            .collect()
+            .map_err(|e| Self::unavailable(&e))
     }
 
-    /// From `XINFO GROUPS` of each partition, summed: taken = `entries-read` (entries delivered
-    /// to batchers), queued = `lag` (entries not delivered yet), each in tasks at the
-    /// partition's tasks per entry (its task count over its length: entries hold groups).
-    /// `None` while Redis cannot count exactly (a group without a valid lag, e.g. right after
-    /// entries past its position were deleted). Readers take at most about a batch ahead of
-    /// their batcher, so what they hold is not hidden from `queued` for long.
     async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
-        let infos = (0..self.keys.partitions()).map(|p| {
-            let stream = self.keys.stream(p);
-            let mut conn = self.conn.clone();
-            async move {
-                let groups = bounded(
-                    self.redis.op_timeout,
-                    redis::cmd("XINFO")
-                        .arg("GROUPS")
-                        .arg(&stream)
-                        .query_async::<Vec<HashMap<String, Value>>>(&mut conn),
-                )
-                .await?;
-                Ok::<_, redis::RedisError>((groups, self.size(p).await?))
-            }
-        });
-        let mut total = Backlog {
-            taken: 0,
-            queued: 0,
-        };
-        for info in futures_util::future::join_all(infos).await {
-            let (groups, (entries, tasks)) = info.map_err(|e| Self::unavailable(&e))?;
-            let Some(group) = groups.iter().find(|g| {
-                matches!(g.get("name"), Some(v) if crate::value_text(v).as_deref() == Some(GROUP))
-            }) else {
-                // No group yet: nothing was ever read from this partition.
-                continue;
-            };
-            let per_entry = if entries == 0 {
-                1.0
-            } else {
-                tasks as f64 / entries as f64
-            };
-            let number = |field: &str| group.get(field).and_then(value_number);
-            match (number("entries-read"), number("lag")) {
-                (Some(read), Some(lag)) => {
-                    total.taken += (read as f64 * per_entry).round() as u64;
-                    total.queued += (lag as f64 * per_entry).round() as u64;
-                }
-                _ => return Ok(None),
-            }
-        }
-        Ok(Some(total))
+        depth::backlog(&self.conn, &self.keys, self.redis.op_timeout)
+            .await
+            .map_err(|e| Self::unavailable(&e))
     }
 
     async fn abandon(&self, receipts: &[Receipt]) {
@@ -509,13 +449,5 @@ impl Queue for RedisQueue {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(unseen);
-    }
-}
-
-/// A reply field as a non-negative number; `None` for nil.
-fn value_number(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        other => crate::value_text(other)?.parse().ok(),
     }
 }

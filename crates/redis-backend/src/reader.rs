@@ -41,6 +41,8 @@ pub(crate) struct StreamReader {
     pub(crate) overflow: Overflow,
     /// Where the record heads of the tasks handed out are kept, for their settle.
     pub(crate) heads: Heads,
+    /// The zone of the streams read.
+    pub(crate) zone: Option<batchgate_protocol::zone::Zone>,
 }
 
 impl StreamReader {
@@ -83,7 +85,8 @@ impl StreamReader {
                 Ok(entries) => {
                     let mut tasks = 0;
                     for (i, (p, entry)) in entries.iter().enumerate() {
-                        let handed = deliveries(*p, entry, &self.clock, &self.heads);
+                        let handed =
+                            deliveries(*p, entry, &self.clock, &self.heads, self.zone.as_ref());
                         tasks += handed.len();
                         let sent = hand_out(
                             *p,
@@ -99,7 +102,13 @@ impl StreamReader {
                             // Stopped by the drain: what this read brought that is not
                             // handed out yet waits in the overflow, held, for `read`.
                             for (p, entry) in &entries[i + 1..] {
-                                let rest = deliveries(*p, entry, &self.clock, &self.heads);
+                                let rest = deliveries(
+                                    *p,
+                                    entry,
+                                    &self.clock,
+                                    &self.heads,
+                                    self.zone.as_ref(),
+                                );
                                 if !rest.is_empty() {
                                     self.leases.hold(*p, entry, rest.len());
                                     self.overflow

@@ -2,16 +2,18 @@
 //! and reading it one `GET` (a hash cost a command per operation on it, and its TTL another).
 //!
 //! ```text
-//! pending  P<created_at>;<owner length>;<owner>[;<gateway>]…
+//! pending  P<created_at>;<owner length>;<owner>
+//!          W<created_at>;<owner length>;<owner>;<gateway>[;<gateway>]…
 //! final    S<created_at>;<owner length>;<owner>;<completed_at>;<output>
 //!          F<created_at>;<owner length>;<owner>;<completed_at>;<error>
 //! ```
 //!
 //! Times are Unix milliseconds; the owner's length is in bytes ("0" and nothing for none); a
-//! pending record lists the gateways, other than the one that admitted the task, that wait for
-//! it (gateway ids never hold `;`). The part from `created_at` to the owner is the record's
-//! *head*: the settle script carries it from the pending record into the final one, and
-//! writes `0;0;` when the pending record is gone. The scripts that read and write records
+//! pending record of kind `W` lists the gateways, other than the one that admitted the task,
+//! that wait for it (gateway ids never hold `;`), so the settle looks for them only there. The part from `created_at` to the owner is the record's
+//! *head*: the batcher knows it from the task and writes the final record whole
+//! ([`final_record`]); when it does not, the settle script carries the head over from the
+//! pending record, and writes `0;0;` when the pending record is gone. The scripts that read and write records
 //! (`admit.lua`, `settle.lua`, `watch.lua`) follow this layout; these functions are its Rust
 //! side, and the tests below pin both.
 
@@ -29,11 +31,27 @@ pub(crate) fn head(created_at: u64, owner: Option<&str>) -> String {
     format!("{created_at};{};{owner}", owner.len())
 }
 
+/// A final record: `status` is `'S'` (then `value` is the output) or `'F'` (the error), and
+/// `head` the task's [`head`]. Without the head, the status and tail alone
+/// (`S;<completed_at>;<output>`), which the settle script completes with the head of the
+/// pending record.
+pub(crate) fn final_record(
+    status: char,
+    head: Option<&str>,
+    completed_at: u64,
+    value: &str,
+) -> String {
+    format!(
+        "{status}{};{completed_at};{value}",
+        head.unwrap_or_default()
+    )
+}
+
 /// Reads a record; `None` for anything that is not one.
 pub(crate) fn parse(record: &[u8]) -> Option<TaskRecord> {
     let (&kind, rest) = record.split_first()?;
     let status = match kind {
-        b'P' => TaskStatus::Pending,
+        b'P' | b'W' => TaskStatus::Pending,
         b'S' => TaskStatus::Success,
         b'F' => TaskStatus::Failed,
         _ => return None,
@@ -102,7 +120,7 @@ mod tests {
             (r.status, r.created_at, r.owner.as_deref(), r.completed_at),
             (TaskStatus::Pending, 5, Some("alice;bob"), None)
         );
-        let r = parse(format!("{};gateway-1;gateway-2", pending(5, None)).as_bytes())
+        let r = parse(format!("W{};gateway-1;gateway-2", head(5, None)).as_bytes())
             .expect("parses with watchers");
         assert_eq!((r.status, r.owner), (TaskStatus::Pending, None));
     }
@@ -119,6 +137,25 @@ mod tests {
         assert_eq!(
             (r.status, r.created_at, r.owner, r.error.as_deref()),
             (TaskStatus::Failed, 9, None, Some("worker error"))
+        );
+    }
+
+    #[test]
+    fn final_records_written_here_read_back() {
+        let head = head(5, Some("bob"));
+        let r = parse(final_record('S', Some(&head), 9, "out;put").as_bytes()).expect("parses");
+        assert_eq!(
+            (r.status, r.created_at, r.owner.as_deref(), r.completed_at),
+            (TaskStatus::Success, 5, Some("bob"), Some(9))
+        );
+        assert_eq!(r.output.as_deref(), Some("out;put"));
+        // Without the head, the script puts the pending record's head after the status.
+        let tail = final_record('F', None, 9, "boom");
+        let completed = format!("{}{head}{}", &tail[..1], &tail[1..]);
+        let r = parse(completed.as_bytes()).expect("parses once completed");
+        assert_eq!(
+            (r.status, r.error.as_deref()),
+            (TaskStatus::Failed, Some("boom"))
         );
     }
 

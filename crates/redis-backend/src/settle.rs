@@ -14,7 +14,7 @@ use crate::conn::{bounded, RedisConn};
 use crate::entry::Heads;
 use crate::keys::{Keys, GROUP};
 use crate::leases::Ack;
-use crate::notify::Notice;
+use crate::record;
 use crate::topology::Topology;
 
 /// Stores results and acknowledges entries, one script call per node (one in all on a
@@ -157,18 +157,19 @@ impl Settler {
             .arg(group.completions.len());
         for (_, c) in &group.completions {
             let (status, value) = match &c.outcome {
-                Outcome::Success(output) => ("S", output),
-                Outcome::Failed(error) => ("F", error),
+                Outcome::Success(output) => ('S', output),
+                Outcome::Failed(error) => ('F', error),
             };
-            let notice = serde_json::to_string(&Notice::of(c))
-                .expect("a notice of strings and numbers serializes. This is a bug.");
-            call.arg(self.keys.result(&c.task_id))
-                .arg(status)
-                .arg(value)
-                .arg(c.completed_at)
-                .arg(c.reply_to.as_deref().unwrap_or_default())
-                .arg(notice)
-                .arg(self.heads.take(&c.task_id).unwrap_or_default());
+            // The final record whole when its head is known here, else status and tail.
+            let head = self.heads.take(&c.task_id);
+            let record = record::final_record(status, head.as_deref(), c.completed_at, value);
+            let head_len = head.map(|h| h.len());
+            call.arg(self.keys.result(&c.task_id)).arg(record);
+            match head_len {
+                Some(len) => call.arg(len),
+                None => call.arg(""),
+            };
+            call.arg(c.reply_to.as_deref().unwrap_or_default());
         }
         for (&p, (ids, tasks, messages)) in &group.acks {
             call.arg(self.keys.stream(p))

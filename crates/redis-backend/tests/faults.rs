@@ -168,6 +168,7 @@ fn task(id: &str, reply_to: Option<&str>) -> Task {
         deadline: None,
         owner: None,
         trace_parent: None,
+        zone: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn task(id: &str) -> Task {
         deadline: None,
         owner: None,
         trace_parent: None,
+        zone: None,
     }
 }
 

@@ -110,6 +110,7 @@ async fn live(rule: Rule, times: &[u64]) -> Vec<Boundary> {
                 deadline: None,
                 owner: None,
                 trace_parent: None,
+                zone: None,
             })
             .await
             .expect("enqueue");

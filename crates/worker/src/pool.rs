@@ -10,17 +10,27 @@
 //! 2. If none is healthy, the same among all of them: with no worker known to be up, a call is
 //!    the cheapest probe, and a pool of one behaves exactly like its one worker.
 //!
+//! With zones (the pool's own, `--zone`, and a `zone=` on worker URLs), step 1 looks first at
+//! the healthy workers of the pool's zone that have a free in-flight place (below their
+//! `max_inflight_batches`; a worker without that limit always has one), then at healthy
+//! workers of other zones with a free place, then at healthy workers of the pool's zone
+//! (the call waits there for a place), then at any healthy worker: a batch leaves its zone
+//! only when the zone's workers are saturated or down, so no capacity is stranded. A worker
+//! without a zone counts as the pool's. Each worker counts the calls placed on it, read as
+//! the per-zone metrics.
+//!
 //! A call that fails because the worker is unreachable (connection refused or broken) marks
 //! the worker down and is sent again, at once, to another healthy worker it has not tried.
 //! Every other failure — an error status, a malformed answer, a timeout — is the answer: a
 //! caller such as [`crate::Retrying`] decides what to do with it, and its next try is placed
 //! afresh.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use batchgate_protocol::zone::Zone;
 use futures_util::future::{join_all, BoxFuture};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -35,7 +45,7 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a worker URL leaves unset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     /// Bound on one call, unless the URL sets `timeout_ms`.
     pub timeout: Duration,
@@ -43,6 +53,8 @@ pub struct PoolConfig {
     pub max_batch_size: usize,
     /// Time between health checks.
     pub health_interval: Duration,
+    /// The zone the pool's batcher runs in (`--zone`): its workers come first.
+    pub zone: Option<Zone>,
 }
 
 impl Default for PoolConfig {
@@ -51,6 +63,7 @@ impl Default for PoolConfig {
             timeout: crate::http_json::DEFAULT_TIMEOUT,
             max_batch_size: 64,
             health_interval: DEFAULT_HEALTH_INTERVAL,
+            zone: None,
         }
     }
 }
@@ -67,6 +80,8 @@ pub struct Member {
     pub max_inflight_batches: Option<usize>,
     /// Bound on waiting for one of its in-flight places, and on its health check.
     pub timeout: Duration,
+    /// The zone it runs in (`zone=` on its URL); `None`: the pool's.
+    pub zone: Option<Zone>,
 }
 
 impl Member {
@@ -107,6 +122,7 @@ impl Member {
             max_batch_size: spec.limits.max_batch_size.unwrap_or(config.max_batch_size),
             max_inflight_batches: spec.limits.max_inflight_batches,
             timeout,
+            zone: spec.zone.clone(),
         })
     }
 }
@@ -121,6 +137,10 @@ struct Slot {
     in_flight: AtomicUsize,
     /// False after a failed health check or an unreachable call, until a check passes.
     healthy: AtomicBool,
+    /// Whether it runs in the pool's zone (or either has none).
+    local: bool,
+    /// Calls placed on it so far.
+    calls: AtomicU64,
 }
 
 /// What the pool knows of one worker, for tests and status pages.
@@ -132,6 +152,12 @@ pub struct MemberStatus {
     pub healthy: bool,
     /// Calls under way (or waiting for a place) on it.
     pub in_flight: usize,
+    /// Its zone, if it has one.
+    pub zone: Option<Zone>,
+    /// Whether it is outside the pool's zone: its calls are cross-zone.
+    pub remote: bool,
+    /// Calls placed on it so far.
+    pub calls: u64,
 }
 
 /// Several workers behind one. Cloning is shallow: clones share the workers and their state.
@@ -144,6 +170,8 @@ pub struct Pool {
 struct Inner {
     /// The workers, at least one.
     slots: Vec<Slot>,
+    /// Whether some worker is outside the pool's zone (then placement prefers the zone's).
+    zoned: bool,
     /// Where the round-robin among equally loaded workers starts next.
     next: AtomicUsize,
 }
@@ -161,12 +189,12 @@ impl Drop for Placed<'_> {
 }
 
 impl Pool {
-    /// A pool of `members`; `None` when there are none.
-    pub fn new(members: Vec<Member>) -> Option<Pool> {
+    /// A pool of `members` in `zone` (`None`: no zone); `None` when there are no members.
+    pub fn new(members: Vec<Member>, zone: Option<&Zone>) -> Option<Pool> {
         if members.is_empty() {
             return None;
         }
-        let slots = members
+        let slots: Vec<Slot> = members
             .into_iter()
             .map(|mut member| {
                 member.max_batch_size = member.max_batch_size.max(1);
@@ -174,14 +202,20 @@ impl Pool {
                     places: member
                         .max_inflight_batches
                         .map(|n| Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS))),
+                    local: match (zone, &member.zone) {
+                        (Some(mine), Some(theirs)) => mine == theirs,
+                        _ => true,
+                    },
                     member,
                     in_flight: AtomicUsize::new(0),
                     healthy: AtomicBool::new(true),
+                    calls: AtomicU64::new(0),
                 }
             })
             .collect();
         Some(Pool {
             inner: Arc::new(Inner {
+                zoned: slots.iter().any(|s| !s.local),
                 slots,
                 next: AtomicUsize::new(0),
             }),
@@ -199,7 +233,8 @@ impl Pool {
             .iter()
             .map(|spec| Member::connect(spec, config, tls))
             .collect::<Result<Vec<_>, _>>()?;
-        Pool::new(members).ok_or_else(|| WorkerError::Unreachable("no worker URL given".into()))
+        Pool::new(members, config.zone.as_ref())
+            .ok_or_else(|| WorkerError::Unreachable("no worker URL given".into()))
     }
 
     /// Checks every worker's health each `interval` until the pool (every clone of it) is
@@ -233,6 +268,9 @@ impl Pool {
                 name: s.member.name.clone(),
                 healthy: s.healthy.load(Ordering::Relaxed),
                 in_flight: s.in_flight.load(Ordering::Relaxed),
+                zone: s.member.zone.clone(),
+                remote: !s.local,
+                calls: s.calls.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -269,18 +307,34 @@ impl Inner {
     }
 
     /// The worker for the next call, counted as busy with it: the least loaded healthy one
-    /// not in `tried`, or, when none is healthy and nothing was tried, the least loaded one.
+    /// not in `tried` (with zones: the pool's zone first, see the module's overview), or,
+    /// when none is healthy and nothing was tried, the least loaded one.
     fn place(&self, tried: &[usize]) -> Option<Placed<'_>> {
         let n = self.slots.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let least = |healthy_only: bool| {
+        let least = |fits: &dyn Fn(&Slot) -> bool| {
             (0..n)
                 .map(|k| (start + k) % n)
                 .filter(|i| !tried.contains(i))
-                .filter(|&i| !healthy_only || self.slots[i].healthy.load(Ordering::Relaxed))
+                .filter(|&i| fits(&self.slots[i]))
                 .min_by_key(|&i| self.slots[i].in_flight.load(Ordering::Relaxed))
         };
-        let index = least(true).or_else(|| if tried.is_empty() { least(false) } else { None })?;
+        let healthy = |s: &Slot| s.healthy.load(Ordering::Relaxed);
+        let healthy_index = if self.zoned {
+            least(&|s| s.local && healthy(s) && s.has_room())
+                .or_else(|| least(&|s| healthy(s) && s.has_room()))
+                .or_else(|| least(&|s| s.local && healthy(s)))
+                .or_else(|| least(&healthy))
+        } else {
+            least(&healthy)
+        };
+        let index = healthy_index.or_else(|| {
+            if tried.is_empty() {
+                least(&|_| true)
+            } else {
+                None
+            }
+        })?;
         let slot = &self.slots[index];
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(Placed { slot, index })
@@ -342,6 +396,7 @@ impl Inner {
             ),
             None => None,
         };
+        slot.calls.fetch_add(1, Ordering::Relaxed);
         let result = slot.member.worker.infer(inputs).await;
         drop(placed);
         result
@@ -349,6 +404,14 @@ impl Inner {
 }
 
 impl Slot {
+    /// Whether a call placed on it now would start at once: below its in-flight limit, if
+    /// it has one.
+    fn has_room(&self) -> bool {
+        self.member
+            .max_inflight_batches
+            .is_none_or(|limit| self.in_flight.load(Ordering::Relaxed) < limit)
+    }
+
     fn mark_down(&self, error: &WorkerError, why: &str) {
         if self.healthy.swap(false, Ordering::Relaxed) {
             warn!(worker = %self.member.name, %error, why, "worker marked down; sending to the others until it passes a health check");

@@ -9,8 +9,8 @@
 //! | `openai+http://host:port/v1` | OpenAI-style `POST {url}/embeddings` |
 //!
 //! Query parameters set the worker's limits — `max_batch_size` (larger batches are split
-//! into several calls), `max_inflight_batches` (calls under way at once), `timeout_ms` — and
-//! protocol options: `input` and `output` (V2 tensor names), `model` (OpenAI). Anything else
+//! into several calls), `max_inflight_batches` (calls under way at once), `timeout_ms` —, the
+//! worker's `zone` (batchers prefer workers of their own `--zone`), and protocol options: `input` and `output` (V2 tensor names), `model` (OpenAI). Anything else
 //! is refused, so a typo fails at start-up rather than being ignored.
 
 use std::fmt;
@@ -18,6 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use batchgate_protocol::kserve_v2::{DEFAULT_INPUT_NAME, DEFAULT_OUTPUT_NAME};
+use batchgate_protocol::zone::Zone;
 use reqwest::Url;
 
 use crate::openai::DEFAULT_MODEL;
@@ -103,6 +104,8 @@ pub struct WorkerSpec {
     pub limits: WorkerLimits,
     /// The URL without its query, for logs.
     pub name: String,
+    /// The zone it runs in (`zone=`); `None`: no zone (it counts as every batcher's own).
+    pub zone: Option<Zone>,
 }
 
 impl WorkerSpec {
@@ -191,6 +194,11 @@ impl FromStr for WorkerSpec {
                 .positive("timeout_ms")?
                 .map(|ms| Duration::from_millis(ms as u64)),
         };
+        let zone = query
+            .take("zone")
+            .map(|z| z.parse::<Zone>())
+            .transpose()
+            .map_err(|e| malformed(e.to_string()))?;
         let protocol = match scheme.as_str() {
             "http" | "https" => Protocol::HttpJson {
                 base: format!("{origin}{path}"),
@@ -230,6 +238,7 @@ impl FromStr for WorkerSpec {
             protocol,
             limits,
             name: format!("{scheme}://{authority}{path}"),
+            zone,
         })
     }
 }
@@ -318,7 +327,7 @@ impl Query {
             None => Ok(()),
             Some((key, _)) => Err(self.malformed(format!(
                 "unknown query parameter {key:?} (known: max_batch_size, max_inflight_batches, \
-                 timeout_ms; input and output for kserve-v2+http; model for openai+http)"
+                 timeout_ms, zone; input and output for kserve-v2+http; model for openai+http)"
             ))),
         }
     }
@@ -381,6 +390,32 @@ mod tests {
             }
         );
         assert_eq!(spec.name, "grpc://h:1");
+    }
+
+    #[test]
+    fn a_zone_comes_from_the_query_on_every_protocol() {
+        for url in [
+            "http://h:1?zone=eu-west-1a",
+            "grpc://h:1?zone=eu-west-1a&max_inflight_batches=2",
+            "kserve-v2+http://h:1/v2/models/m?zone=eu-west-1a&input=text",
+            "openai+http://h:1/v1?model=m&zone=eu-west-1a",
+        ] {
+            let spec = parse(url).expect(url);
+            assert_eq!(
+                spec.zone.as_ref().map(Zone::as_str),
+                Some("eu-west-1a"),
+                "{url}"
+            );
+            assert!(!spec.name.contains("zone"), "{url}: the name has no query");
+        }
+        assert_eq!(parse("http://h:1").expect("plain").zone, None);
+        for bad in [
+            "http://h:1?zone=",
+            "http://h:1?zone=a%20b",
+            "http://h:1?zone=a&zone=b",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -139,9 +139,22 @@ pub struct QueueArgs {
     /// one call to the next (sampling), where every request must run.
     #[arg(long, env = "BATCHGATE_DEDUPE_TTL_SECS", default_value_t = batchgate_queue::DEFAULT_DEDUPE_TTL.as_secs())]
     pub dedupe_ttl_secs: u64,
+
+    /// The zone this process runs in (an availability zone, e.g. the node's
+    /// topology.kubernetes.io/zone label): a gateway stamps it on the tasks it accepts, which
+    /// go to that zone's streams on Redis; a batcher reads its zone's streams and sends each
+    /// batch to a worker of its zone (`zone=` on a --worker-url) unless they are all busy or
+    /// down (docs/zones.md). Empty: no zone.
+    #[arg(long, env = "BATCHGATE_ZONE", default_value = "")]
+    pub zone: String,
 }
 
 impl QueueArgs {
+    /// The --zone, checked.
+    pub fn zone(&self) -> Result<Option<batchgate_protocol::zone::Zone>, ConfigError> {
+        Ok(batchgate_protocol::zone::Zone::optional(&self.zone)?)
+    }
+
     /// The queue and stores, on Redis when `redis` is given.
     pub fn store(&self, redis: Option<RedisBackend>) -> Result<StoreConfig, ConfigError> {
         if let Some(p) = self.partitions {
@@ -154,6 +167,7 @@ impl QueueArgs {
             }
         }
         Ok(StoreConfig {
+            zone: self.zone()?,
             partitions: self.partitions,
             queue_capacity: count_at_least("queue-capacity", self.queue_capacity, 1)?,
             max_results: count_at_least("max-results", self.max_results, 1)?,

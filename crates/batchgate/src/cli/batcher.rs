@@ -44,7 +44,7 @@ impl BatcherArgs {
             gateway: None,
             connections: batchgate_net::ConnectionLimits::default(),
             edge: crate::serve::EdgeConfig::default(),
-            batcher: Some(self.batching.part(None)?),
+            batcher: Some(self.batching.part(None, self.queue.zone()?)?),
             grace_period: lifecycle.grace_period,
             shutdown_delay: lifecycle.shutdown_delay,
             queue_error_tolerance: lifecycle.queue_error_tolerance,

@@ -128,7 +128,11 @@ pub struct BatchingArgs {
 
 impl BatchingArgs {
     /// The batcher part; `sim` is the built-in worker to use when no --worker-url is given.
-    pub fn part(&self, sim: Option<batchgate_sim::SimConfig>) -> Result<BatcherPart, ConfigError> {
+    pub fn part(
+        &self,
+        sim: Option<batchgate_sim::SimConfig>,
+        zone: Option<batchgate_protocol::zone::Zone>,
+    ) -> Result<BatcherPart, ConfigError> {
         count_at_least("max-batch-size", self.max_batch_size, 1)?;
         at_least("worker-timeout-ms", self.worker_timeout_ms, 1)?;
         at_least(
@@ -160,6 +164,7 @@ impl BatchingArgs {
                         timeout: Duration::from_millis(self.worker_timeout_ms),
                         max_batch_size: self.max_batch_size,
                         health_interval: Duration::from_millis(self.worker_health_interval_ms),
+                        zone,
                     },
                 }
             }

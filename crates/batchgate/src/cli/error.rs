@@ -49,6 +49,9 @@ pub enum ConfigError {
     /// The Redis URLs or their settings.
     #[error("{0}")]
     Redis(String),
+    /// A `--zone` that is no zone name.
+    #[error("--zone: {0}")]
+    Zone(#[from] batchgate_protocol::zone::ZoneError),
     /// `--redis-cluster` alone.
     #[error("--redis-cluster needs --redis URLs")]
     ClusterWithoutUrls,

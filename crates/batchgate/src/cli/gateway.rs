@@ -36,7 +36,7 @@ impl GatewayArgs {
     pub fn into_config(self) -> Result<ServeConfig, ConfigError> {
         let redis = self.redis.required_backend("gateway")?;
         let store = self.queue.store(Some(redis))?;
-        let http = self.http.into_config(self.listen)?;
+        let http = self.http.into_config(self.listen, self.queue.zone()?)?;
         let lifecycle = self.server.lifecycle();
         Ok(ServeConfig {
             store,

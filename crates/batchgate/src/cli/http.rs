@@ -66,9 +66,13 @@ pub struct HttpConfig {
 
 impl HttpArgs {
     /// Checks the flags against the address the API listens on.
-    pub fn into_config(self, listen: SocketAddr) -> Result<HttpConfig, ConfigError> {
+    pub fn into_config(
+        self,
+        listen: SocketAddr,
+        zone: Option<batchgate_protocol::zone::Zone>,
+    ) -> Result<HttpConfig, ConfigError> {
         Ok(HttpConfig {
-            gateway: self.api.gateway(self.max_input_bytes)?,
+            gateway: self.api.gateway(self.max_input_bytes, zone)?,
             connections: self.api.connections()?,
             edge: self.edge.into_config(self.auth.into_config(listen)?)?,
             tls: self.tls.files(None)?,
@@ -145,6 +149,7 @@ impl ApiArgs {
     fn gateway(
         &self,
         max_input_bytes: usize,
+        zone: Option<batchgate_protocol::zone::Zone>,
     ) -> Result<batchgate_gateway::GatewayConfig, ConfigError> {
         Ok(batchgate_gateway::GatewayConfig {
             max_input_bytes: count_at_least("max-input-bytes", max_input_bytes, 1)?,
@@ -164,6 +169,7 @@ impl ApiArgs {
                 1,
             )?),
             dedupe_scope: self.dedupe_scope.into(),
+            zone,
             ..Default::default()
         })
     }

@@ -58,9 +58,10 @@ impl ServeArgs {
             per_item: millis("sim-per-item-ms", self.sim_per_item_ms)?,
             max_batch_size: self.batching.max_batch_size,
         };
-        let batcher = self.batching.part(Some(sim))?;
+        let zone = self.queue.zone()?;
+        let batcher = self.batching.part(Some(sim), zone.clone())?;
         let store = self.queue.store(self.redis.backend()?)?;
-        let http = self.http.into_config(self.listen)?;
+        let http = self.http.into_config(self.listen, zone)?;
         let lifecycle = self.server.lifecycle();
         Ok(ServeConfig {
             batcher: Some(batcher),

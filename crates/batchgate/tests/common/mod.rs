@@ -47,17 +47,6 @@ pub async fn start_faulty_worker(config: SimConfig, faults: batchgate_sim::Fault
     Worker { url, sim, stop }
 }
 
-/// `GET {base}/metrics`, as text.
-pub async fn metrics(http: &reqwest::Client, base: &str) -> String {
-    http.get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics answered")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 /// A fast cost model for tests: short calls, still batch-shaped.
 pub fn fast_sim(slots: usize) -> SimConfig {
     SimConfig {
@@ -126,6 +115,7 @@ pub fn store_config(infra: &Infra) -> StoreConfig {
         result_ttl: Duration::from_secs(600),
         dedupe_ttl: Some(Duration::from_secs(300)),
         redis: infra.redis(),
+        zone: None,
     }
 }
 
@@ -221,6 +211,28 @@ pub async fn infer(http: &reqwest::Client, base: &str, input: &str) -> TaskView 
         .json()
         .await
         .expect("a task view")
+}
+
+/// A server's `/metrics` page.
+pub async fn metrics(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// A simulated worker's counters (`GET /v1/stats`).
+pub async fn sim_stats(http: &reqwest::Client, url: &str) -> batchgate_sim::SimStats {
+    http.get(format!("{url}/v1/stats"))
+        .send()
+        .await
+        .expect("stats answered")
+        .json()
+        .await
+        .expect("stats json")
 }
 
 /// A loopback URL where nothing listens (bound, then released): every call to it fails.

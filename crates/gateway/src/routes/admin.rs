@@ -145,6 +145,7 @@ pub(crate) async fn replay(
             deadline: None,
             owner: letter.owner.clone(),
             trace_parent: None,
+            zone: state.config.zone.clone(),
         };
         if let Err(error) = state.intake.admit(&task, unix_ms(now), None).await {
             // Put this one and the rest back, so nothing is lost, and say how far we got.
@@ -159,6 +160,7 @@ pub(crate) async fn replay(
                         deadline: None,
                         owner: l.owner,
                         trace_parent: None,
+                        zone: None,
                     },
                     error: l.error,
                     attempts: l.attempts,

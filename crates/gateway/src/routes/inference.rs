@@ -90,6 +90,7 @@ pub(crate) async fn submit(
         deadline: timeout.map(|t| now + t),
         owner: (!global).then(|| caller.clone()),
         trace_parent: batchgate_telemetry::traceparent_of(&enqueue_span),
+        zone: state.config.zone.clone(),
     };
     // Hold the gate until the task is in the queue: shutdown waits for us.
     let Some(gate) = state.admission.enter().await else {

@@ -104,6 +104,7 @@ mod tests {
                 deadline: None,
                 owner: None,
                 trace_parent: None,
+                zone: None,
             },
             error: "worker error: worker answered 500".into(),
             attempts: n,

@@ -160,6 +160,7 @@ mod tests {
             deadline: None,
             owner: None,
             trace_parent: None,
+            zone: None,
         }
     }
 

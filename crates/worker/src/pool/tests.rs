@@ -214,3 +214,91 @@ async fn a_pool_with_no_reachable_worker_fails_like_its_worker() {
     assert!(pool.health().await.is_err());
     assert!(Pool::connect(&[], &PoolConfig::default(), None).is_err());
 }
+
+/// The next arrival at a recorder, failing the test if none comes within 10 s (a call placed
+/// elsewhere would otherwise leave the test waiting for ever).
+async fn arrival(arrivals: &mut mpsc::UnboundedReceiver<usize>) {
+    tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+        .await
+        .expect("a call arrived in time")
+        .expect("the recorder is alive");
+}
+
+fn zoned_pool(zone: &str, urls: &[String]) -> Pool {
+    let specs: Vec<WorkerSpec> = urls.iter().map(|u| u.parse().expect("valid URL")).collect();
+    let config = PoolConfig {
+        zone: Some(zone.parse().expect("zone")),
+        ..PoolConfig::default()
+    };
+    Pool::connect(&specs, &config, None).expect("pool")
+}
+
+#[tokio::test]
+async fn batches_stay_in_the_pools_zone_until_its_workers_are_saturated() {
+    let (home, rh, mut arrivals_home) = start(true).await;
+    let (away, ra, mut arrivals_away) = start(true).await;
+    let pool = zoned_pool(
+        "a",
+        &[
+            format!("{away}?zone=b&max_inflight_batches=2"),
+            format!("{home}?zone=a&max_inflight_batches=2"),
+        ],
+    );
+    let call = || {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.infer(&inputs(1)).await })
+    };
+    // Idle, the away worker is as free as the home one: the zone decides.
+    let first = [call(), call()];
+    for _ in 0..2 {
+        arrival(&mut arrivals_home).await;
+    }
+    assert_eq!((rh.calls(), ra.calls()), (2, 0));
+    // The home worker's places are taken: the next calls leave the zone.
+    let spilled = [call(), call()];
+    for _ in 0..2 {
+        arrival(&mut arrivals_away).await;
+    }
+    assert_eq!((rh.calls(), ra.calls()), (2, 2));
+    // Both saturated: the next waits at home for a place.
+    let waiting = call();
+    rh.gate.as_ref().expect("gated").add_permits(3);
+    ra.gate.as_ref().expect("gated").add_permits(2);
+    for c in first.into_iter().chain(spilled).chain([waiting]) {
+        c.await.expect("join").expect("answer");
+    }
+    assert_eq!((rh.calls(), ra.calls()), (3, 2));
+    let status = pool.status();
+    assert_eq!(
+        status
+            .iter()
+            .map(|s| (s.zone.as_ref().map(|z| z.to_string()), s.remote, s.calls))
+            .collect::<Vec<_>>(),
+        [(Some("b".into()), true, 2), (Some("a".into()), false, 3)]
+    );
+}
+
+#[tokio::test]
+async fn a_zone_whose_workers_are_down_is_served_by_another_zone() {
+    let (away, ra, _) = start(false).await;
+    let pool = zoned_pool(
+        "a",
+        &[
+            format!("{}?zone=a", closed_port_url()),
+            format!("{away}?zone=b"),
+        ],
+    );
+    for _ in 0..4 {
+        assert_eq!(pool.infer(&inputs(1)).await.expect("answer"), ["IN0"]);
+    }
+    assert_eq!(ra.calls(), 4);
+    let status = pool.status();
+    assert!(!status[0].healthy && status[1].remote, "{status:?}");
+    // Once the home worker passes a check again, batches come home.
+    let (home, rh, _) = start(false).await;
+    let pool = zoned_pool("a", &[format!("{home}?zone=a"), format!("{away}?zone=b")]);
+    for _ in 0..4 {
+        pool.infer(&inputs(1)).await.expect("answer");
+    }
+    assert_eq!((rh.calls(), ra.calls()), (4, 4));
+}
