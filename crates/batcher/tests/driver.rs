@@ -291,8 +291,25 @@ async fn overload_answers_lower_the_inflight_limit_and_successes_raise_it() {
         shutdown,
         batcher: run,
     };
+    // Every value the limit takes, in order: sampled each (virtual) millisecond.
+    let limits = Arc::new(Mutex::new(vec![metrics.concurrency_limit.get()]));
+    let watcher = tokio::spawn({
+        let (limits, metrics) = (limits.clone(), metrics.clone());
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let now = metrics.concurrency_limit.get();
+                let mut seen = limits.lock().expect("not poisoned");
+                if seen.last() != Some(&now) {
+                    seen.push(now);
+                }
+            }
+        }
+    });
     let ids = h.submit(128 * 64, "aimd").await;
     let statuses = h.wait_all(&ids).await;
+    watcher.abort();
+    let limits = limits.lock().expect("not poisoned").clone();
     // The first wave of 32 calls meets a worker that takes 4: the limit is cut (32 → 16 → 8 →
     // 4 …, once per cooldown), and after that the worker sees few calls beyond its capacity.
     assert!(worker.rejected.load(SeqCst) > 0);
@@ -314,6 +331,11 @@ async fn overload_answers_lower_the_inflight_limit_and_successes_raise_it() {
     assert!(
         rejected * 2 < attempts,
         "{rejected} of {attempts} calls answered 429"
+    );
+    // ...and successes raised it again: after a cut, the limit went up at least once.
+    assert!(
+        limits.windows(2).any(|w| w[0] < 32 && w[1] > w[0]),
+        "the limit never rose after a cut: {limits:?}"
     );
     h.shutdown.cancel();
     h.batcher.await.expect("join");

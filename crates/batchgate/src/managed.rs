@@ -31,7 +31,7 @@ pub fn redis_tls(
 /// The key source `--jwks` (a file or an `https://` URL) or `--jwks-from-issuer` names, if
 /// either is given.
 pub fn jwks_source(
-    auth: &crate::cli::AuthArgs,
+    auth: &crate::cli::auth::AuthArgs,
 ) -> Result<Option<batchgate_gateway::auth::KeySource>, String> {
     use batchgate_gateway::auth::{KeySource, RemoteJwks};
     let remote = |url: String, discover: bool| {

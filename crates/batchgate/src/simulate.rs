@@ -26,7 +26,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         done.outcome.events as f64 / secs.max(1e-9)
     );
     if let Some(path) = &args.report {
-        let charts = batchgate_simulate::args::charts(&done, "batchgate simulate");
+        let charts = batchgate_simulate::report::charts(&done, "batchgate simulate");
         batchgate_bench::chart::write(path, &charts)
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }

@@ -18,7 +18,7 @@ pub struct TokenArgs {
     pub secret: String,
 
     /// Lifetime (e.g. `1h`, `15m`).
-    #[arg(long, default_value = "1h", value_parser = batchgate_bench::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = batchgate_flags::parse_duration)]
     pub ttl: Duration,
 
     /// `iss` claim, if the gateway checks one (--jwt-issuer).

@@ -1,7 +1,8 @@
 //! `batchgate worker --sim`: the reference worker server.
 //!
-//! With `--crash-after`, the process exits on its own (code [`CRASH_EXIT_CODE`]) once the
-//! simulated worker "crashes": no drain, no goodbye, as a GPU host that went down.
+//! With `--crash-after`, [`run`] returns [`Stopped::Crashed`] once the simulated worker
+//! "crashes", and the binary exits at once (code [`CRASH_EXIT_CODE`]): no drain, no goodbye,
+//! as a GPU host that went down.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use batchgate_net::{ServerTls, TlsFiles};
-use batchgate_sim::server::Stopped;
+pub use batchgate_sim::server::Stopped;
 use batchgate_sim::{Faults, SimConfig, SimWorker};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -24,7 +25,7 @@ use tracing::info;
 
 /// Exit code of `batchgate worker` when it crashes on purpose (`--crash-after`): EX_SOFTWARE,
 /// distinct from a clean stop (0) and from a configuration error (1).
-pub const CRASH_EXIT_CODE: i32 = 70;
+pub const CRASH_EXIT_CODE: u8 = 70;
 
 /// What the worker server runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,27 +43,44 @@ pub struct WorkerConfig {
     pub model_dir: Option<std::path::PathBuf>,
 }
 
-/// Serves the batch API until `shutdown`, then lets calls under way finish. Never returns if
-/// the simulated worker crashes on purpose: the process exits with [`CRASH_EXIT_CODE`].
+/// Serves the batch API until `shutdown`, then lets calls under way finish. Returns
+/// [`Stopped::Crashed`] at once, without a drain, when the simulated worker crashes on purpose
+/// (`--crash-after`); the caller exits the process with [`CRASH_EXIT_CODE`].
 pub async fn run(
     config: WorkerConfig,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
+) -> std::io::Result<Stopped> {
     let tls = config
         .tls
         .clone()
         .map(ServerTls::load)
         .transpose()
         .map_err(std::io::Error::other)?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    if let Some(tls) = &tls {
-        tls.spawn_reloader(shutdown.clone());
+    // The reloader ends with `shutdown`; it is also stopped (and joined) when serving ends
+    // without one, as after a simulated crash.
+    let reloader = tls.as_ref().map(|tls| tls.spawn_reloader(shutdown.clone()));
+    let stopped = serve(&config, listener, tls, shutdown).await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+        let _ = reloader.await;
     }
+    stopped
+}
+
+/// Serves the model the config names until `shutdown` (or a simulated crash).
+async fn serve(
+    config: &WorkerConfig,
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    shutdown: CancellationToken,
+) -> std::io::Result<Stopped> {
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     #[cfg(feature = "model")]
     if let Some(dir) = &config.model_dir {
-        return run_model(dir, config.sim.max_batch_size, listener, tls, shutdown).await;
+        run_model(dir, config.sim.max_batch_size, listener, tls, shutdown).await?;
+        return Ok(Stopped::Shutdown);
     }
     info!(
         %addr,
@@ -83,21 +101,20 @@ pub async fn run(
         .map(crate::managed::read_secret_file)
         .transpose()
         .map_err(std::io::Error::other)?;
-    let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults));
+    let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults.clone()));
     let metrics = metrics_router(worker.clone());
     let served = batchgate_sim::server::Served::sim(worker).with_api_key(api_key);
     match batchgate_sim::server::run_with_routes(served, metrics, listener, tls, shutdown).await? {
         Stopped::Shutdown => {
             info!("simulated worker stopped");
-            Ok(())
+            Ok(Stopped::Shutdown)
         }
         Stopped::Crashed => {
             tracing::error!(
                 exit_code = CRASH_EXIT_CODE,
                 "simulated crash (--crash-after): exiting the process at once"
             );
-            // Abrupt on purpose: connections still open are cut, nothing is drained.
-            std::process::exit(CRASH_EXIT_CODE)
+            Ok(Stopped::Crashed)
         }
     }
 }
@@ -235,7 +252,7 @@ mod tests {
         let Command::Worker(args) = cli.command else {
             panic!("worker expected")
         };
-        args.into_config()
+        args.into_config().map_err(|e| e.to_string())
     }
 
     #[test]

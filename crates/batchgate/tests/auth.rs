@@ -36,7 +36,7 @@ fn jwt_config(infra: &Infra, worker_url: &str) -> batchgate::serve::ServeConfig 
 }
 
 async fn scoped_run(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     let config = jwt_config(&infra, &worker.url);
     let serve = start_serve(config).await;
@@ -140,7 +140,7 @@ async fn results_are_scoped_to_their_owner_redis() {
 /// `--dedupe-scope global`: identical inputs of different callers share one task (one worker
 /// call), which belongs to no one: both callers, and anyone else holding the id, can read it.
 async fn global_dedupe_run(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     let mut config = jwt_config(&infra, &worker.url);
     if let Some(gateway) = config.gateway.as_mut() {
@@ -196,7 +196,7 @@ async fn global_dedupe_shares_tasks_across_callers_redis() {
 /// worker runs it twice), while one client's resubmission is answered with its first task.
 /// With dedupe off (`--dedupe-ttl-secs 0`), even that runs again.
 async fn client_id_scope_run(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     let serve = start_serve(serve_config(&infra, &worker.url, 2)).await;
     let http = client();

@@ -141,7 +141,7 @@ on_every_backend!(every_bad_input_gets_its_status_and_json_error_and_good_reques
 async fn every_bad_input_gets_its_status_and_json_error_and_good_requests_still_work(
     backend: Backend,
 ) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = start_worker(fast_sim(4)).await;
     let serve = start_serve(serve_config(&infra, &worker.url, 4)).await;
     let http = client();
@@ -211,7 +211,7 @@ async fn every_bad_input_gets_its_status_and_json_error_and_good_requests_still_
 
 #[tokio::test]
 async fn health_readiness_and_openapi_answer() {
-    let infra = Infra::start(Backend::Memory);
+    let infra = Infra::start(Backend::Memory).await;
     let worker = start_worker(fast_sim(1)).await;
     let serve = start_serve(serve_config(&infra, &worker.url, 1)).await;
     let http = client();
@@ -259,7 +259,7 @@ async fn start_unfinished_request(addr: &str) -> tokio::net::TcpStream {
 async fn a_body_that_never_completes_is_timed_out() {
     use tokio::io::AsyncReadExt;
 
-    let infra = Infra::start(Backend::Memory);
+    let infra = Infra::start(Backend::Memory).await;
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     let mut config = serve_config(&infra, &worker.url, 2);
     if let Some(gateway) = config.gateway.as_mut() {
@@ -294,7 +294,7 @@ async fn a_body_that_never_completes_is_timed_out() {
 /// held requests end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_the_concurrency_limit_are_refused_at_once() {
-    let infra = Infra::start(Backend::Memory);
+    let infra = Infra::start(Backend::Memory).await;
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     let mut config = serve_config(&infra, &worker.url, 2);
     if let Some(gateway) = config.gateway.as_mut() {

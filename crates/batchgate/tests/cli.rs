@@ -266,3 +266,34 @@ fn bad_worker_urls_are_refused_before_binding_with_the_reason() {
         );
     }
 }
+
+/// `worker --crash-after N` ends the process itself, at once and with its own exit code, so
+/// that a supervisor (and the fault tests) can tell a simulated crash from a clean stop (0)
+/// and a configuration error (1).
+#[tokio::test]
+async fn a_worker_told_to_crash_exits_at_once_with_its_own_code() {
+    let mut worker = common::Proc::start(&[
+        "worker",
+        "--sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--base-ms",
+        "0",
+        "--per-item-ms",
+        "0",
+        "--crash-after",
+        "1",
+    ]);
+    // The one call runs, then the process goes: its answer may or may not arrive first.
+    let _ = common::client()
+        .post(format!("{}/v1/batch", worker.url))
+        .json(&serde_json::json!({ "inputs": ["a"] }))
+        .send()
+        .await;
+    let status = tokio::task::spawn_blocking(move || {
+        common::wait_exit(&mut worker.child, std::time::Duration::from_secs(10))
+    })
+    .await
+    .expect("wait");
+    assert_eq!(status.code(), Some(70), "{status:?}");
+}

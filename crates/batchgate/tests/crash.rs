@@ -415,7 +415,7 @@ async fn batchers_killed_every_5s_under_a_minute_of_load_lose_no_accepted_task()
 }
 
 async fn scenario() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let redis_url = redis.url();
     let worker = Proc::sim_worker(16, 100);
     // Shedding off: this test is about recovery; refusals are retried and counted.

@@ -81,7 +81,7 @@ async fn run_task(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batcher_killed_mid_batch_loses_no_accepted_task() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let url = redis.url();
     let common_flags = ["--redis", url.as_str(), "--visibility-timeout-ms", "1500"];
     let worker = Proc::sim_worker(16, 100);
@@ -170,7 +170,7 @@ async fn a_batcher_killed_mid_batch_loses_no_accepted_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_answer_503_while_redis_is_down_and_recover_on_their_own() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().await;
     let url = redis.url();
     let serve = Proc::start(&[
         "serve",
@@ -219,7 +219,7 @@ async fn gateways_answer_503_while_redis_is_down_and_recover_on_their_own() {
     assert_eq!(ready.status(), 503);
 
     // Back, empty (nothing was persisted): the same processes pick up again by themselves.
-    redis.restart();
+    redis.restart().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let response = submit("after").await.expect("send");

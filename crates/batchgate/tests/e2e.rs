@@ -80,7 +80,7 @@ mod over_each_protocol {
 }
 
 async fn two_thousand_over(backend: Backend, protocol: Protocol) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = start_worker(fast_sim(8)).await;
     let serve = start_serve(serve_config(&infra, &protocol.url(&worker.url), 8)).await;
     let http = client();
@@ -136,7 +136,7 @@ async fn two_thousand_over(backend: Backend, protocol: Protocol) {
 
 on_every_backend!(long_poll_is_woken_by_the_result_not_by_its_timeout);
 async fn long_poll_is_woken_by_the_result_not_by_its_timeout(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     // One slow call, so the task is surely pending when the long poll starts.
     let worker = start_worker(batchgate_sim::SimConfig {
         base: Duration::from_millis(300),
@@ -200,7 +200,7 @@ async fn long_poll_is_woken_by_the_result_not_by_its_timeout(backend: Backend) {
 
 on_every_backend!(worker_failure_fails_the_batch_with_a_reason);
 async fn worker_failure_fails_the_batch_with_a_reason(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     // Nothing listens on this port: every call fails to connect.
     let closed = closed_port_url();
     let serve = start_serve(serve_config(&infra, &closed, 1)).await;
@@ -217,7 +217,7 @@ async fn worker_failure_fails_the_batch_with_a_reason(backend: Backend) {
 
 on_every_backend!(identical_concurrent_submissions_share_one_task_and_one_worker_call);
 async fn identical_concurrent_submissions_share_one_task_and_one_worker_call(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = start_worker(fast_sim(4)).await;
     let serve = start_serve(serve_config(&infra, &worker.url, 4)).await;
     let http = client();
@@ -244,7 +244,7 @@ async fn identical_concurrent_submissions_share_one_task_and_one_worker_call(bac
 
 on_every_backend!(a_task_older_than_the_queue_age_limit_fails_as_expired_unsent);
 async fn a_task_older_than_the_queue_age_limit_fails_as_expired_unsent(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = start_worker(fast_sim(1)).await;
     let mut config = serve_config(&infra, &worker.url, 1);
     // Every task is older than zero by the time its batch leaves.
@@ -267,7 +267,7 @@ async fn a_task_older_than_the_queue_age_limit_fails_as_expired_unsent(backend: 
 
 on_every_backend!(a_failed_task_is_not_handed_to_its_duplicates);
 async fn a_failed_task_is_not_handed_to_its_duplicates(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let closed = closed_port_url();
     let serve = start_serve(serve_config(&infra, &closed, 1)).await;
     let http = client();
@@ -282,7 +282,7 @@ async fn a_failed_task_is_not_handed_to_its_duplicates(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poisoned_input_fails_alone_and_its_batch_mates_succeed() {
-    let infra = Infra::start(Backend::Memory);
+    let infra = Infra::start(Backend::Memory).await;
     let worker = common::start_faulty_worker(
         fast_sim(4),
         batchgate_sim::Faults {

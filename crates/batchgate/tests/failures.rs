@@ -19,8 +19,25 @@ fn counter(page: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits (without blocking the runtime, within 30 s) until the in-process worker's counters
+/// satisfy `reached`.
+async fn worker_reaches(
+    worker: &common::Worker,
+    what: &str,
+    reached: impl Fn(&batchgate_sim::SimStats) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !reached(&worker.sim.stats()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker never reached: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn fault_run(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = common::start_faulty_worker(
         fast_sim(8),
         batchgate_sim::Faults {
@@ -94,7 +111,7 @@ async fn with_20_percent_failures_and_1_percent_hangs_no_task_is_lost_redis() {
 }
 
 async fn dead_letter_run(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     let worker = common::start_faulty_worker(
         fast_sim(2),
         batchgate_sim::Faults {
@@ -206,7 +223,7 @@ async fn dead_letters_are_listed_replayed_and_purged_redis() {
 }
 
 async fn shed_run(backend: Backend) {
-    let infra = Infra::start(backend);
+    let infra = Infra::start(backend).await;
     // One slot at ≈ 500 ms a full batch: ≈ 128 tasks a second, far below what even a debug
     // build admits, so the overload does not depend on how fast this machine is.
     let worker = common::start_faulty_worker(
@@ -240,7 +257,8 @@ async fn shed_run(backend: Backend) {
     }))
     .await;
     assert!(warm.iter().all(|s| *s == 202), "a cold start is not shed");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Measured means batches taken and reported: wait for the worker to finish three.
+    worker_reaches(&worker, "3 calls done", |s| s.calls >= 3).await;
     // Then 3,000 submissions at about 1,500/s (one every 2/3 ms, as an open-loop client would
     // send them): 23 seconds of the worker's work in two.
     let started = tokio::time::Instant::now();
@@ -300,7 +318,7 @@ async fn overload_is_shed_with_503_and_accepted_tasks_still_succeed_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_past_its_deadline_is_not_sent_to_the_worker() {
-    let infra = Infra::start(Backend::Memory);
+    let infra = Infra::start(Backend::Memory).await;
     // One slot, one second a call: the second batch waits a second in the queue.
     let worker = common::start_faulty_worker(
         batchgate_sim::SimConfig {
@@ -331,7 +349,8 @@ async fn a_task_past_its_deadline_is_not_sent_to_the_worker() {
         }
     };
     let first = submit("occupies the worker", None).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The second task is submitted once the first holds the worker's only slot.
+    worker_reaches(&worker, "the first call running", |s| s.in_flight == 1).await;
     let hurried = submit("wants an answer within 300 ms", Some(300)).await;
     for id in [&first, &hurried] {
         let view: TaskView = http
@@ -396,7 +415,7 @@ fn limited(config: &mut batchgate::serve::ServeConfig, limit: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_over_its_rate_gets_429_and_others_do_not() {
-    let infra = Infra::start(Backend::Memory);
+    let infra = Infra::start(Backend::Memory).await;
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     let mut config = serve_config(&infra, &worker.url, 2);
     limited(&mut config, 3);
@@ -445,7 +464,7 @@ async fn a_user_over_its_rate_gets_429_and_others_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_is_exact_across_two_gateways_on_redis() {
-    let infra = Infra::start(Backend::Redis);
+    let infra = Infra::start(Backend::Redis).await;
     let worker = common::start_faulty_worker(fast_sim(2), batchgate_sim::Faults::default()).await;
     // Two gateways (no batcher needed: admission is what is counted).
     let mut gateways = Vec::new();

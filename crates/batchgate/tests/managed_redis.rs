@@ -91,7 +91,7 @@ async fn scenario(redis: RedisConfig) {
 async fn standalone_over_tls_with_an_acl_user() {
     let dir = tempfile::tempdir().expect("tempdir");
     make_certs(dir.path());
-    let server = RedisServer::start_secure(&secure(dir.path(), false, true));
+    let server = RedisServer::start_secure(&secure(dir.path(), false, true)).await;
     scenario(RedisConfig {
         urls: vec![with_credentials(
             &server.url(),
@@ -113,7 +113,7 @@ async fn standalone_over_tls_with_an_acl_user() {
 async fn cluster_over_tls_with_client_certificates_and_a_password() {
     let dir = tempfile::tempdir().expect("tempdir");
     make_certs(dir.path());
-    let cluster = RedisCluster::start_secure(&secure(dir.path(), true, false));
+    let cluster = RedisCluster::start_secure(&secure(dir.path(), true, false)).await;
     scenario(RedisConfig {
         urls: cluster
             .urls()
@@ -142,7 +142,7 @@ async fn processes_reach_a_tls_redis_and_never_show_its_password() {
     make_certs(dir.path());
     let other = tempfile::tempdir().expect("tempdir");
     make_certs(other.path());
-    let server = RedisServer::start_secure(&secure(dir.path(), false, true));
+    let server = RedisServer::start_secure(&secure(dir.path(), false, true)).await;
     let url = with_credentials(&server.url(), Some(ACL_USER), ACL_PASSWORD);
     let ca = path(&dir.path().join("ca.pem"));
     // Generous bounds: TLS handshakes on a loaded test machine are slow, and a timeout would

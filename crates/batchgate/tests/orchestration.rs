@@ -259,7 +259,7 @@ async fn sigterm_turns_readiness_off_first_serves_through_the_delay_then_drains_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batcher_readiness_follows_its_workers_health() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let worker = Proc::sim_worker(4, 10);
     let batcher = Proc::start(&[
         "batcher",
@@ -282,7 +282,7 @@ async fn batcher_readiness_follows_its_workers_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_readiness_tolerates_a_short_redis_outage_then_fails() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().await;
     let gateway = Proc::start(&[
         "gateway",
         "--insecure-no-auth",
@@ -313,7 +313,7 @@ async fn gateway_readiness_tolerates_a_short_redis_outage_then_fails() {
     await_readyz(&http, &gateway.url, 503, Duration::from_secs(10)).await;
     assert!(down_at.elapsed() >= Duration::from_millis(1500));
     // Redis back: ready again at the first good check.
-    redis.restart();
+    redis.restart().await;
     let body = await_readyz(&http, &gateway.url, 200, Duration::from_secs(10)).await;
     assert_eq!(body["status"], "ready", "{body}");
 }

@@ -107,7 +107,7 @@ async fn the_worker_requires_a_client_certificate_and_the_batcher_presents_one()
     assert_eq!(answer.status(), 200);
 
     // The whole path: a batcher presenting its certificate gets every task done.
-    let infra = Infra::start(Backend::Memory);
+    let infra = Infra::start(Backend::Memory).await;
     let mut config = serve_config(&infra, &worker.url, 4);
     if let Some(part) = config.batcher.as_mut() {
         part.worker = WorkerChoice::Remote {
@@ -139,7 +139,7 @@ async fn the_gateway_serves_https_with_its_certificate() {
     let certs = dir.path();
     make_certs(certs);
     let worker = start_worker(fast_sim(4)).await;
-    let infra = Infra::start(Backend::Memory);
+    let infra = Infra::start(Backend::Memory).await;
     let mut config = serve_config(&infra, &worker.url, 4);
     config.tls = Some(TlsFiles {
         cert: certs.join("server.pem"),

@@ -276,7 +276,7 @@ async fn one_request_makes_its_spans_with_parentage_and_the_batch_links_to_it() 
 async fn across_the_redis_queue_a_batch_span_links_to_every_request_it_carries() {
     let stop = CancellationToken::new();
     let (otlp, received) = start_receiver(stop.clone()).await;
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let redis_url = redis.url();
     let worker = start_worker(fast_sim(4)).await;
     // Batches of three, and a window long enough that three concurrent requests fill one.

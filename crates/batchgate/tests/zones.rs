@@ -144,7 +144,7 @@ async fn zone_counts(http: &reqwest::Client, batchers: &[(&str, &str)]) -> (f64,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_stay_in_their_zone_on_redis_and_a_dead_zone_is_served_by_the_other() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let url = redis.url();
     let (mut worker_a, worker_b, worker_urls) = workers();
     let workers_flag = worker_urls.join(",");

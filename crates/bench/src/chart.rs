@@ -58,13 +58,19 @@ pub fn cdf_of(histogram_us: &Histogram<u64>) -> Vec<(f64, f64)> {
     points
 }
 
-type DrawResult<T> = Result<T, String>;
+/// Plotters could not draw a chart (its backend's error, as it describes itself).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot draw the chart: {0}")]
+pub struct DrawError(String);
+
+/// What drawing gives.
+pub type DrawResult<T> = Result<T, DrawError>;
 
 /// One line of a chart: its legend, its points, its colour.
 type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
 
-fn err<E: std::fmt::Debug>(e: E) -> String {
-    format!("{e:?}")
+fn err<E: std::fmt::Debug>(e: E) -> DrawError {
+    DrawError(format!("{e:?}"))
 }
 
 fn max_of(values: impl Iterator<Item = f64>) -> f64 {

@@ -17,7 +17,6 @@
 //!
 //! Layout:
 //! - [`args`]: the flags ([`BenchArgs`]) and their validation.
-//! - `duration`: the `30s` / `500ms` / `2m` parser of duration flags.
 //! - [`chart`]: the SVG or HTML picture of a run (`--report`), also drawn by `batchgate simulate`.
 //! - [`arrivals`]: the open-loop schedule of intended send times (fixed or Poisson, seeded),
 //!   following the rate curve (warmup ramp, bursts); public so that `batchgate simulate` sends
@@ -37,7 +36,6 @@ pub mod arrivals;
 pub mod chart;
 mod client;
 mod drive;
-mod duration;
 mod error;
 mod inputs;
 mod metrics_scrape;
@@ -53,7 +51,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use args::{ArrivalKind, BenchArgs};
-pub use duration::parse_duration;
 pub use error::BenchError;
 pub use metrics_scrape::{ServerDelta, ServerMetrics, WorkerBusy};
 pub use record::{latency_histogram, Totals};

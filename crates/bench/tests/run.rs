@@ -8,7 +8,9 @@ use batchgate_bench::{run, BenchArgs, BenchError, Report};
 use clap::Parser;
 use tokio::net::TcpListener;
 
-use support::{start, Behaviour};
+use support::{
+    resident_bytes, start, Behaviour, TestServer, TASKS_PER_BATCH, WORKER_SECS_PER_BATCH,
+};
 
 #[derive(Parser)]
 struct Cli {
@@ -46,36 +48,59 @@ fn assert_all_ok(report: &Report) {
     assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
 }
 
-fn assert_server_delta(report: &Report) {
-    let server = &report.server.delta;
+/// The server's delta over the run is the traffic the run sent: `server` saw no request
+/// before the first scrape, and every one before the last.
+fn assert_server_delta(report: &Report, server: &TestServer) {
+    let delta = &report.server.delta;
+    let total = server.0.inferences.load(Ordering::Relaxed);
+    assert_eq!(
+        total, report.sent,
+        "no warmup: the server saw exactly the run"
+    );
+    assert_eq!(
+        server.seen_at_scrapes(),
+        [0, total],
+        "a scrape before, one after"
+    );
     assert_eq!(report.server.scrape_error, None);
-    assert_eq!(server.batches, Some(10));
-    assert_eq!(server.mean_batch_size, Some(4.0));
-    let flushes: Vec<_> = server
+    assert_eq!(delta.batches, Some(total));
+    assert_eq!(delta.mean_batch_size, Some(TASKS_PER_BATCH as f64));
+    let flushes: Vec<_> = delta
         .flushes
         .iter()
         .map(|(r, n)| (r.as_str(), *n))
         .collect();
-    assert_eq!(flushes, [("full", 7), ("timer", 3)]);
-    assert_eq!(server.resident_memory_bytes, Some(12_345_678));
-    assert_worker_busy(report);
+    assert_eq!(flushes, [("full", total - total / 3), ("timer", total / 3)]);
+    assert_eq!(delta.resident_memory_bytes, Some(resident_bytes(total)));
+    assert_worker_busy(report, server);
 }
 
-/// The test server adds 2 s of worker time per scrape, so the window always holds 2 s of it,
-/// over the measured window plus the drain (quick here). The scrape at the window's start may
-/// leave a timer tick late; the one after the load waits for the window's end.
-fn assert_worker_busy(report: &Report) {
+/// The worker's busy time is that of the requests the server saw from the scrape that starts
+/// the measured window (the first, or with a warmup the second) to the last, which comes after
+/// every request. The window is the measured one plus the drain (quick here); the scrape at
+/// its start may leave a timer tick late.
+fn assert_worker_busy(report: &Report, server: &TestServer) {
     let busy = report
         .server
         .worker_busy
         .expect("the server exports worker time");
-    assert_eq!(busy.worker_call_seconds, 2.0);
+    let seen = server.seen_at_scrapes();
+    let (start, last) = match seen[..] {
+        [_, start, last] if report.config.warmup_secs > 0.0 => (start, last),
+        [start, last] => (start, last),
+        _ => panic!("unexpected scrapes: {seen:?}"),
+    };
+    assert_eq!(last, server.0.inferences.load(Ordering::Relaxed));
+    assert_eq!(
+        busy.worker_call_seconds,
+        (last - start) as f64 * WORKER_SECS_PER_BATCH
+    );
     let window = busy.worker_busy_window_secs;
     assert!(
         window > report.measured_secs - 0.1 && window < report.measured_secs + 2.0,
         "window {window}"
     );
-    assert_eq!(busy.worker_busy_slots, 2.0 / window);
+    assert_eq!(busy.worker_busy_slots, busy.worker_call_seconds / window);
     assert_eq!(busy.worker_busy_fraction, busy.worker_busy_slots / 32.0);
     assert_eq!(report.config.worker_slots, 32);
 }
@@ -91,7 +116,7 @@ async fn open_loop_fixed_sends_exactly_the_schedule() {
     assert_eq!(report.sent, 200);
     assert_eq!(server.0.inferences.load(Ordering::Relaxed), 200);
     assert_eq!(report.achieved_rate, 200.0);
-    assert_server_delta(&report);
+    assert_server_delta(&report, &server);
     assert_eq!(report.config.mode, "open");
     task.abort();
 }
@@ -115,7 +140,7 @@ async fn open_loop_poisson_polls_pending_tasks() {
     assert_all_ok(&report);
     // Every request was answered 202 and fetched with one poll.
     assert_eq!(server.0.polls.load(Ordering::Relaxed), report.sent);
-    assert_server_delta(&report);
+    assert_server_delta(&report, &server);
     task.abort();
 }
 
@@ -126,7 +151,7 @@ async fn closed_loop_keeps_every_client_busy() {
     let report = run(args(&url, &flags)).await.expect("run succeeds");
     assert_all_ok(&report);
     assert_eq!(server.0.inferences.load(Ordering::Relaxed), report.sent);
-    assert_server_delta(&report);
+    assert_server_delta(&report, &server);
     assert_eq!(report.config.mode, "closed");
     assert_eq!(report.config.concurrency, Some(4));
     task.abort();
@@ -145,7 +170,7 @@ async fn warmup_requests_are_sent_but_not_recorded() {
     assert_eq!(server.0.inferences.load(Ordering::Relaxed), 65);
     assert_eq!(report.achieved_rate, 100.0);
     // The worker's time is taken over the measured window, from a scrape as it starts.
-    assert_worker_busy(&report);
+    assert_worker_busy(&report, &server);
     task.abort();
 }
 
@@ -178,7 +203,7 @@ async fn open_loop_bursts_send_exactly_their_profile() {
     assert_eq!(report.config.burst_every_secs, Some(0.5));
     assert_eq!(report.config.burst_mean_rate, Some(230.0));
     assert!(report.to_string().contains("bursts"));
-    assert_worker_busy(&report);
+    assert_worker_busy(&report, &server);
     task.abort();
 }
 

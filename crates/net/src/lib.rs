@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use certs::DevCerts;
 pub use client_tls::{client_config, ClientTlsFiles};
-pub use limits::ConnectionLimits;
+pub use limits::{ConnectionLimits, LimitsError};
 pub use serve::{serve, serve_with};
 pub use server_tls::{ServerTls, TlsFiles};
 

@@ -57,19 +57,31 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// A connection limit out of its range; the message names the flag at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    /// A timeout of zero would close every connection at once.
+    #[error("--header-read-timeout-ms and --idle-timeout-ms must be at least 1")]
+    ZeroTimeout,
+    /// No connection or no stream could ever be served.
+    #[error("--max-connections and --h2-max-streams must be at least 1")]
+    ZeroCount,
+    /// Too small for the request heads ordinary clients send.
+    #[error("--max-header-bytes must be at least {MIN_HEADER_BYTES}")]
+    HeaderBytes,
+}
+
 impl ConnectionLimits {
-    /// Checks the limits; the message names the flag at fault.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the limits.
+    pub fn validate(&self) -> Result<(), LimitsError> {
         if self.header_read_timeout.is_zero() || self.idle_timeout.is_zero() {
-            return Err("--header-read-timeout-ms and --idle-timeout-ms must be at least 1".into());
+            return Err(LimitsError::ZeroTimeout);
         }
         if self.max_connections == 0 || self.h2_max_streams == 0 {
-            return Err("--max-connections and --h2-max-streams must be at least 1".into());
+            return Err(LimitsError::ZeroCount);
         }
         if self.max_header_bytes < MIN_HEADER_BYTES {
-            return Err(format!(
-                "--max-header-bytes must be at least {MIN_HEADER_BYTES}"
-            ));
+            return Err(LimitsError::HeaderBytes);
         }
         Ok(())
     }

@@ -3,31 +3,28 @@
 //! on open connections, a header-read timeout, an idle timeout, and bounded request heads.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
-use axum::body::{Bytes, HttpBody};
-use axum::routing::future::RouteFuture;
-use axum::BoxError;
-use futures_util::task::AtomicWaker;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod activity;
+
 use crate::limits::MIN_HEADER_BYTES;
 use crate::{ConnectionLimits, ServerTls};
+use activity::{Activity, Tracked, Watched};
 
 /// HTTP/2 flow-control window of a whole client connection. With the 64 KiB default, a
 /// client multiplexing thousands of 2 KiB bodies gets its DATA split into small frames
@@ -286,225 +283,6 @@ where
         // waker.
     })
     .await;
-}
-
-/// What a connection is doing, for its watchdog: requests under way, when the last one
-/// finished, and when the head of the next one started to arrive.
-struct Activity {
-    /// When the connection was accepted; the other times count from it, in milliseconds.
-    opened: Instant,
-    /// Requests being answered now.
-    active: AtomicUsize,
-    /// When the last request finished; `NEVER` before the first.
-    last_done_ms: AtomicU64,
-    /// When the first byte arrived while no request was under way (a head is coming);
-    /// stale if before `last_done_ms`. `NEVER`: no byte yet.
-    head_started_ms: AtomicU64,
-    /// Whether the client speaks HTTP/2: its connection-level frames (pings, settings) are
-    /// no request head, so only the idle bound applies between its requests.
-    http2: AtomicBool,
-    /// Set when the server shuts down: finish once the requests under way are answered.
-    close_requested: AtomicBool,
-    /// The connection's task, woken when `close_requested` is set.
-    close_waker: AtomicWaker,
-}
-
-/// A time not yet reached.
-const NEVER: u64 = u64::MAX;
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            opened: Instant::now(),
-            active: AtomicUsize::new(0),
-            last_done_ms: AtomicU64::new(NEVER),
-            head_started_ms: AtomicU64::new(NEVER),
-            http2: AtomicBool::new(false),
-            close_requested: AtomicBool::new(false),
-            close_waker: AtomicWaker::new(),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NEVER - 1)
-    }
-
-    /// When the connection has been quiet too long: `None` while requests are under way;
-    /// the header-read timeout after a head started to arrive; else the idle timeout after
-    /// the last request (or after the connection opened: clients open connections ahead of
-    /// need, and such a connection is idle, not slow).
-    fn idle_deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
-        if self.active.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let at = |ms: u64| self.opened + Duration::from_millis(ms);
-        let last_done = self.last_done_ms.load(Ordering::Acquire);
-        let head_started = self.head_started_ms.load(Ordering::Acquire);
-        let since_done = if last_done == NEVER { 0 } else { last_done };
-        Some(if head_started != NEVER && head_started >= since_done {
-            at(head_started) + limits.header_read_timeout
-        } else if last_done == NEVER {
-            self.opened + limits.idle_timeout
-        } else {
-            at(last_done) + limits.idle_timeout
-        })
-    }
-
-    /// Notes bytes from the client: the first while no request is under way starts a head.
-    fn bytes_arrived(&self) {
-        if self.http2.load(Ordering::Relaxed) || self.active.load(Ordering::Acquire) > 0 {
-            return;
-        }
-        let head_started = self.head_started_ms.load(Ordering::Acquire);
-        let last_done = self.last_done_ms.load(Ordering::Acquire);
-        let fresh = head_started == NEVER || (last_done != NEVER && head_started < last_done);
-        if fresh {
-            self.head_started_ms.store(self.now_ms(), Ordering::Release);
-        }
-    }
-
-    fn begin(self: &Arc<Self>) -> Busy {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        Busy(self.clone())
-    }
-}
-
-/// One request under way on a connection; dropping it (answered, or abandoned) ends it.
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        // The time first, then the count: a watchdog that sees no request under way sees
-        // when the last one ended.
-        self.0
-            .last_done_ms
-            .store(self.0.now_ms(), Ordering::Release);
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-/// The client's stream, telling the connection's [`Activity`] when bytes arrive.
-struct Watched<S> {
-    inner: S,
-    activity: Arc<Activity>,
-    /// Whether the first bytes were read (and checked for the HTTP/2 preface).
-    sniffed: bool,
-}
-
-/// How an HTTP/2 client's first bytes begin (RFC 9113, 3.4).
-const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
-
-impl<S> Watched<S> {
-    fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Watched {
-            inner,
-            activity,
-            sniffed: false,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let read = &buf.filled()[before..];
-        if !read.is_empty() {
-            if !this.sniffed {
-                this.sniffed = true;
-                let n = read.len().min(H2_PREFACE_START.len());
-                if read[..n] == H2_PREFACE_START[..n] {
-                    this.activity.http2.store(true, Ordering::Relaxed);
-                }
-            }
-            this.activity.bytes_arrived();
-        }
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// The router, counting the requests under way on its connection.
-#[derive(Clone)]
-struct Tracked {
-    router: axum::Router,
-    activity: Arc<Activity>,
-}
-
-impl<B> tower::Service<axum::http::Request<B>> for Tracked
-where
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = axum::response::Response;
-    type Error = Infallible;
-    type Future = TrackedAnswer;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The router is always ready.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let busy = self.activity.begin();
-        TrackedAnswer {
-            answer: self.router.call(request),
-            busy: Some(busy),
-        }
-    }
-}
-
-/// A request's answer, counted as under way on its connection until it is ready (or
-/// dropped). Not boxed: it is the router's own future and the count.
-struct TrackedAnswer {
-    answer: RouteFuture<Infallible>,
-    busy: Option<Busy>,
-}
-
-impl Future for TrackedAnswer {
-    type Output = Result<axum::response::Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let answer = Pin::new(&mut this.answer).poll(cx);
-        if answer.is_ready() {
-            this.busy = None;
-        }
-        answer
-    }
 }
 
 /// Failed accepts, logged at most once per [`ACCEPT_ERROR_LOG_EVERY`].

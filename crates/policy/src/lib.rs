@@ -142,16 +142,30 @@ impl Rule {
     }
 }
 
+/// A name that is no batching rule's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownRule(pub String);
+
+impl fmt::Display for UnknownRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown batching policy {:?}: expected \"fixed\" or \"adaptive\"",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownRule {}
+
 impl FromStr for Rule {
-    type Err = String;
+    type Err = UnknownRule;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "fixed" => Ok(Rule::Fixed),
             "adaptive" => Ok(Rule::Adaptive(Adaptive::default())),
-            other => Err(format!(
-                "unknown batching policy {other:?}: expected \"fixed\" or \"adaptive\""
-            )),
+            other => Err(UnknownRule(other.to_owned())),
         }
     }
 }

@@ -342,7 +342,7 @@ fn rule_parses_from_its_name_and_max_hold_is_at_least_max_wait() {
         "adaptive".parse::<Rule>(),
         Ok(Rule::Adaptive(Adaptive::default()))
     );
-    let err = "eager".parse::<Rule>().expect_err("unknown");
+    let err = "eager".parse::<Rule>().expect_err("unknown").to_string();
     assert!(err.contains("fixed") && err.contains("adaptive"), "{err}");
     let p: Policy<u8> = Policy::new(
         Limits::default(),

@@ -145,12 +145,26 @@ pub fn bytes_input(name: &str, strings: &[String]) -> RequestInput {
     }
 }
 
+/// Why a tensor's data is not the strings of a `BYTES` tensor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TensorDataError {
+    /// The data is not an array at all.
+    #[error("tensor data is not an array: {0}")]
+    NotAnArray(&'static str),
+    /// An element is not a string.
+    #[error("BYTES tensor element is not a string: {0}")]
+    NotAString(&'static str),
+    /// Nested deeper than a tensor plausibly is: a bound for hostile input.
+    #[error("tensor data nested deeper than {0}")]
+    TooDeep(usize),
+}
+
 /// The strings of a `BYTES` tensor's data, flattened in row-major order; an error if an
 /// element is not a string or nesting goes deeper than a tensor plausibly does.
-pub fn strings_of(data: &Value) -> Result<Vec<String>, String> {
+pub fn strings_of(data: &Value) -> Result<Vec<String>, TensorDataError> {
     /// Deeper nesting than any tensor batchgate exchanges: a bound for hostile input.
     const MAX_DEPTH: usize = 8;
-    fn walk(value: &Value, depth: usize, out: &mut Vec<String>) -> Result<(), String> {
+    fn walk(value: &Value, depth: usize, out: &mut Vec<String>) -> Result<(), TensorDataError> {
         match value {
             Value::String(s) => {
                 out.push(s.clone());
@@ -159,17 +173,14 @@ pub fn strings_of(data: &Value) -> Result<Vec<String>, String> {
             Value::Array(items) if depth < MAX_DEPTH => {
                 items.iter().try_for_each(|item| walk(item, depth + 1, out))
             }
-            Value::Array(_) => Err(format!("tensor data nested deeper than {MAX_DEPTH}")),
-            other => Err(format!(
-                "BYTES tensor element is not a string: {}",
-                kind(other)
-            )),
+            Value::Array(_) => Err(TensorDataError::TooDeep(MAX_DEPTH)),
+            other => Err(TensorDataError::NotAString(kind(other))),
         }
     }
     let mut out = Vec::new();
     match data {
         Value::Array(_) => walk(data, 0, &mut out)?,
-        other => return Err(format!("tensor data is not an array: {}", kind(other))),
+        other => return Err(TensorDataError::NotAnArray(kind(other))),
     }
     Ok(out)
 }

@@ -1,8 +1,13 @@
-//! The dedupe cache's trait (article §8.4): identical inputs share one task.
+//! The dedupe cache's trait: identical inputs share one task.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::StoreError;
+
+/// How long identical inputs share one task unless configured otherwise.
+pub const DEFAULT_DEDUPE_TTL: Duration = Duration::from_secs(300);
 
 /// Maps the SHA-256 of an input to the task id of its first submission, for a TTL.
 #[async_trait]

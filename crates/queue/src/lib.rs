@@ -28,9 +28,12 @@ mod store;
 
 pub use backends::{Backends, MemoryStores};
 pub use dead_letters::{DeadLetter, DeadLetters, Failure, Selection};
-pub use dedupe::Dedupe;
+pub use dedupe::{Dedupe, DEFAULT_DEDUPE_TTL};
 pub use intake::{AdmitError, Admitted, Intake, Steps};
 pub use load::{LoadBoard, MemoryLoadBoard, WorkerLoad};
-pub use queue::{Backlog, Delivery, Queue, QueueError, Receipt};
+pub use queue::{Backlog, Delivery, Queue, QueueError, Receipt, DEFAULT_QUEUE_CAPACITY};
 pub use rate_limit::{Decision, MemoryRateLimiter, Rate, RateLimiter};
-pub use store::{Completion, Expectation, Outcome, ResultStore, StoreError, TaskRecord, Watched};
+pub use store::{
+    Completion, Expectation, Outcome, ResultStore, StoreError, TaskRecord, Watched,
+    DEFAULT_MAX_RESULTS, DEFAULT_RESULT_TTL,
+};

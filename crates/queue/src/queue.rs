@@ -7,6 +7,10 @@ use batchgate_protocol::task::Task;
 
 use crate::{Completion, ResultStore, StoreError};
 
+/// Most tasks waiting in a queue unless configured otherwise; past it, submissions are
+/// refused (503 with Retry-After) rather than queued without bound.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 50_000;
+
 /// Identifies a delivered task to its queue, so that it can be acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {

@@ -6,6 +6,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use batchgate_protocol::api::{TaskStatus, TaskView};
 
+/// How long a result is kept after it is stored, unless configured otherwise.
+pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(600);
+
+/// Most records (pending and finished) the in-process result store holds unless configured
+/// otherwise; past it the oldest are evicted.
+pub const DEFAULT_MAX_RESULTS: usize = 8_000_000;
+
 /// What the store holds for one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRecord {

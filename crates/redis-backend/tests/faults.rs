@@ -36,13 +36,13 @@ struct Infra {
 }
 
 impl Infra {
-    fn standalone() -> Self {
-        let server = RedisServer::start();
+    async fn standalone() -> Self {
+        let server = RedisServer::start().await;
         Self::new(vec![server.url()], false, Servers::Standalone(server))
     }
 
-    fn cluster() -> Self {
-        let cluster = RedisCluster::start();
+    async fn cluster() -> Self {
+        let cluster = RedisCluster::start().await;
         Self::new(cluster.urls(), true, Servers::Cluster(cluster))
     }
 
@@ -149,12 +149,12 @@ macro_rules! on_both {
         mod $scenario {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn standalone() {
-                super::$scenario(super::Infra::standalone()).await;
+                super::$scenario(super::Infra::standalone().await).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn cluster() {
-                super::$scenario(super::Infra::cluster()).await;
+                super::$scenario(super::Infra::cluster().await).await;
             }
         }
     };
@@ -882,5 +882,5 @@ async fn a_slot_that_moved_refuses_no_admission(infra: Infra) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_that_moved_refuses_no_admission_on_a_cluster() {
-    a_slot_that_moved_refuses_no_admission(Infra::cluster()).await;
+    a_slot_that_moved_refuses_no_admission(Infra::cluster().await).await;
 }

@@ -56,7 +56,7 @@ fn task(id: &str) -> Task {
 
 #[tokio::test]
 async fn an_entry_its_reader_never_acked_is_delivered_to_another() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let a = queue(&redis, "a", 5).await;
     a.enqueue(task("0a-task")).await.expect("enqueue");
@@ -75,7 +75,7 @@ async fn an_entry_its_reader_never_acked_is_delivered_to_another() {
 
 #[tokio::test]
 async fn a_live_readers_slow_batch_is_not_claimed_by_another() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let a = queue(&redis, "a", 5).await;
     a.enqueue(task("1b-task")).await.expect("enqueue");
@@ -90,7 +90,7 @@ async fn a_live_readers_slow_batch_is_not_claimed_by_another() {
 
 #[tokio::test]
 async fn an_entry_delivered_too_often_is_dead_lettered_and_failed() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let keys = Keys::new(&redis.key_prefix, 4);
     let store = RedisResultStore::new(
@@ -132,7 +132,7 @@ async fn an_entry_delivered_too_often_is_dead_lettered_and_failed() {
 
 #[tokio::test]
 async fn a_full_partition_refuses_instead_of_growing() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let q = queue(&redis, "a", 5).await;
     // Capacity 100 over 4 partitions: 25 per partition; these ids all map to partition 0.
@@ -151,7 +151,7 @@ async fn a_full_partition_refuses_instead_of_growing() {
 #[tokio::test]
 async fn admission_deduplicates_and_refuses_a_full_partition_in_one_script() {
     use batchgate_queue::{Admitted, Intake, QueueError};
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let keys = Keys::new(&redis.key_prefix, 4);
     let conn = redis.connect().await.expect("connect");
@@ -234,7 +234,7 @@ async fn admission_deduplicates_and_refuses_a_full_partition_in_one_script() {
 
 #[tokio::test]
 async fn processes_that_disagree_on_the_partition_count_are_stopped() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let keys = Keys::new(&redis.key_prefix, 4);
     let mut conn = redis.connect().await.expect("connect");
@@ -253,7 +253,7 @@ async fn processes_that_disagree_on_the_partition_count_are_stopped() {
 
 #[tokio::test]
 async fn backlog_counts_taken_and_queued_tasks() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let q = queue(&redis, "a", 5).await;
     for i in 0..10 {
@@ -272,7 +272,7 @@ async fn backlog_counts_taken_and_queued_tasks() {
 async fn every_gateway_reads_the_batchers_load_reports_combined() {
     use batchgate_queue::{LoadBoard, WorkerLoad};
     use batchgate_redis::RedisLoadBoard;
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let keys = Keys::new(&redis.key_prefix, 1);
     let limit = Duration::from_secs(1);
@@ -348,7 +348,7 @@ fn intake(
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_group_is_one_entry_acknowledged_with_its_last_task() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let keys = Keys::new(&redis.key_prefix, 4);
     let intake = intake(redis.connect().await.expect("connect"), &keys, 100);
@@ -399,7 +399,7 @@ async fn a_group_is_one_entry_acknowledged_with_its_last_task() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_group_whose_batcher_died_comes_back_whole() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let keys = Keys::new(&redis.key_prefix, 4);
     let intake = intake(redis.connect().await.expect("connect"), &keys, 100);
@@ -423,7 +423,7 @@ async fn a_group_whose_batcher_died_comes_back_whole() {
 #[tokio::test(flavor = "current_thread")]
 async fn capacity_counts_tasks_not_entries() {
     use batchgate_queue::{AdmitError, Intake, QueueError};
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let keys = Keys::new(&redis.key_prefix, 4);
     // 3 per partition: a group of 3 fills partition 2 in one entry.
@@ -439,7 +439,7 @@ async fn capacity_counts_tasks_not_entries() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_task_refused_inside_a_group_is_never_delivered() {
     use batchgate_queue::{AdmitError, Intake, QueueError};
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = config(server.url());
     let keys = Keys::new(&redis.key_prefix, 4);
     // 2 per partition: of three gathered for partition 3, the third is refused.

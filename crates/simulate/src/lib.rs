@@ -13,13 +13,15 @@
 //!   CPU [`model::Host`]).
 //! - [`engine`]: the event loop ([`engine::run`]) and what it measures ([`engine::Outcome`]).
 //! - [`args`]: the flags of `batchgate simulate` ([`SimulateArgs`]), named as `bench`'s and
-//!   `serve`'s, and the report they print.
+//!   `serve`'s.
+//! - [`report`]: what a run prints: the bench-shaped report and the charts.
 //! - [`plan`]: `batchgate plan` ([`PlanArgs`]): the cheapest deployment that meets a p99.
 
 pub mod args;
 pub mod engine;
 pub mod model;
 pub mod plan;
+pub mod report;
 
 pub use args::SimulateArgs;
 pub use model::{Arrivals, Deployment, Load, WorkerModel};

@@ -93,7 +93,7 @@ pub struct PlanArgs {
     pub egress_ms: f64,
 
     /// Simulated time per candidate.
-    #[arg(long, env = "BATCHGATE_PLAN_DURATION", default_value = "20s", value_parser = batchgate_bench::parse_duration)]
+    #[arg(long, env = "BATCHGATE_PLAN_DURATION", default_value = "20s", value_parser = batchgate_flags::parse_duration)]
     pub duration: Duration,
 
     /// Seed of the Poisson arrivals.

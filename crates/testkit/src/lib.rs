@@ -3,7 +3,9 @@
 //! only (no plain port) and, if asked, a password and an ACL user, as a managed Redis is.
 //!
 //! Servers keep nothing on disk (`--save ""`, `--appendonly no`) and run in a temporary
-//! directory each. They are stopped by their own PID.
+//! directory each. They are stopped by their own PID. Starting one is `async`: its readiness
+//! is awaited (PING through `redis-cli`, run as a child process) without blocking the
+//! runtime of the test that waits.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -158,16 +160,16 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts a standalone server and waits until it answers PING.
-    pub fn start() -> Self {
-        Self::start_with(&[], None)
+    pub async fn start() -> Self {
+        Self::start_with(&[], None).await
     }
 
     /// Starts a standalone server reached over TLS only, with the given credentials.
-    pub fn start_secure(secure: &Secure) -> Self {
-        Self::start_with(&[], Some(Box::new(secure.clone())))
+    pub async fn start_secure(secure: &Secure) -> Self {
+        Self::start_with(&[], Some(Box::new(secure.clone()))).await
     }
 
-    fn start_with(extra: &[&str], secure: Option<Box<Secure>>) -> Self {
+    async fn start_with(extra: &[&str], secure: Option<Box<Secure>>) -> Self {
         let port = free_port();
         let dir = scratch_dir("redis");
         let mut server = RedisServer {
@@ -177,13 +179,13 @@ impl RedisServer {
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             secure,
         };
-        server.spawn();
+        server.spawn().await;
         server
     }
 
-    fn spawn(&mut self) {
+    async fn spawn(&mut self) {
         for _ in 0..START_ATTEMPTS {
-            if self.try_spawn() {
+            if self.try_spawn().await {
                 return;
             }
             // The port was taken before the server bound it: try another.
@@ -193,7 +195,7 @@ impl RedisServer {
     }
 
     /// Starts the server; true once it answers PING, false if it exited first.
-    fn try_spawn(&mut self) -> bool {
+    async fn try_spawn(&mut self) -> bool {
         let ports = match &self.secure {
             Some(secure) => secure.server_args(self.port),
             None => vec!["--port".into(), self.port.to_string()],
@@ -212,7 +214,11 @@ impl RedisServer {
         self.child = Some(child);
         let start = Instant::now();
         loop {
-            if self.cli(&["PING"]).is_some_and(|r| r.trim() == "PONG") {
+            if self
+                .cli_async(&["PING"])
+                .await
+                .is_some_and(|r| r.trim() == "PONG")
+            {
                 return true;
             }
             let exited = self
@@ -227,7 +233,7 @@ impl RedisServer {
                 start.elapsed() < START_LIMIT,
                 "redis-server did not answer PING"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -242,16 +248,27 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// Runs `redis-cli` against this server (over TLS, authenticated, if it needs that); its
-    /// output, or `None` if it failed.
-    pub fn cli(&self, args: &[&str]) -> Option<String> {
+    /// `redis-cli`'s arguments for this server (over TLS, authenticated, if it needs that)
+    /// followed by `args`.
+    fn cli_args(&self, args: &[&str]) -> Vec<String> {
         let mut all = self
             .secure
             .as_ref()
             .map(|s| s.cli_args())
             .unwrap_or_default();
         all.extend(args.iter().map(|a| (*a).to_owned()));
-        redis_cli(self.port, &all)
+        all
+    }
+
+    /// Runs `redis-cli` against this server (over TLS, authenticated, if it needs that); its
+    /// output, or `None` if it failed.
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        redis_cli(self.port, &self.cli_args(args))
+    }
+
+    /// [`RedisServer::cli`] without blocking the caller's runtime.
+    async fn cli_async(&self, args: &[&str]) -> Option<String> {
+        redis_cli_async(self.port, &self.cli_args(args)).await
     }
 
     /// Kills the server (SIGKILL, by PID).
@@ -263,13 +280,13 @@ impl RedisServer {
     }
 
     /// Starts it again on the same port, empty (nothing was persisted).
-    pub fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         self.kill();
         for _ in 0..START_ATTEMPTS {
-            if self.try_spawn() {
+            if self.try_spawn().await {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(200));
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         panic!("redis-server did not restart on port {}", self.port);
     }
@@ -294,15 +311,18 @@ fn redis_cli(port: u16, args: &[String]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn wait_until(mut ready: impl FnMut() -> bool, what: &str) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(
-            start.elapsed() < START_LIMIT,
-            "redis did not become ready ({what})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `redis-cli` without blocking the caller's runtime.
+async fn redis_cli_async(port: u16, args: &[String]) -> Option<String> {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A 6-node Redis Cluster: 3 masters, 3 replicas.
@@ -314,30 +334,32 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts 6 cluster-enabled servers, joins them with `redis-cli --cluster create`, and
     /// waits for `cluster_state:ok` on every node.
-    pub fn start() -> Self {
-        Self::start_with(None)
+    pub async fn start() -> Self {
+        Self::start_with(None).await
     }
 
     /// The same, every node reached over TLS only (clients, replication and the cluster bus),
     /// with the given credentials.
-    pub fn start_secure(secure: &Secure) -> Self {
-        Self::start_with(Some(secure))
+    pub async fn start_secure(secure: &Secure) -> Self {
+        Self::start_with(Some(secure)).await
     }
 
-    fn start_with(secure: Option<&Secure>) -> Self {
-        let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| {
+    async fn start_with(secure: Option<&Secure>) -> Self {
+        let mut nodes: Vec<RedisServer> = Vec::with_capacity(6);
+        for _ in 0..6 {
+            nodes.push(
                 RedisServer::start_with(
                     &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
                     secure.map(|s| Box::new(s.clone())),
                 )
-            })
-            .collect();
+                .await,
+            );
+        }
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        let out = tokio::process::Command::new("redis-cli")
             .args(secure.map(Secure::cli_args).unwrap_or_default())
             .arg("--cluster")
             .arg("create")
@@ -346,16 +368,22 @@ impl RedisCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
+            .await
             .expect("run redis-cli --cluster create");
         assert!(out.success(), "redis-cli --cluster create failed");
+        let start = Instant::now();
         for node in &nodes {
-            wait_until(
-                || {
-                    node.cli(&["CLUSTER", "INFO"])
-                        .is_some_and(|i| i.contains("cluster_state:ok"))
-                },
-                "cluster_state:ok",
-            );
+            while !node
+                .cli_async(&["CLUSTER", "INFO"])
+                .await
+                .is_some_and(|i| i.contains("cluster_state:ok"))
+            {
+                assert!(
+                    start.elapsed() < START_LIMIT,
+                    "redis did not become ready (cluster_state:ok)"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         RedisCluster { nodes }
     }

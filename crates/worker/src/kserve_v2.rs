@@ -104,7 +104,7 @@ pub fn parse_answer(
             output.datatype
         )));
     }
-    let strings = strings_of(&output.data).map_err(invalid)?;
+    let strings = strings_of(&output.data).map_err(|e| invalid(e.to_string()))?;
     if strings.len() != expected {
         return Err(invalid(format!(
             "{} outputs for {expected} inputs",

@@ -257,13 +257,12 @@ impl FromStr for WorkerSpec {
         let path = parsed.path().trim_end_matches('/').to_owned();
         let origin = format!("{transport}://{authority}");
 
-        let mut query = Query::parse(&parsed).map_err(&malformed)?;
+        let mut query = Query::parse(&parsed, url)?;
         let limits = WorkerLimits {
-            max_batch_size: query.positive("max_batch_size").map_err(&malformed)?,
-            max_inflight_batches: query.positive("max_inflight_batches").map_err(&malformed)?,
+            max_batch_size: query.positive("max_batch_size")?,
+            max_inflight_batches: query.positive("max_inflight_batches")?,
             timeout: query
-                .positive("timeout_ms")
-                .map_err(&malformed)?
+                .positive("timeout_ms")?
                 .map(|ms| Duration::from_millis(ms as u64)),
         };
         let zone = query
@@ -287,15 +286,11 @@ impl FromStr for WorkerSpec {
                 }
             }
             "kserve-v2+http" | "kserve-v2+https" => {
-                check_v2_model_path(&path).map_err(&malformed)?;
+                check_v2_model_path(&path, url)?;
                 Protocol::KserveV2 {
                     model_url: format!("{origin}{path}"),
-                    input: query
-                        .name("input", DEFAULT_INPUT_NAME)
-                        .map_err(&malformed)?,
-                    output: query
-                        .name("output", DEFAULT_OUTPUT_NAME)
-                        .map_err(&malformed)?,
+                    input: query.name("input", DEFAULT_INPUT_NAME)?,
+                    output: query.name("output", DEFAULT_OUTPUT_NAME)?,
                 }
             }
             _ => {
@@ -306,7 +301,7 @@ impl FromStr for WorkerSpec {
                 }
                 Protocol::OpenAi {
                     base: format!("{origin}{path}"),
-                    model: query.name("model", DEFAULT_MODEL).map_err(&malformed)?,
+                    model: query.name("model", DEFAULT_MODEL)?,
                 }
             }
         };
@@ -323,7 +318,7 @@ impl FromStr for WorkerSpec {
                 ))
             }
         };
-        query.finish().map_err(&malformed)?;
+        query.finish()?;
         Ok(WorkerSpec {
             protocol,
             limits,
@@ -335,7 +330,7 @@ impl FromStr for WorkerSpec {
 }
 
 /// A V2 model URL's path ends in `/v2/models/NAME` or `/v2/models/NAME/versions/V`.
-fn check_v2_model_path(path: &str) -> Result<(), String> {
+fn check_v2_model_path(path: &str, url: &str) -> Result<(), SpecError> {
     let segments: Vec<&str> = path.split('/').collect();
     let ok = |i: usize| {
         segments.get(i) == Some(&"v2")
@@ -349,9 +344,12 @@ fn check_v2_model_path(path: &str) -> Result<(), String> {
     if plain || versioned {
         Ok(())
     } else {
-        Err(format!(
-            "a kserve-v2+http:// URL names a model: …/v2/models/NAME[/versions/V], not {path:?}"
-        ))
+        Err(SpecError::Malformed {
+            url: url.to_owned(),
+            reason: format!(
+                "a kserve-v2+http:// URL names a model: …/v2/models/NAME[/versions/V], not {path:?}"
+            ),
+        })
     }
 }
 
@@ -359,18 +357,30 @@ fn check_v2_model_path(path: &str) -> Result<(), String> {
 struct Query {
     /// Parameters not taken yet.
     pairs: Vec<(String, String)>,
+    /// The URL as given, for the errors.
+    given: String,
 }
 
 impl Query {
-    fn parse(url: &Url) -> Result<Query, String> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
+    fn parse(url: &Url, given: &str) -> Result<Query, SpecError> {
+        let mut query = Query {
+            pairs: Vec::new(),
+            given: given.to_owned(),
+        };
         for (key, value) in url.query_pairs() {
-            if pairs.iter().any(|(k, _)| *k == key) {
-                return Err(format!("query parameter {key:?} given twice"));
+            if query.pairs.iter().any(|(k, _)| *k == key) {
+                return Err(query.malformed(format!("query parameter {key:?} given twice")));
             }
-            pairs.push((key.into_owned(), value.into_owned()));
+            query.pairs.push((key.into_owned(), value.into_owned()));
         }
-        Ok(Query { pairs })
+        Ok(query)
+    }
+
+    fn malformed(&self, reason: String) -> SpecError {
+        SpecError::Malformed {
+            url: self.given.clone(),
+            reason,
+        }
     }
 
     fn take(&mut self, key: &str) -> Option<String> {
@@ -379,32 +389,33 @@ impl Query {
     }
 
     /// A whole number ≥ 1.
-    fn positive(&mut self, key: &str) -> Result<Option<usize>, String> {
+    fn positive(&mut self, key: &str) -> Result<Option<usize>, SpecError> {
         self.take(key)
             .map(|v| match v.parse::<usize>() {
                 Ok(n) if n >= 1 => Ok(n),
-                _ => Err(format!("{key} must be a whole number ≥ 1, got {v:?}")),
+                _ => Err(self.malformed(format!("{key} must be a whole number ≥ 1, got {v:?}"))),
             })
             .transpose()
     }
 
     /// A non-empty name, or `default`.
-    fn name(&mut self, key: &str, default: &str) -> Result<String, String> {
+    fn name(&mut self, key: &str, default: &str) -> Result<String, SpecError> {
         match self.take(key) {
             None => Ok(default.to_owned()),
-            Some(v) if v.is_empty() => Err(format!("{key} must not be empty")),
+            Some(v) if v.is_empty() => Err(self.malformed(format!("{key} must not be empty"))),
             Some(v) => Ok(v),
         }
     }
 
     /// Refuses parameters nobody took.
-    fn finish(self) -> Result<(), String> {
+    fn finish(self) -> Result<(), SpecError> {
         match self.pairs.first() {
             None => Ok(()),
-            Some((key, _)) => Err(format!(
+            Some((key, _)) => Err(self.malformed(format!(
                 "unknown query parameter {key:?} (known: max_batch_size, max_inflight_batches, \
-                 timeout_ms, zone; input and output for kserve-v2+http; model for openai+http)"
-            )),
+                 timeout_ms, zone, token_file, token_env; input and output for kserve-v2+http; \
+                 model for openai+http)"
+            ))),
         }
     }
 }

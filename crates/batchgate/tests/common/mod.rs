@@ -76,11 +76,11 @@ pub enum Infra {
 }
 
 impl Infra {
-    pub fn start(backend: Backend) -> Infra {
+    pub async fn start(backend: Backend) -> Infra {
         match backend {
             Backend::Memory => Infra::None,
-            Backend::Redis => Infra::Redis(RedisServer::start()),
-            Backend::Cluster => Infra::Cluster(RedisCluster::start()),
+            Backend::Redis => Infra::Redis(RedisServer::start().await),
+            Backend::Cluster => Infra::Cluster(RedisCluster::start().await),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A tiny server implementing batchgate's public API honestly, for tests of `run()`:
 //! output = `sim_output(input)`, answered at once (or `202` + poll when `wait_ms=0`), and a
-//! `/metrics` whose batch histogram moves by a fixed amount per scrape, so deltas are exact.
+//! `/metrics` that follows the traffic it has had, so the bench's deltas can be checked
+//! against the requests it sent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +40,15 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     pub(crate) inferences: AtomicU64,
     pub(crate) polls: AtomicU64,
-    scrapes: AtomicU64,
+    /// The inference requests seen so far at each `/metrics` scrape, in order.
+    scrapes: Mutex<Vec<u64>>,
+}
+
+impl TestServer {
+    /// The inference requests the server had seen at each scrape, in order.
+    pub(crate) fn seen_at_scrapes(&self) -> Vec<u64> {
+        self.0.scrapes.lock().expect("test server lock").clone()
+    }
 }
 
 /// The server's state; cloning is shallow.
@@ -114,34 +123,53 @@ async fn result(State(server): State<TestServer>, Path(id): Path<String>) -> Res
     }
 }
 
-/// Scrape `k` reports `10k` batches of total size `40k` (7k full, 3k timer) and `2k` seconds in
-/// worker calls: every delta between consecutive scrapes is 10 batches of mean size 4 and 2 s
-/// of worker time.
+/// What the server reports after `n` inference requests: each counted as one batch of 4
+/// tasks (mean batch size 4) that took 0.25 s of worker time; one batch in three left on its
+/// timer, the others full; resident memory of 1,000 bytes per request so far, plus 1 MB.
+pub(crate) const TASKS_PER_BATCH: u64 = 4;
+/// Requests the server "served" before the test, as a long-running server has: the bench's
+/// deltas must subtract them. A multiple of 3, so that the flush split of the test's own
+/// requests is exactly a third on the timer.
+const PRIOR_REQUESTS: u64 = 999;
+/// Worker time of one request's batch, in seconds (exact in binary floating point).
+pub(crate) const WORKER_SECS_PER_BATCH: f64 = 0.25;
+
+/// The traffic-driven `/metrics` of [`TASKS_PER_BATCH`] and [`WORKER_SECS_PER_BATCH`].
 async fn metrics(State(server): State<TestServer>) -> String {
-    let k = server.0.scrapes.fetch_add(1, Ordering::Relaxed) + 1;
+    let n = {
+        let mut scrapes = server.0.scrapes.lock().expect("test server lock");
+        let n = server.0.inferences.load(Ordering::Relaxed);
+        scrapes.push(n);
+        PRIOR_REQUESTS + n
+    };
     format!(
         "# HELP batchgate_batch_size Tasks per batch.\n\
          # TYPE batchgate_batch_size histogram\n\
-         batchgate_batch_size_bucket{{le=\"1\"}} {k}\n\
-         batchgate_batch_size_bucket{{le=\"8\"}} {count}\n\
-         batchgate_batch_size_bucket{{le=\"+Inf\"}} {count}\n\
+         batchgate_batch_size_bucket{{le=\"1\"}} 0\n\
+         batchgate_batch_size_bucket{{le=\"8\"}} {n}\n\
+         batchgate_batch_size_bucket{{le=\"+Inf\"}} {n}\n\
          batchgate_batch_size_sum {sum}\n\
-         batchgate_batch_size_count {count}\n\
+         batchgate_batch_size_count {n}\n\
          # TYPE batchgate_batches_total counter\n\
          batchgate_batches_total{{reason=\"full\"}} {full}\n\
          batchgate_batches_total{{reason=\"timer\"}} {timer}\n\
          # TYPE batchgate_process_resident_memory_bytes gauge\n\
-         batchgate_process_resident_memory_bytes 12345678\n\
+         batchgate_process_resident_memory_bytes {resident}\n\
          # TYPE batchgate_worker_call_duration_seconds histogram\n\
-         batchgate_worker_call_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+         batchgate_worker_call_duration_seconds_bucket{{le=\"+Inf\"}} {n}\n\
          batchgate_worker_call_duration_seconds_sum {worker_secs}\n\
-         batchgate_worker_call_duration_seconds_count {count}\n",
-        count = 10 * k,
-        sum = 40 * k,
-        full = 7 * k,
-        timer = 3 * k,
-        worker_secs = 2 * k,
+         batchgate_worker_call_duration_seconds_count {n}\n",
+        sum = TASKS_PER_BATCH * n,
+        full = n - n / 3,
+        timer = n / 3,
+        resident = 1_000_000 + 1000 * n,
+        worker_secs = WORKER_SECS_PER_BATCH * n as f64,
     )
+}
+
+/// The resident memory the server reports after `n` requests of the test.
+pub(crate) fn resident_bytes(n: u64) -> u64 {
+    1_000_000 + 1000 * (PRIOR_REQUESTS + n)
 }
 
 /// Starts the test server on a free loopback port; returns its base URL.
@@ -152,7 +180,7 @@ pub(crate) async fn start(behaviour: Behaviour) -> (String, TestServer, JoinHand
         next_id: AtomicU64::new(0),
         inferences: AtomicU64::new(0),
         polls: AtomicU64::new(0),
-        scrapes: AtomicU64::new(0),
+        scrapes: Mutex::new(Vec::new()),
     }));
     let app = Router::new()
         .route("/v1/inference", post(inference))

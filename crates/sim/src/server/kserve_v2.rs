@@ -135,7 +135,7 @@ fn batch_of(request: &InferRequest) -> Result<Vec<String>, ApiError> {
             wanted.name
         )));
     }
-    let strings = strings_of(&input.data).map_err(bad)?;
+    let strings = strings_of(&input.data).map_err(|e| bad(e.to_string()))?;
     let elements = input
         .shape
         .iter()

@@ -1,5 +1,8 @@
 use std::sync::Arc;
 
+use batchgate_protocol::api::TaskStatus;
+
+use super::table::{Ring, CHUNK};
 use super::*;
 
 fn done(id: &str, out: &str) -> Completion {
