@@ -28,39 +28,13 @@ e.g. (the scripts of earlier commits, from git):
 """
 import argparse
 import random
-import re
-import socket
 import struct
-import subprocess
-import tempfile
-import time
 
-import redis
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from redis_callgrind import counted_redis
 
 
 def run(layout, script, tasks, calls, messages):
-    port = free_port()
-    with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
-             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--hz", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        r = redis.Redis(port=port)
-        for _ in range(300):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
+    with counted_redis() as (r, total):
         if script:
             sha = r.script_load(open(script).read())
             n = 0
@@ -87,12 +61,7 @@ def run(layout, script, tasks, calls, messages):
                 replies = r.evalsha(sha, 1, "bg:{p00}:tasks", *(head + per))
                 # Tables of ["ok"] (earlier scripts) or flat "o" strings (now).
                 assert all(x == b"o" or (isinstance(x, list) and x[0] == b"ok") for x in replies), replies[:3]
-        r.shutdown(nosave=True)
-        err = proc.communicate()[1].decode()
-    found = re.search(r"Collected : (\d+)", err)
-    if not found:
-        raise SystemExit(f"no instruction count from callgrind:\n{err[-2000:]}")
-    return int(found.group(1))
+    return total()
 
 
 def main():

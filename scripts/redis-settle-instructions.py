@@ -25,25 +25,12 @@ e.g. (the script of an earlier commit, from git):
 """
 import argparse
 import json
-import re
-import socket
-import subprocess
-import tempfile
-import time
 
-import redis
+from redis_callgrind import counted_redis
 
 HEAD = "1700000000000;5;alice"
 COMPLETED = 1700000000123
 STREAM = "bg:{p00}:tasks"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def completion(layout, tid, output):
@@ -56,20 +43,7 @@ def completion(layout, tid, output):
 
 
 def run(layout, script, tasks, calls, settle):
-    port = free_port()
-    with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
-             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--hz", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        r = redis.Redis(port=port)
-        for _ in range(300):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
+    with counted_redis() as (r, total):
         sha = r.script_load(open(script).read())
         r.xgroup_create(STREAM, "batchers", id="0", mkstream=True)
         n = 0
@@ -93,12 +67,7 @@ def run(layout, script, tasks, calls, settle):
                 args += completion(layout, tid, f"{n:064x}")
             args += [STREAM, 1, tasks, 1, entry, group]
             r.evalsha(sha, 1, STREAM, *args)
-        r.shutdown(nosave=True)
-        err = proc.communicate()[1].decode()
-    found = re.search(r"Collected : (\d+)", err)
-    if not found:
-        raise SystemExit(f"no instruction count from callgrind:\n{err[-2000:]}")
-    return int(found.group(1))
+    return total()
 
 
 def main():
