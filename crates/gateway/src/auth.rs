@@ -20,10 +20,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+use keys::load_keys;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
@@ -395,164 +396,7 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
-fn load_keys(source: &KeySource) -> Result<Vec<Key>, KeyError> {
-    match source {
-        KeySource::Secret(secret) => {
-            if secret.len() < 32 {
-                return Err(KeyError("--jwt-secret must be at least 32 bytes".into()));
-            }
-            Ok(vec![Key {
-                kid: None,
-                key: DecodingKey::from_secret(secret)
-                    .map_err(|e| format!("--jwt-secret cannot be used: {e}"))?,
-                algorithm: Algorithm::HS256,
-            }])
-        }
-        KeySource::PublicKeyPem(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read --jwt-public-key {}: {e}", path.display()))?;
-            if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                return Ok(vec![Key {
-                    kid: None,
-                    key,
-                    algorithm: Algorithm::RS256,
-                }]);
-            }
-            if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                // ES256 needs a P-256 key; another curve would refuse every token, so it is
-                // refused now, with a message that says why.
-                if !pem_names_p256(&pem) {
-                    return Err(KeyError(format!(
-                        "--jwt-public-key {} is an EC key on a curve other than P-256; only \
-                         P-256 (ES256) EC keys are supported",
-                        path.display()
-                    )));
-                }
-                return Ok(vec![Key {
-                    kid: None,
-                    key,
-                    algorithm: Algorithm::ES256,
-                }]);
-            }
-            Err(KeyError(format!(
-                "--jwt-public-key {} is neither an RSA nor an EC public key in PEM",
-                path.display()
-            )))
-        }
-        KeySource::Jwks(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read --jwks {}: {e}", path.display()))?;
-            Ok(jwks_keys(&text, &path.display().to_string())?)
-        }
-        KeySource::JwksUrl(remote) => Err(KeyError(format!(
-            "the JWKS at {} is fetched, not read",
-            remote.url
-        ))),
-    }
-}
-
-/// The verification keys of a JWKS document; `origin` names it (a file or a URL) in messages.
-fn jwks_keys(text: &str, origin: &str) -> Result<Vec<Key>, String> {
-    let set: JwkSet =
-        serde_json::from_str(text).map_err(|e| format!("--jwks {origin} is not a JWKS: {e}"))?;
-    let mut keys = Vec::new();
-    for (index, jwk) in set.keys.iter().enumerate() {
-        let Some(algorithm) = jwks_algorithm(jwk)
-            .map_err(|why| format!("--jwks {origin}: key {}: {why}", key_name(jwk, index)))?
-        else {
-            tracing::info!(
-                origin,
-                key = %key_name(jwk, index),
-                "JWKS key not for verifying signatures (`use` or `key_ops`); skipped"
-            );
-            continue;
-        };
-        let key = DecodingKey::from_jwk(jwk)
-            .map_err(|e| format!("--jwks {origin}: unusable key: {e}"))?;
-        keys.push(Key {
-            kid: jwk.common.key_id.clone(),
-            key,
-            algorithm,
-        });
-    }
-    if keys.is_empty() {
-        return Err(format!("--jwks {origin} holds no RSA or EC key"));
-    }
-    Ok(keys)
-}
-
-/// A JWKS key's name in messages: its `kid`, else its place in the set.
-fn key_name(jwk: &jsonwebtoken::jwk::Jwk, index: usize) -> String {
-    match &jwk.common.key_id {
-        Some(kid) => format!("{kid:?}"),
-        None => format!("#{index}"),
-    }
-}
-
-/// The one algorithm a JWKS key verifies: `Ok(None)` for a key not meant for verifying
-/// signatures (`use` other than `sig`, `key_ops` without `verify`, a symmetric key), skipped;
-/// `Err` for a signing key batchgate cannot use (another curve or algorithm), refused so that
-/// the set is not accepted only to refuse every token signed with that key.
-fn jwks_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Option<Algorithm>, KeyError> {
-    use jsonwebtoken::jwk::{
-        AlgorithmParameters, EllipticCurve, KeyAlgorithm, KeyOperations, PublicKeyUse,
-    };
-    let for_signatures = matches!(
-        jwk.common.public_key_use,
-        None | Some(PublicKeyUse::Signature)
-    );
-    let verifies = jwk
-        .common
-        .key_operations
-        .as_ref()
-        .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
-    if !for_signatures || !verifies {
-        return Ok(None);
-    }
-    let stated = jwk.common.key_algorithm;
-    match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => match stated {
-            None | Some(KeyAlgorithm::RS256) => Ok(Some(Algorithm::RS256)),
-            Some(other) => Err(KeyError(format!(
-                "RSA key for {other:?}; only RS256 RSA keys are supported"
-            ))),
-        },
-        AlgorithmParameters::EllipticCurve(ec) => match (&ec.curve, stated) {
-            (EllipticCurve::P256, None | Some(KeyAlgorithm::ES256)) => Ok(Some(Algorithm::ES256)),
-            (EllipticCurve::P256, Some(other)) => Err(KeyError(format!(
-                "P-256 key for {other:?}; only ES256 EC keys are supported"
-            ))),
-            (curve, _) => Err(KeyError(format!(
-                "EC key on curve {curve:?}; only P-256 (ES256) EC keys are supported"
-            ))),
-        },
-        // Symmetric keys have no place in a public key set.
-        AlgorithmParameters::OctetKey(_) => Ok(None),
-        AlgorithmParameters::OctetKeyPair(_) => Err(KeyError(
-            "OKP (EdDSA) key; only RS256 and ES256 keys are supported".into(),
-        )),
-        _ => Err(KeyError(
-            "unknown key type; only RS256 and ES256 keys are supported".into(),
-        )),
-    }
-}
-
-/// Whether a PEM EC public key names the P-256 curve (its OID, 1.2.840.10045.3.1.7, in the
-/// DER the PEM wraps).
-fn pem_names_p256(pem: &[u8]) -> bool {
-    use base64::Engine;
-    const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    let text = String::from_utf8_lossy(pem);
-    let body: String = text
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .map(str::trim)
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .is_ok_and(|der| der.windows(P256_OID.len()).any(|w| w == P256_OID))
-}
-
+mod keys;
 mod remote;
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ use batchgate_batcher::load::{LoadMeter, REPORT_EVERY};
 use batchgate_batcher::slots::{Aimd, SlotState, INITIAL_ROUND_TRIP};
 use batchgate_bench::arrivals::{RateCurve, Schedule};
 use batchgate_gateway::Shedder;
-use batchgate_policy::{FlushReason, Policy};
+use batchgate_policy::Policy;
 use batchgate_queue::WorkerLoad;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
@@ -35,70 +35,16 @@ use rand::SeedableRng;
 use crate::model::{Arrivals, Deployment, Load};
 
 mod calls;
+mod host;
+mod outcome;
+
+use host::{Client, Cpu};
+pub use outcome::{BatchRecord, Outcome, Point};
 
 /// How often the gateway samples the queue and the load board (as `shed.rs` does).
 const SHED_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Most points of a time series; longer runs put several seconds in one point.
 const MAX_POINTS: u64 = 600;
-
-/// One batch that went to a worker, for comparing batch boundaries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchRecord {
-    /// Which batcher sent it.
-    pub batcher: usize,
-    /// When it left the buffer, since the start.
-    pub at: Duration,
-    /// The indexes of its requests, in send order.
-    pub requests: Vec<u64>,
-    /// Why it left.
-    pub reason: FlushReason,
-}
-
-/// One point of the time series.
-#[derive(Debug, Clone)]
-pub struct Point {
-    /// Requests answered `ok` in this point's interval.
-    pub ok: u64,
-    /// Requests shed in it.
-    pub shed: u64,
-    /// Latencies (µs) of the `ok` answers in it.
-    pub latency_us: Histogram<u64>,
-}
-
-/// What a simulation measured, in the bench's terms.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// Requests of the measured window.
-    pub sent: u64,
-    /// Requests in all, warmup included.
-    pub requests: u64,
-    /// Count per outcome kind, named as the bench names them.
-    pub outcomes: BTreeMap<String, u64>,
-    /// Latencies (µs) of the measured window's `ok` requests.
-    pub latency_us: Histogram<u64>,
-    /// Batches sent, warmup included (as the bench's scrapes count them).
-    pub batches: u64,
-    /// Inputs over those batches.
-    pub batched_items: u64,
-    /// Batches by flush reason.
-    pub flushes: BTreeMap<&'static str, u64>,
-    /// Batches by size: `batch_sizes[n]` batches of `n` inputs.
-    pub batch_sizes: Vec<u64>,
-    /// Slot-seconds spent in worker calls within the measured window.
-    pub worker_call_seconds: f64,
-    /// Worker slots in all.
-    pub total_slots: usize,
-    /// The measured window.
-    pub measured: Duration,
-    /// Seconds per time-series point.
-    pub point_secs: u64,
-    /// The time series over the measured window.
-    pub points: Vec<Point>,
-    /// Events handled (arrivals, wake-ups of batchers, call completions, samples).
-    pub events: u64,
-    /// Every batch, when asked for.
-    pub batch_log: Option<Vec<BatchRecord>>,
-}
 
 /// A request in the system: its index and when it was sent (ns since the start).
 #[derive(Debug, Clone, Copy)]
@@ -174,60 +120,6 @@ fn nanos(d: Duration) -> u64 {
 /// Runs a simulation. `log_batches` keeps every batch (for tests; costly at scale).
 pub fn run(deployment: &Deployment, load: &Load, log_batches: bool) -> Outcome {
     Sim::new(deployment, load, log_batches).run(load)
-}
-
-/// The machine's CPU as one first-come-first-served queue of work (see [`crate::model::Host`]):
-/// work due at a time ends once the work queued before it and its own are done. Work is in
-/// nanoseconds of the whole machine (CPU time ÷ cores).
-#[derive(Debug)]
-struct Cpu {
-    /// A request's work on the way in: the client's and the gateway's halves.
-    way_in: u64,
-    /// The gateway's work per task on the way out, before the batcher's slot frees.
-    gateway_out: u64,
-    /// The client's work per answer.
-    client_out: u64,
-    /// When the work queued so far is done.
-    free_at: u64,
-}
-
-impl Cpu {
-    fn new(host: &crate::model::Host) -> Self {
-        // Half of each side's CPU on the way in, half on the way out, spread over the cores.
-        let half = |cpu: Duration| (cpu.as_secs_f64() / 2.0 / host.cores.max(1e-9) * 1e9) as u64;
-        Cpu {
-            way_in: half(host.gateway_cpu) + half(host.client_cpu),
-            gateway_out: half(host.gateway_cpu),
-            client_out: half(host.client_cpu),
-            free_at: 0,
-        }
-    }
-
-    /// Queues `work` at `at`; returns when it is done.
-    fn run(&mut self, at: u64, work: u64) -> u64 {
-        self.free_at = self.free_at.max(at) + work;
-        self.free_at
-    }
-}
-
-/// The client's requests in flight, for its limit: answer times of those sent.
-#[derive(Debug)]
-struct Client {
-    limit: u64,
-    in_flight: u64,
-    /// When each request in flight gets (or got) its answer, earliest first.
-    answers: BinaryHeap<Reverse<u64>>,
-}
-
-impl Client {
-    /// Whether a request may be sent at `t` (answers due by then are taken into account).
-    fn may_send(&mut self, t: u64) -> bool {
-        while self.answers.peek().is_some_and(|Reverse(a)| *a <= t) {
-            self.answers.pop();
-            self.in_flight -= 1;
-        }
-        self.in_flight < self.limit
-    }
 }
 
 struct Sim<'a> {

@@ -5,7 +5,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{jwks_keys, Key, RemoteJwks};
+use super::keys::jwks_keys;
+use super::{Key, RemoteJwks};
 
 /// Bound on one fetch (connecting, sending, reading the whole answer).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
