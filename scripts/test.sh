@@ -18,59 +18,54 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+target_dir=$(cd "$target_dir" && pwd)
+
+# venv_tool VENV PACKAGE==VERSION PROGRAM: the path of PROGRAM in a virtual environment beside
+# the build, installed there from PyPI when missing; prints nothing and fails if that cannot
+# be done.
+venv_tool() {
+  local venv=$target_dir/$1 package=$2 program=$3
+  if [ ! -x "$venv/bin/$program" ]; then
+    echo "${package%%==*} missing: installing $package into $venv (PyPI)" >&2
+    { python3 -m venv "$venv" && "$venv/bin/pip" install -q "$package"; } >&2 || return 1
+  fi
+  [ -x "$venv/bin/$program" ] && echo "$venv/bin/$program"
+}
+
 # MLServer (PyPI), the real KServe V2 server of crates/batchgate/tests/mlserver.rs, lives in a
 # virtual environment beside the build. If it cannot be installed (no Python, no PyPI), this
 # script says so and the MLServer test FAILS: a run that did not exercise MLServer must not
 # look green. Whoever knowingly runs without it sets BATCHGATE_ALLOW_NO_MLSERVER=1 in their own
 # environment; this script never sets it, and CI (.ci/run) refuses to run when it is set.
-MLSERVER_VERSION=1.7.1
-target_dir=${CARGO_TARGET_DIR:-target}
-mkdir -p "$target_dir"
-venv="$(cd "$target_dir" && pwd)/mlserver-venv"
-if [ ! -x "$venv/bin/mlserver" ]; then
-  echo "MLServer missing: installing mlserver==$MLSERVER_VERSION into $venv (PyPI)" >&2
-  if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "mlserver==$MLSERVER_VERSION"; } >&2; then
-    echo "MLServer could not be installed: the MLServer test will FAIL (set BATCHGATE_ALLOW_NO_MLSERVER=1 yourself to run without it)" >&2
-  fi
-fi
-if [ -x "$venv/bin/mlserver" ]; then
-  export BATCHGATE_MLSERVER="$venv/bin/mlserver"
+if mlserver=$(venv_tool mlserver-venv mlserver==1.7.1 mlserver); then
+  export BATCHGATE_MLSERVER="$mlserver"
+else
+  echo "MLServer could not be installed: the MLServer test will FAIL (set BATCHGATE_ALLOW_NO_MLSERVER=1 yourself to run without it)" >&2
 fi
 
 # kubernetes-validate (PyPI) checks the Kubernetes manifests offline against the schemas
 # (crates/batchgate/tests/deploy.rs, scripts/check-deploy.py), from a virtual environment
 # beside the build, like MLServer's; without it that test fails in the same way, unless
 # BATCHGATE_ALLOW_NO_KUBERNETES_VALIDATE=1 is set by hand.
-KUBERNETES_VALIDATE_VERSION=1.37.0
-deploy_venv="$(cd "$target_dir" && pwd)/deploy-venv"
-if [ ! -x "$deploy_venv/bin/kubernetes-validate" ]; then
-  echo "kubernetes-validate missing: installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $deploy_venv (PyPI)" >&2
-  if ! { python3 -m venv "$deploy_venv" && "$deploy_venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"; } >&2; then
-    echo "kubernetes-validate could not be installed: the deployment files test will FAIL (set BATCHGATE_ALLOW_NO_KUBERNETES_VALIDATE=1 yourself to run without it)" >&2
-  fi
-fi
-if [ -x "$deploy_venv/bin/kubernetes-validate" ]; then
-  export BATCHGATE_DEPLOY_VENV="$deploy_venv"
+if venv_tool deploy-venv kubernetes-validate==1.37.0 kubernetes-validate >/dev/null; then
+  export BATCHGATE_DEPLOY_VENV="$target_dir/deploy-venv"
+else
+  echo "kubernetes-validate could not be installed: the deployment files test will FAIL (set BATCHGATE_ALLOW_NO_KUBERNETES_VALIDATE=1 yourself to run without it)" >&2
 fi
 
 # schemathesis (PyPI) runs property-based requests against a live server from its OpenAPI
 # description (crates/batchgate/tests/api_schema.rs), from a virtual environment beside the
 # build. It is required: if it cannot be installed the run stops here, unless
 # BATCHGATE_ALLOW_NO_SCHEMATHESIS=1 is set by whoever runs this (CI does not set it).
-SCHEMATHESIS_VERSION=4.32.5
-schema_venv="$(cd "$target_dir" && pwd)/schemathesis-venv"
-if [ ! -x "$schema_venv/bin/st" ]; then
-  echo "schemathesis missing: installing schemathesis==$SCHEMATHESIS_VERSION into $schema_venv (PyPI)" >&2
-  if ! { python3 -m venv "$schema_venv" && "$schema_venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"; } >&2; then
-    if [ "${BATCHGATE_ALLOW_NO_SCHEMATHESIS:-}" != 1 ]; then
-      echo "schemathesis could not be installed: stopping (set BATCHGATE_ALLOW_NO_SCHEMATHESIS=1 to run without the API schema test)" >&2
-      exit 1
-    fi
-    echo "schemathesis could not be installed: the API schema test will NOT RUN (BATCHGATE_ALLOW_NO_SCHEMATHESIS=1)" >&2
-  fi
-fi
-if [ -x "$schema_venv/bin/st" ]; then
-  export BATCHGATE_SCHEMATHESIS="$schema_venv/bin/st"
+if st=$(venv_tool schemathesis-venv schemathesis==4.32.5 st); then
+  export BATCHGATE_SCHEMATHESIS="$st"
+elif [ "${BATCHGATE_ALLOW_NO_SCHEMATHESIS:-}" != 1 ]; then
+  echo "schemathesis could not be installed: stopping (set BATCHGATE_ALLOW_NO_SCHEMATHESIS=1 to run without the API schema test)" >&2
+  exit 1
+else
+  echo "schemathesis could not be installed: the API schema test will NOT RUN (BATCHGATE_ALLOW_NO_SCHEMATHESIS=1)" >&2
 fi
 
 # cargo prints one "test result" line per test binary, the last often a crate's empty doc-test
