@@ -10,9 +10,8 @@ use std::time::{Duration, SystemTime};
 use batchgate_policy::Batch;
 use batchgate_protocol::task::unix_ms;
 use batchgate_protocol::task::Task;
-use batchgate_queue::{
-    Completion, DeadLetters, Delivery, Failure, Outcome, Queue, Receipt, ResultStore,
-};
+use batchgate_queue::{DeadLetters, Delivery, Failure, Queue, Receipt};
+use batchgate_store::{Completion, Outcome, ResultStore};
 use batchgate_worker::{CallKind, Retrying, WorkerError};
 use opentelemetry::trace::SpanContext;
 use opentelemetry::KeyValue;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_policy::{Batch, Limits, Policy, Rule};
-use batchgate_queue::{DeadLetters, Delivery, LoadBoard, Queue, ResultStore};
+use batchgate_queue::{DeadLetters, Delivery, LoadBoard, Queue};
+use batchgate_store::ResultStore;
 use batchgate_worker::{budget, RetryBudget, RetryPolicy, Retrying, Worker};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;

@@ -2,7 +2,7 @@
 //!
 //! It reads tasks from the [`Queue`](batchgate_queue::Queue), hands them to the batching
 //! policy (fixed wait-or-full, or adaptive), and when the policy releases a batch, calls the worker once with the whole batch,
-//! writes every task's result to the [`ResultStore`](batchgate_queue::ResultStore), and only
+//! writes every task's result to the [`ResultStore`](batchgate_store::ResultStore), and only
 //! then acknowledges the tasks in the queue.
 //!
 //! A batch is formed only when a worker slot is free (`max_inflight_batches`): while the worker

@@ -4,7 +4,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use batchgate_protocol::api::{ErrorBody, ErrorDetail};
-use batchgate_queue::{AdmitError, QueueError, StoreError};
+use batchgate_queue::{AdmitError, QueueError};
+use batchgate_store::StoreError;
 use std::time::Duration;
 
 use crate::log_throttle::LogThrottle;

@@ -5,7 +5,8 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use batchgate_queue::{DeadLetters, Queue, ResultStore};
+use batchgate_queue::{DeadLetters, Queue};
+use batchgate_store::ResultStore;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;

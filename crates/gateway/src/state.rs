@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use std::collections::HashMap;
 
-use batchgate_queue::{DeadLetters, Intake, LoadBoard, Queue, Rate, RateLimiter, ResultStore};
+use batchgate_queue::{DeadLetters, Intake, LoadBoard, Queue, Rate, RateLimiter};
+use batchgate_store::ResultStore;
 use tokio::sync::{RwLock, RwLockReadGuard};
 
 use crate::auth::Authenticator;

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::memory::{MemoryDedupe, MemoryResultStore};
-use crate::{DeadLetters, Intake, LoadBoard, Queue, RateLimiter, ResultStore};
+use batchgate_store::memory::{MemoryDedupe, MemoryResultStore};
+use batchgate_store::ResultStore;
+
+use crate::{DeadLetters, Intake, LoadBoard, Queue, RateLimiter};
 
 /// The backends of one process and the background tasks they need.
 pub struct Backends {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
+use batchgate_store::{Dedupe, ResultStore, StoreError};
 
-use crate::{Dedupe, Queue, QueueError, ResultStore, StoreError};
+use crate::{Queue, QueueError};
 
 /// How an admission went.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
-
-use crate::{Completion, ResultStore, StoreError};
+use batchgate_store::{Completion, ResultStore, StoreError};
 
 /// Most tasks waiting in a queue unless configured otherwise; past it, submissions are
 /// refused (503 with Retry-After) rather than queued without bound.

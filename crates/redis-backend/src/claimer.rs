@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use batchgate_protocol::task::unix_ms;
-use batchgate_queue::{Completion, Delivery, Outcome};
+use batchgate_queue::Delivery;
+use batchgate_store::{Completion, Outcome};
 use redis::streams::{
     StreamClaimReply, StreamId, StreamPendingCountReply, StreamPendingId, StreamRangeReply,
 };

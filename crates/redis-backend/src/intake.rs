@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
-use batchgate_queue::{AdmitError, Admitted, Intake, QueueError, StoreError};
+use batchgate_queue::{AdmitError, Admitted, Intake, QueueError};
+use batchgate_store::StoreError;
 use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, warn};

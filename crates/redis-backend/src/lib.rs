@@ -21,7 +21,7 @@
 //! - `record`: the layout of a task's record (one string), shared with the scripts.
 //! - `topology`: which partitions share a node, so calls are grouped per node.
 //! - `settle`: the one script that writes results, notifies and acknowledges.
-//! - [`store`]: [`RedisResultStore`], the [`ResultStore`](batchgate_queue::ResultStore).
+//! - [`store`]: [`RedisResultStore`], the [`ResultStore`](batchgate_store::ResultStore).
 //! - [`dead_letters`]: [`RedisDeadLetters`], the dead-letter stream, to list, replay, purge.
 //! - [`notify`]: [`Notifier`], the gateway's subscription that wakes local waiters.
 //! - [`intake`]: [`RedisIntake`], admission (dedupe claim, pending record, enqueue),

@@ -21,9 +21,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
-use batchgate_queue::{
-    Backlog, Completion, Delivery, Queue, QueueError, Receipt, ResultStore, StoreError,
-};
+use batchgate_queue::{Backlog, Delivery, Queue, QueueError, Receipt};
+use batchgate_store::{Completion, ResultStore, StoreError};
 use redis::streams::StreamReadReply;
 use redis::Script;
 use tokio::sync::mpsc;

@@ -18,7 +18,7 @@
 //! side, and the tests below pin both.
 
 use batchgate_protocol::api::TaskStatus;
-use batchgate_queue::TaskRecord;
+use batchgate_store::TaskRecord;
 
 /// The pending record of a task admitted at `created_at`.
 pub(crate) fn pending(created_at: u64, owner: Option<&str>) -> String {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use batchgate_queue::{Completion, Outcome};
+use batchgate_store::{Completion, Outcome};
 use redis::{RedisResult, Script};
 
 use crate::conn::{bounded, RedisConn};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use batchgate_queue::{Completion, Expectation, ResultStore, StoreError, TaskRecord, Watched};
+use batchgate_store::{Completion, Expectation, ResultStore, StoreError, TaskRecord, Watched};
 use redis::{RedisResult, Script};
 use tokio::sync::oneshot;
 

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::task::Task;
-use batchgate_queue::{
-    Admitted, Completion, Intake, Outcome, Queue, ResultStore, TaskRecord, Watched,
-};
+use batchgate_queue::{Admitted, Intake, Queue};
+use batchgate_store::{Completion, Outcome, ResultStore, TaskRecord, Watched};
 use batchgate_redis::keys::default_partitions;
 use batchgate_redis::{
     Keys, Notifier, RedisConfig, RedisConn, RedisIntake, RedisQueue, RedisQueueConfig,

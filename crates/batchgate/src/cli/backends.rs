@@ -161,17 +161,17 @@ pub struct QueueArgs {
     /// Most records (pending and finished) in the in-process result store; past it, the oldest
     /// are evicted (batchgate_result_store_evictions_total), so results may live less than
     /// --result-ttl-secs. Also bounds the in-process dedupe cache.
-    #[arg(long, env = "BATCHGATE_MAX_RESULTS", default_value_t = batchgate_queue::DEFAULT_MAX_RESULTS)]
+    #[arg(long, env = "BATCHGATE_MAX_RESULTS", default_value_t = batchgate_store::DEFAULT_MAX_RESULTS)]
     pub max_results: usize,
 
     /// How long a result is kept after it is stored, in seconds.
-    #[arg(long, env = "BATCHGATE_RESULT_TTL_SECS", default_value_t = batchgate_queue::DEFAULT_RESULT_TTL.as_secs())]
+    #[arg(long, env = "BATCHGATE_RESULT_TTL_SECS", default_value_t = batchgate_store::DEFAULT_RESULT_TTL.as_secs())]
     pub result_ttl_secs: u64,
 
     /// How long identical inputs share one task (dedupe by SHA-256 of the input, per
     /// --dedupe-scope), in seconds; 0 turns dedupe off, for models whose outputs differ from
     /// one call to the next (sampling), where every request must run.
-    #[arg(long, env = "BATCHGATE_DEDUPE_TTL_SECS", default_value_t = batchgate_queue::DEFAULT_DEDUPE_TTL.as_secs())]
+    #[arg(long, env = "BATCHGATE_DEDUPE_TTL_SECS", default_value_t = batchgate_store::DEFAULT_DEDUPE_TTL.as_secs())]
     pub dedupe_ttl_secs: u64,
 
     /// The zone this process runs in (an availability zone, e.g. the node's

@@ -109,12 +109,12 @@ fn defaults_are_the_crates_constants() {
     );
     assert_eq!(
         config.store.max_results,
-        batchgate_queue::DEFAULT_MAX_RESULTS
+        batchgate_store::DEFAULT_MAX_RESULTS
     );
-    assert_eq!(config.store.result_ttl, batchgate_queue::DEFAULT_RESULT_TTL);
+    assert_eq!(config.store.result_ttl, batchgate_store::DEFAULT_RESULT_TTL);
     assert_eq!(
         config.store.dedupe_ttl,
-        Some(batchgate_queue::DEFAULT_DEDUPE_TTL)
+        Some(batchgate_store::DEFAULT_DEDUPE_TTL)
     );
     let gateway = config.gateway.expect("a gateway");
     let library = batchgate_gateway::GatewayConfig::default();

@@ -9,7 +9,8 @@ use axum::Json;
 use batchgate_protocol::api::{ErrorBody, InferenceRequest, TaskStatus, TaskView, WaitQuery};
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_protocol::{owner_input_sha256_hex, sha256_hex};
-use batchgate_queue::{Admitted, Expectation, TaskRecord};
+use batchgate_queue::Admitted;
+use batchgate_store::{Expectation, TaskRecord};
 use tracing::{Instrument, Span};
 use uuid::Uuid;
 

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use batchgate_protocol::api::{ErrorBody, TaskView, WaitQuery};
-use batchgate_queue::{TaskRecord, Watched};
+use batchgate_store::{TaskRecord, Watched};
 
 use super::extract::{Caller, TaskIdPath, Wait};
 use crate::error::ApiError;

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{MemoryDeadLetters, MemoryDedupe, MemoryQueue, MemoryResultStore};
+use batchgate_store::memory::{MemoryDedupe, MemoryResultStore};
+use batchgate_store::Dedupe;
+
+use super::{MemoryDeadLetters, MemoryQueue};
 use crate::backends::{Backends, MemoryStores};
 use crate::dead_letters::DEFAULT_DEAD_LETTER_CAPACITY;
-use crate::{Dedupe, MemoryLoadBoard, MemoryRateLimiter, Queue, Steps};
+use crate::{MemoryLoadBoard, MemoryRateLimiter, Queue, Steps};
 
 /// How often expired results are swept from memory.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);

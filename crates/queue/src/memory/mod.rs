@@ -3,22 +3,16 @@
 
 mod build;
 mod dead_letters;
-mod dedupe;
-mod keys;
-mod owners;
 mod queue;
-mod store;
 
 pub use build::{build, MemoryConfig, DEFAULT_PARTITIONS, MEMORY_DEDUPE_CAPACITY};
 pub use dead_letters::MemoryDeadLetters;
-pub use dedupe::MemoryDedupe;
 pub use queue::MemoryQueue;
-pub use store::MemoryResultStore;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
-/// Spreads task ids over `n` buckets (partitions or shards).
+/// Spreads task ids over `n` partitions.
 fn bucket(hasher: &RandomState, key: &str, n: usize) -> usize {
     // The modulo of a 64-bit hash by a small n: the truncation is the point.
     (hasher.hash_one(key) % n as u64) as usize

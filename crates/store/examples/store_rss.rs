@@ -7,14 +7,14 @@
 //! `batchgate` binary's allocator (mimalloc).
 //!
 //! ```sh
-//! cargo run --release -p batchgate-queue --example store_rss -- 1000000 store
-//! cargo run --release -p batchgate-queue --example store_rss -- 1000000 dedupe
+//! cargo run --release -p batchgate-store --example store_rss -- 1000000 store
+//! cargo run --release -p batchgate-store --example store_rss -- 1000000 dedupe
 //! ```
 
 use std::time::Duration;
 
-use batchgate_queue::memory::{MemoryDedupe, MemoryResultStore};
-use batchgate_queue::{Completion, Dedupe, Outcome, ResultStore};
+use batchgate_store::memory::{MemoryDedupe, MemoryResultStore};
+use batchgate_store::{Completion, Dedupe, Outcome, ResultStore};
 
 /// The allocator of the `batchgate` binary: what a record costs depends on it.
 #[global_allocator]
