@@ -11,6 +11,7 @@ use crate::auth::{Authenticator, KeyError};
 use crate::config::{EdgeConfig, GatewayConfig};
 use crate::metrics::GatewayMetrics;
 use crate::ops::{Ops, OpsGauges, OpsParts};
+use crate::rate_limit::MemoryRateLimiter;
 use crate::readiness::{Readiness, WorkersHealthy, DEFAULT_QUEUE_ERROR_TOLERANCE};
 use crate::shed::Shedder;
 use crate::state::{Admission, AppState, RateLimits, Shared};
@@ -102,7 +103,10 @@ impl StateBuilder {
             rate_limits: self.edge.rate_limit.map(|r| RateLimits {
                 default: r.default,
                 overrides: r.overrides,
-                limiter: backends.rate_limiter.clone(),
+                limiter: backends
+                    .rate_limiter
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(MemoryRateLimiter::default())),
             }),
             dead_letters: backends.dead_letters.clone(),
             admin_token: self.edge.admin_token,

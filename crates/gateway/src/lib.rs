@@ -13,6 +13,8 @@
 //! - [`routes`]: one file per endpoint group; [`router`] wires them with the middleware.
 //! - [`metrics`]: [`GatewayMetrics`] and the `/metrics` rendering.
 //! - [`shed`]: load shedding — the system-wide wait estimate.
+//! - [`rate_limit`]: [`MemoryRateLimiter`], per-caller GCRA limits in this gateway's memory
+//!   (the backends may bring a shared one instead: Redis's).
 //! - [`fair_share`]: [`CallerSlots`], each caller's requests in flight, so one caller cannot
 //!   take every slot.
 //! - [`log_throttle`]: [`LogThrottle`], log lines clients can trigger, at most one a second.
@@ -30,6 +32,7 @@ pub mod fair_share;
 pub mod log_throttle;
 pub mod metrics;
 pub mod ops;
+pub mod rate_limit;
 pub mod readiness;
 pub mod routes;
 pub mod run;
@@ -44,6 +47,7 @@ pub use fair_share::CallerSlots;
 pub use log_throttle::LogThrottle;
 pub use metrics::GatewayMetrics;
 pub use ops::Ops;
+pub use rate_limit::MemoryRateLimiter;
 pub use readiness::Readiness;
 pub use routes::{ops_router, router};
 pub use run::{run, serve, Front, Outcome, ServerConfig, HTTP_CLOSE_GRACE};

@@ -10,7 +10,8 @@
 //!   whose client deadline (`timeout_ms`) is shorter than its estimated queue wait gets
 //!   `503 deadline_unmeetable` at once instead of expiring in the queue.
 //!
-//! Per-user rate limits live in `batchgate_queue::rate_limit` (GCRA, in memory or in Redis).
+//! Per-user rate limits live in [`crate::rate_limit`] (GCRA in this gateway's memory) or, on
+//! Redis, in the backend's script.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

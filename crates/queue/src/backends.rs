@@ -21,8 +21,9 @@ pub struct Backends {
     pub intake: Arc<dyn Intake>,
     /// Tasks that failed for good, to inspect and replay.
     pub dead_letters: Arc<dyn DeadLetters>,
-    /// Per-user request counts (on Redis, shared by every gateway).
-    pub rate_limiter: Arc<dyn RateLimiter>,
+    /// Per-user request counts shared by every gateway (on Redis); `None`: each gateway
+    /// counts in its own memory (the gateway's `MemoryRateLimiter`).
+    pub rate_limiter: Option<Arc<dyn RateLimiter>>,
     /// The batchers' reports of their workers' load, which the gateways shed by.
     pub load_board: Arc<dyn LoadBoard>,
     /// This process's name on the load board (and, on Redis, in the stream group).

@@ -10,7 +10,8 @@
 //! - [`DeadLetters`]: failed tasks with input, error and attempts, to inspect and replay.
 //! - [`Intake`]: record + dedupe + enqueue as one operation; [`Steps`] composes the three.
 //! - [`load`]: the batchers' report of their workers' load ([`LoadBoard`]), for shedding.
-//! - [`rate_limit`]: per-user GCRA limits ([`RateLimiter`]), in memory.
+//! - [`rate_limiter`]: the per-user rate limiter's trait ([`RateLimiter`]), which a backend
+//!   may implement (Redis: exact across gateways); the in-process one is the gateway's.
 //! - [`memory`]: the in-process, bounded, partitioned queue and dead letters;
 //!   [`memory::build`] makes a process's [`Backends`] of them and of `batchgate_store`'s
 //!   in-process stores.
@@ -22,11 +23,11 @@ mod intake;
 pub mod load;
 pub mod memory;
 mod queue;
-pub mod rate_limit;
+pub mod rate_limiter;
 
 pub use backends::{Backends, MemoryStores};
 pub use dead_letters::{DeadLetter, DeadLetters, Failure, Selection};
 pub use intake::{AdmitError, Admitted, Intake, Steps};
 pub use load::{LoadBoard, MemoryLoadBoard, WorkerLoad};
 pub use queue::{Backlog, Delivery, Queue, QueueError, Receipt, DEFAULT_QUEUE_CAPACITY};
-pub use rate_limit::{Decision, MemoryRateLimiter, Rate, RateLimiter};
+pub use rate_limiter::{Decision, Rate, RateLimiter};

@@ -1,5 +1,5 @@
-//! Per-user rate limits on Redis: the GCRA of `batchgate_queue::rate_limit` as one script on
-//! Redis's clock, so a user's allowance is shared exactly by every gateway.
+//! Per-user rate limits on Redis: the GCRA of the gateway's in-memory limiter
+//! (`batchgate_gateway::rate_limit`) as one script on Redis's clock, so a user's allowance is shared exactly by every gateway.
 
 use std::time::Duration;
 

@@ -118,11 +118,11 @@ pub async fn build(config: &RedisBackendConfig, waits: bool) -> Result<Backends,
             rc.cluster,
         )),
         load_board: Arc::new(RedisLoadBoard::new(conn.clone(), &keys, rc.op_timeout)),
-        rate_limiter: Arc::new(RedisRateLimiter::new(
+        rate_limiter: Some(Arc::new(RedisRateLimiter::new(
             conn.clone(),
             &rc.key_prefix,
             rc.op_timeout,
-        )),
+        ))),
         dead_letters: Arc::new(RedisDeadLetters::new(
             conn.clone(),
             keys.clone(),

@@ -11,7 +11,7 @@ use batchgate_store::Dedupe;
 use super::{MemoryDeadLetters, MemoryQueue};
 use crate::backends::{Backends, MemoryStores};
 use crate::dead_letters::DEFAULT_DEAD_LETTER_CAPACITY;
-use crate::{MemoryLoadBoard, MemoryRateLimiter, Queue, Steps};
+use crate::{MemoryLoadBoard, Queue, Steps};
 
 /// How often expired results are swept from memory.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -68,7 +68,7 @@ pub fn build(config: &MemoryConfig) -> Backends {
         queue,
         results,
         dead_letters: Arc::new(MemoryDeadLetters::new(DEFAULT_DEAD_LETTER_CAPACITY)),
-        rate_limiter: Arc::new(MemoryRateLimiter::default()),
+        rate_limiter: None,
         load_board: Arc::new(MemoryLoadBoard::default()),
         name: "batcher".into(),
         gateway_id: None,

@@ -1,4 +1,6 @@
-//! Per-user rate limits: GCRA (the generic cell rate algorithm), in memory or in Redis.
+//! Per-user rate limits in one gateway's memory: GCRA (the generic cell rate algorithm).
+//! The trait and its values are in `batchgate_queue::rate_limiter`, beside the other
+//! backends, because the Redis backend implements it too.
 //!
 //! A user may send `limit` requests per `period`, all at once if they like: each request
 //! pushes the user's theoretical arrival time (TAT) on by `period / limit`, and a request is
@@ -11,39 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-
-use crate::QueueError;
-
-/// A rate: `limit` requests per `period`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    /// Requests allowed per period (at least 1).
-    pub limit: u64,
-    /// The period.
-    pub period: Duration,
-}
-
-impl Rate {
-    /// Time one request uses up.
-    pub fn interval(&self) -> Duration {
-        self.period / u32::try_from(self.limit.max(1)).unwrap_or(u32::MAX)
-    }
-}
-
-/// What the limiter decided, with what the `RateLimit-*` headers say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// Whether the request may go ahead.
-    pub allowed: bool,
-    /// The limit in force for this user.
-    pub limit: u64,
-    /// Requests left right now.
-    pub remaining: u64,
-    /// Until the user's allowance is whole again.
-    pub reset: Duration,
-    /// When refused: how long until one request is allowed.
-    pub retry_after: Duration,
-}
+use batchgate_queue::{Decision, QueueError, Rate, RateLimiter};
 
 /// The GCRA step: given the stored TAT (`None`: a new user) at `now`, the decision and the TAT
 /// to store. Times are offsets from any fixed origin.
@@ -78,13 +48,6 @@ pub fn gcra(tat: Option<Duration>, now: Duration, rate: Rate) -> (Decision, Opti
         },
         Some(new_tat),
     )
-}
-
-/// Decides whether a user's request may go ahead.
-#[async_trait]
-pub trait RateLimiter: Send + Sync + 'static {
-    /// Counts one request of `user` against `rate`.
-    async fn check(&self, user: &str, rate: Rate) -> Result<Decision, QueueError>;
 }
 
 /// Users tracked at most in memory (a few MB), whatever ids clients invent.
