@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use batchgate_net::{ServerTls, TlsFiles};
-pub use batchgate_sim::server::Stopped;
+pub use batchgate_worker_server::Stopped;
 use batchgate_sim::{Faults, SimConfig, SimWorker};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -103,8 +103,8 @@ async fn serve(
         .map_err(std::io::Error::other)?;
     let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults.clone()));
     let metrics = metrics_router(worker.clone());
-    let served = batchgate_sim::server::Served::sim(worker).with_api_key(api_key);
-    match batchgate_sim::server::run_with_routes(served, metrics, listener, tls, shutdown).await? {
+    let served = batchgate_worker_server::Served::sim(worker).with_api_key(api_key);
+    match batchgate_worker_server::run_with_routes(served, metrics, listener, tls, shutdown).await? {
         Stopped::Shutdown => {
             info!("simulated worker stopped");
             Ok(Stopped::Shutdown)
@@ -145,8 +145,8 @@ async fn run_model(
         "model worker listening on {scheme}://{addr} — JSON batch API (POST /v1/batch), \
          KServe V2 (/v2/models/{name}/infer), OpenAI embeddings (/v1/embeddings), gRPC"
     );
-    let served = batchgate_sim::server::Served::model(&name, Arc::new(model), max_batch_size);
-    batchgate_sim::server::run(served, listener, tls, shutdown).await?;
+    let served = batchgate_worker_server::Served::model(&name, Arc::new(model), max_batch_size);
+    batchgate_worker_server::run(served, listener, tls, shutdown).await?;
     info!("model worker stopped");
     Ok(())
 }

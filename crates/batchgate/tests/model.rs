@@ -83,8 +83,8 @@ async fn the_reference_server_serves_the_model_and_refuses_what_it_cannot_run() 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
-    let served = batchgate_sim::server::Served::model("tiny", Arc::new(worker), 4);
-    let server = tokio::spawn(batchgate_sim::server::run(
+    let served = batchgate_worker_server::Served::model("tiny", Arc::new(worker), 4);
+    let server = tokio::spawn(batchgate_worker_server::run(
         served,
         listener,
         None,

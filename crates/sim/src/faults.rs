@@ -33,7 +33,7 @@ pub struct Faults {
     pub hang_rate: f64,
     /// After this many calls have run to the end of their modelled time, the worker "crashes":
     /// those calls answer, every later or still running call never does, and
-    /// [`crate::server::run`] returns [`crate::server::Stopped::Crashed`] so that the
+    /// the worker server's `run` (`batchgate_worker_server`) returns `Stopped::Crashed` so that the
     /// `batchgate worker` process exits. `None`: never.
     pub crash_after: Option<u64>,
     /// Overload signalling: when every slot is busy and this many calls already wait for one,

@@ -10,11 +10,12 @@
 //!   `batchgate serve` can use it in-process.
 //! - [`faults`]: [`Faults`], what to inject on purpose: errors, poison, slow calls, hangs, a
 //!   crash, and 429s when the wait queue is full.
-//! - [`server`]: the same model behind the JSON batch API over HTTP (`batchgate worker --sim`).
+//!
+//! The server that puts this model (or any `Worker`) behind the worker protocols over HTTP and
+//! gRPC (`batchgate worker`) is `batchgate_worker_server`.
 
 pub mod faults;
 pub mod model;
-pub mod server;
 
 pub use faults::{Faults, DEFAULT_SLOW_FACTOR};
 pub use model::{SimConfig, SimError, SimStats, SimWorker};

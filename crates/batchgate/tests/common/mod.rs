@@ -40,7 +40,7 @@ pub async fn start_faulty_worker(config: SimConfig, faults: batchgate_sim::Fault
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let sim = Arc::new(SimWorker::new(config).with_faults(faults));
     let stop = CancellationToken::new();
-    let server = batchgate_sim::server::run(sim.clone(), listener, None, stop.clone());
+    let server = batchgate_worker_server::run(sim.clone(), listener, None, stop.clone());
     tokio::spawn(async move {
         server.await.expect("worker server failed");
     });

@@ -5,12 +5,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use batchgate_protocol::openai::{embedding_of_output, embedding_text};
 use batchgate_protocol::sim_output;
+use batchgate_sim::{Faults, SimConfig};
 use batchgate_worker::{
     GrpcWorker, HttpJsonWorker, KserveV2Worker, OpenAiWorker, Worker, WorkerError,
 };
 
 use super::*;
-use crate::{Faults, SimConfig};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 

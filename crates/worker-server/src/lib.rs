@@ -16,7 +16,7 @@
 //! the load header, and its crash and hang faults.
 //!
 //! Besides the documented API, for backpressure tests: every successful `POST /v1/batch`
-//! carries [`LOAD_HEADER`], and a full wait queue ([`crate::Faults::max_queued_calls`]) is
+//! carries [`LOAD_HEADER`], and a full wait queue ([`batchgate_sim::Faults::max_queued_calls`]) is
 //! answered 429 with `Retry-After` (`RESOURCE_EXHAUSTED` over gRPC).
 
 mod batch_api;
@@ -31,11 +31,11 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use batchgate_net::ServerTls;
+use batchgate_sim::SimWorker;
 use batchgate_worker::Worker;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::SimWorker;
 pub(crate) use error::ApiError;
 
 /// Largest request body: 64 inputs of the gateway's 64 KiB limit, each up to six times longer
@@ -214,7 +214,7 @@ fn same_key(given: &[u8], expected: &[u8]) -> bool {
 pub enum Stopped {
     /// `shutdown` was cancelled and the calls under way finished (hung ones end with 503).
     Shutdown,
-    /// The worker crashed on purpose ([`crate::Faults::crash_after`]): it stopped accepting
+    /// The worker crashed on purpose ([`batchgate_sim::Faults::crash_after`]): it stopped accepting
     /// connections and answers nothing more. The caller should now end the process abruptly,
     /// as a crashed host would (`batchgate worker` exits with a non-zero code).
     Crashed,

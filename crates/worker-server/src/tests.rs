@@ -9,11 +9,11 @@ use axum::response::Response;
 use batchgate_protocol::api::ErrorBody;
 use batchgate_protocol::sim_output;
 use batchgate_protocol::worker_api::{BatchRequest, BatchResponse};
+use batchgate_sim::{Faults, SimConfig, SimStats};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use super::*;
-use crate::{Faults, SimConfig, SimStats};
 
 /// A running server on a free port.
 struct Server {
