@@ -11,8 +11,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use batchgate_net::{ServerTls, TlsFiles};
-pub use batchgate_worker_server::Stopped;
 use batchgate_sim::{Faults, SimConfig, SimWorker};
+pub use batchgate_worker_server::Stopped;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -104,7 +104,8 @@ async fn serve(
     let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults.clone()));
     let metrics = metrics_router(worker.clone());
     let served = batchgate_worker_server::Served::sim(worker).with_api_key(api_key);
-    match batchgate_worker_server::run_with_routes(served, metrics, listener, tls, shutdown).await? {
+    match batchgate_worker_server::run_with_routes(served, metrics, listener, tls, shutdown).await?
+    {
         Stopped::Shutdown => {
             info!("simulated worker stopped");
             Ok(Stopped::Shutdown)

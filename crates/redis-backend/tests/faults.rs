@@ -13,12 +13,12 @@ use std::time::{Duration, Instant, SystemTime};
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::task::Task;
 use batchgate_queue::{Admitted, Intake, Queue};
-use batchgate_store::{Completion, Outcome, ResultStore, TaskRecord, Watched};
 use batchgate_redis::keys::default_partitions;
 use batchgate_redis::{
     Keys, Notifier, RedisConfig, RedisConn, RedisIntake, RedisQueue, RedisQueueConfig,
     RedisResultStore,
 };
+use batchgate_store::{Completion, Outcome, ResultStore, TaskRecord, Watched};
 use batchgate_testkit::{RedisCluster, RedisServer};
 use tokio_util::sync::CancellationToken;
 

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::task::Task;
 use batchgate_queue::Queue;
-use batchgate_store::ResultStore;
 use batchgate_redis::{Keys, RedisConfig, RedisQueue, RedisQueueConfig, RedisResultStore};
+use batchgate_store::ResultStore;
 use batchgate_testkit::RedisServer;
 
 fn config(url: String) -> RedisConfig {
