@@ -212,18 +212,19 @@ impl Batcher {
             max_inflight_batches = self.config.max_inflight_batches,
             "batcher started"
         );
-        // Reports go on through the drain, and stop when the batcher does.
+        // Reports go on through the drain, and stop when the batcher does: awaited below, or,
+        // if this future is dropped first, stopped by the guard.
         let reporting = CancellationToken::new();
-        let _stop_reporting = reporting.clone().drop_guard();
-        if let Some((board, name)) = &self.board {
+        let stop_reporting = reporting.clone().drop_guard();
+        let reporter = self.board.as_ref().map(|(board, name)| {
             tokio::spawn(Self::report_load(
                 self.slots.clone(),
                 self.load.clone(),
                 board.clone(),
                 name.clone(),
                 reporting,
-            ));
-        }
+            ))
+        });
         loop {
             // A batch is formed only once the worker can take it.
             let Some(slot) = self.free_slot(&shutdown).await else {
@@ -234,7 +235,15 @@ impl Batcher {
             };
             self.dispatch(batch, slot);
         }
-        self.drain(policy).await
+        let report = self.drain(policy).await;
+        // Nothing of this batcher outlives it: the reporter stops after its current report.
+        drop(stop_reporting);
+        if let Some(reporter) = reporter {
+            if let Err(error) = reporter.await {
+                warn!(%error, "the load reporter failed");
+            }
+        }
+        report
     }
 
     async fn free_slot(&self, shutdown: &CancellationToken) -> Option<Slot> {

@@ -10,7 +10,7 @@ use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::sim_output;
 use batchgate_protocol::task::Task;
 use batchgate_queue::memory::{MemoryDeadLetters, MemoryQueue};
-use batchgate_queue::Queue;
+use batchgate_queue::{LoadBoard, MemoryLoadBoard, Queue};
 use batchgate_store::memory::MemoryResultStore;
 use batchgate_store::ResultStore;
 use batchgate_worker::{Worker, WorkerError};
@@ -341,4 +341,47 @@ async fn overload_answers_lower_the_inflight_limit_and_successes_raise_it() {
     );
     h.shutdown.cancel();
     h.batcher.await.expect("join");
+}
+
+/// Nothing of a stopped batcher runs on: by the time `run` returns, its load reporter (the
+/// only other holder of the board) has ended, after publishing while the batcher ran.
+#[tokio::test(start_paused = true)]
+async fn the_load_reporter_has_ended_when_the_batcher_returns() {
+    let board = Arc::new(MemoryLoadBoard::default());
+    let batcher = Batcher::new(
+        Arc::new(MemoryQueue::new(1, 100)),
+        Arc::new(MemoryResultStore::new(100, Duration::from_secs(600))),
+        Arc::new(MemoryDeadLetters::new(10)),
+        Arc::new(Recording {
+            calls: Mutex::default(),
+            cost: Duration::from_millis(1),
+            fail: false,
+        }),
+        BatcherConfig::default(),
+        BatcherMetrics::register(&mut Registry::default()),
+    )
+    .with_load_board(board.clone(), "batcher-1".into());
+    let shutdown = CancellationToken::new();
+    let stopper = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            shutdown.cancel();
+        }
+    });
+    // Run here, not in a task of its own: once `run` returns, nothing else has been polled,
+    // so a reporter still alive would still hold its clone of the board.
+    batcher.run(shutdown).await;
+    assert_eq!(
+        Arc::strong_count(&board),
+        1,
+        "the load reporter outlived the batcher"
+    );
+    let report = board
+        .read()
+        .await
+        .expect("read")
+        .expect("reports were published");
+    assert_eq!(report.busy, 0.0, "an idle batcher's slots are free");
+    stopper.await.expect("stopper");
 }
