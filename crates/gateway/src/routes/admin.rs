@@ -65,6 +65,62 @@ pub(crate) struct Done {
     task_ids: Vec<String>,
 }
 
+/// The error answers of replay and purge, which take the same body under the same token:
+/// described once, named in both routes' `responses`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it only describes the answers to the API description
+enum SelectionErrors {
+    /// A body that is not JSON text.
+    #[response(
+        status = 400,
+        description = "`invalid_json`: the body is not JSON; `invalid_utf8`: not UTF-8."
+    )]
+    NotJson(ErrorBody),
+    /// A body over the limit.
+    #[response(
+        status = 413,
+        description = "`body_too_large`: the body exceeds the limit."
+    )]
+    TooLarge(ErrorBody),
+    /// A body not declared JSON.
+    #[response(
+        status = 415,
+        description = "`unsupported_media_type`: the body is not declared `application/json`."
+    )]
+    NotDeclaredJson(ErrorBody),
+    /// JSON of the wrong shape.
+    #[response(
+        status = 422,
+        description = "`invalid_request`: JSON of the wrong shape."
+    )]
+    WrongShape(ErrorBody),
+    /// No admin token, or the wrong one.
+    #[response(
+        status = 401,
+        description = "`unauthorized`: missing or wrong admin token."
+    )]
+    Unauthorized(ErrorBody),
+    /// The admin API is off.
+    #[response(
+        status = 404,
+        description = "`admin_disabled`: the admin API is off (no `--admin-token`)."
+    )]
+    Disabled(ErrorBody),
+    /// Too slow.
+    #[response(
+        status = 408,
+        description = "`timeout`: the request took longer than the gateway allows."
+    )]
+    Timeout(ErrorBody),
+    /// The queue is full or a backend failed.
+    #[response(
+        status = 503,
+        description = "`overloaded`: the queue is full; `unavailable`: a backend failed.",
+        headers(("retry-after" = u64, description = "Seconds to wait before trying again."))
+    )]
+    Unavailable(ErrorBody),
+}
+
 /// Checks the bearer token, in time independent of where it differs.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.admin_token else {
@@ -162,14 +218,7 @@ async fn take_selected(
     request_body(content = SelectionBody, content_type = "application/json"),
     responses(
         (status = 200, description = "What was replayed.", body = Done),
-        (status = 400, description = "`invalid_json`: the body is not JSON; `invalid_utf8`: not UTF-8.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the body exceeds the limit.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the body is not declared `application/json`.", body = ErrorBody),
-        (status = 422, description = "`invalid_request`: JSON of the wrong shape.", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token.", body = ErrorBody),
-        (status = 404, description = "`admin_disabled`: the admin API is off (no `--admin-token`).", body = ErrorBody),
-        (status = 408, description = "`timeout`: the request took longer than the gateway allows.", body = ErrorBody),
-        (status = 503, description = "`overloaded`: the queue is full; `unavailable`: a backend failed.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
+        SelectionErrors,
     ),
     security(("admin" = []))
 )]
@@ -237,14 +286,7 @@ pub(crate) async fn replay(
     request_body(content = SelectionBody, content_type = "application/json"),
     responses(
         (status = 200, description = "What was purged.", body = Done),
-        (status = 400, description = "`invalid_json`: the body is not JSON; `invalid_utf8`: not UTF-8.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the body exceeds the limit.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the body is not declared `application/json`.", body = ErrorBody),
-        (status = 422, description = "`invalid_request`: JSON of the wrong shape.", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token.", body = ErrorBody),
-        (status = 404, description = "`admin_disabled`: the admin API is off (no `--admin-token`).", body = ErrorBody),
-        (status = 408, description = "`timeout`: the request took longer than the gateway allows.", body = ErrorBody),
-        (status = 503, description = "`overloaded`: the queue is full; `unavailable`: a backend failed.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
+        SelectionErrors,
     ),
     security(("admin" = []))
 )]
