@@ -24,6 +24,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+pub use error::{FetchError, JwksError, KeyError, UnsupportedKey};
 use keys::load_keys;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
@@ -90,18 +91,6 @@ pub enum AuthConfig {
         /// Required `aud` (one of), if set.
         audience: Option<String>,
     },
-}
-
-/// Why the verification keys cannot be used; the message names the flag, the file and the
-/// problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct KeyError(String);
-
-impl From<String> for KeyError {
-    fn from(message: String) -> Self {
-        KeyError(message)
-    }
 }
 
 /// Why a token was refused. The message is safe to show the caller.
@@ -182,7 +171,7 @@ impl Authenticator {
 
     /// Fetches the keys of a JWKS URL for the first time (nothing to do for other sources).
     /// A gateway that cannot get them does not start: it would refuse every token.
-    pub async fn load_remote(&self) -> Result<(), String> {
+    pub async fn load_remote(&self) -> Result<(), FetchError> {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
@@ -396,6 +385,7 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
+mod error;
 mod keys;
 mod remote;
 #[cfg(test)]

@@ -4,24 +4,27 @@
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use super::{Key, KeyError, KeySource};
+use super::error::{JwksError, KeyError, UnsupportedKey};
+use super::{Key, KeySource};
 
 pub(super) fn load_keys(source: &KeySource) -> Result<Vec<Key>, KeyError> {
     match source {
         KeySource::Secret(secret) => {
             if secret.len() < 32 {
-                return Err(KeyError("--jwt-secret must be at least 32 bytes".into()));
+                return Err(KeyError::ShortSecret);
             }
             Ok(vec![Key {
                 kid: None,
-                key: DecodingKey::from_secret(secret)
-                    .map_err(|e| format!("--jwt-secret cannot be used: {e}"))?,
+                key: DecodingKey::from_secret(secret).map_err(KeyError::Secret)?,
                 algorithm: Algorithm::HS256,
             }])
         }
         KeySource::PublicKeyPem(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read --jwt-public-key {}: {e}", path.display()))?;
+            let pem = std::fs::read(path).map_err(|error| KeyError::Read {
+                flag: "--jwt-public-key",
+                path: path.clone(),
+                error,
+            })?;
             if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
                 return Ok(vec![Key {
                     kid: None,
@@ -33,11 +36,7 @@ pub(super) fn load_keys(source: &KeySource) -> Result<Vec<Key>, KeyError> {
                 // ES256 needs a P-256 key; another curve would refuse every token, so it is
                 // refused now, with a message that says why.
                 if !pem_names_p256(&pem) {
-                    return Err(KeyError(format!(
-                        "--jwt-public-key {} is an EC key on a curve other than P-256; only \
-                         P-256 (ES256) EC keys are supported",
-                        path.display()
-                    )));
+                    return Err(KeyError::PemCurve { path: path.clone() });
                 }
                 return Ok(vec![Key {
                     kid: None,
@@ -45,31 +44,35 @@ pub(super) fn load_keys(source: &KeySource) -> Result<Vec<Key>, KeyError> {
                     algorithm: Algorithm::ES256,
                 }]);
             }
-            Err(KeyError(format!(
-                "--jwt-public-key {} is neither an RSA nor an EC public key in PEM",
-                path.display()
-            )))
+            Err(KeyError::PemKind { path: path.clone() })
         }
         KeySource::Jwks(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read --jwks {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|error| KeyError::Read {
+                flag: "--jwks",
+                path: path.clone(),
+                error,
+            })?;
             Ok(jwks_keys(&text, &path.display().to_string())?)
         }
-        KeySource::JwksUrl(remote) => Err(KeyError(format!(
-            "the JWKS at {} is fetched, not read",
-            remote.url
-        ))),
+        KeySource::JwksUrl(remote) => Err(KeyError::Fetched {
+            url: remote.url.clone(),
+        }),
     }
 }
 
 /// The verification keys of a JWKS document; `origin` names it (a file or a URL) in messages.
-pub(super) fn jwks_keys(text: &str, origin: &str) -> Result<Vec<Key>, String> {
-    let set: JwkSet =
-        serde_json::from_str(text).map_err(|e| format!("--jwks {origin} is not a JWKS: {e}"))?;
+pub(super) fn jwks_keys(text: &str, origin: &str) -> Result<Vec<Key>, JwksError> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|error| JwksError::NotJwks {
+        origin: origin.to_owned(),
+        error,
+    })?;
     let mut keys = Vec::new();
     for (index, jwk) in set.keys.iter().enumerate() {
-        let Some(algorithm) = jwks_algorithm(jwk)
-            .map_err(|why| format!("--jwks {origin}: key {}: {why}", key_name(jwk, index)))?
+        let Some(algorithm) = jwks_algorithm(jwk).map_err(|why| JwksError::Unsupported {
+            origin: origin.to_owned(),
+            key: key_name(jwk, index),
+            why,
+        })?
         else {
             tracing::info!(
                 origin,
@@ -78,8 +81,10 @@ pub(super) fn jwks_keys(text: &str, origin: &str) -> Result<Vec<Key>, String> {
             );
             continue;
         };
-        let key = DecodingKey::from_jwk(jwk)
-            .map_err(|e| format!("--jwks {origin}: unusable key: {e}"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|error| JwksError::Unusable {
+            origin: origin.to_owned(),
+            error,
+        })?;
         keys.push(Key {
             kid: jwk.common.key_id.clone(),
             key,
@@ -87,7 +92,9 @@ pub(super) fn jwks_keys(text: &str, origin: &str) -> Result<Vec<Key>, String> {
         });
     }
     if keys.is_empty() {
-        return Err(format!("--jwks {origin} holds no RSA or EC key"));
+        return Err(JwksError::NoKeys {
+            origin: origin.to_owned(),
+        });
     }
     Ok(keys)
 }
@@ -104,7 +111,7 @@ fn key_name(jwk: &jsonwebtoken::jwk::Jwk, index: usize) -> String {
 /// signatures (`use` other than `sig`, `key_ops` without `verify`, a symmetric key), skipped;
 /// `Err` for a signing key batchgate cannot use (another curve or algorithm), refused so that
 /// the set is not accepted only to refuse every token signed with that key.
-fn jwks_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Option<Algorithm>, KeyError> {
+fn jwks_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Option<Algorithm>, UnsupportedKey> {
     use jsonwebtoken::jwk::{
         AlgorithmParameters, EllipticCurve, KeyAlgorithm, KeyOperations, PublicKeyUse,
     };
@@ -124,27 +131,17 @@ fn jwks_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Option<Algorithm>, Key
     match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => match stated {
             None | Some(KeyAlgorithm::RS256) => Ok(Some(Algorithm::RS256)),
-            Some(other) => Err(KeyError(format!(
-                "RSA key for {other:?}; only RS256 RSA keys are supported"
-            ))),
+            Some(other) => Err(UnsupportedKey::RsaAlgorithm(other)),
         },
         AlgorithmParameters::EllipticCurve(ec) => match (&ec.curve, stated) {
             (EllipticCurve::P256, None | Some(KeyAlgorithm::ES256)) => Ok(Some(Algorithm::ES256)),
-            (EllipticCurve::P256, Some(other)) => Err(KeyError(format!(
-                "P-256 key for {other:?}; only ES256 EC keys are supported"
-            ))),
-            (curve, _) => Err(KeyError(format!(
-                "EC key on curve {curve:?}; only P-256 (ES256) EC keys are supported"
-            ))),
+            (EllipticCurve::P256, Some(other)) => Err(UnsupportedKey::EcAlgorithm(other)),
+            (curve, _) => Err(UnsupportedKey::Curve(curve.clone())),
         },
         // Symmetric keys have no place in a public key set.
         AlgorithmParameters::OctetKey(_) => Ok(None),
-        AlgorithmParameters::OctetKeyPair(_) => Err(KeyError(
-            "OKP (EdDSA) key; only RS256 and ES256 keys are supported".into(),
-        )),
-        _ => Err(KeyError(
-            "unknown key type; only RS256 and ES256 keys are supported".into(),
-        )),
+        AlgorithmParameters::OctetKeyPair(_) => Err(UnsupportedKey::Okp),
+        _ => Err(UnsupportedKey::Unknown),
     }
 }
 

@@ -5,13 +5,14 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::error::FetchError;
 use super::keys::jwks_keys;
 use super::{Key, RemoteJwks};
 
 /// Bound on one fetch (connecting, sending, reading the whole answer).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest JWKS or discovery document read; a provider's is a few kilobytes.
-const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+pub(super) const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 /// Failed scheduled fetches are logged at most this often.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -30,12 +31,9 @@ pub(crate) struct Fetcher {
 }
 
 impl Fetcher {
-    pub(crate) fn new(source: RemoteJwks) -> Result<Self, String> {
+    pub(crate) fn new(source: RemoteJwks) -> Result<Self, FetchError> {
         if !source.url.starts_with("https://") {
-            return Err(format!(
-                "--jwks {} must be an https:// URL (keys fetched in clear text could be forged)",
-                source.url
-            ));
+            return Err(FetchError::NotHttps { url: source.url });
         }
         batchgate_net::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
@@ -44,17 +42,20 @@ impl Fetcher {
             .connect_timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::limited(3));
         if let Some(ca) = &source.ca {
-            let pem = std::fs::read(ca)
-                .map_err(|e| format!("cannot read --jwks-ca {}: {e}", ca.display()))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("--jwks-ca {} holds no PEM certificate: {e}", ca.display()))?;
+            let pem = std::fs::read(ca).map_err(|error| FetchError::ReadCa {
+                path: ca.clone(),
+                error,
+            })?;
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| FetchError::BadCa {
+                    path: ca.clone(),
+                    error,
+                })?;
             for certificate in certificates {
                 builder = builder.add_root_certificate(certificate);
             }
         }
-        let http = builder
-            .build()
-            .map_err(|e| format!("cannot make the JWKS client: {e}"))?;
+        let http = builder.build().map_err(FetchError::Client)?;
         Ok(Fetcher {
             source,
             http,
@@ -75,7 +76,7 @@ impl Fetcher {
     }
 
     /// Fetches the key set now.
-    pub(crate) async fn fetch(&self) -> Result<Vec<Key>, String> {
+    pub(crate) async fn fetch(&self) -> Result<Vec<Key>, FetchError> {
         let _one = self.busy.lock().await;
         self.fetch_now().await
     }
@@ -128,7 +129,7 @@ impl Fetcher {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn log_failure(&self, error: &str) {
+    fn log_failure(&self, error: &FetchError) {
         let mut last = self
             .last_failure_log
             .lock()
@@ -140,7 +141,7 @@ impl Fetcher {
     }
 
     /// One fetch, the caller holding `busy`.
-    async fn fetch_now(&self) -> Result<Vec<Key>, String> {
+    async fn fetch_now(&self) -> Result<Vec<Key>, FetchError> {
         *self.last_attempt.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -148,25 +149,30 @@ impl Fetcher {
             let issuer = self.source.url.trim_end_matches('/');
             let discovery = format!("{issuer}/.well-known/openid-configuration");
             let document: serde_json::Value = serde_json::from_slice(&self.get(&discovery).await?)
-                .map_err(|e| format!("{discovery} is not JSON: {e}"))?;
-            let jwks_uri = document
-                .get("jwks_uri")
-                .and_then(serde_json::Value::as_str)
-                .ok_or_else(|| format!("{discovery} names no `jwks_uri`"))?;
+                .map_err(|error| FetchError::DiscoveryNotJson {
+                    url: discovery.clone(),
+                    error,
+                })?;
+            let Some(jwks_uri) = document.get("jwks_uri").and_then(serde_json::Value::as_str)
+            else {
+                return Err(FetchError::NoJwksUri { url: discovery });
+            };
             if !jwks_uri.starts_with("https://") {
-                return Err(format!("{discovery} names a jwks_uri that is not https://"));
+                return Err(FetchError::JwksUriNotHttps { url: discovery });
             }
             jwks_uri.to_owned()
         } else {
             self.source.url.clone()
         };
         let body = self.get(&url).await?;
-        let text = std::str::from_utf8(&body).map_err(|_| format!("{url} is not UTF-8"))?;
-        jwks_keys(text, &url)
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return Err(FetchError::NotUtf8 { url });
+        };
+        Ok(jwks_keys(text, &url)?)
     }
 
     /// GET `url`, the whole body within the timeout and the size bound.
-    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+    async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         let read = async {
             let mut response = self
                 .http
@@ -174,18 +180,25 @@ impl Fetcher {
                 .header("accept", "application/json")
                 .send()
                 .await
-                .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+                .map_err(|error| FetchError::Request {
+                    url: url.to_owned(),
+                    error,
+                })?;
             if !response.status().is_success() {
-                return Err(format!("{url} answered {}", response.status()));
+                return Err(FetchError::Status {
+                    url: url.to_owned(),
+                    status: response.status(),
+                });
             }
             let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| format!("cannot read {url}: {e}"))?
-            {
+            while let Some(chunk) = response.chunk().await.map_err(|error| FetchError::Body {
+                url: url.to_owned(),
+                error,
+            })? {
                 if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                    return Err(format!("{url} is larger than {MAX_DOCUMENT_BYTES} bytes"));
+                    return Err(FetchError::TooLarge {
+                        url: url.to_owned(),
+                    });
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -193,6 +206,8 @@ impl Fetcher {
         };
         tokio::time::timeout(FETCH_TIMEOUT, read)
             .await
-            .map_err(|_| format!("fetching {url} timed out"))?
+            .map_err(|_| FetchError::Timeout {
+                url: url.to_owned(),
+            })?
     }
 }
