@@ -247,13 +247,14 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
 
-    fn config(flags: &[&str]) -> Result<WorkerConfig, String> {
+    /// The worker's config from its flags, which must parse.
+    fn config(flags: &[&str]) -> Result<WorkerConfig, crate::cli::ConfigError> {
         let argv = ["batchgate", "worker", "--sim"].iter().chain(flags);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let cli = Cli::try_parse_from(argv).expect("flags that parse");
         let Command::Worker(args) = cli.command else {
             panic!("worker expected")
         };
-        args.into_config().map_err(|e| e.to_string())
+        args.into_config()
     }
 
     #[test]
@@ -301,7 +302,7 @@ mod tests {
             ),
             ("--crash-after=0", "--crash-after must be at least 1"),
         ] {
-            assert_eq!(config(&[flag]).expect_err(flag), expected);
+            assert_eq!(config(&[flag]).expect_err(flag).to_string(), expected);
         }
     }
 }

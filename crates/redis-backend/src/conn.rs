@@ -103,30 +103,80 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Why Redis settings cannot be used, found before anything connects.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConfigError {
+    /// No URL at all.
+    #[error("at least one --redis URL is needed")]
+    NoUrl,
+    /// A URL the client refuses.
+    #[error("invalid --redis URL {url}: {error}")]
+    Url {
+        /// The URL, its password redacted.
+        url: String,
+        /// What the client said.
+        error: redis::RedisError,
+    },
+    /// Some URLs with TLS, some without.
+    #[error("give every --redis URL as rediss:// (TLS) or none")]
+    MixedTls,
+    /// TLS files for URLs without TLS.
+    #[error("--redis-ca and --redis-client-cert apply to rediss:// URLs only (TLS)")]
+    TlsFilesWithoutTls,
+    /// Several URLs of a standalone Redis.
+    #[error("several --redis URLs need --redis-cluster")]
+    SeveralUrlsWithoutCluster,
+    /// A prefix that would break the keys' hash tags.
+    #[error("--key-prefix must be non-empty and contain no braces")]
+    KeyPrefix,
+}
+
+/// Why this process may not use the deployment's Redis ([`check_layout`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// The deployment recorded another partition count.
+    #[error(
+        "this deployment's Redis says --partitions {recorded}, but this process was given \
+         {given}: every process of a deployment (same --key-prefix) must use the same count"
+    )]
+    Partitions {
+        /// The count the deployment recorded.
+        recorded: usize,
+        /// The count this process was given.
+        given: usize,
+    },
+    /// Redis refused this process's credentials ([`is_refusal`]).
+    #[error(
+        "Redis refused this process: {0} (check the user and password of the --redis URL, and \
+         --redis-ca, --redis-client-cert and --redis-client-key for TLS)"
+    )]
+    Refused(redis::RedisError),
+}
+
 impl RedisConfig {
     /// Checks the URLs before anything connects.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RedisConfigError> {
         if self.urls.is_empty() {
-            return Err("at least one --redis URL is needed".into());
+            return Err(RedisConfigError::NoUrl);
         }
         for url in &self.urls {
-            self.client(url)
-                .map_err(|e| format!("invalid --redis URL {}: {e}", redact(url)))?;
+            self.client(url).map_err(|error| RedisConfigError::Url {
+                url: redact(url),
+                error,
+            })?;
         }
         let tls = self.urls.iter().filter(|u| is_tls(u)).count();
         if tls != 0 && tls != self.urls.len() {
-            return Err("give every --redis URL as rediss:// (TLS) or none".into());
+            return Err(RedisConfigError::MixedTls);
         }
         if tls == 0 && !self.tls.is_empty() {
-            return Err(
-                "--redis-ca and --redis-client-cert apply to rediss:// URLs only (TLS)".into(),
-            );
+            return Err(RedisConfigError::TlsFilesWithoutTls);
         }
         if !self.cluster && self.urls.len() > 1 {
-            return Err("several --redis URLs need --redis-cluster".into());
+            return Err(RedisConfigError::SeveralUrlsWithoutCluster);
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
-            return Err("--key-prefix must be non-empty and contain no braces".into());
+            return Err(RedisConfigError::KeyPrefix);
         }
         Ok(())
     }
@@ -285,7 +335,7 @@ pub async fn check_layout(
     partitions: Option<usize>,
     default: usize,
     limit: Duration,
-) -> Result<usize, String> {
+) -> Result<usize, LayoutError> {
     let wanted = partitions.unwrap_or(default);
     let existing: redis::RedisResult<Option<usize>> = bounded(
         limit,
@@ -298,15 +348,12 @@ pub async fn check_layout(
     )
     .await;
     match (existing, partitions) {
-        (Ok(Some(n)), Some(given)) if n != given => Err(format!(
-            "this deployment's Redis says --partitions {n}, but this process was given {given}: every process of a deployment (same --key-prefix) must use the same count"
-        )),
+        (Ok(Some(n)), Some(given)) if n != given => {
+            Err(LayoutError::Partitions { recorded: n, given })
+        }
         (Ok(Some(n)), None) => Ok(n),
         (Ok(_), _) => Ok(wanted),
-        (Err(error), _) if is_refusal(&error) => Err(format!(
-            "Redis refused this process: {error} (check the user and password of the --redis URL, \
-             and --redis-ca, --redis-client-cert and --redis-client-key for TLS)"
-        )),
+        (Err(error), _) if is_refusal(&error) => Err(LayoutError::Refused(error)),
         (Err(error), _) => {
             tracing::warn!(%error, partitions = wanted, "could not check the partition count in Redis; starting anyway");
             Ok(wanted)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use batchgate_queue::Backends;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{check_layout, RedisConfig};
+use crate::conn::{check_layout, LayoutError, RedisConfig};
 use crate::keys::{default_partitions, Keys};
 use crate::{
     safe_gateway_id, Notifier, RedisDeadLetters, RedisIntake, RedisLoadBoard, RedisQueue,
@@ -40,10 +40,10 @@ pub struct RedisBackendConfig {
 pub enum WiringError {
     /// Redis did not answer.
     #[error("cannot connect to Redis: {0}")]
-    Connect(String),
-    /// The partitions asked for do not match the deployment's, or the layout cannot be read.
-    #[error("{0}")]
-    Layout(String),
+    Connect(redis::RedisError),
+    /// The partitions asked for do not match the deployment's, or Redis refused this process.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
 }
 
 /// A unique name for this process: gateway id on the notification bus, consumer name in the
@@ -66,10 +66,7 @@ pub async fn build(config: &RedisBackendConfig, waits: bool) -> Result<Backends,
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     let rc = &config.redis;
-    let conn = rc
-        .connect()
-        .await
-        .map_err(|e| WiringError::Connect(e.to_string()))?;
+    let conn = rc.connect().await.map_err(WiringError::Connect)?;
     let partitions = check_layout(
         &mut conn.clone(),
         &Keys::new(&rc.key_prefix, 1).layout(),
@@ -77,8 +74,7 @@ pub async fn build(config: &RedisBackendConfig, waits: bool) -> Result<Backends,
         default_partitions(rc.cluster),
         rc.op_timeout,
     )
-    .await
-    .map_err(WiringError::Layout)?;
+    .await?;
     let keys = Keys::new(&rc.key_prefix, partitions).in_zone(config.zone.clone());
     let name = process_name(if waits { "gateway" } else { "batcher" });
     let notifier = if waits {

@@ -249,7 +249,8 @@ async fn processes_that_disagree_on_the_partition_count_are_stopped() {
     let err = batchgate_redis::conn::check_layout(&mut conn, &keys.layout(), Some(8), 1, limit)
         .await
         .expect_err("different count");
-    assert!(err.contains("--partitions 4"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("--partitions 4"), "{message}");
 }
 
 #[tokio::test]

@@ -101,7 +101,7 @@ impl AuthArgs {
         {
             return Err(ConfigError::ShortJwtSecret);
         }
-        let jwks = crate::managed::jwks_source(&self).map_err(ConfigError::Jwks)?;
+        let jwks = crate::managed::jwks_source(&self)?;
         let sources = [
             self.jwt_secret.map(|s| KeySource::Secret(s.into_bytes())),
             self.jwt_public_key.map(KeySource::PublicKeyPem),

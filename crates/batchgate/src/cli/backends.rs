@@ -123,10 +123,9 @@ impl RedisArgs {
                 self.redis_ca.as_deref(),
                 self.redis_client_cert.as_deref(),
                 self.redis_client_key.as_deref(),
-            )
-            .map_err(ConfigError::Redis)?,
+            )?,
         };
-        redis.validate().map_err(ConfigError::Redis)?;
+        redis.validate()?;
         Ok(Some(RedisBackend {
             redis,
             visibility_timeout: Duration::from_millis(at_least(

@@ -46,12 +46,15 @@ pub enum ConfigError {
     /// The connection bounds of the HTTP port.
     #[error(transparent)]
     Connections(#[from] batchgate_net::LimitsError),
-    /// The Redis URLs or their settings (TLS files included).
-    #[error("{0}")]
-    Redis(String),
-    /// The JWKS flags: a URL that is not one, discovery without an issuer, an unreadable CA.
-    #[error("{0}")]
-    Jwks(String),
+    /// The Redis URLs or their settings.
+    #[error(transparent)]
+    Redis(#[from] batchgate_redis::conn::RedisConfigError),
+    /// The Redis TLS files.
+    #[error(transparent)]
+    RedisTls(#[from] crate::managed::RedisTlsError),
+    /// The JWKS flags: discovery without an issuer, a CA for a key set that is not fetched.
+    #[error(transparent)]
+    Jwks(#[from] crate::managed::JwksFlagsError),
     /// A `--zone` that is no zone name.
     #[error("--zone: {0}")]
     Zone(#[from] batchgate_protocol::zone::ZoneError),

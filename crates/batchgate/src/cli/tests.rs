@@ -5,13 +5,20 @@ use clap::Parser;
 use super::*;
 use crate::serve::WorkerChoice;
 
-fn parse(argv: &[&str]) -> Result<Command, String> {
-    Cli::try_parse_from(argv)
-        .map(|cli| cli.command)
-        .map_err(|e| e.to_string())
+/// Why flags were refused: by clap (unknown flag, bad value), or by the checks after it.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Flags(#[from] clap::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
-fn serve_config(flags: &[&str]) -> Result<ServeConfig, String> {
+fn parse(argv: &[&str]) -> Result<Command, clap::Error> {
+    Cli::try_parse_from(argv).map(|cli| cli.command)
+}
+
+fn serve_config(flags: &[&str]) -> Result<ServeConfig, Refused> {
     let argv: Vec<&str> = ["batchgate", "serve", "--insecure-no-auth"]
         .into_iter()
         .chain(flags.iter().copied())
@@ -19,7 +26,7 @@ fn serve_config(flags: &[&str]) -> Result<ServeConfig, String> {
     let Command::Serve(args) = parse(&argv)? else {
         panic!("serve expected")
     };
-    args.into_config().map_err(|e| e.to_string())
+    Ok(args.into_config()?)
 }
 
 #[test]
@@ -210,7 +217,7 @@ fn values_below_their_minimum_are_refused_not_clamped() {
             "--max-concurrent-requests must be at least 1",
         ),
     ] {
-        let err = serve_config(flags).expect_err(expected);
+        let err = serve_config(flags).expect_err(expected).to_string();
         assert_eq!(err, expected, "{flags:?}");
     }
     let Command::Worker(args) =
@@ -246,7 +253,7 @@ fn enumerated_flags_take_only_their_names() {
         batchgate_gateway::DedupeScope::Global
     );
     for bad in [&["--policy", "eager"][..], &["--dedupe-scope", "everyone"]] {
-        let err = serve_config(bad).expect_err("refused");
+        let err = serve_config(bad).expect_err("refused").to_string();
         assert!(err.contains("possible values"), "{bad:?}: {err}");
     }
 }
