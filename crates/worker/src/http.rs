@@ -43,7 +43,7 @@ pub(crate) fn token_header(
     token
         .map(WorkerToken::header)
         .transpose()
-        .map_err(WorkerError::Unreachable)
+        .map_err(|e| WorkerError::Unreachable(e.to_string()))
 }
 
 /// `request` with the worker's token, if it has one.

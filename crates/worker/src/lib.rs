@@ -35,7 +35,9 @@ pub use kserve_v2::KserveV2Worker;
 pub use openai::OpenAiWorker;
 pub use pool::{Pool, PoolConfig};
 pub use retry::{CallKind, RetryPolicy, Retrying};
-pub use spec::{Protocol, SpecError, TokenSource, WorkerLimits, WorkerSpec, WorkerToken};
+pub use spec::{
+    Protocol, SpecError, TokenError, TokenSource, WorkerLimits, WorkerSpec, WorkerToken,
+};
 
 /// Why a worker call produced no outputs.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -126,6 +126,41 @@ pub enum TokenSource {
     Env(String),
 }
 
+/// Why a worker's token could not be read. Names where it was looked for, never what was
+/// found.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The file could not be read.
+    #[error("cannot read the worker token file {}: {error}", path.display())]
+    ReadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What reading it said.
+        error: std::io::Error,
+    },
+    /// The variable is not set (or not UTF-8).
+    #[error("the worker token variable {name} is not set (or not UTF-8)")]
+    Unset {
+        /// The variable.
+        name: String,
+    },
+    /// The file holds only whitespace.
+    #[error("the worker token file {} is empty", path.display())]
+    EmptyFile {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The variable holds only whitespace.
+    #[error("the worker token variable {name} is empty")]
+    EmptyVar {
+        /// The variable.
+        name: String,
+    },
+    /// The token holds characters an HTTP header cannot carry.
+    #[error("the worker token holds characters a header cannot carry")]
+    NotAHeader,
+}
+
 /// A worker's bearer token. `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WorkerToken(String);
@@ -139,9 +174,9 @@ impl fmt::Debug for WorkerToken {
 impl WorkerToken {
     /// The `Authorization` header's value, marked sensitive (kept out of HTTP/2 header
     /// compression tables and debug output).
-    pub(crate) fn header(&self) -> Result<reqwest::header::HeaderValue, String> {
+    pub(crate) fn header(&self) -> Result<reqwest::header::HeaderValue, TokenError> {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0))
-            .map_err(|_| "the worker token holds characters a header cannot carry".to_owned())?;
+            .map_err(|_| TokenError::NotAHeader)?;
         value.set_sensitive(true);
         Ok(value)
     }
@@ -154,22 +189,23 @@ impl WorkerToken {
 
 impl TokenSource {
     /// Reads the token now. Errors name where it was looked for, never what was found.
-    pub fn read(&self) -> Result<WorkerToken, String> {
+    pub fn read(&self) -> Result<WorkerToken, TokenError> {
         let text = match self {
-            TokenSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                format!("cannot read the worker token file {}: {e}", path.display())
-            })?,
-            TokenSource::Env(name) => std::env::var(name).map_err(|_| {
-                format!("the worker token variable {name} is not set (or not UTF-8)")
-            })?,
+            TokenSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|error| TokenError::ReadFile {
+                    path: path.clone(),
+                    error,
+                })?
+            }
+            TokenSource::Env(name) => {
+                std::env::var(name).map_err(|_| TokenError::Unset { name: name.clone() })?
+            }
         };
         let token = text.trim();
         if token.is_empty() {
             return Err(match self {
-                TokenSource::File(path) => {
-                    format!("the worker token file {} is empty", path.display())
-                }
-                TokenSource::Env(name) => format!("the worker token variable {name} is empty"),
+                TokenSource::File(path) => TokenError::EmptyFile { path: path.clone() },
+                TokenSource::Env(name) => TokenError::EmptyVar { name: name.clone() },
             });
         }
         let token = WorkerToken(token.to_owned());

@@ -1,7 +1,7 @@
 use super::*;
 
-fn parse(url: &str) -> Result<WorkerSpec, String> {
-    url.parse::<WorkerSpec>().map_err(|e| e.to_string())
+fn parse(url: &str) -> Result<WorkerSpec, SpecError> {
+    url.parse::<WorkerSpec>()
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn bad_urls_are_refused_with_the_reason() {
         ),
         ("http://user:pw@h:1", "credentials"),
     ] {
-        let error = parse(url).expect_err(url);
+        let error = parse(url).expect_err(url).to_string();
         assert!(error.contains(expected), "{url}: {error}");
     }
 }
