@@ -1,4 +1,5 @@
-//! `batchgate worker --sim`: the reference worker server.
+//! `batchgate worker`: the reference worker — the simulated worker (`--sim`), or a real model,
+//! served by `batchgate_worker_server` behind the four worker protocols.
 //!
 //! With `--crash-after`, [`run`] returns [`Stopped::Crashed`] once the simulated worker
 //! "crashes", and the binary exits at once (code [`CRASH_EXIT_CODE`]): no drain, no goodbye,
@@ -27,9 +28,9 @@ use tracing::info;
 /// distinct from a clean stop (0) and from a configuration error (1).
 pub const CRASH_EXIT_CODE: u8 = 70;
 
-/// What the worker server runs.
+/// What the reference worker runs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkerConfig {
+pub struct ReferenceWorkerConfig {
     /// The simulated cost model.
     pub sim: SimConfig,
     /// Failures to inject.
@@ -47,7 +48,7 @@ pub struct WorkerConfig {
 /// [`Stopped::Crashed`] at once, without a drain, when the simulated worker crashes on purpose
 /// (`--crash-after`); the caller exits the process with [`CRASH_EXIT_CODE`].
 pub async fn run(
-    config: WorkerConfig,
+    config: ReferenceWorkerConfig,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<Stopped> {
@@ -70,7 +71,7 @@ pub async fn run(
 
 /// Serves the model the config names until `shutdown` (or a simulated crash).
 async fn serve(
-    config: &WorkerConfig,
+    config: &ReferenceWorkerConfig,
     listener: TcpListener,
     tls: Option<ServerTls>,
     shutdown: CancellationToken,
@@ -248,7 +249,7 @@ mod tests {
     use crate::cli::{Cli, Command};
 
     /// The worker's config from its flags, which must parse.
-    fn config(flags: &[&str]) -> Result<WorkerConfig, crate::cli::ConfigError> {
+    fn config(flags: &[&str]) -> Result<ReferenceWorkerConfig, crate::cli::ConfigError> {
         let argv = ["batchgate", "worker", "--sim"].iter().chain(flags);
         let cli = Cli::try_parse_from(argv).expect("flags that parse");
         let Command::Worker(args) = cli.command else {

@@ -1,12 +1,13 @@
 //! The fixed GPU worker API, as the batcher sees it: one [`Worker`] trait, one call per batch.
 //!
-//! Adapters translate a batch into a protocol; everything about batching stays out of here.
+//! The worker clients (one adapter per protocol) translate a batch into a protocol; everything
+//! about batching stays out of here.
 //!
 //! Layout:
 //! - [`Worker`] and [`WorkerError`]: the trait and what can go wrong with a call.
 //! - [`spec`]: [`WorkerSpec`], a `--worker-url` parsed and checked: protocol, address,
 //!   per-worker limits (`docs/worker-api.md`).
-//! - One adapter per protocol: [`http_json`] (batchgate's JSON batch API, `http://`),
+//! - One worker client per protocol: [`http_json`] (batchgate's JSON batch API, `http://`),
 //!   [`grpc`] (`grpc://`), [`kserve_v2`] (KServe V2 / Open Inference Protocol,
 //!   `kserve-v2+http://`), [`openai`] (OpenAI-style embeddings, `openai+http://`); `http`
 //!   holds what the HTTP ones share.

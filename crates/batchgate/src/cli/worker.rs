@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::error::{count_at_least, fraction, millis, ms_f64, ConfigError};
 use super::http::TlsArgs;
-use crate::worker::WorkerConfig;
+use crate::worker::ReferenceWorkerConfig;
 
 /// Default address of `worker`.
 pub const DEFAULT_WORKER_LISTEN: &str = "127.0.0.1:9000";
@@ -119,7 +119,7 @@ pub struct WorkerArgs {
 
 impl WorkerArgs {
     /// Checks the flags and turns them into the worker's config.
-    pub fn into_config(self) -> Result<WorkerConfig, ConfigError> {
+    pub fn into_config(self) -> Result<ReferenceWorkerConfig, ConfigError> {
         count_at_least("max-batch-size", self.max_batch_size, 1)?;
         if !(self.slow_factor.is_finite() && self.slow_factor >= 1.0) {
             return Err(ConfigError::SlowFactor(self.slow_factor));
@@ -134,7 +134,7 @@ impl WorkerArgs {
         if let Some(dir) = &self.model_dir {
             batchgate_model::check_dir(dir)?;
         }
-        Ok(WorkerConfig {
+        Ok(ReferenceWorkerConfig {
             #[cfg(feature = "model")]
             model_dir: self.model_dir,
             tls: self.tls.files(self.client_ca.clone())?,
