@@ -9,7 +9,12 @@ LAYOUT is how the script is called:
            notice as JSON, the record's head (the layout before the final record was built
            by the batcher)
   record   four per completion: record key, the final record whole (the head known),
-           the head's length, gateway: the layout of crates/redis-backend/src/lua/settle.lua
+           the head's length, gateway: every result through the script (how a cluster
+           settles, and how a standalone Redis did before the transaction)
+  transaction  what crates/redis-backend/src/settle.rs sends a standalone Redis: one
+           MULTI/EXEC of a `SET key record GET PX` per success, the notices packed by the
+           client (one PUBLISH per gateway), and SCRIPT with no completions, which
+           acknowledges and deletes the entry
 
 Each run starts a fresh redis-server under `valgrind --tool=callgrind` on a free loopback
 port, and for each of CALLS batches of TASKS tasks stores their pending records and one
@@ -25,6 +30,7 @@ e.g. (the script of an earlier commit, from git):
 """
 import argparse
 import json
+import struct
 
 from redis_callgrind import counted_redis
 
@@ -40,6 +46,16 @@ def completion(layout, tid, output):
                              "completed_at": COMPLETED})
         return [key, "S", output, COMPLETED, "gw1", notice, HEAD]
     return [key, f"S{HEAD};{COMPLETED};{output}", len(HEAD), "gw1"]
+
+
+def pack(items):
+    """MessagePack array of strings, as the batcher packs a notice (notify.rs)."""
+    out = bytearray([0x90 | len(items)] if len(items) < 16 else [0xdc, *struct.pack(">H", len(items))])
+    for item in items:
+        n = len(item)
+        out += bytes([0xa0 | n]) if n < 32 else (bytes([0xd9, n]) if n < 256 else bytes([0xda]) + struct.pack(">H", n))
+        out += item
+    return bytes(out)
 
 
 def run(layout, script, tasks, calls, settle):
@@ -62,6 +78,18 @@ def run(layout, script, tasks, calls, settle):
             entry = r.xreadgroup("batchers", "c1", {STREAM: ">"}, count=1)[0][1][0][0]
             if not settle:
                 continue
+            if layout == "transaction":
+                pipe = r.pipeline(transaction=True)
+                items = []
+                for tid in ids:
+                    key, record = completion("record", tid, f"{n:064x}")[:2]
+                    pipe.execute_command("SET", key, record, "GET", "PX", 600_000)
+                    items += [key.encode(), record.encode()]
+                pipe.execute_command("PUBLISH", "bg:notify:gw1", pack(items))
+                pipe.evalsha(sha, 1, STREAM, 600_000, "PUBLISH", "bg:notify:", "batchers", 0,
+                             STREAM, 1, tasks, 1, entry, group)
+                pipe.execute()
+                continue
             args = [600_000, "PUBLISH", "bg:notify:", "batchers", tasks]
             for tid in ids:
                 args += completion(layout, tid, f"{n:064x}")
@@ -78,7 +106,7 @@ def main():
     a = ap.parse_args()
     for spec in a.runs:
         layout, script = spec.split("=", 1)
-        if layout not in ("notice", "record"):
+        if layout not in ("notice", "record", "transaction"):
             raise SystemExit(f"unknown layout {layout!r}")
         without = run(layout, script, a.tasks, a.calls, settle=False)
         total = run(layout, script, a.tasks, a.calls, settle=True)

@@ -77,6 +77,40 @@ pub(crate) fn parse_notices(message: &[u8]) -> Option<Vec<Notice>> {
     packed.0.is_empty().then_some(notices)
 }
 
+/// Packs a message of notices as [`parse_notices`] reads it and as the settle script's
+/// `cmsgpack.pack` makes it: a MessagePack array of strings (str8/16/32 by length), for each
+/// result its record's key then the final record. The batcher packs the notices of the
+/// results it writes without the script (see `crate::settle`).
+pub(crate) fn pack_notices(items: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + items.iter().map(|i| i.len() + 5).sum::<usize>());
+    let n = items.len();
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(0xdc);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    for item in items {
+        let len = item.len();
+        if len < 32 {
+            out.push(0xa0 | len as u8);
+        } else if let Ok(len) = u8::try_from(len) {
+            out.extend_from_slice(&[0xd9, len]);
+        } else if let Ok(len) = u16::try_from(len) {
+            out.push(0xda);
+            out.extend_from_slice(&len.to_be_bytes());
+        } else {
+            out.push(0xdb);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+        out.extend_from_slice(item);
+    }
+    out
+}
+
 /// The MessagePack that Redis's `cmsgpack.pack` makes of an array of strings: what a
 /// notice holds, and nothing more.
 struct Packed<'a>(&'a [u8]);
@@ -379,33 +413,9 @@ mod tests {
         }
     }
 
-    /// MessagePack of an array of strings, as `cmsgpack.pack` makes it (str8/16/32 by
-    /// length; the settle script's test in tests/queue.rs runs the real one).
     fn pack(strings: &[String]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let n = strings.len();
-        if n < 16 {
-            out.push(0x90 | n as u8);
-        } else {
-            out.push(0xdc);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        for s in strings {
-            let len = s.len();
-            if len < 32 {
-                out.push(0xa0 | len as u8);
-            } else if len < 256 {
-                out.extend_from_slice(&[0xd9, len as u8]);
-            } else if len < 65_536 {
-                out.push(0xda);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            } else {
-                out.push(0xdb);
-                out.extend_from_slice(&(len as u32).to_be_bytes());
-            }
-            out.extend_from_slice(s.as_bytes());
-        }
-        out
+        let items: Vec<&[u8]> = strings.iter().map(|s| s.as_bytes()).collect();
+        pack_notices(&items)
     }
 
     /// A message as the settle script publishes it.

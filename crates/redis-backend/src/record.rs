@@ -88,6 +88,22 @@ pub(crate) fn parse(record: &[u8]) -> Option<TaskRecord> {
     Some(record)
 }
 
+/// The gateways a pending record of kind `W` lists as waiting for it (none for any other
+/// record).
+pub(crate) fn watchers(record: &[u8]) -> impl Iterator<Item = &str> {
+    let listed = (|| {
+        let rest = record.strip_prefix(b"W")?;
+        let (_, rest) = number(rest)?;
+        let (owner_len, rest) = number(rest)?;
+        rest.get(usize::try_from(owner_len).ok()?..)
+    })();
+    listed
+        .unwrap_or_default()
+        .split(|&b| b == b';')
+        .filter_map(|g| std::str::from_utf8(g).ok())
+        .filter(|g| !g.is_empty())
+}
+
 /// A decimal number up to the next `;`, and what follows that `;`.
 fn number(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let end = bytes.iter().position(|&b| b == b';')?;

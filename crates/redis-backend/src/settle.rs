@@ -1,19 +1,23 @@
-//! The one place a result is written on Redis: the settle script stores a batch's results
-//! (a SUCCESS is final), publishes the notices to the gateways that wait, then acknowledges
-//! and deletes the batch's stream entries, atomically, the acknowledgement last: one call per
-//! node (`crate::topology`). The batcher settles its batches with it, the claimer its dead
+//! The one place a result is written on Redis: a batch's results are stored (a SUCCESS is
+//! final), the notices published to the gateways that wait, then the batch's stream entries
+//! acknowledged and deleted, atomically, the acknowledgement last: one call per node
+//! (`crate::topology`). On a cluster the call is the settle script; on a standalone Redis it
+//! is a transaction in which plain commands write the successes whose record heads the
+//! batcher knows (nearly all of them) and the script the rest and the acknowledgement (see
+//! [`Settler::transaction`]). The batcher settles its batches with it, the claimer its dead
 //! letters, and the result store any completion handed to it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use batchgate_store::{Completion, Outcome};
-use redis::{RedisResult, Script};
+use redis::{RedisResult, Script, Value};
 
 use crate::conn::{bounded, RedisConn};
 use crate::entry::Heads;
 use crate::keys::{Keys, GROUP};
 use crate::leases::Ack;
+use crate::notify::pack_notices;
 use crate::record;
 use crate::topology::Topology;
 
@@ -144,34 +148,84 @@ impl Settler {
         }
     }
 
+    /// One node's share: on a cluster, the script alone; on a standalone Redis, a
+    /// transaction (see [`Settler::transaction`]).
     async fn call(&self, group: Group<'_>) -> RedisResult<usize> {
         let Some(routing) = group.partition() else {
             return Ok(0);
         };
-        let mut call = self.script.prepare_invoke();
-        call.key(self.keys.stream(routing))
+        let mut fast = Vec::new();
+        let mut slow = Vec::new();
+        for (_, c) in &group.completions {
+            // The final record whole when its head is known here, else status and tail.
+            let head = self.heads.take(&c.task_id);
+            match (&c.outcome, head) {
+                // A transaction needs the keys of one slot; a cluster spreads partitions
+                // over slots, so it runs the script alone.
+                (Outcome::Success(output), Some(head)) if !self.cluster => fast.push(Written {
+                    key: self.keys.result(&c.task_id),
+                    record: record::final_record('S', Some(head.as_str()), c.completed_at, output),
+                    gateway: c.reply_to.as_deref().unwrap_or_default(),
+                }),
+                (_, head) => slow.push((*c, head)),
+            }
+        }
+        let script = self.script_call(routing, &slow, &group.acks);
+        if fast.is_empty() {
+            return self.run_script(&script).await;
+        }
+        self.transaction(&fast, script).await
+    }
+
+    /// Runs the script's call; a script Redis lost (a restart) is loaded again.
+    async fn run_script(&self, call: &redis::Cmd) -> RedisResult<usize> {
+        let mut conn = self.conn.clone();
+        match bounded(self.op_timeout, call.query_async(&mut conn)).await {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                bounded(
+                    self.op_timeout,
+                    self.script.prepare_invoke().load_async(&mut conn),
+                )
+                .await?;
+                bounded(self.op_timeout, call.query_async(&mut conn)).await
+            }
+            other => other,
+        }
+    }
+
+    /// The settle script's call for `completions` (with the record heads known) and the
+    /// entries `acks` names.
+    fn script_call(
+        &self,
+        routing: usize,
+        completions: &[(&Completion, Option<String>)],
+        acks: &BTreeMap<usize, (Vec<&str>, usize, Vec<&str>)>,
+    ) -> redis::Cmd {
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(self.script.get_hash())
+            .arg(1)
+            .arg(self.keys.stream(routing))
             .arg(self.ttl_ms())
-            .arg(if self.cluster { "SPUBLISH" } else { "PUBLISH" })
+            .arg(self.publish())
             .arg(self.keys.notify_prefix(self.cluster.then_some(routing)))
             .arg(GROUP)
-            .arg(group.completions.len());
-        for (_, c) in &group.completions {
+            .arg(completions.len());
+        for (c, head) in completions {
             let (status, value) = match &c.outcome {
                 Outcome::Success(output) => ('S', output),
                 Outcome::Failed(error) => ('F', error),
             };
-            // The final record whole when its head is known here, else status and tail.
-            let head = self.heads.take(&c.task_id);
             let record = record::final_record(status, head.as_deref(), c.completed_at, value);
-            let head_len = head.map(|h| h.len());
             call.arg(self.keys.result(&c.task_id)).arg(record);
-            match head_len {
-                Some(len) => call.arg(len),
+            match head {
+                Some(head) => call.arg(head.len()),
                 None => call.arg(""),
             };
             call.arg(c.reply_to.as_deref().unwrap_or_default());
         }
-        for (&p, (ids, tasks, messages)) in &group.acks {
+        for (&p, (ids, tasks, messages)) in acks {
             call.arg(self.keys.stream(p))
                 .arg(ids.len())
                 .arg(*tasks)
@@ -179,7 +233,161 @@ impl Settler {
                 .arg(ids.as_slice())
                 .arg(messages.as_slice());
         }
-        let mut conn = self.conn.clone();
-        bounded(self.op_timeout, call.invoke_async(&mut conn)).await
+        call
     }
+
+    fn publish(&self) -> &'static str {
+        if self.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// A standalone Redis: the successes whose record heads are known are written by plain
+    /// commands in one `MULTI`/`EXEC` with their notices and the script, which writes the
+    /// rest (failures, unknown heads) and acknowledges, last. A command inside a script
+    /// costs Redis several times what the same command costs in a pipeline (the script
+    /// converts its arguments and reply, and hashes every string it is given), and these
+    /// are all but a few of a batch's results.
+    ///
+    /// The transaction is atomic like the script: nothing else runs between its commands,
+    /// and Redis refuses it whole, before running any of it, when it is out of memory (the
+    /// one way a `SET` with these arguments fails). `SET … GET` hands back what each record
+    /// held, so the rare cases the script would have decided on it are put right after,
+    /// in a second step: a record that was already a SUCCESS (a redelivered task computed
+    /// twice) is put back as it was, since the first SUCCESS is final (its waiters were
+    /// woken by the first); a pending record that other gateways watch (kind `W`) has its notice sent to
+    /// them too. If the script's call fails (or Redis lost the script), the results are
+    /// written but nothing is acknowledged: the entries are delivered again, never
+    /// acknowledged without their results.
+    async fn transaction(&self, fast: &[Written<'_>], script: redis::Cmd) -> RedisResult<usize> {
+        let ttl = self.ttl_ms();
+        let channel = self.keys.notify_prefix(None);
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        for w in fast {
+            pipe.cmd("SET")
+                .arg(&w.key)
+                .arg(&w.record)
+                .arg("GET")
+                .arg("PX")
+                .arg(ttl);
+        }
+        let notices = fast
+            .iter()
+            .map(|w| (w.gateway, w.key.as_bytes(), w.record.as_bytes()));
+        for (gateway, items) in by_gateway(notices) {
+            pipe.cmd(self.publish())
+                .arg(format!("{channel}{gateway}"))
+                .arg(pack_notices(&items))
+                .ignore();
+        }
+        pipe.add_command(script.clone());
+        let mut conn = self.conn.clone();
+        let replies: Vec<Value> = bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
+        if replies.len() != fast.len() + 1 {
+            return Err(unexpected(format!(
+                "the settle transaction answered {} replies for {}",
+                replies.len(),
+                fast.len() + 1
+            )));
+        }
+        let (olds, script_reply) = replies.split_at(fast.len());
+        let mut written = 0;
+        let mut restore = Vec::new();
+        let mut watched = Vec::new();
+        for (w, old) in fast.iter().zip(olds) {
+            match old {
+                // Not expected: a `SET` with these arguments fails only when Redis is out of
+                // memory, and then Redis refuses the whole transaction.
+                Value::ServerError(error) => {
+                    return Err(unexpected(format!("a result was not written: {error:?}")))
+                }
+                Value::BulkString(old) => match old.first() {
+                    Some(b'S') => restore.push((w, old.as_slice())),
+                    Some(b'W') => {
+                        written += 1;
+                        watched.push((w, old.as_slice()));
+                    }
+                    _ => written += 1,
+                },
+                _ => written += 1,
+            }
+        }
+        if !restore.is_empty() || !watched.is_empty() {
+            self.put_right(&restore, &watched).await?;
+        }
+        let scripted = match &script_reply[0] {
+            Value::ServerError(error) if error.kind() == Some(redis::ServerErrorKind::NoScript) => {
+                // Redis lost the script (a restart): load it and run it alone.
+                self.run_script(&script).await?
+            }
+            Value::ServerError(error) => {
+                return Err(unexpected(format!("the settle script failed: {error:?}")))
+            }
+            reply => redis::from_redis_value::<usize>(reply.clone())?,
+        };
+        Ok(written + scripted)
+    }
+
+    /// What [`Settler::transaction`] puts right after it ran: records that were a SUCCESS
+    /// already get it back, and the gateways that watch a pending record (other than the one
+    /// notified) get their notices.
+    async fn put_right(
+        &self,
+        restore: &[(&Written<'_>, &[u8])],
+        watched: &[(&Written<'_>, &[u8])],
+    ) -> RedisResult<()> {
+        let channel = self.keys.notify_prefix(None);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (w, old) in restore {
+            pipe.cmd("SET")
+                .arg(&w.key)
+                .arg(*old)
+                .arg("PX")
+                .arg(self.ttl_ms())
+                .ignore();
+        }
+        let notices = watched.iter().flat_map(|(w, old)| {
+            record::watchers(old)
+                .filter(move |other| *other != w.gateway)
+                .map(move |other| (other, w.key.as_bytes(), w.record.as_bytes()))
+        });
+        for (gateway, items) in by_gateway(notices) {
+            pipe.cmd(self.publish())
+                .arg(format!("{channel}{gateway}"))
+                .arg(pack_notices(&items))
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        bounded(self.op_timeout, pipe.query_async::<()>(&mut conn)).await
+    }
+}
+
+/// A success the transaction writes: its record's key, the final record, the gateway to
+/// notify ('' for none).
+struct Written<'a> {
+    key: String,
+    record: String,
+    gateway: &'a str,
+}
+
+/// Notices by gateway, from (gateway, record key, record) triples: for each gateway the
+/// items of its message, each result's key then its record. '' is nobody.
+fn by_gateway<'a>(
+    notices: impl Iterator<Item = (&'a str, &'a [u8], &'a [u8])>,
+) -> BTreeMap<&'a str, Vec<&'a [u8]>> {
+    let mut by_gateway: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
+    for (gateway, key, record) in notices {
+        if !gateway.is_empty() {
+            by_gateway.entry(gateway).or_default().extend([key, record]);
+        }
+    }
+    by_gateway
+}
+
+fn unexpected(why: String) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Client, "settle", why))
 }

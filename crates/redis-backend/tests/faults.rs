@@ -326,15 +326,17 @@ async fn a_success_is_never_overwritten(infra: Infra) {
         ..task("6b-e", None)
     };
     let created_at = batchgate_protocol::task::unix_ms(owned.enqueued_at);
-    for t in [task("6b-d", None), owned] {
+    for t in [task("6b-d", None), owned, task("6b-f", None)] {
         reader.enqueue(t).await.expect("enqueue");
     }
-    let got = read_n(&reader, 2, Duration::from_secs(5)).await;
-    assert_eq!(got.len(), 2);
-    store
-        .complete(vec![done("6b-d", Outcome::Success("first".into()), None)])
-        .await
-        .expect("store");
+    let got = read_n(&reader, 3, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 3);
+    for id in ["6b-d", "6b-f"] {
+        store
+            .complete(vec![done(id, Outcome::Success("first".into()), None)])
+            .await
+            .expect("store");
+    }
     let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
     reader
         .settle(
@@ -342,11 +344,18 @@ async fn a_success_is_never_overwritten(infra: Infra) {
             vec![
                 done("6b-d", Outcome::Failed("late".into()), None),
                 done("6b-e", Outcome::Success("mine".into()), None),
+                // Computed twice (a redelivery): the first SUCCESS stands.
+                done("6b-f", Outcome::Success("second".into()), None),
             ],
             &receipts,
         )
         .await
         .expect("settle");
+    let f = store.get("6b-f").await.expect("get").expect("exists");
+    assert_eq!(
+        (f.status, f.output.as_deref()),
+        (TaskStatus::Success, Some("first"))
+    );
     let d = store.get("6b-d").await.expect("get").expect("exists");
     assert_eq!(
         (d.status, d.output.as_deref(), d.error),
