@@ -33,7 +33,7 @@ use crate::topology::Topology;
 
 /// Longest an admission waits for others to share its script call (longer only while every
 /// write slot is busy).
-pub const GATHER_WINDOW: Duration = Duration::from_millis(2);
+pub const GATHER_WINDOW: Duration = Duration::from_millis(5);
 /// Most tasks in one gathered group.
 pub const GATHER_MAX: usize = 256;
 /// Admissions waiting to be gathered; past it, `admit` waits (the HTTP layer bounds callers).
