@@ -13,7 +13,7 @@ use batchgate_protocol::task::Task;
 use batchgate_queue::{
     Completion, DeadLetters, Delivery, Failure, Outcome, Queue, Receipt, ResultStore,
 };
-use batchgate_worker::{CallKind, Retrying, WorkerError};
+use batchgate_worker::{CallKind, Retrying, Worker, WorkerError};
 use opentelemetry::trace::SpanContext;
 use opentelemetry::KeyValue;
 use tokio::time::Instant;
@@ -146,10 +146,11 @@ impl Dispatcher {
         if !inputs.is_empty() {
             let sent = inputs.len();
             let slots = self.slots.limit();
-            self.load.call_started(std::time::Instant::now(), slots);
+            // Tokio's clock, which tests may pause, as the sampler's (`driver.rs`).
+            self.load.call_started(Instant::now().into_std(), slots);
             let outcomes = self.call_worker(inputs, addressees).await;
             self.load
-                .call_ended(std::time::Instant::now(), self.slots.limit().max(slots));
+                .call_ended(Instant::now().into_std(), self.slots.limit().max(slots));
             self.load.batch_done(sent, worker_started.elapsed());
             completions.extend(outcomes.completions);
             failures = outcomes.failures;
@@ -365,9 +366,13 @@ impl Dispatcher {
             }
         });
         self.metrics.inflight_batches.dec();
-        self.metrics
-            .worker_latency
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.metrics.worker_latency.observe(took.as_secs_f64());
+        if attempts == 1 && result.is_ok() {
+            if let Some(expected) = self.worker.expected_call(n) {
+                self.load.call_timed(took, expected);
+            }
+        }
         if let Err(error) = &result {
             self.metrics.worker_errors.inc();
             if matches!(error, WorkerError::RetryBudgetExhausted(_)) {
