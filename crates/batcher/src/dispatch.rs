@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info_span, warn, Instrument};
 
 use crate::load::LoadMeter;
+use collapse::collapse;
 use crate::metrics::{BatcherMetrics, OutcomeLabel, ReasonLabel};
 use crate::slots::Slots;
 
@@ -478,30 +479,6 @@ fn names_the_batch(error: &WorkerError) -> bool {
     }
 }
 
-/// The distinct inputs, in first-seen order, and for each original input the index of its
-/// distinct copy. Inputs are compared whole; the hash only narrows the candidates.
-fn collapse(inputs: Vec<String>) -> (Vec<String>, Vec<usize>) {
-    use std::collections::hash_map::RandomState;
-    use std::collections::HashMap;
-    use std::hash::BuildHasher;
-
-    let hasher = RandomState::new();
-    let mut unique: Vec<String> = Vec::with_capacity(inputs.len());
-    let mut slot_of = Vec::with_capacity(inputs.len());
-    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::with_capacity(inputs.len());
-    for input in inputs {
-        let candidates = by_hash.entry(hasher.hash_one(&input)).or_default();
-        match candidates.iter().find(|&&i| unique[i] == input) {
-            Some(&i) => slot_of.push(i),
-            None => {
-                candidates.push(unique.len());
-                slot_of.push(unique.len());
-                unique.push(input);
-            }
-        }
-    }
-    (unique, slot_of)
-}
-
+mod collapse;
 #[cfg(test)]
 mod tests;
