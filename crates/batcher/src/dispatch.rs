@@ -20,9 +20,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, info_span, warn, Instrument};
 
 use crate::load::LoadMeter;
-use collapse::collapse;
 use crate::metrics::{BatcherMetrics, OutcomeLabel, ReasonLabel};
 use crate::slots::Slots;
+use collapse::collapse;
 
 /// Everything a dispatch needs; shared by all dispatch tasks.
 pub(crate) struct Dispatcher {

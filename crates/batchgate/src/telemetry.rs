@@ -184,7 +184,13 @@ mod tests {
 
     #[test]
     fn plain_strings_are_written_as_debug_writes_them() {
-        for s in ["", "abc-123_X.y:z", "a b'c", "0b5c6f1e-9d2a-4c4e-8f7d-3a1b2c3d4e5f", "~!@#$%^&*()"] {
+        for s in [
+            "",
+            "abc-123_X.y:z",
+            "a b'c",
+            "0b5c6f1e-9d2a-4c4e-8f7d-3a1b2c3d4e5f",
+            "~!@#$%^&*()",
+        ] {
             assert!(needs_no_escape(s), "{s}");
             assert_eq!(format!("{:?}", Quoted(s)), format!("{s:?}"));
         }

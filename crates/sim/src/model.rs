@@ -391,8 +391,7 @@ impl Worker for SimWorker {
     /// calls have waited for a slot (more are sent than there are slots): those waits are the
     /// worker's own.
     fn expected_call(&self, inputs: usize) -> Option<Duration> {
-        let own_waits =
-            self.faults.slow_rate > 0.0 || self.oversubscribed.load(Ordering::Relaxed);
+        let own_waits = self.faults.slow_rate > 0.0 || self.oversubscribed.load(Ordering::Relaxed);
         (!own_waits).then(|| self.config.cost(inputs))
     }
 }
