@@ -12,7 +12,7 @@ use batchgate_protocol::task::unix_ms;
 use batchgate_protocol::task::Task;
 use batchgate_queue::{DeadLetters, Delivery, Failure, Queue, Receipt};
 use batchgate_store::{Completion, Outcome, ResultStore};
-use batchgate_worker::{CallKind, Retrying, WorkerError};
+use batchgate_worker::{CallKind, Retrying, Worker, WorkerError};
 use opentelemetry::trace::SpanContext;
 use opentelemetry::KeyValue;
 use tokio::time::Instant;
@@ -21,6 +21,7 @@ use tracing::{debug, error, info_span, warn, Instrument};
 use crate::load::LoadMeter;
 use crate::metrics::{BatcherMetrics, OutcomeLabel, ReasonLabel};
 use crate::slots::Slots;
+use collapse::collapse;
 
 /// Everything a dispatch needs; shared by all dispatch tasks.
 pub(crate) struct Dispatcher {
@@ -145,10 +146,11 @@ impl Dispatcher {
         if !inputs.is_empty() {
             let sent = inputs.len();
             let slots = self.slots.limit();
-            self.load.call_started(std::time::Instant::now(), slots);
+            // Tokio's clock, which tests may pause, as the sampler's (`driver.rs`).
+            self.load.call_started(Instant::now().into_std(), slots);
             let outcomes = self.call_worker(inputs, addressees).await;
             self.load
-                .call_ended(std::time::Instant::now(), self.slots.limit().max(slots));
+                .call_ended(Instant::now().into_std(), self.slots.limit().max(slots));
             self.load.batch_done(sent, worker_started.elapsed());
             completions.extend(outcomes.completions);
             failures = outcomes.failures;
@@ -364,9 +366,13 @@ impl Dispatcher {
             }
         });
         self.metrics.inflight_batches.dec();
-        self.metrics
-            .worker_latency
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.metrics.worker_latency.observe(took.as_secs_f64());
+        if attempts == 1 && result.is_ok() {
+            if let Some(expected) = self.worker.expected_call(n) {
+                self.load.call_timed(took, expected);
+            }
+        }
         if let Err(error) = &result {
             self.metrics.worker_errors.inc();
             if matches!(error, WorkerError::RetryBudgetExhausted(_)) {
@@ -472,30 +478,6 @@ fn names_the_batch(error: &WorkerError) -> bool {
     }
 }
 
-/// The distinct inputs, in first-seen order, and for each original input the index of its
-/// distinct copy. Inputs are compared whole; the hash only narrows the candidates.
-fn collapse(inputs: Vec<String>) -> (Vec<String>, Vec<usize>) {
-    use std::collections::hash_map::RandomState;
-    use std::collections::HashMap;
-    use std::hash::BuildHasher;
-
-    let hasher = RandomState::new();
-    let mut unique: Vec<String> = Vec::with_capacity(inputs.len());
-    let mut slot_of = Vec::with_capacity(inputs.len());
-    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::with_capacity(inputs.len());
-    for input in inputs {
-        let candidates = by_hash.entry(hasher.hash_one(&input)).or_default();
-        match candidates.iter().find(|&&i| unique[i] == input) {
-            Some(&i) => slot_of.push(i),
-            None => {
-                candidates.push(unique.len());
-                slot_of.push(unique.len());
-                unique.push(input);
-            }
-        }
-    }
-    (unique, slot_of)
-}
-
+mod collapse;
 #[cfg(test)]
 mod tests;

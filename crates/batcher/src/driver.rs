@@ -186,7 +186,7 @@ impl Batcher {
                 _ = stop.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let now = std::time::Instant::now();
+            let now = tokio::time::Instant::now().into_std();
             let report = load.sample(now, slots.limit());
             match tokio::time::timeout(REPORT_EVERY, board.publish(&name, report)).await {
                 Ok(Ok(())) => {}

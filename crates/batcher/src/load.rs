@@ -2,8 +2,13 @@
 //! how much of the recent past every worker slot was in a worker call, and what the slots get
 //! through when they are (slots × mean batch size ÷ mean call time). Only calls count, not a
 //! slot held while its batch gathers or its results are stored: on a machine short of CPU
-//! those stretches grow while the worker idles. Arithmetic on figures the caller passes in,
-//! with the time as an argument, so it is tested with a fake clock.
+//! those stretches grow while the worker idles. And when the worker knows what a call costs
+//! it (an in-process model), calls that ran longer than that were slowed by the machine, not
+//! the worker: the busy share is counted in the worker's own time, the measured share ÷ how
+//! much longer the calls took than the worker says they take, so a starved process whose
+//! slots fill only because every call runs late does not pass for saturated workers.
+//! Arithmetic on figures the caller passes in, with the time as an argument, so it is tested
+//! with a fake clock.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,6 +43,13 @@ struct Meter {
     busy: f64,
     /// The previous sample: when, and the slots' full time by then.
     last: Option<(Instant, Duration)>,
+    /// Since the previous sample, calls whose worker gave its own time: their measured time
+    /// and the worker's.
+    measured: Duration,
+    expected: Duration,
+    /// Smoothed ratio of measured to expected call time (at least 1); 1 before any call
+    /// with an expected time.
+    stretch: f64,
 }
 
 impl LoadMeter {
@@ -61,6 +73,18 @@ impl LoadMeter {
         }
     }
 
+    /// One worker call took `took`, where the worker says such a call costs it `expected`
+    /// ([`batchgate_worker::Worker::expected_call`]). Only calls that succeeded at once are
+    /// told: a retry's wait or a failed call says nothing about the machine.
+    pub fn call_timed(&self, took: Duration, expected: Duration) {
+        if expected.is_zero() {
+            return;
+        }
+        let mut m = self.lock();
+        m.measured += took;
+        m.expected += expected;
+    }
+
     /// A batch of `size` inputs went to the worker and took `took`.
     pub fn batch_done(&self, size: usize, took: Duration) {
         let mut m = self.lock();
@@ -79,10 +103,22 @@ impl LoadMeter {
         let full_time = m.full_before
             + m.full_since
                 .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        if !m.expected.is_zero() {
+            let ratio = (m.measured.as_secs_f64() / m.expected.as_secs_f64()).max(1.0);
+            m.stretch = if m.stretch < 1.0 {
+                ratio
+            } else {
+                m.stretch + WEIGHT * (ratio - m.stretch)
+            };
+            (m.measured, m.expected) = (Duration::ZERO, Duration::ZERO);
+        }
         if let Some((then, full_then)) = m.last {
             let dt = now.saturating_duration_since(then).as_secs_f64();
             if dt > 0.0 {
                 let share = (full_time.saturating_sub(full_then).as_secs_f64() / dt).min(1.0);
+                // In the worker's own time: the slots would have been full this much less
+                // had the calls taken what the worker says they take.
+                let share = share / m.stretch.max(1.0);
                 m.busy += WEIGHT * (share - m.busy);
             }
         }

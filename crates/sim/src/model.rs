@@ -1,7 +1,7 @@
 //! The simulated GPU: a cost model with a fixed number of slots, and the faults of
 //! [`crate::faults`] applied to it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -146,6 +146,9 @@ pub struct SimWorker {
     max_batch_seen: AtomicU64,
     oversized_calls: AtomicU64,
     in_flight: AtomicUsize,
+    /// Set once a call had to wait for a slot: more calls are sent than there are slots, and
+    /// a call's time includes that wait.
+    oversubscribed: AtomicBool,
     calls_failed_injected: AtomicU64,
     calls_slow: AtomicU64,
     calls_hung: AtomicU64,
@@ -177,6 +180,7 @@ impl SimWorker {
             max_batch_seen: AtomicU64::new(0),
             oversized_calls: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            oversubscribed: AtomicBool::new(false),
             calls_failed_injected: AtomicU64::new(0),
             calls_slow: AtomicU64::new(0),
             calls_hung: AtomicU64::new(0),
@@ -321,6 +325,10 @@ impl SimWorker {
     }
 
     async fn acquire_slot(&self) -> SemaphorePermit<'_> {
+        if let Ok(permit) = self.slots.try_acquire() {
+            return permit;
+        }
+        self.oversubscribed.store(true, Ordering::Relaxed);
         self.slots
             .acquire()
             .await
@@ -376,6 +384,15 @@ impl Worker for SimWorker {
                 status: e.status(),
                 message: e.to_string(),
             })
+    }
+
+    /// The modelled cost of a call: what it takes here when nothing else holds up the
+    /// process. Not known when calls are slowed on purpose ([`Faults::slow_rate`]) or once
+    /// calls have waited for a slot (more are sent than there are slots): those waits are the
+    /// worker's own.
+    fn expected_call(&self, inputs: usize) -> Option<Duration> {
+        let own_waits = self.faults.slow_rate > 0.0 || self.oversubscribed.load(Ordering::Relaxed);
+        (!own_waits).then(|| self.config.cost(inputs))
     }
 }
 

@@ -102,6 +102,16 @@ pub trait Worker: Send + Sync + 'static {
     /// are exactly as many outputs as inputs.
     async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError>;
 
+    /// How long a call of `inputs` inputs takes at the worker itself, when the worker knows
+    /// its own cost: an in-process model of a worker does. A call that took longer was slowed
+    /// by the machine the caller runs on (its CPU taken, its timers late), not by the worker;
+    /// the batcher's load report tells the two apart with it. `None` (the default): only the
+    /// time seen from outside is known.
+    fn expected_call(&self, inputs: usize) -> Option<std::time::Duration> {
+        let _ = inputs;
+        None
+    }
+
     /// Whether the worker can take calls now, asked by its protocol's health endpoint. A
     /// [`Pool`] stops sending to a worker whose check fails and sends again once it passes.
     /// Workers without such an endpoint (in-process models) are always healthy.

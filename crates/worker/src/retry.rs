@@ -189,6 +189,10 @@ impl Worker for Retrying {
     async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
         self.infer_counting(inputs, CallKind::FirstTry).await.0
     }
+
+    fn expected_call(&self, inputs: usize) -> Option<Duration> {
+        self.inner.expected_call(inputs)
+    }
 }
 
 #[cfg(test)]

@@ -3,15 +3,15 @@
 //! gateway (429 `too_many_in_flight`), then the gateway-wide limit (503
 //! `concurrency_limited`). A request refused here costs no body read and no handler work.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
 use super::extract::authorization;
 use crate::error::ApiError;
+use crate::fair_share::CallerSlot;
 use crate::log_throttle::LogThrottle;
-use crate::state::AppState;
+use crate::state::{AppState, RequestSlot};
 
 /// The caller the guard identified, left in the request's extensions for the handler.
 #[derive(Debug, Clone)]
@@ -20,15 +20,23 @@ pub(crate) struct Identity(pub(crate) String);
 /// A failing limiter store is logged once a second at most, not once per request.
 static LIMITER_DOWN: LogThrottle = LogThrottle::new(Duration::from_secs(1));
 
-/// The guard, as middleware. Health, metrics, the status page and the admin API are not
-/// guarded, so operators can still look at a saturated gateway.
+/// What a request that passed the guard holds until it is answered: its place under the
+/// gateway-wide limit and, with authentication, in its caller's share.
+pub(super) struct Admitted {
+    _share: Option<CallerSlot>,
+    _slot: RequestSlot,
+}
+
+/// The guard, run by the front service (`front.rs`) before the route: the caller's identity
+/// goes into the request's extensions for the handler, or the refusal is the answer. Health,
+/// metrics, the status page and the admin API are not guarded (`None`), so operators can
+/// still look at a saturated gateway.
 pub(super) async fn admit(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+    state: &AppState,
+    request: &mut Request,
+) -> Result<Option<Admitted>, Response> {
     if !request.uri().path().starts_with("/v1/") {
-        return next.run(request).await;
+        return Ok(None);
     }
     let caller = match authorization(request.headers()) {
         Ok(header) => state
@@ -38,38 +46,38 @@ pub(super) async fn admit(
             .map_err(|e| ApiError::Unauthenticated(e.to_string())),
         Err(error) => Err(error),
     };
-    let caller = match caller {
-        Ok(caller) => caller,
-        Err(error) => return error.into_response(),
-    };
+    let caller = caller.map_err(IntoResponse::into_response)?;
     // Without authentication every caller is the same `anonymous`: there is no identity to
     // count against, so only the gateway-wide limit applies.
-    let _share = if state.auth.enabled() {
-        if let Err(refused) = check_rate(&state, &caller).await {
-            return refused.into_response();
-        }
+    let share = if state.auth.enabled() {
+        check_rate(state, &caller)
+            .await
+            .map_err(IntoResponse::into_response)?;
         let slots = state.caller_slots();
         match slots.try_enter(&caller) {
             Some(share) => Some(share),
             None => {
-                return ApiError::TooManyInFlight {
+                return Err(ApiError::TooManyInFlight {
                     limit: slots.max_per_caller(),
                     retry_after_secs: state.config.retry_after_secs,
                 }
-                .into_response()
+                .into_response())
             }
         }
     } else {
         None
     };
-    let Some(_slot) = state.enter_request() else {
-        return ApiError::ConcurrencyLimited {
+    let Some(slot) = state.enter_request() else {
+        return Err(ApiError::ConcurrencyLimited {
             retry_after_secs: state.config.retry_after_secs,
         }
-        .into_response();
+        .into_response());
     };
     request.extensions_mut().insert(Identity(caller));
-    next.run(request).await
+    Ok(Some(Admitted {
+        _share: share,
+        _slot: slot,
+    }))
 }
 
 /// Counts one request of `caller` against its rate; `Err` with the 429 when over it.

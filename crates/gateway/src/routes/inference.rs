@@ -205,11 +205,12 @@ enum Known {
 /// the task lands in the partition of its dedupe entry (one slot on a Redis Cluster); the
 /// other 15 bytes stay random.
 fn new_task_id(input_sha256: Option<&str>) -> String {
-    let id = Uuid::new_v4().to_string();
-    match input_sha256.and_then(|h| h.get(..2)) {
-        Some(byte) => format!("{byte}{}", &id[2..]),
-        None => id,
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    if let Some(byte) = input_sha256.and_then(|h| h.as_bytes().get(..2)) {
+        text[..2].copy_from_slice(byte);
     }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// 200 with the result if the task finishes within `wait`, else 202 with its pending view.
@@ -237,12 +238,16 @@ async fn answer(
     } else {
         StatusCode::ACCEPTED
     };
-    let location = HeaderValue::from_str(&format!("/v1/result/{task_id}"))
+    let location = HeaderValue::try_from(format!("/v1/result/{task_id}"))
         .expect("a UUID path is a valid header value. This is a bug.");
-    Ok((
-        status,
-        [(header::LOCATION, location)],
-        Json(record.view(&task_id)),
-    )
-        .into_response())
+    // The record is ours: its output moves into the answer rather than being copied.
+    let view = TaskView {
+        task_id,
+        status: record.status,
+        output: record.output,
+        error: record.error,
+        created_at: record.created_at,
+        completed_at: record.completed_at,
+    };
+    Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
 }

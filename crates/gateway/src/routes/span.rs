@@ -10,7 +10,7 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Opens the request's span (in the edge middleware, after the request id is set).
+/// Opens the request's span (in the front service, `front.rs`, after the request id is set).
 ///
 /// With trace export off, the span carries only what log lines use (`request_id`, then
 /// `task_id`): the OpenTelemetry fields (name, kind, method, route, status) would be formatted
