@@ -116,15 +116,13 @@ impl Cpu {
             .min()
     }
 
-    /// The work done by `now` (at [`Cpu::next_done`]), first the one with the least left.
+    /// The work done by `now` (the caller's time is [`Cpu::next_done`]): the head of the queue
+    /// with the least work left, which the rounding up of `next_done` has brought to zero or
+    /// below. Taking it whatever is left keeps the event loop moving.
     pub(super) fn take_done(&mut self, now: u64) -> Option<Job> {
         self.advance(now);
         let i = (0..self.queues.len())
-            .filter(|&i| {
-                self.queues[i]
-                    .front()
-                    .is_some_and(|(left, _)| *left <= 1e-3)
-            })
+            .filter(|&i| !self.queues[i].is_empty())
             .min_by(|&a, &b| {
                 let left = |i: usize| self.queues[i].front().map_or(0.0, |(l, _)| *l);
                 left(a).total_cmp(&left(b))
