@@ -169,6 +169,16 @@ pub struct SimulateArgs {
     #[arg(long, env = "BATCHGATE_SIMULATE_HOST_CORES", default_value_t = 2.0)]
     pub host_cores: f64,
 
+    /// Threads of other work that keep the machine's cores busy meanwhile (its load average
+    /// without the simulated processes): the kernel gives each runnable thread an even share
+    /// of the cores, so they slow the gateway and the client. Only with the CPU modelled.
+    #[arg(
+        long,
+        env = "BATCHGATE_SIMULATE_HOST_OTHER_THREADS",
+        default_value_t = 0.0
+    )]
+    pub host_other_threads: f64,
+
     /// As `bench --max-connections`: requests the client keeps in flight at most; one due
     /// while that many await their answer is not sent (`client_overloaded`). [default: no
     /// limit; the bench's is 10,000]
@@ -304,10 +314,17 @@ impl SimulateArgs {
                 micros("--client-cpu-us", self.client_cpu_us)?,
             ),
         };
+        if !(self.host_other_threads.is_finite() && self.host_other_threads >= 0.0) {
+            return Err(SimulateError::InvalidArgs(format!(
+                "--host-other-threads must be a number, at least 0, got {}",
+                self.host_other_threads
+            )));
+        }
         Ok((!(gateway_cpu + client_cpu).is_zero()).then_some(Host {
             cores: self.host_cores,
             gateway_cpu,
             client_cpu,
+            other_threads: self.host_other_threads,
         }))
     }
 

@@ -13,9 +13,9 @@
 //! wait for (see [`crate::model::Host`]).
 //!
 //! Virtual time is a count of nanoseconds since the start, mapped onto `Instant`s for the
-//! policy. At one instant, call completions are handled first, then sends, then arrivals in
-//! the queue, then stored results, timers and samples (completions before arrivals is the
-//! order the live driver shows under tokio's paused clock).
+//! policy. At one instant, call completions are handled first, then sends, then CPU work
+//! done, then arrivals in the queue, then timers and samples (completions before arrivals is
+//! the order the live driver shows under tokio's paused clock).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -35,10 +35,11 @@ use rand::SeedableRng;
 use crate::model::{Arrivals, Deployment, Load};
 
 mod calls;
+mod cpu;
 mod host;
 mod outcome;
 
-use host::{Client, Cpu};
+use host::{Client, Cpu, Job, Process};
 pub use outcome::{BatchRecord, Outcome, Point};
 
 /// How often the gateway samples the queue and the load board (as `shed.rs` does).
@@ -87,9 +88,6 @@ struct BatcherSim {
 enum Event {
     /// A worker call ends (index into the calls).
     Done(usize),
-    /// The gateway has stored a finished call's results (its way-out CPU work done): the
-    /// batcher's slot frees.
-    Stored(usize),
     /// A batcher's deadline.
     Timer(usize),
     /// The batchers report their load.
@@ -142,8 +140,8 @@ struct Sim<'a> {
     cpu: Option<Cpu>,
     /// The client's limit on requests in flight, if any.
     client: Option<Client>,
-    /// Requests sent and on their way to the queue, with their arrival times (in order: the
-    /// way in takes the same fixed time after a first-come-first-served CPU).
+    /// Requests admitted and on their way to the queue, with their arrival times (in order: the
+    /// way in takes the same fixed time after the gateway's first-come-first-served CPU).
     pending: VecDeque<(u64, Request)>,
 }
 
@@ -236,6 +234,7 @@ impl<'a> Sim<'a> {
             };
         self.schedule(0, Event::Report);
         self.schedule(0, Event::ShedSample);
+
         let ingress = nanos(self.d.ingress);
         let mut index = 0u64;
         let mut next_sent = nanos(source.next());
@@ -259,9 +258,15 @@ impl<'a> Sim<'a> {
             if next_sent == u64::MAX && next_arrival == u64::MAX && self.idle() {
                 break;
             }
-            // Completions before sends before arrivals before everything else at one instant.
+            let next_cpu = self
+                .cpu
+                .as_ref()
+                .and_then(Cpu::next_done)
+                .unwrap_or(u64::MAX);
+            // Completions before sends before CPU work before arrivals before everything else
+            // at one instant.
             let next_request = match self.cpu {
-                Some(_) => next_sent.min(next_arrival),
+                Some(_) => next_sent.min(next_cpu).min(next_arrival),
                 None => next_arrival,
             };
             if next_event < next_request || (next_event == next_request && first) {
@@ -285,7 +290,7 @@ impl<'a> Sim<'a> {
                         usize::try_from(request.index % self.batchers.len() as u64).unwrap_or(0);
                     self.arrive(batcher, request);
                 }
-            } else if next_sent <= next_arrival {
+            } else if next_sent <= next_cpu.min(next_arrival) {
                 self.now = next_sent;
                 self.send(Request {
                     index,
@@ -293,6 +298,10 @@ impl<'a> Sim<'a> {
                 });
                 index += 1;
                 next_sent = nanos(source.next());
+            } else if next_cpu <= next_arrival {
+                self.out.events += 1;
+                self.now = next_cpu;
+                self.cpu_done();
             } else if let Some((t, request)) = self.pending.pop_front() {
                 self.out.events += 1;
                 self.now = t;
@@ -325,10 +334,8 @@ impl<'a> Sim<'a> {
         let Some(cpu) = &mut self.cpu else {
             return true;
         };
-        let work = cpu.way_in;
-        let done = cpu.run(self.now, work);
-        let arrival = done.saturating_add(nanos(self.d.ingress));
-        self.pending.push_back((arrival, request));
+        let work = cpu.client_in;
+        cpu.push(self.now, Process::Client, work, Job::Sent(request));
         false
     }
 
@@ -342,6 +349,7 @@ impl<'a> Sim<'a> {
     /// No arrivals are left: stop once every task has been answered.
     fn idle(&self) -> bool {
         self.pending.is_empty()
+            && self.cpu.as_ref().is_none_or(Cpu::is_idle)
             && self.queued == 0
             && self.calls.len() == self.free_calls.len()
             && self.batchers.iter().all(|b| b.policy.is_empty())
@@ -377,14 +385,13 @@ impl<'a> Sim<'a> {
                 }
             }
             // The refusal goes back the way out.
-            let done = match &mut self.cpu {
+            match &mut self.cpu {
                 Some(cpu) => {
-                    let work = cpu.gateway_out + cpu.client_out;
-                    cpu.run(self.now, work)
+                    let work = cpu.gateway_out;
+                    cpu.push(self.now, Process::Gateway, work, Job::Refused(request));
                 }
-                None => self.now,
-            };
-            self.answered_at(done.saturating_add(nanos(self.d.egress)));
+                None => self.answered_at(self.now.saturating_add(nanos(self.d.egress))),
+            }
             return;
         }
         self.shedder.admitted();
@@ -406,7 +413,6 @@ impl<'a> Sim<'a> {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Done(call) => self.done(call),
-            Event::Stored(call) => self.stored(call),
             Event::Timer(b) => {
                 if self.batchers[b].timer == Some(self.now) {
                     self.batchers[b].timer = None;

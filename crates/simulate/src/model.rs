@@ -63,12 +63,16 @@ impl WorkerModel {
 
 /// The CPU of the machine the gateway runs on, shared by every request and, when the load
 /// generator runs there too (as in BENCHMARKS.md: `batchgate bench` and `batchgate serve` on
-/// the same two cores), by the client. It is one first-come-first-served queue of work served
-/// at `cores` CPU-seconds per second: work is queued when it becomes due, and whatever is
-/// queued ahead of it delays it.
+/// the same two cores), by the client. Each process's work is a first-come-first-served queue
+/// (work is queued when it becomes due, and whatever its process queued before delays it), and
+/// the kernel splits the cores evenly between runnable threads: as many per busy process as
+/// there are cores (tokio's default runtime), and `other_threads` of the machine's other
+/// work. Two busy processes on an otherwise idle machine get half the cores each; one alone
+/// gets them all, so the gateway's work does not wait behind the client's, nor the client's
+/// behind the gateway's.
 ///
 /// A request's work is split where it happens:
-/// - on the way in, when it is sent: the client's half (building and sending it) and the
+/// - on the way in, when it is sent: the client's half (building and sending it), then the
 ///   gateway's half (HTTP, JSON, dedupe, admission); the task reaches the queue once that is
 ///   done;
 /// - on the way out, when its worker call ends: the gateway's other half (storing the result,
@@ -76,9 +80,11 @@ impl WorkerModel {
 ///   frees (as `dispatch.rs` frees it only once results are stored), then the client's other
 ///   half (reading the answer), after which the client has it.
 ///
-/// So past `cores / (gateway_cpu + client_cpu)` requests a second, work queues for the CPU:
-/// new tasks reach the queue later, and finished calls free their slots later, which lowers
-/// what the worker gets through while the CPU is behind.
+/// So past `cores / (gateway_cpu + client_cpu)` requests a second (fewer with other work),
+/// work queues for the CPU: the busier process falls behind first (the client, at the
+/// measuring machine's figures), new tasks reach the queue later and answers are read later;
+/// a gateway behind frees its finished calls' slots later, which lowers what the worker gets
+/// through.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Host {
     /// Cores of the machine.
@@ -87,6 +93,10 @@ pub struct Host {
     pub gateway_cpu: Duration,
     /// The load generator's CPU time per request, when it shares the machine (else zero).
     pub client_cpu: Duration,
+    /// Threads of other work runnable on the machine all along, each weighted as the kernel
+    /// weighs its nice value (a nice-0 thread is 1): they take their even share of the cores.
+    /// 0 on an otherwise idle machine.
+    pub other_threads: f64,
 }
 
 impl Host {

@@ -71,6 +71,7 @@ fn a_cpu_too_small_for_the_rate_makes_requests_wait_for_it() {
         cores: 1.0,
         gateway_cpu: Duration::from_micros(500),
         client_cpu: Duration::from_micros(500),
+        other_threads: 0.0,
     };
     let busy = simulate(&deployment(Some(host)), &load(2000.0, 5, None)).report;
     let idle = simulate(&deployment(None), &load(2000.0, 5, None)).report;
@@ -88,5 +89,40 @@ fn a_cpu_too_small_for_the_rate_makes_requests_wait_for_it() {
     assert!(
         busy_l.max > 4_500.0 && busy_l.p50 > 2_000.0,
         "the CPU's backlog shows in the latency: {busy_l:?}"
+    );
+}
+
+#[test]
+fn other_work_on_the_machine_takes_its_share_of_the_cores() {
+    // 2 cores, 100 µs of CPU per request in each process: at 8,000/s each process needs 0.8
+    // of a core, so alone on the machine neither waits. With 2 threads of other work as busy
+    // as can be, the kernel gives each of the 6 runnable threads a third of a core: each
+    // process gets 2/3 of a core for its 0.8, and falls behind by a sixth of a second every
+    // second, so the last requests of 6 s wait about a second more than the first.
+    let host = |other_threads| Host {
+        cores: 2.0,
+        gateway_cpu: Duration::from_micros(100),
+        client_cpu: Duration::from_micros(100),
+        other_threads,
+    };
+    let idle = simulate(&deployment(Some(host(0.0))), &load(8000.0, 6, None)).report;
+    let shared = simulate(&deployment(Some(host(2.0))), &load(8000.0, 6, None)).report;
+    let (idle_l, shared_l) = (
+        idle.latency_ms.expect("answers"),
+        shared.latency_ms.expect("answers"),
+    );
+    assert!(
+        idle_l.p99 < 300.0,
+        "alone on 2 cores nothing waits: {idle_l:?}"
+    );
+    assert!(
+        shared_l.max > idle_l.max + 700.0 && shared_l.p50 > idle_l.p50 + 200.0,
+        "a third of a core each is too little: {shared_l:?} against {idle_l:?}"
+    );
+    assert_eq!(
+        shared.outcomes.get("ok"),
+        Some(&48_000),
+        "{:?}",
+        shared.outcomes
     );
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use batchgate_policy::Batch;
 use rand::Rng;
 
-use super::{nanos, BatchRecord, Call, Event, Request, Sim};
+use super::{nanos, BatchRecord, Call, Event, Job, Process, Request, Sim};
 
 impl Sim<'_> {
     pub(super) fn dispatch(&mut self, b: usize, batch: Batch<Request>) {
@@ -126,9 +126,8 @@ impl Sim<'_> {
         // The results are stored on the way out; the slot frees once that work is done.
         match &mut self.cpu {
             Some(cpu) => {
-                let work = cpu.gateway_out.saturating_mul(n as u64);
-                let stored = cpu.run(now, work);
-                self.schedule(stored, Event::Stored(id));
+                let work = cpu.gateway_out * n as f64;
+                cpu.push(now, Process::Gateway, work, Job::Stored(id));
             }
             None => self.stored(id),
         }
@@ -143,34 +142,17 @@ impl Sim<'_> {
         let now = self.now;
         let b = call.batcher;
         self.batchers[b].slots.release();
-        let read = match &mut self.cpu {
+        match &mut self.cpu {
+            // The client reads the answers once its work queued before them is done.
             Some(cpu) => {
-                let work = cpu.client_out.saturating_mul(call.requests.len() as u64);
-                cpu.run(now, work)
+                let work = cpu.client_out * call.requests.len() as f64;
+                let job = Job::Read {
+                    requests: call.requests,
+                    failed: Some(call.failed),
+                };
+                cpu.push(now, Process::Client, work, job);
             }
-            None => now,
-        };
-        let answered = read.saturating_add(nanos(self.d.egress));
-        for r in &call.requests {
-            self.answered_at(answered);
-            if !self.measured(r) {
-                continue;
-            }
-            if call.failed {
-                self.count("failed");
-                continue;
-            }
-            let micros = (answered - r.sent) / 1000;
-            self.out.latency_us.saturating_record(micros.max(1));
-            if let Some(ok) = self.out.outcomes.get_mut("ok") {
-                *ok += 1;
-            } else {
-                self.out.outcomes.insert("ok".to_owned(), 1);
-            }
-            if let Some(p) = self.point(answered) {
-                p.ok += 1;
-                p.latency_us.saturating_record(micros.max(1));
-            }
+            None => self.answer(&call.requests, call.failed, now),
         }
         // As in the driver: a freed slot wakes a batcher waiting for one; a batcher already
         // gathering (blocked on the queue until its deadline) sees the new load only at its
