@@ -11,7 +11,7 @@ use batchgate_protocol::sim_output;
 use batchgate_protocol::task::Task;
 use batchgate_queue::memory::{MemoryDeadLetters, MemoryQueue, MemoryResultStore};
 use batchgate_queue::{Queue, ResultStore};
-use batchgate_worker::{Worker, WorkerError};
+use batchgate_worker::{Output, Worker, WorkerError};
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,7 @@ struct Recording {
 
 #[async_trait]
 impl Worker for Recording {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         self.calls
             .lock()
             .expect("lock")
@@ -37,7 +37,7 @@ impl Worker for Recording {
                 message: "boom".into(),
             });
         }
-        Ok(inputs.iter().map(|i| sim_output(i)).collect())
+        Ok(inputs.iter().map(|i| Output::Text(sim_output(i))).collect())
     }
 }
 
@@ -153,7 +153,10 @@ async fn outputs_are_not_cross_wired_and_batches_never_exceed_64() {
     h.wait_all(&ids).await;
     for (i, id) in ids.iter().enumerate() {
         let r = h.store.get(id).await.expect("get").expect("exists");
-        assert_eq!(r.output, Some(sim_output(&format!("input c {i}"))));
+        assert_eq!(
+            r.output_text(),
+            Some(sim_output(&format!("input c {i}")).as_str())
+        );
     }
     let calls = h.calls();
     assert!(calls.iter().all(|(_, n)| *n <= 64));
@@ -221,7 +224,7 @@ async fn identical_inputs_in_one_batch_reach_the_worker_once() {
             .await
             .expect("wait")
             .expect("exists");
-        assert_eq!(r.output, Some(sim_output(input)));
+        assert_eq!(r.output_text(), Some(sim_output(input).as_str()));
     }
     let sizes: Vec<usize> = h.calls().iter().map(|(_, n)| *n).collect();
     assert_eq!(sizes, vec![2], "one call with the two distinct inputs");
@@ -237,7 +240,7 @@ struct Limited {
 
 #[async_trait]
 impl Worker for Limited {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         use std::sync::atomic::Ordering::SeqCst;
         let now = self.running.fetch_add(1, SeqCst) + 1;
         self.attempts.fetch_add(1, SeqCst);
@@ -251,7 +254,7 @@ impl Worker for Limited {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.running.fetch_sub(1, SeqCst);
-        Ok(inputs.iter().map(|i| sim_output(i)).collect())
+        Ok(inputs.iter().map(|i| Output::Text(sim_output(i))).collect())
     }
 }
 

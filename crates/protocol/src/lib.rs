@@ -9,6 +9,7 @@
 //! - [`worker_grpc`]: the same call over gRPC (generated from `proto/worker.proto`).
 //! - [`kserve_v2`]: the KServe V2 / Open Inference Protocol's JSON, as batchgate uses it.
 //! - [`openai`]: OpenAI-style embeddings, and the embedding the simulated worker derives.
+//! - [`output`]: [`Output`], a worker's output (text, bytes or a vector) and its stored form.
 //! - [`task`]: the task as it travels through the queue.
 //! - [`zone`]: [`zone::Zone`], where a process runs and a task entered.
 //! - [`sim_output`], [`sha256_hex`]: the simulated worker's output function, and input hashes.
@@ -16,11 +17,13 @@
 pub mod api;
 pub mod kserve_v2;
 pub mod openai;
+pub mod output;
 pub mod task;
 pub mod worker_api;
 pub mod worker_grpc;
 pub mod zone;
 
+pub use output::Output;
 use sha2::{Digest, Sha256};
 
 /// The reference simulated worker's output for `input`: the lowercase hex SHA-256 of its UTF-8

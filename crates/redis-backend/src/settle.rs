@@ -4,9 +4,11 @@
 //! node (`crate::topology`). The batcher settles its batches with it, the claimer its dead
 //! letters, and the result store any completion handed to it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use batchgate_protocol::Output;
 use batchgate_queue::{Completion, Outcome};
 use redis::{RedisResult, Script};
 
@@ -157,12 +159,13 @@ impl Settler {
             .arg(group.completions.len());
         for (_, c) in &group.completions {
             let (status, value) = match &c.outcome {
-                Outcome::Success(output) => ('S', output),
-                Outcome::Failed(error) => ('F', error),
+                Outcome::Success(Output::Text(text)) => ('S', Cow::Borrowed(text.as_bytes())),
+                Outcome::Success(output) => ('S', Cow::Owned(output.encode())),
+                Outcome::Failed(error) => ('F', Cow::Borrowed(error.as_bytes())),
             };
             // The final record whole when its head is known here, else status and tail.
             let head = self.heads.take(&c.task_id);
-            let record = record::final_record(status, head.as_deref(), c.completed_at, value);
+            let record = record::final_record(status, head.as_deref(), c.completed_at, &value);
             let head_len = head.map(|h| h.len());
             call.arg(self.keys.result(&c.task_id)).arg(record);
             match head_len {

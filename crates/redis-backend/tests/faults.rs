@@ -263,7 +263,7 @@ async fn a_success_is_never_overwritten(infra: Infra) {
         .expect("store");
     let a = store.get("6b-a").await.expect("get").expect("exists");
     assert_eq!(
-        (a.status, a.output.as_deref(), a.error),
+        (a.status, a.output_text(), a.error.as_deref()),
         (TaskStatus::Success, Some("out"), None)
     );
 
@@ -311,7 +311,7 @@ async fn a_success_is_never_overwritten(infra: Infra) {
     }
     let c = store.get("6b-c").await.expect("get").expect("exists");
     assert_eq!(
-        (c.status, c.output.as_deref()),
+        (c.status, c.output_text()),
         (TaskStatus::Success, Some("delivered"))
     );
 
@@ -350,17 +350,12 @@ async fn a_success_is_never_overwritten(infra: Infra) {
         .expect("settle");
     let d = store.get("6b-d").await.expect("get").expect("exists");
     assert_eq!(
-        (d.status, d.output.as_deref(), d.error),
+        (d.status, d.output_text(), d.error.as_deref()),
         (TaskStatus::Success, Some("first"), None)
     );
     let e = store.get("6b-e").await.expect("get").expect("exists");
     assert_eq!(
-        (
-            e.status,
-            e.output.as_deref(),
-            e.owner.as_deref(),
-            e.created_at
-        ),
+        (e.status, e.output_text(), e.owner.as_deref(), e.created_at),
         (TaskStatus::Success, Some("mine"), Some("alice"), created_at)
     );
 }
@@ -617,7 +612,7 @@ async fn a_notice_lost_while_unsubscribed_is_recovered(infra: Infra) {
     let started = Instant::now();
     let record = waiter.await.expect("join").expect("wait").expect("exists");
     assert_eq!(record.status, TaskStatus::Success);
-    assert_eq!(record.output.as_deref(), Some("out"));
+    assert_eq!(record.output_text(), Some("out"));
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "recovered only after {:?}",

@@ -124,6 +124,11 @@ impl Served {
             }
         }
         let outputs = self.model.infer(inputs).await.map_err(ApiError::Model)?;
+        // The batch protocols carry text: a typed output in the form `/v1/inference` shows.
+        let outputs: Vec<String> = outputs
+            .iter()
+            .map(batchgate_worker::Output::to_text)
+            .collect();
         if outputs.len() != inputs.len() {
             // A model breaking the trait's promise: better an error than a cross-wired batch.
             return Err(ApiError::Model(

@@ -25,7 +25,7 @@ use batchgate_queue::{Queue, ResultStore};
 use batchgate_simulate::engine;
 use batchgate_simulate::model::TIMER_TICK;
 use batchgate_simulate::{Arrivals, Deployment, Load, WorkerModel};
-use batchgate_worker::{Worker, WorkerError};
+use batchgate_worker::{Output, Worker, WorkerError};
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +46,7 @@ struct Recording {
 
 #[async_trait]
 impl Worker for Recording {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         let at = u64::try_from(self.start.elapsed().as_millis()).expect("small");
         let mut ids: Vec<u64> = inputs
             .iter()
@@ -55,7 +55,7 @@ impl Worker for Recording {
         ids.sort_unstable();
         self.calls.lock().expect("lock").push((at, ids));
         tokio::time::sleep(BASE + PER_ITEM * u32::try_from(inputs.len()).expect("small")).await;
-        Ok(inputs.iter().map(|i| sim_output(i)).collect())
+        Ok(inputs.iter().map(|i| Output::Text(sim_output(i))).collect())
     }
 }
 

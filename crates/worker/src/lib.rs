@@ -28,6 +28,8 @@ pub mod spec;
 
 use async_trait::async_trait;
 
+pub use batchgate_protocol::Output;
+
 pub use budget::RetryBudget;
 pub use grpc::GrpcWorker;
 pub use http_json::HttpJsonWorker;
@@ -97,7 +99,7 @@ impl WorkerError {
 pub trait Worker: Send + Sync + 'static {
     /// Runs the model on `inputs`; on success `outputs[i]` belongs to `inputs[i]`, and there
     /// are exactly as many outputs as inputs.
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError>;
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError>;
 
     /// Whether the worker can take calls now, asked by its protocol's health endpoint. A
     /// [`Pool`] stops sending to a worker whose check fails and sends again once it passes.
