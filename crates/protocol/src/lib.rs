@@ -5,6 +5,7 @@
 //!
 //! Layout:
 //! - [`api`]: the public HTTP API's JSON (`POST /v1/inference`, `GET /v1/result/{id}`, errors).
+//! - [`front`]: the OpenAI-compatible and KServe V2 front doors' JSON, as batchgate serves them.
 //! - [`worker_api`]: the fixed worker batch API (`POST /v1/batch`).
 //! - [`worker_grpc`]: the same call over gRPC (generated from `proto/worker.proto`).
 //! - [`kserve_v2`]: the KServe V2 / Open Inference Protocol's JSON, as batchgate uses it.
@@ -15,6 +16,7 @@
 //! - [`sim_output`], [`sha256_hex`]: the simulated worker's output function, and input hashes.
 
 pub mod api;
+pub mod front;
 pub mod kserve_v2;
 pub mod openai;
 pub mod output;

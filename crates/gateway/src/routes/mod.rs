@@ -1,20 +1,27 @@
 //! The routes and the middleware around them.
 //!
 //! - `POST /v1/inference` ([`inference`]), `GET /v1/result/{task_id}` ([`result`]);
+//! - `POST /v1/embeddings`, `GET /v1/models` ([`openai`]): OpenAI-compatible embeddings;
+//! - `POST /v2/models/{name}/infer`, `GET /v2/models/{name}[/ready]`, `GET /v2`,
+//!   `GET /v2/health/{live,ready}` ([`kserve`]): the KServe V2 / Open Inference Protocol;
 //! - `GET /healthz`, `GET /readyz` ([`health`]); `GET /metrics` ([`metrics`]);
 //! - `GET /openapi.json` ([`openapi`]);
 //! - `GET /` and `GET /status.json` ([`status`]): the live status page and its data;
 //! - `GET /admin/dlq`, `POST /admin/dlq/replay`, `POST /admin/dlq/purge` ([`admin`]).
 
 mod admin;
+mod admit;
 mod extract;
 mod guard;
 mod health;
 mod inference;
+mod kserve;
 mod metrics;
+mod openai;
 pub mod openapi;
 mod request_id;
 mod result;
+mod shape;
 mod span;
 mod status;
 
@@ -56,6 +63,14 @@ pub fn router(state: AppState) -> Router {
         .route(route::DLQ, get(admin::list))
         .route(route::DLQ_REPLAY, post(admin::replay))
         .route(route::DLQ_PURGE, post(admin::purge))
+        .route(route::EMBEDDINGS, post(openai::embeddings))
+        .route(route::MODELS, get(openai::models))
+        .route(route::V2, get(kserve::server_metadata))
+        .route(route::V2_LIVE, get(kserve::live))
+        .route(route::V2_READY, get(kserve::ready))
+        .route(route::V2_MODEL, get(kserve::model_metadata))
+        .route(route::V2_MODEL_READY, get(kserve::model_ready))
+        .route(route::V2_INFER, post(kserve::infer))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             count_by_route,
@@ -134,9 +149,11 @@ async fn count_by_route(State(state): State<AppState>, request: Request, next: N
 /// - an error answer that is not JSON (one made below the routes, by the framework) is put
 ///   into our shape, and every error answer is counted by its stable code (no line per failed request:
 ///   a client must not be able to flood the log);
+/// - an error on the OpenAI or KServe V2 routes is put in that protocol's shape (`shape.rs`);
 /// - every answer is marked `nosniff`.
 async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let request_id = request_id::ensure(request.headers_mut());
+    let door = shape::door_of(request.uri().path());
     let span = span::request_span(&request);
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
@@ -148,6 +165,8 @@ async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -
     {
         response = ApiError::Rejected(status).into_response();
     }
+    // The OpenAI and KServe V2 routes answer errors in their protocols' shapes.
+    let mut response = shape::reshape(door, response);
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         state
             .metrics
