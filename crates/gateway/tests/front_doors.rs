@@ -320,3 +320,23 @@ async fn the_inference_api_shows_a_vector_as_json_text() {
     let view = gw.get(&format!("/v1/result/{task_id}"), None).await;
     assert_eq!(view.body["output"], "[0.5,-1.0]", "{view:?}");
 }
+
+#[tokio::test]
+async fn the_inference_api_takes_an_optional_model_and_refuses_unknown_ones() {
+    let gw = embedder();
+    let jwt = token("carol");
+    let named = json!({"input": "x", "model": "embedder"});
+    assert_eq!(
+        gw.post("/v1/inference", Some(&jwt), &named).await.status,
+        202
+    );
+    let unnamed = json!({"input": "y"});
+    assert_eq!(
+        gw.post("/v1/inference", Some(&jwt), &unnamed).await.status,
+        202
+    );
+    let other = json!({"input": "z", "model": "other"});
+    let refused = gw.post("/v1/inference", Some(&jwt), &other).await;
+    refused.assert_error(404, "model_not_found");
+    assert_eq!(gw.queued().await, 2, "the refused input was not admitted");
+}

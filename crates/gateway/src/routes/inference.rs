@@ -37,6 +37,7 @@ use crate::state::AppState;
         (status = 408, description = "`timeout`: the request took longer than the gateway allows.", body = ErrorBody),
         (status = 429, description = "`rate_limited`: over the caller's rate (`RateLimit-*` headers say more); `too_many_in_flight`: the caller has its most requests open.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
         (status = 403, description = "`client_id_mismatch`: the body's `client_id` is not the token's subject.", body = ErrorBody),
+        (status = 404, description = "`model_not_found`: `model` names a model not served here.", body = ErrorBody),
         (status = 503, description = "`overloaded`: the queue is full or its wait too long; `deadline_unmeetable`: the estimated wait exceeds `timeout_ms`; `concurrency_limited`: the gateway serves its most requests; `shutting_down`: draining; `unavailable`: a backend failed.", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
     ),
     security((), ("bearer" = []))
@@ -50,6 +51,9 @@ pub(crate) async fn submit(
     // With authentication the token says who calls; a body that claims otherwise is refused.
     if state.auth.enabled() && request.client_id.as_ref().is_some_and(|c| *c != caller) {
         return Err(ApiError::ClientIdMismatch);
+    }
+    if let Some(model) = request.model.as_deref().filter(|m| !state.config.serves(m)) {
+        return Err(ApiError::ModelNotFound(model.to_owned()));
     }
     check_input(&state, &request.input)?;
     let timeout = match request.timeout_ms {
