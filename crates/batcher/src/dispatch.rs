@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use batchgate_policy::Batch;
-use batchgate_protocol::task::unix_ms;
-use batchgate_protocol::task::Task;
+use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_protocol::Output;
 use batchgate_queue::{
     Completion, DeadLetters, Delivery, Failure, Outcome, Queue, Receipt, ResultStore,

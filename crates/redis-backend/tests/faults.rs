@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::task::Task;
+use batchgate_protocol::Output;
 use batchgate_queue::{
     Admitted, Completion, Intake, Outcome, Queue, ResultStore, TaskRecord, Watched,
 };
@@ -621,6 +622,38 @@ async fn a_notice_lost_while_unsubscribed_is_recovered(infra: Infra) {
     stop.cancel();
 }
 on_both!(a_notice_lost_while_unsubscribed_is_recovered);
+
+// Typed outputs go through the settle script, the stored record and the notice as they are:
+// a vector comes back as the same floats, bytes as the same bytes (not JSON text).
+async fn typed_outputs_come_back_through_the_record_and_the_notice(infra: Infra) {
+    let stop = CancellationToken::new();
+    let gateway = infra.gateway("gw-typed", &stop).await;
+    let intake = infra.intake().await;
+    let vector = Output::Vector(vec![0.25, -1.5, 3.0e-3, f32::MAX]);
+    let expectation = gateway.clone().expect("d3-vec", TaskRecord::pending(1));
+    intake
+        .admit(&task("d3-vec", Some("gw-typed")), 1, None)
+        .await
+        .expect("admit");
+    let waiter = tokio::spawn(expectation.wait(Duration::from_secs(30)));
+    let store = infra.store(Duration::from_secs(60)).await;
+    let bytes = Output::Bytes(vec![0xFF, b';', 0, b'S']);
+    store
+        .complete(vec![
+            done("d3-vec", Outcome::Success(vector.clone()), Some("gw-typed")),
+            done("d3-bin", Outcome::Success(bytes.clone()), None),
+        ])
+        .await
+        .expect("store");
+    let noticed = waiter.await.expect("join").expect("wait").expect("exists");
+    assert_eq!(noticed.output.as_ref(), Some(&vector), "through the notice");
+    let read = store.get("d3-vec").await.expect("get").expect("exists");
+    assert_eq!(read.output.as_ref(), Some(&vector), "through the record");
+    let read = store.get("d3-bin").await.expect("get").expect("exists");
+    assert_eq!(read.output.as_ref(), Some(&bytes));
+    stop.cancel();
+}
+on_both!(typed_outputs_come_back_through_the_record_and_the_notice);
 
 /// Script calls (`EVALSHA`, `EVAL`) every node ran since its counters were reset.
 fn script_calls(infra: &Infra) -> u64 {
