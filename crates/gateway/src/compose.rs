@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchgate_queue::Backends;
+use batchgate_queue::{Backends, Intake};
 use prometheus_client::registry::Registry;
 
 use crate::auth::{Authenticator, KeyError};
@@ -27,6 +27,8 @@ pub struct StateBuilder {
     workers_healthy: Option<WorkersHealthy>,
     /// The process's registry, which other parts (a batcher) may have registered in already.
     registry: Registry,
+    /// The intakes of the models after the first, in the order of `config.models`.
+    model_intakes: Vec<Arc<dyn Intake>>,
 }
 
 /// Why a gateway could not be built.
@@ -46,7 +48,15 @@ impl StateBuilder {
             queue_error_tolerance: DEFAULT_QUEUE_ERROR_TOLERANCE,
             workers_healthy: None,
             registry: Registry::default(),
+            model_intakes: Vec::new(),
         }
+    }
+
+    /// The intakes of the models after the first (`config.models[1..]`, in order), each
+    /// into its model's own queue.
+    pub fn model_intakes(mut self, intakes: Vec<Arc<dyn Intake>>) -> Self {
+        self.model_intakes = intakes;
+        self
     }
 
     /// How long queue errors may last before `/readyz` answers 503.
@@ -94,6 +104,7 @@ impl StateBuilder {
             queue: backends.queue.clone(),
             results: backends.results.clone(),
             intake: backends.intake.clone(),
+            model_intakes: self.model_intakes,
             dedupe: backends.dedupe,
             gateway_id: backends.gateway_id.clone(),
             admission,

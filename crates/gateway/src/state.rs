@@ -68,6 +68,20 @@ struct StateInner {
 }
 
 impl AppState {
+    /// The position of the model named `name` in `config.models`, if it is served.
+    pub fn model_index(&self, name: &str) -> Option<usize> {
+        self.config.models.iter().position(|m| m == name)
+    }
+
+    /// The intake of model `index` (see [`AppState::model_index`]); the first model's for
+    /// an index past the end.
+    pub fn intake_of(&self, index: usize) -> &Arc<dyn Intake> {
+        match index.checked_sub(1) {
+            Some(i) => self.model_intakes.get(i).unwrap_or(&self.intake),
+            None => &self.intake,
+        }
+    }
+
     /// Wraps the shared parts.
     pub fn new(shared: Shared) -> Self {
         let caller_slots = Arc::new(CallerSlots::new(shared.config.max_requests_per_caller));
@@ -160,6 +174,9 @@ pub struct Shared {
     pub results: Arc<dyn ResultStore>,
     /// Admits tasks: pending record, dedupe claim, enqueue, as one operation.
     pub intake: Arc<dyn Intake>,
+    /// The intakes of the models after the first (`config.models[1..]`, in order), each
+    /// into that model's own queue: batches never mix models.
+    pub model_intakes: Vec<Arc<dyn Intake>>,
     /// Whether identical inputs share one task (the intake's dedupe cache is on).
     pub dedupe: bool,
     /// This gateway's name on the notification bus, put in each task's `reply_to` so the

@@ -49,6 +49,7 @@ impl BatcherArgs {
             shutdown_delay: lifecycle.shutdown_delay,
             queue_error_tolerance: lifecycle.queue_error_tolerance,
             tls: None,
+            models: Vec::new(),
         })
     }
 }

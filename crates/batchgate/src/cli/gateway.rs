@@ -48,6 +48,7 @@ impl GatewayArgs {
             shutdown_delay: lifecycle.shutdown_delay,
             queue_error_tolerance: lifecycle.queue_error_tolerance,
             tls: http.tls,
+            models: Vec::new(),
         })
     }
 }

@@ -184,7 +184,7 @@ impl ApiArgs {
 
 /// A model name, checked: 1 to 128 letters, digits, `.`, `_`, `-` or `:` (it stands in URL
 /// paths and metric labels).
-fn model_name(name: &str) -> Result<String, ConfigError> {
+pub(crate) fn model_name(name: &str) -> Result<String, ConfigError> {
     let fits = (1..=128).contains(&name.len())
         && name
             .chars()

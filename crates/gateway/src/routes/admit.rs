@@ -29,6 +29,8 @@ pub(crate) struct Submission {
     /// Whether the caller will wait for the result (then it is registered before the task
     /// can complete).
     pub(crate) waits: bool,
+    /// Which model (its position in the served models): its queue takes the task.
+    pub(crate) model: usize,
 }
 
 /// A task admitted for an input.
@@ -76,6 +78,7 @@ pub(crate) async fn admit(
         timeout,
         dedupe_scope,
         waits,
+        model,
     } = submission;
     let retry_after_secs = state.config.retry_after_secs;
     // The caller's rate limit and share were checked when the headers arrived
@@ -92,11 +95,18 @@ pub(crate) async fn admit(
     // Dedupe is per owner unless configured global: by default one user's input never
     // answers with another user's task. Globally shared tasks belong to no one.
     let global = state.config.dedupe_scope == DedupeScope::Global;
-    let input_sha256 = state.dedupe.then(|| {
-        if global {
-            sha256_hex(&input)
-        } else {
-            owner_input_sha256_hex(dedupe_scope.as_deref().unwrap_or(caller), &input)
+    let input_sha256 = state.dedupe.then(|| match (global, model) {
+        (true, 0) => sha256_hex(&input),
+        (false, 0) => owner_input_sha256_hex(dedupe_scope.as_deref().unwrap_or(caller), &input),
+        // Another model's output for the same input is another result: its scope names it.
+        (global, _) => {
+            let scope = if global {
+                ""
+            } else {
+                dedupe_scope.as_deref().unwrap_or(caller)
+            };
+            let name = state.config.models.get(model).map_or("", String::as_str);
+            owner_input_sha256_hex(&format!("{scope}@{name}"), &input)
         }
     });
     let task_id = new_task_id(input_sha256.as_deref());
@@ -133,8 +143,8 @@ pub(crate) async fn admit(
         state.results.clone().expect(&task_id, pending)
     });
     let admit_error = |e| ApiError::from_admit(&e, retry_after_secs);
-    let admitted = state
-        .intake
+    let intake = state.intake_of(model);
+    let admitted = intake
         .admit(&task, created_at, input_sha256.as_deref())
         .instrument(enqueue_span.clone())
         .await
@@ -167,8 +177,7 @@ pub(crate) async fn admit(
             // The first task ended between the admission (which takes over the entry of a
             // task that failed or expired) and this read, or belongs to someone this caller
             // may not see: run this one on its own.
-            state
-                .intake
+            intake
                 .admit(&task, created_at, None)
                 .instrument(enqueue_span)
                 .await
@@ -218,6 +227,7 @@ pub(crate) async fn outcome(
 pub(crate) async fn run_all(
     state: &AppState,
     caller: &str,
+    model: usize,
     inputs: Vec<String>,
 ) -> Result<Vec<Output>, ApiError> {
     for input in &inputs {
@@ -229,6 +239,7 @@ pub(crate) async fn run_all(
             timeout: None,
             dedupe_scope: None,
             waits: true,
+            model,
         };
         admit(state, caller, submission)
     }))

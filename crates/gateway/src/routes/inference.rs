@@ -52,9 +52,12 @@ pub(crate) async fn submit(
     if state.auth.enabled() && request.client_id.as_ref().is_some_and(|c| *c != caller) {
         return Err(ApiError::ClientIdMismatch);
     }
-    if let Some(model) = request.model.as_deref().filter(|m| !state.config.serves(m)) {
-        return Err(ApiError::ModelNotFound(model.to_owned()));
-    }
+    let model = match request.model.as_deref() {
+        None => 0,
+        Some(name) => state
+            .model_index(name)
+            .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))?,
+    };
     check_input(&state, &request.input)?;
     let timeout = match request.timeout_ms {
         None => None,
@@ -71,6 +74,7 @@ pub(crate) async fn submit(
         timeout,
         dedupe_scope: scope,
         waits: !wait.is_zero(),
+        model,
     };
     let admission = admit(&state, &caller, submission).await?;
     answer(&state, admission, wait).await

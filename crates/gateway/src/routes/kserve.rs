@@ -162,7 +162,7 @@ pub(crate) async fn infer(
     headers: HeaderMap,
     AnyJsonBody(body): AnyJsonBody<InferBody>,
 ) -> Result<Json<InferAnswer>, ApiError> {
-    served(&state, &name)?;
+    let model = served(&state, &name)?;
     if headers.contains_key(BINARY_HEADER) {
         return Err(ApiError::Unsupported(
             "binary tensor data; send the tensor's data as JSON (binary_data=False)".into(),
@@ -180,7 +180,7 @@ pub(crate) async fn infer(
         )));
     }
     let inputs = texts_of(body.inputs)?;
-    let outputs = run_all(&state, &caller, inputs).await?;
+    let outputs = run_all(&state, &caller, model, inputs).await?;
     Ok(Json(InferAnswer {
         model_name: name,
         id: body.id,
@@ -188,13 +188,11 @@ pub(crate) async fn infer(
     }))
 }
 
-/// `Err` unless the model is served here.
-fn served(state: &AppState, name: &str) -> Result<(), ApiError> {
-    if state.config.serves(name) {
-        Ok(())
-    } else {
-        Err(ApiError::ModelNotFound(name.to_owned()))
-    }
+/// The model's position among those served, or `Err` if it is not served here.
+fn served(state: &AppState, name: &str) -> Result<usize, ApiError> {
+    state
+        .model_index(name)
+        .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))
 }
 
 /// The texts of the request's one `BYTES` tensor, checked against its shape.

@@ -57,9 +57,9 @@ pub(crate) async fn embeddings(
     Caller(caller): Caller,
     JsonBody(body): JsonBody<EmbeddingsBody>,
 ) -> Result<Json<EmbeddingList>, ApiError> {
-    if !state.config.serves(&body.model) {
+    let Some(model) = state.model_index(&body.model) else {
         return Err(ApiError::ModelNotFound(body.model));
-    }
+    };
     if body.dimensions.is_some() {
         return Err(ApiError::Unsupported(
             "`dimensions`: shortened embeddings are not offered; leave it out".into(),
@@ -77,7 +77,7 @@ pub(crate) async fn embeddings(
         .iter()
         .map(|i| i.split_whitespace().count() as u64)
         .sum();
-    let outputs = run_all(&state, &caller, inputs).await?;
+    let outputs = run_all(&state, &caller, model, inputs).await?;
     let format = body.encoding_format.unwrap_or_default();
     let data = outputs
         .iter()
