@@ -93,7 +93,7 @@ pub struct ServeConfig {
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,
     /// The models after the first (`--model`), each with its own queue, batcher and workers
-    /// (in-process backends only); the gateway's `models` lists them after the first.
+    /// (on Redis, its own keys); the gateway's `models` lists them after the first.
     pub models: Vec<crate::models::ModelPart>,
 }
 
@@ -188,27 +188,19 @@ pub async fn run(
         }
         None => (None, None),
     };
-    let models = if config.models.is_empty() {
-        None
-    } else {
-        Some(crate::models::start(
-            &config.models,
-            &backends,
-            config.store.partitions,
-            config.store.queue_capacity,
-            &mut registry,
-        )?)
-    };
+    let (models, model_batchers) = crate::models::start(
+        &config.models,
+        &backends,
+        &config.store,
+        config.gateway.is_some(),
+        &mut registry,
+    )
+    .await?;
     let front = match &config.gateway {
         Some(gateway) => {
             let mut builder = StateBuilder::new(gateway.clone(), config.edge.clone())
                 .queue_error_tolerance(config.queue_error_tolerance)
-                .model_intakes(
-                    models
-                        .as_ref()
-                        .map(|m| m.intakes.clone())
-                        .unwrap_or_default(),
-                )
+                .further_models(models.gateway.clone())
                 .registry(registry);
             if let Some(healthy) = workers_healthy {
                 builder = builder.workers_healthy(healthy);
@@ -251,16 +243,14 @@ pub async fn run(
         addr,
     );
     let drain = async {
-        let others = match models {
-            Some(models) => models.drain().await,
-            None => 0,
-        };
+        let others = model_batchers.drain().await;
         match batcher {
             Some(batcher) => batcher.drain().await.map(|n| n + others),
             None => Some(others),
         }
     };
     let outcome = batchgate_gateway::serve(&server, front, listener, shutdown, drain).await;
+    models.shutdown().await;
     backends.shutdown().await;
     info!(drained = outcome.drained, "batchgate stopped");
     Ok(outcome)

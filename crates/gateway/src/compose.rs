@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchgate_queue::{Backends, Intake};
+use batchgate_queue::Backends;
 use prometheus_client::registry::Registry;
 
 use crate::auth::{Authenticator, KeyError};
@@ -13,7 +13,7 @@ use crate::metrics::GatewayMetrics;
 use crate::ops::{Ops, OpsGauges, OpsParts};
 use crate::readiness::{Readiness, WorkersHealthy, DEFAULT_QUEUE_ERROR_TOLERANCE};
 use crate::shed::Shedder;
-use crate::state::{Admission, AppState, RateLimits, Shared};
+use crate::state::{Admission, AppState, ModelBackends, RateLimits, Shared};
 
 /// A gateway's configuration, turned into an [`AppState`] by [`StateBuilder::build`].
 pub struct StateBuilder {
@@ -27,8 +27,8 @@ pub struct StateBuilder {
     workers_healthy: Option<WorkersHealthy>,
     /// The process's registry, which other parts (a batcher) may have registered in already.
     registry: Registry,
-    /// The intakes of the models after the first, in the order of `config.models`.
-    model_intakes: Vec<Arc<dyn Intake>>,
+    /// The backends of the models after the first, in the order of `config.models`.
+    further_models: Vec<ModelBackends>,
 }
 
 /// Why a gateway could not be built.
@@ -48,14 +48,14 @@ impl StateBuilder {
             queue_error_tolerance: DEFAULT_QUEUE_ERROR_TOLERANCE,
             workers_healthy: None,
             registry: Registry::default(),
-            model_intakes: Vec::new(),
+            further_models: Vec::new(),
         }
     }
 
-    /// The intakes of the models after the first (`config.models[1..]`, in order), each
-    /// into its model's own queue.
-    pub fn model_intakes(mut self, intakes: Vec<Arc<dyn Intake>>) -> Self {
-        self.model_intakes = intakes;
+    /// The backends of the models after the first (`config.models[1..]`, in order), each
+    /// with its model's own queue.
+    pub fn further_models(mut self, models: Vec<ModelBackends>) -> Self {
+        self.further_models = models;
         self
     }
 
@@ -104,7 +104,7 @@ impl StateBuilder {
             queue: backends.queue.clone(),
             results: backends.results.clone(),
             intake: backends.intake.clone(),
-            model_intakes: self.model_intakes,
+            further_models: self.further_models,
             dedupe: backends.dedupe,
             gateway_id: backends.gateway_id.clone(),
             admission,

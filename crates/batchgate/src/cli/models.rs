@@ -1,22 +1,36 @@
-//! `serve --model NAME:KEY=VALUE,…`: a further model, with its own workers and batch limits.
+//! `--model NAME:KEY=VALUE,…`: a further model, with its own workers and batch limits
+//! (`serve`, `batcher`), or `--model NAME` (`gateway`: its batchers run elsewhere).
 
 use super::batching::BatchingArgs;
 use super::error::ConfigError;
 use crate::models::ModelPart;
 
 /// The model flags, checked against `first` (the name of the process's own model, which
-/// they may not reuse) and turned into their parts. Each flag is `NAME:KEY=VALUE,…` with keys
-/// `worker` (a worker URL, at least one; repeatable), `max_batch_size`, `max_wait_ms`,
-/// `max_inflight_batches`; what a model leaves unset is as the process's own flags say.
+/// they may not reuse) and turned into their parts. With `batching` (a process that batches)
+/// each flag is `NAME:KEY=VALUE,…` with keys `worker` (a worker URL, at least one;
+/// repeatable), `max_batch_size`, `max_wait_ms`, `max_inflight_batches`; what a model leaves
+/// unset is as the process's own flags say. Without (a gateway alone), a flag is a name.
 pub(crate) fn parse(
     flags: &[String],
     first: &str,
-    batching: &BatchingArgs,
+    batching: Option<&BatchingArgs>,
 ) -> Result<Vec<ModelPart>, ConfigError> {
     let mut names = vec![first.to_owned()];
     let mut parts = Vec::with_capacity(flags.len());
     for flag in flags {
         let bad = |why: &str| ConfigError::Model(format!("{flag:?}: {why}"));
+        let Some(batching) = batching else {
+            super::http::model_name(flag)?;
+            if names.iter().any(|n| n == flag) {
+                return Err(bad("a model of this name is already served"));
+            }
+            names.push(flag.clone());
+            parts.push(ModelPart {
+                name: flag.clone(),
+                batcher: None,
+            });
+            continue;
+        };
         let (name, settings) = flag
             .split_once(':')
             .ok_or_else(|| bad("expected NAME:worker=URL[,KEY=VALUE]…"))?;
@@ -44,7 +58,7 @@ pub(crate) fn parse(
         }
         parts.push(ModelPart {
             name: name.to_owned(),
-            batcher: args.part(None, None)?,
+            batcher: Some(args.part(None, None)?),
         });
         names.push(name.to_owned());
     }

@@ -45,7 +45,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHGATE_SIM_PER_ITEM_MS", default_value_t = ms_f64(batchgate_sim::model::DEFAULT_PER_ITEM))]
     pub sim_per_item_ms: f64,
 
-    /// A further model, with its own queue, batcher and workers (in-process backends only):
+    /// A further model, with its own queue (on Redis, its own keys), batcher and workers:
     /// `NAME:worker=URL[,worker=URL]…[,max_batch_size=N][,max_wait_ms=N][,max_inflight_batches=N]`
     /// (unset limits as the flags above say). Repeat it for several; batches never mix models.
     /// The first model is the one the other flags describe, named by --model-name.
@@ -68,12 +68,12 @@ impl ServeArgs {
         let zone = self.queue.zone()?;
         let batcher = self.batching.part(Some(sim), zone.clone())?;
         let store = self.queue.store(self.redis.backend()?)?;
-        let models = super::models::parse(&self.models, &self.http.api.model_name, &self.batching)?;
-        if !models.is_empty() && self.redis.backend()?.is_some() {
-            return Err(ConfigError::Model(
-                "several models run on the in-process backends only, not with --redis".into(),
-            ));
-        }
+        let models = super::models::parse(
+            &self.models,
+            &self.http.api.model_name,
+            Some(&self.batching),
+        )?;
+
         let mut http = self.http.into_config(self.listen, zone)?;
         http.gateway
             .models

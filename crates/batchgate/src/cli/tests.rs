@@ -270,13 +270,14 @@ fn further_models_have_their_own_workers_and_limits_and_bad_ones_are_refused() {
         panic!("one further model expected")
     };
     assert_eq!(small.name, "small");
-    let limits = small.batcher.config.limits;
+    let batcher = small.batcher.as_ref().expect("a batcher");
+    let limits = batcher.config.limits;
     assert_eq!(
         (limits.max_batch_size, limits.max_wait),
         (8, Duration::from_millis(5))
     );
-    assert_eq!(small.batcher.config.max_inflight_batches, 3);
-    let WorkerChoice::Remote { workers, .. } = &small.batcher.worker else {
+    assert_eq!(batcher.config.max_inflight_batches, 3);
+    let WorkerChoice::Remote { workers, .. } = &batcher.worker else {
         panic!("remote workers expected")
     };
     assert_eq!(workers.len(), 1);
@@ -293,12 +294,20 @@ fn further_models_have_their_own_workers_and_limits_and_bad_ones_are_refused() {
         let error = serve_config(&["--model-name", "big", "--model", bad]).expect_err(bad);
         assert!(error.contains(why), "{bad}: {error}");
     }
-    let on_redis = serve_config(&[
+    // A gateway alone names further models; their batchers run elsewhere.
+    let argv = [
+        "batchgate",
+        "gateway",
+        "--insecure-no-auth",
         "--redis",
         "redis://127.0.0.1:1",
         "--model",
-        "small:worker=http://127.0.0.1:9",
-    ])
-    .expect_err("several models on Redis");
-    assert!(on_redis.contains("in-process"), "{on_redis}");
+        "small",
+    ];
+    let Command::Gateway(args) = parse(&argv).expect("parses") else {
+        panic!("gateway expected")
+    };
+    let config = args.into_config().expect("valid");
+    assert_eq!(config.models.len(), 1);
+    assert!(config.models[0].batcher.is_none());
 }

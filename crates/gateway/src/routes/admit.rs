@@ -39,6 +39,8 @@ pub(crate) struct Admission {
     pub(crate) task_id: String,
     /// When it was accepted, ms since the Unix epoch.
     pub(crate) created_at: u64,
+    /// Its model, whose store holds its result.
+    pub(crate) model: usize,
     /// What is known of it.
     pub(crate) known: Known,
 }
@@ -123,7 +125,7 @@ pub(crate) async fn admit(
         task_id: task_id.clone(),
         input,
         enqueued_at: now,
-        reply_to: state.gateway_id.clone(),
+        reply_to: state.gateway_id_of(model).clone(),
         deadline: timeout.map(|t| now + t),
         owner: (!global).then(|| caller.to_owned()),
         trace_parent: batchgate_telemetry::traceparent_of(&enqueue_span),
@@ -140,7 +142,7 @@ pub(crate) async fn admit(
             owner: task.owner.clone(),
             ..TaskRecord::pending(created_at)
         };
-        state.results.clone().expect(&task_id, pending)
+        state.results_of(model).clone().expect(&task_id, pending)
     });
     let admit_error = |e| ApiError::from_admit(&e, retry_after_secs);
     let intake = state.intake_of(model);
@@ -157,7 +159,7 @@ pub(crate) async fn admit(
         }
         Admitted::Duplicate(existing) => {
             let record = state
-                .results
+                .results_of(model)
                 .get(&existing)
                 .await
                 .map_err(|e| ApiError::from_store(&e, retry_after_secs))?;
@@ -171,6 +173,7 @@ pub(crate) async fn admit(
                 return Ok(Admission {
                     task_id: existing,
                     created_at,
+                    model,
                     known: Known::Existing,
                 });
             }
@@ -190,6 +193,7 @@ pub(crate) async fn admit(
     Ok(Admission {
         task_id,
         created_at,
+        model,
         known: Known::Fresh(expected),
     })
 }
@@ -203,18 +207,18 @@ pub(crate) async fn outcome(
     let Admission {
         task_id,
         created_at,
+        model,
         known,
     } = admission;
+    let results = state.results_of(model);
     let store_error = |e| ApiError::from_store(&e, state.config.retry_after_secs);
     let record = match known {
         Known::Fresh(Some(expected)) => expected.wait(wait).await.map_err(store_error)?,
         Known::Fresh(None) => None,
-        Known::Existing if !wait.is_zero() => state
-            .results
-            .wait(&task_id, wait)
-            .await
-            .map_err(store_error)?,
-        Known::Existing => state.results.get(&task_id).await.map_err(store_error)?,
+        Known::Existing if !wait.is_zero() => {
+            results.wait(&task_id, wait).await.map_err(store_error)?
+        }
+        Known::Existing => results.get(&task_id).await.map_err(store_error)?,
     };
     let record = record.unwrap_or_else(|| TaskRecord::pending(created_at));
     Ok((task_id, record))
