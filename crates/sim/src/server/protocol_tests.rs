@@ -235,3 +235,26 @@ async fn any_worker_can_be_served_in_place_of_the_simulator() {
         .expect("send");
     assert_eq!(stats.status(), 404);
 }
+
+#[tokio::test]
+async fn the_simulator_answers_to_further_model_names() {
+    let sim = fast_sim(Faults::default());
+    let served = Served::sim(sim).with_names(vec!["small".into(), "big".into()]);
+    assert!(served.serves("sim") && served.serves("small") && !served.serves("other"));
+    let addr = serve(served).await;
+    for name in ["sim", "small", "big"] {
+        for (protocol, worker) in adapters(&addr, name) {
+            let outputs = worker.infer(&batch(&["x"])).await.expect(protocol);
+            assert_eq!(outputs.len(), 1, "{protocol} {name}");
+        }
+    }
+    let other = adapters(&addr, "other");
+    let (_, kserve) = other
+        .iter()
+        .find(|(p, _)| *p == "kserve-v2")
+        .expect("a KServe adapter");
+    assert!(
+        kserve.infer(&batch(&["x"])).await.is_err(),
+        "an unknown name"
+    );
+}
