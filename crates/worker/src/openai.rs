@@ -1,6 +1,6 @@
 //! Adapter for OpenAI-style embeddings: a batch is one `POST {base}/embeddings` with an array
-//! `input`; the output for an input is the JSON array text of its embedding. Health is
-//! `GET {base}/models`.
+//! `input`; the output for an input is its embedding, a vector of 32-bit floats
+//! ([`Output::Vector`]). Health is `GET {base}/models`.
 //!
 //! `{base}` is the API's base URL, `http://host:port/v1`; the model is named in each request
 //! (`sim` unless configured).
@@ -69,8 +69,8 @@ impl OpenAiWorker {
     }
 }
 
-/// Reads an embeddings answer: one JSON array text per input, in input order (placed by each
-/// entry's `index`), else the error it amounts to. Total over any status and any bytes.
+/// Reads an embeddings answer: one vector per input, in input order (placed by each entry's
+/// `index`), else the error it amounts to. Total over any status and any bytes.
 pub fn parse_answer(status: u16, body: &[u8], expected: usize) -> Result<Vec<Output>, WorkerError> {
     if !(200..300).contains(&status) {
         return Err(status_error(status, body));
