@@ -22,14 +22,15 @@ target_dir=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target_dir"
 target_dir=$(cd "$target_dir" && pwd)
 
-# venv_tool VENV PACKAGE==VERSION PROGRAM: the path of PROGRAM in a virtual environment beside
-# the build, installed there from PyPI when missing; prints nothing and fails if that cannot
-# be done.
+# venv_tool VENV 'PACKAGE==VERSION[ …]' PROGRAM: the path of PROGRAM in a virtual environment
+# beside the build, installed there (with every package named) from PyPI when missing; prints
+# nothing and fails if that cannot be done.
 venv_tool() {
-  local venv=$target_dir/$1 package=$2 program=$3
+  local venv=$target_dir/$1 package=$2 program=$3 packages
+  read -ra packages <<<"$package"
   if [ ! -x "$venv/bin/$program" ]; then
     echo "${package%%==*} missing: installing $package into $venv (PyPI)" >&2
-    { python3 -m venv "$venv" && "$venv/bin/pip" install -q "$package"; } >&2 || return 1
+    { python3 -m venv "$venv" && "$venv/bin/pip" install -q "${packages[@]}"; } >&2 || return 1
   fi
   [ -x "$venv/bin/$program" ] && echo "$venv/bin/$program"
 }
@@ -66,6 +67,23 @@ elif [ "${BATCHGATE_ALLOW_NO_SCHEMATHESIS:-}" != 1 ]; then
   exit 1
 else
   echo "schemathesis could not be installed: the API schema test will NOT RUN (BATCHGATE_ALLOW_NO_SCHEMATHESIS=1)" >&2
+fi
+
+# The official OpenAI Python SDK and Triton's KServe V2 HTTP client, the real clients of
+# crates/batchgate/tests/api_clients.rs, in one virtual environment beside the build. They are
+# required: if they cannot be installed the run stops here, unless
+# BATCHGATE_ALLOW_NO_API_CLIENTS=1 is set by whoever runs this (CI refuses to run with it set).
+# Neither package installs a program of its own: the environment counts as installed when its
+# Python imports both (one pip call installs both or neither; a half-made one is made again).
+clients_import() { "$target_dir/api-clients-venv/bin/python" -c 'import openai, tritonclient.http' 2>/dev/null; }
+clients_import || rm -rf "$target_dir/api-clients-venv"
+if venv_tool api-clients-venv "openai==3.63.0 tritonclient[http]==2.73.0" python >/dev/null && clients_import; then
+  export BATCHGATE_API_CLIENTS_PYTHON="$target_dir/api-clients-venv/bin/python"
+elif [ "${BATCHGATE_ALLOW_NO_API_CLIENTS:-}" != 1 ]; then
+  echo "openai and tritonclient could not be installed: stopping (set BATCHGATE_ALLOW_NO_API_CLIENTS=1 to run without the API clients test)" >&2
+  exit 1
+else
+  echo "openai and tritonclient could not be installed: the API clients test will NOT RUN (BATCHGATE_ALLOW_NO_API_CLIENTS=1)" >&2
 fi
 
 # cargo prints one "test result" line per test binary, the last often a crate's empty doc-test

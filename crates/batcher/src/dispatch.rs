@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use batchgate_policy::Batch;
-use batchgate_protocol::task::unix_ms;
-use batchgate_protocol::task::Task;
+use batchgate_protocol::task::{unix_ms, Task};
+use batchgate_protocol::Output;
 use batchgate_queue::{DeadLetters, Delivery, Failure, Queue, Receipt};
 use batchgate_store::{Completion, Outcome, ResultStore};
 use batchgate_worker::{CallKind, Retrying, Worker, WorkerError};
@@ -48,7 +48,7 @@ pub(crate) struct Dispatcher {
 const OVERLOAD_PAUSE: Duration = Duration::from_millis(100);
 
 /// One input's result (its output, or why it has none), and the worker calls it took part in.
-type ItemResult = (Result<String, WorkerError>, u32);
+type ItemResult = (Result<Output, WorkerError>, u32);
 
 /// Who a task's result goes to, and what it takes to dead-letter or requeue it.
 struct Addressee {
@@ -343,7 +343,7 @@ impl Dispatcher {
         &self,
         inputs: &[String],
         kind: CallKind,
-    ) -> (Result<Vec<String>, WorkerError>, u32) {
+    ) -> (Result<Vec<Output>, WorkerError>, u32) {
         let n = inputs.len();
         self.metrics.batch_size.observe(n as f64);
         self.metrics.inflight_batches.inc();

@@ -13,7 +13,7 @@ use batchgate_queue::memory::{MemoryDeadLetters, MemoryQueue};
 use batchgate_queue::{LoadBoard, MemoryLoadBoard, Queue};
 use batchgate_store::memory::MemoryResultStore;
 use batchgate_store::ResultStore;
-use batchgate_worker::{Worker, WorkerError};
+use batchgate_worker::{Output, Worker, WorkerError};
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ struct Recording {
 
 #[async_trait]
 impl Worker for Recording {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         self.calls
             .lock()
             .expect("lock")
@@ -39,7 +39,7 @@ impl Worker for Recording {
                 message: "boom".into(),
             });
         }
-        Ok(inputs.iter().map(|i| sim_output(i)).collect())
+        Ok(inputs.iter().map(|i| Output::Text(sim_output(i))).collect())
     }
 }
 
@@ -155,7 +155,10 @@ async fn outputs_are_not_cross_wired_and_batches_never_exceed_64() {
     h.wait_all(&ids).await;
     for (i, id) in ids.iter().enumerate() {
         let r = h.store.get(id).await.expect("get").expect("exists");
-        assert_eq!(r.output, Some(sim_output(&format!("input c {i}"))));
+        assert_eq!(
+            r.output_text(),
+            Some(sim_output(&format!("input c {i}")).as_str())
+        );
     }
     let calls = h.calls();
     assert!(calls.iter().all(|(_, n)| *n <= 64));
@@ -223,7 +226,7 @@ async fn identical_inputs_in_one_batch_reach_the_worker_once() {
             .await
             .expect("wait")
             .expect("exists");
-        assert_eq!(r.output, Some(sim_output(input)));
+        assert_eq!(r.output_text(), Some(sim_output(input).as_str()));
     }
     let sizes: Vec<usize> = h.calls().iter().map(|(_, n)| *n).collect();
     assert_eq!(sizes, vec![2], "one call with the two distinct inputs");
@@ -239,7 +242,7 @@ struct Limited {
 
 #[async_trait]
 impl Worker for Limited {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         use std::sync::atomic::Ordering::SeqCst;
         let now = self.running.fetch_add(1, SeqCst) + 1;
         self.attempts.fetch_add(1, SeqCst);
@@ -253,7 +256,7 @@ impl Worker for Limited {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.running.fetch_sub(1, SeqCst);
-        Ok(inputs.iter().map(|i| sim_output(i)).collect())
+        Ok(inputs.iter().map(|i| Output::Text(sim_output(i))).collect())
     }
 }
 

@@ -19,10 +19,10 @@ use batchgate_policy::Limits;
 use batchgate_protocol::task::Task;
 use batchgate_queue::memory::{MemoryDeadLetters, MemoryQueue};
 use batchgate_queue::{LoadBoard, MemoryLoadBoard, Queue};
+use batchgate_sim::{SimConfig, SimWorker};
 use batchgate_store::memory::MemoryResultStore;
 use batchgate_store::ResultStore;
-use batchgate_sim::{SimConfig, SimWorker};
-use batchgate_worker::{Worker, WorkerError};
+use batchgate_worker::{Output, Worker, WorkerError};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,7 @@ struct RunLate {
 
 #[async_trait]
 impl Worker for RunLate {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         let outputs = self.inner.infer(inputs).await;
         tokio::time::sleep(self.late).await;
         outputs

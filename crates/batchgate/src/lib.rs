@@ -5,6 +5,8 @@
 //! - [`cli`]: the subcommands and their flags (clap), and `main`.
 //! - [`config_file`]: `--config FILE` (TOML) layered under flags and environment variables.
 //! - [`backend`]: the queue, stores and dedupe a process runs on (in-process or Redis).
+//! - [`models`]: the models after the first of `serve --model`, each with its own queue and
+//!   batcher.
 //! - [`serve`]: runs a process's parts (gateway, batcher or both) and its shutdown order.
 //! - [`pool_metrics`]: each pooled worker's health and load on `/metrics`.
 //! - [`store_metrics`]: the in-process stores' evictions on `/metrics`.
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod config_file;
 pub mod dlq;
 pub mod managed;
+pub mod models;
 pub mod pool_metrics;
 pub mod probe;
 pub mod serve;

@@ -92,6 +92,9 @@ pub struct ServeConfig {
     pub queue_error_tolerance: Duration,
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The models after the first (`--model`), each with its own queue, batcher and workers
+    /// (on Redis, its own keys); the gateway's `models` lists them after the first.
+    pub models: Vec<crate::models::ModelPart>,
 }
 
 /// How a run ended.
@@ -100,7 +103,7 @@ pub type ServeOutcome = Outcome;
 /// The worker `choice` names; a pool of remote workers also shows each worker's health and
 /// load on `/metrics` ([`crate::pool_metrics`]), and makes readiness depend on them: the
 /// second value says whether any of them is healthy (in-process workers always are).
-fn build_worker(
+pub(crate) fn build_worker(
     choice: &WorkerChoice,
     registry: &mut Registry,
 ) -> anyhow::Result<(Arc<dyn Worker>, WorkersHealthy)> {
@@ -169,18 +172,35 @@ pub async fn run(
             memory.clone(),
         )));
     }
+    let first_model = config.gateway.as_ref().and_then(|g| g.models.first());
     let (batcher, workers_healthy) = match &config.batcher {
         Some(part) => {
-            let (worker, healthy) = build_worker(&part.worker, &mut registry)?;
-            let running = batchgate_batcher::run(part.config, &backends, worker, &mut registry);
+            // With several models, each one's batching metrics carry its name.
+            let registry = match first_model {
+                Some(name) if !config.models.is_empty() => {
+                    crate::models::labelled(&mut registry, name)
+                }
+                _ => &mut registry,
+            };
+            let (worker, healthy) = build_worker(&part.worker, registry)?;
+            let running = batchgate_batcher::run(part.config, &backends, worker, registry);
             (Some(running), Some(healthy))
         }
         None => (None, None),
     };
+    let (models, model_batchers) = crate::models::start(
+        &config.models,
+        &backends,
+        &config.store,
+        config.gateway.is_some(),
+        &mut registry,
+    )
+    .await?;
     let front = match &config.gateway {
         Some(gateway) => {
             let mut builder = StateBuilder::new(gateway.clone(), config.edge.clone())
                 .queue_error_tolerance(config.queue_error_tolerance)
+                .further_models(models.gateway.clone())
                 .registry(registry);
             if let Some(healthy) = workers_healthy {
                 builder = builder.workers_healthy(healthy);
@@ -223,12 +243,14 @@ pub async fn run(
         addr,
     );
     let drain = async {
+        let others = model_batchers.drain().await;
         match batcher {
-            Some(batcher) => batcher.drain().await,
-            None => Some(0),
+            Some(batcher) => batcher.drain().await.map(|n| n + others),
+            None => Some(others),
         }
     };
     let outcome = batchgate_gateway::serve(&server, front, listener, shutdown, drain).await;
+    models.shutdown().await;
     backends.shutdown().await;
     info!(drained = outcome.drained, "batchgate stopped");
     Ok(outcome)

@@ -39,6 +39,8 @@ pub struct ReferenceWorkerConfig {
     pub tls: Option<TlsFiles>,
     /// Require the API key in this file on every inference call.
     pub api_key_file: Option<std::path::PathBuf>,
+    /// Further names the simulated model answers to, besides `sim`.
+    pub model_names: Vec<String>,
     /// Serve the real model in this directory instead of the simulated one.
     #[cfg(feature = "model")]
     pub model_dir: Option<std::path::PathBuf>,
@@ -104,7 +106,9 @@ async fn serve(
         .map_err(std::io::Error::other)?;
     let worker = Arc::new(SimWorker::new(config.sim).with_faults(config.faults.clone()));
     let metrics = metrics_router(worker.clone());
-    let served = batchgate_worker_server::Served::sim(worker).with_api_key(api_key);
+    let served = batchgate_worker_server::Served::sim(worker)
+        .with_names(config.model_names.clone())
+        .with_api_key(api_key);
     match batchgate_worker_server::run_with_routes(served, metrics, listener, tls, shutdown).await?
     {
         Stopped::Shutdown => {

@@ -8,9 +8,10 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use batchgate_protocol::api::{TaskStatus, TaskView};
-use batchgate_protocol::openai::{embedding_of_output, embedding_text};
+use batchgate_protocol::openai::embedding_of_output;
 use batchgate_protocol::sim_output;
 use batchgate_protocol::task::unix_ms;
+use batchgate_protocol::Output;
 use common::{
     client, closed_port_url, fast_sim, infer, serve_config, start_serve, start_worker, Backend,
     Infra,
@@ -48,7 +49,15 @@ impl Protocol {
     /// embeddings API, the JSON text of the embedding derived from it.
     fn expected_output(self, input: &str) -> String {
         match self {
-            Protocol::OpenAi => embedding_text(&embedding_of_output(&sim_output(input))),
+            // The adapter reads the worker's vector as 32-bit floats, a typed output that
+            // `/v1/inference` shows as its JSON array text.
+            Protocol::OpenAi => Output::Vector(
+                embedding_of_output(&sim_output(input))
+                    .into_iter()
+                    .map(|x| x as f32)
+                    .collect(),
+            )
+            .to_text(),
             _ => sim_output(input),
         }
     }

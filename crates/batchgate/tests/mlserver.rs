@@ -15,7 +15,7 @@ use std::time::Duration;
 use batchgate::serve::WorkerChoice;
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::sim_output;
-use batchgate_worker::{KserveV2Worker, Worker};
+use batchgate_worker::{KserveV2Worker, Output, Worker};
 use common::{client, infer, serve_config, start_serve, Infra};
 
 /// The model's name in MLServer.
@@ -166,7 +166,13 @@ async fn batchgate_serves_through_mlserver_over_kserve_v2() {
     adapter.health().await.expect("the model is ready");
     let inputs = vec!["hello".to_owned(), "wörld ✓".to_owned()];
     let outputs = adapter.infer(&inputs).await.expect("inference");
-    assert_eq!(outputs, vec![sim_output("hello"), sim_output("wörld ✓")]);
+    assert_eq!(
+        outputs,
+        vec![
+            Output::Text(sim_output("hello")),
+            Output::Text(sim_output("wörld ✓"))
+        ]
+    );
 
     // The whole path: gateway → batcher → MLServer, batches of up to 64.
     let infra = Infra::start(common::Backend::Memory).await;

@@ -320,13 +320,20 @@ async fn across_the_redis_queue_a_batch_span_links_to_every_request_it_carries()
     .await;
     assert!(views.iter().all(|v| v.status == TaskStatus::Success));
 
+    // The request spans end after their answers, so they may be exported after the batch's:
+    // wait for them too rather than race them.
     let spans = wait_for(
         &received,
-        "three enqueue spans and a batch linking to them",
+        "three request and enqueue spans and a batch linking to them",
         |spans| {
             spans.iter().filter(|s| s.name == "enqueue").count() == 3
                 && spans.iter().any(|s| s.name == "batch")
                 && spans.iter().filter(|s| s.name == "batch.wait").count() == 3
+                && spans
+                    .iter()
+                    .filter(|s| s.name == "POST /v1/inference")
+                    .count()
+                    == 3
         },
     )
     .await;

@@ -100,6 +100,7 @@ impl Client {
             // With a token the server knows who calls, and a differing label is refused.
             client_id: self.authorization.is_none().then(|| CLIENT_ID.to_owned()),
             timeout_ms: None,
+            model: None,
         };
         let mut url = self.inference_url.clone();
         url.set_query(Some(&format!("wait_ms={}", self.wait_for(deadline))));

@@ -14,7 +14,7 @@ use crate::ops::{Ops, OpsGauges, OpsParts};
 use crate::rate_limit::MemoryRateLimiter;
 use crate::readiness::{Readiness, WorkersHealthy, DEFAULT_QUEUE_ERROR_TOLERANCE};
 use crate::shed::Shedder;
-use crate::state::{Admission, AppState, RateLimits, Shared};
+use crate::state::{Admission, AppState, ModelBackends, RateLimits, Shared};
 
 /// A gateway's configuration, turned into an [`AppState`] by [`StateBuilder::build`].
 pub struct StateBuilder {
@@ -28,6 +28,8 @@ pub struct StateBuilder {
     workers_healthy: Option<WorkersHealthy>,
     /// The process's registry, which other parts (a batcher) may have registered in already.
     registry: Registry,
+    /// The backends of the models after the first, in the order of `config.models`.
+    further_models: Vec<ModelBackends>,
 }
 
 /// Why a gateway could not be built.
@@ -47,7 +49,15 @@ impl StateBuilder {
             queue_error_tolerance: DEFAULT_QUEUE_ERROR_TOLERANCE,
             workers_healthy: None,
             registry: Registry::default(),
+            further_models: Vec::new(),
         }
+    }
+
+    /// The backends of the models after the first (`config.models[1..]`, in order), each
+    /// with its model's own queue.
+    pub fn further_models(mut self, models: Vec<ModelBackends>) -> Self {
+        self.further_models = models;
+        self
     }
 
     /// How long queue errors may last before `/readyz` answers 503.
@@ -95,6 +105,7 @@ impl StateBuilder {
             queue: backends.queue.clone(),
             results: backends.results.clone(),
             intake: backends.intake.clone(),
+            further_models: self.further_models,
             dedupe: backends.dedupe,
             gateway_id: backends.gateway_id.clone(),
             admission,

@@ -79,7 +79,13 @@ pub struct GatewayConfig {
     pub dedupe_scope: DedupeScope,
     /// The zone this gateway runs in (`--zone`), stamped on every task it accepts.
     pub zone: Option<batchgate_protocol::zone::Zone>,
+    /// The names of the models served (`--model-name`), as the OpenAI and KServe V2 front
+    /// doors list them and requests name them; never empty.
+    pub models: Vec<String>,
 }
+
+/// The name of the model when none is configured.
+pub const DEFAULT_MODEL_NAME: &str = "default";
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -92,11 +98,17 @@ impl Default for GatewayConfig {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             dedupe_scope: DedupeScope::Owner,
             zone: None,
+            models: vec![DEFAULT_MODEL_NAME.to_owned()],
         }
     }
 }
 
 impl GatewayConfig {
+    /// Whether a model of this name is served.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == model)
+    }
+
     /// Largest request body: the input limit with room for JSON escaping (`\u00XX` is six
     /// bytes for one) and the other fields.
     pub fn max_body_bytes(&self) -> usize {

@@ -139,6 +139,26 @@ pub enum ApiError {
     /// this status; the answer is put in our shape.
     #[error("the request was refused ({0})")]
     Rejected(StatusCode),
+    /// The request names a model this deployment does not serve.
+    #[error("no model named {0:?} is served here")]
+    ModelNotFound(String),
+    /// The request asks for something the front door does not offer (e.g. `dimensions`).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// An input of a front-door request failed at the worker: the request has no answer.
+    #[error("input {index} failed: {reason}")]
+    InferenceFailed {
+        /// Which input (its position in the request).
+        index: usize,
+        /// Why, as the task's result says.
+        reason: String,
+    },
+    /// The results of a front-door request did not come within the wait allowed.
+    #[error("the results did not come within {wait_ms} ms")]
+    ResultTimeout {
+        /// The wait, in milliseconds.
+        wait_ms: u64,
+    },
 }
 
 impl ApiError {
@@ -176,6 +196,10 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_in_flight")
             }
             ApiError::Rejected(status) => (*status, rejected_code(*status)),
+            ApiError::ModelNotFound(_) => (StatusCode::NOT_FOUND, "model_not_found"),
+            ApiError::Unsupported(_) => (StatusCode::BAD_REQUEST, "unsupported_parameter"),
+            ApiError::InferenceFailed { .. } => (StatusCode::BAD_GATEWAY, "inference_failed"),
+            ApiError::ResultTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "result_timeout"),
         }
     }
 
@@ -236,13 +260,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let message = self.to_string();
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.to_owned(),
-                message: self.to_string(),
+                message: message.clone(),
             },
         };
         let mut response = (status, Json(body)).into_response();
+        // The front doors that speak other protocols re-render the error in their own shape
+        // from these (`routes/shape.rs`).
+        response.extensions_mut().insert(ErrorMessage(message));
         if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()
@@ -274,6 +302,10 @@ impl IntoResponse for ApiError {
 /// The stable code of an error response, left in the response's extensions for middleware.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
+
+/// The message of an error response, left in the response's extensions for middleware.
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
 
 impl ApiError {
     /// One error of each kind, and each status a refusal below the routes is mapped from: the
@@ -315,6 +347,13 @@ impl ApiError {
             ApiError::ShuttingDown { retry_after_secs },
             ApiError::Unavailable { retry_after_secs },
             ApiError::Timeout,
+            ApiError::ModelNotFound("…".into()),
+            ApiError::Unsupported("…".into()),
+            ApiError::InferenceFailed {
+                index: 0,
+                reason: "…".into(),
+            },
+            ApiError::ResultTimeout { wait_ms: 1 },
         ];
         samples.extend(
             [
@@ -354,7 +393,11 @@ impl ApiError {
             | ApiError::ShuttingDown { .. }
             | ApiError::Unavailable { .. }
             | ApiError::Timeout
-            | ApiError::Rejected(_) => true,
+            | ApiError::Rejected(_)
+            | ApiError::ModelNotFound(_)
+            | ApiError::Unsupported(_)
+            | ApiError::InferenceFailed { .. }
+            | ApiError::ResultTimeout { .. } => true,
         }
     }
 

@@ -52,4 +52,4 @@ pub use readiness::Readiness;
 pub use routes::{ops_router, router};
 pub use run::{run, serve, Front, Outcome, ServerConfig, HTTP_CLOSE_GRACE};
 pub use shed::{ShedBound, Shedder};
-pub use state::{Admission, AppState, RateLimits, Shared};
+pub use state::{Admission, AppState, ModelBackends, RateLimits, Shared};

@@ -57,8 +57,24 @@ pub mod route {
     pub const DLQ_REPLAY: &str = "/admin/dlq/replay";
     /// `POST /admin/dlq/purge`.
     pub const DLQ_PURGE: &str = "/admin/dlq/purge";
+    /// `POST /v1/embeddings` (OpenAI-compatible).
+    pub const EMBEDDINGS: &str = "/v1/embeddings";
+    /// `GET /v1/models` (OpenAI-compatible).
+    pub const MODELS: &str = "/v1/models";
+    /// `GET /v2` (KServe V2 server metadata).
+    pub const V2: &str = "/v2";
+    /// `GET /v2/health/live`.
+    pub const V2_LIVE: &str = "/v2/health/live";
+    /// `GET /v2/health/ready`.
+    pub const V2_READY: &str = "/v2/health/ready";
+    /// `GET /v2/models/{name}`.
+    pub const V2_MODEL: &str = "/v2/models/{name}";
+    /// `GET /v2/models/{name}/ready`.
+    pub const V2_MODEL_READY: &str = "/v2/models/{name}/ready";
+    /// `POST /v2/models/{name}/infer`.
+    pub const V2_INFER: &str = "/v2/models/{name}/infer";
     /// Every route above.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 19] = [
         INFERENCE,
         RESULT,
         HEALTHZ,
@@ -70,6 +86,14 @@ pub mod route {
         DLQ,
         DLQ_REPLAY,
         DLQ_PURGE,
+        EMBEDDINGS,
+        MODELS,
+        V2,
+        V2_LIVE,
+        V2_READY,
+        V2_MODEL,
+        V2_MODEL_READY,
+        V2_INFER,
     ];
     /// The label of a request no route matched.
     pub const UNMATCHED: &str = "unmatched";

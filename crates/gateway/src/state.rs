@@ -55,6 +55,17 @@ impl Admission {
     }
 }
 
+/// What the gateway uses of a further model's backends.
+#[derive(Clone)]
+pub struct ModelBackends {
+    /// Admits its tasks into its own queue.
+    pub intake: Arc<dyn Intake>,
+    /// Where its results are (the same store as the first model's in memory).
+    pub results: Arc<dyn ResultStore>,
+    /// The gateway's name on its notifications (Redis gateways only).
+    pub gateway_id: Option<String>,
+}
+
 /// Cheap-to-clone handle to everything the routes need: one `Arc`, cloned by every extractor
 /// and middleware of every request, so a clone is one atomic increment.
 #[derive(Clone)]
@@ -69,6 +80,46 @@ struct StateInner {
 }
 
 impl AppState {
+    /// The position of the model named `name` in `config.models`, if it is served.
+    pub fn model_index(&self, name: &str) -> Option<usize> {
+        self.config.models.iter().position(|m| m == name)
+    }
+
+    /// The intake of model `index` (see [`AppState::model_index`]); the first model's for
+    /// an index past the end.
+    pub fn intake_of(&self, index: usize) -> &Arc<dyn Intake> {
+        self.further(index).map_or(&self.intake, |m| &m.intake)
+    }
+
+    /// The result store of model `index`'s tasks.
+    pub fn results_of(&self, index: usize) -> &Arc<dyn ResultStore> {
+        self.further(index).map_or(&self.results, |m| &m.results)
+    }
+
+    /// The gateway's name on model `index`'s notifications (Redis), for its tasks' `reply_to`.
+    pub fn gateway_id_of(&self, index: usize) -> &Option<String> {
+        self.further(index)
+            .map_or(&self.gateway_id, |m| &m.gateway_id)
+    }
+
+    /// Every result store a task may be in: the first model's, then the further models'
+    /// that are not the same store.
+    pub fn all_results(&self) -> Vec<&Arc<dyn ResultStore>> {
+        let mut stores = vec![&self.results];
+        for m in &self.further_models {
+            if !stores.iter().any(|s| Arc::ptr_eq(s, &m.results)) {
+                stores.push(&m.results);
+            }
+        }
+        stores
+    }
+
+    fn further(&self, index: usize) -> Option<&ModelBackends> {
+        index
+            .checked_sub(1)
+            .and_then(|i| self.further_models.get(i))
+    }
+
     /// Wraps the shared parts.
     pub fn new(shared: Shared) -> Self {
         let caller_slots = Arc::new(CallerSlots::new(shared.config.max_requests_per_caller));
@@ -161,6 +212,9 @@ pub struct Shared {
     pub results: Arc<dyn ResultStore>,
     /// Admits tasks: pending record, dedupe claim, enqueue, as one operation.
     pub intake: Arc<dyn Intake>,
+    /// The backends of the models after the first (`config.models[1..]`, in order), each
+    /// with that model's own queue: batches never mix models.
+    pub further_models: Vec<ModelBackends>,
     /// Whether identical inputs share one task (the intake's dedupe cache is on).
     pub dedupe: bool,
     /// This gateway's name on the notification bus, put in each task's `reply_to` so the

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use batchgate_worker::{Worker, WorkerError};
+use batchgate_worker::{Output, Worker, WorkerError};
 use tokio::sync::Semaphore;
 
 use crate::embed::EmbeddingModel;
@@ -14,8 +14,8 @@ pub const DEFAULT_MAX_BATCH_SIZE: usize = 64;
 
 /// Runs an [`EmbeddingModel`] for the batcher: one call, one padded forward pass.
 ///
-/// An output is the input's embedding as a JSON array of numbers, e.g. `[0.0123,-0.0456,…]`
-/// ([`format_embedding`]).
+/// An output is the input's embedding, a vector of numbers ([`Output::Vector`]), which
+/// `/v1/inference` shows as a JSON array, e.g. `[0.0123,-0.0456,…]` ([`format_embedding`]).
 ///
 /// Errors, as the batcher reads them: more than `max_batch_size` inputs → status 413 (the batch
 /// API's verdict, not retried); a tokenizer or forward-pass failure → 500, which the batcher
@@ -77,7 +77,7 @@ impl ModelWorker {
 
 #[async_trait]
 impl Worker for ModelWorker {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
@@ -100,9 +100,13 @@ impl Worker for ModelWorker {
         let inputs = inputs.to_vec();
         let outputs = tokio::task::spawn_blocking(move || {
             let embeddings = model.embed(&inputs)?;
+            // The vectors as they are (typed outputs), once checked to be numbers.
             embeddings
-                .iter()
-                .map(|e| format_embedding(e))
+                .into_iter()
+                .map(|e| match e.iter().find(|x| !x.is_finite()) {
+                    Some(&bad) => Err(ModelError::NonFinite(bad)),
+                    None => Ok(Output::Vector(e)),
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .await

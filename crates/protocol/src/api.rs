@@ -20,6 +20,11 @@ pub struct InferenceRequest {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3_600_000))]
     pub timeout_ms: Option<u64>,
+    /// The model to run, by name (`GET /v1/models` lists them); the served model when absent.
+    /// Another name is refused (404 `model_not_found`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "default"))]
+    pub model: Option<String>,
 }
 
 /// Query parameters accepted by both `POST /v1/inference` and `GET /v1/result/{id}`.

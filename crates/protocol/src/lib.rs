@@ -5,22 +5,27 @@
 //!
 //! Layout:
 //! - [`api`]: the public HTTP API's JSON (`POST /v1/inference`, `GET /v1/result/{id}`, errors).
+//! - [`front`]: the OpenAI-compatible and KServe V2 front doors' JSON, as batchgate serves them.
 //! - [`worker_api`]: the fixed worker batch API (`POST /v1/batch`).
 //! - [`worker_grpc`]: the same call over gRPC (generated from `proto/worker.proto`).
 //! - [`kserve_v2`]: the KServe V2 / Open Inference Protocol's JSON, as batchgate uses it.
 //! - [`openai`]: OpenAI-style embeddings, and the embedding the simulated worker derives.
+//! - [`output`]: [`Output`], a worker's output (text, bytes or a vector) and its stored form.
 //! - [`task`]: the task as it travels through the queue.
 //! - [`zone`]: [`zone::Zone`], where a process runs and a task entered.
 //! - [`sim_output`], [`sha256_hex`]: the simulated worker's output function, and input hashes.
 
 pub mod api;
+pub mod front;
 pub mod kserve_v2;
 pub mod openai;
+pub mod output;
 pub mod task;
 pub mod worker_api;
 pub mod worker_grpc;
 pub mod zone;
 
+pub use output::Output;
 use sha2::{Digest, Sha256};
 
 /// The reference simulated worker's output for `input`: the lowercase hex SHA-256 of its UTF-8

@@ -1,6 +1,6 @@
 //! OpenAI-style embeddings (`POST {base}/embeddings`), as batchgate uses them: an array
-//! `input` in, one embedding per input out. batchgate's output for an input is the JSON text
-//! of its embedding ([`embedding_text`]).
+//! `input` in, one embedding per input out. batchgate's output for an input is its embedding,
+//! a vector ([`crate::Output::Vector`]).
 //!
 //! The reference worker derives a small deterministic embedding from its output for an input
 //! ([`embedding_of_output`]), so every result can be checked.
@@ -115,7 +115,7 @@ pub fn embedding_of_output(output: &str) -> Vec<f64> {
         .collect()
 }
 
-/// The output batchgate gives a task for an embedding: its JSON array text, compact.
+/// An embedding's compact JSON array text, in 64-bit numbers.
 pub fn embedding_text(embedding: &[f64]) -> String {
     // Serializing a slice of f64 cannot fail; non-finite numbers become `null`.
     serde_json::to_string(embedding).unwrap_or_else(|_| "[]".to_owned())

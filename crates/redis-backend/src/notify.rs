@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use batchgate_protocol::api::TaskStatus;
+use batchgate_protocol::Output;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{oneshot, Notify};
@@ -35,14 +36,14 @@ const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(250);
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 
 /// One task's result as published to its gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
     /// Which task.
     pub task_id: String,
     /// `SUCCESS` or `FAILED`.
     pub status: TaskStatus,
     /// The output, on success.
-    pub output: Option<String>,
+    pub output: Option<Output>,
     /// The reason, on failure.
     pub error: Option<String>,
     /// When the result was stored, ms since the Unix epoch.
@@ -151,7 +152,7 @@ impl<'a> Packed<'a> {
 }
 
 /// What a waiter is woken with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Wake {
     /// Its task's result.
     Done(Notice),
@@ -407,14 +408,14 @@ mod tests {
         Notice {
             task_id: id.into(),
             status: TaskStatus::Success,
-            output: Some(format!("out {id}")),
+            output: Some(Output::Text(format!("out {id}"))),
             error: None,
             completed_at: 9,
         }
     }
 
-    fn pack(strings: &[String]) -> Vec<u8> {
-        let items: Vec<&[u8]> = strings.iter().map(|s| s.as_bytes()).collect();
+    fn pack(strings: &[Vec<u8>]) -> Vec<u8> {
+        let items: Vec<&[u8]> = strings.iter().map(Vec::as_slice).collect();
         pack_notices(&items)
     }
 
@@ -423,23 +424,22 @@ mod tests {
         let keys = Keys::new("bg", 4);
         let mut strings = Vec::new();
         for n in notices {
-            let value = n
-                .output
-                .as_deref()
-                .or(n.error.as_deref())
-                .unwrap_or_default();
+            let value = match (&n.output, &n.error) {
+                (Some(output), _) => output.encode(),
+                (None, error) => error.clone().unwrap_or_default().into_bytes(),
+            };
             let status = if n.status == TaskStatus::Success {
                 'S'
             } else {
                 'F'
             };
             let head = record::head(1, Some("bob"));
-            strings.push(keys.result(&n.task_id));
+            strings.push(keys.result(&n.task_id).into_bytes());
             strings.push(record::final_record(
                 status,
                 Some(&head),
                 n.completed_at,
-                value,
+                &value,
             ));
         }
         pack(&strings)
@@ -455,10 +455,14 @@ mod tests {
             completed_at: 11,
         };
         let mut long = notice("0c-9");
-        long.output = Some("x".repeat(70_000));
+        long.output = Some(Output::Text("x".repeat(70_000)));
         let mut many: Vec<Notice> = (0..20).map(|i| notice(&format!("{i:02x}-n"))).collect();
         many.push(failed);
         many.push(long);
+        // A typed output travels in its stored form, not as text.
+        let mut vector = notice("0d-v");
+        vector.output = Some(Output::Vector(vec![0.5, -1.0, 3.0]));
+        many.push(vector);
         assert_eq!(parse_notices(&message(&many)), Some(many.clone()));
         let good = message(&[notice("a")]);
         let mut trailing = good.clone();

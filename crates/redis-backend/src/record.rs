@@ -8,6 +8,10 @@
 //!          F<created_at>;<owner length>;<owner>;<completed_at>;<error>
 //! ```
 //!
+//! The output is in its stored form ([`Output::encode`]): text as it is (so records written
+//! before outputs had types read back as text), a vector or bytes as `0xFF`, a tag and the
+//! raw numbers or bytes — never JSON text inside a string.
+//!
 //! Times are Unix milliseconds; the owner's length is in bytes ("0" and nothing for none); a
 //! pending record of kind `W` lists the gateways, other than the one that admitted the task,
 //! that wait for it (gateway ids never hold `;`), so the settle looks for them only there. The part from `created_at` to the owner is the record's
@@ -18,6 +22,7 @@
 //! side, and the tests below pin both.
 
 use batchgate_protocol::api::TaskStatus;
+use batchgate_protocol::Output;
 use batchgate_store::TaskRecord;
 
 /// The pending record of a task admitted at `created_at`.
@@ -31,20 +36,19 @@ pub(crate) fn head(created_at: u64, owner: Option<&str>) -> String {
     format!("{created_at};{};{owner}", owner.len())
 }
 
-/// A final record: `status` is `'S'` (then `value` is the output) or `'F'` (the error), and
-/// `head` the task's [`head`]. Without the head, the status and tail alone
-/// (`S;<completed_at>;<output>`), which the settle script completes with the head of the
-/// pending record.
+/// A final record: `status` is `'S'` (then `value` is the output's stored form,
+/// [`Output::encode`]) or `'F'` (the error's text), and `head` the task's [`head`]. Without
+/// the head, the status and tail alone (`S;<completed_at>;<output>`), which the settle script
+/// completes with the head of the pending record.
 pub(crate) fn final_record(
     status: char,
     head: Option<&str>,
     completed_at: u64,
-    value: &str,
-) -> String {
-    format!(
-        "{status}{};{completed_at};{value}",
-        head.unwrap_or_default()
-    )
+    value: &[u8],
+) -> Vec<u8> {
+    let mut record = format!("{status}{};{completed_at};", head.unwrap_or_default()).into_bytes();
+    record.extend_from_slice(value);
+    record
 }
 
 /// Reads a record; `None` for anything that is not one.
@@ -75,15 +79,14 @@ pub(crate) fn parse(record: &[u8]) -> Option<TaskRecord> {
         return Some(record);
     }
     let (completed_at, value) = number(rest.strip_prefix(b";")?)?;
-    let value = String::from_utf8_lossy(value).into_owned();
     record.completed_at = Some(completed_at);
     if record.created_at == 0 {
         // Stored without its pending record (it had expired): the best creation time known.
         record.created_at = completed_at;
     }
     match status {
-        TaskStatus::Success => record.output = Some(value),
-        _ => record.error = Some(value),
+        TaskStatus::Success => record.output = Some(Output::decode(value)?),
+        _ => record.error = Some(String::from_utf8_lossy(value).into_owned()),
     }
     Some(record)
 }
@@ -148,7 +151,10 @@ mod tests {
             (r.status, r.created_at, r.owner.as_deref(), r.completed_at),
             (TaskStatus::Success, 5, Some("bob"), Some(9))
         );
-        assert_eq!((r.output.as_deref(), r.error), (Some("out;put"), None));
+        assert_eq!(
+            (r.output_text(), r.error.as_deref()),
+            (Some("out;put"), None)
+        );
         let r = parse(b"F0;0;;9;worker error").expect("parses without a pending record");
         assert_eq!(
             (r.status, r.created_at, r.owner, r.error.as_deref()),
@@ -159,20 +165,35 @@ mod tests {
     #[test]
     fn final_records_written_here_read_back() {
         let head = head(5, Some("bob"));
-        let r = parse(final_record('S', Some(&head), 9, "out;put").as_bytes()).expect("parses");
+        let r = parse(&final_record('S', Some(&head), 9, b"out;put")).expect("parses");
         assert_eq!(
             (r.status, r.created_at, r.owner.as_deref(), r.completed_at),
             (TaskStatus::Success, 5, Some("bob"), Some(9))
         );
-        assert_eq!(r.output.as_deref(), Some("out;put"));
+        assert_eq!(r.output_text(), Some("out;put"));
         // Without the head, the script puts the pending record's head after the status.
-        let tail = final_record('F', None, 9, "boom");
-        let completed = format!("{}{head}{}", &tail[..1], &tail[1..]);
-        let r = parse(completed.as_bytes()).expect("parses once completed");
+        let tail = final_record('F', None, 9, b"boom");
+        let completed = [&tail[..1], head.as_bytes(), &tail[1..]].concat();
+        let r = parse(&completed).expect("parses once completed");
         assert_eq!(
             (r.status, r.error.as_deref()),
             (TaskStatus::Failed, Some("boom"))
         );
+    }
+
+    #[test]
+    fn typed_outputs_read_back_as_written() {
+        let head = head(5, Some("bob"));
+        for output in [
+            Output::Vector(vec![0.5, -2.0, 1e-3]),
+            Output::Bytes(vec![b';', 0xFF, 0]),
+        ] {
+            let stored = final_record('S', Some(&head), 9, &output.encode());
+            let r = parse(&stored).expect("parses");
+            assert_eq!((r.status, r.output), (TaskStatus::Success, Some(output)));
+        }
+        // A tagged output cut short is not a record.
+        assert!(parse(b"S5;0;;9;\xFFV\x00\x00").is_none());
     }
 
     #[test]

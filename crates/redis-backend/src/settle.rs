@@ -7,9 +7,11 @@
 //! [`Settler::transaction`]). The batcher settles its batches with it, the claimer its dead
 //! letters, and the result store any completion handed to it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use batchgate_protocol::Output;
 use batchgate_store::{Completion, Outcome};
 use redis::{RedisResult, Script, Value};
 
@@ -162,11 +164,17 @@ impl Settler {
             match (&c.outcome, head) {
                 // A transaction needs the keys of one slot; a cluster spreads partitions
                 // over slots, so it runs the script alone.
-                (Outcome::Success(output), Some(head)) if !self.cluster => fast.push(Written {
-                    key: self.keys.result(&c.task_id),
-                    record: record::final_record('S', Some(head.as_str()), c.completed_at, output),
-                    gateway: c.reply_to.as_deref().unwrap_or_default(),
-                }),
+                (Outcome::Success(output), Some(head)) if !self.cluster => {
+                    let stored = match output {
+                        Output::Text(text) => Cow::Borrowed(text.as_bytes()),
+                        output => Cow::Owned(output.encode()),
+                    };
+                    fast.push(Written {
+                        key: self.keys.result(&c.task_id),
+                        record: record::final_record('S', Some(&head), c.completed_at, &stored),
+                        gateway: c.reply_to.as_deref().unwrap_or_default(),
+                    })
+                }
                 (_, head) => slow.push((*c, head)),
             }
         }
@@ -214,10 +222,11 @@ impl Settler {
             .arg(completions.len());
         for (c, head) in completions {
             let (status, value) = match &c.outcome {
-                Outcome::Success(output) => ('S', output),
-                Outcome::Failed(error) => ('F', error),
+                Outcome::Success(Output::Text(text)) => ('S', Cow::Borrowed(text.as_bytes())),
+                Outcome::Success(output) => ('S', Cow::Owned(output.encode())),
+                Outcome::Failed(error) => ('F', Cow::Borrowed(error.as_bytes())),
             };
-            let record = record::final_record(status, head.as_deref(), c.completed_at, value);
+            let record = record::final_record(status, head.as_deref(), c.completed_at, &value);
             call.arg(self.keys.result(&c.task_id)).arg(record);
             match head {
                 Some(head) => call.arg(head.len()),
@@ -276,7 +285,7 @@ impl Settler {
         }
         let notices = fast
             .iter()
-            .map(|w| (w.gateway, w.key.as_bytes(), w.record.as_bytes()));
+            .map(|w| (w.gateway, w.key.as_bytes(), w.record.as_slice()));
         for (gateway, items) in by_gateway(notices) {
             pipe.cmd(self.publish())
                 .arg(format!("{channel}{gateway}"))
@@ -353,7 +362,7 @@ impl Settler {
         let notices = watched.iter().flat_map(|(w, old)| {
             record::watchers(old)
                 .filter(move |other| *other != w.gateway)
-                .map(move |other| (other, w.key.as_bytes(), w.record.as_bytes()))
+                .map(move |other| (other, w.key.as_bytes(), w.record.as_slice()))
         });
         for (gateway, items) in by_gateway(notices) {
             pipe.cmd(self.publish())
@@ -370,7 +379,7 @@ impl Settler {
 /// notify ('' for none).
 struct Written<'a> {
     key: String,
-    record: String,
+    record: Vec<u8>,
     gateway: &'a str,
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::task::Task;
+use batchgate_protocol::Output;
 use batchgate_queue::{Admitted, Intake, Queue};
 use batchgate_redis::keys::default_partitions;
 use batchgate_redis::{
@@ -262,7 +263,7 @@ async fn a_success_is_never_overwritten(infra: Infra) {
         .expect("store");
     let a = store.get("6b-a").await.expect("get").expect("exists");
     assert_eq!(
-        (a.status, a.output.as_deref(), a.error),
+        (a.status, a.output_text(), a.error.as_deref()),
         (TaskStatus::Success, Some("out"), None)
     );
 
@@ -310,7 +311,7 @@ async fn a_success_is_never_overwritten(infra: Infra) {
     }
     let c = store.get("6b-c").await.expect("get").expect("exists");
     assert_eq!(
-        (c.status, c.output.as_deref()),
+        (c.status, c.output_text()),
         (TaskStatus::Success, Some("delivered"))
     );
 
@@ -353,22 +354,17 @@ async fn a_success_is_never_overwritten(infra: Infra) {
         .expect("settle");
     let f = store.get("6b-f").await.expect("get").expect("exists");
     assert_eq!(
-        (f.status, f.output.as_deref()),
+        (f.status, f.output_text()),
         (TaskStatus::Success, Some("first"))
     );
     let d = store.get("6b-d").await.expect("get").expect("exists");
     assert_eq!(
-        (d.status, d.output.as_deref(), d.error),
+        (d.status, d.output_text(), d.error.as_deref()),
         (TaskStatus::Success, Some("first"), None)
     );
     let e = store.get("6b-e").await.expect("get").expect("exists");
     assert_eq!(
-        (
-            e.status,
-            e.output.as_deref(),
-            e.owner.as_deref(),
-            e.created_at
-        ),
+        (e.status, e.output_text(), e.owner.as_deref(), e.created_at),
         (TaskStatus::Success, Some("mine"), Some("alice"), created_at)
     );
 }
@@ -625,7 +621,7 @@ async fn a_notice_lost_while_unsubscribed_is_recovered(infra: Infra) {
     let started = Instant::now();
     let record = waiter.await.expect("join").expect("wait").expect("exists");
     assert_eq!(record.status, TaskStatus::Success);
-    assert_eq!(record.output.as_deref(), Some("out"));
+    assert_eq!(record.output_text(), Some("out"));
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "recovered only after {:?}",
@@ -634,6 +630,38 @@ async fn a_notice_lost_while_unsubscribed_is_recovered(infra: Infra) {
     stop.cancel();
 }
 on_both!(a_notice_lost_while_unsubscribed_is_recovered);
+
+// Typed outputs go through the settle script, the stored record and the notice as they are:
+// a vector comes back as the same floats, bytes as the same bytes (not JSON text).
+async fn typed_outputs_come_back_through_the_record_and_the_notice(infra: Infra) {
+    let stop = CancellationToken::new();
+    let gateway = infra.gateway("gw-typed", &stop).await;
+    let intake = infra.intake().await;
+    let vector = Output::Vector(vec![0.25, -1.5, 3.0e-3, f32::MAX]);
+    let expectation = gateway.clone().expect("d3-vec", TaskRecord::pending(1));
+    intake
+        .admit(&task("d3-vec", Some("gw-typed")), 1, None)
+        .await
+        .expect("admit");
+    let waiter = tokio::spawn(expectation.wait(Duration::from_secs(30)));
+    let store = infra.store(Duration::from_secs(60)).await;
+    let bytes = Output::Bytes(vec![0xFF, b';', 0, b'S']);
+    store
+        .complete(vec![
+            done("d3-vec", Outcome::Success(vector.clone()), Some("gw-typed")),
+            done("d3-bin", Outcome::Success(bytes.clone()), None),
+        ])
+        .await
+        .expect("store");
+    let noticed = waiter.await.expect("join").expect("wait").expect("exists");
+    assert_eq!(noticed.output.as_ref(), Some(&vector), "through the notice");
+    let read = store.get("d3-vec").await.expect("get").expect("exists");
+    assert_eq!(read.output.as_ref(), Some(&vector), "through the record");
+    let read = store.get("d3-bin").await.expect("get").expect("exists");
+    assert_eq!(read.output.as_ref(), Some(&bytes));
+    stop.cancel();
+}
+on_both!(typed_outputs_come_back_through_the_record_and_the_notice);
 
 /// Script calls (`EVALSHA`, `EVAL`) every node ran since its counters were reset.
 fn script_calls(infra: &Infra) -> u64 {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::sim_output;
-use batchgate_worker::{Worker, WorkerError};
+use batchgate_worker::{Output, Worker, WorkerError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
@@ -377,9 +377,10 @@ impl Drop for Occupied<'_> {
 
 #[async_trait]
 impl Worker for SimWorker {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         self.run_batch(inputs)
             .await
+            .map(|outputs| outputs.into_iter().map(Output::Text).collect())
             .map_err(|e| WorkerError::Status {
                 status: e.status(),
                 message: e.to_string(),

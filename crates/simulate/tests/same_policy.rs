@@ -27,7 +27,7 @@ use batchgate_simulate::model::TIMER_TICK;
 use batchgate_simulate::{Arrivals, Deployment, Load, WorkerModel};
 use batchgate_store::memory::MemoryResultStore;
 use batchgate_store::ResultStore;
-use batchgate_worker::{Worker, WorkerError};
+use batchgate_worker::{Output, Worker, WorkerError};
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,7 @@ struct Recording {
 
 #[async_trait]
 impl Worker for Recording {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         let at = u64::try_from(self.start.elapsed().as_millis()).expect("small");
         let mut ids: Vec<u64> = inputs
             .iter()
@@ -57,7 +57,7 @@ impl Worker for Recording {
         ids.sort_unstable();
         self.calls.lock().expect("lock").push((at, ids));
         tokio::time::sleep(BASE + PER_ITEM * u32::try_from(inputs.len()).expect("small")).await;
-        Ok(inputs.iter().map(|i| sim_output(i)).collect())
+        Ok(inputs.iter().map(|i| Output::Text(sim_output(i))).collect())
     }
 }
 

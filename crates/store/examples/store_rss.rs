@@ -90,7 +90,7 @@ async fn main() {
                     .expect("room for every record");
                 batch.push(Completion {
                     task_id,
-                    outcome: Outcome::Success(rng.hex64()),
+                    outcome: Outcome::Success(rng.hex64().into()),
                     completed_at: 1_764_000_000_210,
                     reply_to: None,
                 });

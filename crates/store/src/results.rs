@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::api::{TaskStatus, TaskView};
+use batchgate_protocol::Output;
 
 /// How long a result is kept after it is stored, unless configured otherwise.
 pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(600);
@@ -14,12 +15,12 @@ pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_RESULTS: usize = 8_000_000;
 
 /// What the store holds for one task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     /// Pending, or how it ended.
     pub status: TaskStatus,
-    /// The worker's output, on success.
-    pub output: Option<String>,
+    /// The worker's output, on success, typed as the worker gave it.
+    pub output: Option<Output>,
     /// Why it failed, on failure.
     pub error: Option<String>,
     /// Accepted at, milliseconds since the Unix epoch.
@@ -43,6 +44,11 @@ impl TaskRecord {
         }
     }
 
+    /// The output, when it is text.
+    pub fn output_text(&self) -> Option<&str> {
+        self.output.as_ref().and_then(Output::as_text)
+    }
+
     /// Whether `caller` may read this record: its owner, or anyone when it has none and
     /// `unowned_is_public` (authentication off).
     pub fn readable_by(&self, caller: &str, unowned_is_public: bool) -> bool {
@@ -57,7 +63,7 @@ impl TaskRecord {
         TaskView {
             task_id: task_id.to_owned(),
             status: self.status,
-            output: self.output.clone(),
+            output: self.output.as_ref().map(Output::to_text),
             error: self.error.clone(),
             created_at: self.created_at,
             completed_at: self.completed_at,
@@ -66,16 +72,16 @@ impl TaskRecord {
 }
 
 /// How a task ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The worker's output for the task's input.
-    Success(String),
+    Success(Output),
     /// The reason it will never have one.
     Failed(String),
 }
 
 /// One task's final result, as the batcher writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     /// Which task.
     pub task_id: String,

@@ -38,7 +38,7 @@ async fn server_metadata() -> Json<ServerMetadata> {
 }
 
 fn known(served: &Served, name: &str) -> Result<(), ApiError> {
-    if name == served.name() {
+    if served.serves(name) {
         Ok(())
     } else {
         Err(ApiError::UnknownModel(name.to_owned()))

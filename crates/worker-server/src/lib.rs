@@ -66,6 +66,9 @@ pub struct Served {
     model: Arc<dyn Worker>,
     /// The model's name in the V2 (`/v2/models/{name}`) and OpenAI (`model`) APIs.
     name: String,
+    /// Further names the same model answers to (several models to try a deployment's
+    /// routing without a GPU); cloning is shallow.
+    also: Arc<[String]>,
     /// Most inputs per call, checked before the model is called; `None` when the model
     /// checks it itself (the simulator does, to count oversized calls).
     max_batch_size: Option<usize>,
@@ -81,6 +84,7 @@ impl Served {
         Served {
             model: sim.clone(),
             name: SIM_MODEL_NAME.to_owned(),
+            also: Arc::new([]),
             max_batch_size: None,
             sim: Some(sim),
             api_key: None,
@@ -92,6 +96,7 @@ impl Served {
         Served {
             model,
             name: name.to_owned(),
+            also: Arc::new([]),
             max_batch_size: Some(max_batch_size.max(1)),
             sim: None,
             api_key: None,
@@ -110,6 +115,22 @@ impl Served {
         &self.name
     }
 
+    /// Answers to `names` too, as further models (the same model under each name).
+    pub fn with_names(mut self, names: Vec<String>) -> Served {
+        self.also = names.into();
+        self
+    }
+
+    /// Every name the model answers to, its own first.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.name.as_str()).chain(self.also.iter().map(String::as_str))
+    }
+
+    /// Whether the model answers to `name`.
+    pub fn serves(&self, name: &str) -> bool {
+        self.names().any(|n| n == name)
+    }
+
     /// Runs one batch through the model, after the checks every protocol shares.
     pub(crate) async fn run(&self, inputs: &[String]) -> Result<Vec<String>, ApiError> {
         if inputs.is_empty() {
@@ -124,6 +145,11 @@ impl Served {
             }
         }
         let outputs = self.model.infer(inputs).await.map_err(ApiError::Model)?;
+        // The batch protocols carry text: a typed output in the form `/v1/inference` shows.
+        let outputs: Vec<String> = outputs
+            .iter()
+            .map(batchgate_worker::Output::to_text)
+            .collect();
         if outputs.len() != inputs.len() {
             // A model breaking the trait's promise: better an error than a cross-wired batch.
             return Err(ApiError::Model(

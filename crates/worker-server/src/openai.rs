@@ -26,11 +26,14 @@ pub(super) fn routes() -> Router<Served> {
 async fn models(State(served): State<Served>) -> Json<ModelList> {
     Json(ModelList {
         object: "list".into(),
-        data: vec![ModelCard {
-            id: served.name().to_owned(),
-            object: "model".into(),
-            owned_by: "batchgate".into(),
-        }],
+        data: served
+            .names()
+            .map(|name| ModelCard {
+                id: name.to_owned(),
+                object: "model".into(),
+                owned_by: "batchgate".into(),
+            })
+            .collect(),
     })
 }
 
@@ -40,7 +43,7 @@ async fn embeddings(
 ) -> Response {
     let answer = async {
         let Json(request) = body.map_err(|e| ApiError::from_rejection(&e))?;
-        if request.model != served.name() {
+        if !served.serves(&request.model) {
             return Err(ApiError::UnknownModel(request.model));
         }
         if request

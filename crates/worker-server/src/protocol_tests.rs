@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use batchgate_protocol::openai::{embedding_of_output, embedding_text};
+use batchgate_protocol::openai::embedding_of_output;
 use batchgate_protocol::sim_output;
 use batchgate_sim::{Faults, SimConfig};
 use batchgate_worker::{
-    GrpcWorker, HttpJsonWorker, KserveV2Worker, OpenAiWorker, Worker, WorkerError,
+    GrpcWorker, HttpJsonWorker, KserveV2Worker, OpenAiWorker, Output, Worker, WorkerError,
 };
 
 use super::*;
@@ -70,6 +70,14 @@ fn batch(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// The vector the OpenAI-style adapter reads for a simulated output.
+fn vector(output: &str) -> Vec<f32> {
+    embedding_of_output(output)
+        .into_iter()
+        .map(|x| x as f32)
+        .collect()
+}
+
 #[tokio::test]
 async fn every_protocol_runs_the_same_model_on_one_port() {
     let sim = fast_sim(Faults::default());
@@ -78,11 +86,11 @@ async fn every_protocol_runs_the_same_model_on_one_port() {
     for (protocol, worker) in adapters(&addr, "sim") {
         worker.health().await.expect(protocol);
         let outputs = worker.infer(&inputs).await.expect(protocol);
-        let expected: Vec<String> = inputs
+        let expected: Vec<Output> = inputs
             .iter()
             .map(|i| match protocol {
-                "openai" => embedding_text(&embedding_of_output(&sim_output(i))),
-                _ => sim_output(i),
+                "openai" => Output::Vector(vector(&sim_output(i))),
+                _ => Output::Text(sim_output(i)),
             })
             .collect();
         assert_eq!(outputs, expected, "{protocol}");
@@ -192,8 +200,11 @@ struct Shout;
 
 #[async_trait]
 impl Worker for Shout {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
-        Ok(inputs.iter().map(|i| i.to_uppercase()).collect())
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
+        Ok(inputs
+            .iter()
+            .map(|i| Output::Text(i.to_uppercase()))
+            .collect())
     }
 }
 
@@ -203,8 +214,12 @@ async fn any_worker_can_be_served_in_place_of_the_simulator() {
     for (protocol, worker) in adapters(&addr, "shout") {
         let outputs = worker.infer(&batch(&["a", "b"])).await.expect(protocol);
         match protocol {
-            "openai" => assert_eq!(outputs[0], embedding_text(&embedding_of_output("A"))),
-            _ => assert_eq!(outputs, ["A", "B"], "{protocol}"),
+            "openai" => assert_eq!(outputs[0], Output::Vector(vector("A"))),
+            _ => assert_eq!(
+                outputs,
+                [Output::from("A"), Output::from("B")],
+                "{protocol}"
+            ),
         }
         let error = worker
             .infer(&batch(&["a", "b", "c"]))
@@ -219,4 +234,27 @@ async fn any_worker_can_be_served_in_place_of_the_simulator() {
         .await
         .expect("send");
     assert_eq!(stats.status(), 404);
+}
+
+#[tokio::test]
+async fn the_simulator_answers_to_further_model_names() {
+    let sim = fast_sim(Faults::default());
+    let served = Served::sim(sim).with_names(vec!["small".into(), "big".into()]);
+    assert!(served.serves("sim") && served.serves("small") && !served.serves("other"));
+    let addr = serve(served).await;
+    for name in ["sim", "small", "big"] {
+        for (protocol, worker) in adapters(&addr, name) {
+            let outputs = worker.infer(&batch(&["x"])).await.expect(protocol);
+            assert_eq!(outputs.len(), 1, "{protocol} {name}");
+        }
+    }
+    let other = adapters(&addr, "other");
+    let (_, kserve) = other
+        .iter()
+        .find(|(p, _)| *p == "kserve-v2")
+        .expect("a KServe adapter");
+    assert!(
+        kserve.infer(&batch(&["x"])).await.is_err(),
+        "an unknown name"
+    );
 }

@@ -18,7 +18,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 use crate::http::{truncate, MAX_CONNECT_TIMEOUT};
 use crate::spec::WorkerToken;
-use crate::{Worker, WorkerError};
+use crate::{Output, Worker, WorkerError};
 
 /// Calls a worker that serves `batchgate.worker.v1.Worker` over gRPC.
 #[derive(Debug, Clone)]
@@ -169,7 +169,7 @@ pub fn http_equivalent(code: Code) -> u16 {
 
 #[async_trait]
 impl Worker for GrpcWorker {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         let mut client = WorkerClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -196,7 +196,7 @@ impl Worker for GrpcWorker {
                 inputs.len()
             )));
         }
-        Ok(outputs)
+        Ok(outputs.into_iter().map(Output::Text).collect())
     }
 
     async fn health(&self) -> Result<(), WorkerError> {

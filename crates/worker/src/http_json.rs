@@ -7,7 +7,7 @@ use batchgate_protocol::worker_api::{BatchRequest, BatchResponse};
 
 use crate::http::{self, status_error};
 use crate::spec::WorkerToken;
-use crate::{Worker, WorkerError};
+use crate::{Output, Worker, WorkerError};
 
 #[cfg(test)]
 use crate::http::MAX_ERROR_CHARS;
@@ -85,13 +85,14 @@ pub fn parse_answer(status: u16, body: &[u8], expected: usize) -> Result<Vec<Str
 
 #[async_trait]
 impl Worker for HttpJsonWorker {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         let request = self.client.post(&self.endpoint).json(&BatchRequest {
             inputs: inputs.to_vec(),
         });
         let request = http::authorized(request, self.token.as_ref());
         let (status, body) = http::send(request, self.timeout).await?;
-        parse_answer(status, &body, inputs.len())
+        let outputs = parse_answer(status, &body, inputs.len())?;
+        Ok(outputs.into_iter().map(Output::Text).collect())
     }
 
     async fn health(&self) -> Result<(), WorkerError> {

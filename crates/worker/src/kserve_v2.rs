@@ -15,7 +15,7 @@ use batchgate_protocol::kserve_v2::{
 
 use crate::http::{self, status_error};
 use crate::spec::WorkerToken;
-use crate::{Worker, WorkerError};
+use crate::{Output, Worker, WorkerError};
 
 /// Calls one model of a KServe V2 server.
 #[derive(Debug, Clone)]
@@ -116,7 +116,7 @@ pub fn parse_answer(
 
 #[async_trait]
 impl Worker for KserveV2Worker {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         let body = InferRequest {
             id: None,
             inputs: vec![bytes_input(&self.input_name, inputs)],
@@ -128,7 +128,8 @@ impl Worker for KserveV2Worker {
         let request = self.client.post(&self.infer_url).json(&body);
         let request = http::authorized(request, self.token.as_ref());
         let (status, body) = http::send(request, self.timeout).await?;
-        parse_answer(status, &body, &self.output_name, inputs.len())
+        let outputs = parse_answer(status, &body, &self.output_name, inputs.len())?;
+        Ok(outputs.into_iter().map(Output::Text).collect())
     }
 
     async fn health(&self) -> Result<(), WorkerError> {

@@ -29,6 +29,8 @@ pub mod spec;
 
 use async_trait::async_trait;
 
+pub use batchgate_protocol::Output;
+
 pub use budget::RetryBudget;
 pub use grpc::GrpcWorker;
 pub use http_json::HttpJsonWorker;
@@ -100,7 +102,7 @@ impl WorkerError {
 pub trait Worker: Send + Sync + 'static {
     /// Runs the model on `inputs`; on success `outputs[i]` belongs to `inputs[i]`, and there
     /// are exactly as many outputs as inputs.
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError>;
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError>;
 
     /// How long a call of `inputs` inputs takes at the worker itself, when the worker knows
     /// its own cost: an in-process model of a worker does. A call that took longer was slowed

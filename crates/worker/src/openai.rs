@@ -1,6 +1,6 @@
 //! Adapter for OpenAI-style embeddings: a batch is one `POST {base}/embeddings` with an array
-//! `input`; the output for an input is the JSON array text of its embedding. Health is
-//! `GET {base}/models`.
+//! `input`; the output for an input is its embedding, a vector of 32-bit floats
+//! ([`Output::Vector`]). Health is `GET {base}/models`.
 //!
 //! `{base}` is the API's base URL, `http://host:port/v1`; the model is named in each request
 //! (`sim` unless configured).
@@ -8,13 +8,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use batchgate_protocol::openai::{
-    embedding_text, EmbeddingsInput, EmbeddingsRequest, EmbeddingsResponse,
-};
+use batchgate_protocol::openai::{EmbeddingsInput, EmbeddingsRequest, EmbeddingsResponse};
 
 use crate::http::{self, status_error};
 use crate::spec::WorkerToken;
-use crate::{Worker, WorkerError};
+use crate::{Output, Worker, WorkerError};
 
 /// The model named in requests unless configured: the reference worker's.
 pub const DEFAULT_MODEL: &str = "sim";
@@ -71,9 +69,9 @@ impl OpenAiWorker {
     }
 }
 
-/// Reads an embeddings answer: one JSON array text per input, in input order (placed by each
-/// entry's `index`), else the error it amounts to. Total over any status and any bytes.
-pub fn parse_answer(status: u16, body: &[u8], expected: usize) -> Result<Vec<String>, WorkerError> {
+/// Reads an embeddings answer: one vector per input, in input order (placed by each entry's
+/// `index`), else the error it amounts to. Total over any status and any bytes.
+pub fn parse_answer(status: u16, body: &[u8], expected: usize) -> Result<Vec<Output>, WorkerError> {
     if !(200..300).contains(&status) {
         return Err(status_error(status, body));
     }
@@ -86,10 +84,14 @@ pub fn parse_answer(status: u16, body: &[u8], expected: usize) -> Result<Vec<Str
             response.data.len()
         )));
     }
-    let mut outputs: Vec<Option<String>> = vec![None; expected];
+    let mut outputs: Vec<Option<Output>> = vec![None; expected];
     for entry in &response.data {
         match outputs.get_mut(entry.index) {
-            Some(slot @ None) => *slot = Some(embedding_text(&entry.embedding)),
+            Some(slot @ None) => {
+                *slot = Some(Output::Vector(
+                    entry.embedding.iter().map(|&x| x as f32).collect(),
+                ))
+            }
             Some(Some(_)) => return Err(invalid(format!("index {} twice", entry.index))),
             None => {
                 return Err(invalid(format!(
@@ -105,7 +107,7 @@ pub fn parse_answer(status: u16, body: &[u8], expected: usize) -> Result<Vec<Str
 
 #[async_trait]
 impl Worker for OpenAiWorker {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         let body = EmbeddingsRequest {
             model: self.model.clone(),
             input: EmbeddingsInput::Many(inputs.to_vec()),
@@ -145,7 +147,7 @@ mod tests {
             {"object":"embedding","index":0,"embedding":[-0.25, 1]}]}"#;
         assert_eq!(
             parse_answer(200, answer, 2).expect("read"),
-            ["[-0.25,1.0]", "[0.5]"]
+            [Output::Vector(vec![-0.25, 1.0]), Output::Vector(vec![0.5])]
         );
         let twice = br#"{"data":[{"index":0,"embedding":[]},{"index":0,"embedding":[]}]}"#;
         let beyond = br#"{"data":[{"index":0,"embedding":[]},{"index":2,"embedding":[]}]}"#;

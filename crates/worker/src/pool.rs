@@ -36,7 +36,9 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::spec::{Protocol, WorkerSpec};
-use crate::{GrpcWorker, HttpJsonWorker, KserveV2Worker, OpenAiWorker, Worker, WorkerError};
+use crate::{
+    GrpcWorker, HttpJsonWorker, KserveV2Worker, OpenAiWorker, Output, Worker, WorkerError,
+};
 
 /// Default time between two health checks of every worker.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -368,7 +370,7 @@ impl Inner {
         inputs: &'a [String],
         tried: Vec<usize>,
         last_error: Option<WorkerError>,
-    ) -> BoxFuture<'a, Result<Vec<String>, WorkerError>> {
+    ) -> BoxFuture<'a, Result<Vec<Output>, WorkerError>> {
         Box::pin(async move {
             let Some(placed) = self.place(&tried) else {
                 return Err(last_error.unwrap_or_else(|| {
@@ -405,7 +407,7 @@ impl Inner {
         &self,
         placed: Placed<'_>,
         inputs: &[String],
-    ) -> Result<Vec<String>, WorkerError> {
+    ) -> Result<Vec<Output>, WorkerError> {
         let slot = placed.slot;
         let _place = match &slot.places {
             Some(places) => Some(
@@ -441,7 +443,7 @@ impl Slot {
 
 #[async_trait]
 impl Worker for Pool {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use rand::Rng;
 use tracing::warn;
 
-use crate::{RetryBudget, Worker, WorkerError};
+use crate::{Output, RetryBudget, Worker, WorkerError};
 
 /// Default retries after the first try (3, with exponential backoff).
 pub const DEFAULT_RETRIES: u32 = 3;
@@ -151,7 +151,7 @@ impl Retrying {
         &self,
         inputs: &[String],
         kind: CallKind,
-    ) -> (Result<Vec<String>, WorkerError>, u32) {
+    ) -> (Result<Vec<Output>, WorkerError>, u32) {
         if let (Some(budget), CallKind::FirstTry) = (&self.budget, kind) {
             budget.first_try();
         }
@@ -186,7 +186,7 @@ impl Retrying {
 
 #[async_trait]
 impl Worker for Retrying {
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
         self.infer_counting(inputs, CallKind::FirstTry).await.0
     }
 
@@ -210,11 +210,11 @@ mod tests {
 
     #[async_trait]
     impl Worker for Scripted {
-        async fn infer(&self, inputs: &[String]) -> Result<Vec<String>, WorkerError> {
+        async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, WorkerError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             match self.failures.lock().expect("lock").pop() {
                 Some(e) => Err(e),
-                None => Ok(inputs.to_vec()),
+                None => Ok(inputs.iter().map(|i| Output::from(i.as_str())).collect()),
             }
         }
     }

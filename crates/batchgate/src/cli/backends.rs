@@ -36,7 +36,8 @@ pub struct RedisArgs {
     #[arg(long, env = "BATCHGATE_REDIS_CLUSTER")]
     pub redis_cluster: bool,
 
-    /// Prefix of every Redis key, so that several deployments can share one Redis.
+    /// Prefix of every Redis key, so that several deployments can share one Redis (a further
+    /// model's keys are under PREFIX:NAME).
     #[arg(long, env = "BATCHGATE_KEY_PREFIX", default_value = batchgate_redis::conn::DEFAULT_KEY_PREFIX)]
     pub key_prefix: String,
 

@@ -30,6 +30,13 @@ pub struct BatcherArgs {
     #[command(flatten)]
     pub batching: BatchingArgs,
 
+    /// A further model to batch, with its own keys on Redis, batcher and workers:
+    /// `NAME:worker=URL[,worker=URL]…[,max_batch_size=N][,max_wait_ms=N][,max_inflight_batches=N]`
+    /// (unset limits as the flags above say). Repeat it for several; the gateways name the
+    /// same models.
+    #[arg(long = "model", env = "BATCHGATE_MODELS", value_delimiter = ';')]
+    pub models: Vec<String>,
+
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -39,6 +46,7 @@ impl BatcherArgs {
     pub fn into_config(self) -> Result<ServeConfig, ConfigError> {
         let redis = self.redis.required_backend("batcher")?;
         let lifecycle = self.server.lifecycle();
+        let models = super::models::parse(&self.models, "", Some(&self.batching))?;
         Ok(ServeConfig {
             store: self.queue.store(Some(redis))?,
             gateway: None,
@@ -49,6 +57,7 @@ impl BatcherArgs {
             shutdown_delay: lifecycle.shutdown_delay,
             queue_error_tolerance: lifecycle.queue_error_tolerance,
             tls: None,
+            models,
         })
     }
 }

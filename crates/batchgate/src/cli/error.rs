@@ -120,6 +120,14 @@ pub enum ConfigError {
     /// An admin token too short to resist guessing.
     #[error("--admin-token must be at least 16 characters")]
     ShortAdminToken,
+    /// A `--model` that is not `NAME:worker=URL[,KEY=VALUE]…`.
+    #[error("--model {0}")]
+    Model(String),
+    /// A `--model-name` that is no model name.
+    #[error(
+        "--model-name: {0:?} is not a model name (1 to 128 letters, digits, `.`, `_`, `-`, `:`)"
+    )]
+    ModelName(String),
 }
 
 /// `value` if it is at least `min`, else [`ConfigError::AtLeast`] naming `flag`.

@@ -27,6 +27,12 @@ pub struct GatewayArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
 
+    /// A further model this gateway admits tasks for, by name: its tasks go to its own keys
+    /// on Redis, where `batchgate batcher --model NAME:worker=URL,…` batches them. Repeat it
+    /// for several; the first model is --model-name.
+    #[arg(long = "model", env = "BATCHGATE_MODELS", value_delimiter = ';')]
+    pub models: Vec<String>,
+
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -36,7 +42,11 @@ impl GatewayArgs {
     pub fn into_config(self) -> Result<ServeConfig, ConfigError> {
         let redis = self.redis.required_backend("gateway")?;
         let store = self.queue.store(Some(redis))?;
-        let http = self.http.into_config(self.listen, self.queue.zone()?)?;
+        let models = super::models::parse(&self.models, &self.http.api.model_name, None)?;
+        let mut http = self.http.into_config(self.listen, self.queue.zone()?)?;
+        http.gateway
+            .models
+            .extend(models.iter().map(|m| m.name.clone()));
         let lifecycle = self.server.lifecycle();
         Ok(ServeConfig {
             store,
@@ -48,6 +58,7 @@ impl GatewayArgs {
             shutdown_delay: lifecycle.shutdown_delay,
             queue_error_tolerance: lifecycle.queue_error_tolerance,
             tls: http.tls,
+            models,
         })
     }
 }

@@ -126,6 +126,12 @@ pub struct ApiArgs {
     #[arg(long, env = "BATCHGATE_MAX_HEADER_BYTES", default_value_t = net::DEFAULT_MAX_HEADER_BYTES)]
     pub max_header_bytes: usize,
 
+    /// The name of the model served, as OpenAI-compatible requests (`model`) and KServe V2
+    /// paths (`/v2/models/NAME/…`) give it and `GET /v1/models` lists it: letters, digits and
+    /// `.`, `_`, `-`, `:`.
+    #[arg(long, env = "BATCHGATE_MODEL_NAME", default_value = gateway::DEFAULT_MODEL_NAME)]
+    pub model_name: String,
+
     /// Most concurrent HTTP/2 streams (requests) on one connection.
     #[arg(long, env = "BATCHGATE_H2_MAX_STREAMS", default_value_t = net::DEFAULT_H2_MAX_STREAMS)]
     pub h2_max_streams: u32,
@@ -170,8 +176,23 @@ impl ApiArgs {
             )?),
             dedupe_scope: self.dedupe_scope.into(),
             zone,
+            models: vec![model_name(&self.model_name)?],
             ..Default::default()
         })
+    }
+}
+
+/// A model name, checked: 1 to 128 letters, digits, `.`, `_`, `-` or `:` (it stands in URL
+/// paths and metric labels).
+pub(crate) fn model_name(name: &str) -> Result<String, ConfigError> {
+    let fits = (1..=128).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+    if fits {
+        Ok(name.to_owned())
+    } else {
+        Err(ConfigError::ModelName(name.to_owned()))
     }
 }
 

@@ -23,6 +23,7 @@ pub mod batching;
 pub mod error;
 pub mod gateway;
 pub mod http;
+mod models;
 pub mod serve;
 pub mod server;
 pub mod worker;

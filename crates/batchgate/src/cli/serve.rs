@@ -45,6 +45,13 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCHGATE_SIM_PER_ITEM_MS", default_value_t = ms_f64(batchgate_sim::model::DEFAULT_PER_ITEM))]
     pub sim_per_item_ms: f64,
 
+    /// A further model, with its own queue (on Redis, its own keys), batcher and workers:
+    /// `NAME:worker=URL[,worker=URL]…[,max_batch_size=N][,max_wait_ms=N][,max_inflight_batches=N]`
+    /// (unset limits as the flags above say). Repeat it for several; batches never mix models.
+    /// The first model is the one the other flags describe, named by --model-name.
+    #[arg(long = "model", env = "BATCHGATE_MODELS", value_delimiter = ';')]
+    pub models: Vec<String>,
+
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -61,7 +68,16 @@ impl ServeArgs {
         let zone = self.queue.zone()?;
         let batcher = self.batching.part(Some(sim), zone.clone())?;
         let store = self.queue.store(self.redis.backend()?)?;
-        let http = self.http.into_config(self.listen, zone)?;
+        let models = super::models::parse(
+            &self.models,
+            &self.http.api.model_name,
+            Some(&self.batching),
+        )?;
+
+        let mut http = self.http.into_config(self.listen, zone)?;
+        http.gateway
+            .models
+            .extend(models.iter().map(|m| m.name.clone()));
         let lifecycle = self.server.lifecycle();
         Ok(ServeConfig {
             batcher: Some(batcher),
@@ -73,6 +89,7 @@ impl ServeArgs {
             shutdown_delay: lifecycle.shutdown_delay,
             queue_error_tolerance: lifecycle.queue_error_tolerance,
             tls: http.tls,
+            models,
         })
     }
 }

@@ -257,3 +257,64 @@ fn enumerated_flags_take_only_their_names() {
         assert!(err.contains("possible values"), "{bad:?}: {err}");
     }
 }
+
+#[test]
+fn further_models_have_their_own_workers_and_limits_and_bad_ones_are_refused() {
+    let config = serve_config(&[
+        "--model-name",
+        "big",
+        "--max-wait-ms",
+        "50",
+        "--model",
+        "small:worker=http://127.0.0.1:9,max_batch_size=8,max_wait_ms=5,max_inflight_batches=3",
+    ])
+    .expect("valid");
+    assert_eq!(
+        config.gateway.as_ref().map(|g| g.models.clone()),
+        Some(vec!["big".to_owned(), "small".to_owned()])
+    );
+    let [small] = config.models.as_slice() else {
+        panic!("one further model expected")
+    };
+    assert_eq!(small.name, "small");
+    let batcher = small.batcher.as_ref().expect("a batcher");
+    let limits = batcher.config.limits;
+    assert_eq!(
+        (limits.max_batch_size, limits.max_wait),
+        (8, Duration::from_millis(5))
+    );
+    assert_eq!(batcher.config.max_inflight_batches, 3);
+    let WorkerChoice::Remote { workers, .. } = &batcher.worker else {
+        panic!("remote workers expected")
+    };
+    assert_eq!(workers.len(), 1);
+    for (bad, why) in [
+        ("small", "NAME:"),
+        ("small:max_batch_size=8", "worker"),
+        ("big:worker=http://127.0.0.1:9", "already served"),
+        (
+            "small:worker=http://127.0.0.1:9,colour=red",
+            "unknown setting",
+        ),
+        ("sm all:worker=http://127.0.0.1:9", "model name"),
+    ] {
+        let error = serve_config(&["--model-name", "big", "--model", bad]).expect_err(bad);
+        assert!(error.to_string().contains(why), "{bad}: {error}");
+    }
+    // A gateway alone names further models; their batchers run elsewhere.
+    let argv = [
+        "batchgate",
+        "gateway",
+        "--insecure-no-auth",
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--model",
+        "small",
+    ];
+    let Command::Gateway(args) = parse(&argv).expect("parses") else {
+        panic!("gateway expected")
+    };
+    let config = args.into_config().expect("valid");
+    assert_eq!(config.models.len(), 1);
+    assert!(config.models[0].batcher.is_none());
+}

@@ -62,6 +62,16 @@ pub struct WorkerArgs {
     #[arg(long, env = "BATCHGATE_WORKER_API_KEY_FILE", value_name = "FILE")]
     pub api_key_file: Option<std::path::PathBuf>,
 
+    /// A further name the simulated model answers to besides `sim` (KServe V2
+    /// `/v2/models/NAME`, OpenAI `model`): the same model under several names, to try a
+    /// deployment of several models without a GPU. Repeatable.
+    #[arg(
+        long = "model-name",
+        env = "BATCHGATE_WORKER_MODEL_NAMES",
+        value_delimiter = ','
+    )]
+    pub model_names: Vec<String>,
+
     /// Batches that run at once (simulated GPUs); further calls queue.
     #[arg(long, env = "BATCHGATE_WORKER_SLOTS", default_value_t = sim::DEFAULT_SLOTS)]
     pub slots: usize,
@@ -139,6 +149,7 @@ impl WorkerArgs {
             model_dir: self.model_dir,
             tls: self.tls.files(self.client_ca.clone())?,
             api_key_file: self.api_key_file,
+            model_names: self.model_names,
             faults: batchgate_sim::Faults {
                 error_rate: fraction("error-rate", self.error_rate)?,
                 poison_pattern: self.poison_pattern.filter(|p| !p.is_empty()),

@@ -148,6 +148,7 @@ pub fn serve_config(infra: &Infra, worker_url: &str, max_inflight_batches: usize
         shutdown_delay: Duration::ZERO,
         queue_error_tolerance: batchgate_gateway::readiness::DEFAULT_QUEUE_ERROR_TOLERANCE,
         tls: None,
+        models: Vec::new(),
     }
 }
 

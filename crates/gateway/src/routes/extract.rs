@@ -39,22 +39,39 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if !declares_json(&request) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let max = state.config.max_body_bytes();
-        // The body must arrive within its own bound: a client that trickles it holds a
-        // request slot, a connection and the bytes so far.
-        let read = Bytes::from_request(request, state);
-        let bytes = tokio::time::timeout(state.config.body_read_timeout, read)
-            .await
-            .map_err(|_| ApiError::Timeout)?
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::BodyTooLarge { max }
-                } else {
-                    ApiError::InvalidRequest(e.body_text())
-                }
-            })?;
-        decode(&bytes).map(JsonBody)
+        read_json(request, state).await.map(JsonBody)
     }
+}
+
+/// A JSON body whatever its declared type (KServe V2 clients may declare none), read like
+/// [`JsonBody`]'s.
+pub(crate) struct AnyJsonBody<T>(pub(crate) T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for AnyJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        read_json(request, state).await.map(AnyJsonBody)
+    }
+}
+
+/// Reads a body within its bounds and decodes it.
+async fn read_json<T: DeserializeOwned>(request: Request, state: &AppState) -> Result<T, ApiError> {
+    let max = state.config.max_body_bytes();
+    // The body must arrive within its own bound: a client that trickles it holds a
+    // request slot, a connection and the bytes so far.
+    let read = Bytes::from_request(request, state);
+    let bytes = tokio::time::timeout(state.config.body_read_timeout, read)
+        .await
+        .map_err(|_| ApiError::Timeout)?
+        .map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge { max }
+            } else {
+                ApiError::InvalidRequest(e.body_text())
+            }
+        })?;
+    decode(&bytes)
 }
 
 /// A body's bytes as `T`: UTF-8, a JSON object, the right shape; each failure its own

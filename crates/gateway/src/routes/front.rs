@@ -11,6 +11,7 @@
 //! - an error answer that is not JSON (one made below the routes, by the framework) put into
 //!   our shape, and every error answer counted by its stable code (no line per failed
 //!   request: a client must not be able to flood the log);
+//! - an error on the OpenAI or KServe V2 routes put in that protocol's shape (`shape.rs`);
 //! - every answer marked `nosniff`.
 //!
 //! One service, not a stack of `from_fn` middleware: each of those clones the services below
@@ -28,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::{guard, request_id, span};
+use super::{guard, request_id, shape, span};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{route, CodeLabel, ShedLabel};
 use crate::state::AppState;
@@ -83,6 +84,7 @@ where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
     let request_id = request_id::ensure(request.headers_mut());
+    let door = shape::door_of(request.uri().path());
     let span = span::request_span(&request);
     let started = Instant::now();
     let mut response = route_guarded(&state, inner, request)
@@ -96,6 +98,8 @@ where
     {
         response = ApiError::Rejected(status).into_response();
     }
+    // The OpenAI and KServe V2 routes answer errors in their protocols' shapes.
+    let mut response = shape::reshape(door, response);
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         state
             .metrics

@@ -1,4 +1,4 @@
-//! What every API request (`/v1/…`) passes as soon as its headers are read, before its body:
+//! What every API request (`/v1/…`, and the KServe V2 `/v2/models/…`) passes as soon as its headers are read, before its body:
 //! who calls (401), the caller's rate limit (429 `rate_limited`), the caller's share of the
 //! gateway (429 `too_many_in_flight`), then the gateway-wide limit (503
 //! `concurrency_limited`). A request refused here costs no body read and no handler work.
@@ -35,7 +35,8 @@ pub(super) async fn admit(
     state: &AppState,
     request: &mut Request,
 ) -> Result<Option<Admitted>, Response> {
-    if !request.uri().path().starts_with("/v1/") {
+    let path = request.uri().path();
+    if !(path.starts_with("/v1/") || path.starts_with("/v2/models/")) {
         return Ok(None);
     }
     let caller = match authorization(request.headers()) {

@@ -1,21 +1,28 @@
 //! The routes and the middleware around them.
 //!
 //! - `POST /v1/inference` ([`inference`]), `GET /v1/result/{task_id}` ([`result`]);
+//! - `POST /v1/embeddings`, `GET /v1/models` ([`openai`]): OpenAI-compatible embeddings;
+//! - `POST /v2/models/{name}/infer`, `GET /v2/models/{name}[/ready]`, `GET /v2`,
+//!   `GET /v2/health/{live,ready}` ([`kserve`]): the KServe V2 / Open Inference Protocol;
 //! - `GET /healthz`, `GET /readyz` ([`health`]); `GET /metrics` ([`metrics`]);
 //! - `GET /openapi.json` ([`openapi`]);
 //! - `GET /` and `GET /status.json` ([`status`]): the live status page and its data;
 //! - `GET /admin/dlq`, `POST /admin/dlq/replay`, `POST /admin/dlq/purge` ([`admin`]).
 
 mod admin;
+mod admit;
 mod extract;
 mod front;
 mod guard;
 mod health;
 mod inference;
+mod kserve;
 mod metrics;
+mod openai;
 pub mod openapi;
 mod request_id;
 mod result;
+mod shape;
 mod span;
 mod status;
 
@@ -50,6 +57,14 @@ pub fn router(state: AppState) -> Router {
         .route(route::DLQ, get(admin::list))
         .route(route::DLQ_REPLAY, post(admin::replay))
         .route(route::DLQ_PURGE, post(admin::purge))
+        .route(route::EMBEDDINGS, post(openai::embeddings))
+        .route(route::MODELS, get(openai::models))
+        .route(route::V2, get(kserve::server_metadata))
+        .route(route::V2_LIVE, get(kserve::live))
+        .route(route::V2_READY, get(kserve::ready))
+        .route(route::V2_MODEL, get(kserve::model_metadata))
+        .route(route::V2_MODEL_READY, get(kserve::model_ready))
+        .route(route::V2_INFER, post(kserve::infer))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))

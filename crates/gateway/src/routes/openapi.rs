@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, health, inference, metrics, result, status};
+use super::{admin, health, inference, kserve, metrics, openai, result, status};
 use crate::error::ApiError;
 
 /// The description: paths from the handlers' annotations, schemas from the types they name.
@@ -35,12 +35,22 @@ whose subject owns the tasks; the admin API carries the admin token."
         admin::list,
         admin::replay,
         admin::purge,
+        openai::embeddings,
+        openai::models,
+        kserve::server_metadata,
+        kserve::live,
+        kserve::ready,
+        kserve::model_metadata,
+        kserve::model_ready,
+        kserve::infer,
     ),
     modifiers(&Security, &ErrorCodes),
     tags(
         (name = "inference", description = "Submit inputs and read results."),
         (name = "operations", description = "Health, readiness, metrics, status, this description."),
         (name = "admin", description = "The dead-letter queue, behind the admin token."),
+        (name = "openai", description = "OpenAI-compatible embeddings: errors in OpenAI's shape, `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`, with the same codes."),
+        (name = "kserve-v2", description = "The KServe V2 / Open Inference Protocol over HTTP: errors are `{\"error\": …, \"code\": …}`, with the same codes."),
     )
 )]
 struct ApiDoc;

@@ -44,25 +44,29 @@ pub(crate) async fn get_result(
     }
     let store_error = |e| ApiError::from_store(&e, state.config.retry_after_secs);
     let readable = |r: &TaskRecord| r.readable_by(&caller, state.unowned_is_public());
+    // With several models on Redis each has a store of its own: the task is in one of them.
+    let stores = state.all_results();
     if wait.is_zero() {
-        let record = state
-            .results
-            .get(&task_id)
-            .await
-            .map_err(store_error)?
-            .filter(readable)
-            .ok_or(ApiError::TaskNotFound)?;
+        let mut found = None;
+        for store in stores {
+            found = store.get(&task_id).await.map_err(store_error)?;
+            if found.is_some() {
+                break;
+            }
+        }
+        let record = found.filter(readable).ok_or(ApiError::TaskNotFound)?;
         return Ok(Json(record.view(&task_id)));
     }
     // One step reads the record and registers for its result. Ownership is checked on the
     // stored record before any wait: a wake-up notice does not carry the owner.
-    let record = match state
-        .results
-        .clone()
-        .watch(&task_id)
-        .await
-        .map_err(store_error)?
-    {
+    let mut watched = Watched::Missing;
+    for store in stores {
+        watched = store.clone().watch(&task_id).await.map_err(store_error)?;
+        if !matches!(watched, Watched::Missing) {
+            break;
+        }
+    }
+    let record = match watched {
         Watched::Missing => None,
         Watched::Done(record) => Some(record).filter(readable),
         Watched::Pending(record, expectation) => {

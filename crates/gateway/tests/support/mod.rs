@@ -109,8 +109,10 @@ pub struct Answer {
 impl Answer {
     /// The stable error code of an error answer.
     pub fn code(&self) -> &str {
+        // batchgate's and OpenAI's shapes nest the code in `error`; KServe V2's has it beside.
         self.body["error"]["code"]
             .as_str()
+            .or_else(|| self.body["code"].as_str())
             .unwrap_or("<no error code>")
     }
 
@@ -189,10 +191,15 @@ impl Gateway {
 
     /// Stores `output` as the result of `task_id`, as a batcher would.
     pub async fn complete(&self, task_id: &str, output: &str) {
+        self.finish(task_id, Outcome::Success(output.into())).await;
+    }
+
+    /// Stores `outcome` as the result of `task_id`, as a batcher would.
+    pub async fn finish(&self, task_id: &str, outcome: Outcome) {
         self.results
             .complete(vec![Completion {
                 task_id: task_id.to_owned(),
-                outcome: Outcome::Success(output.to_owned()),
+                outcome,
                 completed_at: unix_ms(SystemTime::now()),
                 reply_to: None,
             }])

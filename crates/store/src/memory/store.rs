@@ -259,10 +259,10 @@ impl ResultStore for MemoryResultStore {
         let expires = self.expiry(Instant::now());
         for c in completions {
             let (ended, body) = match c.outcome {
-                Outcome::Success(out) => (Ended::Success, out),
-                Outcome::Failed(err) => (Ended::Failed, err),
+                Outcome::Success(out) => (Ended::Success, out.into_encoded()),
+                Outcome::Failed(err) => (Ended::Failed, err.into_bytes()),
             };
-            let completion = (ended, body.into_boxed_str(), c.completed_at);
+            let completion = (ended, body.into_boxed_slice(), c.completed_at);
             let mut guard = self.shard(&c.task_id);
             let shard = &mut *guard;
             if !shard.contains(&c.task_id) {

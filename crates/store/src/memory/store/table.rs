@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 
 use batchgate_protocol::api::TaskStatus;
+use batchgate_protocol::Output;
 use hashbrown::HashTable;
 
 use super::super::keys::Key;
@@ -26,8 +27,9 @@ pub(super) struct Done<K> {
     pub(super) key: K,
     /// Accepted at, milliseconds since the Unix epoch.
     pub(super) created_at: u64,
-    /// The worker's output on success, the reason on failure: the bytes as produced.
-    pub(super) body: Box<str>,
+    /// The worker's output on success (its stored form, [`Output::encode`]), the reason on
+    /// failure (UTF-8).
+    pub(super) body: Box<[u8]>,
     /// Result stored this many milliseconds after `created_at` (0 if the clock went back).
     pub(super) completed_after_ms: u32,
     /// The second of the store's clock from which the record is gone.
@@ -272,10 +274,14 @@ impl<K: Key> Table<K> {
 
     pub(super) fn get(&self, key: &K::Ref, now: u32, owners: &Owners) -> Option<TaskRecord> {
         if let Some(d) = self.done(key).filter(|d| d.expires > now) {
-            let body = Some(String::from(&*d.body));
             let (status, output, error) = match d.ended {
-                Ended::Success => (TaskStatus::Success, body, None),
-                Ended::Failed => (TaskStatus::Failed, None, body),
+                // Written by this store from an output: it reads back.
+                Ended::Success => (TaskStatus::Success, Output::decode(&d.body), None),
+                Ended::Failed => (
+                    TaskStatus::Failed,
+                    None,
+                    Some(String::from_utf8_lossy(&d.body).into_owned()),
+                ),
             };
             return Some(TaskRecord {
                 status,
@@ -306,7 +312,7 @@ impl<K: Key> Table<K> {
     pub(super) fn complete(
         &mut self,
         key: &K::Ref,
-        completion: (Ended, Box<str>, u64),
+        completion: (Ended, Box<[u8]>, u64),
         expires: u32,
     ) -> Stored {
         let (ended, body, completed_at) = completion;

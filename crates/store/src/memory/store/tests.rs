@@ -37,7 +37,7 @@ async fn lifecycle_pending_then_success() {
         s.complete(vec![done(&id, "out")]).await.expect("complete");
         let r = s.get(&id).await.expect("get").expect("exists");
         assert_eq!(r.status, TaskStatus::Success);
-        assert_eq!(r.output.as_deref(), Some("out"));
+        assert_eq!(r.output_text(), Some("out"));
         assert_eq!(r.error, None);
         assert_eq!(r.owner.as_deref(), Some("alice"));
         assert_eq!((r.created_at, r.completed_at), (1, Some(7)));
@@ -66,7 +66,7 @@ async fn success_is_final_and_failed_gives_way_only_to_success() {
         .await
         .expect("complete");
     let r = s.get(&id).await.expect("get").expect("exists");
-    assert_eq!((r.output.as_deref(), r.error), (Some("out"), None));
+    assert_eq!((r.output_text(), r.error.as_deref()), (Some("out"), None));
     // A result for a task never created here is stored all the same.
     s.complete(vec![done("unknown", "x")])
         .await
@@ -187,7 +187,7 @@ async fn an_expectation_is_woken_by_the_completion_and_never_waits_for_a_finishe
         s.complete(vec![done(&id, "out")]).await.expect("complete");
         let record = waiting.await.expect("join").expect("wait").expect("stored");
         assert_eq!(record.status, TaskStatus::Success);
-        assert_eq!(record.output.as_deref(), Some("out"));
+        assert_eq!(record.output_text(), Some("out"));
         assert_eq!(
             started.elapsed(),
             Duration::ZERO,
@@ -275,7 +275,7 @@ async fn a_large_shard_finds_evicts_and_expires_in_order() {
         .await
         .expect("get")
         .expect("moved to the back");
-    assert_eq!(first.output.as_deref(), Some("again"));
+    assert_eq!(first.output_text(), Some("again"));
     for id in &ids[701..] {
         assert!(s.get(id).await.expect("get").is_some(), "{id} is held");
     }
@@ -285,4 +285,27 @@ async fn a_large_shard_finds_evicts_and_expires_in_order() {
     tokio::time::advance(Duration::from_secs(62)).await;
     assert_eq!(s.sweep(Instant::now()), n - 1);
     assert_eq!(s.count().await.expect("count"), 0);
+}
+
+#[tokio::test]
+async fn typed_outputs_come_back_as_the_worker_gave_them() {
+    use batchgate_protocol::Output;
+    let s = MemoryResultStore::new(10, Duration::from_secs(600));
+    let outputs = [
+        Output::Vector(vec![0.25, -1.5, 3.0]),
+        Output::Bytes(vec![0, 0xFF, 7]),
+        Output::Text("[1,2]".into()),
+    ];
+    for (n, output) in outputs.iter().enumerate() {
+        let id = uuid(100 + n as u32);
+        s.create(&id, 1, None).await.expect("create");
+        s.complete(vec![Completion {
+            outcome: Outcome::Success(output.clone()),
+            ..done(&id, "")
+        }])
+        .await
+        .expect("complete");
+        let r = s.get(&id).await.expect("get").expect("exists");
+        assert_eq!(r.output.as_ref(), Some(output));
+    }
 }
