@@ -382,6 +382,27 @@ pub fn is_refusal(error: &redis::RedisError) -> bool {
 }
 
 /// Runs `op` with a bound, turning a timeout into a Redis I/O error.
+/// `first`, the outcome of a call that ran `script` (alone or in a pipeline), unless Redis
+/// had lost the script (a restart, `SCRIPT FLUSH`): then the script is loaded and `call` run
+/// again, alone. Each step is bounded by `limit`.
+pub(crate) async fn unless_script_lost<T: redis::FromRedisValue>(
+    first: redis::RedisResult<T>,
+    conn: &mut RedisConn,
+    script: &redis::Script,
+    call: &redis::Cmd,
+    limit: Duration,
+) -> redis::RedisResult<T> {
+    match first {
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        {
+            bounded(limit, script.prepare_invoke().load_async(conn)).await?;
+            bounded(limit, call.query_async(conn)).await
+        }
+        other => other,
+    }
+}
+
 pub(crate) async fn bounded<T>(
     limit: Duration,
     op: impl std::future::Future<Output = redis::RedisResult<T>>,

@@ -24,7 +24,7 @@ use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, warn};
 
-use crate::conn::{bounded, RedisConn};
+use crate::conn::{bounded, unless_script_lost, RedisConn};
 use crate::describe;
 use crate::entry::frame;
 use crate::keys::Keys;
@@ -365,19 +365,7 @@ impl Writer {
                 bounded(self.op_timeout, pipe.query_async(&mut conn)).await;
             replies.map(|(r,)| r)
         };
-        match first {
-            Err(error)
-                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                bounded(
-                    self.op_timeout,
-                    self.script.prepare_invoke().load_async(&mut conn),
-                )
-                .await?;
-                bounded(self.op_timeout, call.query_async(&mut conn)).await
-            }
-            other => other,
-        }
+        unless_script_lost(first, &mut conn, &self.script, call, self.op_timeout).await
     }
 
     fn answer(&self, reply: &Value) -> Result<Admitted, AdmitError> {

@@ -15,7 +15,7 @@ use batchgate_protocol::Output;
 use batchgate_store::{Completion, Outcome};
 use redis::{RedisResult, Script, Value};
 
-use crate::conn::{bounded, RedisConn};
+use crate::conn::{bounded, unless_script_lost, RedisConn};
 use crate::entry::Heads;
 use crate::keys::{Keys, GROUP};
 use crate::leases::Ack;
@@ -188,19 +188,8 @@ impl Settler {
     /// Runs the script's call; a script Redis lost (a restart) is loaded again.
     async fn run_script(&self, call: &redis::Cmd) -> RedisResult<usize> {
         let mut conn = self.conn.clone();
-        match bounded(self.op_timeout, call.query_async(&mut conn)).await {
-            Err(error)
-                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                bounded(
-                    self.op_timeout,
-                    self.script.prepare_invoke().load_async(&mut conn),
-                )
-                .await?;
-                bounded(self.op_timeout, call.query_async(&mut conn)).await
-            }
-            other => other,
-        }
+        let first = bounded(self.op_timeout, call.query_async(&mut conn)).await;
+        unless_script_lost(first, &mut conn, &self.script, call, self.op_timeout).await
     }
 
     /// The settle script's call for `completions` (with the record heads known) and the
