@@ -14,6 +14,7 @@ use std::time::Duration;
 use batchgate_protocol::Output;
 use batchgate_store::{Completion, Outcome};
 use redis::{RedisResult, Script, Value};
+use tracing::warn;
 
 use crate::conn::{bounded, unless_script_lost, RedisConn};
 use crate::entry::Heads;
@@ -314,7 +315,12 @@ impl Settler {
             }
         }
         if !restore.is_empty() || !watched.is_empty() {
-            self.put_right(&restore, &watched).await?;
+            // The batch is stored and (unless the script failed, below) acknowledged: a
+            // failure here is not the settle's. A SUCCESS not put back leaves the later
+            // SUCCESS of the same task; a watcher not told reads the record when it asks again.
+            if let Err(error) = self.put_right(&restore, &watched).await {
+                warn!(%error, "settle: a SUCCESS already stored or a watcher's notice was not put right");
+            }
         }
         let scripted = match &script_reply[0] {
             Value::ServerError(error) if error.kind() == Some(redis::ServerErrorKind::NoScript) => {
