@@ -104,6 +104,14 @@ impl Output {
         }
     }
 
+    /// The stored form, text borrowed rather than copied.
+    pub fn stored(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Output::Text(text) => std::borrow::Cow::Borrowed(text.as_bytes()),
+            other => std::borrow::Cow::Owned(other.encode()),
+        }
+    }
+
     /// The stored form, without copying text.
     pub fn into_encoded(self) -> Vec<u8> {
         match self {
@@ -160,6 +168,7 @@ mod tests {
             let stored = output.encode();
             assert_eq!(stored.len(), output.encoded_len());
             assert_eq!(output.clone().into_encoded(), stored);
+            assert_eq!(output.stored().as_ref(), stored.as_slice());
             assert_eq!(Output::decode(&stored), Some(output));
         }
     }

@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use batchgate_protocol::Output;
 use batchgate_store::{Completion, Outcome};
 use redis::{RedisResult, Script, Value};
 use tracing::warn;
@@ -165,17 +164,16 @@ impl Settler {
             match (&c.outcome, head) {
                 // A transaction needs the keys of one slot; a cluster spreads partitions
                 // over slots, so it runs the script alone.
-                (Outcome::Success(output), Some(head)) if !self.cluster => {
-                    let stored = match output {
-                        Output::Text(text) => Cow::Borrowed(text.as_bytes()),
-                        output => Cow::Owned(output.encode()),
-                    };
-                    fast.push(Written {
-                        key: self.keys.result(&c.task_id),
-                        record: record::final_record('S', Some(&head), c.completed_at, &stored),
-                        gateway: c.reply_to.as_deref().unwrap_or_default(),
-                    })
-                }
+                (Outcome::Success(output), Some(head)) if !self.cluster => fast.push(Written {
+                    key: self.keys.result(&c.task_id),
+                    record: record::final_record(
+                        'S',
+                        Some(&head),
+                        c.completed_at,
+                        &output.stored(),
+                    ),
+                    gateway: c.reply_to.as_deref().unwrap_or_default(),
+                }),
                 (_, head) => slow.push((*c, head)),
             }
         }
@@ -212,8 +210,7 @@ impl Settler {
             .arg(completions.len());
         for (c, head) in completions {
             let (status, value) = match &c.outcome {
-                Outcome::Success(Output::Text(text)) => ('S', Cow::Borrowed(text.as_bytes())),
-                Outcome::Success(output) => ('S', Cow::Owned(output.encode())),
+                Outcome::Success(output) => ('S', output.stored()),
                 Outcome::Failed(error) => ('F', Cow::Borrowed(error.as_bytes())),
             };
             let record = record::final_record(status, head.as_deref(), c.completed_at, &value);
