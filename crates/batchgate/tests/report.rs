@@ -121,6 +121,10 @@ fn a_bench_run_renders_every_chart_with_data() {
                 &server.url,
                 "--rate",
                 "300",
+                // Random gaps: with evenly spaced sends every 50 ms window can hold the same
+                // number of requests, and the batch-size histogram would have one bar.
+                "--arrivals",
+                "poisson",
                 "--duration",
                 "3s",
                 "--worker-slots",
