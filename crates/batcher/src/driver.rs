@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_policy::{Batch, Limits, Policy, Rule};
-use batchgate_queue::{DeadLetters, Delivery, LoadBoard, Queue};
+use batchgate_queue::{DeadLetters, Delivery, LoadBoard, Queue, WorkerLoad};
 use batchgate_store::ResultStore;
 use batchgate_worker::{budget, RetryBudget, RetryPolicy, Retrying, Worker};
 use tokio::time::Instant;
@@ -171,8 +171,9 @@ impl Batcher {
         self
     }
 
-    /// Reports the load until `stop`.
+    /// Reports the load, with what the queue holds read ahead, until `stop`.
     async fn report_load(
+        queue: Arc<dyn Queue>,
         slots: Arc<Slots>,
         load: Arc<LoadMeter>,
         board: Arc<dyn LoadBoard>,
@@ -187,7 +188,10 @@ impl Batcher {
                 _ = every.tick() => {}
             }
             let now = tokio::time::Instant::now().into_std();
-            let report = load.sample(now, slots.limit());
+            let report = WorkerLoad {
+                held: queue.held() as u64,
+                ..load.sample(now, slots.limit())
+            };
             match tokio::time::timeout(REPORT_EVERY, board.publish(&name, report)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => debug!(%error, "load report not published"),
@@ -218,6 +222,7 @@ impl Batcher {
         let stop_reporting = reporting.clone().drop_guard();
         let reporter = self.board.as_ref().map(|(board, name)| {
             tokio::spawn(Self::report_load(
+                self.queue.clone(),
                 self.slots.clone(),
                 self.load.clone(),
                 board.clone(),

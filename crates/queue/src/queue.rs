@@ -106,6 +106,14 @@ pub trait Queue: Send + Sync + 'static {
     async fn backlog(&self) -> Result<Option<Backlog>, QueueError> {
         Ok(None)
     }
+
+    /// Tasks this process has read ahead from a shared backend and holds for its batcher: to
+    /// the backend they are taken, yet they wait all the same, so the batcher reports them
+    /// with its load and gateways count them as queued. In-process queues hand tasks straight
+    /// to the batcher: none.
+    fn held(&self) -> usize {
+        0
+    }
 }
 
 /// A snapshot of the queue's flow, for load shedding.

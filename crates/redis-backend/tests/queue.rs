@@ -271,6 +271,37 @@ async fn backlog_counts_taken_and_queued_tasks() {
 }
 
 #[tokio::test]
+async fn what_the_readers_hold_read_ahead_is_counted() {
+    let server = RedisServer::start().await;
+    let redis = config(server.url());
+    let q = queue(&redis, "a", 5).await;
+    assert_eq!(q.held(), 0, "nothing read yet");
+    for i in 0..40 {
+        q.enqueue(task(&format!("{:02x}-held-{i}", i * 7)))
+            .await
+            .expect("enqueue");
+    }
+    // The first read starts the readers, which go on reading ahead of the batcher.
+    let first = read_n(&q, 1, Duration::from_secs(5)).await;
+    assert_eq!(first.len(), 1);
+    let mut held = q.held();
+    for _ in 0..100 {
+        if held == 39 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        held = q.held();
+    }
+    assert_eq!(held, 39, "the 39 tasks read ahead and not handed out");
+    // To Redis they are taken: without `held` the gateways would not see them wait.
+    let backlog = q.backlog().await.expect("backlog").expect("countable");
+    assert_eq!((backlog.taken, backlog.queued), (40, 0));
+    let rest = read_n(&q, 39, Duration::from_secs(5)).await;
+    assert_eq!(rest.len(), 39);
+    assert_eq!(q.held(), 0, "all handed out");
+}
+
+#[tokio::test]
 async fn every_gateway_reads_the_batchers_load_reports_combined() {
     use batchgate_queue::{LoadBoard, WorkerLoad};
     use batchgate_redis::RedisLoadBoard;
@@ -287,9 +318,16 @@ async fn every_gateway_reads_the_batchers_load_reports_combined() {
         busy,
         capacity,
         call_ms: 200.0,
+        held: 0,
     };
     batcher_a
-        .publish("a", load(1.0, 600.0))
+        .publish(
+            "a",
+            WorkerLoad {
+                held: 64,
+                ..load(1.0, 600.0)
+            },
+        )
         .await
         .expect("publish");
     batcher_b
@@ -299,6 +337,7 @@ async fn every_gateway_reads_the_batchers_load_reports_combined() {
     let seen = gateway.read().await.expect("read").expect("reports");
     assert_eq!(seen.capacity, 800.0);
     assert!((seen.busy - 0.75).abs() < 1e-9, "{seen:?}");
+    assert_eq!(seen.held, 64, "what the batchers hold read ahead adds up");
     // A batcher that stopped reporting long ago no longer counts, and is removed.
     let mut raw = redis.connect().await.expect("connect");
     let old = format!("{};1000", load(1.0, 10_000.0).encode());
