@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_policy::{Batch, Limits, Policy, Rule};
-use batchgate_queue::{DeadLetters, Delivery, LoadBoard, Queue, WorkerLoad};
+use batchgate_queue::{DeadLetters, Delivery, LoadBoard, Queue};
 use batchgate_store::ResultStore;
 use batchgate_worker::{budget, RetryBudget, RetryPolicy, Retrying, Worker};
 use tokio::time::Instant;
@@ -171,9 +171,8 @@ impl Batcher {
         self
     }
 
-    /// Reports the load, with what the queue holds read ahead, until `stop`.
+    /// Reports the load until `stop`.
     async fn report_load(
-        queue: Arc<dyn Queue>,
         slots: Arc<Slots>,
         load: Arc<LoadMeter>,
         board: Arc<dyn LoadBoard>,
@@ -188,10 +187,7 @@ impl Batcher {
                 _ = every.tick() => {}
             }
             let now = tokio::time::Instant::now().into_std();
-            let report = WorkerLoad {
-                held: queue.held() as u64,
-                ..load.sample(now, slots.limit())
-            };
+            let report = load.sample(now, slots.limit());
             match tokio::time::timeout(REPORT_EVERY, board.publish(&name, report)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => debug!(%error, "load report not published"),
@@ -222,7 +218,6 @@ impl Batcher {
         let stop_reporting = reporting.clone().drop_guard();
         let reporter = self.board.as_ref().map(|(board, name)| {
             tokio::spawn(Self::report_load(
-                self.queue.clone(),
                 self.slots.clone(),
                 self.load.clone(),
                 board.clone(),
@@ -267,10 +262,15 @@ impl Batcher {
     ) -> Option<Batch<Delivery>> {
         loop {
             let now = Instant::now();
-            let (max, until) = match gather::step(policy, now.into_std(), self.slots.load()) {
+            let load = self.slots.load();
+            let (max, until) = match gather::step(policy, now.into_std(), load) {
                 Step::Dispatch(batch) => return Some(batch),
                 Step::Read { max, until } => (max, until),
             };
+            // The batch being gathered, and one for each slot free besides its own.
+            let batch = self.config.limits.max_batch_size;
+            self.queue
+                .read_ahead(batch.saturating_mul(load.idle_slots + 1));
             let block = until.map_or(IDLE_BLOCK, |deadline| {
                 Instant::from_std(deadline).saturating_duration_since(now)
             });

@@ -132,8 +132,6 @@ impl LoadMeter {
             busy: m.busy,
             capacity,
             call_ms: m.call_ms,
-            // The queue's to tell (`Queue::held`): the driver fills it in.
-            held: 0,
         }
     }
 

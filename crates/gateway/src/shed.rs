@@ -121,7 +121,7 @@ impl Shedder {
     }
 
     /// Records a sample: the workers' load and the queued count (the sampler does; tests may
-    /// too). What the batchers hold read ahead waits as the queue does, and counts with it.
+    /// too).
     pub fn set(&self, load: WorkerLoad, queued: u64) {
         self.capacity_bits
             .store(load.capacity.max(0.0).to_bits(), Ordering::Relaxed);
@@ -129,8 +129,7 @@ impl Shedder {
             .store(load.busy.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
         self.call_us
             .store((load.call_ms.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
-        self.queued
-            .store(queued.saturating_add(load.held), Ordering::Relaxed);
+        self.queued.store(queued, Ordering::Relaxed);
         self.admitted.store(0, Ordering::Relaxed);
     }
 
@@ -200,7 +199,6 @@ mod tests {
             busy,
             capacity,
             call_ms,
-            held: 0,
         }
     }
 
@@ -249,20 +247,6 @@ mod tests {
         off.set(load(1.0, 1.0, 1.0), 1000);
         assert_eq!(off.check(None), Ok(()));
         assert!(off.check(Some(MS)).is_err(), "deadlines are still checked");
-    }
-
-    #[test]
-    fn tasks_the_batchers_hold_read_ahead_count_as_queued() {
-        let s = Shedder::new(ShedBound::QueueWait(200 * MS));
-        s.set(load(1.0, 1000.0, 0.0), 150);
-        assert_eq!(s.check(None), Ok(()));
-        // 150 ms in the queue and 64 ms more read ahead by a batcher: 214 ms.
-        let holding = WorkerLoad {
-            held: 64,
-            ..load(1.0, 1000.0, 0.0)
-        };
-        s.set(holding, 150);
-        assert_eq!(s.check(None), Err(Shed::Overloaded));
     }
 
     #[test]

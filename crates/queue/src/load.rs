@@ -28,9 +28,6 @@ pub struct WorkerLoad {
     pub capacity: f64,
     /// Recent mean time of one worker call, in milliseconds.
     pub call_ms: f64,
-    /// Tasks read ahead from the queue and held for the batcher (see `Queue::held`): left the
-    /// queue's backlog, not yet in a batch.
-    pub held: u64,
 }
 
 impl WorkerLoad {
@@ -55,33 +52,21 @@ impl WorkerLoad {
             busy: loads.iter().map(|l| l.busy * weight(l)).sum(),
             capacity,
             call_ms: loads.iter().map(|l| l.call_ms * weight(l)).sum(),
-            held: loads.iter().map(|l| l.held).sum(),
         })
     }
 
-    /// The report as text: `busy;capacity;call_ms;held`.
+    /// The report as text: `busy;capacity;call_ms`.
     pub fn encode(&self) -> String {
-        format!(
-            "{:.3};{:.1};{:.1};{}",
-            self.busy, self.capacity, self.call_ms, self.held
-        )
+        format!("{:.3};{:.1};{:.1}", self.busy, self.capacity, self.call_ms)
     }
 
-    /// Reads [`WorkerLoad::encode`]'s text, or the three fields a batcher without `held`
-    /// writes (it holds none); `None` for anything else.
+    /// Reads [`WorkerLoad::encode`]'s text; `None` for anything else.
     pub fn decode(text: &str) -> Option<WorkerLoad> {
-        let mut parts = text.split(';');
-        let mut number = || parts.next()?.parse::<f64>().ok();
-        let (busy, capacity, call_ms) = (number()?, number()?, number()?);
-        let held = match parts.next() {
-            None => 0,
-            Some(held) => held.parse().ok()?,
-        };
+        let mut parts = text.split(';').map(|p| p.parse::<f64>().ok());
         let load = WorkerLoad {
-            busy,
-            capacity,
-            call_ms,
-            held,
+            busy: parts.next()??,
+            capacity: parts.next()??,
+            call_ms: parts.next()??,
         };
         let finite = load.busy.is_finite() && load.capacity.is_finite() && load.call_ms.is_finite();
         (finite && parts.next().is_none()).then_some(load)
@@ -136,7 +121,6 @@ mod tests {
             busy,
             capacity,
             call_ms,
-            held: 0,
         }
     }
 
@@ -148,15 +132,6 @@ mod tests {
         assert!((both.busy - 0.75).abs() < 1e-9, "{both:?}");
         assert!((both.call_ms - 175.0).abs() < 1e-9, "{both:?}");
         assert_eq!(WorkerLoad::combine([]), None);
-        // What the batchers hold adds up.
-        let held = |held| WorkerLoad {
-            held,
-            ..load(1.0, 100.0, 10.0)
-        };
-        assert_eq!(
-            WorkerLoad::combine([held(64), held(200)]).map(|l| l.held),
-            Some(264)
-        );
         // Nothing completed yet anywhere: no capacity, nothing to weigh by.
         assert_eq!(
             WorkerLoad::combine([load(1.0, 0.0, 0.0)]),
@@ -166,26 +141,9 @@ mod tests {
 
     #[test]
     fn reports_read_back_from_text() {
-        let l = WorkerLoad {
-            held: 130,
-            ..load(0.5, 640.0, 201.5)
-        };
+        let l = load(0.5, 640.0, 201.5);
         assert_eq!(WorkerLoad::decode(&l.encode()), Some(l));
-        // A batcher that does not report what it holds holds nothing.
-        assert_eq!(
-            WorkerLoad::decode("0.500;640.0;201.5"),
-            Some(load(0.5, 640.0, 201.5))
-        );
-        for bad in [
-            "",
-            "1;2",
-            "1;2;3;4.5",
-            "1;2;3;-1",
-            "1;2;3;4;5",
-            "a;b;c",
-            "NaN;1;1",
-            "1;inf;1",
-        ] {
+        for bad in ["", "1;2", "1;2;3;4", "a;b;c", "NaN;1;1", "1;inf;1"] {
             assert_eq!(WorkerLoad::decode(bad), None, "{bad}");
         }
     }

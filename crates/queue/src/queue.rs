@@ -107,13 +107,11 @@ pub trait Queue: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// Tasks this process has read ahead from a shared backend and holds for its batcher: to
-    /// the backend they are taken, yet they wait all the same, so the batcher reports them
-    /// with its load and gateways count them as queued. In-process queues hand tasks straight
-    /// to the batcher: none.
-    fn held(&self) -> usize {
-        0
-    }
+    /// How many tasks are worth reading ahead for this process's batcher now: a batch for each
+    /// worker slot it could fill at once. A backend that reads ahead (Redis) holds no more
+    /// than this (or its own ceiling), so that when every slot is busy it holds about one
+    /// batch, and tasks wait where every gateway sees them; others ignore it.
+    fn read_ahead(&self, _tasks: usize) {}
 }
 
 /// A snapshot of the queue's flow, for load shedding.

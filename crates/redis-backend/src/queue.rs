@@ -3,9 +3,10 @@
 //! - `enqueue`/`requeue`: a script adds the entry unless the partition holds its share of the
 //!   capacity (admission itself goes through [`crate::intake`], gathered per group of tasks).
 //! - reading: stream readers ([`crate::reader`]) take batch-sized reads into a small local
-//!   channel (a few batches deep, [`READ_AHEAD`]), which `read` drains. A full channel stops
-//!   the readers, so entries stay in Redis — visible in `depth` — rather than here; what the
-//!   channel holds is reported as `held`, which the batcher publishes with its load.
+//!   channel, which `read` drains: a batch for each worker slot the batcher could fill now
+//!   (`Queue::read_ahead`, at most [`READ_AHEAD`]), so about one batch while every slot is
+//!   busy. Past it the readers stop, so entries stay in Redis — visible in `depth` and in the
+//!   gateways' estimate of the queue's wait — rather than here.
 //! - `settle`: one script per master (one per batch on a standalone Redis) stores the
 //!   results, publishes the notices and acknowledges and deletes the entries, the ack last
 //!   ([`crate::settle`]): streams hold only waiting and in-progress tasks, and an entry is
@@ -17,7 +18,7 @@
 //!   Redis delivered to this batcher that it never saw (a read cut short), so that `read`
 //!   hands them out too rather than leaving them for the visibility timeout.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,7 +39,7 @@ use crate::describe;
 use crate::entry::{deliveries, fetch_groups, Overflow};
 use crate::keys::{Keys, GROUP};
 use crate::leases::{Clock, Leases, Renewer};
-use crate::reader::{flatten, StreamReader, READ_BLOCK};
+use crate::reader::{flatten, ReadAhead, StreamReader, READ_BLOCK};
 use crate::settle::Settler;
 
 /// Default time an entry may stay unacknowledged before another batcher claims it.
@@ -47,13 +48,18 @@ pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_DELIVERIES: usize = 5;
 /// Default idle time after which the consumer of a departed batcher is removed.
 pub const DEFAULT_CONSUMER_IDLE_LIMIT: Duration = Duration::from_secs(600);
-/// Tasks the readers may hold read ahead for the batcher: four batches of the default size.
-/// The readers must stay ahead of a batcher whose slots free one after another: with one
-/// batch (64), a standalone reader — one read and one fetch per refill, entries of ~80 tasks
-/// that did not fit at once — held the batcher to ≈ 8,400 tasks/s with 30% of its slots idle.
-/// What they hold has left the stream's backlog yet waits all the same: the batcher reports
-/// it with its load (`Queue::held`), and gateways count it as queued when they shed.
+/// Most tasks the readers hold read ahead for the batcher: four batches of the default size.
+/// Within it the batcher sets the limit ([`Queue::read_ahead`]): a batch for each of its
+/// worker slots it could fill now. With one batch (64) always, a standalone reader — a read
+/// and a fetch per refill, entries of ~80 tasks that did not fit at once — held the batcher to
+/// ≈ 8,400 tasks/s with 30% of its slots idle. With 256 always, tasks waited unseen in the
+/// channel while every slot was busy, out of the gateways' estimate of the queue's wait.
+/// Counting them in that estimate did not help: at 3× a 2-slot worker's capacity the queue
+/// then held too little to keep both slots in calls, the slots no longer looked busy, and
+/// shedding stopped by turns (p99 1.2–1.4 s, against ≈ 0.5 s with one batch).
 const READ_AHEAD: usize = 256;
+/// The read-ahead until the batcher says otherwise: one batch of the default size.
+const FIRST_READ_AHEAD: usize = 64;
 /// Entries read back per command at the drain.
 const READ_BACK_COUNT: usize = 64;
 /// Longest pause between reads that found only a few entries.
@@ -117,6 +123,8 @@ pub struct RedisQueue {
     read_back: Overflow,
     /// The readers' end of the local channel, to tell how much it holds.
     holding: std::sync::OnceLock<mpsc::Sender<Delivery>>,
+    /// How much the readers may hold.
+    ahead: Arc<ReadAhead>,
     /// Readers and claimer, awaited by `close_reads`.
     feeders: Mutex<Vec<JoinHandle<()>>>,
     /// Entries handed to the batcher and not settled yet, whose leases we keep alive.
@@ -162,6 +170,7 @@ impl RedisQueue {
             delivered: tokio::sync::OnceCell::new(),
             read_back: Overflow::default(),
             holding: std::sync::OnceLock::new(),
+            ahead: ReadAhead::new(FIRST_READ_AHEAD),
             feeders: Mutex::new(Vec::new()),
             leases: Leases::default(),
             clock: Clock::default(),
@@ -228,6 +237,7 @@ impl RedisQueue {
                 streams,
                 consumer: self.consumer.clone(),
                 tx: tx.clone(),
+                ahead: self.ahead.clone(),
                 stop: self.stop_reads.clone(),
                 pace,
                 overflow: self.read_back.clone(),
@@ -279,6 +289,21 @@ impl RedisQueue {
                 capacity: self.config.capacity,
             }),
         }
+    }
+
+    /// Tasks the readers hold read ahead for the batcher (read from the streams, not handed
+    /// out yet).
+    pub fn held(&self) -> usize {
+        let in_channel = self
+            .holding
+            .get()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
+        let read_back = self
+            .read_back
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        in_channel + read_back
     }
 
     /// Reads back this consumer's pending entries that it does not hold: delivered by Redis
@@ -383,6 +408,7 @@ impl Queue for RedisQueue {
                 Err(_) => break,
             }
         }
+        self.ahead.taken();
         Ok(out)
     }
 
@@ -416,17 +442,8 @@ impl Queue for RedisQueue {
             .map_err(|e| StoreError::Unavailable(describe(&e)))
     }
 
-    fn held(&self) -> usize {
-        let in_channel = self
-            .holding
-            .get()
-            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
-        let read_back = self
-            .read_back
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len();
-        in_channel + read_back
+    fn read_ahead(&self, tasks: usize) {
+        self.ahead.set(tasks.min(READ_AHEAD));
     }
 
     async fn depth(&self) -> Result<Vec<usize>, QueueError> {

@@ -2,17 +2,21 @@
 //!
 //! A standalone Redis gets one reader for all partitions (one command returns entries of
 //! every stream); a cluster gets one per partition, since one command cannot span slots. A
-//! reader waits for room in the channel, then asks for as many entries as there is room for
-//! (an entry holds one task or a group: see `crate::entry`). After a read that found only a
-//! few tasks it pauses briefly, so that the next read brings a batch's worth rather than one
-//! admission's: reads are paid per batch, not per task.
+//! reader waits for room under the read-ahead limit ([`ReadAhead`]: a batch per worker slot
+//! the batcher could fill now, so about one batch when every slot is busy), then asks for as
+//! many entries as there is room for (an entry holds one task or a group: see
+//! `crate::entry`). After a read that found only a few tasks it pauses briefly, so that the
+//! next read brings a batch's worth rather than one admission's: reads are paid per batch,
+//! not per task.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_queue::Delivery;
 use redis::streams::{StreamId, StreamReadReply};
 use redis::RedisResult;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -26,6 +30,56 @@ pub(crate) const READ_BLOCK: Duration = Duration::from_millis(500);
 /// Pause after a failed read before trying again.
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
+/// How many tasks the readers may hold for the batcher, which moves it (`Queue::read_ahead`),
+/// and the signal that room freed. Shared by the queue and its readers.
+#[derive(Debug)]
+pub(crate) struct ReadAhead {
+    limit: AtomicUsize,
+    /// Woken when the batcher took tasks or the limit rose.
+    room: Notify,
+}
+
+impl ReadAhead {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(ReadAhead {
+            limit: AtomicUsize::new(limit.max(1)),
+            room: Notify::new(),
+        })
+    }
+
+    /// Sets the limit (at least one task); a higher one wakes the readers.
+    pub(crate) fn set(&self, limit: usize) {
+        let limit = limit.max(1);
+        if self.limit.swap(limit, Ordering::Relaxed) < limit {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// The batcher took tasks from the channel.
+    pub(crate) fn taken(&self) {
+        self.room.notify_waiters();
+    }
+
+    /// Waits until the tasks `tx`'s channel holds leave room for a quarter of the limit, so
+    /// that reads come in batch sizes; returns the room.
+    async fn room<T>(&self, tx: &mpsc::Sender<T>) -> usize {
+        loop {
+            let freed = self.room.notified();
+            tokio::pin!(freed);
+            // Register before looking, so that room freed in between is not missed.
+            freed.as_mut().enable();
+            let limit = self.limit.load(Ordering::Relaxed);
+            let held = tx.max_capacity() - tx.capacity();
+            // Never more than the channel takes without waiting.
+            let room = limit.saturating_sub(held).min(tx.capacity());
+            if room >= (limit / 4).max(1) {
+                return room;
+            }
+            freed.await;
+        }
+    }
+}
+
 pub(crate) struct StreamReader {
     pub(crate) redis: RedisConfig,
     pub(crate) leases: Leases,
@@ -34,6 +88,8 @@ pub(crate) struct StreamReader {
     pub(crate) streams: Vec<(usize, String)>,
     pub(crate) consumer: String,
     pub(crate) tx: mpsc::Sender<Delivery>,
+    /// How much may be read ahead.
+    pub(crate) ahead: Arc<ReadAhead>,
     pub(crate) stop: CancellationToken,
     /// Pause after a read that found fewer tasks than a quarter of the room.
     pub(crate) pace: Duration,
@@ -50,8 +106,6 @@ impl StreamReader {
         let mut conn = None;
         // Tasks per entry in the last read.
         let mut per_entry = 1;
-        // Read only when a quarter of the channel is free: reads come in batch sizes.
-        let min_room = (self.tx.max_capacity() / 4).max(1);
         while !self.stop.is_cancelled() {
             let mut c = match conn.take() {
                 Some(c) => c,
@@ -65,13 +119,13 @@ impl StreamReader {
                 },
             };
             // Wait for room first: entries stay in Redis while the batcher is behind.
-            let permits = tokio::select! {
+            let room = tokio::select! {
                 _ = self.stop.cancelled() => return,
-                p = self.tx.reserve_many(min_room) => p,
+                room = self.ahead.room(&self.tx) => room,
             };
-            let Ok(permits) = permits else { return };
-            drop(permits);
-            let room = self.tx.capacity().max(1);
+            if self.tx.is_closed() {
+                return;
+            }
             // Entries hold groups of tasks: ask for as many as fill the room, going by the
             // size of the last ones read.
             let wanted = room.div_ceil(per_entry).max(1);

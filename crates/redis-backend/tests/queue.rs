@@ -270,34 +270,44 @@ async fn backlog_counts_taken_and_queued_tasks() {
     assert_eq!((backlog.taken, backlog.queued), (10, 0));
 }
 
-#[tokio::test]
-async fn what_the_readers_hold_read_ahead_is_counted() {
-    let server = RedisServer::start().await;
-    let redis = config(server.url());
-    let q = queue(&redis, "a", 5).await;
-    assert_eq!(q.held(), 0, "nothing read yet");
-    for i in 0..40 {
-        q.enqueue(task(&format!("{:02x}-held-{i}", i * 7)))
-            .await
-            .expect("enqueue");
-    }
-    // The first read starts the readers, which go on reading ahead of the batcher.
-    let first = read_n(&q, 1, Duration::from_secs(5)).await;
-    assert_eq!(first.len(), 1);
-    let mut held = q.held();
+/// Waits (bounded) until `q` holds `n` tasks read ahead; returns what it holds then.
+async fn holding(q: &RedisQueue, n: usize) -> usize {
     for _ in 0..100 {
-        if held == 39 {
+        if q.held() >= n {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        held = q.held();
     }
-    assert_eq!(held, 39, "the 39 tasks read ahead and not handed out");
-    // To Redis they are taken: without `held` the gateways would not see them wait.
+    q.held()
+}
+
+#[tokio::test]
+async fn the_readers_hold_no_more_than_the_batcher_asks_for() {
+    let server = RedisServer::start().await;
+    let redis = config(server.url());
+    let q = queue(&redis, "a", 5).await;
+    // 100 tasks, 25 per partition (the first hex byte of the id picks it).
+    for i in 0..100 {
+        q.enqueue(task(&format!("{i:02x}-ahead")))
+            .await
+            .expect("enqueue");
+    }
+    // A batcher with no slot to spare asks for one batch (of 16, here).
+    q.read_ahead(16);
+    let first = read_n(&q, 1, Duration::from_secs(5)).await;
+    assert_eq!(first.len(), 1);
+    let held = holding(&q, 12).await;
+    assert!((12..=16).contains(&held), "held {held} for a limit of 16");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(q.held() <= 16, "held {} for a limit of 16", q.held());
+    // Slots free: it may read further ahead, and does, without a read from the batcher.
+    q.read_ahead(256);
+    assert_eq!(holding(&q, 99).await, 99, "the rest read ahead");
+    // To Redis all of them are taken.
     let backlog = q.backlog().await.expect("backlog").expect("countable");
-    assert_eq!((backlog.taken, backlog.queued), (40, 0));
-    let rest = read_n(&q, 39, Duration::from_secs(5)).await;
-    assert_eq!(rest.len(), 39);
+    assert_eq!((backlog.taken, backlog.queued), (100, 0));
+    let rest = read_n(&q, 99, Duration::from_secs(5)).await;
+    assert_eq!(rest.len(), 99);
     assert_eq!(q.held(), 0, "all handed out");
 }
 
@@ -318,16 +328,9 @@ async fn every_gateway_reads_the_batchers_load_reports_combined() {
         busy,
         capacity,
         call_ms: 200.0,
-        held: 0,
     };
     batcher_a
-        .publish(
-            "a",
-            WorkerLoad {
-                held: 64,
-                ..load(1.0, 600.0)
-            },
-        )
+        .publish("a", load(1.0, 600.0))
         .await
         .expect("publish");
     batcher_b
@@ -337,7 +340,6 @@ async fn every_gateway_reads_the_batchers_load_reports_combined() {
     let seen = gateway.read().await.expect("read").expect("reports");
     assert_eq!(seen.capacity, 800.0);
     assert!((seen.busy - 0.75).abs() < 1e-9, "{seen:?}");
-    assert_eq!(seen.held, 64, "what the batchers hold read ahead adds up");
     // A batcher that stopped reporting long ago no longer counts, and is removed.
     let mut raw = redis.connect().await.expect("connect");
     let old = format!("{};1000", load(1.0, 10_000.0).encode());
