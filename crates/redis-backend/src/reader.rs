@@ -31,7 +31,10 @@ pub(crate) const READ_BLOCK: Duration = Duration::from_millis(500);
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// How many tasks the readers may hold for the batcher, which moves it (`Queue::read_ahead`),
-/// and the signal that room freed. Shared by the queue and its readers.
+/// and the signal that room freed. Shared by the queue and its readers. The readers of a
+/// cluster (one per partition) share the limit loosely: each that finds room reads up to it,
+/// so together they may hold more, up to the channel's own bound (`READ_AHEAD` tasks) and
+/// what their reads under way bring.
 #[derive(Debug)]
 pub(crate) struct ReadAhead {
     limit: AtomicUsize,
