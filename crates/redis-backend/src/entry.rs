@@ -30,11 +30,11 @@ use crate::leases::{Clock, Leases};
 use crate::reader::entry_ms;
 use crate::record;
 
-/// Appends `message` to a group, framed by its length.
-pub(crate) fn frame(message: &[u8], group: &mut Vec<u8>) {
-    let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
-    group.extend_from_slice(&len.to_be_bytes());
-    group.extend_from_slice(message);
+/// The frame that goes before `message` in a group: its length.
+pub(crate) fn frame_length(message: &[u8]) -> [u8; 4] {
+    u32::try_from(message.len())
+        .unwrap_or(u32::MAX)
+        .to_be_bytes()
 }
 
 /// The framed messages of a group; stops (logged) at a frame that runs past the end.
@@ -252,6 +252,12 @@ fn keep(overflow: &Overflow, deliveries: impl Iterator<Item = Delivery>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Appends `message` to a group, framed by its length, as admission writes it.
+    fn frame(message: &[u8], group: &mut Vec<u8>) {
+        group.extend_from_slice(&frame_length(message));
+        group.extend_from_slice(message);
+    }
 
     #[test]
     fn a_group_unframes_into_its_messages() {

@@ -12,6 +12,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use tracing::{debug, warn};
 
 use crate::conn::{bounded, unless_script_lost, RedisConn};
 use crate::describe;
-use crate::entry::frame;
+use crate::entry::frame_length;
 use crate::keys::Keys;
 use crate::record;
 use crate::topology::Topology;
@@ -53,6 +54,7 @@ pub struct RedisIntake {
 /// One task waiting to be admitted.
 struct Admission {
     partition: usize,
+    /// The task's message, written framed into its group (see [`Group`]).
     message: Vec<u8>,
     task_id: String,
     /// The task's pending record.
@@ -120,6 +122,24 @@ impl RedisIntake {
     }
 }
 
+/// A partition's tasks as one argument: their messages, each framed by its length
+/// (`crate::entry::frame`), written straight into the command rather than gathered first.
+struct Group<'a>(&'a [Admission]);
+
+impl redis::ToRedisArgs for Group<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        let mut arg = out.writer_for_next_arg();
+        for a in self.0 {
+            // Writing into the command's buffer cannot fail.
+            let _ = arg.write_all(&frame_length(&a.message));
+            let _ = arg.write_all(&a.message);
+        }
+    }
+}
+
 fn unavailable(why: impl Into<String>) -> AdmitError {
     AdmitError::Queue(QueueError::Unavailable(why.into()))
 }
@@ -133,14 +153,9 @@ impl Intake for RedisIntake {
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError> {
         let (reply, answer) = oneshot::channel();
-        // Framed already: the script concatenates the messages of a partition's tasks into
-        // one stream entry (see `crate::entry`).
-        let bytes = task.to_bytes();
-        let mut message = Vec::with_capacity(bytes.len() + 4);
-        frame(&bytes, &mut message);
         let admission = Admission {
             partition: 0,
-            message,
+            message: task.to_bytes(),
             task_id: task.task_id.clone(),
             pending: record::pending(created_at, task.owner.as_deref()),
             dedupe: input_sha256.map(str::to_owned),
@@ -260,17 +275,13 @@ impl Writer {
             .arg(self.result_ttl.as_millis().max(1) as u64)
             .arg(self.dedupe_ttl.as_millis().max(1) as u64);
         for tasks in group.chunk_by(|a, b| a.partition == b.partition) {
-            let mut messages = Vec::with_capacity(tasks.iter().map(|a| a.message.len()).sum());
-            for a in tasks {
-                messages.extend_from_slice(&a.message);
-            }
             let n = self.groups.fetch_add(1, Ordering::Relaxed);
             let key = self
                 .keys
                 .group(tasks[0].partition, &format!("{:x}-{n:x}", self.name));
             let mut set = redis::cmd("SET");
             set.arg(&key)
-                .arg(messages)
+                .arg(Group(tasks))
                 .arg("PX")
                 .arg(self.result_ttl.as_millis().max(1) as u64);
             stored.push(set);
@@ -290,7 +301,7 @@ impl Writer {
             }
         }
         let started = std::time::Instant::now();
-        let replies = self.store_and_admit(&stored, &call).await;
+        let replies = self.store_and_admit(stored, &call).await;
         debug!(
             tasks = group.len(),
             took_us = started.elapsed().as_micros() as u64,
@@ -342,7 +353,7 @@ impl Writer {
     /// pipeline may not span slots there). A script Redis lost (a restart) is loaded again.
     async fn store_and_admit(
         &self,
-        stored: &[redis::Cmd],
+        stored: Vec<redis::Cmd>,
         call: &redis::Cmd,
     ) -> redis::RedisResult<Vec<Value>> {
         let mut conn = self.conn.clone();
@@ -356,9 +367,10 @@ impl Writer {
             }
             bounded(self.op_timeout, call.query_async(&mut conn)).await
         } else {
+            // The stores carry the tasks' messages: moved, not copied, into the pipeline.
             let mut pipe = redis::pipe();
             for set in stored {
-                pipe.add_command(set.clone()).ignore();
+                pipe.add_command(set).ignore();
             }
             pipe.add_command(call.clone());
             let replies: redis::RedisResult<(Vec<Value>,)> =
