@@ -247,6 +247,13 @@ impl Batcher {
     }
 
     async fn free_slot(&self, shutdown: &CancellationToken) -> Option<Slot> {
+        if self.slots.load().idle_slots == 0 {
+            // Every slot busy: tasks read ahead now would only wait unseen by the gateways'
+            // estimate of the queue's wait. A quarter batch starts the next one at once; the
+            // rest is read when a slot frees (`gather`).
+            self.queue
+                .read_ahead(self.config.limits.max_batch_size.div_ceil(4));
+        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => None,
