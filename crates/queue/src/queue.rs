@@ -108,9 +108,9 @@ pub trait Queue: Send + Sync + 'static {
     }
 
     /// How many tasks are worth reading ahead for this process's batcher now: a batch for each
-    /// worker slot it could fill at once. A backend that reads ahead (Redis) holds no more
-    /// than this (or its own ceiling), so that when every slot is busy it holds about one
-    /// batch, and tasks wait where every gateway sees them; others ignore it.
+    /// worker slot it could fill at once, or a quarter batch while every slot is busy. A
+    /// backend that reads ahead (Redis) holds no more than this (or its own ceiling), so that
+    /// tasks that cannot be batched yet wait where every gateway sees them; others ignore it.
     fn read_ahead(&self, _tasks: usize) {}
 }
 
