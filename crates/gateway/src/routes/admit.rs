@@ -238,6 +238,8 @@ pub(crate) async fn run_all(
     for input in &inputs {
         check_input(state, input)?;
     }
+    // N inputs take N of the caller's rate, as N requests to `/v1/inference` would.
+    super::guard::charge_inputs(state, caller, inputs.len()).await?;
     let admissions = join_all(inputs.into_iter().map(|input| {
         let submission = Submission {
             input,
