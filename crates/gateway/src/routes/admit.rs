@@ -86,7 +86,8 @@ pub(crate) async fn admit(
     let retry_after_secs = state.config.retry_after_secs;
     // The caller's rate limit and share were checked when the headers arrived
     // (`guard.rs`), before the body was read.
-    state.shedder.check(timeout).map_err(|shed| match shed {
+    let shedder = state.shedder_of(model);
+    shedder.check(timeout).map_err(|shed| match shed {
         Shed::Overloaded => ApiError::Overloaded { retry_after_secs },
         Shed::DeadlineUnmeetable { estimate_ms } => ApiError::DeadlineUnmeetable {
             estimate_ms,
@@ -189,7 +190,7 @@ pub(crate) async fn admit(
         }
     }
     drop(gate);
-    state.shedder.admitted();
+    shedder.admitted();
     state.metrics.tasks_accepted.inc();
     Ok(Admission {
         task_id,

@@ -107,7 +107,8 @@ pub(crate) async fn model_metadata(
     }))
 }
 
-/// Ready when the model is served here and the gateway is ready.
+/// Ready when the model is served here and ready itself: not draining, its queue answers,
+/// and, where this process runs its batcher, one of its workers is healthy.
 #[utoipa::path(
     get,
     path = "/v2/models/{name}/ready",
@@ -118,7 +119,7 @@ pub(crate) async fn model_metadata(
         (status = 200, description = "The model accepts work."),
         (status = 401, description = "`unauthenticated`: no valid bearer token.", body = KserveErrorBody),
         (status = 404, description = "`model_not_found`: the model is not served here.", body = KserveErrorBody),
-        (status = 503, description = "Not accepting work (`/readyz` says why)."),
+        (status = 503, description = "The model does not accept work (`draining`, `no_healthy_worker` of its own, `queue_unavailable`)."),
     ),
     security((), ("bearer" = []))
 )]
@@ -128,8 +129,8 @@ pub(crate) async fn model_ready(
     Caller(_): Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    served(&state, &name)?;
-    Ok(health::readyz(State(ops)).await.0)
+    let index = served(&state, &name)?;
+    Ok(health::verdict(&ops, Some(index)).await.0)
 }
 
 /// Runs the model on each text of the input tensor; the output tensor holds the results in
