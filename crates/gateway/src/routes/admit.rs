@@ -85,7 +85,7 @@ pub(crate) async fn admit(
     } = submission;
     let retry_after_secs = state.config.retry_after_secs;
     // The caller's rate limit and share were checked when the headers arrived
-    // (`guard.rs`), before the body was read.
+    // (`guard.rs`), before the body was read; a request's further inputs in `run_all`.
     let shedder = state.shedder_of(model);
     shedder.check(timeout).map_err(|shed| match shed {
         Shed::Overloaded => ApiError::Overloaded { retry_after_secs },
