@@ -32,7 +32,8 @@ pub enum DlqAction {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Send entries back to the queue under their task ids (results become PENDING again).
+    /// Send entries back under their task ids, each to its own model's queue (results become
+    /// PENDING again).
     Replay(Which),
     /// Delete entries.
     Purge(Which),
@@ -41,7 +42,8 @@ pub enum DlqAction {
 /// Which entries: `--id` (repeatable), else the oldest `--limit`.
 #[derive(Debug, Args)]
 pub struct Which {
-    /// An entry id, as `list` prints it; repeat for several.
+    /// An entry id, as `list` prints it (a further model's as `<model>/<id>`); repeat for
+    /// several.
     #[arg(long = "id")]
     pub ids: Vec<String>,
     /// Without --id: this many of the oldest entries.

@@ -2,15 +2,17 @@
 //! further model gets its own queue (in process, or on Redis its own keys, under
 //! `<key prefix>:<model>`), its own batcher (limits, policy state, in-flight limit) and its
 //! own workers, so that a batch never mixes models. In process, the models share the result
-//! store and the dedupe cache (whose keys name the model). With several models, every model's
-//! batching metrics carry a `model` label.
+//! store and the dedupe cache (whose keys name the model); each has its own dead letters and
+//! load board, so that a replay goes back to its own queue and each model sheds by its own
+//! workers. With several models, every model's batching metrics carry a `model` label.
 
 use std::sync::Arc;
 
 use batchgate_batcher::{Batcher, BatcherMetrics, DrainReport};
 use batchgate_gateway::ModelBackends;
-use batchgate_queue::memory::{MemoryQueue, DEFAULT_PARTITIONS};
-use batchgate_queue::{Backends, Intake, Queue, Steps};
+use batchgate_queue::dead_letters::DEFAULT_DEAD_LETTER_CAPACITY;
+use batchgate_queue::memory::{MemoryDeadLetters, MemoryQueue, DEFAULT_PARTITIONS};
+use batchgate_queue::{Backends, Intake, MemoryLoadBoard, Queue, Steps};
 use batchgate_store::Dedupe;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
@@ -61,25 +63,26 @@ pub(crate) async fn start(
     let mut backends = Vec::new();
     let mut running = Vec::with_capacity(models.len());
     for model in models {
-        let (queue, intake, results, dead_letters, gateway_id): (
-            Arc<dyn Queue>,
-            Arc<dyn Intake>,
-            _,
-            _,
-            _,
-        ) = match &first.memory {
+        let mut own = match &first.memory {
             Some(memory) => {
                 let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(
                     store.partitions.unwrap_or(DEFAULT_PARTITIONS),
                     store.queue_capacity,
                 ));
-                let intake = Arc::new(Steps {
+                let intake: Arc<dyn Intake> = Arc::new(Steps {
                     queue: queue.clone(),
                     results: first.results.clone(),
                     dedupe: memory.dedupe.clone().map(|d| d as Arc<dyn Dedupe>),
                 });
-                let results = first.results.clone();
-                (queue, intake, results, first.dead_letters.clone(), None)
+                ModelBackends {
+                    intake,
+                    queue,
+                    results: first.results.clone(),
+                    dead_letters: Arc::new(MemoryDeadLetters::new(DEFAULT_DEAD_LETTER_CAPACITY)),
+                    load_board: Arc::new(MemoryLoadBoard::default()),
+                    workers_healthy: None,
+                    gateway_id: None,
+                }
             }
             None => {
                 let mut own = store.clone();
@@ -87,36 +90,40 @@ pub(crate) async fn start(
                     redis.redis.key_prefix = format!("{}:{}", redis.redis.key_prefix, model.name);
                 }
                 let built = crate::backend::build(&own, waits).await?;
-                let parts = (
-                    built.queue.clone(),
-                    built.intake.clone(),
-                    built.results.clone(),
-                    built.dead_letters.clone(),
-                    built.gateway_id.clone(),
-                );
+                let parts = ModelBackends {
+                    intake: built.intake.clone(),
+                    queue: built.queue.clone(),
+                    results: built.results.clone(),
+                    dead_letters: built.dead_letters.clone(),
+                    load_board: built.load_board.clone(),
+                    workers_healthy: None,
+                    gateway_id: built.gateway_id.clone(),
+                };
                 backends.push(built);
                 parts
             }
         };
-        gateway.push(ModelBackends {
-            intake,
-            results: results.clone(),
-            gateway_id,
-        });
         if let Some(part) = &model.batcher {
             let registry = labelled(registry, &model.name);
-            let (worker, _healthy) = build_worker(&part.worker, registry)?;
+            let (worker, healthy) = build_worker(&part.worker, registry)?;
+            own.workers_healthy = Some(healthy);
             let batcher = Batcher::new(
-                queue,
-                results,
-                dead_letters,
+                own.queue.clone(),
+                own.results.clone(),
+                own.dead_letters.clone(),
                 worker,
                 part.config,
                 BatcherMetrics::register(registry),
+            )
+            // Its own board: the gateways shed this model's tasks by its own workers.
+            .with_load_board(
+                own.load_board.clone(),
+                format!("{}:{}", first.name, model.name),
             );
             let stop = CancellationToken::new();
             running.push((stop.clone(), tokio::spawn(batcher.run(stop))));
         }
+        gateway.push(own);
     }
     Ok((Models { gateway, backends }, Batchers { running }))
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_batcher::BatcherConfig;
+use batchgate_gateway::ops::ModelQueue;
 use batchgate_gateway::readiness::WorkersHealthy;
 pub use batchgate_gateway::{EdgeConfig, RateLimitConfig, HTTP_CLOSE_GRACE};
 use batchgate_gateway::{
@@ -107,7 +108,7 @@ pub(crate) fn build_worker(
     choice: &WorkerChoice,
     registry: &mut Registry,
 ) -> anyhow::Result<(Arc<dyn Worker>, WorkersHealthy)> {
-    let always: WorkersHealthy = Box::new(|| true);
+    let always: WorkersHealthy = Arc::new(|| true);
     Ok(match choice {
         WorkerChoice::Simulated(sim) => (Arc::new(SimWorker::new(*sim)), always),
         WorkerChoice::Remote { workers, pool, tls } => {
@@ -124,7 +125,7 @@ pub(crate) fn build_worker(
             )));
             let watched = pool_of_workers.clone();
             let healthy: WorkersHealthy =
-                Box::new(move || watched.status().iter().any(|member| member.healthy));
+                Arc::new(move || watched.status().iter().any(|member| member.healthy));
             (Arc::new(pool_of_workers), healthy)
         }
         #[cfg(feature = "model")]
@@ -216,16 +217,29 @@ pub async fn run(
         }
         // A batcher alone serves only its operator routes: no authenticator, shedder or
         // request metrics are built.
-        None => Front::Ops(Ops::build(
-            backends.queue.clone(),
-            backends.results.clone(),
-            backends.dead_letters.clone(),
-            registry,
-            Arc::new(Readiness::new(
-                config.queue_error_tolerance,
-                workers_healthy,
-            )),
-        )),
+        None => {
+            // Each further model's queue and workers are shown beside the first's.
+            let mut queues = vec![ModelQueue {
+                label: None,
+                queue: backends.queue.clone(),
+                dead_letters: backends.dead_letters.clone(),
+            }];
+            for (part, model) in config.models.iter().zip(&models.gateway) {
+                queues.push(ModelQueue {
+                    label: Some(part.name.clone()),
+                    queue: model.queue.clone(),
+                    dead_letters: model.dead_letters.clone(),
+                });
+            }
+            let readiness = Readiness::new(config.queue_error_tolerance, workers_healthy)
+                .with_further_models(models.gateway.iter().map(|m| m.workers_healthy.clone()));
+            Front::Ops(Ops::build_models(
+                queues,
+                backends.results.clone(),
+                registry,
+                Arc::new(readiness),
+            ))
+        }
     };
     let server = ServerConfig {
         connections: config.connections,

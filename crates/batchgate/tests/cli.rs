@@ -66,6 +66,10 @@ fn help_documents_flags_with_their_defaults_and_env() {
         "--duration",
         "--input-bytes",
         "--json",
+        "--api",
+        "--inputs-per-request",
+        "--model",
+        "kserve",
     ] {
         assert!(
             help.contains(needle),

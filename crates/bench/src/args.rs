@@ -40,6 +40,26 @@ pub const MIN_INPUT_BYTES: usize = 16;
 /// Longest accepted `--input-bytes` (16 MiB): far past any sensible request body.
 pub const MAX_INPUT_BYTES: usize = 16 << 20;
 
+/// Default `--inputs-per-request`.
+pub const DEFAULT_INPUTS_PER_REQUEST: usize = 1;
+/// Most `--inputs-per-request`: the OpenAI and KServe V2 doors' own limit per request.
+pub const MAX_INPUTS_PER_REQUEST: usize = 2048;
+
+/// Which front door the requests go through.
+#[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// `POST /v1/inference?wait_ms=…`, polling `GET /v1/result/{id}` while pending; one
+    /// input per request.
+    Inference,
+    /// `POST /v1/embeddings` (OpenAI), `--inputs-per-request` texts each; every embedding is
+    /// checked against the one the simulated worker's output stands for.
+    Openai,
+    /// `POST /v2/models/{model}/infer` (KServe V2), a `BYTES` tensor of
+    /// `--inputs-per-request` texts; every row of the output tensor is checked.
+    Kserve,
+}
+
 /// How intended send times are spaced in open loop.
 #[derive(ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -166,6 +186,24 @@ pub struct BenchArgs {
     /// authentication; the body then carries no `client_id`.
     #[arg(long, env = "BATCHGATE_BENCH_BEARER", hide_env_values = true)]
     pub bearer: Option<String>,
+
+    /// The front door to load: `inference` (`POST /v1/inference`, long-polling the result),
+    /// `openai` (`POST /v1/embeddings`) or `kserve` (`POST /v2/models/{model}/infer`, KServe
+    /// V2 over HTTP). Outputs are checked on each against the simulated worker's; latency is
+    /// per request, whatever its inputs.
+    #[arg(long, env = "BATCHGATE_BENCH_API", value_enum, default_value_t = Api::Inference)]
+    pub api: Api,
+
+    /// Inputs in each request (1 to 2,048): the OpenAI door's `input` array, the KServe V2
+    /// tensor's rows. Only 1 with `--api inference`.
+    #[arg(long, env = "BATCHGATE_BENCH_INPUTS_PER_REQUEST", default_value_t = DEFAULT_INPUTS_PER_REQUEST)]
+    pub inputs_per_request: usize,
+
+    /// The model to name: `model` of `/v1/inference` (left out when not given: the server's
+    /// first model) and of `/v1/embeddings`, the path of KServe V2's `infer` (both `default`
+    /// when not given, the server's default `--model-name`).
+    #[arg(long, env = "BATCHGATE_BENCH_MODEL")]
+    pub model: Option<String>,
 }
 
 /// Open or closed loop, with what drives it.
@@ -206,6 +244,12 @@ pub(crate) struct Config {
     pub(crate) bearer: Option<String>,
     /// Where to write the chart report, if anywhere.
     pub(crate) report: Option<std::path::PathBuf>,
+    /// The front door.
+    pub(crate) api: Api,
+    /// Inputs per request.
+    pub(crate) inputs_per_request: usize,
+    /// The model named, if any.
+    pub(crate) model: Option<String>,
 }
 
 impl BenchArgs {
@@ -270,6 +314,21 @@ impl BenchArgs {
         if self.worker_slots == 0 {
             return invalid("--worker-slots must be more than zero".to_owned());
         }
+        if !(1..=MAX_INPUTS_PER_REQUEST).contains(&self.inputs_per_request) {
+            return invalid(format!(
+                "--inputs-per-request must be in 1..={MAX_INPUTS_PER_REQUEST}, got {}",
+                self.inputs_per_request
+            ));
+        }
+        if self.api == Api::Inference && self.inputs_per_request != 1 {
+            return invalid(
+                "--inputs-per-request applies only with --api openai or kserve: /v1/inference takes one input"
+                    .to_owned(),
+            );
+        }
+        if self.model.as_deref() == Some("") {
+            return invalid("--model must not be empty".to_owned());
+        }
         let url = self.url.trim_end_matches('/').to_owned();
         match reqwest::Url::parse(&url) {
             // The client is built without TLS: batchgate is benchmarked on its plain-http port.
@@ -297,6 +356,9 @@ impl BenchArgs {
             worker_slots: self.worker_slots,
             bearer: self.bearer,
             report: self.report,
+            api: self.api,
+            inputs_per_request: self.inputs_per_request,
+            model: self.model,
         })
     }
 

@@ -1,12 +1,16 @@
-//! One request's lifecycle: POST, long-poll while pending, judge the answer.
+//! One request's lifecycle: on `/v1/inference`, POST, long-poll while pending, judge the
+//! answer; on the OpenAI and KServe V2 doors, one POST of every input and its answer judged
+//! (`doors.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_protocol::api::InferenceRequest;
 use reqwest::Url;
 use tokio::time::Instant;
 
-use crate::args::Config;
+use crate::args::{Api, Config};
+use crate::doors::{self, DEFAULT_MODEL};
 use crate::outcome::{judge, read_answer, Answer, Outcome};
 use crate::BenchError;
 
@@ -57,6 +61,12 @@ pub(crate) struct Client {
     check: bool,
     /// `Authorization` value sent with every call, if any.
     authorization: Option<String>,
+    /// The front door the requests go through.
+    api: Api,
+    /// `{url}/v1/embeddings` or `{url}/v2/models/{model}/infer`, with `--api openai|kserve`.
+    door_url: Url,
+    /// The model named (`/v1/inference` leaves it out when `None`).
+    model: Option<String>,
 }
 
 impl Client {
@@ -66,8 +76,23 @@ impl Client {
             Url::parse(&format!("{}{path}", config.url))
                 .map_err(|error| BenchError::InvalidArgs(format!("--url: {error}")))
         };
+        let model = config.model.as_deref().unwrap_or(DEFAULT_MODEL);
+        let door_url = match config.api {
+            Api::Kserve => {
+                let mut url = parse("/v2/models")?;
+                url.path_segments_mut()
+                    .map_err(|()| BenchError::InvalidArgs("--url: not a base URL".into()))?
+                    .push(model)
+                    .push("infer");
+                url
+            }
+            Api::Inference | Api::Openai => parse("/v1/embeddings")?,
+        };
         Ok(Client {
             http,
+            api: config.api,
+            door_url,
+            model: config.model.clone(),
             inference_url: parse("/v1/inference")?,
             result_url: parse("/v1/result")?,
             wait_ms: config.wait_ms,
@@ -85,13 +110,49 @@ impl Client {
         }
     }
 
-    /// Runs one request to its end: never longer than the timeout, never panics on what the
-    /// server says.
-    pub(crate) async fn call(&self, input: &str) -> Outcome {
+    /// Runs one request of `inputs` (one with `--api inference`) to its end: never longer
+    /// than the timeout, never panics on what the server says.
+    pub(crate) async fn call(&self, inputs: &[Arc<str>]) -> Outcome {
         let deadline = Instant::now() + self.timeout;
-        tokio::time::timeout_at(deadline, self.lifecycle(input, deadline))
+        let run = async {
+            match (self.api, inputs) {
+                (Api::Inference, [input]) => self.lifecycle(input, deadline).await,
+                // The flags allow one input per request on this door: anything else is a bug.
+                (Api::Inference, _) => Outcome::BadResponse,
+                (Api::Openai | Api::Kserve, _) => self.door_call(inputs).await,
+            }
+        };
+        tokio::time::timeout_at(deadline, run)
             .await
             .unwrap_or(Outcome::Timeout)
+    }
+
+    /// One call of the OpenAI or KServe V2 door with every input, its answer judged.
+    async fn door_call(&self, inputs: &[Arc<str>]) -> Outcome {
+        let body = match self.api {
+            Api::Kserve => doors::kserve_body(inputs),
+            Api::Inference | Api::Openai => {
+                doors::openai_body(self.model.as_deref().unwrap_or(DEFAULT_MODEL), inputs)
+            }
+        };
+        let response = match self
+            .authorized(self.http.post(self.door_url.clone()))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => return Outcome::of_transport_error(&error),
+        };
+        let status = response.status().as_u16();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => return Outcome::of_transport_error(&error),
+        };
+        match self.api {
+            Api::Kserve => doors::judge_kserve(status, &body, inputs, self.check),
+            Api::Inference | Api::Openai => doors::judge_openai(status, &body, inputs, self.check),
+        }
     }
 
     async fn lifecycle(&self, input: &str, deadline: Instant) -> Outcome {
@@ -100,7 +161,7 @@ impl Client {
             // With a token the server knows who calls, and a differing label is refused.
             client_id: self.authorization.is_none().then(|| CLIENT_ID.to_owned()),
             timeout_ms: None,
-            model: None,
+            model: self.model.clone(),
         };
         let mut url = self.inference_url.clone();
         url.set_query(Some(&format!("wait_ms={}", self.wait_for(deadline))));

@@ -87,12 +87,12 @@ pub(crate) async fn open_loop(
                 .record(Outcome::ClientOverloaded, Duration::ZERO, measured);
             continue;
         };
-        let input = inputs.next_input();
+        let request = inputs.next_request(config.inputs_per_request);
         let client = Arc::clone(&load.client);
         let recorder = Arc::clone(&load.recorder);
         recorder.sent(measured);
         tracker.spawn(async move {
-            let outcome = client.call(&input).await;
+            let outcome = client.call(&request).await;
             recorder.record(outcome, intended.elapsed(), measured);
             drop(permit);
         });
@@ -103,7 +103,12 @@ pub(crate) async fn open_loop(
 
 /// Closed loop: `concurrency` clients, each sending its next request as soon as its last one
 /// ended, until the end of the window. Latency counts from the actual send.
-pub(crate) fn closed_loop(load: &Load, concurrency: usize, inputs: Inputs) -> TaskTracker {
+pub(crate) fn closed_loop(
+    load: &Load,
+    concurrency: usize,
+    inputs_per_request: usize,
+    inputs: Inputs,
+) -> TaskTracker {
     let tracker = TaskTracker::new();
     // Shared by the clients; the lock is held only to make one input (about a microsecond).
     let inputs = Arc::new(Mutex::new(inputs));
@@ -117,12 +122,12 @@ pub(crate) fn closed_loop(load: &Load, concurrency: usize, inputs: Inputs) -> Ta
                     break;
                 }
                 let measured = sent_at >= load.measure_from;
-                let input = inputs
+                let request = inputs
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .next_input();
+                    .next_request(inputs_per_request);
                 load.recorder.sent(measured);
-                let outcome = load.client.call(&input).await;
+                let outcome = load.client.call(&request).await;
                 load.recorder.record(outcome, sent_at.elapsed(), measured);
             }
         });

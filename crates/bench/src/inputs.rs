@@ -49,6 +49,11 @@ impl Inputs {
         }
     }
 
+    /// The `count` inputs of the next request.
+    pub(crate) fn next_request(&mut self, count: usize) -> Vec<Arc<str>> {
+        (0..count).map(|_| self.next_input()).collect()
+    }
+
     /// The input of the next request.
     pub(crate) fn next_input(&mut self) -> Arc<str> {
         let fresh = self.pool.is_empty() || self.rng.random::<f64>() < self.unique_ratio;

@@ -22,7 +22,9 @@
 //!   following the rate curve (warmup ramp, bursts); public so that `batchgate simulate` sends
 //!   the same arrivals.
 //! - `inputs`: request inputs, fresh or reused per `--unique-ratio` (seeded).
-//! - `client`: one request's lifecycle (POST, long-poll while pending, check the output).
+//! - `client`: one request's lifecycle (POST, long-poll while pending, check the output), on
+//!   the front door `--api` names.
+//! - `doors`: the OpenAI and KServe V2 doors' bodies and how their answers are judged.
 //! - `outcome`: how an answer is classified (`ok`, `http_429:rate_limited`, `timeout`, ...).
 //! - `record`: the shared counters and latency histogram.
 //! - `drive`: the open and closed loops.
@@ -35,6 +37,7 @@ pub mod args;
 pub mod arrivals;
 pub mod chart;
 mod client;
+mod doors;
 mod drive;
 mod error;
 mod inputs;
@@ -124,7 +127,9 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             let schedule = Schedule::new(arrivals, curve, config.seed);
             drive::open_loop(&load, &config, schedule, inputs).await
         }
-        Mode::Closed { concurrency } => drive::closed_loop(&load, concurrency, inputs),
+        Mode::Closed { concurrency } => {
+            drive::closed_loop(&load, concurrency, config.inputs_per_request, inputs)
+        }
     };
     let drained = tokio::time::timeout(config.timeout + DRAIN_GRACE, in_flight.wait())
         .await

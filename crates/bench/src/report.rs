@@ -6,7 +6,7 @@ use std::fmt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::args::{ArrivalKind, Config, Mode};
+use crate::args::{Api, ArrivalKind, Config, Mode};
 use crate::metrics_scrape::{ServerDelta, WorkerBusy};
 use crate::record::Totals;
 
@@ -81,6 +81,12 @@ pub struct RunConfig {
     pub check: bool,
     /// Worker slots the worker's busy time is a fraction of (`--worker-slots`).
     pub worker_slots: usize,
+    /// The front door loaded (`--api`): `inference`, `openai` or `kserve`.
+    pub api: Api,
+    /// Inputs in each request (`--inputs-per-request`); latency and counts are per request.
+    pub inputs_per_request: usize,
+    /// The model named (`--model`), if any.
+    pub model: Option<String>,
 }
 
 /// Latency percentiles, in milliseconds, from when the request was due (open loop) or sent
@@ -166,6 +172,9 @@ impl RunConfig {
             seed: config.seed,
             check: config.check,
             worker_slots: config.worker_slots,
+            api: config.api,
+            inputs_per_request: config.inputs_per_request,
+            model: config.model.clone(),
         }
     }
 }
@@ -259,6 +268,16 @@ impl fmt::Display for Report {
             c.timeout_ms,
             if c.check { "" } else { ", outputs not checked" }
         )?;
+        if c.api != Api::Inference || c.model.is_some() {
+            writeln!(
+                f,
+                "  {:<22}{:?}, {} inputs per request, model {}",
+                "front door",
+                c.api,
+                c.inputs_per_request,
+                c.model.as_deref().unwrap_or("(default)")
+            )?;
+        }
         writeln!(f, "requests")?;
         writeln!(f, "  {:<22}{}", "sent", self.sent)?;
         writeln!(f, "  {:<22}{} ({:.1}/s)", "ok", self.ok, self.achieved_rate)?;

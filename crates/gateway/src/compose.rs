@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 use crate::auth::{Authenticator, KeyError};
 use crate::config::{EdgeConfig, GatewayConfig};
 use crate::metrics::GatewayMetrics;
-use crate::ops::{Ops, OpsGauges, OpsParts};
+use crate::ops::{ModelQueue, Ops, OpsGauges, OpsParts};
 use crate::rate_limit::MemoryRateLimiter;
 use crate::readiness::{Readiness, WorkersHealthy, DEFAULT_QUEUE_ERROR_TOLERANCE};
 use crate::shed::Shedder;
@@ -86,18 +86,56 @@ impl StateBuilder {
     pub fn build(self, backends: &Backends) -> Result<AppState, BuildError> {
         let mut registry = self.registry;
         let metrics = GatewayMetrics::register(&mut registry);
-        let gauges = OpsGauges::register(&mut registry);
+        // With several models, each one's gauges carry its name.
+        let labels: Vec<Option<String>> = if self.config.models.len() > 1 {
+            self.config.models.iter().cloned().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut models = vec![ModelQueue {
+            label: labels.first().cloned().flatten(),
+            queue: backends.queue.clone(),
+            dead_letters: backends.dead_letters.clone(),
+        }];
+        for (i, further) in self.further_models.iter().enumerate() {
+            models.push(ModelQueue {
+                label: labels.get(i + 1).cloned().flatten(),
+                queue: further.queue.clone(),
+                dead_letters: further.dead_letters.clone(),
+            });
+        }
+        let labels: Vec<Option<String>> = models.iter().map(|m| m.label.clone()).collect();
+        let gauges = OpsGauges::register_models(&mut registry, &labels);
+        let shedder = Arc::new(Shedder::new(self.edge.shed));
+        let model_shedders: Vec<Arc<Shedder>> = self
+            .further_models
+            .iter()
+            .map(|_| Arc::new(Shedder::new(self.edge.shed)))
+            .collect();
+        for (label, shedder) in labels
+            .iter()
+            .zip(std::iter::once(&shedder).chain(&model_shedders))
+        {
+            match label {
+                Some(model) => shedder.register(
+                    registry.sub_registry_with_label(("model".into(), model.clone().into())),
+                ),
+                None => shedder.register(&mut registry),
+            }
+        }
         let auth = Arc::new(Authenticator::new(self.edge.auth)?);
         let admission = Arc::new(Admission::default());
+        let readiness = Readiness::new(self.queue_error_tolerance, self.workers_healthy)
+            .with_further_models(
+                self.further_models
+                    .iter()
+                    .map(|m| m.workers_healthy.clone()),
+            );
         let ops = Ops::new(OpsParts {
-            queue: backends.queue.clone(),
+            models,
             results: backends.results.clone(),
-            dead_letters: backends.dead_letters.clone(),
             registry: Arc::new(registry),
-            readiness: Arc::new(Readiness::new(
-                self.queue_error_tolerance,
-                self.workers_healthy,
-            )),
+            readiness: Arc::new(readiness),
             admission: admission.clone(),
             gauges,
         });
@@ -109,7 +147,8 @@ impl StateBuilder {
             dedupe: backends.dedupe,
             gateway_id: backends.gateway_id.clone(),
             admission,
-            shedder: Arc::new(Shedder::new(self.edge.shed)),
+            shedder,
+            model_shedders,
             load_board: backends.load_board.clone(),
             rate_limits: self.edge.rate_limit.map(|r| RateLimits {
                 default: r.default,

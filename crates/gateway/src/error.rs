@@ -100,6 +100,15 @@ pub enum ApiError {
         /// Seconds until the allowance is whole again (`RateLimit-Reset`).
         reset_secs: u64,
     },
+    /// A request holds more inputs than the caller's rate limit allows in a whole period:
+    /// it could never pass, so it is refused as too large rather than as too early.
+    #[error("this request holds {inputs} inputs; the rate limit allows at most {limit} at once")]
+    TooManyInputs {
+        /// Inputs in the request.
+        inputs: u64,
+        /// The caller's limit per period.
+        limit: u64,
+    },
     /// The queue's estimated wait is longer than the client's `timeout_ms`.
     #[error("the estimated wait ({estimate_ms} ms) exceeds timeout_ms; retry later")]
     DeadlineUnmeetable {
@@ -179,6 +188,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyInputs { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_inputs"),
             ApiError::ConcurrencyLimited { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "concurrency_limited")
             }
@@ -336,6 +346,10 @@ impl ApiError {
                 limit: 1,
                 reset_secs: 1,
             },
+            ApiError::TooManyInputs {
+                inputs: 2,
+                limit: 1,
+            },
             ApiError::DeadlineUnmeetable {
                 estimate_ms: 1,
                 retry_after_secs,
@@ -385,6 +399,7 @@ impl ApiError {
             | ApiError::ConcurrencyLimited { .. }
             | ApiError::TooManyInFlight { .. }
             | ApiError::RateLimited { .. }
+            | ApiError::TooManyInputs { .. }
             | ApiError::DeadlineUnmeetable { .. }
             | ApiError::Unauthenticated(_)
             | ApiError::ClientIdMismatch

@@ -18,9 +18,19 @@ use batchgate_queue::{Decision, QueueError, Rate, RateLimiter};
 /// The GCRA step: given the stored TAT (`None`: a new user) at `now`, the decision and the TAT
 /// to store. Times are offsets from any fixed origin.
 pub fn gcra(tat: Option<Duration>, now: Duration, rate: Rate) -> (Decision, Option<Duration>) {
+    gcra_cost(tat, now, rate, 1)
+}
+
+/// The GCRA step for `cost` requests at once: all pass, or none (the TAT unchanged).
+pub fn gcra_cost(
+    tat: Option<Duration>,
+    now: Duration,
+    rate: Rate,
+    cost: u64,
+) -> (Decision, Option<Duration>) {
     let interval = rate.interval();
     let tat = tat.unwrap_or(now).max(now);
-    let new_tat = tat + interval;
+    let new_tat = tat + interval * u32::try_from(cost.max(1)).unwrap_or(u32::MAX);
     // The earliest moment this request would be allowed.
     let allow_at = new_tat.saturating_sub(rate.period);
     if now < allow_at {
@@ -91,12 +101,17 @@ impl MemoryRateLimiter {
 
     /// The decision at `now` (for tests with a fake clock).
     pub fn check_at(&self, user: &str, rate: Rate, now: Instant) -> Decision {
+        self.check_cost_at(user, rate, 1, now)
+    }
+
+    /// The decision for `cost` requests at once at `now`.
+    pub fn check_cost_at(&self, user: &str, rate: Rate, cost: u64, now: Instant) -> Decision {
         let now = now.saturating_duration_since(self.origin);
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
         if tats.len() >= self.capacity && !tats.contains_key(user) {
             evict(&mut tats, now, self.capacity);
         }
-        let (decision, tat) = gcra(tats.get(user).copied(), now, rate);
+        let (decision, tat) = gcra_cost(tats.get(user).copied(), now, rate, cost);
         if let Some(tat) = tat {
             tats.insert(user.to_owned(), tat);
         }
@@ -128,8 +143,8 @@ fn evict(tats: &mut HashMap<String, Duration>, now: Duration, capacity: usize) {
 
 #[async_trait]
 impl RateLimiter for MemoryRateLimiter {
-    async fn check(&self, user: &str, rate: Rate) -> Result<Decision, QueueError> {
-        Ok(self.check_at(user, rate, Instant::now()))
+    async fn check_cost(&self, user: &str, rate: Rate, cost: u64) -> Result<Decision, QueueError> {
+        Ok(self.check_cost_at(user, rate, cost, Instant::now()))
     }
 }
 
@@ -165,6 +180,31 @@ mod tests {
         // After a whole period of silence the allowance is whole again.
         let later = t0 + Duration::from_secs(2);
         assert_eq!(limiter.check_at("u", rate, later).remaining, 9);
+    }
+
+    #[test]
+    fn a_request_of_several_inputs_takes_them_all_or_none() {
+        let rate = Rate {
+            limit: 10,
+            period: Duration::from_secs(1),
+        };
+        let limiter = MemoryRateLimiter::default();
+        let t0 = limiter.origin;
+        let d = limiter.check_cost_at("u", rate, 7, t0);
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 3);
+        // 4 more do not fit in the 3 left: refused whole, nothing taken.
+        let refused = limiter.check_cost_at("u", rate, 4, t0);
+        assert!(!refused.allowed);
+        assert_eq!(
+            refused.retry_after,
+            100 * MS,
+            "one interval frees the fourth"
+        );
+        assert!(limiter.check_cost_at("u", rate, 3, t0).allowed);
+        assert!(!limiter.check_at("u", rate, t0).allowed);
+        // More than the whole allowance never fits.
+        assert!(!limiter.check_cost_at("v", rate, 11, t0).allowed);
     }
 
     #[test]

@@ -7,17 +7,19 @@
 //!   gateway out of its load balancer at once (requests during the blip get 503 `unavailable`
 //!   from the gateway itself);
 //! - **workers**: a process that runs a batcher is ready only while at least one of its
-//!   workers passes its health check.
+//!   workers passes its health check. With several models, each model is ready only while
+//!   one of its own workers is (`/v2/models/{name}/ready`), and the process while some
+//!   model's is: one model's broken workers do not take the others out of service.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Default of how long queue errors are tolerated before readiness fails.
 pub const DEFAULT_QUEUE_ERROR_TOLERANCE: Duration = Duration::from_secs(10);
 
 /// Whether any worker of this process's batcher is healthy; `None` for a process without one.
-pub type WorkersHealthy = Box<dyn Fn() -> bool + Send + Sync>;
+pub type WorkersHealthy = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The state behind `/readyz`.
 pub struct Readiness {
@@ -25,7 +27,9 @@ pub struct Readiness {
     tolerance: Duration,
     /// When the queue started failing readiness checks, if it is failing now.
     failing_since: Mutex<Option<Instant>>,
-    workers: Option<WorkersHealthy>,
+    /// Each model's workers, by its position among the served models, if this process
+    /// runs its batcher.
+    workers: Vec<Option<WorkersHealthy>>,
 }
 
 impl Default for Readiness {
@@ -54,14 +58,23 @@ pub enum QueueVerdict {
 impl Readiness {
     /// Readiness that tolerates queue errors for `tolerance` (zero: none, the first error
     /// fails readiness), and, if `workers` is given,
-    /// requires it to say that a worker is healthy.
+    /// requires it to say that a worker of the first model is healthy.
     pub fn new(tolerance: Duration, workers: Option<WorkersHealthy>) -> Self {
         Readiness {
             draining: AtomicBool::new(false),
             tolerance,
             failing_since: Mutex::new(None),
-            workers,
+            workers: vec![workers],
         }
+    }
+
+    /// The same, knowing the workers of the models after the first too, in order.
+    pub fn with_further_models(
+        mut self,
+        workers: impl IntoIterator<Item = Option<WorkersHealthy>>,
+    ) -> Self {
+        self.workers.extend(workers);
+        self
     }
 
     /// From now on `/readyz` answers 503 `draining`; requests are still served.
@@ -74,9 +87,21 @@ impl Readiness {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// `Some(false)` when this process runs a batcher and none of its workers is healthy.
+    /// `Some(false)` when this process runs batchers and no worker of any model is
+    /// healthy; `None` when it runs none.
     pub fn workers_healthy(&self) -> Option<bool> {
-        self.workers.as_ref().map(|healthy| healthy())
+        let mut known = self.workers.iter().flatten().peekable();
+        known.peek()?;
+        Some(known.any(|healthy| healthy()))
+    }
+
+    /// `Some(false)` when this process runs the batcher of model `index` (its position
+    /// among the served models) and none of that model's workers is healthy.
+    pub fn model_workers_healthy(&self, index: usize) -> Option<bool> {
+        self.workers
+            .get(index)
+            .and_then(Option::as_ref)
+            .map(|healthy| healthy())
     }
 
     /// How long queue errors are tolerated.
@@ -152,8 +177,14 @@ mod tests {
 
     #[test]
     fn workers_and_draining() {
-        let r = Readiness::new(Duration::ZERO, Some(Box::new(|| false)));
+        let r = Readiness::new(Duration::ZERO, Some(Arc::new(|| false)));
         assert_eq!(r.workers_healthy(), Some(false));
+        // A second model with a healthy worker: the process is ready, the first model not.
+        let r = r.with_further_models([Some(Arc::new(|| true) as WorkersHealthy), None]);
+        assert_eq!(r.workers_healthy(), Some(true));
+        assert_eq!(r.model_workers_healthy(0), Some(false));
+        assert_eq!(r.model_workers_healthy(1), Some(true));
+        assert_eq!(r.model_workers_healthy(2), None);
         assert!(!r.is_draining());
         r.start_draining();
         assert!(r.is_draining());

@@ -120,6 +120,14 @@ where
             state.load_board.clone(),
             background_stop.clone(),
         ));
+        // Each further model sheds by its own queue and workers.
+        for (shedder, model) in state.model_shedders.iter().zip(&state.further_models) {
+            background.spawn(shedder.clone().run(
+                model.queue.clone(),
+                model.load_board.clone(),
+                background_stop.clone(),
+            ));
+        }
     }
     if let Some(tls) = &config.tls {
         let reloader = tls.spawn_reloader(background_stop.clone());

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_queue::{LoadBoard, Queue, WorkerLoad};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 /// The default latency objective: the p99 that accepted tasks should stay under.
@@ -93,6 +95,11 @@ pub struct Shedder {
     queued: AtomicU64,
     /// Tasks this gateway admitted since the last sample.
     admitted: AtomicU64,
+    /// The load signal as last sampled, on `/metrics` (with its model's label when there
+    /// are several): `batchgate_workers_busy_ratio` and
+    /// `batchgate_workers_capacity_tasks_per_second`.
+    busy_gauge: Gauge<f64, AtomicU64>,
+    capacity_gauge: Gauge<f64, AtomicU64>,
 }
 
 impl Shedder {
@@ -105,7 +112,23 @@ impl Shedder {
             call_us: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
+            busy_gauge: Gauge::default(),
+            capacity_gauge: Gauge::default(),
         }
+    }
+
+    /// Shows the load signal this shedder samples in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "batchgate_workers_busy_ratio",
+            "Share of the recent past in which every worker slot was in a call, as the batchers report it (what shedding watches)",
+            self.busy_gauge.clone(),
+        );
+        registry.register(
+            "batchgate_workers_capacity_tasks_per_second",
+            "Tasks a second the workers get through while all their slots are taken, as the batchers report it",
+            self.capacity_gauge.clone(),
+        );
     }
 
     /// The estimated queue wait of a task admitted now, while the workers are the bottleneck
@@ -131,6 +154,8 @@ impl Shedder {
             .store((load.call_ms.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
         self.queued.store(queued, Ordering::Relaxed);
         self.admitted.store(0, Ordering::Relaxed);
+        self.busy_gauge.set(load.busy.clamp(0.0, 1.0));
+        self.capacity_gauge.set(load.capacity.max(0.0));
     }
 
     /// Counts a task this gateway admitted, until the next sample includes it.

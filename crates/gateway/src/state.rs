@@ -14,6 +14,7 @@ use crate::config::{DedupeScope, GatewayConfig};
 use crate::fair_share::CallerSlots;
 use crate::metrics::GatewayMetrics;
 use crate::ops::Ops;
+use crate::readiness::WorkersHealthy;
 use crate::shed::Shedder;
 
 /// The gate new tasks pass through. Shutdown closes it, and closing waits for every
@@ -60,8 +61,16 @@ impl Admission {
 pub struct ModelBackends {
     /// Admits its tasks into its own queue.
     pub intake: Arc<dyn Intake>,
+    /// Its own queue: its depth on `/metrics` and `/readyz`, its backlog for its shedder.
+    pub queue: Arc<dyn Queue>,
     /// Where its results are (the same store as the first model's in memory).
     pub results: Arc<dyn ResultStore>,
+    /// Its own dead letters, which a replay sends back to its own queue.
+    pub dead_letters: Arc<dyn DeadLetters>,
+    /// Its batchers' reports of their workers' load, which its own shedder samples.
+    pub load_board: Arc<dyn LoadBoard>,
+    /// Whether any of its workers is healthy, in a process that runs its batcher.
+    pub workers_healthy: Option<WorkersHealthy>,
     /// The gateway's name on its notifications (Redis gateways only).
     pub gateway_id: Option<String>,
 }
@@ -112,6 +121,20 @@ impl AppState {
             }
         }
         stores
+    }
+
+    /// The shedder of model `index`: each model sheds by its own queue and workers.
+    pub fn shedder_of(&self, index: usize) -> &Arc<Shedder> {
+        index
+            .checked_sub(1)
+            .and_then(|i| self.model_shedders.get(i))
+            .unwrap_or(&self.shedder)
+    }
+
+    /// The dead letters of model `index`.
+    pub fn dead_letters_of(&self, index: usize) -> &Arc<dyn DeadLetters> {
+        self.further(index)
+            .map_or(&self.dead_letters, |m| &m.dead_letters)
     }
 
     fn further(&self, index: usize) -> Option<&ModelBackends> {
@@ -222,13 +245,16 @@ pub struct Shared {
     pub gateway_id: Option<String>,
     /// Closed by shutdown.
     pub admission: Arc<Admission>,
-    /// Sheds new tasks the system could not serve in time.
+    /// Sheds the first model's new tasks its workers could not serve in time.
     pub shedder: Arc<Shedder>,
-    /// The batchers' reports of their workers' load, which the shedder samples.
+    /// The shedders of the models after the first, in order, each watching its own
+    /// model's queue and load board.
+    pub model_shedders: Vec<Arc<Shedder>>,
+    /// The first model's batchers' reports of their workers' load, which the shedder samples.
     pub load_board: Arc<dyn LoadBoard>,
     /// Per-user rate limits of authenticated callers, if on.
     pub rate_limits: Option<RateLimits>,
-    /// Failed tasks, for the admin API.
+    /// The first model's failed tasks, for the admin API.
     pub dead_letters: Arc<dyn DeadLetters>,
     /// Bearer token of the admin API; `None` disables it.
     pub admin_token: Option<String>,

@@ -48,5 +48,12 @@ pub struct Decision {
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one request of `user` against `rate`.
-    async fn check(&self, user: &str, rate: Rate) -> Result<Decision, QueueError>;
+    async fn check(&self, user: &str, rate: Rate) -> Result<Decision, QueueError> {
+        self.check_cost(user, rate, 1).await
+    }
+
+    /// Counts `cost` requests of `user` against `rate` at once (a request of `cost` inputs):
+    /// all of them are allowed, or none is (then `retry_after` is when all would be). A cost
+    /// over `rate.limit` is never allowed.
+    async fn check_cost(&self, user: &str, rate: Rate, cost: u64) -> Result<Decision, QueueError>;
 }

@@ -45,11 +45,12 @@ fn micros(d: Duration) -> u64 {
 
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
-    async fn check(&self, user: &str, rate: Rate) -> Result<Decision, QueueError> {
+    async fn check_cost(&self, user: &str, rate: Rate, cost: u64) -> Result<Decision, QueueError> {
         let mut call = self.script.prepare_invoke();
         call.key(self.key(user))
             .arg(micros(rate.interval()).max(1))
-            .arg(micros(rate.period));
+            .arg(micros(rate.period))
+            .arg(cost.max(1));
         let mut conn = self.conn.clone();
         let reply: RedisResult<(u8, u64, u64, u64)> =
             bounded(self.op_timeout, call.invoke_async(&mut conn)).await;

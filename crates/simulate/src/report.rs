@@ -35,6 +35,9 @@ pub fn report(deployment: &Deployment, load: &Load, outcome: &Outcome) -> Report
         seed: load.seed,
         check: false,
         worker_slots: outcome.total_slots,
+        api: batchgate_bench::args::Api::Inference,
+        inputs_per_request: 1,
+        model: None,
     };
     let window = load.duration.as_secs_f64();
     let busy_slots = outcome.worker_call_seconds / window;

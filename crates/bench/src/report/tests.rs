@@ -22,6 +22,9 @@ fn config() -> RunConfig {
         check: true,
         http2: false,
         worker_slots: 32,
+        api: crate::args::Api::Inference,
+        inputs_per_request: 1,
+        model: None,
         bearer: None,
         report: None,
     })

@@ -4,7 +4,12 @@
 //! - `POST /admin/dlq/replay` `{"ids": [...]}` or `{"limit": N}`: the entries go back to the
 //!   queue as new attempts of the same task ids (their results become PENDING again);
 //! - `POST /admin/dlq/purge`, same body: the entries are deleted.
+//!
+//! Each model has its own dead letters, and a replay sends an entry back to its own model's
+//! queue. With several models every entry names its `model`, and the id of a further model's
+//! entry is `<model>/<id in its store>`, so ids stay unique across the models.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::State;
@@ -12,7 +17,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use batchgate_protocol::api::ErrorBody;
 use batchgate_protocol::task::{unix_ms, Task};
-use batchgate_queue::{DeadLetter, Selection};
+use batchgate_queue::{DeadLetter, DeadLetters, Failure, Selection};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{authorization, JsonBody, QueryOf};
@@ -48,12 +53,23 @@ pub(crate) struct SelectionBody {
 /// The listing.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Listing {
-    /// Entries in the dead-letter queue.
+    /// Entries in the dead-letter queue (every model's).
     count: usize,
     /// The oldest of them: `id`, `task_id`, `input`, `owner`, `error`, `attempts`,
-    /// `failed_at`.
+    /// `failed_at`, and with several models `model`.
     #[schema(value_type = Vec<Object>)]
-    entries: Vec<DeadLetter>,
+    entries: Vec<Listed>,
+}
+
+/// One entry of the listing, with its model when there are several.
+#[derive(Debug, Serialize)]
+pub(crate) struct Listed {
+    /// The model whose task it is (with several models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    /// The entry, its id as the admin API names it.
+    #[serde(flatten)]
+    letter: DeadLetter,
 }
 
 /// What a replay or purge did.
@@ -182,31 +198,108 @@ pub(crate) async fn list(
 ) -> Result<Json<Listing>, ApiError> {
     authorize(&state, &headers)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
-    let entries = state
-        .dead_letters
-        .list(limit)
-        .await
-        .map_err(|e| unavailable(&state, &e))?;
-    let count = state
-        .dead_letters
-        .count()
-        .await
-        .map_err(|e| unavailable(&state, &e))?;
+    let entries = oldest(&state, limit)
+        .await?
+        .into_iter()
+        .map(|(model, letter)| Listed {
+            model: (state.config.models.len() > 1)
+                .then(|| state.config.models.get(model).cloned())
+                .flatten(),
+            letter,
+        })
+        .collect();
+    let mut count = 0;
+    for (_, store) in stores(&state) {
+        count += store.count().await.map_err(|e| unavailable(&state, &e))?;
+    }
     Ok(Json(Listing { count, entries }))
 }
 
-/// Checks the token, then removes the selected entries and hands them over.
+/// Each model's dead letters, by the model's position; a store two models share (none
+/// should) is looked in once, as the first one's.
+fn stores(state: &AppState) -> Vec<(usize, &Arc<dyn DeadLetters>)> {
+    let mut stores: Vec<(usize, &Arc<dyn DeadLetters>)> = Vec::new();
+    for index in 0..state.config.models.len().max(1) {
+        let store = state.dead_letters_of(index);
+        if !stores.iter().any(|(_, s)| Arc::ptr_eq(s, store)) {
+            stores.push((index, store));
+        }
+    }
+    stores
+}
+
+/// The id the admin API shows for entry `id` of model `model`'s store.
+fn public_id(state: &AppState, model: usize, id: &str) -> String {
+    match state.config.models.get(model) {
+        Some(name) if model > 0 => format!("{name}/{id}"),
+        _ => id.to_owned(),
+    }
+}
+
+/// The model and the id in its store of an id the admin API showed.
+fn store_id<'i>(state: &AppState, id: &'i str) -> (usize, &'i str) {
+    if let Some((name, rest)) = id.split_once('/') {
+        if let Some(model) = state.model_index(name).filter(|&m| m > 0) {
+            return (model, rest);
+        }
+    }
+    (0, id)
+}
+
+/// The oldest `limit` entries of every model, oldest first, with their models and their
+/// ids as the admin API shows them.
+async fn oldest(state: &AppState, limit: usize) -> Result<Vec<(usize, DeadLetter)>, ApiError> {
+    let mut all = Vec::new();
+    for (model, store) in stores(state) {
+        let letters = store
+            .list(limit)
+            .await
+            .map_err(|e| unavailable(state, &e))?;
+        all.extend(letters.into_iter().map(|mut letter| {
+            letter.id = public_id(state, model, &letter.id);
+            (model, letter)
+        }));
+    }
+    all.sort_by_key(|(_, letter)| letter.failed_at);
+    all.truncate(limit);
+    Ok(all)
+}
+
+/// Checks the token, then removes the selected entries and hands them over, each with its
+/// model.
 async fn take_selected(
     state: &AppState,
     headers: &HeaderMap,
     body: SelectionBody,
-) -> Result<Vec<DeadLetter>, ApiError> {
+) -> Result<Vec<(usize, DeadLetter)>, ApiError> {
     authorize(state, headers)?;
-    state
-        .dead_letters
-        .take(selection(body))
-        .await
-        .map_err(|e| unavailable(state, &e))
+    let ids: Vec<String> = match selection(body) {
+        Selection::Ids(ids) => ids,
+        Selection::Oldest(n) => oldest(state, n)
+            .await?
+            .into_iter()
+            .map(|(_, l)| l.id)
+            .collect(),
+    };
+    let mut taken = Vec::with_capacity(ids.len());
+    for (model, store) in stores(state) {
+        let own: Vec<String> = ids
+            .iter()
+            .map(|id| store_id(state, id))
+            .filter(|(m, _)| *m == model)
+            .map(|(_, id)| id.to_owned())
+            .collect();
+        if own.is_empty() {
+            continue;
+        }
+        let letters = store
+            .take(Selection::Ids(own))
+            .await
+            .map_err(|e| unavailable(state, &e))?;
+        taken.extend(letters.into_iter().map(|l| (model, l)));
+    }
+    taken.sort_by_key(|(_, letter)| letter.failed_at);
+    Ok(taken)
 }
 
 /// Puts the selected entries back in the queue as new attempts of the same task ids.
@@ -230,7 +323,7 @@ pub(crate) async fn replay(
     let taken = take_selected(&state, &headers, body).await?;
     let mut task_ids = Vec::with_capacity(taken.len());
     let mut left = taken.into_iter();
-    for letter in left.by_ref() {
+    while let Some((model, letter)) = left.next() {
         let now = SystemTime::now();
         let task = Task {
             task_id: letter.task_id.clone(),
@@ -242,29 +335,15 @@ pub(crate) async fn replay(
             trace_parent: None,
             zone: state.config.zone.clone(),
         };
-        if let Err(error) = state.intake.admit(&task, unix_ms(now), None).await {
-            // Put this one and the rest back, so nothing is lost, and say how far we got.
-            let back: Vec<_> = std::iter::once(letter)
-                .chain(left)
-                .map(|l| batchgate_queue::Failure {
-                    task: Task {
-                        task_id: l.task_id,
-                        input: l.input,
-                        enqueued_at: now,
-                        reply_to: None,
-                        deadline: None,
-                        owner: l.owner,
-                        trace_parent: None,
-                        zone: None,
-                    },
-                    error: l.error,
-                    attempts: l.attempts,
-                    failed_at: l.failed_at,
-                })
-                .collect();
-            if let Err(e) = state.dead_letters.add(back).await {
-                tracing::error!(error = %e, "could not put dead letters back after a failed replay");
-            }
+        // Back to its own model's queue: its batcher and workers, its result store.
+        if let Err(error) = state
+            .intake_of(model)
+            .admit(&task, unix_ms(now), None)
+            .await
+        {
+            // Put this one and the rest back, each in its own model's store, so nothing is
+            // lost, and say how far we got.
+            put_back(&state, std::iter::once((model, letter)).chain(left), now).await;
             tracing::warn!(replayed = task_ids.len(), %error, "replay stopped");
             return Err(ApiError::from_admit(&error, state.config.retry_after_secs));
         }
@@ -275,6 +354,41 @@ pub(crate) async fn replay(
         count: task_ids.len(),
         task_ids,
     }))
+}
+
+/// Puts dead letters a replay could not send back in their models' stores.
+async fn put_back(
+    state: &AppState,
+    letters: impl Iterator<Item = (usize, DeadLetter)>,
+    now: SystemTime,
+) {
+    let mut by_model: Vec<(usize, Vec<Failure>)> = Vec::new();
+    for (model, l) in letters {
+        let failure = Failure {
+            task: Task {
+                task_id: l.task_id,
+                input: l.input,
+                enqueued_at: now,
+                reply_to: None,
+                deadline: None,
+                owner: l.owner,
+                trace_parent: None,
+                zone: None,
+            },
+            error: l.error,
+            attempts: l.attempts,
+            failed_at: l.failed_at,
+        };
+        match by_model.iter_mut().find(|(m, _)| *m == model) {
+            Some((_, failures)) => failures.push(failure),
+            None => by_model.push((model, vec![failure])),
+        }
+    }
+    for (model, failures) in by_model {
+        if let Err(e) = state.dead_letters_of(model).add(failures).await {
+            tracing::error!(error = %e, "could not put dead letters back after a failed replay");
+        }
+    }
 }
 
 /// Deletes the selected entries.
@@ -299,7 +413,7 @@ pub(crate) async fn purge(
     tracing::info!(purged = taken.len(), "dead letters purged");
     Ok(Json(Done {
         count: taken.len(),
-        task_ids: taken.into_iter().map(|l| l.task_id).collect(),
+        task_ids: taken.into_iter().map(|(_, l)| l.task_id).collect(),
     }))
 }
 

@@ -85,8 +85,9 @@ pub(crate) async fn admit(
     } = submission;
     let retry_after_secs = state.config.retry_after_secs;
     // The caller's rate limit and share were checked when the headers arrived
-    // (`guard.rs`), before the body was read.
-    state.shedder.check(timeout).map_err(|shed| match shed {
+    // (`guard.rs`), before the body was read; a request's further inputs in `run_all`.
+    let shedder = state.shedder_of(model);
+    shedder.check(timeout).map_err(|shed| match shed {
         Shed::Overloaded => ApiError::Overloaded { retry_after_secs },
         Shed::DeadlineUnmeetable { estimate_ms } => ApiError::DeadlineUnmeetable {
             estimate_ms,
@@ -189,7 +190,7 @@ pub(crate) async fn admit(
         }
     }
     drop(gate);
-    state.shedder.admitted();
+    shedder.admitted();
     state.metrics.tasks_accepted.inc();
     Ok(Admission {
         task_id,
@@ -238,6 +239,8 @@ pub(crate) async fn run_all(
     for input in &inputs {
         check_input(state, input)?;
     }
+    // N inputs take N of the caller's rate, as N requests to `/v1/inference` would.
+    super::guard::charge_inputs(state, caller, inputs.len()).await?;
     let admissions = join_all(inputs.into_iter().map(|input| {
         let submission = Submission {
             input,

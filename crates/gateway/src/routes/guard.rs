@@ -81,12 +81,43 @@ pub(super) async fn admit(
     }))
 }
 
-/// Counts one request of `caller` against its rate; `Err` with the 429 when over it.
-async fn check_rate(state: &AppState, caller: &str) -> Result<(), ApiError> {
+/// Counts the inputs of a request of `inputs` inputs (`/v1/embeddings`, KServe V2 `infer`)
+/// beyond the one the guard counted when its headers arrived, so that it takes as much of
+/// the caller's rate as that many single requests: all at once, or 429 `rate_limited` with
+/// nothing taken. More inputs than the caller's whole allowance could never pass: 413
+/// `too_many_inputs`.
+pub(crate) async fn charge_inputs(
+    state: &AppState,
+    caller: &str,
+    inputs: usize,
+) -> Result<(), ApiError> {
     let Some(limits) = state.rate_limits.as_ref() else {
         return Ok(());
     };
-    match limits.limiter.check(caller, limits.rate_of(caller)).await {
+    if !state.auth.enabled() || inputs <= 1 {
+        return Ok(());
+    }
+    let inputs = inputs as u64;
+    let limit = limits.rate_of(caller).limit;
+    if inputs > limit {
+        return Err(ApiError::TooManyInputs { inputs, limit });
+    }
+    check_rate_cost(state, caller, inputs - 1).await
+}
+
+/// Counts one request of `caller` against its rate; `Err` with the 429 when over it.
+async fn check_rate(state: &AppState, caller: &str) -> Result<(), ApiError> {
+    check_rate_cost(state, caller, 1).await
+}
+
+/// Counts `cost` requests of `caller` against its rate at once; `Err` with the 429 when they
+/// do not all fit.
+async fn check_rate_cost(state: &AppState, caller: &str, cost: u64) -> Result<(), ApiError> {
+    let Some(limits) = state.rate_limits.as_ref() else {
+        return Ok(());
+    };
+    let rate = limits.rate_of(caller);
+    match limits.limiter.check_cost(caller, rate, cost).await {
         Ok(decision) if !decision.allowed => {
             state.metrics.rate_limited.inc();
             Err(ApiError::RateLimited {

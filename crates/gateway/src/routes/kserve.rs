@@ -107,7 +107,8 @@ pub(crate) async fn model_metadata(
     }))
 }
 
-/// Ready when the model is served here and the gateway is ready.
+/// Ready when the model is served here and ready itself: not draining, its queue answers,
+/// and, where this process runs its batcher, one of its workers is healthy.
 #[utoipa::path(
     get,
     path = "/v2/models/{name}/ready",
@@ -118,7 +119,7 @@ pub(crate) async fn model_metadata(
         (status = 200, description = "The model accepts work."),
         (status = 401, description = "`unauthenticated`: no valid bearer token.", body = KserveErrorBody),
         (status = 404, description = "`model_not_found`: the model is not served here.", body = KserveErrorBody),
-        (status = 503, description = "Not accepting work (`/readyz` says why)."),
+        (status = 503, description = "The model does not accept work (`draining`, `no_healthy_worker` of its own, `queue_unavailable`)."),
     ),
     security((), ("bearer" = []))
 )]
@@ -128,8 +129,8 @@ pub(crate) async fn model_ready(
     Caller(_): Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    served(&state, &name)?;
-    Ok(health::readyz(State(ops)).await.0)
+    let index = served(&state, &name)?;
+    Ok(health::verdict(&ops, Some(index)).await.0)
 }
 
 /// Runs the model on each text of the input tensor; the output tensor holds the results in
@@ -146,9 +147,9 @@ pub(crate) async fn model_ready(
         (status = 400, description = "`invalid_json`, `invalid_utf8`; `unsupported_parameter`: binary tensor data, or an output other than `output`.", body = KserveErrorBody),
         (status = 401, description = "`unauthenticated`: no valid bearer token.", body = KserveErrorBody),
         (status = 404, description = "`model_not_found`: the model is not served here.", body = KserveErrorBody),
-        (status = 413, description = "`body_too_large`, `input_too_large`.", body = KserveErrorBody),
+        (status = 413, description = "`body_too_large`, `input_too_large`; `too_many_inputs`: more inputs than the caller's rate limit allows in a period.", body = KserveErrorBody),
         (status = 422, description = "`invalid_request`: not one `BYTES` tensor of 1 to 2,048 non-empty texts matching its shape.", body = KserveErrorBody),
-        (status = 429, description = "`rate_limited`, `too_many_in_flight`.", body = KserveErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
+        (status = 429, description = "`rate_limited` (a request of N inputs takes N of the caller's rate), `too_many_in_flight`.", body = KserveErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
         (status = 502, description = "`inference_failed`: an input failed at the worker.", body = KserveErrorBody),
         (status = 503, description = "`overloaded`, `concurrency_limited`, `shutting_down`, `unavailable`.", body = KserveErrorBody, headers(("retry-after" = u64, description = "Seconds to wait before trying again."))),
         (status = 504, description = "`result_timeout`: the results did not come in time.", body = KserveErrorBody),

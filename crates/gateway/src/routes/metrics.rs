@@ -61,21 +61,25 @@ pub(crate) async fn encode_fresh(state: &Ops) -> Option<String> {
 /// answer leaves its gauge at the last value read.
 async fn refresh_gauges(state: &Ops) {
     let m = &state.gauges;
-    if let Ok(depths) = state.queue.depth().await {
-        for (partition, depth) in depths.into_iter().enumerate() {
-            let partition = u32::try_from(partition).unwrap_or(u32::MAX);
-            m.queue_depth
-                .get_or_create(&PartitionLabel { partition })
-                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    for (model, gauges) in state.models.iter().zip(&m.models) {
+        if let Ok(depths) = model.queue.depth().await {
+            for (partition, depth) in depths.into_iter().enumerate() {
+                let partition = u32::try_from(partition).unwrap_or(u32::MAX);
+                gauges
+                    .queue_depth
+                    .get_or_create(&PartitionLabel { partition })
+                    .set(i64::try_from(depth).unwrap_or(i64::MAX));
+            }
+        }
+        if let Ok(letters) = model.dead_letters.count().await {
+            gauges
+                .dead_letter_queue
+                .set(i64::try_from(letters).unwrap_or(i64::MAX));
         }
     }
     if let Ok(records) = state.results.count().await {
         m.result_store_records
             .set(i64::try_from(records).unwrap_or(i64::MAX));
-    }
-    if let Ok(letters) = state.dead_letters.count().await {
-        m.dead_letter_queue
-            .set(i64::try_from(letters).unwrap_or(i64::MAX));
     }
     if let Some(rss) = resident_memory_bytes() {
         m.resident_memory

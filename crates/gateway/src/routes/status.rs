@@ -59,6 +59,8 @@ pub(crate) struct Snapshot {
     queue_depth: Option<f64>,
     /// `batchgate_queue_depth` by partition.
     queue_depth_by_partition: BTreeMap<String, f64>,
+    /// `batchgate_queue_depth` by model, with several models (each one's `model` label).
+    queue_depth_by_model: BTreeMap<String, f64>,
     /// `batchgate_batches_total` by reason.
     batches_by_reason: BTreeMap<String, f64>,
     /// `batchgate_batch_size`.
@@ -162,6 +164,7 @@ fn read(scrape: &Scrape, at_ms: u64) -> Snapshot {
         queue_depth: (!queue_depth_by_partition.is_empty())
             .then(|| queue_depth_by_partition.values().sum()),
         queue_depth_by_partition,
+        queue_depth_by_model: by_label(scrape, "batchgate_queue_depth", "model"),
         batches_by_reason: by_label(scrape, "batchgate_batches_total", "reason"),
         batch_size: histogram(scrape, "batchgate_batch_size"),
         task_latency: histogram(scrape, "batchgate_task_latency_seconds"),
