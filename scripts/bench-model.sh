@@ -14,6 +14,8 @@
 # then RUNS runs of the model alone on one input at a time (batch 1).
 # VIA=http puts the model in its own process instead (`worker --model-dir` on a free port,
 # `serve --worker-url` to it, 2 batches in flight): the deployment with a separate GPU host.
+# BENCH_FLAGS adds flags to the load, e.g. BENCH_FLAGS="--api openai" to go through the OpenAI
+# embeddings door (`POST /v1/embeddings`, one input per request) instead of /v1/inference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 out=$2 runs=$3 bytes=${4:-64}
@@ -52,7 +54,7 @@ for i in $(seq 1 "$runs"); do
     start_serve "$log" --insecure-no-auth --model-dir "$model"
   fi
   "$bin" bench --url "$url" --concurrency 256 --duration 30s --warmup 10s \
-    --input-bytes "$bytes" --no-check --seed "$((1000 + i))" --json \
+    --input-bytes "$bytes" --no-check --seed "$((1000 + i))" --json ${BENCH_FLAGS:-} \
     >"$out-through-$i.json" 2>"$out-through-$i.progress"
   kill -TERM "$pid"
   wait "$pid" || true
