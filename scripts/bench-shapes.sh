@@ -79,7 +79,9 @@
 # Environment: DURATION (20s; the search's only way to set it; the 5th argument wins over it),
 # BIN (default target/release/batchgate: build it first, this script does not run
 # cargo), WARMUP_SECS (3), WINDOW_SECS (10), MONITOR_SECS (0.5), SEED_BASE (epoch seconds),
-# KEEP_LOGS=1 (keep the per-run directory of logs; it is always kept when a run fails).
+# KEEP_LOGS=1 (keep the per-run directory of logs; it is always kept when a run fails),
+# BENCH_FLAGS (more flags for every bench process, e.g. "--api openai" to load the OpenAI
+# embeddings door, one input per request, instead of /v1/inference).
 # BATCHGATE_* variables are unset so that they cannot change the shapes.
 # Everything started here is stopped by PID (TERM, then KILL after 15 s) when a run ends and in
 # the EXIT trap.
@@ -472,7 +474,7 @@ run_one() {
     seed=$((SEED_BASE * 1000 + run_seq * 2 + k))
     seeds+=("$seed")
     "$BIN" bench --url "${gateways[$((k - 1))]}" --rate "$per_rate" --duration "${dur}s" \
-      --warmup "${WARMUP_SECS}s" --seed "$seed" --json --worker-slots "$SLOTS" \
+      --warmup "${WARMUP_SECS}s" --seed "$seed" --json --worker-slots "$SLOTS" ${BENCH_FLAGS:-} \
       >"$rundir/bench$k.json" 2>"$rundir/bench$k.progress" &
     bench_pids+=("$!")
     pids+=("$!")
