@@ -3,7 +3,8 @@
 //! `proto/grpc_predict_v2.proto`: the answers, and each error as the status its kind calls
 //! for — unknown model `NOT_FOUND`, bad tensors `INVALID_ARGUMENT`, no or a bad token
 //! `UNAUTHENTICATED`, over the rate limit `RESOURCE_EXHAUSTED` with `retry-after` — with
-//! batchgate's stable code in the `batchgate-error-code` metadata, and counted in the metrics.
+//! batchgate's stable code in the `batchgate-error-code` metadata, and counted in the metrics;
+//! and the same door over TLS, where the port speaks HTTP/2 by ALPN.
 
 mod common;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use batchgate::token::{mint, TokenArgs};
 use batchgate_gateway::auth::KeySource;
 use batchgate_gateway::{AuthConfig, RateLimitConfig};
+use batchgate_net::TlsFiles;
 use batchgate_protocol::front::kserve_raw::{join_bytes, split_bytes};
 use batchgate_protocol::kserve_grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
 use batchgate_protocol::kserve_grpc::model_infer_request::InferInputTensor;
@@ -21,8 +23,10 @@ use batchgate_protocol::kserve_grpc::{
     ServerLiveRequest,
 };
 use batchgate_protocol::sim_output;
-use common::{client, fast_sim, metrics, serve_config, start_serve, start_worker, Infra};
-use tonic::transport::{Channel, Endpoint};
+use common::{
+    client, fast_sim, make_certs, metrics, serve_config, start_serve, start_worker, Infra,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 const SECRET: &str = "a-kserve-grpc-test-secret-of-32-bytes";
@@ -93,11 +97,9 @@ fn assert_status(status: &Status, code: Code, error_code: &str, says: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_door_answers_in_order_and_refuses_bad_calls_with_the_right_status() {
-    let worker = start_worker(fast_sim(2)).await;
-    let infra = Infra::start(common::Backend::Memory).await;
-    let mut config = serve_config(&infra, &worker.url, 2);
+/// A `serve` of [`MODEL`] on the simulated worker at `worker_url`, with JWT authentication.
+fn authenticated(infra: &Infra, worker_url: &str) -> batchgate::serve::ServeConfig {
+    let mut config = serve_config(infra, worker_url, 2);
     if let Some(gateway) = config.gateway.as_mut() {
         gateway.models = vec![MODEL.to_owned()];
     }
@@ -106,6 +108,14 @@ async fn grpc_door_answers_in_order_and_refuses_bad_calls_with_the_right_status(
         issuer: None,
         audience: None,
     };
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_door_answers_in_order_and_refuses_bad_calls_with_the_right_status() {
+    let worker = start_worker(fast_sim(2)).await;
+    let infra = Infra::start(common::Backend::Memory).await;
+    let mut config = authenticated(&infra, &worker.url);
     config.edge.rate_limit = Some(RateLimitConfig {
         overrides: HashMap::from([(LIMITED.to_owned(), 1)]),
         ..RateLimitConfig::default()
@@ -269,5 +279,59 @@ async fn grpc_door_answers_in_order_and_refuses_bad_calls_with_the_right_status(
         .await
         .expect("POST");
     assert_eq!(http.status(), 415);
+    assert!(serve.shutdown().await.drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_door_serves_over_tls_with_the_same_authentication() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path();
+    make_certs(certs);
+    let worker = start_worker(fast_sim(2)).await;
+    let infra = Infra::start(common::Backend::Memory).await;
+    let mut config = authenticated(&infra, &worker.url);
+    config.tls = Some(TlsFiles {
+        cert: certs.join("server.pem"),
+        key: certs.join("server-key.pem"),
+        client_ca: None,
+    });
+    let serve = start_serve(config).await;
+    let ca = std::fs::read(certs.join("ca.pem")).expect("CA");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(serve.url.replace("http://", "https://"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("TLS configuration")
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .expect("connect over TLS");
+    let mut grpc = GrpcInferenceServiceClient::new(channel);
+    let user = token("tls-user");
+    let answer = grpc
+        .model_infer(with_token(
+            infer_request(vec![typed(vec![1], &["over TLS"])], vec![]),
+            Some(&user),
+        ))
+        .await
+        .expect("infer over TLS")
+        .into_inner();
+    let [raw] = answer.raw_output_contents.as_slice() else {
+        panic!("one raw output: {answer:?}");
+    };
+    let want = sim_output("over TLS");
+    assert_eq!(split_bytes(raw, 10).expect("raw BYTES"), [want.as_bytes()]);
+    let anonymous = grpc
+        .model_infer(infer_request(vec![typed(vec![1], &["x"])], vec![]))
+        .await
+        .expect_err("no token");
+    assert_status(
+        &anonymous,
+        Code::Unauthenticated,
+        "unauthenticated",
+        "token",
+    );
     assert!(serve.shutdown().await.drained);
 }
