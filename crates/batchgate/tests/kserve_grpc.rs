@@ -18,9 +18,10 @@ use batchgate_net::TlsFiles;
 use batchgate_protocol::front::kserve_raw::{join_bytes, split_bytes};
 use batchgate_protocol::kserve_grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
 use batchgate_protocol::kserve_grpc::model_infer_request::InferInputTensor;
+use batchgate_protocol::kserve_grpc::model_metadata_response::TensorMetadata;
 use batchgate_protocol::kserve_grpc::{
     InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest,
-    ServerLiveRequest,
+    ServerLiveRequest, ServerMetadataRequest,
 };
 use batchgate_protocol::sim_output;
 use common::{
@@ -134,6 +135,27 @@ async fn grpc_door_answers_in_order_and_refuses_bad_calls_with_the_right_status(
     // Live needs no token; the texts come back in order, from typed or raw contents.
     let live = grpc.server_live(ServerLiveRequest {}).await.expect("live");
     assert!(live.into_inner().live);
+    let server = grpc
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .expect("server metadata")
+        .into_inner();
+    assert_eq!(server.name, "batchgate");
+    let metadata = grpc
+        .model_metadata(with_token(
+            ModelMetadataRequest {
+                name: MODEL.into(),
+                version: String::new(),
+            },
+            user,
+        ))
+        .await
+        .expect("model metadata")
+        .into_inner();
+    assert_eq!(metadata.name, MODEL);
+    let datatypes = |t: &[TensorMetadata]| t.iter().map(|t| t.datatype.clone()).collect::<Vec<_>>();
+    assert_eq!(datatypes(&metadata.inputs), ["BYTES"]);
+    assert_eq!(datatypes(&metadata.outputs), ["BYTES"]);
     let texts = ["first text", "second text", "third text"];
     for (inputs, raw) in [
         (vec![typed(vec![3], &texts)], vec![]),
