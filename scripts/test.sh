@@ -69,15 +69,16 @@ else
   echo "schemathesis could not be installed: the API schema test will NOT RUN (BATCHGATE_ALLOW_NO_SCHEMATHESIS=1)" >&2
 fi
 
-# The official OpenAI Python SDK and Triton's KServe V2 HTTP client, the real clients of
-# crates/batchgate/tests/api_clients.rs, in one virtual environment beside the build. They are
+# The official OpenAI Python SDK and Triton's KServe V2 clients (HTTP and gRPC), the real
+# clients of crates/batchgate/tests/api_clients.rs, in one virtual environment beside the build. They are
 # required: if they cannot be installed the run stops here, unless
 # BATCHGATE_ALLOW_NO_API_CLIENTS=1 is set by whoever runs this (CI refuses to run with it set).
 # Neither package installs a program of its own: the environment counts as installed when its
-# Python imports both (one pip call installs both or neither; a half-made one is made again).
-clients_import() { "$target_dir/api-clients-venv/bin/python" -c 'import openai, tritonclient.http' 2>/dev/null; }
+# Python imports all three (one pip call installs all or none; a half-made one, or one made
+# before the gRPC client was needed, is made again).
+clients_import() { "$target_dir/api-clients-venv/bin/python" -c 'import openai, tritonclient.http, tritonclient.grpc' 2>/dev/null; }
 clients_import || rm -rf "$target_dir/api-clients-venv"
-if venv_tool api-clients-venv "openai==3.63.0 tritonclient[http]==2.73.0" python >/dev/null && clients_import; then
+if venv_tool api-clients-venv "openai==3.63.0 tritonclient[http,grpc]==2.73.0" python >/dev/null && clients_import; then
   export BATCHGATE_API_CLIENTS_PYTHON="$target_dir/api-clients-venv/bin/python"
 elif [ "${BATCHGATE_ALLOW_NO_API_CLIENTS:-}" != 1 ]; then
   echo "openai and tritonclient could not be installed: stopping (set BATCHGATE_ALLOW_NO_API_CLIENTS=1 to run without the API clients test)" >&2

@@ -1,10 +1,11 @@
 //! Real clients through batchgate's front doors: the official `openai` Python SDK
-//! (`client.embeddings.create`) and `tritonclient[http]` (`InferenceServerClient.infer`),
-//! 200 concurrent callers each, the bearer token as the API key, every answer checked
-//! (`tests/api_clients/clients.py`). The simulated worker sits behind the OpenAI-style adapter,
-//! so outputs are vectors end to end: OpenAI's base64 floats, KServe's `FP32` tensor.
+//! (`client.embeddings.create`), `tritonclient[http]` (`InferenceServerClient.infer`) and
+//! `tritonclient[grpc]` (the same over gRPC), 200 concurrent callers each, the bearer token as
+//! the API key, every answer checked (`tests/api_clients/clients.py`, `grpc_clients.py`). The
+//! simulated worker sits behind the OpenAI-style adapter, so outputs are vectors end to end:
+//! OpenAI's base64 floats, KServe's `FP32` tensor.
 //!
-//! `scripts/test.sh` installs both clients from PyPI in a virtual environment and names its
+//! `scripts/test.sh` installs the clients from PyPI in a virtual environment and names its
 //! Python in `BATCHGATE_API_CLIENTS_PYTHON`; without it this test fails, unless
 //! `BATCHGATE_ALLOW_NO_API_CLIENTS=1` is set by hand (CI refuses to run with it set).
 
@@ -48,18 +49,26 @@ fn batches_above(text: &str, size: f64) -> (f64, f64) {
     (total, total - count(size))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_and_triton_clients_get_correct_batched_answers() {
-    let Some(python) = std::env::var_os("BATCHGATE_API_CLIENTS_PYTHON") else {
+/// The Python of the clients' virtual environment, or `None` when the test may be skipped
+/// (`BATCHGATE_ALLOW_NO_API_CLIENTS=1` set by hand); fails otherwise.
+fn clients_python(test: &str) -> Option<std::ffi::OsString> {
+    let python = std::env::var_os("BATCHGATE_API_CLIENTS_PYTHON");
+    if python.is_none() {
         assert!(
             std::env::var_os("BATCHGATE_ALLOW_NO_API_CLIENTS").is_some_and(|v| v == "1"),
             "BATCHGATE_API_CLIENTS_PYTHON is not set: run scripts/test.sh (it installs the \
              openai and tritonclient packages), or set BATCHGATE_ALLOW_NO_API_CLIENTS=1 to run \
              without this test"
         );
-        eprintln!("NOT RUN: API clients test — BATCHGATE_ALLOW_NO_API_CLIENTS=1 and no clients");
-        return;
-    };
+        eprintln!("NOT RUN: {test} — BATCHGATE_ALLOW_NO_API_CLIENTS=1 and no clients");
+    }
+    python
+}
+
+/// A `serve` with JWT authentication and the model [`MODEL`], batching 64 / 50 ms, the
+/// simulated worker behind the OpenAI-style adapter (so outputs are vectors); its worker,
+/// and a token for it.
+async fn start_deployment() -> (common::Worker, Infra, common::Serve, String) {
     let worker = start_worker(fast_sim(2)).await;
     let infra = Infra::start(common::Backend::Memory).await;
     let url = format!("openai+{}/v1", worker.url);
@@ -79,7 +88,7 @@ async fn openai_and_triton_clients_get_correct_batched_answers() {
         issuer: None,
         audience: None,
     };
-    // 400 requests from one subject: this test is about batching, not the rate limit.
+    // Hundreds of requests from one subject: this test is about batching, not the rate limit.
     config.edge.rate_limit = None;
     let serve = start_serve(config).await;
     let api_key = mint(&TokenArgs {
@@ -90,26 +99,46 @@ async fn openai_and_triton_clients_get_correct_batched_answers() {
         audience: None,
     })
     .expect("token");
+    (worker, infra, serve, api_key)
+}
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api_clients/clients.py");
-    let (base, callers) = (serve.url.clone(), CALLERS.to_string());
+/// Runs `script` (in `tests/api_clients/`) with `args`; its stdout, once it succeeded.
+async fn run_script(python: std::ffi::OsString, script: &str, args: Vec<String>) -> String {
+    let script = format!("{}/tests/api_clients/{script}", env!("CARGO_MANIFEST_DIR"));
     let run = tokio::task::spawn_blocking(move || {
         Command::new(python)
-            .args([script, &base, &api_key, MODEL, &callers])
+            .arg(&script)
+            .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
-            .expect("run clients.py")
+            .expect("run the clients' script")
     })
     .await
-    .expect("clients.py runner");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    .expect("script runner");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         run.status.success(),
-        "clients.py failed ({}):\n{stdout}\n{stderr}",
+        "the clients' script failed ({}):\n{stdout}\n{stderr}",
         run.status
     );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_and_triton_clients_get_correct_batched_answers() {
+    let Some(python) = clients_python("API clients test") else {
+        return;
+    };
+    let (worker, _infra, serve, api_key) = start_deployment().await;
+    let args = vec![
+        serve.url.clone(),
+        api_key,
+        MODEL.to_owned(),
+        CALLERS.to_string(),
+    ];
+    let stdout = run_script(python, "clients.py", args).await;
 
     // 200 × 2 OpenAI inputs and 200 × 3 KServe inputs, one task each. A request holds at most
     // 3 inputs, so a batch of more than 4 gathered several callers' inputs.
@@ -129,6 +158,54 @@ async fn openai_and_triton_clients_get_correct_batched_answers() {
     );
     eprintln!(
         "api clients: {} inputs in {} worker calls ({across_callers} batches of more than 4)",
+        stats.items, stats.calls
+    );
+    assert!(serve.shutdown().await.drained);
+}
+
+/// Triton's gRPC client through the KServe V2 gRPC door on the same port: health, metadata,
+/// a call without a token, then 200 concurrent callers of 3 texts each (sent as
+/// `raw_input_contents`), every `FP32` answer checked, and batches formed across callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triton_grpc_client_gets_correct_batched_answers() {
+    let Some(python) = clients_python("Triton gRPC client test") else {
+        return;
+    };
+    let (worker, _infra, serve, api_key) = start_deployment().await;
+    let host_port = serve
+        .url
+        .strip_prefix("http://")
+        .expect("an http:// URL")
+        .to_owned();
+    let args = vec![host_port, api_key, MODEL.to_owned(), CALLERS.to_string()];
+    let stdout = run_script(python, "grpc_clients.py", args).await;
+
+    // 200 × 3 inputs, one task each: a batch of more than 4 (a bucket's bound) gathered
+    // several callers' inputs.
+    let page = metrics(&client(), &serve.url).await;
+    let (batches, across_callers) = batches_above(&page, 4.0);
+    let stats = worker.sim.stats();
+    assert_eq!(stats.items, (CALLERS * 3) as u64, "{stdout}");
+    assert!(
+        batches > 0.0 && across_callers > 0.0,
+        "batches {batches}, of more than 4 inputs {across_callers}"
+    );
+    assert!(
+        (stats.calls as f64) < CALLERS as f64,
+        "{} worker calls for {} requests: inputs were not batched across callers",
+        stats.calls,
+        CALLERS
+    );
+    // Each call counted by method and status; the one without a token by its code.
+    for line in [
+        r#"batchgate_grpc_requests_total{method="ModelInfer",code="OK"} 200"#,
+        r#"batchgate_grpc_requests_total{method="ModelReady",code="UNAUTHENTICATED"} 1"#,
+        r#"batchgate_http_errors_total{code="unauthenticated"} 1"#,
+    ] {
+        assert!(page.contains(line), "no {line:?} in\n{page}");
+    }
+    eprintln!(
+        "triton grpc client: {} inputs in {} worker calls ({across_callers} batches of more than 4)",
         stats.items, stats.calls
     );
     assert!(serve.shutdown().await.drained);

@@ -213,7 +213,8 @@ impl ApiError {
         }
     }
 
-    fn retry_after(&self) -> Option<u64> {
+    /// Seconds for `Retry-After`, on the errors that carry it.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Overloaded { retry_after_secs }
             | ApiError::ConcurrencyLimited { retry_after_secs }

@@ -32,6 +32,22 @@ pub struct RouteLabel {
     pub route: &'static str,
 }
 
+/// Labels of a gRPC answer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// The method (`ModelInfer`), or `unknown`.
+    pub method: &'static str,
+    /// The gRPC status code's name (`OK`, `NOT_FOUND`, …).
+    pub code: &'static str,
+}
+
+/// Label of a gRPC method.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    /// The method (`ModelInfer`), or `unknown`.
+    pub method: &'static str,
+}
+
 /// The API's routes, by template: the router's table (`routes/mod.rs` routes these) and the
 /// `route` label of the per-route metrics.
 pub mod route {
@@ -142,6 +158,11 @@ pub struct GatewayMetrics {
     pub http_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
     /// `batchgate_shed_total{reason}`: submissions turned away with 503 to protect latency.
     pub shed: Family<ShedLabel, Counter>,
+    /// `batchgate_grpc_requests_total{method,code}`: answers of the KServe V2 gRPC door by
+    /// method and gRPC status (its HTTP status is always 200).
+    pub grpc_requests: Family<GrpcLabels, Counter>,
+    /// `batchgate_grpc_request_duration_seconds{method}`: time to answer a gRPC call.
+    pub grpc_duration: Family<MethodLabel, Histogram, fn() -> Histogram>,
     /// `batchgate_tasks_accepted_total`.
     pub tasks_accepted: Counter,
     /// `batchgate_dedupe_hits_total`: submissions answered with an existing task's id.
@@ -169,6 +190,8 @@ impl GatewayMetrics {
             errors: Family::default(),
             http_duration: Family::new_with_constructor(http_duration_histogram),
             shed: Family::default(),
+            grpc_requests: Family::default(),
+            grpc_duration: Family::new_with_constructor(http_duration_histogram),
             tasks_accepted: Counter::default(),
             dedupe_hits: Counter::default(),
             dedupe_bypassed: Counter::default(),
@@ -200,6 +223,16 @@ impl GatewayMetrics {
             "batchgate_shed",
             "Submissions turned away with 503 to protect latency, by reason",
             m.shed.clone(),
+        );
+        registry.register(
+            "batchgate_grpc_requests",
+            "KServe V2 gRPC answers by method and gRPC status",
+            m.grpc_requests.clone(),
+        );
+        registry.register(
+            "batchgate_grpc_request_duration_seconds",
+            "Time to answer a KServe V2 gRPC call, by method",
+            m.grpc_duration.clone(),
         );
         registry.register(
             "batchgate_tasks_accepted",

@@ -8,6 +8,8 @@
 //! - [`front`]: the OpenAI-compatible and KServe V2 front doors' JSON, as batchgate serves them.
 //! - [`worker_api`]: the fixed worker batch API (`POST /v1/batch`).
 //! - [`worker_grpc`]: the same call over gRPC (generated from `proto/worker.proto`).
+//! - [`kserve_grpc`]: the KServe V2 protocol over gRPC, the gateway's front door (generated from
+//!   `proto/grpc_predict_v2.proto`).
 //! - [`kserve_v2`]: the KServe V2 / Open Inference Protocol's JSON, as batchgate uses it.
 //! - [`openai`]: OpenAI-style embeddings, and the embedding the simulated worker derives.
 //! - [`output`]: [`Output`], a worker's output (text, bytes or a vector) and its stored form.
@@ -17,6 +19,7 @@
 
 pub mod api;
 pub mod front;
+pub mod kserve_grpc;
 pub mod kserve_v2;
 pub mod openai;
 pub mod output;

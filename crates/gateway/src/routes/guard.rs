@@ -1,4 +1,5 @@
-//! What every API request (`/v1/…`, and the KServe V2 `/v2/models/…`) passes as soon as its headers are read, before its body:
+//! What every API request (`/v1/…`, the KServe V2 `/v2/models/…`, and the gRPC methods that
+//! name a model) passes as soon as its headers are read, before its body:
 //! who calls (401), the caller's rate limit (429 `rate_limited`), the caller's share of the
 //! gateway (429 `too_many_in_flight`), then the gateway-wide limit (503
 //! `concurrency_limited`). A request refused here costs no body read and no handler work.
@@ -39,6 +40,15 @@ pub(super) async fn admit(
     if !(path.starts_with("/v1/") || path.starts_with("/v2/models/")) {
         return Ok(None);
     }
+    admit_caller(state, request).await.map(Some)
+}
+
+/// The guard itself, whatever the path: what the KServe V2 gRPC door (`kserve_grpc`) runs
+/// before the methods that name a model, as the HTTP routes do before `/v2/models/…`.
+pub(super) async fn admit_caller(
+    state: &AppState,
+    request: &mut Request,
+) -> Result<Admitted, Response> {
     let caller = match authorization(request.headers()) {
         Ok(header) => state
             .auth
@@ -75,10 +85,10 @@ pub(super) async fn admit(
         .into_response());
     };
     request.extensions_mut().insert(Identity(caller));
-    Ok(Some(Admitted {
+    Ok(Admitted {
         _share: share,
         _slot: slot,
-    }))
+    })
 }
 
 /// Counts the inputs of a request of `inputs` inputs (`/v1/embeddings`, KServe V2 `infer`)

@@ -92,19 +92,24 @@ pub(crate) async fn model_metadata(
     Path(name): Path<String>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
     served(&state, &name)?;
+    Ok(Json(metadata_of(name)))
+}
+
+/// A served model's metadata, the same over HTTP and gRPC.
+pub(super) fn metadata_of(name: String) -> ModelMetadata {
     let tensor = |name: &str, datatype: &str, shape: Vec<i64>| TensorMetadata {
         name: name.into(),
         datatype: datatype.into(),
         shape,
     };
-    Ok(Json(ModelMetadata {
+    ModelMetadata {
         name,
         versions: Vec::new(),
         platform: "batchgate".into(),
         inputs: vec![tensor(INPUT_NAME, BYTES, vec![-1])],
         // `FP32` `[-1, -1]` for an embedding model, `BYTES` `[-1]` for text; the answer says.
         outputs: vec![tensor(OUTPUT_NAME, BYTES, vec![-1])],
-    }))
+    }
 }
 
 /// Ready when the model is served here and ready itself: not draining, its queue answers,
@@ -169,17 +174,7 @@ pub(crate) async fn infer(
             "binary tensor data; send the tensor's data as JSON (binary_data=False)".into(),
         ));
     }
-    if let Some(other) = body
-        .outputs
-        .iter()
-        .flatten()
-        .find(|o| o.name != OUTPUT_NAME)
-    {
-        return Err(ApiError::Unsupported(format!(
-            "output {:?}: the only output is {OUTPUT_NAME:?}",
-            other.name
-        )));
-    }
+    only_output(body.outputs.iter().flatten().map(|o| o.name.as_str()))?;
     let inputs = texts_of(body.inputs)?;
     let outputs = run_all(&state, &caller, model, inputs).await?;
     Ok(Json(InferAnswer {
@@ -189,8 +184,18 @@ pub(crate) async fn infer(
     }))
 }
 
+/// `Err` unless every output asked for is `output`.
+pub(super) fn only_output<'a>(mut wanted: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
+    match wanted.find(|name| *name != OUTPUT_NAME) {
+        Some(other) => Err(ApiError::Unsupported(format!(
+            "output {other:?}: the only output is {OUTPUT_NAME:?}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The model's position among those served, or `Err` if it is not served here.
-fn served(state: &AppState, name: &str) -> Result<usize, ApiError> {
+pub(super) fn served(state: &AppState, name: &str) -> Result<usize, ApiError> {
     state
         .model_index(name)
         .ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))
@@ -208,61 +213,73 @@ fn texts_of(
         ));
     }
     let tensor = tensors.remove(0);
-    if tensor.datatype != BYTES {
-        return invalid(format!(
-            "input {:?} is {}, expected {BYTES}",
-            tensor.name, tensor.datatype
-        ));
-    }
+    check_bytes(&tensor.name, &tensor.datatype)?;
     let texts = strings_of(&tensor.data).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    let elements = tensor
-        .shape
+    check_rows(&tensor.name, &tensor.shape, texts.len())?;
+    Ok(texts)
+}
+
+/// `Err` unless the input tensor `name` is of texts, over HTTP and gRPC alike.
+pub(super) fn check_bytes(name: &str, datatype: &str) -> Result<(), ApiError> {
+    if datatype != BYTES {
+        return Err(ApiError::InvalidRequest(format!(
+            "input {name:?} is {datatype}, expected {BYTES}"
+        )));
+    }
+    Ok(())
+}
+
+/// `Err` unless the input tensor `name` of `shape` holds `count` texts, one per row, and
+/// 1 to [`MAX_INPUTS`] of them; over HTTP and gRPC alike.
+pub(super) fn check_rows(name: &str, shape: &[i64], count: usize) -> Result<(), ApiError> {
+    let invalid = |m: String| Err(ApiError::InvalidRequest(m));
+    let elements = shape
         .iter()
         .try_fold(1i64, |n, &d| if d < 0 { None } else { n.checked_mul(d) });
-    let rows_only = matches!(tensor.shape.as_slice(), [_] | [_, 1]);
-    if !rows_only || elements != i64::try_from(texts.len()).ok() {
+    let rows_only = matches!(shape, [_] | [_, 1]);
+    if !rows_only || elements != i64::try_from(count).ok() {
         return invalid(format!(
-            "input {:?} has shape {:?} and {} texts; expected [N] or [N, 1] with N texts",
-            tensor.name,
-            tensor.shape,
-            texts.len()
+            "input {name:?} has shape {shape:?} and {count} texts; expected [N] or [N, 1] with N texts"
         ));
     }
-    if texts.is_empty() || texts.len() > MAX_INPUTS {
+    if count == 0 || count > MAX_INPUTS {
         return invalid(format!(
-            "the input must hold 1 to {MAX_INPUTS} texts, got {}",
-            texts.len()
+            "the input must hold 1 to {MAX_INPUTS} texts, got {count}"
         ));
     }
-    Ok(texts)
+    Ok(())
+}
+
+/// The outputs as rows of one length `D` when every one is a vector of that length (an
+/// `FP32` tensor `[N, D]`), with `D`; `None` when they must be a `BYTES` tensor.
+pub(super) fn vector_rows(outputs: &[Output]) -> Option<(Vec<&[f32]>, usize)> {
+    let rows: Vec<&[f32]> = outputs
+        .iter()
+        .map(|o| match o {
+            Output::Vector(v) => Some(v.as_slice()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let d = rows.first().map_or(0, |v| v.len());
+    rows.iter().all(|v| v.len() == d).then_some((rows, d))
 }
 
 /// The output tensor: `FP32` `[N, D]` when every output is a vector of one length `D`, else
 /// `BYTES` `[N]` of their text (`/v1/inference`'s form).
 fn tensor_of(outputs: &[Output]) -> OutputTensor {
     let n = i64::try_from(outputs.len()).unwrap_or(i64::MAX);
-    let vectors: Option<Vec<&Vec<f32>>> = outputs
-        .iter()
-        .map(|o| match o {
-            Output::Vector(v) => Some(v),
-            _ => None,
-        })
-        .collect();
-    if let Some(vectors) = vectors {
-        let d = vectors.first().map_or(0, |v| v.len());
-        if vectors.iter().all(|v| v.len() == d) {
-            let data: Vec<Value> = vectors
-                .iter()
-                .flat_map(|v| v.iter())
-                .map(|&x| Value::from(x))
-                .collect();
-            return OutputTensor {
-                name: OUTPUT_NAME.into(),
-                shape: vec![n, i64::try_from(d).unwrap_or(i64::MAX)],
-                datatype: FP32.into(),
-                data: Value::Array(data),
-            };
-        }
+    if let Some((rows, d)) = vector_rows(outputs) {
+        let data: Vec<Value> = rows
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|&x| Value::from(x))
+            .collect();
+        return OutputTensor {
+            name: OUTPUT_NAME.into(),
+            shape: vec![n, i64::try_from(d).unwrap_or(i64::MAX)],
+            datatype: FP32.into(),
+            data: Value::Array(data),
+        };
     }
     OutputTensor {
         name: OUTPUT_NAME.into(),

@@ -4,6 +4,8 @@
 //! - `POST /v1/embeddings`, `GET /v1/models` ([`openai`]): OpenAI-compatible embeddings;
 //! - `POST /v2/models/{name}/infer`, `GET /v2/models/{name}[/ready]`, `GET /v2`,
 //!   `GET /v2/health/{live,ready}` ([`kserve`]): the KServe V2 / Open Inference Protocol;
+//! - `/inference.GRPCInferenceService/{method}` ([`kserve_grpc`]): the same protocol over
+//!   gRPC, on the same port;
 //! - `GET /healthz`, `GET /readyz` ([`health`]); `GET /metrics` ([`metrics`]);
 //! - `GET /openapi.json` ([`openapi`]);
 //! - `GET /` and `GET /status.json` ([`status`]): the live status page and its data;
@@ -17,6 +19,7 @@ mod guard;
 mod health;
 mod inference;
 mod kserve;
+mod kserve_grpc;
 mod metrics;
 mod openai;
 pub mod openapi;
@@ -42,10 +45,11 @@ use crate::state::AppState;
 ///
 /// Middleware costs CPU on every request, so there is one service around each route
 /// (`front.rs`: the request id, the span, the guard, the timeout, the counts, the error
-/// shape) and the body limit (which only marks the request).
+/// shape) and the body limit (which only marks the request); the gRPC methods have their
+/// own (`kserve_grpc`).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes();
-    Router::new()
+    let router = Router::new()
         .route(route::INFERENCE, post(inference::submit))
         .route(route::RESULT, get(result::get_result))
         .route(route::HEALTHZ, get(health::healthz))
@@ -68,8 +72,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(front::FrontLayer(state.clone()))
-        .with_state(state)
+        .layer(front::FrontLayer(state.clone()));
+    // After the layer, so that gRPC calls pass their own front service instead.
+    kserve_grpc::add_routes(router, &state).with_state(state)
 }
 
 /// Only `/healthz`, `/readyz`, `/metrics` and the status page: what a process without the
