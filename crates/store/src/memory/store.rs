@@ -10,7 +10,6 @@
 //! records (for expiry and eviction) gets one entry per record. Waiters are kept apart too:
 //! only pending records that someone long-polls have any.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use foldhash::fast::RandomState;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -47,7 +47,7 @@ struct Shard {
     /// Owner names of this shard's records.
     owners: Owners,
     /// Long-polls waiting for a pending task to finish; woken (by being dropped) when it does.
-    waiters: HashMap<Box<str>, Vec<oneshot::Sender<()>>>,
+    waiters: HashMap<Box<str>, Vec<oneshot::Sender<()>>, RandomState>,
     /// Pending records created so far: the next one's `seq`.
     created: u64,
 }
@@ -163,7 +163,7 @@ impl MemoryResultStore {
             ttl,
             epoch: Instant::now(),
             evicted: AtomicU64::new(0),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 
