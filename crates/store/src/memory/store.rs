@@ -75,14 +75,6 @@ impl Shard {
         self.uuids.len() + self.texts.len()
     }
 
-    /// Whether the shard holds a record of `task_id`, expired or not.
-    fn contains(&self, task_id: &str) -> bool {
-        match pack_uuid(task_id) {
-            Some(packed) => self.uuids.contains(&packed),
-            None => self.texts.contains(task_id),
-        }
-    }
-
     /// Whether the shard holds a final result of `task_id`, expired or not.
     fn finished(&self, task_id: &str) -> bool {
         match pack_uuid(task_id) {
@@ -265,11 +257,22 @@ impl ResultStore for MemoryResultStore {
             let completion = (ended, body.into_boxed_slice(), c.completed_at);
             let mut guard = self.shard(&c.task_id);
             let shard = &mut *guard;
-            if !shard.contains(&c.task_id) {
-                self.make_room(shard);
-            }
-            let stored = with_table!(shard, &c.task_id, |table, key| table
-                .complete(key, completion, expires));
+            // The id packed once, for both the look-up and the write.
+            let stored = match pack_uuid(&c.task_id) {
+                Some(packed) => {
+                    if !shard.uuids.contains(&packed) {
+                        self.make_room(shard);
+                    }
+                    shard.uuids.complete(&packed, completion, expires)
+                }
+                None => {
+                    let id: &str = &c.task_id;
+                    if !shard.texts.contains(id) {
+                        self.make_room(shard);
+                    }
+                    shard.texts.complete(id, completion, expires)
+                }
+            };
             if let Stored::Stored(added) = stored {
                 self.len.fetch_add(added, Ordering::AcqRel);
                 // Dropping the senders wakes every waiter.
