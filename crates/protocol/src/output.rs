@@ -75,6 +75,14 @@ impl Output {
         }
     }
 
+    /// [`Output::to_text`], moving text rather than copying it.
+    pub fn into_text(self) -> String {
+        match self {
+            Output::Text(text) => text,
+            other => other.to_text(),
+        }
+    }
+
     /// The text, when the output is text.
     pub fn as_text(&self) -> Option<&str> {
         match self {

@@ -109,7 +109,7 @@ async fn answer(
     Ok((
         status,
         [(header::LOCATION, location)],
-        Json(record.view(&task_id)),
+        Json(record.into_view(task_id)),
     )
         .into_response())
 }
