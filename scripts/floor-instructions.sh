@@ -49,7 +49,8 @@ import json, re, subprocess, sys
 out, rate = sys.argv[1], float(sys.argv[2])
 r = json.load(open(f"{out}.json"))
 requests = r["sent"] + rate * 2 / 2
-ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", f"{out}.callgrind"],
+ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", "--auto=no",
+                      f"{out}.callgrind"],
                      capture_output=True, text=True, check=True).stdout
 total = int(re.search(r"^([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", ann, re.M).group(1).replace(",", ""))
 sha = 0
