@@ -75,6 +75,14 @@ impl Output {
         }
     }
 
+    /// [`Output::to_text`], moving text rather than copying it.
+    pub fn into_text(self) -> String {
+        match self {
+            Output::Text(text) => text,
+            other => other.to_text(),
+        }
+    }
+
     /// The text, when the output is text.
     pub fn as_text(&self) -> Option<&str> {
         match self {
@@ -132,7 +140,11 @@ impl Output {
                     .collect(),
             )),
             [TYPED, ..] => None,
-            text => Some(Output::Text(String::from_utf8_lossy(text).into_owned())),
+            // Checked first: the lossy reader is several times slower on valid text.
+            text => Some(Output::Text(match std::str::from_utf8(text) {
+                Ok(text) => text.to_owned(),
+                Err(_) => String::from_utf8_lossy(text).into_owned(),
+            })),
         }
     }
 

@@ -69,6 +69,18 @@ impl TaskRecord {
             completed_at: self.completed_at,
         }
     }
+
+    /// The same view, with the id, the output and the error moved into it, not copied.
+    pub fn into_view(self, task_id: String) -> TaskView {
+        TaskView {
+            task_id,
+            status: self.status,
+            output: self.output.map(Output::into_text),
+            error: self.error,
+            created_at: self.created_at,
+            completed_at: self.completed_at,
+        }
+    }
 }
 
 /// How a task ended.

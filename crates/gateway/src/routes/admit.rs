@@ -300,5 +300,10 @@ fn new_task_id(input_sha256: Option<&str>) -> String {
     if let Some(byte) = input_sha256.and_then(|h| h.as_bytes().get(..2)) {
         text[..2].copy_from_slice(byte);
     }
-    String::from_utf8_lossy(&text).into_owned()
+    // Hex digits and hyphens only: always UTF-8 (checked, which is cheaper than the lossy
+    // reader on valid text).
+    std::str::from_utf8(&text).map_or_else(
+        |_| String::from_utf8_lossy(&text).into_owned(),
+        str::to_owned,
+    )
 }

@@ -23,13 +23,21 @@ fn declares_json(request: &Request) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
+    // Compared without regard to ASCII case, as bytes (no lowercase copy per request).
     let mime = value
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        .as_bytes();
+    let starts = |prefix: &[u8]| {
+        mime.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let ends = |suffix: &[u8]| {
+        mime.len() >= suffix.len() && mime[mime.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    mime.eq_ignore_ascii_case(b"application/json") || (starts(b"application/") && ends(b"+json"))
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -226,8 +234,64 @@ mod tests {
         }
     }
 
+    /// The rule as it was written first, on a lowercase copy: the reference.
+    fn declares_json_lowercased(value: &str) -> bool {
+        let mime = value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    }
+
+    fn with_content_type(value: &str) -> Request {
+        Request::builder()
+            .header(header::CONTENT_TYPE, value)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    }
+
+    #[test]
+    fn json_content_types_are_recognised_in_any_case() {
+        for (value, json) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("  application/json  ;x=y", true),
+            ("application/vnd.api+json", true),
+            ("APPLICATION/PROBLEM+JSON", true),
+            ("application/+json", true),
+            ("application/jsonx", false),
+            ("text/json", false),
+            ("application/json+xml", false),
+            ("+json", false),
+            ("application/", false),
+            ("", false),
+        ] {
+            assert_eq!(declares_json(&with_content_type(value)), json, "{value}");
+            assert_eq!(declares_json_lowercased(value), json, "{value}");
+        }
+        let none = Request::builder()
+            .body(axum::body::Body::empty())
+            .expect("request");
+        assert!(!declares_json(&none));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any header text: the same answer as the lowercase copy gives.
+        #[test]
+        fn content_types_read_as_the_lowercase_copy_reads_them(
+            value in r"[ -~]{0,40}(application/|APPLICATION/)?[ -~]{0,10}(\+json|\+JSON|json)?[ ;a-z=]{0,8}"
+        ) {
+            if let Ok(request) = Request::builder()
+                .header(header::CONTENT_TYPE, value.as_str())
+                .body(axum::body::Body::empty())
+            {
+                prop_assert_eq!(declares_json(&request), declares_json_lowercased(&value), "{}", value);
+            }
+        }
 
         /// Any bytes: a request or a client error (400/422), never a panic or a 5xx.
         #[test]

@@ -85,7 +85,7 @@ where
 {
     let request_id = request_id::ensure(request.headers_mut());
     let door = shape::door_of(request.uri().path());
-    let span = span::request_span(&request);
+    let span = span::request_span(&request, request_id.as_ref());
     let started = Instant::now();
     let mut response = route_guarded(&state, inner, request)
         .instrument(span.clone())

@@ -87,7 +87,8 @@ pub(crate) async fn submit(
 /// meet: a scope with a client id always has a `/` after the caller's name.
 fn dedupe_scope(state: &AppState, caller: &str, request: &InferenceRequest) -> Option<String> {
     match request.client_id.as_deref() {
-        Some(client_id) if !state.auth.enabled() => Some(format!("{caller}/{client_id}")),
+        // Joined by copying, not `format!` (whose machinery costs several times more).
+        Some(client_id) if !state.auth.enabled() => Some([caller, "/", client_id].concat()),
         _ => None,
     }
 }
@@ -104,12 +105,12 @@ async fn answer(
     } else {
         StatusCode::ACCEPTED
     };
-    let location = HeaderValue::from_str(&format!("/v1/result/{task_id}"))
+    let location = HeaderValue::from_str(&["/v1/result/", &task_id].concat())
         .expect("a UUID path is a valid header value. This is a bug.");
     Ok((
         status,
         [(header::LOCATION, location)],
-        Json(record.view(&task_id)),
+        Json(record.into_view(task_id)),
     )
         .into_response())
 }

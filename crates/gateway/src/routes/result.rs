@@ -55,7 +55,7 @@ pub(crate) async fn get_result(
             }
         }
         let record = found.filter(readable).ok_or(ApiError::TaskNotFound)?;
-        return Ok(Json(record.view(&task_id)));
+        return Ok(Json(record.into_view(task_id)));
     }
     // One step reads the record and registers for its result. Ownership is checked on the
     // stored record before any wait: a wake-up notice does not carry the owner.
@@ -77,5 +77,5 @@ pub(crate) async fn get_result(
         }
     };
     let record = record.ok_or(ApiError::TaskNotFound)?;
-    Ok(Json(record.view(&task_id)))
+    Ok(Json(record.into_view(task_id)))
 }

@@ -5,22 +5,19 @@
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::Response;
+use axum::http::{HeaderValue, Response};
 use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Opens the request's span (in the front service, `front.rs`, after the request id is set).
+/// Opens the request's span (in the front service, `front.rs`, after the request id is set),
+/// with that id (`request_id::ensure`'s, given rather than looked up again in the headers).
 ///
 /// With trace export off, the span carries only what log lines use (`request_id`, then
 /// `task_id`): the OpenTelemetry fields (name, kind, method, route, status) would be formatted
 /// into every request's span for no reader, at a cost of several µs of CPU per request.
-pub(super) fn request_span(request: &Request) -> Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+pub(super) fn request_span(request: &Request, request_id: Option<&HeaderValue>) -> Span {
+    let request_id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("");
     if !batchgate_telemetry::enabled() {
         // Recorded as a string, so text logs quote it (JSON logs hold it as a string). The id
         // is ours or checked (`request_id.rs`); quoting is the second line of defence.

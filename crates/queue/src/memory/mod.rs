@@ -9,8 +9,9 @@ pub use build::{build, MemoryConfig, DEFAULT_PARTITIONS, MEMORY_DEDUPE_CAPACITY}
 pub use dead_letters::MemoryDeadLetters;
 pub use queue::MemoryQueue;
 
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 /// Spreads task ids over `n` partitions.
 fn bucket(hasher: &RandomState, key: &str, n: usize) -> usize {

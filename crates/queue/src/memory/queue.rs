@@ -1,6 +1,5 @@
 //! The in-process partitioned, bounded queue.
 
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -8,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
+use foldhash::fast::RandomState;
 use tokio::sync::Notify;
 
 use super::bucket;
@@ -48,7 +48,7 @@ impl MemoryQueue {
             arrived: Notify::new(),
             next_start: AtomicUsize::new(0),
             served: AtomicU64::new(0),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use foldhash::fast::RandomState;
 use tokio::time::Instant;
 
 use super::keys::{pack_sha256, pack_uuid, unpack_uuid, Key};
@@ -57,7 +58,7 @@ struct Entry {
 /// The entries whose keys have one form (packed SHA-256, or text).
 #[derive(Debug)]
 struct Table<K> {
-    entries: HashMap<K, Entry>,
+    entries: HashMap<K, Entry, RandomState>,
     /// Keys in the order they were claimed, with their expiry: with one TTL for all, that is
     /// expiry order, and the front is the oldest. A released entry leaves a stale line,
     /// recognised (no entry, or another expiry) and skipped.
@@ -67,7 +68,7 @@ struct Table<K> {
 impl<K> Default for Table<K> {
     fn default() -> Self {
         Table {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
         }
     }

@@ -29,23 +29,24 @@ impl Key for Box<str> {
 }
 
 /// The 16 bytes of a task id in the canonical UUID form, or `None` for any other text.
-/// (Called several times per request: a plain loop, no iterator adapters.)
+/// (Called several times per request: a table per digit, one check at the end.)
 pub(crate) fn pack_uuid(text: &str) -> Option<[u8; 16]> {
     let b = text.as_bytes();
     if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
     let mut out = [0u8; 16];
-    let mut at = 0;
-    for byte in &mut out {
-        if matches!(at, 8 | 13 | 18 | 23) {
-            at += 1;
-        }
-        *byte = (nibble(b[at])? << 4) | nibble(b[at + 1])?;
-        at += 2;
+    let mut bad = 0;
+    for (byte, &at) in out.iter_mut().zip(&UUID_DIGITS) {
+        let (high, low) = (NIBBLES[usize::from(b[at])], NIBBLES[usize::from(b[at + 1])]);
+        bad |= high | low;
+        *byte = (high << 4) | low;
     }
-    Some(out)
+    (bad & NOT_HEX == 0).then_some(out)
 }
+
+/// Where each byte's two digits start in the canonical UUID text (`8-4-4-4-12`).
+const UUID_DIGITS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
 
 /// The canonical text of a packed task id (the inverse of [`pack_uuid`]).
 pub(crate) fn unpack_uuid(bytes: &[u8; 16]) -> String {
@@ -67,22 +68,31 @@ pub(crate) fn pack_sha256(text: &str) -> Option<[u8; 32]> {
         return None;
     }
     let mut out = [0u8; 32];
+    let mut bad = 0;
     for (byte, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (high, low) = (NIBBLES[usize::from(pair[0])], NIBBLES[usize::from(pair[1])]);
+        bad |= high | low;
+        *byte = (high << 4) | low;
     }
-    Some(out)
+    (bad & NOT_HEX == 0).then_some(out)
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// A lowercase hex digit's value (uppercase is not canonical, so not packed).
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Marks a byte that is not a lowercase hex digit in [`NIBBLES`] (uppercase is not
+/// canonical, so not packed).
+const NOT_HEX: u8 = 0x10;
+
+/// Every byte's value as a lowercase hex digit, or [`NOT_HEX`].
+const NIBBLES: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        table[HEX[digit] as usize] = digit as u8;
+        digit += 1;
     }
-}
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -103,6 +113,30 @@ mod tests {
             "",
         ] {
             assert_eq!(pack_uuid(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn only_lowercase_hex_digits_pack_in_every_place() {
+        let id = *b"9f1c2e3d-4b5a-4c6d-8e7f-0123456789ab";
+        let hash = [b'7'; 64];
+        for byte in 0..=u8::MAX {
+            let digit = byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte);
+            for at in (0..36).filter(|at| ![8, 13, 18, 23].contains(at)) {
+                let mut text = id;
+                text[at] = byte;
+                let packed = std::str::from_utf8(&text).ok().and_then(pack_uuid);
+                assert_eq!(packed.is_some(), digit, "{byte} at {at}");
+                if let Some(packed) = packed {
+                    assert_eq!(unpack_uuid(&packed).as_bytes(), text);
+                }
+            }
+            for at in [0, 1, 62, 63] {
+                let mut text = hash;
+                text[at] = byte;
+                let packed = std::str::from_utf8(&text).ok().and_then(pack_sha256);
+                assert_eq!(packed.is_some(), digit, "{byte} at {at} of a hash");
+            }
         }
     }
 

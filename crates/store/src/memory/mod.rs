@@ -9,8 +9,9 @@ mod store;
 pub use dedupe::MemoryDedupe;
 pub use store::MemoryResultStore;
 
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 /// Spreads task ids over `n` shards.
 fn bucket(hasher: &RandomState, key: &str, n: usize) -> usize {

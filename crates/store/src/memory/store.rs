@@ -10,7 +10,6 @@
 //! records (for expiry and eviction) gets one entry per record. Waiters are kept apart too:
 //! only pending records that someone long-polls have any.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use foldhash::fast::RandomState;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -47,7 +47,7 @@ struct Shard {
     /// Owner names of this shard's records.
     owners: Owners,
     /// Long-polls waiting for a pending task to finish; woken (by being dropped) when it does.
-    waiters: HashMap<Box<str>, Vec<oneshot::Sender<()>>>,
+    waiters: HashMap<Box<str>, Vec<oneshot::Sender<()>>, RandomState>,
     /// Pending records created so far: the next one's `seq`.
     created: u64,
 }
@@ -73,14 +73,6 @@ macro_rules! with_table {
 impl Shard {
     fn len(&self) -> usize {
         self.uuids.len() + self.texts.len()
-    }
-
-    /// Whether the shard holds a record of `task_id`, expired or not.
-    fn contains(&self, task_id: &str) -> bool {
-        match pack_uuid(task_id) {
-            Some(packed) => self.uuids.contains(&packed),
-            None => self.texts.contains(task_id),
-        }
     }
 
     /// Whether the shard holds a final result of `task_id`, expired or not.
@@ -163,7 +155,7 @@ impl MemoryResultStore {
             ttl,
             epoch: Instant::now(),
             evicted: AtomicU64::new(0),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 
@@ -265,11 +257,22 @@ impl ResultStore for MemoryResultStore {
             let completion = (ended, body.into_boxed_slice(), c.completed_at);
             let mut guard = self.shard(&c.task_id);
             let shard = &mut *guard;
-            if !shard.contains(&c.task_id) {
-                self.make_room(shard);
-            }
-            let stored = with_table!(shard, &c.task_id, |table, key| table
-                .complete(key, completion, expires));
+            // The id packed once, for both the look-up and the write.
+            let stored = match pack_uuid(&c.task_id) {
+                Some(packed) => {
+                    if !shard.uuids.contains(&packed) {
+                        self.make_room(shard);
+                    }
+                    shard.uuids.complete(&packed, completion, expires)
+                }
+                None => {
+                    let id: &str = &c.task_id;
+                    if !shard.texts.contains(id) {
+                        self.make_room(shard);
+                    }
+                    shard.texts.complete(id, completion, expires)
+                }
+            };
             if let Stored::Stored(added) = stored {
                 self.len.fetch_add(added, Ordering::AcqRel);
                 // Dropping the senders wakes every waiter.

@@ -1,12 +1,12 @@
 //! The record tables of one shard: finished records (in expiry order, one allocation
 //! each) and pending ones, keyed by packed UUID or by text.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::Output;
+use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
 use super::super::keys::Key;
@@ -65,7 +65,7 @@ pub(super) struct Pending {
 #[derive(Debug)]
 pub(super) struct Table<K> {
     /// Tasks not finished yet.
-    pub(super) pending: HashMap<K, Pending>,
+    pub(super) pending: HashMap<K, Pending, RandomState>,
     /// Finished tasks: their sequence numbers in `ring`, hashed by their ids. Every entry
     /// names a record in the ring (one that is `Some`).
     pub(super) index: HashTable<u32>,
@@ -81,11 +81,11 @@ pub(super) struct Table<K> {
 impl<K> Default for Table<K> {
     fn default() -> Self {
         Table {
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             index: HashTable::new(),
             ring: Ring::default(),
             head: 0,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 }
