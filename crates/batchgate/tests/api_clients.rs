@@ -3,7 +3,8 @@
 //! `tritonclient[grpc]` (the same over gRPC), 200 concurrent callers each, the bearer token as
 //! the API key, every answer checked (`tests/api_clients/clients.py`, `grpc_clients.py`). The
 //! simulated worker sits behind the OpenAI-style adapter, so outputs are vectors end to end:
-//! OpenAI's base64 floats, KServe's `FP32` tensor.
+//! OpenAI's base64 floats, KServe's `FP32` tensor. The HTTP clients run in memory and on
+//! Redis (two gateways, one batcher).
 //!
 //! `scripts/test.sh` installs the clients from PyPI in a virtual environment and names its
 //! Python in `BATCHGATE_API_CLIENTS_PYTHON`; without it this test fails, unless
@@ -19,7 +20,7 @@ use batchgate::token::{mint, TokenArgs};
 use batchgate_gateway::auth::KeySource;
 use batchgate_gateway::AuthConfig;
 use batchgate_policy::Limits;
-use common::{client, fast_sim, metrics, serve_config, start_serve, start_worker, Infra};
+use common::{client, fast_sim, metrics, serve_config, start_serve, start_worker, Backend, Infra};
 use prometheus_parse::{Scrape, Value};
 
 const SECRET: &str = "an-api-clients-test-secret-of-32-bytes";
@@ -65,12 +66,38 @@ fn clients_python(test: &str) -> Option<std::ffi::OsString> {
     python
 }
 
-/// A `serve` with JWT authentication and the model [`MODEL`], batching 64 / 50 ms, the
-/// simulated worker behind the OpenAI-style adapter (so outputs are vectors); its worker,
-/// and a token for it.
-async fn start_deployment() -> (common::Worker, Infra, common::Serve, String) {
+/// A deployment with JWT authentication and the model [`MODEL`], batching 64 / 50 ms, the
+/// simulated worker behind the OpenAI-style adapter (so outputs are vectors): in memory one
+/// `serve`; on Redis two gateways and one batcher.
+struct Deployment {
+    worker: common::Worker,
+    _infra: Infra,
+    gateways: Vec<common::Serve>,
+    /// The batcher, where it runs apart from the gateways.
+    batcher: Option<common::Serve>,
+    /// A token the gateways accept.
+    api_key: String,
+}
+
+impl Deployment {
+    /// Where the batch metrics are: the batcher's process.
+    fn batching(&self) -> &common::Serve {
+        self.batcher.as_ref().unwrap_or(&self.gateways[0])
+    }
+
+    async fn shutdown(self) {
+        for gateway in self.gateways {
+            assert!(gateway.shutdown().await.drained);
+        }
+        if let Some(batcher) = self.batcher {
+            assert!(batcher.shutdown().await.drained);
+        }
+    }
+}
+
+async fn start_deployment(backend: Backend) -> Deployment {
     let worker = start_worker(fast_sim(2)).await;
-    let infra = Infra::start(common::Backend::Memory).await;
+    let infra = Infra::start(backend).await;
     let url = format!("openai+{}/v1", worker.url);
     let mut config = serve_config(&infra, &url, 2);
     if let Some(part) = config.batcher.as_mut() {
@@ -90,7 +117,17 @@ async fn start_deployment() -> (common::Worker, Infra, common::Serve, String) {
     };
     // Hundreds of requests from one subject: this test is about batching, not the rate limit.
     config.edge.rate_limit = None;
-    let serve = start_serve(config).await;
+    let (gateways, batcher) = if backend == Backend::Memory {
+        (vec![start_serve(config).await], None)
+    } else {
+        let mut gateway = config.clone();
+        gateway.batcher = None;
+        let mut batcher = config;
+        batcher.gateway = None;
+        let first = start_serve(gateway.clone()).await;
+        let second = start_serve(gateway).await;
+        (vec![first, second], Some(start_serve(batcher).await))
+    };
     let api_key = mint(&TokenArgs {
         sub: "sdk-user".into(),
         secret: SECRET.into(),
@@ -99,7 +136,13 @@ async fn start_deployment() -> (common::Worker, Infra, common::Serve, String) {
         audience: None,
     })
     .expect("token");
-    (worker, infra, serve, api_key)
+    Deployment {
+        worker,
+        _infra: infra,
+        gateways,
+        batcher,
+        api_key,
+    }
 }
 
 /// Runs `script` (in `tests/api_clients/`) with `args`; its stdout, once it succeeded.
@@ -131,20 +174,43 @@ async fn openai_and_triton_clients_get_correct_batched_answers() {
     let Some(python) = clients_python("API clients test") else {
         return;
     };
-    let (worker, _infra, serve, api_key) = start_deployment().await;
-    let args = vec![
-        serve.url.clone(),
-        api_key,
-        MODEL.to_owned(),
-        CALLERS.to_string(),
-    ];
-    let stdout = run_script(python, "clients.py", args).await;
+    clients_batch_across_callers(python, Backend::Memory).await;
+}
+
+/// The same clients on Redis, through two gateways (half the callers on each) and one
+/// batcher: the batcher's batches gather inputs of several callers, of both gateways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_and_triton_clients_through_two_gateways_and_one_batcher_on_redis() {
+    let Some(python) = clients_python("API clients test on Redis") else {
+        return;
+    };
+    clients_batch_across_callers(python, Backend::Redis).await;
+}
+
+/// Runs `clients.py` against every gateway of a deployment at once, [`CALLERS`] callers of
+/// each client in all, and checks that every input ran once and batches mixed callers.
+async fn clients_batch_across_callers(python: std::ffi::OsString, backend: Backend) {
+    let deployment = start_deployment(backend).await;
+    let share = CALLERS / deployment.gateways.len();
+    // Each gateway's callers have numbers, and so inputs, of their own: the same inputs would
+    // share tasks (dedupe).
+    let runs = deployment.gateways.iter().enumerate().map(|(k, gateway)| {
+        let args = vec![
+            gateway.url.clone(),
+            deployment.api_key.clone(),
+            MODEL.to_owned(),
+            share.to_string(),
+            (k * share).to_string(),
+        ];
+        run_script(python.clone(), "clients.py", args)
+    });
+    let stdout = futures::future::join_all(runs).await.join("\n");
 
     // 200 × 2 OpenAI inputs and 200 × 3 KServe inputs, one task each. A request holds at most
     // 3 inputs, so a batch of more than 4 gathered several callers' inputs.
-    let page = metrics(&client(), &serve.url).await;
+    let page = metrics(&client(), &deployment.batching().url).await;
     let (batches, across_callers) = batches_above(&page, 4.0);
-    let stats = worker.sim.stats();
+    let stats = deployment.worker.sim.stats();
     assert_eq!(stats.items, (CALLERS * 5) as u64, "{stdout}");
     assert!(
         batches > 0.0 && across_callers > 0.0,
@@ -157,10 +223,10 @@ async fn openai_and_triton_clients_get_correct_batched_answers() {
         CALLERS * 2
     );
     eprintln!(
-        "api clients: {} inputs in {} worker calls ({across_callers} batches of more than 4)",
+        "api clients ({backend:?}): {} inputs in {} worker calls ({across_callers} batches of more than 4)",
         stats.items, stats.calls
     );
-    assert!(serve.shutdown().await.drained);
+    deployment.shutdown().await;
 }
 
 /// Triton's gRPC client through the KServe V2 gRPC door on the same port: health, metadata,
@@ -171,20 +237,26 @@ async fn triton_grpc_client_gets_correct_batched_answers() {
     let Some(python) = clients_python("Triton gRPC client test") else {
         return;
     };
-    let (worker, _infra, serve, api_key) = start_deployment().await;
+    let deployment = start_deployment(Backend::Memory).await;
+    let serve = &deployment.gateways[0];
     let host_port = serve
         .url
         .strip_prefix("http://")
         .expect("an http:// URL")
         .to_owned();
-    let args = vec![host_port, api_key, MODEL.to_owned(), CALLERS.to_string()];
+    let args = vec![
+        host_port,
+        deployment.api_key.clone(),
+        MODEL.to_owned(),
+        CALLERS.to_string(),
+    ];
     let stdout = run_script(python, "grpc_clients.py", args).await;
 
     // 200 × 3 inputs, one task each: a batch of more than 4 (a bucket's bound) gathered
     // several callers' inputs.
     let page = metrics(&client(), &serve.url).await;
     let (batches, across_callers) = batches_above(&page, 4.0);
-    let stats = worker.sim.stats();
+    let stats = deployment.worker.sim.stats();
     assert_eq!(stats.items, (CALLERS * 3) as u64, "{stdout}");
     assert!(
         batches > 0.0 && across_callers > 0.0,
@@ -208,5 +280,5 @@ async fn triton_grpc_client_gets_correct_batched_answers() {
         "triton grpc client: {} inputs in {} worker calls ({across_callers} batches of more than 4)",
         stats.items, stats.calls
     );
-    assert!(serve.shutdown().await.drained);
+    deployment.shutdown().await;
 }

@@ -3,7 +3,9 @@
 from CALLERS threads at once, every answer checked against the simulated worker's
 deterministic embedding. Run by crates/batchgate/tests/api_clients.rs.
 
-usage: clients.py BASE_URL API_KEY MODEL CALLERS
+usage: clients.py BASE_URL API_KEY MODEL CALLERS [FIRST]
+Callers are numbered from FIRST (default 0): their inputs name their number, so runs with
+different FIRSTs send different inputs.
 Prints one JSON line of counts; exits 1 if any answer is wrong or any call failed.
 """
 
@@ -19,6 +21,7 @@ import openai
 import tritonclient.http as triton
 
 base, api_key, model, callers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+first = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 host_port = base.removeprefix("http://")
 
 
@@ -71,7 +74,8 @@ def triton_call(i):
 def run(call):
     failures = []
     with ThreadPoolExecutor(max_workers=callers) as pool:
-        for i, future in enumerate([pool.submit(call, i) for i in range(callers)]):
+        numbers = range(first, first + callers)
+        for i, future in zip(numbers, [pool.submit(call, i) for i in numbers]):
             try:
                 future.result()
             except Exception as error:  # every failure is reported, not only the first
