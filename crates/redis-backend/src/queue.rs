@@ -4,7 +4,7 @@
 //!   capacity (admission itself goes through [`crate::intake`], gathered per group of tasks).
 //! - reading: stream readers ([`crate::reader`]) take batch-sized reads into a small local
 //!   channel, which `read` drains: a batch for each worker slot the batcher could fill now
-//!   (`Queue::read_ahead`, at most [`READ_AHEAD`]), so about one batch while every slot is
+//!   (`Queue::read_ahead`, at most [`READ_AHEAD`]), a quarter batch while every slot is
 //!   busy. Past it the readers stop, so entries stay in Redis — visible in `depth` and in the
 //!   gateways' estimate of the queue's wait — rather than here.
 //! - `settle`: one script per master (one per batch on a standalone Redis) stores the

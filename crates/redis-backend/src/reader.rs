@@ -3,7 +3,7 @@
 //! A standalone Redis gets one reader for all partitions (one command returns entries of
 //! every stream); a cluster gets one per partition, since one command cannot span slots. A
 //! reader waits for room under the read-ahead limit ([`ReadAhead`]: a batch per worker slot
-//! the batcher could fill now, so about one batch when every slot is busy), then asks for as
+//! the batcher could fill now, a quarter batch when every slot is busy), then asks for as
 //! many entries as there is room for (an entry holds one task or a group: see
 //! `crate::entry`). After a read that found only a few tasks it pauses briefly, so that the
 //! next read brings a batch's worth rather than one admission's: reads are paid per batch,
