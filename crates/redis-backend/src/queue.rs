@@ -123,8 +123,9 @@ pub struct RedisQueue {
     /// Tasks read (or read back at the drain) that the channel could not take before the
     /// reads stopped, handed out by `read` first.
     read_back: Overflow,
-    /// The readers' end of the local channel, to tell how much it holds.
-    holding: std::sync::OnceLock<mpsc::Sender<Delivery>>,
+    /// The readers' end of the local channel, to tell how much it holds; weak, so that the
+    /// channel still closes when the readers stop.
+    holding: std::sync::OnceLock<mpsc::WeakSender<Delivery>>,
     /// How much the readers may hold.
     ahead: Arc<ReadAhead>,
     /// Readers and claimer, awaited by `close_reads`.
@@ -210,7 +211,7 @@ impl RedisQueue {
 
     async fn start_readers(&self) -> tokio::sync::Mutex<mpsc::Receiver<Delivery>> {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
-        let _ = self.holding.set(tx.clone());
+        let _ = self.holding.set(tx.downgrade());
         let mut conn = self.conn.clone();
         if let Err(error) = self.clock.sync(&mut conn, self.redis.op_timeout).await {
             warn!(%error, "cannot read Redis's clock yet; queue ages use this process's");
@@ -299,6 +300,7 @@ impl RedisQueue {
         let in_channel = self
             .holding
             .get()
+            .and_then(mpsc::WeakSender::upgrade)
             .map_or(0, |tx| tx.max_capacity() - tx.capacity());
         let read_back = self
             .read_back
