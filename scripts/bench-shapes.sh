@@ -81,7 +81,8 @@
 # cargo), WARMUP_SECS (3), WINDOW_SECS (10), MONITOR_SECS (0.5), SEED_BASE (epoch seconds),
 # KEEP_LOGS=1 (keep the per-run directory of logs; it is always kept when a run fails),
 # BENCH_FLAGS (more flags for every bench process, e.g. "--api openai" to load the OpenAI
-# embeddings door, one input per request, instead of /v1/inference).
+# embeddings door, one input per request, instead of /v1/inference), REDIS_FLAGS (more flags
+# for every gateway and batcher of split and cluster, e.g. "--partitions 3").
 # BATCHGATE_* variables are unset so that they cannot change the shapes.
 # Everything started here is stopped by PID (TERM, then KILL after 15 s) when a run ends and in
 # the EXIT trap.
@@ -310,6 +311,8 @@ start_cluster() {
   redis_flags=(--redis-cluster)
   for p in "${masters[@]}"; do redis_flags+=(--redis "$p"); done
 }
+# REDIS_FLAGS: more flags for every gateway and batcher of split and cluster (e.g. "--partitions 3").
+read -r -a extra_redis_flags <<< "${REDIS_FLAGS:-}"
 start_shape() {
   local url wurl i
   gateways=() metric_urls=() redis_ports=() redis_roles=()
@@ -338,10 +341,11 @@ start_shape() {
     wurl=$(url_of worker)
     for i in 1 2; do
       start batchgate batcher$i "$BIN" batcher --listen 127.0.0.1:0 "${redis_flags[@]}" \
-        --worker-url "$wurl" --max-inflight-batches "$INFLIGHT"
+        --worker-url "$wurl" --max-inflight-batches "$INFLIGHT" "${extra_redis_flags[@]}"
     done
     for i in 1 2; do
-      start batchgate gateway$i "$BIN" gateway --insecure-no-auth --listen 127.0.0.1:0 "${redis_flags[@]}"
+      start batchgate gateway$i "$BIN" gateway --insecure-no-auth --listen 127.0.0.1:0 "${redis_flags[@]}" \
+        "${extra_redis_flags[@]}"
     done
     for i in 1 2; do url_of batcher$i >/dev/null; done
     for i in 1 2; do
