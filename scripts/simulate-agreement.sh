@@ -3,7 +3,7 @@
 # (scripts/bench-policies.sh: --sim-slots 40 --shed-wait-ms 0, --warmup 3s --duration 30s;
 # scripts/bench-overload.sh: --sim-slots 2, default shedding, 1,920/s for 60 s after 2 s).
 #
-#   scripts/simulate-agreement.sh [GATEWAY_CPU_US [CLIENT_CPU_US]]   (default 65 85; 0 0: no CPU)
+#   scripts/simulate-agreement.sh [GATEWAY_CPU_US [CLIENT_CPU_US]]   (default 55 72; 0 0: no CPU)
 #
 # The measured runs had `batchgate serve` and `batchgate bench` on the same 2 cores, and the
 # bench kept at most 10,000 requests in flight (its --max-connections): GATEWAY_CPU_US and
@@ -13,8 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BIN:-target/release/batchgate}
-gateway=${1:-65}
-client=${2:-85}
+gateway=${1:-55}
+client=${2:-72}
 [ -x "$bin" ] || { echo "no batchgate binary at $bin (cargo build --release -p batchgate)" >&2; exit 1; }
 declare -A profile=(
   [steady200]="--rate 200"
