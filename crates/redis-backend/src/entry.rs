@@ -1,7 +1,7 @@
 //! What a stream entry holds, and how its tasks reach the batcher.
 //!
 //! An entry holds one task (field `m`, the task message, and `q`, the time it first entered
-//! the queue, when it was requeued) or a group of tasks gathered together for one partition
+//! the queue, when it was requeued) or a group of tasks admitted together on one node
 //! (field `b`: the key of a string holding their messages, each framed by its 4-byte
 //! big-endian length, which the admission stores beside the entry; field `n`: how many; field
 //! `s`: the positions of those the admission refused, a duplicate or a full partition, which
@@ -120,34 +120,45 @@ pub(crate) fn messages(entry: &StreamId) -> Vec<&[u8]> {
 }
 
 /// The record heads (`record::head`: admission time and owner, as the pending record holds
-/// them) of the tasks handed out, by task id: with it, a task's settle writes its final
-/// record without reading the pending one first. Taken by the settle; bounded (past
-/// [`MAX_HEADS`] it starts again empty, and settles without a head read the record as
-/// before). Cloning is shallow.
+/// them) of the tasks handed out, by task id, with the partition of the stream each came
+/// from: with the head, a task's settle writes its final record without reading the pending
+/// one first; with the stream, it knows whether the entry still shares a node with the
+/// record. Taken by the settle; bounded (past [`MAX_HEADS`] it starts again empty, and
+/// settles without a head read the record, and acknowledge after the results are written,
+/// in a step of their own). Cloning is shallow.
 #[derive(Clone, Default)]
-pub(crate) struct Heads(Arc<Mutex<HashMap<String, String>>>);
+pub(crate) struct Heads(Arc<Mutex<HashMap<String, Held>>>);
+
+/// What [`Heads`] keeps of a task handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Its record's head.
+    pub(crate) head: String,
+    /// The partition of the stream whose entry holds it.
+    pub(crate) stream: usize,
+}
 
 /// Most heads kept.
 const MAX_HEADS: usize = 65_536;
 
 impl Heads {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn keep<'a>(&self, tasks: impl Iterator<Item = &'a Task>) {
+    fn keep<'a>(&self, stream: usize, tasks: impl Iterator<Item = &'a Task>) {
         let mut heads = self.lock();
         for task in tasks {
             if heads.len() >= MAX_HEADS {
                 heads.clear();
             }
             let head = record::head(unix_ms(task.enqueued_at), task.owner.as_deref());
-            heads.insert(task.task_id.clone(), head);
+            heads.insert(task.task_id.clone(), Held { head, stream });
         }
     }
 
-    /// The head of a task handed out, taken (`None` if not known here).
-    pub(crate) fn take(&self, task_id: &str) -> Option<String> {
+    /// What is kept of a task handed out, taken (`None` if not known here).
+    pub(crate) fn take(&self, task_id: &str) -> Option<Held> {
         self.lock().remove(task_id)
     }
 }
@@ -191,7 +202,7 @@ pub(crate) fn deliveries(
             }
         })
         .collect();
-    heads.keep(tasks.iter().map(|d| &d.task));
+    heads.keep(partition, tasks.iter().map(|d| &d.task));
     tasks
 }
 

@@ -3,11 +3,14 @@
 //! per node (one in all on a standalone Redis, one per master on a cluster: see
 //! `crate::topology`). Inside the script each
 //! task is handled on its own — dedupe claim, capacity, pending record — so one refused task
-//! refuses only itself; the tasks admitted to one partition then share one stream entry
-//! (`crate::entry`).
+//! refuses only itself; the tasks a call admits then share one stream entry (`crate::entry`),
+//! in the stream of one of the node's partitions, whatever the partitions of their records.
 //!
 //! With dedupe on, the gateway gives the task an id whose partition byte is the input hash's
-//! (see `Keys::partition_of`), so the dedupe entry, the result and the stream share a slot.
+//! (see `Keys::partition_of`), so the dedupe entry and the result share a slot. The entry may
+//! be in another slot of the same node: the settle of its tasks writes their results before
+//! it acknowledges the entry, in one call where they still share a node, in two steps where
+//! a slot has moved since (`crate::settle`).
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
@@ -81,8 +84,6 @@ struct Writer {
     name: u64,
     /// Groups written so far: with `name`, names each group's messages.
     groups: AtomicU64,
-    /// Partitions may live on different nodes.
-    cluster: bool,
 }
 
 impl RedisIntake {
@@ -110,7 +111,6 @@ impl RedisIntake {
             capacity,
             name: RandomState::new().build_hasher().finish(),
             groups: AtomicU64::new(0),
-            cluster,
         };
         tokio::spawn(gather(rx, Arc::new(writer)));
         RedisIntake {
@@ -261,47 +261,44 @@ impl Writer {
 
     /// One script call; gives back the tasks that met another node's key (unless `last`: then
     /// they are refused like any other error).
-    async fn call(&self, mut group: Vec<Admission>, last: bool) -> Vec<Admission> {
-        // The script takes the tasks partition by partition; each partition's messages are
-        // stored first as one string, which its stream entry names (see `crate::entry`), so
-        // that they never pass through the script. Replies come back in that order.
-        group.sort_by_key(|a| a.partition);
-        let mut stored = Vec::new();
+    async fn call(&self, group: Vec<Admission>, last: bool) -> Vec<Admission> {
+        // The call's tasks share ONE stream entry, in the stream of one of their partitions
+        // (they are all on this node), whichever partitions their records and dedupe entries
+        // are in: a group spread over a node's partitions would otherwise be an entry (and a
+        // read, an acknowledgement and a delete) per partition, one or two tasks each at
+        // moderate rates. The stream is taken in turn among the group's partitions, so that
+        // the node's streams share the load. Their messages are stored first as one string,
+        // which the entry names (see `crate::entry`), so that they never pass through the
+        // script.
+        let n = self.groups.fetch_add(1, Ordering::Relaxed);
+        let stream = self.stream_of(&group, n);
+        let key = self.keys.group(stream, &format!("{:x}-{n:x}", self.name));
+        let ttl_ms = self.result_ttl.as_millis().max(1) as u64;
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(Group(&group)).arg("PX").arg(ttl_ms);
         let mut call = redis::cmd("EVALSHA");
         call.arg(self.script.get_hash())
             .arg(1)
-            .arg(self.keys.stream(group[0].partition))
+            .arg(self.keys.stream(stream))
             .arg(self.per_partition)
-            .arg(self.result_ttl.as_millis().max(1) as u64)
-            .arg(self.dedupe_ttl.as_millis().max(1) as u64);
-        for tasks in group.chunk_by(|a, b| a.partition == b.partition) {
-            let n = self.groups.fetch_add(1, Ordering::Relaxed);
-            let key = self
-                .keys
-                .group(tasks[0].partition, &format!("{:x}-{n:x}", self.name));
-            let mut set = redis::cmd("SET");
-            set.arg(&key)
-                .arg(Group(tasks))
-                .arg("PX")
-                .arg(self.result_ttl.as_millis().max(1) as u64);
-            stored.push(set);
-            call.arg(self.keys.stream(tasks[0].partition))
-                .arg(key)
-                .arg(tasks.len());
-            for a in tasks {
-                call.arg(self.keys.result(&a.task_id))
-                    .arg(
-                        a.dedupe
-                            .as_deref()
-                            .map(|h| self.keys.dedupe(h))
-                            .unwrap_or_default(),
-                    )
-                    .arg(&a.task_id)
-                    .arg(&a.pending);
-            }
+            .arg(ttl_ms)
+            .arg(self.dedupe_ttl.as_millis().max(1) as u64)
+            .arg(self.keys.stream(stream))
+            .arg(key)
+            .arg(group.len());
+        for a in &group {
+            call.arg(self.keys.result(&a.task_id))
+                .arg(
+                    a.dedupe
+                        .as_deref()
+                        .map(|h| self.keys.dedupe(h))
+                        .unwrap_or_default(),
+                )
+                .arg(&a.task_id)
+                .arg(&a.pending);
         }
         let started = std::time::Instant::now();
-        let replies = self.store_and_admit(stored, &call).await;
+        let replies = self.store_and_admit(set, &call).await;
         debug!(
             tasks = group.len(),
             took_us = started.elapsed().as_micros() as u64,
@@ -348,35 +345,31 @@ impl Writer {
         again
     }
 
-    /// Stores the groups' messages, then runs the admission script: one round trip on a
-    /// standalone Redis (one pipeline, in order), the stores first on a cluster (one
-    /// pipeline may not span slots there). A script Redis lost (a restart) is loaded again.
+    /// The partition whose stream takes a call's entry: the partitions of `group` in turn
+    /// (`n` counts the calls).
+    fn stream_of(&self, group: &[Admission], n: u64) -> usize {
+        let mut partitions: Vec<usize> = group.iter().map(|a| a.partition).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        partitions[(n % partitions.len() as u64) as usize]
+    }
+
+    /// Stores the group's messages and runs the admission script in one round trip (one
+    /// pipeline, in order: the string and the stream share a slot, so a cluster sends both
+    /// to that slot's node). A script Redis lost (a restart) is loaded again.
     async fn store_and_admit(
         &self,
-        stored: Vec<redis::Cmd>,
+        set: redis::Cmd,
         call: &redis::Cmd,
     ) -> redis::RedisResult<Vec<Value>> {
         let mut conn = self.conn.clone();
-        let first = if self.cluster {
-            let writes = stored.iter().map(|set| {
-                let mut conn = self.conn.clone();
-                async move { bounded(self.op_timeout, set.exec_async(&mut conn)).await }
-            });
-            for written in futures_util::future::join_all(writes).await {
-                written?;
-            }
-            bounded(self.op_timeout, call.query_async(&mut conn)).await
-        } else {
-            // The stores carry the tasks' messages: moved, not copied, into the pipeline.
-            let mut pipe = redis::pipe();
-            for set in stored {
-                pipe.add_command(set).ignore();
-            }
-            pipe.add_command(call.clone());
-            let replies: redis::RedisResult<(Vec<Value>,)> =
-                bounded(self.op_timeout, pipe.query_async(&mut conn)).await;
-            replies.map(|(r,)| r)
-        };
+        // The store carries the tasks' messages: moved, not copied, into the pipeline.
+        let mut pipe = redis::pipe();
+        pipe.add_command(set).ignore();
+        pipe.add_command(call.clone());
+        let replies: redis::RedisResult<(Vec<Value>,)> =
+            bounded(self.op_timeout, pipe.query_async(&mut conn)).await;
+        let first = replies.map(|(r,)| r);
         unless_script_lost(first, &mut conn, &self.script, call, self.op_timeout).await
     }
 

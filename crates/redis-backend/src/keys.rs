@@ -20,8 +20,9 @@
 //!
 //! A task's partition is read from its id (its first byte), so any process can find a result
 //! key from the id alone; with dedupe on, that byte is the input hash's, which puts the task's
-//! stream entry, result and dedupe entry on one slot. A zone's streams carry the same hash
-//! tags, so a zone changes no slot.
+//! result and dedupe entry on one slot. Its stream entry is on the same node, in the stream of
+//! one of that node's partitions (`crate::intake`). A zone's streams carry the same hash tags,
+//! so a zone changes no slot.
 
 use batchgate_protocol::zone::Zone;
 

@@ -7,9 +7,10 @@
 //! - the dedupe cache: SHA-256 of the input → task id, set-if-absent with a TTL, claimed in the
 //!   same script that records and enqueues the task.
 //!
-//! Every key is hash-tagged with its partition (`{p03}`), so a partition's stream and its
-//! tasks' results live on one cluster slot and may share a pipeline; partition tags are chosen
-//! so that partitions spread evenly over the slot space, hence over the masters.
+//! Every key is hash-tagged with its partition (`{p03}`), so a task's result and dedupe entry
+//! live on one cluster slot, and its stream entry on the same node (admission puts a call's
+//! tasks in one entry of one of that node's streams); partition tags are chosen so that
+//! partitions spread evenly over the slot space, hence over the masters.
 //!
 //! Layout:
 //! - [`keys`]: every key and channel name, in one place.

@@ -4,8 +4,11 @@
 //! (`crate::topology`). On a cluster the call is the settle script; on a standalone Redis it
 //! is a transaction in which plain commands write the successes whose record heads the
 //! batcher knows (nearly all of them) and the script the rest and the acknowledgement (see
-//! [`Settler::transaction`]). The batcher settles its batches with it, the claimer its dead
-//! letters, and the result store any completion handed to it.
+//! [`Settler::transaction`]). Where a slot moved since admission and parted an entry from
+//! some of its tasks' records (or the entry of a task is not known here), the results are
+//! written first and the entries acknowledged in a second step, once all are written. The
+//! batcher settles its batches with it, the claimer its dead letters, and the result store
+//! any completion handed to it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -16,7 +19,7 @@ use redis::{RedisResult, Script, Value};
 use tracing::warn;
 
 use crate::conn::{bounded, unless_script_lost, RedisConn};
-use crate::entry::Heads;
+use crate::entry::{Heads, Held};
 use crate::keys::{Keys, GROUP};
 use crate::leases::Ack;
 use crate::notify::pack_notices;
@@ -49,7 +52,8 @@ pub(crate) struct Settler {
 /// One script call's share of the work.
 #[derive(Default)]
 struct Group<'a> {
-    completions: Vec<(usize, &'a Completion)>,
+    /// Per result: its record's partition, the completion, its record's head if known here.
+    completions: Vec<(usize, &'a Completion, Option<String>)>,
     /// Per partition: the entry ids, the tasks they held, their groups' messages.
     acks: BTreeMap<usize, (Vec<&'a str>, usize, Vec<&'a str>)>,
 }
@@ -59,11 +63,22 @@ impl Group<'_> {
     fn partition(&self) -> Option<usize> {
         self.completions
             .first()
-            .map(|(p, _)| *p)
+            .map(|(p, _, _)| *p)
             .or_else(|| self.acks.keys().next().copied())
     }
 }
 
+/// Whether a settle must write its results before, and apart from, its acknowledgements:
+/// when some result's record is not on the node of the stream entry its task came from (a
+/// slot moved since the admission put them together), or that entry is not known here. The
+/// calls of one step run together, each atomic on its node; an entry acknowledged in the
+/// same call as its tasks' results needs them on its node.
+fn results_first(record_nodes: &[usize], streams: &[Option<usize>]) -> bool {
+    record_nodes
+        .iter()
+        .zip(streams)
+        .any(|(record, stream)| *stream != Some(*record))
+}
 impl Settler {
     pub(crate) fn new(
         conn: RedisConn,
@@ -96,7 +111,9 @@ impl Settler {
 
     /// Stores `completions` and acknowledges the entries `acks` names; returns how many
     /// results were written (a result already final is left as it is). On an error, the
-    /// calls that did not happen leave their entries pending, to be delivered again.
+    /// calls that did not happen leave their entries pending, to be delivered again; an
+    /// entry is never acknowledged by a call that ran while its tasks' results were not
+    /// written.
     pub(crate) async fn settle(
         &self,
         completions: &[Completion],
@@ -106,22 +123,52 @@ impl Settler {
             .iter()
             .filter(|r| r.partition < self.keys.partitions())
             .collect();
+        let held: Vec<Option<Held>> = completions
+            .iter()
+            .map(|c| self.heads.take(&c.task_id))
+            .collect();
         let completed: Vec<usize> = completions
             .iter()
             .map(|c| self.keys.partition_of(&c.task_id))
             .collect();
+        let came_from: Vec<usize> = held.iter().flatten().map(|h| h.stream).collect();
         let partitions: Vec<usize> = completed
             .iter()
             .copied()
             .chain(receipts.iter().map(|r| r.partition))
+            .chain(came_from.iter().copied())
             .collect();
         let nodes = self.topology.nodes(&partitions).await;
-        let mut groups: BTreeMap<usize, Group<'_>> = BTreeMap::new();
-        for ((c, p), node) in completions.iter().zip(&completed).zip(&nodes) {
-            groups.entry(*node).or_default().completions.push((*p, c));
+        let (record_nodes, rest) = nodes.split_at(completed.len());
+        let (ack_nodes, stream_nodes) = rest.split_at(receipts.len());
+        let mut stream_nodes = stream_nodes.iter();
+        let streams: Vec<Option<usize>> = held
+            .iter()
+            .map(|h| h.as_ref().and_then(|_| stream_nodes.next().copied()))
+            .collect();
+        let mut results: BTreeMap<usize, Group<'_>> = BTreeMap::new();
+        for (((c, p), node), h) in completions
+            .iter()
+            .zip(&completed)
+            .zip(record_nodes)
+            .zip(held)
+        {
+            let head = h.map(|h| h.head);
+            results
+                .entry(*node)
+                .or_default()
+                .completions
+                .push((*p, c, head));
         }
-        for (r, node) in receipts.iter().zip(&nodes[completed.len()..]) {
-            let (ids, tasks, messages) = groups
+        let apart = self.cluster && !receipts.is_empty() && results_first(record_nodes, &streams);
+        let mut acknowledged: BTreeMap<usize, Group<'_>> = BTreeMap::new();
+        let ack_groups = if apart {
+            &mut acknowledged
+        } else {
+            &mut results
+        };
+        for (r, node) in receipts.iter().zip(ack_nodes) {
+            let (ids, tasks, messages) = ack_groups
                 .entry(*node)
                 .or_default()
                 .acks
@@ -131,6 +178,14 @@ impl Settler {
             *tasks += r.tasks;
             messages.extend(r.group.as_deref());
         }
+        let written = self.run(results).await?;
+        // Apart: the acknowledgements once every result is written.
+        self.run(acknowledged).await?;
+        Ok(written)
+    }
+
+    /// Runs one call per group, together; fails if any failed.
+    async fn run(&self, groups: BTreeMap<usize, Group<'_>>) -> RedisResult<usize> {
         let calls = groups.into_values().map(|group| self.call(group));
         let mut written = 0;
         let mut failed = None;
@@ -158,9 +213,8 @@ impl Settler {
         };
         let mut fast = Vec::new();
         let mut slow = Vec::new();
-        for (_, c) in &group.completions {
+        for (_, c, head) in group.completions {
             // The final record whole when its head is known here, else status and tail.
-            let head = self.heads.take(&c.task_id);
             match (&c.outcome, head) {
                 // A transaction needs the keys of one slot; a cluster spreads partitions
                 // over slots, so it runs the script alone.
@@ -174,7 +228,7 @@ impl Settler {
                     ),
                     gateway: c.reply_to.as_deref().unwrap_or_default(),
                 }),
-                (_, head) => slow.push((*c, head)),
+                (_, head) => slow.push((c, head)),
             }
         }
         let script = self.script_call(routing, &slow, &group.acks);
@@ -391,4 +445,20 @@ fn by_gateway<'a>(
 
 fn unexpected(why: String) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Client, "settle", why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::results_first;
+
+    #[test]
+    fn results_go_first_when_an_entry_is_not_on_its_records_node() {
+        // Every task's entry on its record's node: one step.
+        assert!(!results_first(&[0, 1, 2], &[Some(0), Some(1), Some(2)]));
+        assert!(!results_first(&[], &[]));
+        // A record whose slot moved to node 1 while its entry stayed on node 0.
+        assert!(results_first(&[0, 1], &[Some(0), Some(0)]));
+        // An entry not known here.
+        assert!(results_first(&[0], &[None]));
+    }
 }

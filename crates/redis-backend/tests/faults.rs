@@ -711,7 +711,7 @@ async fn one_call_per_node_admits_and_settles(infra: Infra) {
     let store = infra.store(Duration::from_secs(60)).await;
     let ids = |round: &str| -> Vec<String> {
         (0..32u32)
-            .map(|i| format!("{:02x}-{round}", i % 16))
+            .map(|i| format!("{:02x}-{round}-{i}", i % 16))
             .collect()
     };
     let admit_all = |ids: Vec<String>| {
@@ -791,6 +791,90 @@ fn cluster_masters(node: &RedisServer) -> Vec<(String, Vec<(u16, u16)>)> {
         .collect()
 }
 
+/// Whether `ranges` hold `slot`.
+fn owns(ranges: &[(u16, u16)], slot: u16) -> bool {
+    ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&slot))
+}
+
+/// Moves `slot` to another master as a resharding does: importing and migrating, its keys
+/// moved with `MIGRATE`, then the new owner first (it takes a new config epoch), the old one,
+/// then the rest; returns once every node agrees. Returns the ids of the old and new owners.
+async fn move_slot(cluster: &RedisCluster, slot: u16) -> (String, String) {
+    let masters = cluster_masters(&cluster.nodes[0]);
+    let (source, _) = masters
+        .iter()
+        .find(|(_, r)| owns(r, slot))
+        .expect("the slot's master")
+        .clone();
+    let (target, _) = masters
+        .iter()
+        .find(|(id, _)| *id != source)
+        .expect("another master")
+        .clone();
+    let id_of = |n: &RedisServer| {
+        n.cli(&["CLUSTER", "MYID"])
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let mut order: Vec<&RedisServer> = cluster.nodes.iter().collect();
+    order.sort_by_key(|n| {
+        let id = id_of(n);
+        if id == target {
+            0
+        } else if id == source {
+            1
+        } else {
+            2
+        }
+    });
+    let slot_arg = slot.to_string();
+    order[0].cli(&["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &source]);
+    order[1].cli(&["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &target]);
+    let keys = order[1]
+        .cli(&["CLUSTER", "GETKEYSINSLOT", &slot_arg, "1000"])
+        .unwrap_or_default();
+    let keys: Vec<&str> = keys
+        .lines()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .collect();
+    if !keys.is_empty() {
+        let url = order[0].url();
+        let port = url.rsplit(':').next().expect("a port").to_owned();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().copied());
+        let migrated = order[1].cli(&args).unwrap_or_default();
+        assert!(migrated.contains("OK"), "MIGRATE answered {migrated:?}");
+    }
+    for (i, node) in order.into_iter().enumerate() {
+        node.cli(&["CLUSTER", "SETSLOT", &slot_arg, "NODE", &target]);
+        if i == 0 {
+            // Its claim must win over the old owner's in the gossip.
+            node.cli(&["CLUSTER", "BUMPEPOCH"]);
+        }
+    }
+    // Until every node agrees (gossip), as a resharding tool waits.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster.nodes.iter().all(|n| {
+        cluster_masters(n)
+            .iter()
+            .any(|(id, r)| *id == target && owns(r, slot))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never agreed on the move of slot {slot} from {source} to {target}: {:?}",
+            cluster
+                .nodes
+                .iter()
+                .map(|n| n.cli(&["CLUSTER", "NODES"]))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (source, target)
+}
+
 // A partition's slot moves to another master while an intake still holds the old map: the
 // tasks of the group that met a key of another node are written again by the new map, and
 // none is refused; the next settle finds the results' new node too.
@@ -810,71 +894,14 @@ async fn a_slot_that_moved_refuses_no_admission(infra: Infra) {
     let moved = 5;
     let slot = infra.keys.partition_slot(moved);
     let masters = cluster_masters(&cluster.nodes[0]);
-    let owns =
-        |ranges: &[(u16, u16)], s: u16| ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s));
-    let (source, _) = masters
-        .iter()
-        .find(|(_, r)| owns(r, slot))
-        .expect("the slot's master");
-    let (target, _) = masters
-        .iter()
-        .find(|(id, _)| id != source)
-        .expect("another master");
-    // As a resharding does it (the slot holds no key yet, so there is nothing to migrate):
-    // importing and migrating, then the new owner first (it takes a new config epoch), the old
-    // one, then the rest.
-    let id_of = |n: &RedisServer| {
-        n.cli(&["CLUSTER", "MYID"])
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    let mut order: Vec<&RedisServer> = cluster.nodes.iter().collect();
-    order.sort_by_key(|n| {
-        let id = id_of(n);
-        if &id == target {
-            0
-        } else if &id == source {
-            1
-        } else {
-            2
-        }
-    });
-    let slot_arg = slot.to_string();
-    order[0].cli(&["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", source]);
-    order[1].cli(&["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", target]);
-    for (i, node) in order.into_iter().enumerate() {
-        node.cli(&["CLUSTER", "SETSLOT", &slot_arg, "NODE", target]);
-        if i == 0 {
-            // Its claim must win over the old owner's in the gossip.
-            node.cli(&["CLUSTER", "BUMPEPOCH"]);
-        }
-    }
-    // Until every node agrees (gossip), as a resharding tool waits.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cluster.nodes.iter().all(|n| {
-        cluster_masters(n)
-            .iter()
-            .any(|(id, r)| id == target && owns(r, slot))
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the cluster never agreed on the move of slot {slot} from {source} to {target}: {:?}",
-            cluster
-                .nodes
-                .iter()
-                .map(|n| n.cli(&["CLUSTER", "NODES"]))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (source, _) = move_slot(cluster, slot).await;
     // Tasks of the moved partition and of the partitions still on its old master, in one group.
     let stay: Vec<usize> = (0..infra.keys.partitions())
         .filter(|&p| {
             p != moved
                 && masters
                     .iter()
-                    .any(|(id, r)| id == source && owns(r, infra.keys.partition_slot(p)))
+                    .any(|(id, r)| *id == source && owns(r, infra.keys.partition_slot(p)))
         })
         .collect();
     assert!(!stay.is_empty());
@@ -919,4 +946,100 @@ async fn a_slot_that_moved_refuses_no_admission(infra: Infra) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_that_moved_refuses_no_admission_on_a_cluster() {
     a_slot_that_moved_refuses_no_admission(Infra::cluster().await).await;
+}
+
+// One admission call puts the tasks of several partitions of a node in one stream entry.
+// When the slot of one of their records moves to another master before the settle, the
+// results are written before, and apart from, the acknowledgement: a result the new owner
+// refuses leaves the entry pending, to be delivered again, never acknowledged without it.
+async fn an_entry_waits_for_its_results_on_a_moved_slot(infra: Infra) {
+    let Servers::Cluster(cluster) = &infra.servers else {
+        unreachable!("cluster only");
+    };
+    let intake = infra.intake().await;
+    let q = infra.queue("apart", |_| {}).await;
+    let store = infra.store(Duration::from_secs(60)).await;
+    // Two partitions of one master.
+    let masters = cluster_masters(&cluster.nodes[0]);
+    let master_of = |p: usize| {
+        let slot = infra.keys.partition_slot(p);
+        masters.iter().position(|(_, r)| owns(r, slot))
+    };
+    let p1 = 0;
+    let p2 = (1..infra.keys.partitions())
+        .find(|&p| master_of(p) == master_of(p1))
+        .expect("two partitions on one master");
+    // Admitted together: one call, hence one entry.
+    let ids: Vec<String> = (0..16)
+        .map(|i| format!("{:02x}-apart-{i}", if i % 2 == 0 { p1 } else { p2 }))
+        .collect();
+    let admits = ids.iter().map(|id| {
+        let intake = intake.clone();
+        let t = task(id, None);
+        async move { intake.admit(&t, 1, None).await }
+    });
+    for (id, admitted) in ids.iter().zip(futures_util::future::join_all(admits).await) {
+        assert!(
+            matches!(admitted, Ok(Admitted::Enqueued { .. })),
+            "{id}: {admitted:?}"
+        );
+    }
+    let got = read_n(&q, ids.len(), Duration::from_secs(10)).await;
+    assert_eq!(got.len(), ids.len());
+    let crossing = got
+        .iter()
+        .find(|d| d.receipt.partition != infra.keys.partition_of(&d.task.task_id))
+        .expect("an entry holding tasks of two partitions");
+    let mut entries: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+    entries.sort_by(|a, b| (a.partition, &a.entry_id).cmp(&(b.partition, &b.entry_id)));
+    entries.dedup();
+    // Its record's slot moves, record and all, to a master that then refuses writes (it has
+    // one replica; two are asked for).
+    let record_slot = infra
+        .keys
+        .partition_slot(infra.keys.partition_of(&crossing.task.task_id));
+    let (_, target) = move_slot(cluster, record_slot).await;
+    let new_owner = cluster
+        .nodes
+        .iter()
+        .find(|n| n.cli(&["CLUSTER", "MYID"]).unwrap_or_default().trim() == target)
+        .expect("the new owner");
+    new_owner.cli(&["CONFIG", "SET", "min-replicas-to-write", "2"]);
+    let completions: Vec<Completion> = got
+        .iter()
+        .map(|d| done(&d.task.task_id, Outcome::Success("o".into()), None))
+        .collect();
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+    let settled = q.settle(&store, completions.clone(), &receipts).await;
+    assert!(
+        settled.is_err(),
+        "a settle whose result was refused succeeded"
+    );
+    assert_eq!(
+        stream_totals(&infra).await.1,
+        entries.len(),
+        "an entry was acknowledged while a result of it was not written"
+    );
+    let moved = store
+        .get(&crossing.task.task_id)
+        .await
+        .expect("get")
+        .expect("pending");
+    assert_eq!(moved.status, TaskStatus::Pending);
+    // Once the node takes writes again, the results are written; the entries, given up by
+    // the failed settle, stay pending for a claimer, which runs them again.
+    new_owner.cli(&["CONFIG", "SET", "min-replicas-to-write", "0"]);
+    q.settle(&store, completions, &receipts)
+        .await
+        .expect("settled once the node takes writes");
+    for id in &ids {
+        let r = store.get(id).await.expect("get").expect("stored");
+        assert_eq!(r.status, TaskStatus::Success, "{id}");
+    }
+    assert_eq!(stream_totals(&infra).await.1, entries.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_waits_for_its_results_on_a_moved_slot_on_a_cluster() {
+    an_entry_waits_for_its_results_on_a_moved_slot(Infra::cluster().await).await;
 }

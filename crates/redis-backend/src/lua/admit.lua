@@ -1,18 +1,19 @@
 -- Admits a gathered group of tasks in one call. Each task is handled on its own (a failure
--- answers for that task only): dedupe claim, capacity, pending record. The tasks of one
--- partition then share ONE stream entry, so a group costs one XADD and one entry to read,
--- acknowledge and delete, not one per task. The entry names (field `b`) the string the
+-- answers for that task only): dedupe claim, capacity, pending record. The tasks given for
+-- one stream then share ONE stream entry, so a group costs one XADD and one entry to read,
+-- acknowledge and delete, not one per task (the gateway gives all of a call's tasks for one
+-- stream of the node, whatever their partitions). The entry names (field `b`) the string the
 -- caller stored just before with the group's messages, framed by their 4-byte big-endian
 -- lengths; field `n` says how many, field `s` the positions, from 0, of those not admitted,
 -- which readers skip. The messages never pass through this script: Lua hashes every byte of
 -- every string it is given, and 2 KB per task cost more than all the commands. The
 -- partition's task count (`<stream>:n`) bounds the queue, counted in tasks.
 -- One call serves every partition of one node (see topology.rs): KEYS[1], a key of one of
--- them, routes it; the keys of the tasks come as arguments (a task's keys share its
--- partition's slot). A key another node serves fails its tasks alone. Records are single
+-- them, routes it; the keys of the tasks come as arguments (a task's record and dedupe entry
+-- share its partition's slot; its stream may be another partition's on the node). A key another node serves fails its tasks alone. Records are single
 -- strings (see record.rs).
 -- ARGV[1] capacity of one partition (tasks); ARGV[2] record TTL (ms); ARGV[3] dedupe TTL
--- (ms); then per partition: its stream, the key of its tasks' messages, their number k,
+-- (ms); then per stream: its key, the key of its tasks' messages, their number k,
 -- then four per task: its record, the dedupe entry of its input ('' for none), its id, its
 -- pending record.
 -- Returns one string per task, in the order given: 'o' (admitted), 'd' followed by the
