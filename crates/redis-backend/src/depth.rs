@@ -28,12 +28,17 @@ async fn size(
     let mut conn = conn.clone();
     let (entries, count): (usize, Option<usize>) =
         bounded(op_timeout, pipe.query_async(&mut conn)).await?;
-    let tasks = if entries == 0 {
+    Ok((entries, tasks(entries, count)))
+}
+
+/// Tasks in a stream of `entries` entries whose count says `count`: an empty stream holds
+/// none whatever its count says, and no fewer than one per entry.
+fn tasks(entries: usize, count: Option<usize>) -> usize {
+    if entries == 0 {
         0
     } else {
         count.unwrap_or(entries).max(entries)
-    };
-    Ok((entries, tasks))
+    }
 }
 
 /// Tasks in each partition's stream.
@@ -62,18 +67,21 @@ pub(crate) async fn backlog(
     op_timeout: Duration,
 ) -> redis::RedisResult<Option<Backlog>> {
     let infos = (0..keys.partitions()).map(|p| {
+        // One round trip per partition (its keys share a slot).
         let stream = keys.stream(p);
+        let mut pipe = redis::pipe();
+        pipe.cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .cmd("XLEN")
+            .arg(&stream)
+            .cmd("GET")
+            .arg(keys.task_count(p));
         let mut conn = conn.clone();
         async move {
-            let groups = bounded(
-                op_timeout,
-                redis::cmd("XINFO")
-                    .arg("GROUPS")
-                    .arg(&stream)
-                    .query_async::<Vec<HashMap<String, Value>>>(&mut conn),
-            )
-            .await?;
-            Ok::<_, redis::RedisError>((groups, size(&conn, keys, op_timeout, p).await?))
+            let (groups, entries, count): (Vec<HashMap<String, Value>>, usize, Option<usize>) =
+                bounded(op_timeout, pipe.query_async(&mut conn)).await?;
+            Ok::<_, redis::RedisError>((groups, (entries, tasks(entries, count))))
         }
     });
     let mut total = Backlog {
