@@ -146,6 +146,20 @@ impl PlainStrVisitor<'_> {
     }
 }
 
+/// The longest field [`PlainStrVisitor`] joins before writing it.
+const JOINED_MAX: usize = 128;
+
+/// `parts` one after the other in `buffer`, if they fit.
+fn join_into<'b>(buffer: &'b mut [u8], parts: &[&str]) -> Option<&'b str> {
+    let mut len = 0;
+    for part in parts {
+        let end = len + part.len();
+        buffer.get_mut(len..end)?.copy_from_slice(part.as_bytes());
+        len = end;
+    }
+    std::str::from_utf8(&buffer[..len]).ok()
+}
+
 /// Whether `{:?}` writes `value` as itself between quotes.
 fn needs_no_escape(value: &str) -> bool {
     value
@@ -170,9 +184,16 @@ impl Visit for PlainStrVisitor<'_> {
         } else {
             " "
         };
-        self.result = [space, name, "=\"", value, "\""]
-            .into_iter()
-            .try_for_each(|part| self.writer.write_str(part));
+        let parts = [space, name, "=\"", value, "\""];
+        // In one write when it is short (every id): the span's fields are a `String` that
+        // would otherwise grow, and be copied, at nearly every part.
+        let mut joined = [0u8; JOINED_MAX];
+        self.result = match join_into(&mut joined, &parts) {
+            Some(field) => self.writer.write_str(field),
+            None => parts
+                .into_iter()
+                .try_for_each(|part| self.writer.write_str(part)),
+        };
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -251,6 +272,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn parts_are_joined_when_they_fit() {
+        let mut buffer = [0u8; 8];
+        assert_eq!(
+            join_into(&mut buffer, &["a", "=\"", "bc", "\""]),
+            Some("a=\"bc\"")
+        );
+        assert_eq!(join_into(&mut buffer, &["", "", ""]), Some(""));
+        assert_eq!(join_into(&mut buffer, &["abcd", "efgh"]), Some("abcdefgh"));
+        assert_eq!(join_into(&mut buffer, &["abcd", "efghi"]), None);
+    }
+
     /// A log written to memory.
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -311,6 +344,8 @@ mod tests {
                 );
                 tracing::info!(shown = ?vec![1, 2], displayed = %"x y", empty = "", "kinds");
                 tracing::info!(message = "only a message field");
+                // Longer than the visitor joins in one write.
+                tracing::info!(long = "0123456789abcdef".repeat(9).as_str(), "long");
             });
             let inner = tracing::info_span!("outer", first = "one");
             inner.in_scope(|| {
@@ -330,7 +365,7 @@ mod tests {
             let theirs = log_with(DefaultFields::new(), ansi);
             // Without colours the ids take the plain path (with them, tracing's).
             assert_eq!(ours.contains("request_id=\"abc-1\""), !ansi, "{ours}");
-            assert_eq!(ours.lines().count(), 8, "{ours}");
+            assert_eq!(ours.lines().count(), 9, "{ours}");
             assert_eq!(ours, theirs, "ansi: {ansi}");
         }
     }

@@ -64,6 +64,18 @@ async fn a_forged_request_id_cannot_add_a_field_to_a_log_line() {
         "a plain id is logged, quoted:\n{}",
         lines.join("\n")
     );
+    // The answer's debug line (logged here: the filter lets debug through) has its latency.
+    let answered = lines
+        .iter()
+        .find(|l| l.contains("plain-id-42") && l.contains("answered"))
+        .unwrap_or_else(|| panic!("no answered line:\n{}", lines.join("\n")));
+    let latency_ms: f64 = answered
+        .split("latency_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no latency in {answered}"));
+    assert!(latency_ms > 0.0, "{answered}");
     for line in &lines {
         assert!(!line.contains("FORGED"), "forged text in the log: {line}");
         assert!(line.len() < 8192, "a {}-byte log line", line.len());

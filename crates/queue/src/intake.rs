@@ -24,6 +24,24 @@ pub enum Admitted {
     Duplicate(String),
 }
 
+/// How an admission by [`Intake::admit_owned`] went: as [`Admitted`] says, with the task
+/// handed back when nothing was queued.
+#[derive(Debug)]
+pub enum AdmittedOwned {
+    /// The task is recorded and queued.
+    Enqueued {
+        /// The dedupe cache failed and was skipped (the task runs undeduplicated).
+        dedupe_bypassed: bool,
+    },
+    /// An identical input already has a task (`existing`); this one was not queued.
+    Duplicate {
+        /// The task that runs the same input.
+        existing: String,
+        /// The task given, to be admitted again if need be.
+        task: Task,
+    },
+}
+
 /// Why a task was not admitted.
 #[derive(Debug, thiserror::Error)]
 pub enum AdmitError {
@@ -47,6 +65,20 @@ pub trait Intake: Send + Sync + 'static {
         created_at: u64,
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError>;
+
+    /// [`Intake::admit`], given the task: a backend that keeps tasks as they are (in
+    /// process) queues this one without a copy.
+    async fn admit_owned(
+        &self,
+        task: Task,
+        created_at: u64,
+        input_sha256: Option<&str>,
+    ) -> Result<AdmittedOwned, AdmitError> {
+        Ok(match self.admit(&task, created_at, input_sha256).await? {
+            Admitted::Enqueued { dedupe_bypassed } => AdmittedOwned::Enqueued { dedupe_bypassed },
+            Admitted::Duplicate(existing) => AdmittedOwned::Duplicate { existing, task },
+        })
+    }
 }
 
 /// The three steps, one call each: for backends where a call is cheap (in-process).
@@ -76,6 +108,25 @@ impl Intake for Steps {
         created_at: u64,
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError> {
+        Ok(
+            match self
+                .admit_owned(task.clone(), created_at, input_sha256)
+                .await?
+            {
+                AdmittedOwned::Enqueued { dedupe_bypassed } => {
+                    Admitted::Enqueued { dedupe_bypassed }
+                }
+                AdmittedOwned::Duplicate { existing, .. } => Admitted::Duplicate(existing),
+            },
+        )
+    }
+
+    async fn admit_owned(
+        &self,
+        task: Task,
+        created_at: u64,
+        input_sha256: Option<&str>,
+    ) -> Result<AdmittedOwned, AdmitError> {
         // The record comes first, so that whoever finds this task through the dedupe cache
         // can already read (and wait on) it.
         self.results
@@ -87,7 +138,7 @@ impl Intake for Steps {
             match dedupe.claim(hash, &task.task_id).await {
                 Ok(Some(existing)) => {
                     self.forget(&task.task_id).await;
-                    return Ok(Admitted::Duplicate(existing));
+                    return Ok(AdmittedOwned::Duplicate { existing, task });
                 }
                 Ok(None) => claimed = Some((dedupe, hash)),
                 Err(error) => {
@@ -97,17 +148,113 @@ impl Intake for Steps {
                 }
             }
         }
-        let task_id = &task.task_id;
-        if let Err(error) = self.queue.enqueue(task.clone()).await {
+        // The queue takes the task; its id is kept to undo a refusal (a copy of 36 bytes
+        // rather than of the task and its input).
+        let task_id = task.task_id.clone();
+        if let Err(error) = self.queue.enqueue(task).await {
             // Never leave a record, or a dedupe entry, for a task that will not run.
-            self.forget(task_id).await;
+            self.forget(&task_id).await;
             if let Some((dedupe, hash)) = claimed {
-                if let Err(e) = dedupe.release(hash, task_id).await {
+                if let Err(e) = dedupe.release(hash, &task_id).await {
                     tracing::warn!(error = %e, "could not release the dedupe entry of a refused task");
                 }
             }
             return Err(error.into());
         }
-        Ok(Admitted::Enqueued { dedupe_bypassed })
+        Ok(AdmittedOwned::Enqueued { dedupe_bypassed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use batchgate_store::memory::{MemoryDedupe, MemoryResultStore};
+
+    use super::*;
+    use crate::memory::MemoryQueue;
+
+    fn task(task_id: &str) -> Task {
+        Task {
+            task_id: task_id.into(),
+            input: "the input".into(),
+            enqueued_at: SystemTime::UNIX_EPOCH,
+            reply_to: Some("gw".into()),
+            deadline: None,
+            owner: Some("alice".into()),
+            trace_parent: None,
+            zone: None,
+        }
+    }
+
+    fn in_memory(capacity: usize) -> (Steps, Arc<dyn Queue>, Arc<dyn ResultStore>) {
+        let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(1, capacity));
+        let results: Arc<dyn ResultStore> =
+            Arc::new(MemoryResultStore::new(100, Duration::from_secs(60)));
+        let dedupe = Arc::new(MemoryDedupe::new(Duration::from_secs(60), 100));
+        let steps = Steps {
+            queue: queue.clone(),
+            results: results.clone(),
+            dedupe: Some(dedupe),
+        };
+        (steps, queue, results)
+    }
+
+    /// The task given is the task queued; a duplicate hands it back, queues nothing and
+    /// leaves no record; a refused one leaves no record either.
+    #[tokio::test]
+    async fn a_task_given_is_queued_as_it_is_or_handed_back() {
+        let (steps, queue, results) = in_memory(2);
+        let first = steps
+            .admit_owned(task("t-1"), 5, Some("hash-a"))
+            .await
+            .expect("admitted");
+        assert!(matches!(
+            first,
+            AdmittedOwned::Enqueued {
+                dedupe_bypassed: false
+            }
+        ));
+        let queued = queue.read(10, Duration::ZERO).await.expect("read");
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].task, task("t-1"));
+        assert!(results.get("t-1").await.expect("get").is_some());
+
+        match steps
+            .admit_owned(task("t-2"), 6, Some("hash-a"))
+            .await
+            .expect("admitted")
+        {
+            AdmittedOwned::Duplicate {
+                existing,
+                task: back,
+            } => {
+                assert_eq!(existing, "t-1");
+                assert_eq!(back, task("t-2"));
+            }
+            other => panic!("not a duplicate: {other:?}"),
+        }
+        assert!(results.get("t-2").await.expect("get").is_none());
+        assert!(queue
+            .read(10, Duration::ZERO)
+            .await
+            .expect("read")
+            .is_empty());
+
+        // The by-reference admission says the same.
+        assert_eq!(
+            steps
+                .admit(&task("t-3"), 7, Some("hash-a"))
+                .await
+                .expect("admitted"),
+            Admitted::Duplicate("t-1".into())
+        );
+
+        let (full, _, full_results) = in_memory(0);
+        assert!(full
+            .admit_owned(task("t-4"), 8, Some("hash-b"))
+            .await
+            .is_err());
+        assert!(full_results.get("t-4").await.expect("get").is_none());
     }
 }

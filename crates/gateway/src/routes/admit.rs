@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_protocol::{owner_input_sha256_hex, sha256_hex, Output};
-use batchgate_queue::Admitted;
+use batchgate_queue::AdmittedOwned;
 use batchgate_store::{Expectation, TaskRecord};
 use futures_util::future::join_all;
 use tracing::{Instrument, Span};
@@ -149,17 +149,17 @@ pub(crate) async fn admit(
     let admit_error = |e| ApiError::from_admit(&e, retry_after_secs);
     let intake = state.intake_of(model);
     let admitted = intake
-        .admit(&task, created_at, input_sha256.as_deref())
+        .admit_owned(task, created_at, input_sha256.as_deref())
         .instrument(enqueue_span.clone())
         .await
         .map_err(admit_error)?;
     match admitted {
-        Admitted::Enqueued { dedupe_bypassed } => {
+        AdmittedOwned::Enqueued { dedupe_bypassed } => {
             if dedupe_bypassed {
                 state.metrics.dedupe_bypassed.inc();
             }
         }
-        Admitted::Duplicate(existing) => {
+        AdmittedOwned::Duplicate { existing, task } => {
             let record = state
                 .results_of(model)
                 .get(&existing)
@@ -183,7 +183,7 @@ pub(crate) async fn admit(
             // task that failed or expired) and this read, or belongs to someone this caller
             // may not see: run this one on its own.
             intake
-                .admit(&task, created_at, None)
+                .admit_owned(task, created_at, None)
                 .instrument(enqueue_span)
                 .await
                 .map_err(admit_error)?;

@@ -19,7 +19,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -86,10 +86,11 @@ where
     let request_id = request_id::ensure(request.headers_mut());
     let door = shape::door_of(request.uri().path());
     let span = span::request_span(&request, request_id.as_ref());
-    let started = Instant::now();
-    let mut response = route_guarded(&state, inner, request)
-        .instrument(span.clone())
-        .await;
+    // The answer's latency is only in its debug line: no clock read when that is off.
+    let started = span::answer_logged().then(Instant::now);
+    // The span is read back from the instrumented future: no clone of it to count and drop.
+    let mut routed = pin!(route_guarded(&state, inner, request).instrument(span));
+    let mut response = routed.as_mut().await;
     let status = response.status();
     // A handler's own JSON answer (`/readyz`'s 503 says why it is not ready) is kept.
     if (status.is_client_error() || status.is_server_error())
@@ -122,7 +123,7 @@ where
     if let Some(request_id) = request_id {
         headers.entry(request_id::HEADER).or_insert(request_id);
     }
-    span::record_response(&response, started.elapsed(), &span);
+    span::record_response(&response, started, routed.span());
     response
 }
 

@@ -35,6 +35,7 @@ use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use tower::ServiceBuilder;
 
 use crate::error::ApiError;
 use crate::metrics::route;
@@ -71,8 +72,14 @@ pub fn router(state: AppState) -> Router {
         .route(route::V2_INFER, post(kserve::infer))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(front::FrontLayer(state.clone()));
+        // One layer of the router, the body limit inside the front service: each layer of a
+        // router wraps every route in a boxed service of its own, which every request clones
+        // (an allocation, and a boxed future) to call.
+        .layer(
+            ServiceBuilder::new()
+                .layer(front::FrontLayer(state.clone()))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        );
     // After the layer, so that gRPC calls pass their own front service instead.
     kserve_grpc::add_routes(router, &state).with_state(state)
 }

@@ -3,11 +3,12 @@
 //! so a client cannot put text of its choosing — spaces, `=`, quotes, newlines, 60 KB — into
 //! log lines or echoed headers.
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use uuid::Uuid;
 
-/// The request id header.
-pub(crate) const HEADER: &str = "x-request-id";
+/// The request id header. A `HeaderName` made once: given as a `&str`, the name would be
+/// checked, and copied into a new `HeaderName`, at each use (three a request).
+pub(crate) const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest client request id kept.
 pub(crate) const MAX_LEN: usize = 128;
 
@@ -25,7 +26,7 @@ pub(crate) fn acceptable(id: &[u8]) -> bool {
 /// answer; `None` only if it could not be made a header value, which a UUID always can.
 pub(super) fn ensure(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let kept = {
-        let mut ids = headers.get_all(HEADER).iter();
+        let mut ids = headers.get_all(&HEADER).iter();
         match (ids.next(), ids.next()) {
             (Some(id), None) if acceptable(id.as_bytes()) => Some(id.clone()),
             _ => None,

@@ -2,12 +2,13 @@
 //! (`request_id`, then `task_id` once the task has one), and — with tracing on — the root of
 //! the request's trace, continuing the client's W3C `traceparent` if it sent one.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, Response};
 use tracing::field::Empty;
-use tracing::Span;
+use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+use tracing::{Level, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Opens the request's span (in the front service, `front.rs`, after the request id is set),
@@ -42,14 +43,22 @@ pub(super) fn request_span(request: &Request, request_id: Option<&HeaderValue>) 
     span
 }
 
+/// Whether [`record_response`]'s debug line can be written at all (the log's most verbose
+/// level reaches debug): the time it reports is only read then.
+pub(super) fn answer_logged() -> bool {
+    Level::DEBUG <= STATIC_MAX_LEVEL && Level::DEBUG <= LevelFilter::current()
+}
+
 /// Notes the status on the span (a field only the exported span has) and logs the answer at
-/// debug, in the span.
-pub(super) fn record_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
+/// debug, in the span, with the time since `started` (taken when [`answer_logged`]).
+pub(super) fn record_response<B>(response: &Response<B>, started: Option<Instant>, span: &Span) {
     let status = response.status().as_u16();
     if batchgate_telemetry::enabled() {
         span.record("http.response.status_code", status);
     }
-    tracing::debug!(parent: span, status, latency_ms = latency.as_secs_f64() * 1e3, "answered");
+    // The fields are only evaluated when the line is written.
+    let latency_ms = || started.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1e3);
+    tracing::debug!(parent: span, status, latency_ms = latency_ms(), "answered");
 }
 
 /// The route a path belongs to, by template, so span names stay few (no task ids in them).

@@ -338,7 +338,7 @@ fn code_name(code: Code) -> &'static str {
 fn call_span(request: &Request, method: &'static str) -> Span {
     let request_id = request
         .headers()
-        .get(request_id::HEADER)
+        .get(&request_id::HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !batchgate_telemetry::enabled() {
