@@ -351,7 +351,8 @@ impl Writer {
         let mut partitions: Vec<usize> = group.iter().map(|a| a.partition).collect();
         partitions.sort_unstable();
         partitions.dedup();
-        partitions[(n % partitions.len() as u64) as usize]
+        let turn = n % partitions.len().max(1) as u64;
+        partitions.get(turn as usize).copied().unwrap_or_default()
     }
 
     /// Stores the group's messages and runs the admission script in one round trip (one

@@ -79,6 +79,7 @@ fn results_first(record_nodes: &[usize], streams: &[Option<usize>]) -> bool {
         .zip(streams)
         .any(|(record, stream)| *stream != Some(*record))
 }
+
 impl Settler {
     pub(crate) fn new(
         conn: RedisConn,
