@@ -791,6 +791,22 @@ fn cluster_masters(node: &RedisServer) -> Vec<(String, Vec<(u16, u16)>)> {
         .collect()
 }
 
+/// Admits a task for each of `ids` at once (one gathered group, as timing allows) and checks
+/// that each is enqueued.
+async fn admit_together(intake: &RedisIntake, ids: &[String]) {
+    let admits = ids.iter().map(|id| {
+        let intake = intake.clone();
+        let t = task(id, None);
+        async move { intake.admit(&t, 1, None).await }
+    });
+    for (id, admitted) in ids.iter().zip(futures_util::future::join_all(admits).await) {
+        assert!(
+            matches!(admitted, Ok(Admitted::Enqueued { .. })),
+            "{id}: {admitted:?}"
+        );
+    }
+}
+
 /// Whether `ranges` hold `slot`.
 fn owns(ranges: &[(u16, u16)], slot: u16) -> bool {
     ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&slot))
@@ -910,17 +926,7 @@ async fn a_slot_that_moved_refuses_no_admission(infra: Infra) {
         .enumerate()
         .map(|(i, p)| format!("{p:02x}-moved-{i}"))
         .collect();
-    let admits = ids.iter().map(|id| {
-        let intake = intake.clone();
-        let t = task(id, None);
-        async move { intake.admit(&t, 1, None).await }
-    });
-    for (id, admitted) in ids.iter().zip(futures_util::future::join_all(admits).await) {
-        assert!(
-            matches!(admitted, Ok(Admitted::Enqueued { .. })),
-            "{id}: {admitted:?}"
-        );
-    }
+    admit_together(&intake, &ids).await;
     // The settle may meet the move once (its entries stay pending), then finds the new node.
     let got = read_n(&q, 5, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 5);
@@ -973,17 +979,7 @@ async fn an_entry_waits_for_its_results_on_a_moved_slot(infra: Infra) {
     let ids: Vec<String> = (0..16)
         .map(|i| format!("{:02x}-apart-{i}", if i % 2 == 0 { p1 } else { p2 }))
         .collect();
-    let admits = ids.iter().map(|id| {
-        let intake = intake.clone();
-        let t = task(id, None);
-        async move { intake.admit(&t, 1, None).await }
-    });
-    for (id, admitted) in ids.iter().zip(futures_util::future::join_all(admits).await) {
-        assert!(
-            matches!(admitted, Ok(Admitted::Enqueued { .. })),
-            "{id}: {admitted:?}"
-        );
-    }
+    admit_together(&intake, &ids).await;
     let got = read_n(&q, ids.len(), Duration::from_secs(10)).await;
     assert_eq!(got.len(), ids.len());
     let crossing = got
