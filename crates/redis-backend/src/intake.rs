@@ -1,8 +1,8 @@
 //! Admission on Redis, paid per group of tasks rather than per task: admissions are gathered
-//! for at most [`GATHER_WINDOW`] (or [`GATHER_MAX`] tasks) and written with one script call
-//! per node (one in all on a standalone Redis, one per master on a cluster: see
-//! `crate::topology`). Inside the script each
-//! task is handled on its own — dedupe claim, capacity, pending record — so one refused task
+//! for at most [`GATHER_WINDOW`] ([`CLUSTER_GATHER_WINDOW`] on a cluster) or [`GATHER_MAX`]
+//! tasks and written with one script call per node (one in all on a standalone Redis, one
+//! per master on a cluster: see `crate::topology`). Inside the script each task is handled
+//! on its own — dedupe claim, capacity, pending record — so one refused task
 //! refuses only itself; the tasks a call admits then share one stream entry (`crate::entry`),
 //! in the stream of one of the node's partitions, whatever the partitions of their records.
 //!
@@ -38,6 +38,12 @@ use crate::topology::Topology;
 /// Longest an admission waits for others to share its script call (longer only while every
 /// write slot is busy).
 pub const GATHER_WINDOW: Duration = Duration::from_millis(5);
+/// The same on a cluster. A gathered group is one call, and one stream entry, per master,
+/// each costing an admission round trip, a read, a fetch of its messages and a share of a
+/// settle: over three masters a 5 ms group would make entries of a third of the tasks, so
+/// the window is three times as long and a call carries about what one to a standalone
+/// Redis does. Still well within the batch window (50 ms by default).
+pub const CLUSTER_GATHER_WINDOW: Duration = Duration::from_millis(15);
 /// Most tasks in one gathered group.
 pub const GATHER_MAX: usize = 256;
 /// Admissions waiting to be gathered; past it, `admit` waits (the HTTP layer bounds callers).
@@ -112,12 +118,13 @@ impl RedisIntake {
             name: RandomState::new().build_hasher().finish(),
             groups: AtomicU64::new(0),
         };
-        tokio::spawn(gather(rx, Arc::new(writer)));
+        let window = gather_window(cluster);
+        tokio::spawn(gather(rx, Arc::new(writer), window));
         RedisIntake {
             tx,
             // Gathering, a wait for a write slot (a write is bounded by `op_timeout`), then
             // its own write.
-            limit: op_timeout * 2 + GATHER_WINDOW * 2,
+            limit: op_timeout * 2 + window * 2,
         }
     }
 }
@@ -173,17 +180,37 @@ impl Intake for RedisIntake {
     }
 }
 
-/// Gathers admissions for up to [`GATHER_WINDOW`] after the first of a group, then writes
-/// the group without waiting for the write, so the next group gathers meanwhile. While every
-/// write slot is taken it goes on gathering (up to [`GATHER_MAX`]): the busier Redis is, the
-/// more tasks each call carries.
-async fn gather(mut rx: mpsc::Receiver<Admission>, writer: Arc<Writer>) {
+/// How long a group gathers: [`GATHER_WINDOW`], or [`CLUSTER_GATHER_WINDOW`] on a cluster.
+fn gather_window(cluster: bool) -> Duration {
+    if cluster {
+        CLUSTER_GATHER_WINDOW
+    } else {
+        GATHER_WINDOW
+    }
+}
+
+/// Where gathered groups go: the Redis writer, or a test's record of them.
+trait Groups: Send + Sync + 'static {
+    fn write(&self, group: Vec<Admission>) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Groups for Writer {
+    fn write(&self, group: Vec<Admission>) -> impl std::future::Future<Output = ()> + Send {
+        Writer::write(self, group)
+    }
+}
+
+/// Gathers admissions for up to `window` ([`gather_window`]) after the first of a group,
+/// then writes the group without waiting for the write, so the next group gathers
+/// meanwhile. While every write slot is taken it goes on gathering (up to [`GATHER_MAX`]):
+/// the busier Redis is, the more tasks each call carries.
+async fn gather<W: Groups>(mut rx: mpsc::Receiver<Admission>, writer: Arc<W>, window: Duration) {
     let in_flight = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
     let mut open = true;
     while open {
         let Some(first) = rx.recv().await else { return };
         let mut group = vec![first];
-        let until = tokio::time::Instant::now() + GATHER_WINDOW;
+        let until = tokio::time::Instant::now() + window;
         while group.len() < GATHER_MAX {
             tokio::select! {
                 biased;
@@ -390,5 +417,54 @@ impl Writer {
             Some(("e", why)) => Err(unavailable(format!("admission refused by Redis: {why}"))),
             _ => Err(unavailable(format!("admit script answered {reply:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records the size of each group written.
+    #[derive(Default)]
+    struct Sizes(Mutex<Vec<usize>>);
+
+    impl Groups for Sizes {
+        async fn write(&self, group: Vec<Admission>) {
+            self.0.lock().unwrap().push(group.len());
+        }
+    }
+
+    fn admission() -> Admission {
+        Admission {
+            partition: 0,
+            message: Vec::new(),
+            task_id: "t".into(),
+            pending: String::new(),
+            dedupe: None,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// Two admissions 10 ms apart, on the paused clock: the sizes of the groups written.
+    async fn groups_of_two_arrivals(cluster: bool) -> Vec<usize> {
+        let sizes = Arc::new(Sizes::default());
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(gather(rx, sizes.clone(), gather_window(cluster)));
+        tx.send(admission()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        tx.send(admission()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let written = sizes.0.lock().unwrap().clone();
+        written
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cluster_gathers_three_times_as_long() {
+        // A cluster's group is one call per master: admissions 10 ms apart still share one.
+        assert_eq!(groups_of_two_arrivals(true).await, vec![2]);
+        // A standalone Redis writes the first after 5 ms.
+        assert_eq!(groups_of_two_arrivals(false).await, vec![1, 1]);
     }
 }
