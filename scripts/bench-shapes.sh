@@ -87,7 +87,10 @@
 # KEEP_LOGS=1 (keep the per-run directory of logs; it is always kept when a run fails),
 # BENCH_FLAGS (more flags for every bench process, e.g. "--api openai" to load the OpenAI
 # embeddings door, one input per request, instead of /v1/inference), REDIS_FLAGS (more flags
-# for every gateway and batcher of split and cluster, e.g. "--partitions 3").
+# for every gateway and batcher of split and cluster, e.g. "--partitions 3"), SERVICE_THREADS
+# (1: the runtime threads of each gateway, batcher and worker of split and cluster, five
+# processes on the machine's cores beside Redis and the bench, where one thread each cost ≈ 10%
+# less CPU per request than one per core; `default` for batchgate's default, one per core).
 # BATCHGATE_* variables are unset so that they cannot change the shapes.
 # Everything started here is stopped by PID (TERM, then KILL after 15 s) when a run ends and in
 # the EXIT trap.
@@ -106,6 +109,7 @@ BIN=${BIN:-$PWD/target/release/batchgate}
 WARMUP_SECS=${WARMUP_SECS:-3}
 WINDOW_SECS=${WINDOW_SECS:-10}
 MONITOR_SECS=${MONITOR_SECS:-0}
+SERVICE_THREADS=${SERVICE_THREADS:-1}
 SEED_BASE=${SEED_BASE:-$(date +%s)}
 KEEP_LOGS=${KEEP_LOGS:-0}
 SLOTS=40           # simulated worker slots, every shape
@@ -342,15 +346,17 @@ start_shape() {
     else
       start_cluster
     fi
-    start worker worker "$BIN" worker --sim --listen 127.0.0.1:0 --slots "$SLOTS"
+    local threads=()
+    [ "$SERVICE_THREADS" = default ] || threads=(--worker-threads "$SERVICE_THREADS")
+    start worker worker "$BIN" worker --sim --listen 127.0.0.1:0 --slots "$SLOTS" "${threads[@]}"
     wurl=$(url_of worker)
     for i in 1 2; do
       start batchgate batcher$i "$BIN" batcher --listen 127.0.0.1:0 "${redis_flags[@]}" \
-        --worker-url "$wurl" --max-inflight-batches "$INFLIGHT" "${extra_redis_flags[@]}"
+        --worker-url "$wurl" --max-inflight-batches "$INFLIGHT" "${threads[@]}" "${extra_redis_flags[@]}"
     done
     for i in 1 2; do
       start batchgate gateway$i "$BIN" gateway --insecure-no-auth --listen 127.0.0.1:0 "${redis_flags[@]}" \
-        "${extra_redis_flags[@]}"
+        "${threads[@]}" "${extra_redis_flags[@]}"
     done
     for i in 1 2; do url_of batcher$i >/dev/null; done
     for i in 1 2; do

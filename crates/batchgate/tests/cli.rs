@@ -301,3 +301,48 @@ async fn a_worker_told_to_crash_exits_at_once_with_its_own_code() {
     .expect("wait");
     assert_eq!(status.code(), Some(70), "{status:?}");
 }
+
+/// The runtime's worker threads of a running process (tokio names them `tokio-rt-worker`;
+/// its blocking threads have another name), once `want` have taken their name (a new
+/// thread has its creator's until it first runs), or all there are after 10 s.
+fn runtime_threads(pid: u32, want: usize) -> usize {
+    let count = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("list the process's threads")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "tokio-rt-worker")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count() < want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Any more would have been named by now too.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    count()
+}
+
+/// `--worker-threads N` (or `BATCHGATE_WORKER_THREADS`) sizes the async runtime: one thread
+/// a process where several share a small host; 0 is refused before anything starts.
+#[test]
+fn worker_threads_size_the_runtime() {
+    let start = |threads: &str| {
+        common::Proc::start(&[
+            "worker",
+            "--sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--worker-threads",
+            threads,
+        ])
+    };
+    let one = start("1");
+    assert_eq!(runtime_threads(one.child.id(), 1), 1);
+    let three = start("3");
+    assert_eq!(runtime_threads(three.child.id(), 3), 3);
+    let (env_status, _) = common::run_to_exit(
+        &["worker", "--sim", "--listen", "127.0.0.1:0"],
+        &[("BATCHGATE_WORKER_THREADS", "0")],
+    );
+    assert_eq!(env_status.code(), Some(2), "0 threads is refused");
+}
