@@ -24,11 +24,12 @@
 # `POST /v1/inference?wait_ms=30000` with JSON {"input": <2048 ASCII bytes, all distinct>,
 # "client_id": …}, output checked against the simulated worker's; flags given here:
 # --rate --duration DURATION (default 20s) --warmup 3s --seed <distinct per run and per bench
-# process> --json --worker-slots 40. `bench --url` takes ONE URL, so split and cluster run two
-# bench processes, one per gateway, at RATE/2 each, and merge their reports into OUT-…json:
-# counts and rates are summed, and each latency percentile (p50, p99, p99.9, max) is the WORSE
-# (higher) of the two (an exact merge needs the histograms, which the JSON does not carry); mean
-# is count-weighted; the two reports are kept under "parts".
+# process> --json --worker-slots 40. Split and cluster have two gateways: one bench process
+# sends to both in turn (`--url A,B`), as the one-process shapes are sent to. With
+# BENCH_PER_GATEWAY=1 they get a bench process each, at RATE/2, whose reports are merged into
+# OUT-…json: counts and rates are summed, and each latency percentile (p50, p99, p99.9, max)
+# is the WORSE (higher) of the two (an exact merge needs the histograms, which the JSON does
+# not carry); mean is count-weighted; the two reports are kept under "parts".
 #
 # Per run: OUT-SHAPE-RATE-N.json (the bench report) and OUT-SHAPE-RATE-N.txt (human lines, then
 # one `METRICS {json}` line for bench-shapes-summary.py). The .txt has, over a fixed WINDOW
@@ -92,6 +93,9 @@
 # worker of split and cluster: with 1, five processes on two cores spent ≈ 11% less CPU per
 # request at 6,000/s, but near the machine's limit a process's one thread falls behind and
 # the tail grows: split at 10,000/s, p99 2.1–2.7 s against 0.4–0.7 s).
+# BENCH_PER_GATEWAY (0: one bench process sends to every gateway in turn, as in the one-process
+# shapes; 1: one bench process per gateway, each at its share of the rate, as before 2026-12-05:
+# the second process cost the client ≈ 15 µs more per request).
 # BATCHGATE_* variables are unset so that they cannot change the shapes.
 # Everything started here is stopped by PID (TERM, then KILL after 15 s) when a run ends and in
 # the EXIT trap.
@@ -111,6 +115,7 @@ WARMUP_SECS=${WARMUP_SECS:-3}
 WINDOW_SECS=${WINDOW_SECS:-10}
 MONITOR_SECS=${MONITOR_SECS:-0}
 SERVICE_THREADS=${SERVICE_THREADS:-default}
+BENCH_PER_GATEWAY=${BENCH_PER_GATEWAY:-0}
 SEED_BASE=${SEED_BASE:-$(date +%s)}
 KEEP_LOGS=${KEEP_LOGS:-0}
 SLOTS=40           # simulated worker slots, every shape
@@ -478,7 +483,15 @@ run_one() {
   run_seq=$((run_seq + 1))
   rundir=$(mktemp -d /tmp/bg-shapes.XXXXXX)
   start_shape
-  nb=${#gateways[@]}
+  # One bench process in every shape (the same client cost), sending to the gateways in turn
+  # (`--url A,B`), unless BENCH_PER_GATEWAY=1: one process per gateway, each at its share.
+  local targets=()
+  if [ "$BENCH_PER_GATEWAY" = 1 ]; then
+    targets=("${gateways[@]}")
+  else
+    targets=("$(IFS=,; echo "${gateways[*]}")")
+  fi
+  nb=${#targets[@]}
   per_rate=$(python3 -c "import sys; print(float(sys.argv[1]) / int(sys.argv[2]))" "$rate" "$nb")
   win=$((dur < WINDOW_SECS + 2 ? dur - 2 : WINDOW_SECS))
   [ "$win" -ge 1 ] || { echo "DURATION ${dur}s is too short for a window (3 s at least)" >&2; exit 2; }
@@ -489,7 +502,7 @@ run_one() {
   for k in $(seq 1 "$nb"); do
     seed=$((SEED_BASE * 1000 + run_seq * 2 + k))
     seeds+=("$seed")
-    "$BIN" bench --url "${gateways[$((k - 1))]}" --rate "$per_rate" --duration "${dur}s" \
+    "$BIN" bench --url "${targets[$((k - 1))]}" --rate "$per_rate" --duration "${dur}s" \
       --warmup "${WARMUP_SECS}s" --seed "$seed" --json --worker-slots "$SLOTS" ${BENCH_FLAGS:-} \
       >"$rundir/bench$k.json" 2>"$rundir/bench$k.progress" &
     bench_pids+=("$!")

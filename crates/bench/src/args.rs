@@ -75,7 +75,9 @@ pub enum ArrivalKind {
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(ArgGroup::new("load").required(true).args(["rate", "concurrency"])))]
 pub struct BenchArgs {
-    /// Base URL of the batchgate server (plain http).
+    /// Base URL of the batchgate server (plain http). Several, separated by commas (gateways
+    /// of one deployment): each request goes to the next in turn, as behind a round-robin
+    /// load balancer, and the report's server figures are their metrics added up.
     #[arg(long, env = "BATCHGATE_BENCH_URL", default_value = DEFAULT_URL)]
     pub url: String,
 
@@ -223,8 +225,10 @@ pub(crate) enum Mode {
 /// Validated flags: what the rest of the crate reads.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    /// Base URL without a trailing slash.
+    /// `--url` as given (several separated by commas), for the report.
     pub(crate) url: String,
+    /// Each base URL, without a trailing slash.
+    pub(crate) urls: Vec<String>,
     pub(crate) mode: Mode,
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
@@ -329,19 +333,24 @@ impl BenchArgs {
         if self.model.as_deref() == Some("") {
             return invalid("--model must not be empty".to_owned());
         }
-        let url = self.url.trim_end_matches('/').to_owned();
-        match reqwest::Url::parse(&url) {
-            // The client is built without TLS: batchgate is benchmarked on its plain-http port.
-            Ok(parsed) if parsed.scheme() == "http" => {}
-            _ => {
-                return invalid(format!(
-                    "--url must be a plain http:// URL, got {:?}",
-                    self.url
-                ))
+        let mut urls = Vec::new();
+        for url in self.url.split(',').map(str::trim) {
+            let url = url.trim_end_matches('/').to_owned();
+            match reqwest::Url::parse(&url) {
+                // The client is built without TLS: batchgate is benchmarked on its plain-http
+                // port.
+                Ok(parsed) if parsed.scheme() == "http" => urls.push(url),
+                _ => {
+                    return invalid(format!(
+                        "--url must be plain http:// URLs, separated by commas, got {:?}",
+                        self.url
+                    ))
+                }
             }
         }
         Ok(Config {
-            url,
+            url: urls.join(","),
+            urls,
             mode,
             duration: self.duration,
             warmup: self.warmup,

@@ -2,6 +2,7 @@
 //! answer; on the OpenAI and KServe V2 doors, one POST of every input and its answer judged
 //! (`doors.rs`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,15 +45,16 @@ pub(crate) fn build_http(config: &Config) -> Result<reqwest::Client, BenchError>
         .map_err(BenchError::HttpClient)
 }
 
-/// Sends requests to one server. Shared by all request tasks behind an `Arc`.
+/// Sends requests to the servers of `--url`, each request to the next in turn (a client behind
+/// a round-robin load balancer). Shared by all request tasks behind an `Arc`.
 #[derive(Debug)]
 pub(crate) struct Client {
     /// Pooled connections; cloning a `reqwest::Client` is shallow.
     http: reqwest::Client,
-    /// `{url}/v1/inference`.
-    inference_url: Url,
-    /// `{url}/v1/result`, to which a task id is appended.
-    result_url: Url,
+    /// Where the requests go, in turn.
+    servers: Vec<Server>,
+    /// Requests sent so far: picks the next server.
+    turn: AtomicUsize,
     /// The `wait_ms` to send (lowered to the time left before the request's timeout).
     wait_ms: u64,
     /// Budget of one request, polls included.
@@ -63,43 +65,47 @@ pub(crate) struct Client {
     authorization: Option<String>,
     /// The front door the requests go through.
     api: Api,
-    /// `{url}/v1/embeddings` or `{url}/v2/models/{model}/infer`, with `--api openai|kserve`.
-    door_url: Url,
     /// The model named (`/v1/inference` leaves it out when `None`).
     model: Option<String>,
 }
 
+/// One server's endpoints.
+#[derive(Debug)]
+struct Server {
+    /// `{url}/v1/inference`.
+    inference_url: Url,
+    /// `{url}/v1/result`, to which a task id is appended.
+    result_url: Url,
+    /// `{url}/v1/embeddings` or `{url}/v2/models/{model}/infer`, with `--api openai|kserve`.
+    door_url: Url,
+}
+
 impl Client {
-    /// A client for the server at `config.url`.
+    /// A client for the servers at `config.urls`.
     pub(crate) fn new(http: reqwest::Client, config: &Config) -> Result<Self, BenchError> {
-        let parse = |path: &str| {
-            Url::parse(&format!("{}{path}", config.url))
-                .map_err(|error| BenchError::InvalidArgs(format!("--url: {error}")))
-        };
         let model = config.model.as_deref().unwrap_or(DEFAULT_MODEL);
-        let door_url = match config.api {
-            Api::Kserve => {
-                let mut url = parse("/v2/models")?;
-                url.path_segments_mut()
-                    .map_err(|()| BenchError::InvalidArgs("--url: not a base URL".into()))?
-                    .push(model)
-                    .push("infer");
-                url
-            }
-            Api::Inference | Api::Openai => parse("/v1/embeddings")?,
-        };
+        let servers = config
+            .urls
+            .iter()
+            .map(|base| Server::new(base, config.api, model))
+            .collect::<Result<_, _>>()?;
         Ok(Client {
             http,
             api: config.api,
-            door_url,
+            servers,
+            turn: AtomicUsize::new(0),
             model: config.model.clone(),
-            inference_url: parse("/v1/inference")?,
-            result_url: parse("/v1/result")?,
             wait_ms: config.wait_ms,
             timeout: config.timeout,
             check: config.check,
             authorization: config.bearer.as_ref().map(|t| format!("Bearer {t}")),
         })
+    }
+
+    /// The server of the next request.
+    fn next_server(&self) -> &Server {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        &self.servers[turn % self.servers.len()]
     }
 
     /// The request with the bearer token, if there is one.
@@ -114,12 +120,13 @@ impl Client {
     /// than the timeout, never panics on what the server says.
     pub(crate) async fn call(&self, inputs: &[Arc<str>]) -> Outcome {
         let deadline = Instant::now() + self.timeout;
+        let server = self.next_server();
         let run = async {
             match (self.api, inputs) {
-                (Api::Inference, [input]) => self.lifecycle(input, deadline).await,
+                (Api::Inference, [input]) => self.lifecycle(server, input, deadline).await,
                 // The flags allow one input per request on this door: anything else is a bug.
                 (Api::Inference, _) => Outcome::BadResponse,
-                (Api::Openai | Api::Kserve, _) => self.door_call(inputs).await,
+                (Api::Openai | Api::Kserve, _) => self.door_call(server, inputs).await,
             }
         };
         tokio::time::timeout_at(deadline, run)
@@ -128,7 +135,7 @@ impl Client {
     }
 
     /// One call of the OpenAI or KServe V2 door with every input, its answer judged.
-    async fn door_call(&self, inputs: &[Arc<str>]) -> Outcome {
+    async fn door_call(&self, server: &Server, inputs: &[Arc<str>]) -> Outcome {
         let body = match self.api {
             Api::Kserve => doors::kserve_body(inputs),
             Api::Inference | Api::Openai => {
@@ -136,7 +143,7 @@ impl Client {
             }
         };
         let response = match self
-            .authorized(self.http.post(self.door_url.clone()))
+            .authorized(self.http.post(server.door_url.clone()))
             .json(&body)
             .send()
             .await
@@ -155,7 +162,7 @@ impl Client {
         }
     }
 
-    async fn lifecycle(&self, input: &str, deadline: Instant) -> Outcome {
+    async fn lifecycle(&self, server: &Server, input: &str, deadline: Instant) -> Outcome {
         let body = InferenceRequest {
             input: input.to_owned(),
             // With a token the server knows who calls, and a differing label is refused.
@@ -163,7 +170,7 @@ impl Client {
             timeout_ms: None,
             model: self.model.clone(),
         };
-        let mut url = self.inference_url.clone();
+        let mut url = server.inference_url.clone();
         url.set_query(Some(&format!("wait_ms={}", self.wait_for(deadline))));
         let mut answer = match self
             .authorized(self.http.post(url))
@@ -180,7 +187,7 @@ impl Client {
                 Answer::Ended(outcome) => return outcome,
                 Answer::Pending { task_id } => {
                     let polled_at = Instant::now();
-                    let url = self.result_url_of(&task_id, deadline);
+                    let url = self.result_url_of(server, &task_id, deadline);
                     answer = match self.authorized(self.http.get(url)).send().await {
                         Ok(response) => answer_of(response).await,
                         Err(error) => return Outcome::of_transport_error(&error),
@@ -201,10 +208,10 @@ impl Client {
             .min(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// `{url}/v1/result/{task_id}?wait_ms=N`, the id escaped as one path segment (it comes from
+    /// `{url}/v1/result/{task_id}?wait_ms=N` on the server the task was submitted to, the id escaped as one path segment (it comes from
     /// the server, so it is not trusted to be URL-safe).
-    fn result_url_of(&self, task_id: &str, deadline: Instant) -> Url {
-        let mut url = self.result_url.clone();
+    fn result_url_of(&self, server: &Server, task_id: &str, deadline: Instant) -> Url {
+        let mut url = server.result_url.clone();
         url.path_segments_mut()
             .expect("an http:// URL has path segments. This is a bug.")
             .push(task_id);
@@ -219,5 +226,31 @@ async fn answer_of(response: reqwest::Response) -> Answer {
     match response.bytes().await {
         Ok(body) => read_answer(status, &body),
         Err(error) => Answer::Ended(Outcome::of_transport_error(&error)),
+    }
+}
+
+impl Server {
+    /// The endpoints under `base` (a validated http:// URL without a trailing slash).
+    fn new(base: &str, api: Api, model: &str) -> Result<Self, BenchError> {
+        let parse = |path: &str| {
+            Url::parse(&format!("{base}{path}"))
+                .map_err(|error| BenchError::InvalidArgs(format!("--url: {error}")))
+        };
+        let door_url = match api {
+            Api::Kserve => {
+                let mut url = parse("/v2/models")?;
+                url.path_segments_mut()
+                    .map_err(|()| BenchError::InvalidArgs("--url: not a base URL".into()))?
+                    .push(model)
+                    .push("infer");
+                url
+            }
+            Api::Inference | Api::Openai => parse("/v1/embeddings")?,
+        };
+        Ok(Server {
+            inference_url: parse("/v1/inference")?,
+            result_url: parse("/v1/result")?,
+            door_url,
+        })
     }
 }

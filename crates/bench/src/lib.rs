@@ -88,7 +88,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let config = args.validate()?;
     raise_open_files_limit(config.max_connections);
     let http = client::build_http(&config)?;
-    let before = metrics_scrape::scrape(&http, &config.url).await?;
+    let before = metrics_scrape::scrape_all(&http, &config.urls).await?;
     tracing::info!(url = %config.url, mode = ?config.mode, "server reachable, starting load");
 
     let recorder = Arc::new(Recorder::default());
@@ -104,7 +104,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     } else {
         Some(tokio::spawn(scrape_at(
             http.clone(),
-            config.url.clone(),
+            config.urls.clone(),
             load.measure_from,
         )))
     };
@@ -161,7 +161,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     // Open loop stops issuing at its last intended send, up to 1/rate before the end of the
     // window; the window's worker time is over the whole window at least.
     let mut bars = Vec::new();
-    let server = match scrape_at(http, config.url.clone(), load.end).await {
+    let server = match scrape_at(http, config.urls.clone(), load.end).await {
         Ok(after) => {
             bars = before.batch_size_bars(&after.1);
             server_report(&config, &before, window_start, &after)
@@ -238,12 +238,12 @@ fn charts_of(
 /// what it found.
 async fn scrape_at(
     http: reqwest::Client,
-    url: String,
+    urls: Vec<String>,
     at: Instant,
 ) -> Result<(Instant, ServerMetrics), BenchError> {
     tokio::time::sleep_until(at).await;
     let sent = Instant::now();
-    let metrics = metrics_scrape::scrape(&http, &url).await?;
+    let metrics = metrics_scrape::scrape_all(&http, &urls).await?;
     Ok((sent, metrics))
 }
 

@@ -82,6 +82,29 @@ pub struct WorkerBusy {
 }
 
 impl ServerMetrics {
+    /// Adds another server's figures to these: counts, sums and buckets add up, and so does
+    /// the resident memory (of all the servers together). What neither exported stays `None`.
+    pub fn add(&mut self, other: &ServerMetrics) {
+        fn sum(a: &mut Option<f64>, b: Option<f64>) {
+            if let Some(b) = b {
+                *a = Some(a.unwrap_or(0.0) + b);
+            }
+        }
+        sum(&mut self.batch_size_sum, other.batch_size_sum);
+        sum(&mut self.batch_size_count, other.batch_size_count);
+        sum(&mut self.resident_memory_bytes, other.resident_memory_bytes);
+        sum(
+            &mut self.worker_call_seconds_sum,
+            other.worker_call_seconds_sum,
+        );
+        for (reason, n) in &other.batches_by_reason {
+            *self.batches_by_reason.entry(reason.clone()).or_default() += n;
+        }
+        for (bound, n) in &other.batch_size_buckets {
+            *self.batch_size_buckets.entry(*bound).or_default() += n;
+        }
+    }
+
     /// Reads the metrics the bench uses from a Prometheus text exposition; others are ignored.
     pub fn parse(text: &str) -> Result<Self, std::io::Error> {
         let scrape = Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))?;
@@ -201,6 +224,19 @@ fn increase_of(before: Option<f64>, after: Option<f64>) -> Option<f64> {
     Some(increase(before.unwrap_or(0.0), after?))
 }
 
+/// Scrapes `{url}/metrics` of every server and adds them up ([`ServerMetrics::add`]). Any
+/// failure is an error.
+pub(crate) async fn scrape_all(
+    http: &reqwest::Client,
+    urls: &[String],
+) -> Result<ServerMetrics, BenchError> {
+    let mut total = ServerMetrics::default();
+    for url in urls {
+        total.add(&scrape(http, url).await?);
+    }
+    Ok(total)
+}
+
 /// Scrapes `{url}/metrics`. Any failure is an error: the first scrape is how a run finds out
 /// that the server is not there.
 pub(crate) async fn scrape(http: &reqwest::Client, url: &str) -> Result<ServerMetrics, BenchError> {
@@ -280,6 +316,25 @@ batchgate_worker_call_duration_seconds_sum{batcher=\"b\"} 14
 batchgate_worker_call_duration_seconds_count{batcher=\"b\"} 50
 # EOF
 ";
+
+    #[test]
+    fn servers_scraped_together_add_up() {
+        let one = ServerMetrics::parse(BEFORE).expect("parses");
+        let mut total = ServerMetrics::default();
+        total.add(&one);
+        total.add(&one);
+        assert_eq!(total.batch_size_sum, Some(80.0));
+        assert_eq!(total.batch_size_count, Some(20.0));
+        assert_eq!(total.batches_by_reason["full"], 12.0);
+        assert_eq!(
+            total.batch_size_buckets[&8],
+            2.0 * one.batch_size_buckets[&8]
+        );
+        // Nothing exported by either: still nothing.
+        let mut none = ServerMetrics::default();
+        none.add(&ServerMetrics::default());
+        assert_eq!(none, ServerMetrics::default());
+    }
 
     #[test]
     fn parses_the_metrics_it_needs() {

@@ -284,3 +284,35 @@ async fn invalid_flags_fail_before_any_load() {
     let error = run(bad).await.expect_err("ratio out of range");
     assert!(matches!(error, BenchError::InvalidArgs(_)), "{error}");
 }
+
+/// `--url A,B`: requests go to each server in turn, and the report's server figures are the
+/// two servers' metrics added up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_urls_share_the_load_and_their_metrics_add_up() {
+    let (a_url, a, a_task) = start(Behaviour::Honest).await;
+    let (b_url, b, b_task) = start(Behaviour::Honest).await;
+    let both = format!("{a_url},{b_url}/");
+    let report = run(args(&both, &["--rate", "200", "--duration", "1s"]))
+        .await
+        .expect("run succeeds");
+    assert_all_ok(&report);
+    assert_eq!(report.sent, 200);
+    let (at_a, at_b) = (
+        a.0.inferences.load(Ordering::Relaxed),
+        b.0.inferences.load(Ordering::Relaxed),
+    );
+    assert_eq!((at_a, at_b), (100, 100), "in turn");
+    assert_eq!(report.server.scrape_error, None);
+    assert_eq!(
+        report.server.delta.batches,
+        Some(200),
+        "both servers' batches"
+    );
+    assert_eq!(
+        report.server.delta.resident_memory_bytes,
+        Some(resident_bytes(100) * 2)
+    );
+    assert_eq!(report.config.url, format!("{a_url},{b_url}"));
+    a_task.abort();
+    b_task.abort();
+}

@@ -6,6 +6,7 @@ use crate::args::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SEED};
 fn config() -> RunConfig {
     RunConfig::of(&Config {
         url: "http://127.0.0.1:1".to_owned(),
+        urls: vec!["http://127.0.0.1:1".to_owned()],
         mode: Mode::Open {
             rate: 100.0,
             arrivals: ArrivalKind::Poisson,
