@@ -208,8 +208,9 @@ impl Client {
             .min(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// `{url}/v1/result/{task_id}?wait_ms=N` on the server the task was submitted to, the id escaped as one path segment (it comes from
-    /// the server, so it is not trusted to be URL-safe).
+    /// `{url}/v1/result/{task_id}?wait_ms=N` on the server the task was submitted to, the id
+    /// escaped as one path segment (it comes from the server, so it is not trusted to be
+    /// URL-safe).
     fn result_url_of(&self, server: &Server, task_id: &str, deadline: Instant) -> Url {
         let mut url = server.result_url.clone();
         url.path_segments_mut()

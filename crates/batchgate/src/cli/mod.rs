@@ -94,8 +94,9 @@ pub struct Cli {
     pub otlp_ca: Option<std::path::PathBuf>,
 
     /// Threads of the async runtime; by default one per CPU. Where several batchgate
-    /// processes share a few cores (a gateway, a batcher and a worker on one small host), one
-    /// each costs less CPU per request: fewer threads parking and waking each other.
+    /// processes share a few cores, fewer threads each cost less CPU per request (less parking
+    /// and waking), but a process with one thread holds up all its requests whenever it waits
+    /// for a core: keep the default where the cores run near full.
     #[arg(
         long,
         global = true,
