@@ -14,7 +14,8 @@ use crate::fair_share::CallerSlot;
 use crate::log_throttle::LogThrottle;
 use crate::state::{AppState, RequestSlot};
 
-/// The caller the guard identified, left in the request's extensions for the handler.
+/// The caller the guard identified, left in the request's extensions for the handler (by
+/// the HTTP routes only with authentication: without, every caller is `anonymous`).
 #[derive(Debug, Clone)]
 pub(crate) struct Identity(pub(crate) String);
 
@@ -28,8 +29,9 @@ pub(super) struct Admitted {
     _slot: RequestSlot,
 }
 
-/// The guard, run by the front service (`front.rs`) before the route: the caller's identity
-/// goes into the request's extensions for the handler, or the refusal is the answer. Health,
+/// The guard, run by the front service (`front.rs`) before the route: the authenticated
+/// caller's identity goes into the request's extensions for the handler, or the refusal is
+/// the answer. Health,
 /// metrics, the status page and the admin API are not guarded (`None`), so operators can
 /// still look at a saturated gateway.
 pub(super) async fn admit(
