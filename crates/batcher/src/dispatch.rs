@@ -23,6 +23,11 @@ use crate::metrics::{BatcherMetrics, OutcomeLabel, ReasonLabel};
 use crate::slots::Slots;
 use collapse::collapse;
 
+/// When each task of a batch was accepted, by its id: read back for the latency of each
+/// result. Keyed with foldhash (seeded per batch), not SipHash: every id is a UUID the gateway
+/// made, hashed twice a task.
+type AcceptedAt = HashMap<String, SystemTime, foldhash::fast::RandomState>;
+
 /// Everything a dispatch needs; shared by all dispatch tasks.
 pub(crate) struct Dispatcher {
     /// To ack tasks once stored.
@@ -111,7 +116,7 @@ impl Dispatcher {
         let mut addressees = Vec::with_capacity(size);
         let mut inputs = Vec::with_capacity(size);
         let mut completions = Vec::with_capacity(size);
-        let mut accepted_at = HashMap::with_capacity(size);
+        let mut accepted_at = AcceptedAt::with_capacity_and_hasher(size, Default::default());
         for delivery in items {
             receipts.push(delivery.receipt.clone());
             let task = delivery.task;
@@ -391,7 +396,7 @@ impl Dispatcher {
         completions: Vec<Completion>,
         failures: Vec<Failure>,
         receipts: &[Receipt],
-        accepted_at: &HashMap<String, SystemTime>,
+        accepted_at: &AcceptedAt,
     ) -> bool {
         let n = completions.len();
         let completed: Vec<SystemTime> = completions

@@ -114,7 +114,7 @@ pub(crate) async fn admit(
         }
     });
     let task_id = new_task_id(input_sha256.as_deref());
-    Span::current().record("task_id", task_id.as_str());
+    super::span::record_task_id(&task_id);
     // The task carries this span's context through the queue: the batcher's spans for the
     // task are its children, and the batch span links to it. Only exported traces have it:
     // log lines inside the admission carry the request's span either way.

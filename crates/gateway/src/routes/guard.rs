@@ -14,7 +14,8 @@ use crate::fair_share::CallerSlot;
 use crate::log_throttle::LogThrottle;
 use crate::state::{AppState, RequestSlot};
 
-/// The caller the guard identified, left in the request's extensions for the handler.
+/// The caller the guard identified, left in the request's extensions for the handler (by
+/// the HTTP routes only with authentication: without, every caller is `anonymous`).
 #[derive(Debug, Clone)]
 pub(crate) struct Identity(pub(crate) String);
 
@@ -28,8 +29,9 @@ pub(super) struct Admitted {
     _slot: RequestSlot,
 }
 
-/// The guard, run by the front service (`front.rs`) before the route: the caller's identity
-/// goes into the request's extensions for the handler, or the refusal is the answer. Health,
+/// The guard, run by the front service (`front.rs`) before the route: the authenticated
+/// caller's identity goes into the request's extensions for the handler, or the refusal is
+/// the answer. Health,
 /// metrics, the status page and the admin API are not guarded (`None`), so operators can
 /// still look at a saturated gateway.
 pub(super) async fn admit(
@@ -40,15 +42,31 @@ pub(super) async fn admit(
     if !(path.starts_with("/v1/") || path.starts_with("/v2/models/")) {
         return Ok(None);
     }
-    admit_caller(state, request).await.map(Some)
+    let (admitted, caller) = check(state, request).await?;
+    // Without authentication the caller is `anonymous` whatever the request says, and the
+    // handler's `Caller` finds it so itself: no identity is left in the extensions. (Their
+    // map holds three of axum's entries by then; a fourth grows it, and the handler removes
+    // it again: ≈ 700 instructions a request.)
+    if state.auth.enabled() {
+        request.extensions_mut().insert(Identity(caller));
+    }
+    Ok(Some(admitted))
 }
 
 /// The guard itself, whatever the path: what the KServe V2 gRPC door (`kserve_grpc`) runs
-/// before the methods that name a model, as the HTTP routes do before `/v2/models/…`.
+/// before the methods that name a model, as the HTTP routes do before `/v2/models/…`. The
+/// caller's identity is left in the request's extensions, authenticated or not.
 pub(super) async fn admit_caller(
     state: &AppState,
     request: &mut Request,
 ) -> Result<Admitted, Response> {
+    let (admitted, caller) = check(state, request).await?;
+    request.extensions_mut().insert(Identity(caller));
+    Ok(admitted)
+}
+
+/// Identity, rate limit, the caller's share, the gateway's limit: what passed, and who.
+async fn check(state: &AppState, request: &mut Request) -> Result<(Admitted, String), Response> {
     let caller = match authorization(request.headers()) {
         Ok(header) => state
             .auth
@@ -84,11 +102,11 @@ pub(super) async fn admit_caller(
         }
         .into_response());
     };
-    request.extensions_mut().insert(Identity(caller));
-    Ok(Admitted {
+    let admitted = Admitted {
         _share: share,
         _slot: slot,
-    })
+    };
+    Ok((admitted, caller))
 }
 
 /// Counts the inputs of a request of `inputs` inputs (`/v1/embeddings`, KServe V2 `infer`)
@@ -144,5 +162,64 @@ async fn check_rate_cost(state: &AppState, caller: &str, cost: u64) -> Result<()
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::extract::FromRequestParts;
+    use batchgate_queue::memory::MemoryConfig;
+
+    use super::*;
+    use crate::auth::ANONYMOUS;
+    use crate::routes::extract::Caller;
+    use crate::{EdgeConfig, GatewayConfig, ShedBound, StateBuilder};
+
+    fn open_state() -> AppState {
+        let backends = batchgate_queue::memory::build(&MemoryConfig {
+            partitions: Some(1),
+            queue_capacity: 10,
+            max_results: 100,
+            result_ttl: Duration::from_secs(60),
+            dedupe_ttl: None,
+        });
+        let edge = EdgeConfig {
+            shed: ShedBound::Off,
+            ..EdgeConfig::default()
+        };
+        StateBuilder::new(GatewayConfig::default(), edge)
+            .build(&backends)
+            .expect("a gateway on memory backends builds")
+    }
+
+    fn request(path: &str) -> Request {
+        Request::builder()
+            .uri(path)
+            .body(Body::empty())
+            .expect("a request")
+    }
+
+    #[tokio::test]
+    async fn without_authentication_the_handler_finds_the_anonymous_caller_itself() {
+        let state = open_state();
+        let mut request = request("/v1/inference");
+        let admitted = admit(&state, &mut request).await.expect("admitted");
+        assert!(admitted.is_some());
+        assert!(request.extensions().get::<Identity>().is_none());
+        let (mut parts, _) = request.into_parts();
+        let Ok(Caller(caller)) = Caller::from_request_parts(&mut parts, &state).await else {
+            panic!("no caller");
+        };
+        assert_eq!(caller, ANONYMOUS);
+    }
+
+    #[tokio::test]
+    async fn the_grpc_door_is_left_the_identity_without_authentication_too() {
+        let state = open_state();
+        let mut request = request("/inference.GRPCInferenceService/ModelInfer");
+        let _admitted = admit_caller(&state, &mut request).await.expect("admitted");
+        let identity = request.extensions().get::<Identity>();
+        assert_eq!(identity.map(|Identity(c)| c.as_str()), Some(ANONYMOUS));
     }
 }

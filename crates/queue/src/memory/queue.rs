@@ -60,17 +60,27 @@ impl MemoryQueue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Takes up to `max` tasks, from the partitions in turn. It stops as soon as it holds
+    /// every task the count said was queued when it began (each partition is a lock, and a
+    /// reader of an empty or nearly empty queue, the batcher's usual case, would otherwise
+    /// lock all of them): the count is raised before a push and lowered after a pop, so it
+    /// never counts fewer tasks than the partitions hold, and one pushed after the count was
+    /// read wakes the reader, who registered before counting (`read`).
     fn pop_up_to(&self, max: usize) -> Vec<Delivery> {
+        let wanted = max.min(self.len.load(Ordering::Acquire));
+        if wanted == 0 {
+            return Vec::new();
+        }
         let n = self.partitions.len();
         let start = self.next_start.fetch_add(1, Ordering::Relaxed) % n;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(wanted);
         for offset in 0..n {
-            if out.len() >= max {
+            if out.len() >= wanted {
                 break;
             }
             let partition = (start + offset) % n;
             let mut fifo = self.lock(partition);
-            while out.len() < max {
+            while out.len() < wanted {
                 let Some(task) = fifo.pop_front() else { break };
                 out.push(Delivery {
                     // One process: the gateway's clock is the queue's.
@@ -199,6 +209,68 @@ mod tests {
         let mut want: Vec<_> = (0..100).map(|i| format!("t{i}")).collect();
         want.sort();
         assert_eq!(seen, want);
+    }
+
+    /// `q.read(max, 0)` on another thread while this one holds `partition`'s lock: its
+    /// answer, or `None` if it waited for that lock (it is then let go, and finishes).
+    fn read_beside_held_lock(
+        q: &std::sync::Arc<MemoryQueue>,
+        partition: usize,
+        max: usize,
+    ) -> Option<Vec<Delivery>> {
+        let held = q.lock(partition);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn({
+            let q = q.clone();
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .expect("runtime");
+                let got = runtime.block_on(q.read(max, Duration::ZERO)).expect("read");
+                let _ = tx.send(got);
+            }
+        });
+        let got = rx.recv_timeout(Duration::from_secs(2)).ok();
+        drop(held);
+        reader.join().expect("reader");
+        got
+    }
+
+    #[test]
+    fn a_read_locks_no_partition_it_need_not_look_in() {
+        let q = std::sync::Arc::new(MemoryQueue::new(2, 10));
+        // An empty queue: nothing to look for, so no partition is locked.
+        let got = read_beside_held_lock(&q, 0, 8).expect("an empty read takes no lock");
+        assert!(got.is_empty());
+        // One task in the partition the next read starts from: found there, the read is over
+        // without the other partition's lock.
+        let start = q.next_start.load(Ordering::Relaxed) % 2;
+        let id = (0..)
+            .map(|i| format!("t{i}"))
+            .find(|id| bucket(&q.hasher, id, 2) == start)
+            .expect("an id of that partition");
+        let mut one = task(0);
+        one.task_id = id.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(q.enqueue(one)).expect("room");
+        let got = read_beside_held_lock(&q, 1 - start, 8).expect("the task, without waiting");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].task.task_id, id);
+    }
+
+    #[tokio::test]
+    async fn one_read_takes_every_queued_task_whatever_their_partitions() {
+        let q = MemoryQueue::new(16, 1000);
+        for i in 0..40 {
+            q.enqueue(task(i)).await.expect("room");
+        }
+        assert_eq!(q.read(64, Duration::ZERO).await.expect("read").len(), 40);
+        assert!(q.read(64, Duration::ZERO).await.expect("read").is_empty());
+        q.enqueue(task(40)).await.expect("room");
+        assert_eq!(q.read(64, Duration::ZERO).await.expect("read").len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

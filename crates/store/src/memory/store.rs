@@ -10,6 +10,7 @@
 //! records (for expiry and eviction) gets one entry per record. Waiters are kept apart too:
 //! only pending records that someone long-polls have any.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -47,9 +48,52 @@ struct Shard {
     /// Owner names of this shard's records.
     owners: Owners,
     /// Long-polls waiting for a pending task to finish; woken (by being dropped) when it does.
-    waiters: HashMap<Box<str>, Vec<oneshot::Sender<()>>, RandomState>,
+    waiters: HashMap<Box<str>, Waiters, RandomState>,
     /// Pending records created so far: the next one's `seq`.
     created: u64,
+}
+
+/// Whoever waits for one pending task: nearly always one caller (the submission that waits
+/// for its own task), kept without a vector, which would be an allocation a request.
+#[derive(Debug)]
+enum Waiters {
+    One(oneshot::Sender<()>),
+    Many(Vec<oneshot::Sender<()>>),
+}
+
+impl Waiters {
+    /// Adds `waiter` to those waiting for `task_id` in `waiters`.
+    fn register(
+        waiters: &mut HashMap<Box<str>, Waiters, RandomState>,
+        task_id: &str,
+        waiter: oneshot::Sender<()>,
+    ) {
+        // One look-up: the key is made either way (a new task's, nearly always).
+        match waiters.entry(Box::from(task_id)) {
+            Entry::Vacant(none) => {
+                none.insert(Waiters::One(waiter));
+            }
+            Entry::Occupied(mut some) => match some.get_mut() {
+                Waiters::Many(all) => all.push(waiter),
+                one => {
+                    if let Waiters::One(first) = std::mem::replace(one, Waiters::Many(Vec::new())) {
+                        *one = Waiters::Many(vec![first, waiter]);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Drops the waiters that gave up (their waits timed out); whether any are left.
+    fn retain_waiting(&mut self) -> bool {
+        match self {
+            Waiters::One(waiter) => !waiter.is_closed(),
+            Waiters::Many(all) => {
+                all.retain(|w| !w.is_closed());
+                !all.is_empty()
+            }
+        }
+    }
 }
 
 /// Runs `$body` with `$table` bound to the table holding `$id` and `$key` to its key there.
@@ -210,10 +254,7 @@ impl MemoryResultStore {
             removed += shard.uuids.sweep(second, &mut shard.owners);
             removed += shard.texts.sweep(second, &mut shard.owners);
             // Waits that timed out left closed senders behind.
-            shard.waiters.retain(|_, senders| {
-                senders.retain(|s| !s.is_closed());
-                !senders.is_empty()
-            });
+            shard.waiters.retain(|_, waiters| waiters.retain_waiting());
         }
         self.len.fetch_sub(removed, Ordering::AcqRel);
         removed
@@ -314,11 +355,7 @@ impl ResultStore for MemoryResultStore {
                 return Ok(Some(record));
             }
             let (tx, rx) = oneshot::channel();
-            shard
-                .waiters
-                .entry(Box::from(task_id))
-                .or_default()
-                .push(tx);
+            Waiters::register(&mut shard.waiters, task_id, tx);
             rx
         };
         // Completion drops the sender (an Err here), which is the wake-up; a timeout is too.
@@ -340,11 +377,7 @@ impl ResultStore for MemoryResultStore {
         // may have finished since) will not be completed again: no waiting for it. Dropping
         // the sender makes the wait read the store at once.
         if !shard.finished(task_id) {
-            shard
-                .waiters
-                .entry(Box::from(task_id))
-                .or_default()
-                .push(tx);
+            Waiters::register(&mut shard.waiters, task_id, tx);
         }
         drop(shard);
         Box::new(Expected {

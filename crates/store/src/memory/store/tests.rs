@@ -210,6 +210,49 @@ async fn an_expectation_is_woken_by_the_completion_and_never_waits_for_a_finishe
         .all(|shard| shard.lock().expect("not poisoned").waiters.is_empty()));
 }
 
+/// Several waits for one task (a submission's expectation, long polls of its result) are all
+/// woken by its completion, whichever way each registered; those that gave up are dropped by a
+/// sweep, and the others kept.
+#[tokio::test(start_paused = true)]
+async fn every_waiter_of_a_task_is_woken_by_its_completion() {
+    let s = Arc::new(MemoryResultStore::new(100, Duration::from_secs(600)));
+    let wait = Duration::from_secs(30);
+    let id = uuid(9);
+    let expected = s.clone().expect(&id, TaskRecord::pending(1));
+    s.create(&id, 1, None).await.expect("create");
+    let mut waiting = vec![tokio::spawn(expected.wait(wait))];
+    for _ in 0..2 {
+        let s = s.clone();
+        let id = id.clone();
+        waiting.push(tokio::spawn(async move { s.wait(&id, wait).await }));
+    }
+    tokio::task::yield_now().await;
+    // A fourth gives up before the completion: swept, and the three others still wait.
+    let _ = s.wait(&id, Duration::from_millis(1)).await.expect("wait");
+    s.sweep(Instant::now());
+    let kept = |s: &MemoryResultStore| {
+        s.shards
+            .iter()
+            .map(
+                |shard| match shard.lock().expect("not poisoned").waiters.get(id.as_str()) {
+                    Some(Waiters::One(_)) => 1,
+                    Some(Waiters::Many(all)) => all.len(),
+                    None => 0,
+                },
+            )
+            .sum::<usize>()
+    };
+    assert_eq!(kept(&s), 3);
+    let started = Instant::now();
+    s.complete(vec![done(&id, "out")]).await.expect("complete");
+    for waiter in waiting {
+        let record = waiter.await.expect("join").expect("wait").expect("stored");
+        assert_eq!(record.status, TaskStatus::Success);
+    }
+    assert_eq!(started.elapsed(), Duration::ZERO, "woken by the completion");
+    assert_eq!(kept(&s), 0);
+}
+
 /// The ring of finished records spans many chunks: slots keep their order through pushes and
 /// pops across chunk boundaries, and an emptied chunk is reused.
 #[test]
