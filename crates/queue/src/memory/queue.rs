@@ -231,7 +231,10 @@ mod tests {
                 let _ = tx.send(got);
             }
         });
-        let got = rx.recv_timeout(Duration::from_secs(2)).ok();
+        // A read that does not wait answers at once; one that waits for the held lock never
+        // does until it is let go. The bound is far past any scheduling delay, so a slow
+        // machine cannot pass for a waiting read.
+        let got = rx.recv_timeout(Duration::from_secs(30)).ok();
         drop(held);
         reader.join().expect("reader");
         got
