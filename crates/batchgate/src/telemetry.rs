@@ -290,8 +290,8 @@ impl VisitFmt for PlainStrVisitor<'_> {
 
 #[cfg(test)]
 mod tests {
+    use batchgate_testkit::MemoryLog;
     use std::io;
-    use std::sync::{Arc, Mutex};
 
     use tracing::field::Empty;
     use tracing_subscriber::fmt::format::DefaultFields;
@@ -359,28 +359,13 @@ mod tests {
         assert_eq!(join_into(&mut buffer, &["abcd", "efghi"]), None);
     }
 
-    /// A log written to memory.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().expect("buffer").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Spans and events with every kind of field, in every place (first or not, in a span's
     /// attributes or recorded later, in an event), logged with `fields`.
     fn log_with<F>(fields: F, ansi: bool) -> String
     where
         F: for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static,
     {
-        let buffer = Buffer::default();
+        let buffer = MemoryLog::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
@@ -439,8 +424,7 @@ mod tests {
                 nested.in_scope(|| tracing::debug!(x = "y", "nested"));
             });
         });
-        let bytes = buffer.0.lock().expect("buffer").clone();
-        String::from_utf8(bytes).expect("utf-8 log")
+        buffer.text()
     }
 
     #[test]

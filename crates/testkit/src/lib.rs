@@ -6,6 +6,8 @@
 //! directory each. They are stopped by their own PID. Starting one is `async`: its readiness
 //! is awaited (PING through `redis-cli`, run as a child process) without blocking the
 //! runtime of the test that waits.
+//!
+//! Also [`MemoryLog`], a log writer that keeps what it is given, for tests of log output.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -391,5 +393,32 @@ impl RedisCluster {
     /// The seed URLs of every node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+/// A log written to memory: hand clones of it to a `tracing_subscriber` as its writer, then
+/// read what they wrote with [`MemoryLog::text`].
+#[derive(Clone, Debug, Default)]
+pub struct MemoryLog(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl MemoryLog {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8(bytes).expect("a log of UTF-8 text")
+    }
+}
+
+impl std::io::Write for MemoryLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

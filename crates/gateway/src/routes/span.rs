@@ -103,30 +103,14 @@ fn route_template(path: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::{Arc, Mutex};
+    use batchgate_testkit::MemoryLog;
 
     use super::{record_task_id, route_template};
     use tracing::field::Empty;
 
-    /// A log written to memory.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().expect("buffer").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn the_task_id_is_recorded_on_the_current_span_only_where_it_has_the_field() {
-        let buffer = Buffer::default();
+        let buffer = MemoryLog::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
@@ -147,7 +131,7 @@ mod tests {
                 tracing::info!("after");
             });
         });
-        let log = String::from_utf8(buffer.0.lock().expect("buffer").clone()).expect("utf-8");
+        let log = buffer.text();
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines.len(), 3, "{log}");
         assert!(lines[0].contains("other{id=\"x\"}: "), "{log}");
