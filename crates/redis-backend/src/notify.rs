@@ -4,7 +4,9 @@
 //! for one of them (for each result its record's key and the final record as stored, see
 //! [`parse_notices`]): the one named in the task's
 //! `reply_to`, and any other that registered a long poll on the pending record. A waiter gets
-//! its task's result from the message itself, without reading the store again.
+//! its task's result from the message itself, without reading the store again. A process
+//! that is also a batcher hands the results it writes for its own gateway to [`Notifier`]
+//! directly instead (`crate::settle`).
 //!
 //! On a standalone Redis a gateway subscribes to one channel. On a cluster it subscribes,
 //! with sharded pub/sub (`SSUBSCRIBE`), to one channel per partition on the master that
@@ -63,19 +65,27 @@ pub(crate) fn parse_notices(message: &[u8]) -> Option<Vec<Notice>> {
     let mut notices = Vec::with_capacity(items / 2);
     for _ in 0..items / 2 {
         let key = packed.bytes()?;
-        let r = record::parse(packed.bytes()?)?;
+        notices.push(Notice::of(Keys::task_of_result(key)?, packed.bytes()?)?);
+    }
+    packed.0.is_empty().then_some(notices)
+}
+
+impl Notice {
+    /// The notice of task `task_id` whose final record (`crate::record`) is `record`; `None`
+    /// if the record is not final.
+    pub(crate) fn of(task_id: String, record: &[u8]) -> Option<Notice> {
+        let r = record::parse(record)?;
         if !r.status.is_terminal() {
             return None;
         }
-        notices.push(Notice {
-            task_id: Keys::task_of_result(key)?,
+        Some(Notice {
+            task_id,
             status: r.status,
             output: r.output,
             error: r.error,
             completed_at: r.completed_at?,
-        });
+        })
     }
-    packed.0.is_empty().then_some(notices)
 }
 
 /// Packs a message of notices as [`parse_notices`] reads it and as the settle script's
@@ -184,6 +194,13 @@ impl Notifier {
             debug!(bytes = message.len(), "bad notification payload");
             return;
         };
+        self.deliver(notices);
+    }
+
+    /// Wakes the waiters of each notice's task. The settle calls it directly for the results
+    /// of this process's own gateway, once they are stored: those notices are not published
+    /// (see `crate::settle`).
+    pub(crate) fn deliver(&self, notices: impl IntoIterator<Item = Notice>) {
         let mut waiters = self.lock();
         for notice in notices {
             for tx in waiters.remove(&notice.task_id).unwrap_or_default() {

@@ -39,6 +39,7 @@ use crate::describe;
 use crate::entry::{deliveries, fetch_groups, Overflow};
 use crate::keys::{Keys, GROUP};
 use crate::leases::{Clock, Leases, Renewer};
+use crate::notify::Notifier;
 use crate::reader::{flatten, ReadAhead, StreamReader, READ_BLOCK};
 use crate::settle::Settler;
 
@@ -180,6 +181,14 @@ impl RedisQueue {
             stop_reads: CancellationToken::new(),
             stop: CancellationToken::new(),
         }
+    }
+
+    /// The queue of a process that is also gateway `name`, whose waiters `notifier` wakes:
+    /// the results of its own tasks wake them directly once stored, without a notice through
+    /// Redis (see `crate::settle`).
+    pub fn with_local_gateway(mut self, notifier: Arc<Notifier>, name: String) -> Self {
+        self.settler = self.settler.clone().with_local_gateway(notifier, name);
+        self
     }
 
     fn partitions_read(&self) -> Vec<usize> {

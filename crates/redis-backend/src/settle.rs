@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use batchgate_store::{Completion, Outcome};
@@ -22,7 +23,7 @@ use crate::conn::{bounded, unless_script_lost, RedisConn};
 use crate::entry::{Heads, Held};
 use crate::keys::{Keys, GROUP};
 use crate::leases::Ack;
-use crate::notify::pack_notices;
+use crate::notify::{pack_notices, Notice, Notifier};
 use crate::record;
 use crate::topology::Topology;
 
@@ -47,6 +48,10 @@ pub(crate) struct Settler {
     /// Record heads of the tasks this process handed out, so their settle need not read
     /// the pending record.
     heads: Heads,
+    /// This process's own gateway, if it has one (`serve` on Redis): its waiters and its
+    /// name on the notification bus. Its notices are handed to its waiters once stored,
+    /// instead of being published to Redis and read back (see [`Settler::transaction`]).
+    local: Option<(Arc<Notifier>, String)>,
 }
 
 /// One script call's share of the work.
@@ -97,7 +102,14 @@ impl Settler {
             op_timeout,
             script: Script::new(include_str!("lua/settle.lua")),
             heads: Heads::default(),
+            local: None,
         }
+    }
+
+    /// Wakes the waiters of this process's gateway `name` through `notifier` directly.
+    pub(crate) fn with_local_gateway(mut self, notifier: Arc<Notifier>, name: String) -> Self {
+        self.local = Some((notifier, name));
+        self
     }
 
     /// Where the readers keep the heads of the tasks they hand out.
@@ -220,6 +232,7 @@ impl Settler {
                 // A transaction needs the keys of one slot; a cluster spreads partitions
                 // over slots, so it runs the script alone.
                 (Outcome::Success(output), Some(head)) if !self.cluster => fast.push(Written {
+                    task_id: &c.task_id,
                     key: self.keys.result(&c.task_id),
                     record: record::final_record(
                         'S',
@@ -312,9 +325,15 @@ impl Settler {
     /// them too. If the script's call fails (or Redis lost the script), the results are
     /// written but nothing is acknowledged: the entries are delivered again, never
     /// acknowledged without their results.
+    ///
+    /// The notices of this process's own gateway (`serve` on Redis: gateway and batcher in
+    /// one process) are not published: once the transaction has run, its waiters are handed
+    /// them here, each with the record that stays. A notice through Redis costs Redis the
+    /// `PUBLISH` and this process reading it back and parsing it.
     async fn transaction(&self, fast: &[Written<'_>], script: redis::Cmd) -> RedisResult<usize> {
         let ttl = self.ttl_ms();
         let channel = self.keys.notify_prefix(None);
+        let local = self.local.as_ref().map(|(_, name)| name.as_str());
         let mut pipe = redis::pipe();
         pipe.atomic().ignore_errors();
         for w in fast {
@@ -327,6 +346,7 @@ impl Settler {
         }
         let notices = fast
             .iter()
+            .filter(|w| Some(w.gateway) != local)
             .map(|w| (w.gateway, w.key.as_bytes(), w.record.as_slice()));
         for (gateway, items) in by_gateway(notices) {
             pipe.cmd(self.publish())
@@ -365,6 +385,20 @@ impl Settler {
                 },
                 _ => written += 1,
             }
+        }
+        if let Some((notifier, name)) = &self.local {
+            // Stored: this gateway's waiters get the record that stays, the first SUCCESS
+            // where there was one already (put back below).
+            notifier.deliver(fast.iter().zip(olds).filter_map(|(w, old)| {
+                if w.gateway != name.as_str() {
+                    return None;
+                }
+                let kept = match old {
+                    Value::BulkString(old) if old.first() == Some(&b'S') => old.as_slice(),
+                    _ => w.record.as_slice(),
+                };
+                Notice::of(w.task_id.to_owned(), kept)
+            }));
         }
         if !restore.is_empty() || !watched.is_empty() {
             // The batch is stored and (unless the script failed, below) acknowledged: a
@@ -422,9 +456,10 @@ impl Settler {
     }
 }
 
-/// A success the transaction writes: its record's key, the final record, the gateway to
-/// notify ('' for none).
+/// A success the transaction writes: its task, its record's key, the final record, the
+/// gateway to notify ('' for none).
 struct Written<'a> {
+    task_id: &'a str,
     key: String,
     record: Vec<u8>,
     gateway: &'a str,

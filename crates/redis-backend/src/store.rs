@@ -54,8 +54,14 @@ impl RedisResultStore {
         notifier: Option<(Arc<Notifier>, String)>,
         cluster: bool,
     ) -> Self {
+        let settler = Settler::new(conn.clone(), keys.clone(), ttl, cluster, op_timeout);
         RedisResultStore {
-            settler: Settler::new(conn.clone(), keys.clone(), ttl, cluster, op_timeout),
+            settler: match &notifier {
+                Some((notifier, name)) => {
+                    settler.with_local_gateway(notifier.clone(), name.clone())
+                }
+                None => settler,
+            },
             conn,
             keys,
             op_timeout,

@@ -103,6 +103,10 @@ pub async fn build(config: &RedisBackendConfig, waits: bool) -> Result<Backends,
         },
         name.clone(),
     );
+    let queue = match &notifier {
+        Some((notifier, name)) => queue.with_local_gateway(notifier.clone(), name.clone()),
+        None => queue,
+    };
     Ok(Backends {
         queue: Arc::new(queue),
         results: Arc::new(RedisResultStore::new(

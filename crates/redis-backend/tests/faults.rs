@@ -631,6 +631,89 @@ async fn a_notice_lost_while_unsubscribed_is_recovered(infra: Infra) {
 }
 on_both!(a_notice_lost_while_unsubscribed_is_recovered);
 
+// A process that is gateway and batcher at once (`serve` on Redis) wakes its own waiters when
+// it has stored their results, without publishing their notices to Redis and reading them
+// back: here its subscription never runs, so only the direct hand-over can wake them. A task
+// that was a SUCCESS already keeps that first result, and its waiter is handed that one; a
+// result for another gateway is still published. (A cluster settles through the script,
+// which publishes every notice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_own_results_are_handed_over_without_a_notice_through_redis() {
+    let infra = Infra::standalone().await;
+    let notifier = Arc::new(Notifier::default());
+    let gateway = Arc::new(RedisResultStore::new(
+        infra.conn().await,
+        infra.keys.clone(),
+        Duration::from_secs(60),
+        infra.config.op_timeout,
+        Some((notifier.clone(), "gw-here".to_owned())),
+        false,
+    ));
+    let queue = infra
+        .queue("here", |_| {})
+        .await
+        .with_local_gateway(notifier, "gw-here".to_owned());
+    let fresh = gateway.clone().expect("e5-fresh", TaskRecord::pending(1));
+    let again = gateway.clone().expect("e5-again", TaskRecord::pending(1));
+    let intake = infra.intake().await;
+    for (id, reply_to) in [
+        ("e5-fresh", "gw-here"),
+        ("e5-again", "gw-here"),
+        ("e5-far", "gw-far"),
+    ] {
+        intake
+            .admit(&task(id, Some(reply_to)), 1, None)
+            .await
+            .expect("admit");
+    }
+    // A SUCCESS stored before (a task computed twice) by a store of no gateway: its notice is
+    // published to nobody listening.
+    let other = infra.store(Duration::from_secs(60)).await;
+    other
+        .complete(vec![done(
+            "e5-again",
+            Outcome::Success("first".into()),
+            Some("gw-here"),
+        )])
+        .await
+        .expect("first result");
+    let got = read_n(&queue, 3, Duration::from_secs(5)).await;
+    reset_stats(&infra);
+    let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
+    queue
+        .settle(
+            &other,
+            vec![
+                done("e5-fresh", Outcome::Success("out".into()), Some("gw-here")),
+                done(
+                    "e5-again",
+                    Outcome::Success("second".into()),
+                    Some("gw-here"),
+                ),
+                done("e5-far", Outcome::Success("far".into()), Some("gw-far")),
+            ],
+            &receipts,
+        )
+        .await
+        .expect("settle");
+    let fresh = fresh.wait(Duration::from_secs(5)).await.expect("wait");
+    let fresh = fresh.expect("exists");
+    assert_eq!(fresh.status, TaskStatus::Success);
+    assert_eq!(fresh.output_text(), Some("out"));
+    let again = again.wait(Duration::from_secs(5)).await.expect("wait");
+    assert_eq!(again.expect("exists").output_text(), Some("first"));
+    let Servers::Standalone(server) = &infra.servers else {
+        unreachable!("standalone");
+    };
+    let stats = server.cli(&["INFO", "commandstats"]).unwrap_or_default();
+    let published = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert_eq!(published, 1, "one PUBLISH, gw-far's: {stats}");
+}
+
 // Typed outputs go through the settle script, the stored record and the notice as they are:
 // a vector comes back as the same floats, bytes as the same bytes (not JSON text).
 async fn typed_outputs_come_back_through_the_record_and_the_notice(infra: Infra) {
