@@ -15,12 +15,13 @@ use batchgate_store::{Completion, Outcome, ResultStore};
 use batchgate_worker::{CallKind, Retrying, Worker, WorkerError};
 use opentelemetry::trace::SpanContext;
 use opentelemetry::KeyValue;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, error, info_span, warn, Instrument};
 
 use crate::load::LoadMeter;
 use crate::metrics::{BatcherMetrics, OutcomeLabel, ReasonLabel};
-use crate::slots::Slots;
+use crate::slots::{Slot, Slots};
 use collapse::collapse;
 
 /// When each task of a batch was accepted, by its id: read back for the latency of each
@@ -46,6 +47,10 @@ pub(crate) struct Dispatcher {
     pub(crate) load: Arc<LoadMeter>,
     /// The slots' limit, which the load report measures calls against.
     pub(crate) slots: Arc<Slots>,
+    /// Batches storing their results and acknowledging, at most as many as there may be
+    /// slots: a batch gives its slot back once it holds one of these (see
+    /// [`Dispatcher::run`]).
+    pub(crate) settling: Arc<Semaphore>,
 }
 
 /// How long a slot turned away by an overloaded worker waits before its tasks go back to the
@@ -81,7 +86,13 @@ struct Outcomes {
 }
 
 impl Dispatcher {
-    pub(crate) async fn run(&self, batch: Batch<Delivery>) {
+    /// Runs a batch in `slot`: the worker call, then the results' write and the
+    /// acknowledgement. The slot is the worker's: it frees as soon as the worker has answered
+    /// and the batch may settle, so that a result store that takes its time (Redis under
+    /// load: a round trip, behind others) does not keep the worker idle. At most as many
+    /// batches settle at once as there may be slots; past that, a batch keeps its slot until
+    /// it may settle, and a store that falls behind still holds new batches back.
+    pub(crate) async fn run(&self, batch: Batch<Delivery>, slot: Slot) {
         let size = batch.items.len();
         let reason = batch.reason.as_str();
         let waited = Instant::now()
@@ -106,10 +117,12 @@ impl Dispatcher {
             let requests = trace_the_wait(&batch.items, now);
             batchgate_telemetry::context::link_all(&span, requests);
         }
-        self.run_batch(batch.items, now).instrument(span).await;
+        self.run_batch(batch.items, now, slot)
+            .instrument(span)
+            .await;
     }
 
-    async fn run_batch(&self, items: Vec<Delivery>, now: SystemTime) {
+    async fn run_batch(&self, items: Vec<Delivery>, now: SystemTime, slot: Slot) {
         let size = items.len();
         // Inputs move into the call; ids and receipts stay for the write and the ack.
         let mut receipts = Vec::with_capacity(size);
@@ -165,9 +178,13 @@ impl Dispatcher {
         let worker_ms = worker_started.elapsed().as_millis() as u64;
         let completed = completions.len();
         let failed = failures.len();
+        // Never closed, so always a permit.
+        let settling = self.settling.clone().acquire_owned().await.ok();
+        drop(slot);
         let stored = self
             .store_then_ack(completions, failures, &receipts, &accepted_at)
             .await;
+        drop(settling);
         debug!(completed, failed, expired, worker_ms, stored, "batch done");
     }
 

@@ -7,6 +7,7 @@ use batchgate_policy::{Batch, Limits, Policy, Rule};
 use batchgate_queue::{DeadLetters, Delivery, LoadBoard, Queue};
 use batchgate_store::ResultStore;
 use batchgate_worker::{budget, RetryBudget, RetryPolicy, Retrying, Worker};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -148,6 +149,7 @@ impl Batcher {
             dispatcher: Arc::new(Dispatcher {
                 load: load.clone(),
                 slots: slots.clone(),
+                settling: Arc::new(Semaphore::new(config.max_inflight_batches.max(1))),
                 queue: queue.clone(),
                 results,
                 dead_letters,
@@ -305,11 +307,10 @@ impl Batcher {
 
     fn dispatch(&self, batch: Batch<Delivery>, slot: Slot) {
         let dispatcher = self.dispatcher.clone();
-        self.in_flight.spawn(async move {
-            dispatcher.run(batch).await;
-            // The slot frees only once results are stored and acked.
-            drop(slot);
-        });
+        // The slot frees once the worker has answered (`Dispatcher::run`); the task ends
+        // once the results are stored and acked, which the drain waits for.
+        self.in_flight
+            .spawn(async move { dispatcher.run(batch, slot).await });
     }
 
     /// The drain, in order: (1) a shared queue stops handing us new tasks (others will take

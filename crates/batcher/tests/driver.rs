@@ -388,3 +388,126 @@ async fn the_load_reporter_has_ended_when_the_batcher_returns() {
     assert_eq!(report.busy, 0.0, "an idle batcher's slots are free");
     stopper.await.expect("stopper");
 }
+
+/// A result store whose writes wait until the test lets them through: a store that takes its
+/// time, as Redis does under load (a round trip, behind other commands).
+struct HeldStore {
+    inner: MemoryResultStore,
+    open: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl ResultStore for HeldStore {
+    async fn create(
+        &self,
+        task_id: &str,
+        created_at: u64,
+        owner: Option<&str>,
+    ) -> Result<(), batchgate_store::StoreError> {
+        self.inner.create(task_id, created_at, owner).await
+    }
+
+    async fn complete(
+        &self,
+        completions: Vec<batchgate_store::Completion>,
+    ) -> Result<(), batchgate_store::StoreError> {
+        let _open = self.open.acquire().await.expect("never closed");
+        self.inner.complete(completions).await
+    }
+
+    async fn remove(&self, task_id: &str) -> Result<(), batchgate_store::StoreError> {
+        self.inner.remove(task_id).await
+    }
+
+    async fn get(
+        &self,
+        task_id: &str,
+    ) -> Result<Option<batchgate_store::TaskRecord>, batchgate_store::StoreError> {
+        self.inner.get(task_id).await
+    }
+
+    async fn wait(
+        &self,
+        task_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<batchgate_store::TaskRecord>, batchgate_store::StoreError> {
+        self.inner.wait(task_id, timeout).await
+    }
+
+    async fn count(&self) -> Result<usize, batchgate_store::StoreError> {
+        self.inner.count().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_frees_when_the_worker_answers_not_when_its_results_are_stored() {
+    // One slot, a worker that answers in 10 ms, and a store that writes nothing until let.
+    let queue = Arc::new(MemoryQueue::new(16, 100_000));
+    let store = Arc::new(HeldStore {
+        inner: MemoryResultStore::new(100_000, Duration::from_secs(600)),
+        open: tokio::sync::Semaphore::new(0),
+    });
+    let worker = Arc::new(Recording {
+        calls: Mutex::default(),
+        cost: Duration::from_millis(10),
+        fail: false,
+    });
+    let batcher = Batcher::new(
+        queue.clone(),
+        store.clone(),
+        Arc::new(MemoryDeadLetters::new(1000)),
+        worker.clone(),
+        BatcherConfig {
+            limits: Limits::default(),
+            max_inflight_batches: 1,
+            ..BatcherConfig::default()
+        },
+        BatcherMetrics::register(&mut Registry::default()),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(batcher.run(shutdown.clone()));
+    let mut ids = Vec::new();
+    for i in 0..3 * 64 {
+        let id = format!("h-{i}");
+        store.create(&id, 0, None).await.expect("create");
+        queue
+            .enqueue(Task {
+                task_id: id.clone(),
+                input: format!("input h {i}"),
+                enqueued_at: SystemTime::now(),
+                reply_to: None,
+                deadline: None,
+                owner: None,
+                trace_parent: None,
+                zone: None,
+            })
+            .await
+            .expect("enqueue");
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The first batch waits for the store; the worker still got the second. The third waits
+    // for the slot, which the second keeps until it may settle: one batch settles at a time
+    // per slot, so a store that falls behind still holds new batches back.
+    let sizes = |w: &Recording| -> Vec<usize> {
+        w.calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, n)| *n)
+            .collect()
+    };
+    assert_eq!(sizes(&worker), vec![64, 64]);
+    store.open.add_permits(1_000);
+    for id in &ids {
+        let r = store
+            .wait(id, Duration::from_secs(60))
+            .await
+            .expect("wait")
+            .expect("exists");
+        assert_eq!(r.status, TaskStatus::Success, "{id}");
+    }
+    assert_eq!(sizes(&worker), vec![64, 64, 64]);
+    shutdown.cancel();
+    running.await.expect("join");
+}
