@@ -45,15 +45,24 @@ impl Worker for Recording {
 
 struct Harness {
     queue: Arc<MemoryQueue>,
-    store: Arc<MemoryResultStore>,
+    store: Arc<dyn ResultStore>,
     worker: Arc<Recording>,
     shutdown: CancellationToken,
     batcher: tokio::task::JoinHandle<batchgate_batcher::DrainReport>,
 }
 
 fn start(max_inflight: usize, cost: Duration, fail: bool) -> Harness {
-    let queue = Arc::new(MemoryQueue::new(16, 100_000));
     let store = Arc::new(MemoryResultStore::new(100_000, Duration::from_secs(600)));
+    start_with(store, max_inflight, cost, fail)
+}
+
+fn start_with(
+    store: Arc<dyn ResultStore>,
+    max_inflight: usize,
+    cost: Duration,
+    fail: bool,
+) -> Harness {
+    let queue = Arc::new(MemoryQueue::new(16, 100_000));
     let worker = Arc::new(Recording {
         calls: Mutex::default(),
         cost,
@@ -442,72 +451,19 @@ impl ResultStore for HeldStore {
 #[tokio::test(start_paused = true)]
 async fn a_slot_frees_when_the_worker_answers_not_when_its_results_are_stored() {
     // One slot, a worker that answers in 10 ms, and a store that writes nothing until let.
-    let queue = Arc::new(MemoryQueue::new(16, 100_000));
     let store = Arc::new(HeldStore {
         inner: MemoryResultStore::new(100_000, Duration::from_secs(600)),
         open: tokio::sync::Semaphore::new(0),
     });
-    let worker = Arc::new(Recording {
-        calls: Mutex::default(),
-        cost: Duration::from_millis(10),
-        fail: false,
-    });
-    let batcher = Batcher::new(
-        queue.clone(),
-        store.clone(),
-        Arc::new(MemoryDeadLetters::new(1000)),
-        worker.clone(),
-        BatcherConfig {
-            limits: Limits::default(),
-            max_inflight_batches: 1,
-            ..BatcherConfig::default()
-        },
-        BatcherMetrics::register(&mut Registry::default()),
-    );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(batcher.run(shutdown.clone()));
-    let mut ids = Vec::new();
-    for i in 0..3 * 64 {
-        let id = format!("h-{i}");
-        store.create(&id, 0, None).await.expect("create");
-        queue
-            .enqueue(Task {
-                task_id: id.clone(),
-                input: format!("input h {i}"),
-                enqueued_at: SystemTime::now(),
-                reply_to: None,
-                deadline: None,
-                owner: None,
-                trace_parent: None,
-                zone: None,
-            })
-            .await
-            .expect("enqueue");
-        ids.push(id);
-    }
+    let h = start_with(store.clone(), 1, Duration::from_millis(10), false);
+    let ids = h.submit(3 * 64, "h").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The first batch waits for the store; the worker still got the second. The third waits
     // for the slot, which the second keeps until it may settle: one batch settles at a time
     // per slot, so a store that falls behind still holds new batches back.
-    let sizes = |w: &Recording| -> Vec<usize> {
-        w.calls
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(_, n)| *n)
-            .collect()
-    };
-    assert_eq!(sizes(&worker), vec![64, 64]);
+    let sizes = |h: &Harness| -> Vec<usize> { h.calls().iter().map(|(_, n)| *n).collect() };
+    assert_eq!(sizes(&h), vec![64, 64]);
     store.open.add_permits(1_000);
-    for id in &ids {
-        let r = store
-            .wait(id, Duration::from_secs(60))
-            .await
-            .expect("wait")
-            .expect("exists");
-        assert_eq!(r.status, TaskStatus::Success, "{id}");
-    }
-    assert_eq!(sizes(&worker), vec![64, 64, 64]);
-    shutdown.cancel();
-    running.await.expect("join");
+    assert_eq!(h.wait_all(&ids).await, vec![TaskStatus::Success; 3 * 64]);
+    assert_eq!(sizes(&h), vec![64, 64, 64]);
 }
