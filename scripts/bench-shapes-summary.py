@@ -8,6 +8,11 @@ and prints, per shape and rate, the median of the runs and the spread (min-max):
   1. cost and latency: ok/s, errors, p50, p99, p99.9, CPU µs/request of batchgate (serve, or
      gateways + batchers), of the simulated worker (split and cluster; in embedded and redis it
      runs inside serve and is in batchgate), of redis-server (all nodes) and of the bench;
+     then the same servers' CPU per µs of the bench's CPU in the same run: for two builds of
+     one shape the bench's work per request is the same, so this ratio takes out a machine
+     whose speed drifts between runs (compare builds by it when their µs/req spreads overlap;
+     not shapes: the bench's own CPU per request differs between shapes, e.g. by how its
+     answers bunch);
   2. Redis per request: round trips (total_reads_processed), commands (INFO commandstats) split
      into top-level (EVAL/EVALSHA/FCALL + commands sent directly) and script-internal (from the
      MONITOR sample; "-" without one), total_commands_processed (which, in Redis 7.0, counts
@@ -40,8 +45,22 @@ def load(args):
                 if line.startswith("METRICS "):
                     m = json.loads(line[len("METRICS "):])
                     m["_file"] = f
+                    per_bench(m)
                     runs.append(m)
     return runs
+
+
+def per_bench(m):
+    """Adds each server's CPU per µs of the bench's CPU in the run, under `per_bench`."""
+    cpu = m.get("us_per_req") or {}
+    bench = cpu.get("bench")
+    if not bench:
+        return
+    m["per_bench"] = {
+        name: cpu[name] / bench
+        for name in ("batchgate", "batchgate_and_worker", "redis")
+        if cpu.get(name) is not None
+    }
 
 
 def get(m, path):
@@ -97,6 +116,12 @@ def main():
         ("worker µs/req", "us_per_req.worker", 1),
         ("redis µs/req", "us_per_req.redis", 1),
         ("bench µs/req", "us_per_req.bench", 1),
+    ], groups)
+    table("CPU per µs of the bench's CPU in the same run (the drift taken out: compare builds, "
+          "not shapes)", [
+        ("batchgate", "per_bench.batchgate", 3),
+        ("batchgate and worker", "per_bench.batchgate_and_worker", 3),
+        ("redis", "per_bench.redis", 3),
     ], groups)
     redis_groups = [(k, ms) for k, ms in groups if any(m.get("redis") for m in ms)]
     if not redis_groups:
