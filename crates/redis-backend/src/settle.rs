@@ -386,11 +386,11 @@ impl Settler {
                 _ => written += 1,
             }
         }
-        if let Some((notifier, name)) = &self.local {
+        if let Some((notifier, _)) = &self.local {
             // Stored: this gateway's waiters get the record that stays, the first SUCCESS
             // where there was one already (put back below).
             notifier.deliver(fast.iter().zip(olds).filter_map(|(w, old)| {
-                if w.gateway != name.as_str() {
+                if Some(w.gateway) != local {
                     return None;
                 }
                 let kept = match old {
