@@ -27,6 +27,7 @@ use tracing::warn;
 
 use crate::conn::{bounded, RedisConn};
 use crate::leases::{Clock, Leases};
+use crate::local_groups::LocalGroups;
 use crate::reader::entry_ms;
 use crate::record;
 
@@ -61,19 +62,28 @@ pub(crate) fn group_key(entry: &StreamId) -> Option<String> {
     entry.map.get("b").and_then(crate::value_text)
 }
 
-/// Fetches the messages of the group entries among `entries` (one pipelined round trip) and
-/// puts them in each entry as field `g`. A group whose messages are gone keeps no `g`: it
-/// yields no task, is never held, and lapses to the claimer until it is dead-lettered.
+/// Fetches the messages of the group entries among `entries` and puts them in each entry as
+/// field `g`: those this process's intake kept (`local`) from here, the others in one
+/// pipelined round trip. A group whose messages are gone keeps no `g`: it yields no task, is
+/// never held, and lapses to the claimer until it is dead-lettered.
 pub(crate) async fn fetch_groups(
     conn: &mut RedisConn,
     limit: Duration,
+    local: &LocalGroups,
     entries: &mut [(usize, StreamId)],
 ) -> RedisResult<()> {
-    let keys: Vec<(usize, String)> = entries
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (_, e))| group_key(e).map(|k| (i, k)))
-        .collect();
+    let mut keys: Vec<(usize, String)> = Vec::new();
+    for (i, (_, entry)) in entries.iter_mut().enumerate() {
+        let Some(key) = group_key(entry) else {
+            continue;
+        };
+        match local.take(&key) {
+            Some(framed) => {
+                entry.map.insert("g".to_owned(), Value::BulkString(framed));
+            }
+            None => keys.push((i, key)),
+        }
+    }
     if keys.is_empty() {
         return Ok(());
     }

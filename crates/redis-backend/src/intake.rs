@@ -32,6 +32,7 @@ use crate::conn::{bounded, unless_script_lost, RedisConn};
 use crate::describe;
 use crate::entry::frame_length;
 use crate::keys::Keys;
+use crate::local_groups::LocalGroups;
 use crate::record;
 use crate::topology::Topology;
 
@@ -58,6 +59,8 @@ pub struct RedisIntake {
     tx: mpsc::Sender<Admission>,
     /// Bound on one admission, gathering included.
     limit: Duration,
+    /// Where the writer keeps the groups it stores, for this process's own reads.
+    local: LocalGroups,
 }
 
 /// One task waiting to be admitted.
@@ -90,6 +93,8 @@ struct Writer {
     name: u64,
     /// Groups written so far: with `name`, names each group's messages.
     groups: AtomicU64,
+    /// Where each group's messages are kept too, once this process reads streams.
+    local: LocalGroups,
 }
 
 impl RedisIntake {
@@ -105,6 +110,7 @@ impl RedisIntake {
         cluster: bool,
     ) -> Self {
         let (tx, rx) = mpsc::channel(BACKLOG);
+        let local = LocalGroups::default();
         let writer = Writer {
             per_partition: capacity.div_ceil(keys.partitions()).max(1),
             topology: Topology::new(conn.clone(), keys.clone(), cluster, op_timeout),
@@ -117,6 +123,7 @@ impl RedisIntake {
             capacity,
             name: RandomState::new().build_hasher().finish(),
             groups: AtomicU64::new(0),
+            local: local.clone(),
         };
         let window = gather_window(cluster);
         tokio::spawn(gather(rx, Arc::new(writer), window));
@@ -125,7 +132,15 @@ impl RedisIntake {
             // Gathering, a wait for a write slot (a write is bounded by `op_timeout`), then
             // its own write.
             limit: op_timeout * 2 + window * 2,
+            local,
         }
+    }
+
+    /// The groups this intake keeps for the reads of a queue in the same process, which
+    /// takes them with [`RedisQueue::with_local_groups`](crate::RedisQueue::with_local_groups)
+    /// (nothing is kept until that queue reads).
+    pub fn local_groups(&self) -> LocalGroups {
+        self.local.clone()
     }
 }
 
@@ -144,6 +159,19 @@ impl redis::ToRedisArgs for Group<'_> {
             let _ = arg.write_all(&frame_length(&a.message));
             let _ = arg.write_all(&a.message);
         }
+    }
+}
+
+impl Group<'_> {
+    /// The argument's bytes, on their own (to keep a copy).
+    fn framed(&self) -> Vec<u8> {
+        let len = self.0.iter().map(|a| 4 + a.message.len()).sum();
+        let mut framed = Vec::with_capacity(len);
+        for a in self.0 {
+            framed.extend_from_slice(&frame_length(&a.message));
+            framed.extend_from_slice(&a.message);
+        }
+        framed
     }
 }
 
@@ -302,7 +330,17 @@ impl Writer {
         let key = self.keys.group(stream, &format!("{:x}-{n:x}", self.name));
         let ttl_ms = self.result_ttl.as_millis().max(1) as u64;
         let mut set = redis::cmd("SET");
-        set.arg(&key).arg(Group(&group)).arg("PX").arg(ttl_ms);
+        set.arg(&key);
+        // Kept before the entry can exist: this process's reader may read it before the
+        // call's reply is back.
+        if self.local.keeping() {
+            let framed = Group(&group).framed();
+            set.arg(framed.as_slice());
+            self.local.keep(&key, framed);
+        } else {
+            set.arg(Group(&group));
+        }
+        set.arg("PX").arg(ttl_ms);
         let mut call = redis::cmd("EVALSHA");
         call.arg(self.script.get_hash())
             .arg(1)
@@ -311,7 +349,7 @@ impl Writer {
             .arg(ttl_ms)
             .arg(self.dedupe_ttl.as_millis().max(1) as u64)
             .arg(self.keys.stream(stream))
-            .arg(key)
+            .arg(&key)
             .arg(group.len());
         for a in &group {
             call.arg(self.keys.result(&a.task_id))
@@ -331,6 +369,16 @@ impl Writer {
             took_us = started.elapsed().as_micros() as u64,
             "admission group written"
         );
+        let admitted_none = match &replies {
+            Ok(replies) => !replies
+                .iter()
+                .any(|r| crate::value_text(r).as_deref() == Some("o")),
+            Err(_) => true,
+        };
+        if admitted_none {
+            // No entry names the group (a retry, if any, stores it under a new key).
+            self.local.forget(&key);
+        }
         let mut again = Vec::new();
         match replies {
             Ok(replies) if replies.len() == group.len() => {

@@ -18,7 +18,8 @@
 //! - [`queue`]: [`RedisQueue`], the [`Queue`](batchgate_queue::Queue) on Streams; with
 //!   `entry` (what a stream entry holds: one task or a group), `reader` (batch-sized
 //!   reads), `leases` (renewal, heartbeat, Redis's clock), `claimer` (recovery, dead
-//!   letters, departed consumers), `depth` (what the streams hold, in tasks).
+//!   letters, departed consumers), `depth` (what the streams hold, in tasks),
+//!   `local_groups` (the groups this process admitted, kept for its own reads).
 //! - `record`: the layout of a task's record (one string), shared with the scripts.
 //! - `topology`: which partitions share a node, so calls are grouped per node.
 //! - `settle`: the one script that writes results, notifies and acknowledges.
@@ -41,6 +42,7 @@ pub mod intake;
 pub mod keys;
 mod leases;
 pub mod load_board;
+mod local_groups;
 pub mod notify;
 pub mod queue;
 pub mod rate_limit;
@@ -56,6 +58,7 @@ pub use dead_letters::RedisDeadLetters;
 pub use intake::RedisIntake;
 pub use keys::Keys;
 pub use load_board::RedisLoadBoard;
+pub use local_groups::LocalGroups;
 pub use notify::Notifier;
 pub use queue::{RedisQueue, RedisQueueConfig};
 pub use rate_limit::RedisRateLimiter;

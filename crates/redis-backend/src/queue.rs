@@ -39,6 +39,7 @@ use crate::describe;
 use crate::entry::{deliveries, fetch_groups, Overflow};
 use crate::keys::{Keys, GROUP};
 use crate::leases::{Clock, Leases, Renewer};
+use crate::local_groups::LocalGroups;
 use crate::notify::Notifier;
 use crate::reader::{flatten, ReadAhead, StreamReader, READ_BLOCK};
 use crate::settle::Settler;
@@ -139,6 +140,8 @@ pub struct RedisQueue {
     stop_reads: CancellationToken,
     /// Stops everything, lease renewal included (on drop).
     stop: CancellationToken,
+    /// The groups this process's intake kept for these reads (see `crate::local_groups`).
+    local: LocalGroups,
 }
 
 impl Drop for RedisQueue {
@@ -180,6 +183,7 @@ impl RedisQueue {
             clock: Clock::default(),
             stop_reads: CancellationToken::new(),
             stop: CancellationToken::new(),
+            local: LocalGroups::default(),
         }
     }
 
@@ -188,6 +192,14 @@ impl RedisQueue {
     /// Redis (see `crate::settle`).
     pub fn with_local_gateway(mut self, notifier: Arc<Notifier>, name: String) -> Self {
         self.settler = self.settler.clone().with_local_gateway(notifier, name);
+        self
+    }
+
+    /// The queue of a process whose intake keeps the groups it admits in `local` (shared
+    /// with [`RedisIntake::local_groups`](crate::RedisIntake::local_groups)): the reads take
+    /// those groups' messages from there instead of fetching them from Redis.
+    pub fn with_local_groups(mut self, local: LocalGroups) -> Self {
+        self.local = local;
         self
     }
 
@@ -219,6 +231,7 @@ impl RedisQueue {
     }
 
     async fn start_readers(&self) -> tokio::sync::Mutex<mpsc::Receiver<Delivery>> {
+        self.local.start();
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         let _ = self.holding.set(tx.downgrade());
         let mut conn = self.conn.clone();
@@ -255,6 +268,7 @@ impl RedisQueue {
                 overflow: self.read_back.clone(),
                 heads: self.settler.heads().clone(),
                 zone: self.keys.zone().cloned(),
+                local: self.local.clone(),
             };
             feeders.push(tokio::spawn(reader.run()));
         }
@@ -271,6 +285,7 @@ impl RedisQueue {
             settler: self.settler.clone(),
             overflow: self.read_back.clone(),
             stop: self.stop_reads.clone(),
+            local: self.local.clone(),
         };
         feeders.push(tokio::spawn(claimer.run()));
         *self.feeders.lock().unwrap_or_else(|p| p.into_inner()) = feeders;
@@ -355,7 +370,8 @@ impl RedisQueue {
                     after = last.id.clone();
                     let mut conn = self.conn.clone();
                     if let Err(error) =
-                        fetch_groups(&mut conn, self.redis.op_timeout, &mut entries).await
+                        fetch_groups(&mut conn, self.redis.op_timeout, &self.local, &mut entries)
+                            .await
                     {
                         warn!(%error, partition, "cannot read back pending entries at the drain");
                         break;

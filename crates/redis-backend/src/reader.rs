@@ -24,6 +24,7 @@ use crate::conn::{bounded, RedisConfig, RedisConn};
 use crate::entry::{deliveries, fetch_groups, hand_out, Heads, Overflow};
 use crate::keys::GROUP;
 use crate::leases::{Clock, Leases};
+use crate::local_groups::LocalGroups;
 
 /// How long a reader blocks in one `XREADGROUP`.
 pub(crate) const READ_BLOCK: Duration = Duration::from_millis(500);
@@ -102,6 +103,8 @@ pub(crate) struct StreamReader {
     pub(crate) heads: Heads,
     /// The zone of the streams read.
     pub(crate) zone: Option<batchgate_protocol::zone::Zone>,
+    /// The groups this process's intake kept, taken instead of fetched.
+    pub(crate) local: LocalGroups,
 }
 
 impl StreamReader {
@@ -231,7 +234,7 @@ impl StreamReader {
             bounded(self.redis.op_timeout + READ_BLOCK, cmd.query_async(conn)).await?;
         let mut entries = flatten(&self.streams, reply);
         // Entries read but not fetched stay pending to us, unheld: our claimer takes them.
-        fetch_groups(conn, self.redis.op_timeout, &mut entries).await?;
+        fetch_groups(conn, self.redis.op_timeout, &self.local, &mut entries).await?;
         Ok(entries)
     }
 

@@ -107,6 +107,17 @@ pub async fn build(config: &RedisBackendConfig, waits: bool) -> Result<Backends,
         Some((notifier, name)) => queue.with_local_gateway(notifier.clone(), name.clone()),
         None => queue,
     };
+    let intake = RedisIntake::new(
+        conn.clone(),
+        keys.clone(),
+        config.queue_capacity,
+        config.result_ttl,
+        config.dedupe_ttl.unwrap_or_default(),
+        rc.op_timeout,
+        rc.cluster,
+    );
+    // Kept only once this process's queue reads (a gateway alone never does).
+    let queue = queue.with_local_groups(intake.local_groups());
     Ok(Backends {
         queue: Arc::new(queue),
         results: Arc::new(RedisResultStore::new(
@@ -128,15 +139,7 @@ pub async fn build(config: &RedisBackendConfig, waits: bool) -> Result<Backends,
             keys.clone(),
             rc.op_timeout,
         )),
-        intake: Arc::new(RedisIntake::new(
-            conn,
-            keys,
-            config.queue_capacity,
-            config.result_ttl,
-            config.dedupe_ttl.unwrap_or_default(),
-            rc.op_timeout,
-            rc.cluster,
-        )),
+        intake: Arc::new(intake),
         dedupe: config.dedupe_ttl.is_some(),
         memory: None,
         gateway_id: waits.then(|| name.clone()),

@@ -846,6 +846,38 @@ async fn one_call_per_node_admits_and_settles(infra: Infra) {
 }
 on_both!(one_call_per_node_admits_and_settles);
 
+// A process that is gateway and batcher reads the groups its own intake admitted from the
+// copy the intake kept, without fetching their messages back from Redis; a group another
+// intake admitted is fetched (one `GET`). Each phase admits one task into an empty stream,
+// so the admission script reads nothing, and every `GET` counted is a fetch.
+async fn own_groups_are_read_without_fetching_their_messages(infra: Infra) {
+    let own = infra.intake().await;
+    let queue = infra
+        .queue("own", |_| {})
+        .await
+        .with_local_groups(own.local_groups());
+    // The reads start, and with them the intake keeps what it admits.
+    let none = queue
+        .read(1, Duration::from_millis(10))
+        .await
+        .expect("read");
+    assert!(none.is_empty());
+    let other = infra.intake().await;
+    for (intake, id, fetches) in [(&own, "6c-own", 0), (&other, "6c-other", 1)] {
+        reset_stats(&infra);
+        intake.admit(&task(id, None), 1, None).await.expect("admit");
+        let got = read_n(&queue, 1, Duration::from_secs(5)).await;
+        assert_eq!(got.len(), 1, "{id} read");
+        assert_eq!(got[0].task.task_id, id);
+        assert_eq!(got[0].task.input, format!("input of {id}"));
+        assert_eq!(calls(&infra, &["get"]), fetches, "fetches for {id}");
+        // Acknowledged and deleted: the next phase's stream is empty again.
+        queue.ack(&[got[0].receipt.clone()]).await.expect("ack");
+        assert_eq!(stream_totals(&infra).await, (0, 0));
+    }
+}
+on_both!(own_groups_are_read_without_fetching_their_messages);
+
 /// The masters serving slots, from `CLUSTER NODES`: `(node id, slot ranges)`.
 fn cluster_masters(node: &RedisServer) -> Vec<(String, Vec<(u16, u16)>)> {
     let nodes = node.cli(&["CLUSTER", "NODES"]).unwrap_or_default();
