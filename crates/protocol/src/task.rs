@@ -60,9 +60,6 @@ pub struct TaskMessage {
     pub zone: String,
 }
 
-/// Field 8 (`zone`) as a length-delimited field's key: `(8 << 3) | 2`.
-const ZONE_KEY: u8 = (8 << 3) | 2;
-
 thread_local! {
     /// The message each decode on this thread merges into: its `zone` keeps its buffer from
     /// one decode to the next (prost's merge reuses a string's capacity), so decoding a zoned
@@ -76,28 +73,49 @@ thread_local! {
 pub struct DecodeError(String);
 
 impl Task {
-    /// The protobuf encoding of this task.
+    /// The protobuf encoding of this task (a `TaskMessage`, `proto/task.proto`), written from
+    /// the task's own fields: the same bytes prost writes for the message, without first
+    /// copying the task's input and names into one.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let message = TaskMessage {
-            task_id: self.task_id.clone(),
-            input: self.input.clone(),
-            enqueued_at_ms: unix_ms(self.enqueued_at),
-            reply_to: self.reply_to.clone().unwrap_or_default(),
-            deadline_ms: self.deadline.map_or(0, unix_ms),
-            owner: self.owner.clone().unwrap_or_default(),
-            traceparent: self.trace_parent.clone().unwrap_or_default(),
-            zone: String::new(),
+        use prost::encoding::{encoded_len_varint, key_len};
+        let text = |tag: u32, s: &str| {
+            if s.is_empty() {
+                0
+            } else {
+                key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
+            }
         };
+        let number = |tag: u32, n: u64| {
+            if n == 0 {
+                0
+            } else {
+                key_len(tag) + encoded_len_varint(n)
+            }
+        };
+        let enqueued_at_ms = unix_ms(self.enqueued_at);
+        let deadline_ms = self.deadline.map_or(0, unix_ms);
+        let reply_to = self.reply_to.as_deref().unwrap_or_default();
+        let owner = self.owner.as_deref().unwrap_or_default();
+        let traceparent = self.trace_parent.as_deref().unwrap_or_default();
         let zone = self.zone.as_ref().map_or("", Zone::as_str);
-        let mut bytes = Vec::with_capacity(prost::Message::encoded_len(&message) + zone.len() + 2);
-        prost::Message::encode_raw(&message, &mut bytes);
-        // The zone is written from the shared name rather than copied into the message first
-        // (protobuf fields may come in any order): stamping a zone costs no allocation.
-        if !zone.is_empty() {
-            bytes.push(ZONE_KEY);
-            prost::encoding::encode_varint(zone.len() as u64, &mut bytes);
-            bytes.extend_from_slice(zone.as_bytes());
-        }
+        let len = text(1, &self.task_id)
+            + text(2, &self.input)
+            + number(3, enqueued_at_ms)
+            + text(4, reply_to)
+            + number(5, deadline_ms)
+            + text(6, owner)
+            + text(7, traceparent)
+            + text(8, zone);
+        let mut bytes = Vec::with_capacity(len);
+        // In field order, defaults left out, as prost's derived encoder writes them.
+        write_text(1, &self.task_id, &mut bytes);
+        write_text(2, &self.input, &mut bytes);
+        write_number(3, enqueued_at_ms, &mut bytes);
+        write_text(4, reply_to, &mut bytes);
+        write_number(5, deadline_ms, &mut bytes);
+        write_text(6, owner, &mut bytes);
+        write_text(7, traceparent, &mut bytes);
+        write_text(8, zone, &mut bytes);
         bytes
     }
 
@@ -132,6 +150,25 @@ impl Task {
                 zone,
             })
         })
+    }
+}
+
+/// A `string` field of a message: its key, its length and its bytes; nothing if empty.
+fn write_text(tag: u32, value: &str, out: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    if !value.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(value.len() as u64, out);
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+/// A `uint64` field of a message; nothing if 0.
+fn write_number(tag: u32, value: u64, out: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    if value != 0 {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(value, out);
     }
 }
 
@@ -170,6 +207,45 @@ mod tests {
         assert_eq!(Task::from_bytes(&none.to_bytes()).expect("decodes"), none);
         assert!(Task::from_bytes(b"\xff\xff").is_err());
         assert!(Task::from_bytes(&[]).is_err(), "no id");
+    }
+
+    #[test]
+    fn the_encoding_is_the_bytes_prost_writes_for_the_message() {
+        let full = Task {
+            task_id: "ab-3".into(),
+            input: "é".repeat(300),
+            enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            reply_to: Some("gw-1".into()),
+            deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_001_000)),
+            owner: Some("alice".into()),
+            trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            zone: Some("eu-west-1a".parse().expect("zone")),
+        };
+        let bare = Task {
+            input: String::new(),
+            enqueued_at: SystemTime::UNIX_EPOCH,
+            reply_to: None,
+            deadline: None,
+            owner: None,
+            trace_parent: None,
+            zone: None,
+            ..full.clone()
+        };
+        for t in [full, bare] {
+            let message = TaskMessage {
+                task_id: t.task_id.clone(),
+                input: t.input.clone(),
+                enqueued_at_ms: unix_ms(t.enqueued_at),
+                reply_to: t.reply_to.clone().unwrap_or_default(),
+                deadline_ms: t.deadline.map_or(0, unix_ms),
+                owner: t.owner.clone().unwrap_or_default(),
+                traceparent: t.trace_parent.clone().unwrap_or_default(),
+                zone: t.zone.as_ref().map_or("", Zone::as_str).to_owned(),
+            };
+            let bytes = t.to_bytes();
+            assert_eq!(bytes, prost::Message::encode_to_vec(&message));
+            assert_eq!(bytes.len(), bytes.capacity(), "sized exactly");
+        }
     }
 
     #[test]

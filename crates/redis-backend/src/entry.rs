@@ -78,8 +78,11 @@ pub(crate) async fn fetch_groups(
             continue;
         };
         match local.take(&key) {
-            Some(framed) => {
-                entry.map.insert("g".to_owned(), Value::BulkString(framed));
+            Some(messages) => {
+                // The messages one by one rather than framed as Redis holds them: moved, not
+                // joined into one string again (see `messages`).
+                let messages = messages.into_iter().map(Value::BulkString).collect();
+                entry.map.insert("g".to_owned(), Value::Array(messages));
             }
             None => keys.push((i, key)),
         }
@@ -104,29 +107,37 @@ pub(crate) async fn fetch_groups(
 }
 
 /// The task messages of an entry, as raw bytes: its one task, or the tasks of its group that
-/// were admitted (those at the positions listed in `s` were not).
+/// were admitted (those at the positions listed in `s` were not). A group's messages are
+/// framed in one string as fetched from Redis, or one by one as this process's intake kept
+/// them ([`LocalGroups`]).
 pub(crate) fn messages(entry: &StreamId) -> Vec<&[u8]> {
-    match (entry.map.get("m"), entry.map.get("g")) {
-        (Some(Value::BulkString(m)), _) => vec![m.as_slice()],
-        (_, Some(Value::BulkString(g))) => {
-            let skipped: Vec<usize> = entry
-                .map
-                .get("s")
-                .and_then(crate::value_text)
-                .map(|s| s.split(',').filter_map(|i| i.parse().ok()).collect())
-                .unwrap_or_default();
-            unframe(g, &entry.id)
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| !skipped.contains(i))
-                .map(|(_, m)| m)
-                .collect()
-        }
+    let group = match (entry.map.get("m"), entry.map.get("g")) {
+        (Some(Value::BulkString(m)), _) => return vec![m.as_slice()],
+        (_, Some(Value::BulkString(g))) => unframe(g, &entry.id),
+        (_, Some(Value::Array(kept))) => kept
+            .iter()
+            .filter_map(|m| match m {
+                Value::BulkString(m) => Some(m.as_slice()),
+                _ => None,
+            })
+            .collect(),
         _ => {
             warn!(entry = %entry.id, "stream entry without a task message");
-            Vec::new()
+            return Vec::new();
         }
-    }
+    };
+    let skipped: Vec<usize> = entry
+        .map
+        .get("s")
+        .and_then(crate::value_text)
+        .map(|s| s.split(',').filter_map(|i| i.parse().ok()).collect())
+        .unwrap_or_default();
+    group
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !skipped.contains(i))
+        .map(|(_, m)| m)
+        .collect()
 }
 
 /// The record heads (`record::head`: admission time and owner, as the pending record holds

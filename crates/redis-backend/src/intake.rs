@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 use crate::conn::{bounded, unless_script_lost, RedisConn};
 use crate::describe;
 use crate::entry::frame_length;
-use crate::keys::Keys;
+use crate::keys::{KeyArg, Keys};
 use crate::local_groups::LocalGroups;
 use crate::record;
 use crate::topology::Topology;
@@ -95,6 +95,9 @@ struct Writer {
     groups: AtomicU64,
     /// Where each group's messages are kept too, once this process reads streams.
     local: LocalGroups,
+    /// Whether partitions may live on different nodes (then a call's tasks may be refused
+    /// for a moved slot and written again).
+    cluster: bool,
 }
 
 impl RedisIntake {
@@ -124,6 +127,7 @@ impl RedisIntake {
             name: RandomState::new().build_hasher().finish(),
             groups: AtomicU64::new(0),
             local: local.clone(),
+            cluster,
         };
         let window = gather_window(cluster);
         tokio::spawn(gather(rx, Arc::new(writer), window));
@@ -159,19 +163,6 @@ impl redis::ToRedisArgs for Group<'_> {
             let _ = arg.write_all(&frame_length(&a.message));
             let _ = arg.write_all(&a.message);
         }
-    }
-}
-
-impl Group<'_> {
-    /// The argument's bytes, on their own (to keep a copy).
-    fn framed(&self) -> Vec<u8> {
-        let len = self.0.iter().map(|a| 4 + a.message.len()).sum();
-        let mut framed = Vec::with_capacity(len);
-        for a in self.0 {
-            framed.extend_from_slice(&frame_length(&a.message));
-            framed.extend_from_slice(&a.message);
-        }
-        framed
     }
 }
 
@@ -316,7 +307,7 @@ impl Writer {
 
     /// One script call; gives back the tasks that met another node's key (unless `last`: then
     /// they are refused like any other error).
-    async fn call(&self, group: Vec<Admission>, last: bool) -> Vec<Admission> {
+    async fn call(&self, mut group: Vec<Admission>, last: bool) -> Vec<Admission> {
         // The call's tasks share ONE stream entry, in the stream of one of their partitions
         // (they are all on this node), whichever partitions their records and dedupe entries
         // are in: a group spread over a node's partitions would otherwise be an entry (and a
@@ -330,17 +321,22 @@ impl Writer {
         let key = self.keys.group(stream, &format!("{:x}-{n:x}", self.name));
         let ttl_ms = self.result_ttl.as_millis().max(1) as u64;
         let mut set = redis::cmd("SET");
-        set.arg(&key);
-        // Kept before the entry can exist: this process's reader may read it before the
-        // call's reply is back.
+        set.arg(&key).arg(Group(&group)).arg("PX").arg(ttl_ms);
         if self.local.keeping() {
-            let framed = Group(&group).framed();
-            set.arg(framed.as_slice());
-            self.local.keep(&key, framed);
-        } else {
-            set.arg(Group(&group));
+            // Kept before the entry can exist: this process's reader may read it before the
+            // call's reply is back. The command holds its own copy, so the messages move to the
+            // local one, unless a moved slot could send the tasks round again (a cluster's
+            // first attempt), which needs them.
+            let messages = if self.cluster && !last {
+                group.iter().map(|a| a.message.clone()).collect()
+            } else {
+                group
+                    .iter_mut()
+                    .map(|a| std::mem::take(&mut a.message))
+                    .collect()
+            };
+            self.local.keep(&key, messages);
         }
-        set.arg("PX").arg(ttl_ms);
         let mut call = redis::cmd("EVALSHA");
         call.arg(self.script.get_hash())
             .arg(1)
@@ -352,15 +348,12 @@ impl Writer {
             .arg(&key)
             .arg(group.len());
         for a in &group {
-            call.arg(self.keys.result(&a.task_id))
-                .arg(
-                    a.dedupe
-                        .as_deref()
-                        .map(|h| self.keys.dedupe(h))
-                        .unwrap_or_default(),
-                )
-                .arg(&a.task_id)
-                .arg(&a.pending);
+            call.arg(KeyArg::Result(&self.keys, &a.task_id));
+            match &a.dedupe {
+                Some(hash) => call.arg(KeyArg::Dedupe(&self.keys, hash)),
+                None => call.arg(""),
+            };
+            call.arg(&a.task_id).arg(&a.pending);
         }
         let started = std::time::Instant::now();
         let replies = self.store_and_admit(set, &call).await;

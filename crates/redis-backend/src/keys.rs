@@ -110,13 +110,24 @@ impl Keys {
 
     /// The messages of a group entry of partition `p`, under a name its writer chose.
     pub fn group(&self, p: usize, name: &str) -> String {
-        format!("{}:{{{}}}:g:{name}", self.prefix, self.tags[p])
+        self.tagged(p, "g", name)
     }
 
     /// The record of a task (its state and result).
     pub fn result(&self, task_id: &str) -> String {
-        let p = self.partition_of(task_id);
-        format!("{}:{{{}}}:rec:{task_id}", self.prefix, self.tags[p])
+        self.tagged(self.partition_of(task_id), "rec", task_id)
+    }
+
+    /// `{prefix}:{tag of p}:{kind}:{name}`, the pieces joined without the formatting
+    /// machinery (records and dedupe entries are named a few times a task).
+    fn tagged(&self, p: usize, kind: &str, name: &str) -> String {
+        let tag = &self.tags[p];
+        let mut key =
+            String::with_capacity(self.prefix.len() + tag.len() + kind.len() + name.len() + 5);
+        for piece in [&self.prefix, ":{", tag, "}:", kind, ":", name] {
+            key.push_str(piece);
+        }
+        key
     }
 
     /// The task id at the end of a key [`Keys::result`] made; `None` for another key.
@@ -129,8 +140,7 @@ impl Keys {
     /// The dedupe entry of an input hash, in the partition its first byte names (the
     /// partition of the task that runs it, whose id starts with that byte).
     pub fn dedupe(&self, input_sha256: &str) -> String {
-        let p = self.partition_of(input_sha256);
-        format!("{}:{{{}}}:dedupe:{input_sha256}", self.prefix, self.tags[p])
+        self.tagged(self.partition_of(input_sha256), "dedupe", input_sha256)
     }
 
     /// Records the deployment's partition count, shared by every process of it.
@@ -175,6 +185,35 @@ impl Keys {
     }
 }
 
+/// A task's record or an input's dedupe entry as one argument of a command, written straight
+/// into it: the name [`Keys::result`] or [`Keys::dedupe`] makes, without a `String` of its
+/// own (admission writes two a task).
+pub(crate) enum KeyArg<'a> {
+    /// The record of this task id.
+    Result(&'a Keys, &'a str),
+    /// The dedupe entry of this input hash.
+    Dedupe(&'a Keys, &'a str),
+}
+
+impl redis::ToRedisArgs for KeyArg<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        use std::io::Write;
+        let (keys, kind, name) = match *self {
+            KeyArg::Result(keys, id) => (keys, "rec", id),
+            KeyArg::Dedupe(keys, hash) => (keys, "dedupe", hash),
+        };
+        let p = keys.partition_of(name);
+        let mut arg = out.writer_for_next_arg();
+        for piece in [&keys.prefix, ":{", &keys.tags[p], "}:", kind, ":", name] {
+            // Writing into the command's buffer cannot fail.
+            let _ = arg.write_all(piece.as_bytes());
+        }
+    }
+}
+
 /// A tag `pNN` or `pNN-k` whose cluster slot lies near the middle of the `p`-th of `n` equal
 /// stripes of the slot space: the plain `{p00}`…`{p15}` land 4/5/7 on three masters, these
 /// land as evenly as the masters' slot ranges allow, whatever their number.
@@ -216,6 +255,30 @@ fn crc16(data: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_arguments_are_the_names_keys_make() {
+        let keys = Keys::new("bg", 16);
+        let hash = format!("7f{}", "0".repeat(62));
+        let mut cmd = redis::cmd("X");
+        cmd.arg(KeyArg::Result(&keys, "3c-task"))
+            .arg(KeyArg::Dedupe(&keys, &hash));
+        let args: Vec<Vec<u8>> = cmd
+            .args_iter()
+            .skip(1)
+            .map(|a| match a {
+                redis::Arg::Simple(bytes) => bytes.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(
+            args,
+            vec![
+                keys.result("3c-task").into_bytes(),
+                keys.dedupe(&hash).into_bytes()
+            ]
+        );
+    }
 
     #[test]
     fn crc16_matches_redis_reference_values() {

@@ -4,8 +4,9 @@
 //! messages in Redis (see `crate::entry`), and its own reader usually reads the entry a few
 //! milliseconds later and fetches the same bytes back: a `GET` of ≈ 2 KB a task, a second
 //! round trip after the `XREADGROUP`. Once this process reads streams, its intake also keeps
-//! each group's framed messages here, under the key it stores them at, and a read that meets
-//! one of its own groups takes them from here instead ([`crate::entry::fetch_groups`]).
+//! each group's messages here (moved, not copied: the command holds its own copy), under the
+//! key it stores them at, and a read that meets one of its own groups takes them from here
+//! instead ([`crate::entry::fetch_groups`]).
 //!
 //! Redis's copy stays what recovery works from: another batcher that reads or claims the
 //! entry fetches it as before, and so does this one for a group it no longer keeps. The
@@ -37,9 +38,17 @@ struct Shared {
     kept: Mutex<Kept>,
 }
 
+/// A group's messages, in the order stored (the positions an entry's `s` field names).
+pub(crate) type Messages = Vec<Vec<u8>>;
+
+/// The bytes a group's messages hold.
+fn size(messages: &Messages) -> usize {
+    messages.iter().map(Vec::len).sum()
+}
+
 #[derive(Default)]
 struct Kept {
-    by_key: HashMap<String, Vec<u8>>,
+    by_key: HashMap<String, Messages>,
     /// Keys in the order kept, with when; a key already taken is skipped when it comes up.
     order: VecDeque<(Instant, String)>,
     bytes: usize,
@@ -60,17 +69,17 @@ impl LocalGroups {
         self.0.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps a group's framed messages, as stored under `key`, dropping what is past its age
-    /// or over the byte bound, oldest first.
-    pub(crate) fn keep(&self, key: &str, framed: Vec<u8>) {
-        self.keep_at(key, framed, Instant::now());
+    /// Keeps a group's messages, as stored under `key`, dropping what is past its age or over
+    /// the byte bound, oldest first.
+    pub(crate) fn keep(&self, key: &str, messages: Messages) {
+        self.keep_at(key, messages, Instant::now());
     }
 
-    fn keep_at(&self, key: &str, framed: Vec<u8>, now: Instant) {
+    fn keep_at(&self, key: &str, messages: Messages, now: Instant) {
         let mut kept = self.lock();
-        kept.bytes += framed.len();
-        if let Some(old) = kept.by_key.insert(key.to_owned(), framed) {
-            kept.bytes -= old.len();
+        kept.bytes += size(&messages);
+        if let Some(old) = kept.by_key.insert(key.to_owned(), messages) {
+            kept.bytes -= size(&old);
         }
         kept.order.push_back((now, key.to_owned()));
         while let Some((at, oldest)) = kept.order.front() {
@@ -81,21 +90,21 @@ impl LocalGroups {
             let oldest = oldest.clone();
             kept.order.pop_front();
             if let Some(dropped) = kept.by_key.remove(&oldest) {
-                kept.bytes -= dropped.len();
+                kept.bytes -= size(&dropped);
             }
         }
     }
 
     /// The group stored under `key`, if it is kept here; it is kept no longer.
-    pub(crate) fn take(&self, key: &str) -> Option<Vec<u8>> {
+    pub(crate) fn take(&self, key: &str) -> Option<Messages> {
         let mut kept = self.lock();
-        let framed = kept.by_key.remove(key)?;
-        kept.bytes -= framed.len();
+        let messages = kept.by_key.remove(key)?;
+        kept.bytes -= size(&messages);
         if kept.by_key.is_empty() {
             // Nothing left to find: the order's keys all came up taken.
             kept.order.clear();
         }
-        Some(framed)
+        Some(messages)
     }
 
     /// Drops the group under `key` (its admission failed: no entry names it).
@@ -118,8 +127,12 @@ mod tests {
     #[test]
     fn a_group_is_taken_once() {
         let local = LocalGroups::default();
-        local.keep("g1", b"abc".to_vec());
-        assert_eq!(local.take("g1").as_deref(), Some(&b"abc"[..]));
+        local.keep("g1", vec![b"abc".to_vec(), b"de".to_vec()]);
+        assert_eq!(local.held(), (1, 5));
+        assert_eq!(
+            local.take("g1"),
+            Some(vec![b"abc".to_vec(), b"de".to_vec()])
+        );
         assert_eq!(local.take("g1"), None);
         assert_eq!(local.held(), (0, 0));
     }
@@ -128,11 +141,11 @@ mod tests {
     fn groups_past_their_age_go_when_another_is_kept() {
         let local = LocalGroups::default();
         let start = Instant::now();
-        local.keep_at("old", vec![1; 10], start);
-        local.keep_at("young", vec![2; 10], start + MAX_AGE / 2);
+        local.keep_at("old", vec![vec![1; 10]], start);
+        local.keep_at("young", vec![vec![2; 10]], start + MAX_AGE / 2);
         local.keep_at(
             "new",
-            vec![3; 10],
+            vec![vec![3; 10]],
             start + MAX_AGE + Duration::from_millis(1),
         );
         assert_eq!(local.take("old"), None);
@@ -145,9 +158,9 @@ mod tests {
         let local = LocalGroups::default();
         let now = Instant::now();
         let third = MAX_BYTES / 3 + 1;
-        local.keep_at("a", vec![0; third], now);
-        local.keep_at("b", vec![0; third], now);
-        local.keep_at("c", vec![0; third], now);
+        local.keep_at("a", vec![vec![0; third]], now);
+        local.keep_at("b", vec![vec![0; third]], now);
+        local.keep_at("c", vec![vec![0; third]], now);
         assert_eq!(local.held(), (2, 2 * third));
         assert_eq!(local.take("a"), None);
         assert!(local.take("b").is_some() && local.take("c").is_some());
@@ -157,8 +170,8 @@ mod tests {
     fn a_taken_group_leaves_no_bytes_counted() {
         let local = LocalGroups::default();
         let now = Instant::now();
-        local.keep_at("a", vec![0; 100], now);
-        local.keep_at("b", vec![0; 50], now);
+        local.keep_at("a", vec![vec![0; 100]], now);
+        local.keep_at("b", vec![vec![0; 50]], now);
         local.forget("a");
         assert_eq!(local.held(), (1, 50));
     }

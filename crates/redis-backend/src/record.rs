@@ -27,13 +27,32 @@ use batchgate_store::TaskRecord;
 
 /// The pending record of a task admitted at `created_at`.
 pub(crate) fn pending(created_at: u64, owner: Option<&str>) -> String {
-    format!("P{}", head(created_at, owner))
+    let mut record = String::with_capacity(HEAD_NUMBERS + owner.map_or(0, str::len) + 1);
+    record.push('P');
+    push_head(&mut record, created_at, owner);
+    record
 }
 
 /// A record's head: `<created_at>;<owner length>;<owner>`.
 pub(crate) fn head(created_at: u64, owner: Option<&str>) -> String {
+    let mut head = String::with_capacity(HEAD_NUMBERS + owner.map_or(0, str::len));
+    push_head(&mut head, created_at, owner);
+    head
+}
+
+/// Room for a head's two numbers and separators, most of the time.
+const HEAD_NUMBERS: usize = 24;
+
+/// Appends a head, its numbers written with `itoa` rather than the formatting machinery
+/// (records are written a few times a task).
+fn push_head(out: &mut String, created_at: u64, owner: Option<&str>) {
     let owner = owner.unwrap_or_default();
-    format!("{created_at};{};{owner}", owner.len())
+    let mut digits = itoa::Buffer::new();
+    out.push_str(digits.format(created_at));
+    out.push(';');
+    out.push_str(digits.format(owner.len()));
+    out.push(';');
+    out.push_str(owner);
 }
 
 /// A final record: `status` is `'S'` (then `value` is the output's stored form,
@@ -46,7 +65,16 @@ pub(crate) fn final_record(
     completed_at: u64,
     value: &[u8],
 ) -> Vec<u8> {
-    let mut record = format!("{status}{};{completed_at};", head.unwrap_or_default()).into_bytes();
+    let head = head.unwrap_or_default();
+    let mut digits = itoa::Buffer::new();
+    let completed_at = digits.format(completed_at);
+    let mut record = Vec::with_capacity(head.len() + completed_at.len() + value.len() + 6);
+    let mut status_bytes = [0; 4];
+    record.extend_from_slice(status.encode_utf8(&mut status_bytes).as_bytes());
+    record.extend_from_slice(head.as_bytes());
+    record.push(b';');
+    record.extend_from_slice(completed_at.as_bytes());
+    record.push(b';');
     record.extend_from_slice(value);
     record
 }
@@ -134,6 +162,8 @@ mod tests {
 
     #[test]
     fn pending_records_read_back() {
+        assert_eq!(pending(5, Some("al")), format!("P{}", head(5, Some("al"))));
+        assert_eq!(pending(5, None), "P5;0;");
         let r = parse(pending(5, Some("alice;bob")).as_bytes()).expect("parses");
         assert_eq!(
             (r.status, r.created_at, r.owner.as_deref(), r.completed_at),
