@@ -148,7 +148,11 @@ pub(crate) fn messages(entry: &StreamId) -> Vec<&[u8]> {
 /// settles without a head read the record, and acknowledge after the results are written,
 /// in a step of their own). Cloning is shallow.
 #[derive(Clone, Default)]
-pub(crate) struct Heads(Arc<Mutex<HashMap<String, Held>>>);
+pub(crate) struct Heads(Arc<Mutex<HeadMap>>);
+
+/// Keyed with foldhash, not SipHash: the ids are the gateways' own (read from the streams,
+/// never a caller's), and two hashes a task went to them.
+type HeadMap = HashMap<String, Held, foldhash::fast::RandomState>;
 
 /// What [`Heads`] keeps of a task handed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +167,7 @@ pub(crate) struct Held {
 const MAX_HEADS: usize = 65_536;
 
 impl Heads {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeadMap> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 

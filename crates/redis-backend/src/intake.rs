@@ -51,6 +51,10 @@ pub const GATHER_MAX: usize = 256;
 const BACKLOG: usize = 16_384;
 /// Group writes under way at once (each one call, or one per master on a cluster).
 const WRITES_IN_FLIGHT: usize = 2;
+/// Bytes of a task's admission arguments besides its id (twice: itself, and in its record's
+/// key) and pending record, at most: the prefix and tag of its record's key and its dedupe
+/// entry's whole key (a 64-digit hash), with room for long prefixes.
+const ARGS_BESIDE_IDS: usize = 160;
 
 /// The Redis intake. Cloning is shallow; the gatherer stops when the last clone goes.
 #[derive(Clone)]
@@ -320,8 +324,15 @@ impl Writer {
         let stream = self.stream_of(&group, n);
         let key = self.keys.group(stream, &format!("{:x}-{n:x}", self.name));
         let ttl_ms = self.result_ttl.as_millis().max(1) as u64;
-        let mut set = redis::cmd("SET");
-        set.arg(&key).arg(Group(&group)).arg("PX").arg(ttl_ms);
+        // Each command's buffer sized once: grown by doubling, the messages (≈ 2 KB a task)
+        // were copied again at each step, into fresh pages.
+        let messages: usize = group.iter().map(|a| 4 + a.message.len()).sum();
+        let mut set = redis::Cmd::with_capacity(5, messages + key.len() + 32);
+        set.arg("SET")
+            .arg(&key)
+            .arg(Group(&group))
+            .arg("PX")
+            .arg(ttl_ms);
         if self.local.keeping() {
             // Kept before the entry can exist: this process's reader may read it before the
             // call's reply is back. The command holds its own copy, so the messages move to the
@@ -337,8 +348,13 @@ impl Writer {
             };
             self.local.keep(&key, messages);
         }
-        let mut call = redis::cmd("EVALSHA");
-        call.arg(self.script.get_hash())
+        let per_task: usize = group
+            .iter()
+            .map(|a| 2 * a.task_id.len() + a.pending.len() + ARGS_BESIDE_IDS)
+            .sum();
+        let mut call = redis::Cmd::with_capacity(9 + 4 * group.len(), per_task + 256);
+        call.arg("EVALSHA")
+            .arg(self.script.get_hash())
             .arg(1)
             .arg(self.keys.stream(stream))
             .arg(self.per_partition)

@@ -203,8 +203,16 @@ impl Notifier {
     pub(crate) fn deliver(&self, notices: impl IntoIterator<Item = Notice>) {
         let mut waiters = self.lock();
         for notice in notices {
-            for tx in waiters.remove(&notice.task_id).unwrap_or_default() {
+            let Some(mut senders) = waiters.remove(&notice.task_id) else {
+                continue;
+            };
+            // Nearly always one waiter: it gets the notice itself, not a copy.
+            let last = senders.pop();
+            for tx in senders {
                 let _ = tx.send(Wake::Done(notice.clone()));
+            }
+            if let Some(tx) = last {
+                let _ = tx.send(Wake::Done(notice));
             }
         }
     }

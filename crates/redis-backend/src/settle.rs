@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use batchgate_protocol::api::TaskStatus;
+use batchgate_protocol::Output;
 use batchgate_store::{Completion, Outcome};
 use redis::{RedisResult, Script, Value};
 use tracing::warn;
@@ -233,6 +235,8 @@ impl Settler {
                 // over slots, so it runs the script alone.
                 (Outcome::Success(output), Some(head)) if !self.cluster => fast.push(Written {
                     task_id: &c.task_id,
+                    output,
+                    completed_at: c.completed_at,
                     key: self.keys.result(&c.task_id),
                     record: record::final_record(
                         'S',
@@ -334,15 +338,19 @@ impl Settler {
         let ttl = self.ttl_ms();
         let channel = self.keys.notify_prefix(None);
         let local = self.local.as_ref().map(|(_, name)| name.as_str());
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(fast.len() + 4);
         pipe.atomic().ignore_errors();
         for w in fast {
-            pipe.cmd("SET")
+            // Sized once: built up argument by argument, a command's two buffers were
+            // reallocated half a dozen times.
+            let mut set = redis::Cmd::with_capacity(6, w.key.len() + w.record.len() + 32);
+            set.arg("SET")
                 .arg(&w.key)
                 .arg(&w.record)
                 .arg("GET")
                 .arg("PX")
                 .arg(ttl);
+            pipe.add_command(set);
         }
         let notices = fast
             .iter()
@@ -393,11 +401,19 @@ impl Settler {
                 if Some(w.gateway) != local {
                     return None;
                 }
-                let kept = match old {
-                    Value::BulkString(old) if old.first() == Some(&b'S') => old.as_slice(),
-                    _ => w.record.as_slice(),
-                };
-                Notice::of(w.task_id.to_owned(), kept)
+                match old {
+                    Value::BulkString(old) if old.first() == Some(&b'S') => {
+                        Notice::of(w.task_id.to_owned(), old)
+                    }
+                    // The record just written: its notice from what it was made of.
+                    _ => Some(Notice {
+                        task_id: w.task_id.to_owned(),
+                        status: TaskStatus::Success,
+                        output: Some(w.output.clone()),
+                        error: None,
+                        completed_at: w.completed_at,
+                    }),
+                }
             }));
         }
         if !restore.is_empty() || !watched.is_empty() {
@@ -460,6 +476,9 @@ impl Settler {
 /// gateway to notify ('' for none).
 struct Written<'a> {
     task_id: &'a str,
+    /// The result the record holds, and when it was stored (for the local hand-over).
+    output: &'a Output,
+    completed_at: u64,
     key: String,
     record: Vec<u8>,
     gateway: &'a str,
