@@ -17,7 +17,9 @@ and prints, per shape and rate, the median of the runs and the spread (min-max):
      into top-level (EVAL/EVALSHA/FCALL + commands sent directly) and script-internal (from the
      MONITOR sample; "-" without one), total_commands_processed (which, in Redis 7.0, counts
      script-internal calls too), and for the cluster what the replicas applied;
-  3. Redis commands per request by command name (medians).
+  3. Redis's time in commands per request, by command name (INFO commandstats usec; a
+     script's or an EXEC's includes the commands it ran), and the commands per request by
+     command name (medians).
 For the cluster, Redis per-request counts are the masters' (what clients sent).
 """
 import glob
@@ -139,6 +141,21 @@ def main():
                     ("redis replicas µs/req", "us_per_req.redis_replica", 1),
                     ("replica-applied commands/req", "redis.replica_commands_per_req", 2)]
     table("Redis per request (cluster: the masters; replicas apart)", columns, redis_groups)
+    print("### Redis time in commands, µs per request (median of the runs)\n")
+    print("Redis's own per-command timer (INFO commandstats usec): a script's or an EXEC's time")
+    print("includes the commands it ran, which are also counted under their own names; the rest")
+    print("of Redis's CPU is reading, parsing and answering.\n")
+    for (shape, rate), ms in redis_groups:
+        times = {}
+        for m in ms:
+            for name, v in (get(m, "redis.per_command_usec_per_req") or {}).items():
+                times.setdefault(name, []).append(v)
+        parts = [f"{name} {statistics.median(vs + [0.0] * (len(ms) - len(vs))):.2f}"
+                 for name, vs in sorted(times.items(), key=lambda kv: -statistics.median(kv[1]))
+                 if statistics.median(vs + [0.0] * (len(ms) - len(vs))) >= 0.01]
+        if parts:
+            print(f"- **{shape} {rate:.0f}/s**: " + ", ".join(parts))
+    print()
     print("### Redis commands per request, by command (median of the runs)\n")
     for (shape, rate), ms in redis_groups:
         names = {}

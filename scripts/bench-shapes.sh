@@ -41,8 +41,9 @@
 #     for the cluster also masters and replicas apart);
 #   - Redis round trips per request: total_reads_processed (read events = client round trips)
 #     over the window ÷ requests; total_commands_processed ÷ requests; INFO commandstats calls
-#     per command ÷ requests (CONFIG RESETSTAT on every node at the window's start, INFO at its
-#     end; this script's own RESETSTAT and INFO are taken off). For the cluster, "per request"
+#     per command ÷ requests, and each command's time (its usec) ÷ requests (CONFIG RESETSTAT
+#     on every node at the window's start, INFO at its end; this script's own RESETSTAT and
+#     INFO are taken off). For the cluster, "per request"
 #     Redis numbers are the MASTERS' (what clients sent); what the replicas applied from the
 #     replication stream is given apart (replica reads are replication-link reads, not clients).
 #   - requests in the window: counted by the bench, not estimated: the window is aligned to the
@@ -645,12 +646,13 @@ def window():
 
     # -- Redis: INFO stats + commandstats at t1 (counters reset at t0) --
     def info(port):
-        stats, calls = {}, {}
+        stats, calls, usec = {}, {}, {}
         for l in open(f"{rundir}/t1.redis-{port}"):
             l = l.strip()
             if l.startswith("cmdstat_"):
                 name, rest = l[len("cmdstat_"):].split(":", 1)
                 calls[name] = int(rest.split("calls=")[1].split(",")[0])
+                usec[name] = int(rest.split("usec=")[1].split(",")[0])
             elif ":" in l and not l.startswith("#"):
                 k, v = l.split(":", 1)
                 stats[k] = v
@@ -659,18 +661,21 @@ def window():
         reads = int(stats["total_reads_processed"]) - 2
         cmds = int(stats["total_commands_processed"]) - 1
         calls["config|resetstat"] = calls.get("config|resetstat", 0) - 1
+        usec = {k: v for k, v in usec.items() if calls.get(k, 0) > 0}
         calls = {k: v for k, v in calls.items() if v > 0}
-        return reads, cmds, calls
+        return reads, cmds, calls, usec
     redis = None
     if nodes:
         groups = {}
         for port, role in nodes.items():
             g = "replica" if role == "replica" else "client"   # masters / standalone: what clients sent
-            reads, cmds, calls = info(port)
-            d = groups.setdefault(g, {"reads": 0, "cmds": 0, "calls": {}})
+            reads, cmds, calls, usec = info(port)
+            d = groups.setdefault(g, {"reads": 0, "cmds": 0, "calls": {}, "usec": {}})
             d["reads"] += reads; d["cmds"] += cmds
             for k, v in calls.items():
                 d["calls"][k] = d["calls"].get(k, 0) + v
+            for k, v in usec.items():
+                d["usec"][k] = d["usec"].get(k, 0) + v
         c = groups["client"]
         total_calls = sum(c["calls"].values())
         script_names = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
@@ -709,6 +714,7 @@ def window():
             "script_internal_per_req": split["script_internal"] / reqs if split else None,
             "script_invocations_per_req": invocations / reqs,
             "per_command_per_req": {k: v / reqs for k, v in sorted(c["calls"].items(), key=lambda kv: -kv[1])},
+            "per_command_usec_per_req": {k: v / reqs for k, v in sorted(c["usec"].items(), key=lambda kv: -kv[1])},
             "per_command_internal_per_req": {k: v / reqs for k, v in split["per_command_internal"].items()} if split else None,
             "split_sample": split["sample"] if split else None,
         }
@@ -780,6 +786,8 @@ with open(base + ".txt", "w") as o:
           f"(top-level {f(redis['top_level_per_req'], 2)}, script-internal {f(redis['script_internal_per_req'], 2)}; "
           f"script invocations {redis['script_invocations_per_req']:.2f})")
         p("  commands: " + ", ".join(f"{k} {v:.3f}" for k, v in redis["per_command_per_req"].items() if v >= 0.001))
+        p("  time in commands, µs/request (Redis's own timer; a script's or EXEC's includes the commands it ran): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in redis["per_command_usec_per_req"].items() if v >= 0.01))
         if redis["per_command_internal_per_req"]:
             p("  of which from scripts: " + ", ".join(f"{k} {v:.3f}" for k, v in redis["per_command_internal_per_req"].items()))
         if redis.get("replica_commands_per_req") is not None:
