@@ -73,6 +73,21 @@ def get(m, path):
     return m
 
 
+def by_name(ms, path):
+    """The values of the dict at `path` in each run's metrics, by key."""
+    values = {}
+    for m in ms:
+        for name, v in (get(m, path) or {}).items():
+            values.setdefault(name, []).append(v)
+    return values
+
+
+def medians(values, runs):
+    """(name, median) largest first, a run without the name counting as 0."""
+    meds = [(name, statistics.median(vs + [0.0] * (runs - len(vs)))) for name, vs in values.items()]
+    return sorted(meds, key=lambda nm: -nm[1])
+
+
 def cell(values, digits):
     values = [v for v in values if v is not None]
     if not values:
@@ -146,29 +161,17 @@ def main():
     print("includes the commands it ran, which are also counted under their own names; the rest")
     print("of Redis's CPU is reading, parsing and answering.\n")
     for (shape, rate), ms in redis_groups:
-        times = {}
-        for m in ms:
-            for name, v in (get(m, "redis.per_command_usec_per_req") or {}).items():
-                times.setdefault(name, []).append(v)
-        parts = [f"{name} {statistics.median(vs + [0.0] * (len(ms) - len(vs))):.2f}"
-                 for name, vs in sorted(times.items(), key=lambda kv: -statistics.median(kv[1]))
-                 if statistics.median(vs + [0.0] * (len(ms) - len(vs))) >= 0.01]
+        times = by_name(ms, "redis.per_command_usec_per_req")
+        parts = [f"{name} {med:.2f}" for name, med in medians(times, len(ms)) if med >= 0.01]
         if parts:
             print(f"- **{shape} {rate:.0f}/s**: " + ", ".join(parts))
     print()
     print("### Redis commands per request, by command (median of the runs)\n")
     for (shape, rate), ms in redis_groups:
-        names = {}
-        for m in ms:
-            for name, v in (get(m, "redis.per_command_per_req") or {}).items():
-                names.setdefault(name, []).append(v)
-        internal = {}
-        for m in ms:
-            for name, v in (get(m, "redis.per_command_internal_per_req") or {}).items():
-                internal.setdefault(name, []).append(v)
+        names = by_name(ms, "redis.per_command_per_req")
+        internal = by_name(ms, "redis.per_command_internal_per_req")
         parts = []
-        for name, vs in sorted(names.items(), key=lambda kv: -statistics.median(kv[1])):
-            med = statistics.median(vs + [0.0] * (len(ms) - len(vs)))
+        for name, med in medians(names, len(ms)):
             if med < 0.001:
                 continue
             s = f"{name} {med:.3f}"

@@ -183,18 +183,23 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_through_protobuf() {
-        let t = Task {
-            task_id: "ab-1".into(),
-            input: "héllo".into(),
+    /// A task with every field set.
+    fn full(task_id: &str, input: String) -> Task {
+        Task {
+            task_id: task_id.into(),
+            input,
             enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             reply_to: Some("gw-1".into()),
             deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_001_000)),
             owner: Some("alice".into()),
             trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             zone: Some("eu-west-1a".parse().expect("zone")),
-        };
+        }
+    }
+
+    #[test]
+    fn round_trips_through_protobuf() {
+        let t = full("ab-1", "héllo".into());
         assert_eq!(Task::from_bytes(&t.to_bytes()).expect("decodes"), t);
         let none = Task {
             reply_to: None,
@@ -211,16 +216,7 @@ mod tests {
 
     #[test]
     fn the_encoding_is_the_bytes_prost_writes_for_the_message() {
-        let full = Task {
-            task_id: "ab-3".into(),
-            input: "é".repeat(300),
-            enqueued_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            reply_to: Some("gw-1".into()),
-            deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_001_000)),
-            owner: Some("alice".into()),
-            trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-            zone: Some("eu-west-1a".parse().expect("zone")),
-        };
+        let full = full("ab-3", "é".repeat(300));
         let bare = Task {
             input: String::new(),
             enqueued_at: SystemTime::UNIX_EPOCH,
