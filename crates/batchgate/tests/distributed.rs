@@ -1,5 +1,6 @@
 //! The distributed deployment as separate processes on a real redis-server: a batcher killed
-//! mid-batch, and Redis itself restarted under load.
+//! mid-batch, a process that is gateway and batcher (`serve --redis`) killed under load, and
+//! Redis itself restarted under load.
 
 mod common;
 
@@ -241,4 +242,88 @@ async fn gateways_answer_503_while_redis_is_down_and_recover_on_their_own() {
         .await
         .expect("readyz answers");
     assert_eq!(ready.status(), 200);
+}
+
+// A process that is gateway and batcher (`serve --redis`) keeps the messages of the groups it
+// admits for its own reads, besides storing them in Redis. SIGKILLed with such groups kept
+// and batches in flight, every task it accepted is finished by another such process, from
+// Redis's copy: none is lost, none fails, every output is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_process_killed_mid_load_loses_no_accepted_task() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let serve = || {
+        Proc::start(&[
+            "serve",
+            "--insecure-no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            url.as_str(),
+            "--visibility-timeout-ms",
+            "1500",
+            // Shedding off: every refusal would count as a failure here.
+            "--shed-wait-ms",
+            "0",
+            "--sim-slots",
+            "8",
+            "--sim-base-ms",
+            "100",
+        ])
+    };
+    let mut victim = serve();
+    let survivor = serve();
+
+    // 500 requests/s for 3 s: until the kill, every other one goes to the victim; after it,
+    // all go to the survivor. Every result is polled through the survivor.
+    let http = client();
+    let rate = 500;
+    let total = 3 * rate;
+    let kill_at = total / 3;
+    let mut tasks = Vec::with_capacity(total);
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    for i in 0..total {
+        tick.tick().await;
+        if i == kill_at {
+            // Mid-run: groups admitted and kept, batches in flight (100 ms each).
+            let _ = victim.child.kill();
+        }
+        let to_victim = i < kill_at && i % 2 == 0;
+        let submit = if to_victim {
+            &victim.url
+        } else {
+            &survivor.url
+        };
+        let (http, submit, poll) = (http.clone(), submit.clone(), survivor.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let done = run_task(&http, &submit, &poll, format!("serve crash task {i}")).await;
+            (to_victim, done)
+        }));
+    }
+    let _ = victim.child.wait();
+
+    let (mut by_victim, mut by_survivor) = (0, 0);
+    for t in tasks {
+        let (to_victim, done) = t.await.expect("task");
+        // Only a request the victim never answered (cut by the kill) may have no result: it
+        // was not accepted.
+        let Some((input, view)) = done else {
+            assert!(to_victim, "a submission to the survivor was not answered");
+            continue;
+        };
+        assert_eq!(
+            view.status,
+            TaskStatus::Success,
+            "{input}: {:?}",
+            view.error
+        );
+        assert_eq!(view.output, Some(sim_output(&input)), "{input}");
+        if to_victim {
+            by_victim += 1;
+        } else {
+            by_survivor += 1;
+        }
+    }
+    assert!(by_victim > 0, "the victim accepted tasks before the kill");
+    assert_eq!(by_survivor, total - kill_at / 2);
 }
