@@ -4,9 +4,10 @@
 //! messages in Redis (see `crate::entry`), and its own reader usually reads the entry a few
 //! milliseconds later and fetches the same bytes back: a `GET` of ≈ 2 KB a task, a second
 //! round trip after the `XREADGROUP`. Once this process reads streams, its intake also keeps
-//! each group's messages here (moved, not copied: the command holds its own copy), under the
-//! key it stores them at, and a read that meets one of its own groups takes them from here
-//! instead ([`crate::entry::fetch_groups`]).
+//! each group's messages here (moved, not copied: the command holds its own copy; copied only
+//! on a cluster's first attempt, whose tasks a moved slot may send round again), under the key
+//! it stores them at, and a read that meets one of its own groups takes them from here instead
+//! ([`crate::entry::fetch_groups`]).
 //!
 //! Redis's copy stays what recovery works from: another batcher that reads or claims the
 //! entry fetches it as before, and so does this one for a group it no longer keeps. The
