@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
 use batchgate_testkit::RedisServer;
-use common::{client, Proc};
+use common::{assert_simulated_success, client, Proc};
 
 /// Submits `input` through `gateway` and follows the task to its end through `poll_via`.
 async fn run_task(
@@ -143,13 +143,7 @@ async fn a_batcher_killed_mid_batch_loses_no_accepted_task() {
             .await
             .expect("task")
             .expect("submission reached a gateway");
-        assert_eq!(
-            view.status,
-            TaskStatus::Success,
-            "{input}: {:?}",
-            view.error
-        );
-        assert_eq!(view.output, Some(sim_output(&input)), "{input}");
+        assert_simulated_success(&input, &view);
         done += 1;
     }
     assert_eq!(done, total);
@@ -311,13 +305,7 @@ async fn a_serve_process_killed_mid_load_loses_no_accepted_task() {
             assert!(to_victim, "a submission to the survivor was not answered");
             continue;
         };
-        assert_eq!(
-            view.status,
-            TaskStatus::Success,
-            "{input}: {:?}",
-            view.error
-        );
-        assert_eq!(view.output, Some(sim_output(&input)), "{input}");
+        assert_simulated_success(&input, &view);
         if to_victim {
             by_victim += 1;
         } else {

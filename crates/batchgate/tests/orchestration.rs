@@ -15,7 +15,7 @@ use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
 use batchgate_protocol::sim_output;
 use batchgate_testkit::RedisServer;
 use common::logged::Logged;
-use common::{client, signal, spawn_long_poll, wait_exit, Proc};
+use common::{assert_simulated_success, client, signal, spawn_long_poll, wait_exit, Proc};
 
 /// `batchgate ARGS` with `env`, logging at info, its log lines kept.
 fn start(args: &[&str], env: &[(&str, &str)]) -> Logged {
@@ -201,8 +201,7 @@ async fn sigterm_turns_readiness_off_first_serves_through_the_delay_then_drains_
     for submitter in submitters {
         for poll in submitter.await.expect("submitter") {
             let (input, view) = poll.await.expect("poll");
-            assert_eq!(view.status, TaskStatus::Success, "{input}");
-            assert_eq!(view.output, Some(sim_output(&input)), "{input}");
+            assert_simulated_success(&input, &view);
             accepted += 1;
         }
     }

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use batchgate_protocol::api::{ErrorBody, TaskStatus, TaskView};
-use batchgate_protocol::sim_output;
-use common::{client, signal, spawn_batchgate, spawn_long_poll, wait_exit};
+use batchgate_protocol::api::{ErrorBody, TaskView};
+use common::{
+    assert_simulated_success, client, signal, spawn_batchgate, spawn_long_poll, wait_exit,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_nothing_that_was_accepted() {
@@ -107,8 +108,7 @@ async fn sigterm_under_load_loses_nothing_that_was_accepted() {
     for submitter in submitters {
         for poll in submitter.await.expect("submitter") {
             let (input, view) = poll.await.expect("poll");
-            assert_eq!(view.status, TaskStatus::Success, "{input}");
-            assert_eq!(view.output, Some(sim_output(&input)), "{input}");
+            assert_simulated_success(&input, &view);
             accepted += 1;
         }
     }

@@ -9,10 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use batchgate_protocol::api::{TaskStatus, TaskView};
-use batchgate_protocol::sim_output;
+use batchgate_protocol::api::TaskView;
 use batchgate_testkit::RedisServer;
-use common::{client, metrics, sim_stats, Proc};
+use common::{assert_simulated_success, client, metrics, sim_stats, Proc};
 use tokio::task::JoinHandle;
 
 /// Tasks per second each zone's gateway gets; a few percent of what one worker serves.
@@ -85,13 +84,7 @@ async fn load(gateways: &[&str], tag: &str, mut midway: impl FnMut()) -> usize {
     );
     for task in tasks {
         let (input, view) = task.await.expect("task");
-        assert_eq!(
-            view.status,
-            TaskStatus::Success,
-            "{input}: {:?}",
-            view.error
-        );
-        assert_eq!(view.output, Some(sim_output(&input)), "{input}");
+        assert_simulated_success(&input, &view);
     }
     total
 }

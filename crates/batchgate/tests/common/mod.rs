@@ -236,6 +236,21 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitSt
     (status, reader.join().expect("stderr reader"))
 }
 
+/// Asserts that the task of `input` ended SUCCESS with the simulated worker's output for it.
+pub fn assert_simulated_success(input: &str, view: &TaskView) {
+    assert_eq!(
+        view.status,
+        batchgate_protocol::api::TaskStatus::Success,
+        "{input}: {:?}",
+        view.error
+    );
+    assert_eq!(
+        view.output,
+        Some(batchgate_protocol::sim_output(input)),
+        "{input}"
+    );
+}
+
 pub async fn infer(http: &reqwest::Client, base: &str, input: &str) -> TaskView {
     http.post(format!("{base}/v1/inference?wait_ms=30000"))
         .json(&serde_json::json!({ "input": input }))
