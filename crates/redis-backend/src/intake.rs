@@ -326,8 +326,8 @@ impl Writer {
         let ttl_ms = self.result_ttl.as_millis().max(1) as u64;
         // Each command's buffer sized once: grown by doubling, the messages (≈ 2 KB a task)
         // were copied again at each step, into fresh pages.
-        let messages: usize = group.iter().map(|a| 4 + a.message.len()).sum();
-        let mut set = redis::Cmd::with_capacity(5, messages + key.len() + 32);
+        let framed_len: usize = group.iter().map(|a| 4 + a.message.len()).sum();
+        let mut set = redis::Cmd::with_capacity(5, framed_len + key.len() + 32);
         set.arg("SET")
             .arg(&key)
             .arg(Group(&group))
