@@ -224,7 +224,22 @@ impl Claimer {
                 meta.times_delivered
             );
             let messages = messages(entry);
-            ack.tasks = messages.len().max(1);
+            // An entry whose messages are gone still names its tasks (`i`): they fail too,
+            // rather than stay pending.
+            let lost = if messages.is_empty() {
+                crate::entry::admitted_ids(entry)
+            } else {
+                Vec::new()
+            };
+            ack.tasks = messages.len().max(lost.len()).max(1);
+            for task_id in lost {
+                completions.push(Completion {
+                    task_id,
+                    outcome: Outcome::Failed(format!("{reason}; its message was gone")),
+                    completed_at: now,
+                    reply_to: None,
+                });
+            }
             let mut pipe = redis::pipe();
             for bytes in &messages {
                 pipe.add_command(crate::dead_letters::xadd(
@@ -236,7 +251,9 @@ impl Claimer {
                 ))
                 .ignore();
             }
-            bounded(self.op_timeout, pipe.exec_async(&mut self.conn)).await?;
+            if !messages.is_empty() {
+                bounded(self.op_timeout, pipe.exec_async(&mut self.conn)).await?;
+            }
             for d in deliveries(
                 partition,
                 entry,

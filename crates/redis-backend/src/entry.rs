@@ -106,6 +106,22 @@ pub(crate) async fn fetch_groups(
     Ok(())
 }
 
+/// The ids of the tasks a group entry admitted (its field `i`; none for an entry of one task
+/// or one written before entries named them).
+pub(crate) fn admitted_ids(entry: &StreamId) -> Vec<String> {
+    entry
+        .map
+        .get("i")
+        .and_then(crate::value_text)
+        .map(|ids| {
+            ids.split(',')
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The task messages of an entry, as raw bytes: its one task, or the tasks of its group that
 /// were admitted (those at the positions listed in `s` were not). A group's messages are
 /// framed in one string as fetched from Redis, or one by one as this process's intake kept

@@ -358,7 +358,7 @@ impl Writer {
             .arg(1)
             .arg(self.keys.stream(stream))
             .arg(self.per_partition)
-            .arg(ttl_ms)
+            .arg(if self.cluster { "0" } else { "1" })
             .arg(self.dedupe_ttl.as_millis().max(1) as u64)
             .arg(self.keys.stream(stream))
             .arg(&key)

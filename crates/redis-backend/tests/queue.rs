@@ -440,6 +440,98 @@ async fn a_group_is_one_entry_acknowledged_with_its_last_task() {
     assert_eq!(count.trim(), "0");
 }
 
+// Two identical inputs in one gathered group: the second shares the first, although on a
+// standalone Redis the group's pending records are written only once its entry exists.
+#[tokio::test(flavor = "current_thread")]
+async fn identical_inputs_in_one_group_run_once() {
+    use batchgate_queue::{Admitted, Intake};
+    let server = RedisServer::start().await;
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    let intake = intake(redis.connect().await.expect("connect"), &keys, 100);
+    let hash = format!("0c{}", "0".repeat(62));
+    let (first, second) = (task("0c-first"), task("0c-second"));
+    let (a, b) = futures_util::future::join(
+        intake.admit(&first, 1, Some(&hash)),
+        intake.admit(&second, 1, Some(&hash)),
+    )
+    .await;
+    assert_eq!(
+        a.expect("admit"),
+        Admitted::Enqueued {
+            dedupe_bypassed: false
+        }
+    );
+    assert_eq!(b.expect("admit"), Admitted::Duplicate("0c-first".into()));
+    let xlen = server.cli(&["XLEN", &keys.stream(0)]).expect("XLEN");
+    assert_eq!(xlen.trim(), "1", "one entry");
+    let count = server.cli(&["GET", &keys.task_count(0)]).expect("GET");
+    assert_eq!(count.trim(), "1", "one task queued");
+}
+
+// Pending records carry no TTL (the entry's life bounds theirs), so a task whose group
+// messages are gone must still end: the entry names its admitted tasks, and dead-lettering it
+// fails them instead of leaving them pending for good.
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_whose_messages_are_gone_fails_its_tasks() {
+    let server = RedisServer::start().await;
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    let store = RedisResultStore::new(
+        redis.connect().await.expect("connect"),
+        keys.clone(),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        None,
+        false,
+    );
+    let intake = intake(redis.connect().await.expect("connect"), &keys, 100);
+    admit_together(&intake, &["00-lost1", "04-lost2"]).await;
+    for id in ["00-lost1", "04-lost2"] {
+        let record = store.get(id).await.expect("get").expect("pending");
+        assert_eq!(record.status, TaskStatus::Pending, "{id}");
+        let ttl = server.cli(&["PTTL", &keys.result(id)]).expect("PTTL");
+        assert_eq!(ttl.trim(), "-1", "a pending record has no TTL of its own");
+    }
+    // The group's messages vanish (an operator, an eviction) before any batcher reads them.
+    let groups = server.cli(&["KEYS", "qt:*:g:*"]).expect("KEYS");
+    for key in groups.lines().filter(|l| !l.trim().is_empty()) {
+        server.cli(&["DEL", key.trim()]).expect("DEL");
+    }
+    // One delivery allowed: the first read yields nothing, the claimer dead-letters it.
+    let q = queue(&redis, "a", 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            read_n(&q, 1, Duration::from_millis(200)).await.is_empty(),
+            "a task without its message was delivered"
+        );
+        let done = store.get("04-lost2").await.expect("get").expect("exists");
+        if done.status == TaskStatus::Failed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {:?} after 20 s",
+            done.status
+        );
+    }
+    for id in ["00-lost1", "04-lost2"] {
+        let record = store.get(id).await.expect("get").expect("final");
+        assert_eq!(record.status, TaskStatus::Failed, "{id}");
+        let error = record.error.unwrap_or_default();
+        assert!(error.ends_with("its message was gone"), "{id}: {error}");
+        let ttl: i64 = server
+            .cli(&["PTTL", &keys.result(id)])
+            .expect("PTTL")
+            .trim()
+            .parse()
+            .expect("a number");
+        assert!(ttl > 0, "{id}: the final record expires (PTTL {ttl})");
+    }
+    assert_eq!(q.depth().await.expect("depth"), vec![0, 0, 0, 0]);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_group_whose_batcher_died_comes_back_whole() {
     let server = RedisServer::start().await;
