@@ -13,7 +13,10 @@ LAYOUT is how the script is called:
   stored    the messages of a partition stored first as one string (SET … PX), then ARGV:
             capacity, TTLs, then per partition its stream, that string's key, the task
             count and four per task (record, dedupe key, id, pending record): the layout of
-            crates/redis-backend/src/lua/admit.lua
+            crates/redis-backend/src/lua/admit.lua until its pending records lost their TTL
+  standalone  the same, but ARGV[2] is '1' (a standalone Redis: the script writes the
+            pending records, without a TTL, in one MSET): the layout of
+            crates/redis-backend/src/lua/admit.lua now
 
 Each run starts a fresh redis-server under `valgrind --tool=callgrind` on a free loopback
 port, makes CALLS calls of TASKS distinct 2,100-byte tasks (all new, dedupe on, one
@@ -39,7 +42,7 @@ def run(layout, script, tasks, calls, messages):
             sha = r.script_load(open(script).read())
             n = 0
             for call in range(calls):
-                head = [100_000, 600_000, 300_000]
+                head = [100_000, "1" if layout == "standalone" else 600_000, 300_000]
                 per, group = [], []
                 for _ in range(tasks):
                     n += 1
@@ -54,7 +57,7 @@ def run(layout, script, tasks, calls, messages):
                     else:
                         group.append(framed)
                         per += [rec, ded, tid, "P1;0;"]
-                if layout == "stored":
+                if layout in ("stored", "standalone"):
                     key = f"bg:{{p00}}:g:{call}"
                     r.set(key, b"".join(group), px=600_000)
                     head += ["bg:{p00}:tasks", key, tasks]
@@ -75,11 +78,11 @@ def main():
     idle = run("idle", None, 0, 0, messages)
     for spec in a.runs:
         layout, script = spec.split("=", 1)
-        if layout not in ("per-task", "framed", "stored"):
+        if layout not in ("per-task", "framed", "stored", "standalone"):
             raise SystemExit(f"unknown layout {layout!r}")
         total = run(layout, script, a.tasks, a.calls, messages)
         per_task = (total - idle) / (a.tasks * a.calls)
-        print(f"{layout:9s} {script}: {per_task:,.0f} instructions per task")
+        print(f"{layout:10s} {script}: {per_task:,.0f} instructions per task")
 
 
 if __name__ == "__main__":

@@ -191,9 +191,20 @@ impl Intake for RedisIntake {
             dedupe: input_sha256.map(str::to_owned),
             reply,
         };
-        let sent = tokio::time::timeout(self.limit, self.tx.send(admission)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            return Err(unavailable("admission backlog full or closed"));
+        // Nearly always there is room: only a full backlog waits, and only that wait needs a
+        // timer (a timer a task cost more than the send).
+        let admission = match self.tx.try_send(admission) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(admission)) => Some(admission),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(unavailable("admission backlog full or closed"))
+            }
+        };
+        if let Some(admission) = admission {
+            let sent = tokio::time::timeout(self.limit, self.tx.send(admission)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return Err(unavailable("admission backlog full or closed"));
+            }
         }
         match tokio::time::timeout(self.limit, answer).await {
             Ok(Ok(result)) => result,
