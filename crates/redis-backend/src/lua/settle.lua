@@ -93,7 +93,7 @@ for i = 1, n do
     local kind = old and string.byte(old)
     if kind ~= S and (status == S or kind ~= F) then
       -- The head (created_at, owner) comes from the record written at admission; without
-      -- one (it expired) it is empty.
+      -- one (gone, or a task admitted before its record was written) it is empty.
       local head = '0;0;'
       local ends = old and owner_end(old)
       if ends then
