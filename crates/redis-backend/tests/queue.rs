@@ -42,6 +42,18 @@ async fn queue(redis: &RedisConfig, consumer: &str, max_deliveries: usize) -> Re
     )
 }
 
+/// The result store the tests read records through: results live 60 s.
+fn store(conn: batchgate_redis::RedisConn, keys: &Keys) -> RedisResultStore {
+    RedisResultStore::new(
+        conn,
+        keys.clone(),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        None,
+        false,
+    )
+}
+
 fn task(id: &str) -> Task {
     Task {
         task_id: id.into(),
@@ -94,14 +106,7 @@ async fn an_entry_delivered_too_often_is_dead_lettered_and_failed() {
     let server = RedisServer::start().await;
     let redis = config(server.url());
     let keys = Keys::new(&redis.key_prefix, 4);
-    let store = RedisResultStore::new(
-        redis.connect().await.expect("connect"),
-        keys.clone(),
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        None,
-        false,
-    );
+    let store = store(redis.connect().await.expect("connect"), &keys);
     store.create("2c-task", 1, None).await.expect("create");
     let a = queue(&redis, "a", 1).await;
     a.enqueue(task("2c-task")).await.expect("enqueue");
@@ -165,14 +170,7 @@ async fn admission_deduplicates_and_refuses_a_full_partition_in_one_script() {
         Duration::from_secs(1),
         false,
     );
-    let store = RedisResultStore::new(
-        conn,
-        keys,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        None,
-        false,
-    );
+    let store = store(conn, &keys);
     // Ids start with their input hash's byte, as the gateway makes them.
     let hash = |c: char| format!("0{c}{}", "0".repeat(62));
     let first = task("00-first");
@@ -477,14 +475,7 @@ async fn a_group_whose_messages_are_gone_fails_its_tasks() {
     let server = RedisServer::start().await;
     let redis = config(server.url());
     let keys = Keys::new(&redis.key_prefix, 4);
-    let store = RedisResultStore::new(
-        redis.connect().await.expect("connect"),
-        keys.clone(),
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        None,
-        false,
-    );
+    let store = store(redis.connect().await.expect("connect"), &keys);
     let intake = intake(redis.connect().await.expect("connect"), &keys, 100);
     admit_together(&intake, &["00-lost1", "04-lost2"]).await;
     for id in ["00-lost1", "04-lost2"] {
