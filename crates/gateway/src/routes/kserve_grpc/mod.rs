@@ -334,7 +334,8 @@ fn code_name(code: Code) -> &'static str {
 
 /// The call's span: what its log lines carry (`request_id`, then `task_id`), and with
 /// tracing on the root of its trace (continuing the client's `traceparent` metadata), named
-/// as OpenTelemetry names RPC spans.
+/// as OpenTelemetry names RPC spans. With tracing off it is a debug span, as an HTTP
+/// request's is (`routes/span.rs`): no line is written about one call at the default level.
 fn call_span(request: &Request, method: &'static str) -> Span {
     let request_id = request
         .headers()
@@ -342,7 +343,7 @@ fn call_span(request: &Request, method: &'static str) -> Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !batchgate_telemetry::enabled() {
-        return tracing::info_span!("grpc.request", request_id = request_id, task_id = Empty);
+        return tracing::debug_span!("grpc.request", request_id = request_id, task_id = Empty);
     }
     let span = tracing::info_span!(
         "grpc.request",
