@@ -101,21 +101,32 @@ impl<K: Key> Table<K> {
         }
     }
 
-    /// Removes the entries expired at `now`.
+    /// Removes the entries expired at `now`. The front line's own expiry is read first: a
+    /// line is never older than its entry, so while it has not passed nothing has, and the
+    /// map (whose front entry is anywhere in memory, seldom in cache) is not looked at.
     fn sweep(&mut self, now: u32) {
-        while self.oldest().is_some_and(|expires| expires <= now) {
-            self.pop_oldest();
+        while self
+            .order
+            .front()
+            .is_some_and(|(expires, _)| *expires <= now)
+        {
+            // The front line has passed: it is stale (skipped) or its entry has expired.
+            if self.oldest().is_some_and(|expires| expires <= now) {
+                self.pop_oldest();
+            }
         }
     }
 
-    fn claim(&mut self, key: &K::Ref, task_id: &str, expires: u32) -> Option<String> {
-        if let Some(existing) = self.entries.get(key) {
-            return Some(existing.task.text());
-        }
+    /// The task that holds `key`, if any.
+    fn holder(&self, key: &K::Ref) -> Option<String> {
+        self.entries.get(key).map(|e| e.task.text())
+    }
+
+    /// Claims `key`, which no task holds, for `task_id`.
+    fn insert(&mut self, key: &K::Ref, task_id: &str, expires: u32) {
         let task = TaskId::new(task_id);
         self.entries.insert(K::own(key), Entry { task, expires });
         self.order.push_back((expires, K::own(key)));
-        None
     }
 
     fn release(&mut self, key: &K::Ref, task_id: &str) {
@@ -219,19 +230,23 @@ impl Dedupe for MemoryDedupe {
         shard.hashes.sweep(second);
         shard.texts.sweep(second);
         let packed = pack_sha256(input_sha256);
-        let known = match &packed {
-            Some(key) => shard.hashes.entries.contains_key(key),
-            None => shard.texts.entries.contains_key(input_sha256),
+        // One look-up of the key in the map (seldom in cache: its place is the hash's), and
+        // the insert finds the same place again.
+        let holder = match &packed {
+            Some(key) => shard.hashes.holder(key),
+            None => shard.texts.holder(input_sha256),
         };
-        if !known {
-            while shard.len() >= self.per_shard && shard.evict_oldest() {
-                self.evicted.fetch_add(1, Ordering::Relaxed);
-            }
+        if holder.is_some() {
+            return Ok(holder);
         }
-        Ok(match &packed {
-            Some(key) => shard.hashes.claim(key, task_id, expires),
-            None => shard.texts.claim(input_sha256, task_id, expires),
-        })
+        while shard.len() >= self.per_shard && shard.evict_oldest() {
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        match &packed {
+            Some(key) => shard.hashes.insert(key, task_id, expires),
+            None => shard.texts.insert(input_sha256, task_id, expires),
+        }
+        Ok(None)
     }
 
     async fn release(&self, input_sha256: &str, task_id: &str) -> Result<(), StoreError> {

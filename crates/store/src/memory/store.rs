@@ -26,7 +26,7 @@ use super::bucket;
 use super::keys::pack_uuid;
 use super::owners::Owners;
 
-use crate::{Completion, Expectation, Outcome, ResultStore, StoreError, TaskRecord};
+use crate::{Completion, Expectation, Outcome, ResultStore, StoreError, TaskRecord, Watched};
 
 /// Shards of a large store; enough that 2 cores' worth of handlers rarely meet on one lock.
 const SHARDS: usize = 64;
@@ -117,14 +117,6 @@ macro_rules! with_table {
 impl Shard {
     fn len(&self) -> usize {
         self.uuids.len() + self.texts.len()
-    }
-
-    /// Whether the shard holds a final result of `task_id`, expired or not.
-    fn finished(&self, task_id: &str) -> bool {
-        match pack_uuid(task_id) {
-            Some(packed) => self.uuids.done(&packed).is_some(),
-            None => self.texts.done(task_id).is_some(),
-        }
     }
 
     fn get(&self, task_id: &str, now: u32) -> Option<TaskRecord> {
@@ -299,19 +291,23 @@ impl ResultStore for MemoryResultStore {
             let mut guard = self.shard(&c.task_id);
             let shard = &mut *guard;
             // The id packed once, for both the look-up and the write.
+            // The finished record looked up once, for the room and the write (eviction, only
+            // for a task not here, moves no sequence number).
             let stored = match pack_uuid(&c.task_id) {
                 Some(packed) => {
-                    if !shard.uuids.contains(&packed) {
+                    let indexed = shard.uuids.find(&packed);
+                    if indexed.is_none() && !shard.uuids.pending.contains_key(&packed) {
                         self.make_room(shard);
                     }
-                    shard.uuids.complete(&packed, completion, expires)
+                    shard.uuids.complete(&packed, completion, expires, indexed)
                 }
                 None => {
                     let id: &str = &c.task_id;
-                    if !shard.texts.contains(id) {
+                    let indexed = shard.texts.find(id);
+                    if indexed.is_none() && !shard.texts.pending.contains_key(id) {
                         self.make_room(shard);
                     }
-                    shard.texts.complete(id, completion, expires)
+                    shard.texts.complete(id, completion, expires, indexed)
                 }
             };
             if let Stored::Stored(added) = stored {
@@ -369,22 +365,42 @@ impl ResultStore for MemoryResultStore {
 
     /// Registers the waiter at once, before the task's record exists: the completion wakes
     /// it, and the wait reads the store once, when woken (or timed out), not also before.
+    /// The task is one about to be admitted, so it has not finished: its id is not looked
+    /// up among the finished records (a look-up that, for an id not there, lands on a
+    /// place of the index seldom in cache).
     fn expect(self: Arc<Self>, task_id: &str, pending: TaskRecord) -> Box<dyn Expectation> {
         drop(pending);
         let (tx, woken) = oneshot::channel();
-        let mut shard = self.shard(task_id);
-        // A task that has finished already (`watch` expects a task it read as pending, and it
-        // may have finished since) will not be completed again: no waiting for it. Dropping
-        // the sender makes the wait read the store at once.
-        if !shard.finished(task_id) {
-            Waiters::register(&mut shard.waiters, task_id, tx);
-        }
-        drop(shard);
+        Waiters::register(&mut self.shard(task_id).waiters, task_id, tx);
         Box::new(Expected {
             store: self,
             task_id: task_id.to_owned(),
             woken,
         })
+    }
+
+    /// The record read and, while it is pending, the waiter registered under the same lock,
+    /// so its completion cannot come between.
+    async fn watch(self: Arc<Self>, task_id: &str) -> Result<Watched, StoreError> {
+        let now = self.second(Instant::now());
+        let mut shard = self.shard(task_id);
+        let Some(record) = shard.get(task_id, now) else {
+            return Ok(Watched::Missing);
+        };
+        if record.status.is_terminal() {
+            return Ok(Watched::Done(record));
+        }
+        let (tx, woken) = oneshot::channel();
+        Waiters::register(&mut shard.waiters, task_id, tx);
+        drop(shard);
+        Ok(Watched::Pending(
+            record,
+            Box::new(Expected {
+                store: self,
+                task_id: task_id.to_owned(),
+                woken,
+            }),
+        ))
     }
 }
 

@@ -206,10 +206,6 @@ impl<K: Key> Table<K> {
         self.pending.len() + self.index.len()
     }
 
-    pub(super) fn contains(&self, key: &K::Ref) -> bool {
-        self.find(key).is_some() || self.pending.contains_key(key)
-    }
-
     /// The sequence number of `key`'s finished record.
     pub(super) fn find(&self, key: &K::Ref) -> Option<u32> {
         let (ring, head) = (&self.ring, self.head);
@@ -308,15 +304,16 @@ impl<K: Key> Table<K> {
         usize::from(!replaced)
     }
 
-    /// Stores a final result, under the rules of [`ResultStore::complete`].
+    /// Stores a final result, under the rules of [`ResultStore::complete`]; `indexed` is
+    /// what [`Table::find`] gives for `key` (looked up by the caller, which needs it first).
     pub(super) fn complete(
         &mut self,
         key: &K::Ref,
         completion: (Ended, Box<[u8]>, u64),
         expires: u32,
+        indexed: Option<u32>,
     ) -> Stored {
         let (ended, body, completed_at) = completion;
-        let indexed = self.find(key);
         let (created_at, owner, added) = if let Some(seq) = indexed {
             // A SUCCESS is final; a FAILED gives way only to a SUCCESS.
             let Some(slot) = self.slot(seq) else {

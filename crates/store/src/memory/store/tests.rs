@@ -170,12 +170,12 @@ async fn wait_times_out_pending_and_returns_none_for_unknown() {
     assert!(s.lock(0).waiters.is_empty());
 }
 
-/// `expect` registers its waiter before the task exists; the completion wakes it at once, and
-/// a task that has finished by the time it is expected (a long poll's `watch` of a task read as
-/// pending) is not waited for. Time is paused: a wait that is not woken would run its whole
+/// `expect` registers its waiter before the task exists, and `watch` while it reads a pending
+/// record: the completion wakes either at once; a task that has finished by the time it is
+/// watched is not waited for. Time is paused: a wait that is not woken would run its whole
 /// 30 s, and the elapsed time would show it.
 #[tokio::test(start_paused = true)]
-async fn an_expectation_is_woken_by_the_completion_and_never_waits_for_a_finished_task() {
+async fn expectations_are_woken_by_the_completion_and_a_finished_task_is_not_waited_for() {
     let s = Arc::new(MemoryResultStore::new(100, Duration::from_secs(600)));
     let wait = Duration::from_secs(30);
     for id in [uuid(7), "text-id".to_owned()] {
@@ -194,12 +194,35 @@ async fn an_expectation_is_woken_by_the_completion_and_never_waits_for_a_finishe
             "{id}: woken by the completion"
         );
 
-        // Finished before it is expected: the wait reads it at once.
+        // Watched while pending: woken by the completion too.
+        let again = if id == "text-id" {
+            "text-id-again".to_owned()
+        } else {
+            uuid(17)
+        };
+        s.create(&again, 1, None).await.expect("create");
+        let Watched::Pending(_, watching) = s.clone().watch(&again).await.expect("watch") else {
+            panic!("{again}: a pending task is watched as pending");
+        };
+        let waiting = tokio::spawn(watching.wait(wait));
+        tokio::task::yield_now().await;
         let started = Instant::now();
-        let late = s.clone().expect(&id, TaskRecord::pending(1));
-        let record = late.wait(wait).await.expect("wait").expect("stored");
+        s.complete(vec![done(&again, "out")])
+            .await
+            .expect("complete");
+        let record = waiting.await.expect("join").expect("wait").expect("stored");
         assert_eq!(record.status, TaskStatus::Success);
-        assert_eq!(started.elapsed(), Duration::ZERO, "{id}: not waited for");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "{again}: woken by the completion"
+        );
+
+        // Finished before it is watched: read as it is, nothing to wait for.
+        match s.clone().watch(&id).await.expect("watch") {
+            Watched::Done(record) => assert_eq!(record.status, TaskStatus::Success),
+            _ => panic!("{id}: a finished task is watched as done"),
+        }
     }
     // An expectation of a task that never came, dropped, leaves nothing after a sweep.
     drop(s.clone().expect(&uuid(8), TaskRecord::pending(1)));
