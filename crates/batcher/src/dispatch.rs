@@ -267,11 +267,22 @@ impl Dispatcher {
         if collapsed > 0 {
             self.metrics.collapsed_inputs.inc_by(collapsed as u64);
         }
-        let results = self.infer_isolating(&inputs, CallKind::FirstTry).await;
+        let mut results = self.infer_isolating(&inputs, CallKind::FirstTry).await;
         let completed_at = unix_ms(SystemTime::now());
+        // Each output moves to the last task that shares it (the only one, unless collapsed),
+        // and is copied for the others.
+        let mut shares = vec![0usize; results.len()];
+        for &slot in &slot_of {
+            shares[slot] += 1;
+        }
         let mut out = Outcomes::default();
         for (a, slot) in to.into_iter().zip(slot_of) {
-            let outcome = match &results[slot] {
+            shares[slot] -= 1;
+            let last = shares[slot] == 0;
+            let outcome = match &mut results[slot] {
+                (Ok(output), _) if last => {
+                    Outcome::Success(std::mem::replace(output, Output::Text(String::new())))
+                }
                 (Ok(output), _) => Outcome::Success(output.clone()),
                 (Err(error), attempts) => {
                     let reason = format!("worker error: {}", error.public_reason());
