@@ -290,9 +290,9 @@ impl ResultStore for MemoryResultStore {
             let completion = (ended, body.into_boxed_slice(), c.completed_at);
             let mut guard = self.shard(&c.task_id);
             let shard = &mut *guard;
-            // The id packed once, for both the look-up and the write.
-            // The finished record looked up once, for the room and the write (eviction, only
-            // for a task not here, moves no sequence number).
+            // The id packed once, and its finished record looked up once, for both the room
+            // and the write (eviction, done only for a task not here, leaves every other
+            // record's sequence number as it was).
             let stored = match pack_uuid(&c.task_id) {
                 Some(packed) => {
                     let indexed = shard.uuids.find(&packed);
