@@ -193,18 +193,16 @@ impl Intake for RedisIntake {
         };
         // Nearly always there is room: only a full backlog waits, and only that wait needs a
         // timer (a timer a task cost more than the send).
-        let admission = match self.tx.try_send(admission) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(admission)) => Some(admission),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(unavailable("admission backlog full or closed"))
-            }
+        let sent = match self.tx.try_send(admission) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(admission)) => matches!(
+                tokio::time::timeout(self.limit, self.tx.send(admission)).await,
+                Ok(Ok(()))
+            ),
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         };
-        if let Some(admission) = admission {
-            let sent = tokio::time::timeout(self.limit, self.tx.send(admission)).await;
-            if !matches!(sent, Ok(Ok(()))) {
-                return Err(unavailable("admission backlog full or closed"));
-            }
+        if !sent {
+            return Err(unavailable("admission backlog full or closed"));
         }
         match tokio::time::timeout(self.limit, answer).await {
             Ok(Ok(result)) => result,

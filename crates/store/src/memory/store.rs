@@ -62,12 +62,13 @@ enum Waiters {
 }
 
 impl Waiters {
-    /// Adds `waiter` to those waiting for `task_id` in `waiters`.
+    /// Adds a waiter to those waiting for `task_id` in `waiters`: what it waits on, which
+    /// resolves (with an error: its sender is dropped) when the result is stored.
     fn register(
         waiters: &mut HashMap<Box<str>, Waiters, RandomState>,
         task_id: &str,
-        waiter: oneshot::Sender<()>,
-    ) {
+    ) -> oneshot::Receiver<()> {
+        let (waiter, woken) = oneshot::channel();
         // One look-up: the key is made either way (a new task's, nearly always).
         match waiters.entry(Box::from(task_id)) {
             Entry::Vacant(none) => {
@@ -82,6 +83,7 @@ impl Waiters {
                 }
             },
         }
+        woken
     }
 
     /// Drops the waiters that gave up (their waits timed out); whether any are left.
@@ -350,9 +352,7 @@ impl ResultStore for MemoryResultStore {
             if record.status.is_terminal() || timeout.is_zero() {
                 return Ok(Some(record));
             }
-            let (tx, rx) = oneshot::channel();
-            Waiters::register(&mut shard.waiters, task_id, tx);
-            rx
+            Waiters::register(&mut shard.waiters, task_id)
         };
         // Completion drops the sender (an Err here), which is the wake-up; a timeout is too.
         let _ = tokio::time::timeout(timeout, woken).await;
@@ -370,8 +370,7 @@ impl ResultStore for MemoryResultStore {
     /// place of the index seldom in cache).
     fn expect(self: Arc<Self>, task_id: &str, pending: TaskRecord) -> Box<dyn Expectation> {
         drop(pending);
-        let (tx, woken) = oneshot::channel();
-        Waiters::register(&mut self.shard(task_id).waiters, task_id, tx);
+        let woken = Waiters::register(&mut self.shard(task_id).waiters, task_id);
         Box::new(Expected {
             store: self,
             task_id: task_id.to_owned(),
@@ -390,8 +389,7 @@ impl ResultStore for MemoryResultStore {
         if record.status.is_terminal() {
             return Ok(Watched::Done(record));
         }
-        let (tx, woken) = oneshot::channel();
-        Waiters::register(&mut shard.waiters, task_id, tx);
+        let woken = Waiters::register(&mut shard.waiters, task_id);
         drop(shard);
         Ok(Watched::Pending(
             record,
