@@ -66,8 +66,10 @@ pub trait Intake: Send + Sync + 'static {
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError>;
 
-    /// [`Intake::admit`], given the task: a backend that keeps tasks as they are (in
-    /// process) queues this one without a copy.
+    /// [`Intake::admit`], given a task whose id no record has (one just made, or one whose
+    /// record was removed when its admission found a duplicate): a backend that keeps tasks
+    /// as they are (in process) queues this one without a copy, and records it without
+    /// looking for a record to replace ([`ResultStore::create_new`]).
     async fn admit_owned(
         &self,
         task: Task,
@@ -108,9 +110,11 @@ impl Intake for Steps {
         created_at: u64,
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError> {
+        // A task given by reference may be one that ran before (a dead letter replayed):
+        // its record is replaced.
         Ok(
             match self
-                .admit_owned(task.clone(), created_at, input_sha256)
+                .admit_steps(task.clone(), created_at, input_sha256, Record::Replace)
                 .await?
             {
                 AdmittedOwned::Enqueued { dedupe_bypassed } => {
@@ -127,11 +131,35 @@ impl Intake for Steps {
         created_at: u64,
         input_sha256: Option<&str>,
     ) -> Result<AdmittedOwned, AdmitError> {
+        self.admit_steps(task, created_at, input_sha256, Record::New)
+            .await
+    }
+}
+
+/// How [`Steps`] records a task it admits.
+#[derive(Clone, Copy)]
+enum Record {
+    /// Its id is new: no record to replace ([`ResultStore::create_new`]).
+    New,
+    /// It may have a record already, which is replaced ([`ResultStore::create`]).
+    Replace,
+}
+
+impl Steps {
+    async fn admit_steps(
+        &self,
+        task: Task,
+        created_at: u64,
+        input_sha256: Option<&str>,
+        record: Record,
+    ) -> Result<AdmittedOwned, AdmitError> {
         // The record comes first, so that whoever finds this task through the dedupe cache
         // can already read (and wait on) it.
-        self.results
-            .create(&task.task_id, created_at, task.owner.as_deref())
-            .await?;
+        let (task_id, owner) = (&task.task_id, task.owner.as_deref());
+        match record {
+            Record::New => self.results.create_new(task_id, created_at, owner).await?,
+            Record::Replace => self.results.create(task_id, created_at, owner).await?,
+        }
         let mut dedupe_bypassed = false;
         let mut claimed = None;
         if let (Some(dedupe), Some(hash)) = (&self.dedupe, input_sha256) {

@@ -227,12 +227,20 @@ impl ResultStore for RedisResultStore {
             .map_err(|e| Self::unavailable(&e))
     }
 
-    fn expect(self: Arc<Self>, task_id: &str, pending: TaskRecord) -> Box<dyn Expectation> {
+    fn expect(
+        self: Arc<Self>,
+        task_id: &str,
+        created_at: u64,
+        owner: Option<&str>,
+    ) -> Box<dyn Expectation> {
         Box::new(Expected {
             woken: self.register(task_id),
             store: self,
             task_id: task_id.to_owned(),
-            pending,
+            pending: TaskRecord {
+                owner: owner.map(str::to_owned),
+                ..TaskRecord::pending(created_at)
+            },
         })
     }
 

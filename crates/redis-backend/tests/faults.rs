@@ -599,8 +599,7 @@ async fn a_notice_lost_while_unsubscribed_is_recovered(infra: Infra) {
     let stop = CancellationToken::new();
     let gateway = infra.gateway("gw-lost", &stop).await;
     let intake = infra.intake().await;
-    let pending = TaskRecord::pending(1);
-    let expectation = gateway.clone().expect("c2-lost", pending);
+    let expectation = gateway.clone().expect("c2-lost", 1, None);
     intake
         .admit(&task("c2-lost", Some("gw-lost")), 1, None)
         .await
@@ -653,8 +652,8 @@ async fn a_gateways_own_results_are_handed_over_without_a_notice_through_redis()
         .queue("here", |_| {})
         .await
         .with_local_gateway(notifier, "gw-here".to_owned());
-    let fresh = gateway.clone().expect("e5-fresh", TaskRecord::pending(1));
-    let again = gateway.clone().expect("e5-again", TaskRecord::pending(1));
+    let fresh = gateway.clone().expect("e5-fresh", 1, None);
+    let again = gateway.clone().expect("e5-again", 1, None);
     let intake = infra.intake().await;
     for (id, reply_to) in [
         ("e5-fresh", "gw-here"),
@@ -712,7 +711,7 @@ async fn typed_outputs_come_back_through_the_record_and_the_notice(infra: Infra)
     let gateway = infra.gateway("gw-typed", &stop).await;
     let intake = infra.intake().await;
     let vector = Output::Vector(vec![0.25, -1.5, 3.0e-3, f32::MAX]);
-    let expectation = gateway.clone().expect("d3-vec", TaskRecord::pending(1));
+    let expectation = gateway.clone().expect("d3-vec", 1, None);
     intake
         .admit(&task("d3-vec", Some("gw-typed")), 1, None)
         .await

@@ -130,6 +130,19 @@ pub trait ResultStore: Send + Sync + 'static {
         owner: Option<&str>,
     ) -> Result<(), StoreError>;
 
+    /// [`ResultStore::create`] for an id that no record has: one just made for a new task.
+    /// A store may skip looking for a record to replace (an in-process store's look-up of an
+    /// id that is not there lands on a place of its index seldom in cache). By default,
+    /// `create`.
+    async fn create_new(
+        &self,
+        task_id: &str,
+        created_at: u64,
+        owner: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.create(task_id, created_at, owner).await
+    }
+
     /// Stores final results and wakes whoever waits for them. Unknown ids (expired, or never
     /// created here) are stored all the same: a result is never thrown away. A SUCCESS is
     /// final: nothing overwrites it; a FAILED is overwritten only by a SUCCESS (a redelivered
@@ -155,13 +168,19 @@ pub trait ResultStore: Send + Sync + 'static {
 
     /// Registers interest in the result of a task this process is about to admit, before it
     /// can complete, so that its completion cannot slip past; the returned expectation then
-    /// waits without reading the store first. `pending` is the record as admitted (its
-    /// creation time and owner), returned as it is if nothing comes in time.
+    /// waits without reading the store first. `created_at` and `owner` are the task's as
+    /// admitted: a store that does not read its pending record back returns one made of
+    /// them if nothing comes in time.
     ///
     /// By default the expectation reads the store when it starts waiting
     /// ([`ResultStore::wait`]): enough where a read is a lock, not a round trip.
-    fn expect(self: Arc<Self>, task_id: &str, pending: TaskRecord) -> Box<dyn Expectation> {
-        let _ = pending;
+    fn expect(
+        self: Arc<Self>,
+        task_id: &str,
+        created_at: u64,
+        owner: Option<&str>,
+    ) -> Box<dyn Expectation> {
+        let _ = (created_at, owner);
         Box::new(ReadThenWait {
             store: self,
             task_id: task_id.to_owned(),
@@ -176,7 +195,9 @@ pub trait ResultStore: Send + Sync + 'static {
             None => Watched::Missing,
             Some(record) if record.status.is_terminal() => Watched::Done(record),
             Some(record) => {
-                let expectation = self.clone().expect(task_id, record.clone());
+                let expectation =
+                    self.clone()
+                        .expect(task_id, record.created_at, record.owner.as_deref());
                 Watched::Pending(record, expectation)
             }
         })

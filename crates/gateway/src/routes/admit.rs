@@ -140,11 +140,10 @@ pub(crate) async fn admit(
     // A caller who waits is registered for the result before the task can complete, so the
     // wait needs no read of the store: the completion's notice brings the result.
     let expected = waits.then(|| {
-        let pending = TaskRecord {
-            owner: task.owner.clone(),
-            ..TaskRecord::pending(created_at)
-        };
-        state.results_of(model).clone().expect(&task_id, pending)
+        state
+            .results_of(model)
+            .clone()
+            .expect(&task_id, created_at, task.owner.as_deref())
     });
     let admit_error = |e| ApiError::from_admit(&e, retry_after_secs);
     let intake = state.intake_of(model);

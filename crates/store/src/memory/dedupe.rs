@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use foldhash::fast::RandomState;
 use tokio::time::Instant;
 
-use super::keys::{pack_sha256, pack_uuid, unpack_uuid, Key};
+use super::keys::{pack_sha256, Key, TaskId};
 use crate::{Dedupe, StoreError};
 
 /// Shards of a large cache, picked by the hash's first hex digit.
@@ -22,29 +22,6 @@ const SHARDS: usize = 16;
 /// Fewest entries a shard is made for: a small cache has fewer shards (one below this), so
 /// that its eviction order is close to the cache's oldest-first.
 const MIN_PER_SHARD: usize = 4096;
-
-/// The task an input runs as: its id packed when it is a canonical UUID.
-#[derive(Debug, PartialEq, Eq)]
-enum TaskId {
-    Uuid([u8; 16]),
-    Text(Box<str>),
-}
-
-impl TaskId {
-    fn new(text: &str) -> Self {
-        match pack_uuid(text) {
-            Some(packed) => TaskId::Uuid(packed),
-            None => TaskId::Text(Box::from(text)),
-        }
-    }
-
-    fn text(&self) -> String {
-        match self {
-            TaskId::Uuid(packed) => unpack_uuid(packed),
-            TaskId::Text(text) => text.to_string(),
-        }
-    }
-}
 
 /// One input's entry.
 #[derive(Debug)]

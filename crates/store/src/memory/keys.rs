@@ -28,6 +28,30 @@ impl Key for Box<str> {
     }
 }
 
+/// A task id, packed when it is a canonical UUID (no allocation then).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum TaskId {
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl TaskId {
+    pub(crate) fn new(text: &str) -> Self {
+        match pack_uuid(text) {
+            Some(packed) => TaskId::Uuid(packed),
+            None => TaskId::Text(Box::from(text)),
+        }
+    }
+
+    /// The id as text again.
+    pub(crate) fn text(&self) -> String {
+        match self {
+            TaskId::Uuid(packed) => unpack_uuid(packed),
+            TaskId::Text(text) => text.to_string(),
+        }
+    }
+}
+
 /// The 16 bytes of a task id in the canonical UUID form, or `None` for any other text.
 /// (Called several times per request: a table per digit, one check at the end.)
 pub(crate) fn pack_uuid(text: &str) -> Option<[u8; 16]> {

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::bucket;
-use super::keys::pack_uuid;
+use super::keys::{pack_uuid, TaskId};
 use super::owners::Owners;
 
 use crate::{Completion, Expectation, Outcome, ResultStore, StoreError, TaskRecord, Watched};
@@ -48,29 +48,31 @@ struct Shard {
     /// Owner names of this shard's records.
     owners: Owners,
     /// Long-polls waiting for a pending task to finish; woken (by being dropped) when it does.
-    waiters: HashMap<Box<str>, Waiters, RandomState>,
+    waiters: HashMap<TaskId, Waiters, RandomState>,
     /// Pending records created so far: the next one's `seq`.
     created: u64,
 }
 
 /// Whoever waits for one pending task: nearly always one caller (the submission that waits
-/// for its own task), kept without a vector, which would be an allocation a request.
+/// for its own task), kept without a vector, which would be an allocation a request. The
+/// completion hands each the record it stored, so a woken waiter does not look it up.
 #[derive(Debug)]
 enum Waiters {
-    One(oneshot::Sender<()>),
-    Many(Vec<oneshot::Sender<()>>),
+    One(oneshot::Sender<TaskRecord>),
+    Many(Vec<oneshot::Sender<TaskRecord>>),
 }
 
 impl Waiters {
     /// Adds a waiter to those waiting for `task_id` in `waiters`: what it waits on, which
-    /// resolves (with an error: its sender is dropped) when the result is stored.
+    /// resolves when the result is stored, with the stored record (or with an error, its
+    /// sender dropped: then it reads the store).
     fn register(
-        waiters: &mut HashMap<Box<str>, Waiters, RandomState>,
-        task_id: &str,
-    ) -> oneshot::Receiver<()> {
+        waiters: &mut HashMap<TaskId, Waiters, RandomState>,
+        task_id: TaskId,
+    ) -> oneshot::Receiver<TaskRecord> {
         let (waiter, woken) = oneshot::channel();
         // One look-up: the key is made either way (a new task's, nearly always).
-        match waiters.entry(Box::from(task_id)) {
+        match waiters.entry(task_id) {
             Entry::Vacant(none) => {
                 none.insert(Waiters::One(waiter));
             }
@@ -84,6 +86,20 @@ impl Waiters {
             },
         }
         woken
+    }
+
+    /// Hands every waiter the stored record.
+    fn wake(self, record: TaskRecord) {
+        match self {
+            Waiters::One(waiter) => {
+                let _ = waiter.send(record);
+            }
+            Waiters::Many(all) => {
+                for waiter in all {
+                    let _ = waiter.send(record.clone());
+                }
+            }
+        }
     }
 
     /// Drops the waiters that gave up (their waits timed out); whether any are left.
@@ -236,6 +252,32 @@ impl MemoryResultStore {
         }
     }
 
+    /// Records a pending task, replacing any record of its id, or with `new`, only a
+    /// pending one ([`ResultStore::create_new`]).
+    fn record_pending(&self, task_id: &str, created_at: u64, owner: Option<&str>, new: bool) {
+        let expires = self.expiry(Instant::now());
+        let mut guard = self.shard(task_id);
+        let shard = &mut *guard;
+        self.make_room(shard);
+        let owner = shard.owners.acquire(owner);
+        shard.created += 1;
+        let pending = Pending {
+            created_at,
+            expires,
+            owner,
+            seq: shard.created,
+        };
+        let owners = &mut shard.owners;
+        let added = if new {
+            with_table!(shard, task_id, |table, key| table
+                .create_new(key, pending, owners))
+        } else {
+            with_table!(shard, task_id, |table, key| table
+                .create(key, pending, owners))
+        };
+        self.len.fetch_add(added, Ordering::AcqRel);
+    }
+
     /// Removes every record whose TTL has passed at `now`; returns how many went.
     ///
     /// Reads never return expired records whether or not this ran; sweeping only frees memory.
@@ -263,22 +305,18 @@ impl ResultStore for MemoryResultStore {
         created_at: u64,
         owner: Option<&str>,
     ) -> Result<(), StoreError> {
-        let expires = self.expiry(Instant::now());
-        let mut guard = self.shard(task_id);
-        let shard = &mut *guard;
-        self.make_room(shard);
-        let owner = shard.owners.acquire(owner);
-        shard.created += 1;
-        let pending = Pending {
-            created_at,
-            expires,
-            owner,
-            seq: shard.created,
-        };
-        let owners = &mut shard.owners;
-        let added = with_table!(shard, task_id, |table, key| table
-            .create(key, pending, owners));
-        self.len.fetch_add(added, Ordering::AcqRel);
+        self.record_pending(task_id, created_at, owner, false);
+        Ok(())
+    }
+
+    /// No finished record is looked for: a new id has none.
+    async fn create_new(
+        &self,
+        task_id: &str,
+        created_at: u64,
+        owner: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.record_pending(task_id, created_at, owner, true);
         Ok(())
     }
 
@@ -292,32 +330,45 @@ impl ResultStore for MemoryResultStore {
             let completion = (ended, body.into_boxed_slice(), c.completed_at);
             let mut guard = self.shard(&c.task_id);
             let shard = &mut *guard;
-            // The id packed once, and its finished record looked up once, for both the room
-            // and the write (eviction, done only for a task not here, leaves every other
-            // record's sequence number as it was).
-            let stored = match pack_uuid(&c.task_id) {
-                Some(packed) => {
-                    let indexed = shard.uuids.find(&packed);
-                    if indexed.is_none() && !shard.uuids.pending.contains_key(&packed) {
-                        self.make_room(shard);
-                    }
-                    shard.uuids.complete(&packed, completion, expires, indexed)
+            // The id packed once, and its finished record looked up at most once (not at
+            // all for a pending task), for both the room and the write (eviction, done only
+            // for a task not here, leaves every other record's sequence number as it was).
+            let id = c.task_id.as_str();
+            let packed = pack_uuid(id);
+            let waiters = if shard.waiters.is_empty() {
+                None
+            } else {
+                shard.waiters.remove(&match packed {
+                    Some(packed) => TaskId::Uuid(packed),
+                    None => TaskId::Text(Box::from(id)),
+                })
+            };
+            let (pending, indexed) = match &packed {
+                Some(key) => shard.uuids.locate(key),
+                None => shard.texts.locate(id),
+            };
+            if indexed.is_none() && !pending {
+                self.make_room(shard);
+            }
+            let stored = match &packed {
+                Some(key) => shard.uuids.complete(key, completion, expires, indexed),
+                None => shard.texts.complete(id, completion, expires, indexed),
+            };
+            let woken = match waiters {
+                Some(waiters) if matches!(stored, Stored::Stored(_)) => match &packed {
+                    Some(_) => shard.uuids.last_done(&shard.owners),
+                    None => shard.texts.last_done(&shard.owners),
                 }
-                None => {
-                    let id: &str = &c.task_id;
-                    let indexed = shard.texts.find(id);
-                    if indexed.is_none() && !shard.texts.pending.contains_key(id) {
-                        self.make_room(shard);
-                    }
-                    shard.texts.complete(id, completion, expires, indexed)
-                }
+                .map(|record| (waiters, record)),
+                _ => None,
             };
             if let Stored::Stored(added) = stored {
                 self.len.fetch_add(added, Ordering::AcqRel);
-                // Dropping the senders wakes every waiter.
-                if !shard.waiters.is_empty() {
-                    shard.waiters.remove(c.task_id.as_str());
-                }
+            }
+            // Every waiter gets the stored record. Where nothing was stored (a final result
+            // was there already), dropping the senders wakes them to read it.
+            if let Some((waiters, record)) = woken {
+                waiters.wake(record);
             }
         }
         Ok(())
@@ -352,10 +403,12 @@ impl ResultStore for MemoryResultStore {
             if record.status.is_terminal() || timeout.is_zero() {
                 return Ok(Some(record));
             }
-            Waiters::register(&mut shard.waiters, task_id)
+            Waiters::register(&mut shard.waiters, TaskId::new(task_id))
         };
-        // Completion drops the sender (an Err here), which is the wake-up; a timeout is too.
-        let _ = tokio::time::timeout(timeout, woken).await;
+        // The completion sends the stored record; a dropped sender or a timeout is read.
+        if let Ok(Ok(record)) = tokio::time::timeout(timeout, woken).await {
+            return Ok(Some(record));
+        }
         self.get(task_id).await
     }
 
@@ -368,12 +421,17 @@ impl ResultStore for MemoryResultStore {
     /// The task is one about to be admitted, so it has not finished: its id is not looked
     /// up among the finished records (a look-up that, for an id not there, lands on a
     /// place of the index seldom in cache).
-    fn expect(self: Arc<Self>, task_id: &str, pending: TaskRecord) -> Box<dyn Expectation> {
-        drop(pending);
-        let woken = Waiters::register(&mut self.shard(task_id).waiters, task_id);
+    fn expect(
+        self: Arc<Self>,
+        task_id: &str,
+        _created_at: u64,
+        _owner: Option<&str>,
+    ) -> Box<dyn Expectation> {
+        let id = TaskId::new(task_id);
+        let woken = Waiters::register(&mut self.shard(task_id).waiters, id.clone());
         Box::new(Expected {
             store: self,
-            task_id: task_id.to_owned(),
+            task_id: id,
             woken,
         })
     }
@@ -389,13 +447,14 @@ impl ResultStore for MemoryResultStore {
         if record.status.is_terminal() {
             return Ok(Watched::Done(record));
         }
-        let woken = Waiters::register(&mut shard.waiters, task_id);
+        let id = TaskId::new(task_id);
+        let woken = Waiters::register(&mut shard.waiters, id.clone());
         drop(shard);
         Ok(Watched::Pending(
             record,
             Box::new(Expected {
                 store: self,
-                task_id: task_id.to_owned(),
+                task_id: id,
                 woken,
             }),
         ))
@@ -405,9 +464,11 @@ impl ResultStore for MemoryResultStore {
 /// A waiter registered by [`MemoryResultStore::expect`].
 struct Expected {
     store: Arc<MemoryResultStore>,
-    task_id: String,
-    /// Resolves (with an error: the sender is dropped) when the result is stored.
-    woken: oneshot::Receiver<()>,
+    /// Packed: made into text only to read the store (a wait that timed out).
+    task_id: TaskId,
+    /// Resolves with the record when the result is stored (with an error, the sender
+    /// dropped, when the store could not hand it over: then it is read).
+    woken: oneshot::Receiver<TaskRecord>,
 }
 
 #[async_trait]
@@ -419,9 +480,11 @@ impl Expectation for Expected {
             woken,
         } = *self;
         if !timeout.is_zero() {
-            let _ = tokio::time::timeout(timeout, woken).await;
+            if let Ok(Ok(record)) = tokio::time::timeout(timeout, woken).await {
+                return Ok(Some(record));
+            }
         }
-        store.get(&task_id).await
+        store.get(&task_id.text()).await
     }
 }
 

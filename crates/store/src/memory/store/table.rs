@@ -40,6 +40,29 @@ pub(super) struct Done<K> {
     pub(super) ended: Ended,
 }
 
+impl<K> Done<K> {
+    /// The record as the store's readers see it.
+    fn record(&self, owners: &Owners) -> TaskRecord {
+        let (status, output, error) = match self.ended {
+            // Written by this store from an output: it reads back.
+            Ended::Success => (TaskStatus::Success, Output::decode(&self.body), None),
+            Ended::Failed => (
+                TaskStatus::Failed,
+                None,
+                Some(String::from_utf8_lossy(&self.body).into_owned()),
+            ),
+        };
+        TaskRecord {
+            status,
+            output,
+            error,
+            created_at: self.created_at,
+            completed_at: Some(self.created_at + u64::from(self.completed_after_ms)),
+            owner: owners.name(self.owner).map(str::to_owned),
+        }
+    }
+}
+
 /// A task not finished yet.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -218,6 +241,17 @@ impl<K: Key> Table<K> {
             .copied()
     }
 
+    /// Whether `key`'s task is pending, and if not, the sequence number of its finished
+    /// record: a pending task has none (creating a record takes any finished one away), so
+    /// the index, seldom in cache, is not looked at for one.
+    pub(super) fn locate(&self, key: &K::Ref) -> (bool, Option<u32>) {
+        if self.pending.contains_key(key) {
+            (true, None)
+        } else {
+            (false, self.find(key))
+        }
+    }
+
     /// Takes `key`'s entry (naming `seq`) out of the index.
     pub(super) fn unindex(&mut self, key: &K::Ref, seq: u32) {
         if let Ok(entry) = self
@@ -270,23 +304,7 @@ impl<K: Key> Table<K> {
 
     pub(super) fn get(&self, key: &K::Ref, now: u32, owners: &Owners) -> Option<TaskRecord> {
         if let Some(d) = self.done(key).filter(|d| d.expires > now) {
-            let (status, output, error) = match d.ended {
-                // Written by this store from an output: it reads back.
-                Ended::Success => (TaskStatus::Success, Output::decode(&d.body), None),
-                Ended::Failed => (
-                    TaskStatus::Failed,
-                    None,
-                    Some(String::from_utf8_lossy(&d.body).into_owned()),
-                ),
-            };
-            return Some(TaskRecord {
-                status,
-                output,
-                error,
-                created_at: d.created_at,
-                completed_at: Some(d.created_at + u64::from(d.completed_after_ms)),
-                owner: owners.name(d.owner).map(str::to_owned),
-            });
+            return Some(d.record(owners));
         }
         self.pending
             .get(key)
@@ -302,6 +320,32 @@ impl<K: Key> Table<K> {
         let replaced = self.remove(key, owners);
         self.pending.insert(K::own(key), pending);
         usize::from(!replaced)
+    }
+
+    /// Records a pending task whose id has no finished record (a new one): its finished
+    /// records are not looked at. Returns how many records were added (0 if it replaced a
+    /// pending one).
+    pub(super) fn create_new(
+        &mut self,
+        key: &K::Ref,
+        pending: Pending,
+        owners: &mut Owners,
+    ) -> usize {
+        debug_assert!(self.find(key).is_none(), "a new id has a finished record");
+        match self.pending.insert(K::own(key), pending) {
+            Some(replaced) => {
+                owners.release(replaced.owner);
+                0
+            }
+            None => 1,
+        }
+    }
+
+    /// The record of the task finished last: the one [`Table::complete`] just stored, read
+    /// as [`Table::get`] would (for whoever waits for it).
+    pub(super) fn last_done(&self, owners: &Owners) -> Option<TaskRecord> {
+        let last = self.ring.len().checked_sub(1)?;
+        self.ring.get(last)?.as_ref().map(|d| d.record(owners))
     }
 
     /// Stores a final result, under the rules of [`ResultStore::complete`]; `indexed` is

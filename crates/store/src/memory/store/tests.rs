@@ -179,7 +179,7 @@ async fn expectations_are_woken_by_the_completion_and_a_finished_task_is_not_wai
     let s = Arc::new(MemoryResultStore::new(100, Duration::from_secs(600)));
     let wait = Duration::from_secs(30);
     for id in [uuid(7), "text-id".to_owned()] {
-        let expected = s.clone().expect(&id, TaskRecord::pending(1));
+        let expected = s.clone().expect(&id, 1, None);
         s.create(&id, 1, None).await.expect("create");
         let waiting = tokio::spawn(expected.wait(wait));
         tokio::task::yield_now().await;
@@ -225,12 +225,73 @@ async fn expectations_are_woken_by_the_completion_and_a_finished_task_is_not_wai
         }
     }
     // An expectation of a task that never came, dropped, leaves nothing after a sweep.
-    drop(s.clone().expect(&uuid(8), TaskRecord::pending(1)));
+    drop(s.clone().expect(&uuid(8), 1, None));
     s.sweep(Instant::now());
     assert!(s
         .shards
         .iter()
         .all(|shard| shard.lock().expect("not poisoned").waiters.is_empty()));
+}
+
+/// A waiter is handed the record as the store keeps it (its creation time and owner from the
+/// pending record), without reading it again; a completion that is not stored (a FAILED
+/// after a SUCCESS) wakes its waiters at once to read the record that stands.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_is_handed_the_record_as_stored() {
+    let s = Arc::new(MemoryResultStore::new(100, Duration::from_secs(600)));
+    let wait = Duration::from_secs(30);
+    for id in [uuid(21), "text-21".to_owned()] {
+        let expected = s.clone().expect(&id, 3, Some("alice"));
+        s.create_new(&id, 3, Some("alice")).await.expect("create");
+        let waiting = tokio::spawn(expected.wait(wait));
+        tokio::task::yield_now().await;
+        s.complete(vec![done(&id, "out")]).await.expect("complete");
+        let handed = waiting.await.expect("join").expect("wait").expect("stored");
+        let read = s.get(&id).await.expect("get").expect("exists");
+        assert_eq!(handed, read, "{id}");
+        assert_eq!((handed.created_at, handed.completed_at), (3, Some(7)));
+        assert_eq!(handed.owner.as_deref(), Some("alice"));
+
+        // Waiting again on the finished task: a late FAILED is not stored, and the waiter
+        // reads the SUCCESS that stands.
+        let late = s.clone().expect(&id, 3, Some("alice"));
+        let waiting = tokio::spawn(late.wait(wait));
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        s.complete(vec![failed(&id, "worker error: late")])
+            .await
+            .expect("complete");
+        let record = waiting.await.expect("join").expect("wait").expect("stored");
+        assert_eq!(started.elapsed(), Duration::ZERO, "{id}: woken at once");
+        assert_eq!(record.status, TaskStatus::Success, "{id}");
+        assert_eq!(record.output_text(), Some("out"));
+    }
+    assert_eq!(s.count().await.expect("count"), 2);
+}
+
+/// A task recorded again (a dead letter replayed) is pending, then finished, with one record
+/// and one entry in the index of finished records: recording it took its old result away, so
+/// its completion need not look for one.
+#[tokio::test]
+async fn a_task_recorded_again_finishes_with_one_record() {
+    let s = MemoryResultStore::with_shards(100, Duration::from_secs(600), 1);
+    let id = uuid(22);
+    s.create_new(&id, 1, None).await.expect("create");
+    s.complete(vec![failed(&id, "worker error: boom")])
+        .await
+        .expect("complete");
+    s.create(&id, 2, None).await.expect("create again");
+    let r = s.get(&id).await.expect("get").expect("exists");
+    assert_eq!((r.status, r.created_at), (TaskStatus::Pending, 2));
+    s.complete(vec![done(&id, "out")]).await.expect("complete");
+    let r = s.get(&id).await.expect("get").expect("exists");
+    assert_eq!(
+        (r.status, r.output_text(), r.error.as_deref()),
+        (TaskStatus::Success, Some("out"), None)
+    );
+    assert_eq!(s.count().await.expect("count"), 1);
+    let shard = s.shards[0].lock().expect("not poisoned");
+    assert_eq!((shard.uuids.index.len(), shard.uuids.pending.len()), (1, 0));
 }
 
 /// Several waits for one task (a submission's expectation, long polls of its result) are all
@@ -241,7 +302,7 @@ async fn every_waiter_of_a_task_is_woken_by_its_completion() {
     let s = Arc::new(MemoryResultStore::new(100, Duration::from_secs(600)));
     let wait = Duration::from_secs(30);
     let id = uuid(9);
-    let expected = s.clone().expect(&id, TaskRecord::pending(1));
+    let expected = s.clone().expect(&id, 1, None);
     s.create(&id, 1, None).await.expect("create");
     let mut waiting = vec![tokio::spawn(expected.wait(wait))];
     for _ in 0..2 {
@@ -256,13 +317,18 @@ async fn every_waiter_of_a_task_is_woken_by_its_completion() {
     let kept = |s: &MemoryResultStore| {
         s.shards
             .iter()
-            .map(
-                |shard| match shard.lock().expect("not poisoned").waiters.get(id.as_str()) {
+            .map(|shard| {
+                match shard
+                    .lock()
+                    .expect("not poisoned")
+                    .waiters
+                    .get(&TaskId::new(&id))
+                {
                     Some(Waiters::One(_)) => 1,
                     Some(Waiters::Many(all)) => all.len(),
                     None => 0,
-                },
-            )
+                }
+            })
             .sum::<usize>()
     };
     assert_eq!(kept(&s), 3);
