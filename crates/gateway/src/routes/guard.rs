@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
 use super::extract::authorization;
+use crate::auth::ANONYMOUS;
 use crate::error::ApiError;
 use crate::fair_share::CallerSlot;
 use crate::log_throttle::LogThrottle;
@@ -44,10 +45,10 @@ pub(super) async fn admit(
     }
     let (admitted, caller) = check(state, request).await?;
     // Without authentication the caller is `anonymous` whatever the request says, and the
-    // handler's `Caller` finds it so itself: no identity is left in the extensions. (Their
-    // map holds three of axum's entries by then; a fourth grows it, and the handler removes
-    // it again: ≈ 700 instructions a request.)
-    if state.auth.enabled() {
+    // handler's `Caller` finds it so itself: no identity is made, nor left in the
+    // extensions. (Their map holds three of axum's entries by then; a fourth grows it, and
+    // the handler removes it again: ≈ 700 instructions a request.)
+    if let Some(caller) = caller {
         request.extensions_mut().insert(Identity(caller));
     }
     Ok(Some(admitted))
@@ -61,30 +62,32 @@ pub(super) async fn admit_caller(
     request: &mut Request,
 ) -> Result<Admitted, Response> {
     let (admitted, caller) = check(state, request).await?;
+    let caller = caller.unwrap_or_else(|| ANONYMOUS.to_owned());
     request.extensions_mut().insert(Identity(caller));
     Ok(admitted)
 }
 
-/// Identity, rate limit, the caller's share, the gateway's limit: what passed, and who.
-async fn check(state: &AppState, request: &mut Request) -> Result<(Admitted, String), Response> {
-    let caller = match authorization(request.headers()) {
-        Ok(header) => state
+/// Identity, rate limit, the caller's share, the gateway's limit: what passed, and who, if
+/// authenticated (without authentication every caller is [`ANONYMOUS`]).
+async fn check(
+    state: &AppState,
+    request: &mut Request,
+) -> Result<(Admitted, Option<String>), Response> {
+    let header = authorization(request.headers()).map_err(IntoResponse::into_response)?;
+    // Without authentication every caller is the same `anonymous`: there is no identity to
+    // count against, so only the gateway-wide limit applies.
+    let (share, caller) = if state.auth.enabled() {
+        let caller = state
             .auth
             .identify_fresh(header)
             .await
-            .map_err(|e| ApiError::Unauthenticated(e.to_string())),
-        Err(error) => Err(error),
-    };
-    let caller = caller.map_err(IntoResponse::into_response)?;
-    // Without authentication every caller is the same `anonymous`: there is no identity to
-    // count against, so only the gateway-wide limit applies.
-    let share = if state.auth.enabled() {
+            .map_err(|e| ApiError::Unauthenticated(e.to_string()).into_response())?;
         check_rate(state, &caller)
             .await
             .map_err(IntoResponse::into_response)?;
         let slots = state.caller_slots();
         match slots.try_enter(&caller) {
-            Some(share) => Some(share),
+            Some(share) => (Some(share), Some(caller)),
             None => {
                 return Err(ApiError::TooManyInFlight {
                     limit: slots.max_per_caller(),
@@ -94,7 +97,7 @@ async fn check(state: &AppState, request: &mut Request) -> Result<(Admitted, Str
             }
         }
     } else {
-        None
+        (None, None)
     };
     let Some(slot) = state.enter_request() else {
         return Err(ApiError::ConcurrencyLimited {
@@ -172,7 +175,6 @@ mod tests {
     use batchgate_queue::memory::MemoryConfig;
 
     use super::*;
-    use crate::auth::ANONYMOUS;
     use crate::routes::extract::Caller;
     use crate::{EdgeConfig, GatewayConfig, ShedBound, StateBuilder};
 
