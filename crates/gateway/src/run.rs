@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use batchgate_net::{ConnectionLimits, ServerTls};
+use futures_util::future::Either;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,10 +50,29 @@ impl Front {
         }
     }
 
-    fn router(&self) -> Router {
+    /// Serves this front on `listener` until `stop` (see [`batchgate_net::serve_with`]).
+    fn serve(
+        &self,
+        listener: TcpListener,
+        config: &ServerConfig,
+        stop: CancellationToken,
+    ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+        let (tls, limits) = (config.tls.clone(), config.connections);
         match self {
-            Front::Api(state) => crate::router(state.clone()),
-            Front::Ops(ops) => crate::ops_router(ops.clone()),
+            Front::Api(state) => Either::Left(batchgate_net::serve_with(
+                listener,
+                crate::router(state.clone()),
+                tls,
+                limits,
+                stop,
+            )),
+            Front::Ops(ops) => Either::Right(batchgate_net::serve_with(
+                listener,
+                crate::ops_router(ops.clone()),
+                tls,
+                limits,
+                stop,
+            )),
         }
     }
 }
@@ -137,13 +156,7 @@ where
     }
     background.close();
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn(batchgate_net::serve_with(
-        listener,
-        front.router(),
-        config.tls.clone(),
-        config.connections,
-        http_stop.clone(),
-    ));
+    let http = tokio::spawn(front.serve(listener, config, http_stop.clone()));
 
     shutdown.cancelled().await;
     let ops = front.ops();

@@ -132,6 +132,14 @@ async fn bad_requests_get_their_status_and_code() {
     gw.get("/v1/inference", None)
         .await
         .assert_error(405, "method_not_allowed");
+    // Only the exact path submits (it is served without the router): other spellings are
+    // the router's, which matches paths as given.
+    for other in ["/v1/inference/", "/V1/inference", "/v1//inference"] {
+        let body = Some(r#"{"input":"x"}"#.to_owned());
+        gw.call(request("POST", other, None, body))
+            .await
+            .assert_error(404, "not_found");
+    }
     assert_eq!(gw.queued().await, 0, "nothing bad was queued");
 }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 pub use certs::DevCerts;
 pub use client_tls::{client_config, ClientTlsFiles};
 pub use limits::{ConnectionLimits, LimitsError};
-pub use serve::{serve, serve_with};
+pub use serve::{serve, serve_with, App};
 pub use server_tls::{ServerTls, TlsFiles};
 
 /// Why a TLS configuration could not be built. Each names the file at fault.

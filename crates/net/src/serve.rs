@@ -10,6 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulConnection;
@@ -46,14 +51,43 @@ const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 /// After an idle connection is asked to close, how long it may take before it is dropped.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves `router` on `listener` with the default [`ConnectionLimits`]; see [`serve_with`].
+/// What a server serves: an axum [`Router`](axum::Router), or a service like one — answers
+/// every request (infallible), always ready (`poll_ready` is not called), cloned for each
+/// connection, its future not pinned in place (`Unpin`, as a router's is).
+pub trait App:
+    tower::Service<
+        Request<Body>,
+        Response = Response,
+        Error = Infallible,
+        Future: Future<Output = Result<Response, Infallible>> + Send + Unpin + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<
+            Request<Body>,
+            Response = Response,
+            Error = Infallible,
+            Future: Future<Output = Result<Response, Infallible>> + Send + Unpin + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Serves `app` on `listener` with the default [`ConnectionLimits`]; see [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
-    router: axum::Router,
+    app: impl App,
     tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(listener, router, tls, ConnectionLimits::default(), shutdown).await
+    serve_with(listener, app, tls, ConnectionLimits::default(), shutdown).await
 }
 
 /// Serves `router` on `listener` — over TLS if `tls` is given — under `limits`, until
@@ -62,7 +96,7 @@ pub async fn serve(
 /// bounds that wait.
 pub async fn serve_with(
     listener: TcpListener,
-    router: axum::Router,
+    app: impl App,
     tls: Option<ServerTls>,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
@@ -106,7 +140,7 @@ pub async fn serve_with(
         // Registered before the task starts, so the shutdown below reaches it.
         let registered = open.register(activity.clone());
         let service = TowerToHyperService::new(Tracked {
-            router: router.clone(),
+            app: app.clone(),
             activity: activity.clone(),
         });
         let builder = builder.clone();

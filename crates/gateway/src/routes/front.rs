@@ -1,4 +1,5 @@
-//! What every request of the API passes through, as one tower service around each route:
+//! What every request of the API passes through, as one tower service around each route
+//! (and around the submit handler, which is called without the router: `api.rs`):
 //!
 //! - its id: a client's `x-request-id` is kept if acceptable (`request_id.rs`), else replaced
 //!   by a new UUID, before anything below sees it; the answer echoes it;
@@ -45,6 +46,7 @@ impl<S> Layer<S> for FrontLayer {
         Front {
             inner,
             state: self.0.clone(),
+            route: None,
         }
     }
 }
@@ -54,6 +56,20 @@ impl<S> Layer<S> for FrontLayer {
 pub(super) struct Front<S> {
     inner: S,
     state: AppState,
+    /// The route, when `inner` is one handler called without the router (which otherwise
+    /// names the route it matched).
+    route: Option<&'static str>,
+}
+
+impl<S> Front<S> {
+    /// Around one route's handler, called directly rather than through the router.
+    pub(super) fn around(inner: S, state: AppState, route: &'static str) -> Self {
+        Front {
+            inner,
+            state,
+            route: Some(route),
+        }
+    }
 }
 
 impl<S> Service<Request> for Front<S>
@@ -74,12 +90,18 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.clone();
-        Box::pin(async move { Ok(handle(state, inner, request).await) })
+        let route = self.route;
+        Box::pin(async move { Ok(handle(state, inner, route, request).await) })
     }
 }
 
 /// One request, through everything the module's documentation lists.
-async fn handle<S>(state: AppState, inner: S, mut request: Request) -> Response
+async fn handle<S>(
+    state: AppState,
+    inner: S,
+    route: Option<&'static str>,
+    mut request: Request,
+) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
@@ -89,7 +111,7 @@ where
     // The answer's latency is only in its debug line: no clock read when that is off.
     let started = span::answer_logged().then(Instant::now);
     // The span is read back from the instrumented future: no clone of it to count and drop.
-    let mut routed = pin!(route_guarded(&state, inner, request).instrument(span));
+    let mut routed = pin!(route_guarded(&state, inner, route, request).instrument(span));
     let mut response = routed.as_mut().await;
     let status = response.status();
     // A handler's own JSON answer (`/readyz`'s 503 says why it is not ready) is kept.
@@ -128,7 +150,12 @@ where
 }
 
 /// The guard, then the route within the request timeout; the route's own answers counted.
-async fn route_guarded<S>(state: &AppState, mut inner: S, mut request: Request) -> Response
+async fn route_guarded<S>(
+    state: &AppState,
+    mut inner: S,
+    route: Option<&'static str>,
+    mut request: Request,
+) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
@@ -136,16 +163,16 @@ where
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
-    // The route the router matched (the fallback has none, and is not counted by route).
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str());
-    let route = matched.map(|m| {
-        route::ALL
-            .into_iter()
-            .find(|r| m == *r)
-            .unwrap_or(route::UNMATCHED)
+    // The route: the handler's own, or the one the router matched (the fallback has none,
+    // and is not counted by route).
+    let route = route.or_else(|| {
+        let matched = request.extensions().get::<MatchedPath>()?.as_str();
+        Some(
+            route::ALL
+                .into_iter()
+                .find(|r| matched == *r)
+                .unwrap_or(route::UNMATCHED),
+        )
     });
     let is_submit = route == Some(route::INFERENCE) && request.uri().query().is_none();
     let started = Instant::now();

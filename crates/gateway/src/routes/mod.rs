@@ -13,6 +13,7 @@
 
 mod admin;
 mod admit;
+mod api;
 mod extract;
 mod front;
 mod guard;
@@ -42,13 +43,21 @@ use crate::metrics::route;
 use crate::ops::Ops;
 use crate::state::AppState;
 
+pub use api::{Answer, Api};
+
 /// The whole API with its middleware; tests call it with `oneshot`, `serve` serves it.
 ///
 /// Middleware costs CPU on every request, so there is one service around each route
 /// (`front.rs`: the request id, the span, the guard, the timeout, the counts, the error
 /// shape) and the body limit (which only marks the request); the gRPC methods have their
-/// own (`kserve_grpc`).
-pub fn router(state: AppState) -> Router {
+/// own (`kserve_grpc`). `POST /v1/inference` is taken to its handler without the router
+/// (`api.rs`).
+pub fn router(state: AppState) -> Api {
+    Api::new(state.clone(), routes(state))
+}
+
+/// Every route, through the router.
+fn routes(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes();
     let router = Router::new()
         .route(route::INFERENCE, post(inference::submit))

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::{Bytes, HttpBody};
-use axum::routing::future::RouteFuture;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::BoxError;
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::App;
 use crate::ConnectionLimits;
 
 /// What a connection is doing, for its watchdog: requests under way, when the last one
@@ -190,42 +190,46 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
 /// The router, counting the requests under way on its connection.
 #[derive(Clone)]
-pub(super) struct Tracked {
-    pub(super) router: axum::Router,
+pub(super) struct Tracked<S> {
+    pub(super) app: S,
     pub(super) activity: Arc<Activity>,
 }
 
-impl<B> tower::Service<axum::http::Request<B>> for Tracked
+impl<S, B> tower::Service<axum::http::Request<B>> for Tracked<S>
 where
+    S: App,
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = axum::response::Response;
     type Error = Infallible;
-    type Future = TrackedAnswer;
+    type Future = TrackedAnswer<S::Future>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The router is always ready.
+        // An app is always ready (`App`).
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         let busy = self.activity.begin();
         TrackedAnswer {
-            answer: self.router.call(request),
+            answer: self.app.call(request.map(Body::new)),
             busy: Some(busy),
         }
     }
 }
 
 /// A request's answer, counted as under way on its connection until it is ready (or
-/// dropped). Not boxed: it is the router's own future and the count.
-pub(super) struct TrackedAnswer {
-    pub(super) answer: RouteFuture<Infallible>,
+/// dropped). Not boxed: it is the app's own future and the count.
+pub(super) struct TrackedAnswer<F> {
+    pub(super) answer: F,
     pub(super) busy: Option<Busy>,
 }
 
-impl Future for TrackedAnswer {
+impl<F> Future for TrackedAnswer<F>
+where
+    F: Future<Output = Result<axum::response::Response, Infallible>> + Unpin,
+{
     type Output = Result<axum::response::Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
