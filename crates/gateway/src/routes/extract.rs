@@ -6,9 +6,11 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use batchgate_protocol::api::WaitQuery;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::time::Duration;
 
 use super::guard::Identity;
+use crate::auth::ANONYMOUS;
 use crate::config::MAX_WAIT_MS;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -116,22 +118,26 @@ pub(crate) fn authorization(headers: &HeaderMap) -> Result<Option<&str>, ApiErro
 }
 
 /// The caller's identity: the subject of its bearer token (or `anonymous` with
-/// authentication off), as the guard found it when the headers arrived. A missing or invalid
-/// token is a 401.
-pub(crate) struct Caller(pub(crate) String);
+/// authentication off, not copied), as the guard found it when the headers arrived. A
+/// missing or invalid token is a 401.
+pub(crate) struct Caller(pub(crate) Cow<'static, str>);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(Identity(caller)) = parts.extensions.remove::<Identity>() {
-            return Ok(Caller(caller));
+            return Ok(Caller(Cow::Owned(caller)));
+        }
+        let authorization = authorization(&parts.headers)?;
+        if !state.auth.enabled() {
+            return Ok(Caller(Cow::Borrowed(ANONYMOUS)));
         }
         state
             .auth
-            .identify_fresh(authorization(&parts.headers)?)
+            .identify_fresh(authorization)
             .await
-            .map(Caller)
+            .map(|caller| Caller(Cow::Owned(caller)))
             .map_err(|e| ApiError::Unauthenticated(e.to_string()))
     }
 }

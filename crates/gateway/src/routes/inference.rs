@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -105,7 +106,9 @@ async fn answer(
     } else {
         StatusCode::ACCEPTED
     };
-    let location = HeaderValue::from_str(&["/v1/result/", &task_id].concat())
+    // The joined text becomes the header's bytes as it is (made to its exact size, so not
+    // copied again).
+    let location = HeaderValue::from_maybe_shared(Bytes::from(["/v1/result/", &task_id].concat()))
         .expect("a UUID path is a valid header value. This is a bug.");
     Ok((
         status,

@@ -21,31 +21,57 @@ pub(crate) fn acceptable(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Makes sure the request has exactly one acceptable request id: the client's, if
-/// [`acceptable`], else (none, several, or a bad one) a new UUID. Returns it, to echo in the
-/// answer; `None` only if it could not be made a header value, which a UUID always can.
+/// The request's id: the client's, if it sent one that is [`acceptable`], else (none,
+/// several, or a bad one) a new UUID. Returned, to name the request in its span and to echo
+/// in the answer; `None` only if it could not be made a header value, which a UUID always
+/// can. Client ids that are not kept are taken out of `headers`, so nothing below sees
+/// them; a new id is not put in (nothing below reads it there: a copy a request saved).
 pub(super) fn ensure(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    let kept = {
+    let refused = {
         let mut ids = headers.get_all(&HEADER).iter();
         match (ids.next(), ids.next()) {
-            (Some(id), None) if acceptable(id.as_bytes()) => Some(id.clone()),
-            _ => None,
+            (Some(id), None) if acceptable(id.as_bytes()) => return Some(id.clone()),
+            (None, _) => false,
+            _ => true,
         }
     };
-    if let Some(id) = kept {
-        return Some(id);
+    if refused {
+        headers.remove(&HEADER);
     }
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let fresh = Uuid::new_v4().hyphenated().encode_lower(&mut text);
-    let fresh = HeaderValue::from_str(fresh).ok()?;
-    // Replaces every value the client sent.
-    headers.insert(HEADER, fresh.clone());
-    Some(fresh)
+    HeaderValue::from_str(fresh).ok()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::acceptable;
+    use super::{acceptable, ensure, HEADER};
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn a_client_id_is_kept_only_alone_and_acceptable_and_refused_ones_are_taken_out() {
+        let mut headers = HeaderMap::new();
+        let fresh = ensure(&mut headers).expect("an id");
+        assert!(uuid::Uuid::parse_str(fresh.to_str().expect("text")).is_ok());
+        assert!(headers.get(&HEADER).is_none(), "a new id is not put in");
+
+        headers.insert(HEADER, HeaderValue::from_static("plain-id-42"));
+        assert_eq!(
+            ensure(&mut headers),
+            Some(HeaderValue::from_static("plain-id-42"))
+        );
+        assert_eq!(headers.get_all(&HEADER).iter().count(), 1, "kept");
+
+        for sent in [vec!["a b"], vec!["one", "two"]] {
+            let mut headers = HeaderMap::new();
+            for id in &sent {
+                headers.append(HEADER, HeaderValue::from_str(id).expect("a header value"));
+            }
+            let given = ensure(&mut headers).expect("an id");
+            assert!(!sent.contains(&given.to_str().expect("text")), "{sent:?}");
+            assert!(headers.get(&HEADER).is_none(), "{sent:?} taken out");
+        }
+    }
 
     #[test]
     fn only_short_plain_ids_are_kept() {

@@ -107,7 +107,7 @@ impl GrpcFront {
     async fn handle(self, mut request: Request) -> Response {
         let request_id = request_id::ensure(request.headers_mut());
         let method = method_of(request.uri().path());
-        let span = call_span(&request, method);
+        let span = call_span(&request, request_id.as_ref(), method);
         let started = Instant::now();
         let mut response = self.guarded(method, request).instrument(span.clone()).await;
         let code = code_of(&response);
@@ -332,16 +332,13 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// The call's span: what its log lines carry (`request_id`, then `task_id`), and with
+/// The call's span: what its log lines carry (`request_id`, as `request_id::ensure` gave
+/// it, then `task_id`), and with
 /// tracing on the root of its trace (continuing the client's `traceparent` metadata), named
 /// as OpenTelemetry names RPC spans. With tracing off it is a debug span, as an HTTP
 /// request's is (`routes/span.rs`): no line is written about one call at the default level.
-fn call_span(request: &Request, method: &'static str) -> Span {
-    let request_id = request
-        .headers()
-        .get(&request_id::HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+fn call_span(request: &Request, request_id: Option<&HeaderValue>, method: &'static str) -> Span {
+    let request_id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("");
     if !batchgate_telemetry::enabled() {
         return tracing::debug_span!("grpc.request", request_id = request_id, task_id = Empty);
     }
