@@ -1,12 +1,14 @@
 //! Extractors whose rejections are our [`ApiError`]s, so every bad request gets our JSON shape.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use batchgate_protocol::api::WaitQuery;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 use std::borrow::Cow;
+use std::pin::pin;
 use std::time::Duration;
 
 use super::guard::Identity;
@@ -70,18 +72,40 @@ async fn read_json<T: DeserializeOwned>(request: Request, state: &AppState) -> R
     let max = state.config.max_body_bytes();
     // The body must arrive within its own bound: a client that trickles it holds a
     // request slot, a connection and the bytes so far.
-    let read = Bytes::from_request(request, state);
+    let read = read_body(request.into_body(), max);
     let bytes = tokio::time::timeout(state.config.body_read_timeout, read)
         .await
-        .map_err(|_| ApiError::Timeout)?
-        .map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        .map_err(|_| ApiError::Timeout)??;
+    decode(&bytes)
+}
+
+/// A body's bytes, at most `max` of them (413 `body_too_large` past that, whatever the
+/// router's body limit). A body that comes as one frame, as a small one nearly always does,
+/// is taken as it came: no buffer to collect it in, no copy (axum's `Bytes` extractor boxes
+/// the body and collects every body in a queue of frames).
+pub(crate) async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let mut body = pin!(Limited::new(body, max));
+    let mut first = Bytes::new();
+    let mut more: Option<Vec<u8>> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if e.is::<LengthLimitError>() {
                 ApiError::BodyTooLarge { max }
             } else {
-                ApiError::InvalidRequest(e.body_text())
+                ApiError::InvalidRequest(format!("failed to read the request body: {e}"))
             }
         })?;
-    decode(&bytes)
+        // Trailers, if any, are not part of the body.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match &mut more {
+            Some(all) => all.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => more = Some([&first[..], &data[..]].concat()),
+        }
+    }
+    Ok(more.map_or(first, Bytes::from))
 }
 
 /// A body's bytes as `T`: UTF-8, a JSON object, the right shape; each failure its own
@@ -208,10 +232,45 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use axum::http::StatusCode;
 
     fn client_error(e: &ApiError) -> bool {
         let (status, _) = e.status_and_code();
         status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY
+    }
+
+    /// A body in several frames is joined in order; one past the limit, in one frame or
+    /// spread over several, is refused as too large.
+    #[tokio::test]
+    async fn a_body_is_read_whole_within_its_limit() {
+        let frames = |parts: &[&'static str]| {
+            let parts: Vec<Result<Bytes, std::io::Error>> = parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p.as_bytes())))
+                .collect();
+            Body::from_stream(futures_util::stream::iter(parts))
+        };
+        for (parts, want) in [
+            (&["{\"input\":\"x\"}"][..], "{\"input\":\"x\"}"),
+            (&["{\"in", "put\":", "\"x\"}"][..], "{\"input\":\"x\"}"),
+            (&["", "ab", "", "c"][..], "abc"),
+            (&[][..], ""),
+        ] {
+            let read = read_body(frames(parts), 16)
+                .await
+                .expect("within the limit");
+            assert_eq!(&read[..], want.as_bytes(), "{parts:?}");
+        }
+        for parts in [
+            &["x".repeat(17).leak() as &'static str][..],
+            &["12345678", "123456789"],
+        ] {
+            let refused = read_body(frames(parts), 16).await;
+            assert!(
+                matches!(refused, Err(ApiError::BodyTooLarge { max: 16 })),
+                "{parts:?}: {refused:?}"
+            );
+        }
     }
 
     #[test]
