@@ -187,7 +187,10 @@ impl Authenticator {
     pub async fn identify_fresh(&self, authorization: Option<&str>) -> Result<String, AuthError> {
         if let Some(remote) = &self.remote {
             if let Some(kid) = self.unknown_kid(authorization) {
-                if let Some(keys) = remote.fetch_for_unknown_kid(|| self.knows(&kid)).await {
+                // Boxed: the fetch's future is large (an HTTP client's), and unboxed it would
+                // make the future of every request that is authenticated that much larger.
+                let fetch = Box::pin(remote.fetch_for_unknown_kid(|| self.knows(&kid)));
+                if let Some(keys) = fetch.await {
                     *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
                 }
             }

@@ -27,6 +27,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -91,7 +92,9 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.clone();
         let route = self.route;
-        Box::pin(async move { Ok(handle(state, inner, route, request).await) })
+        // The handling's own future, mapped: an `async` block around it would hold a second
+        // copy of the request beside it.
+        Box::pin(handle(state, inner, route, request).map(Ok))
     }
 }
 
