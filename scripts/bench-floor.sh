@@ -15,8 +15,10 @@
 #
 # BIN (default target/release/batchgate) and FLOOR (default target/release/examples/floor)
 # are not built here: `cargo build --release -p batchgate` and `cargo build --release -p
-# batchgate-bench --example floor`. With OLD_BIN set, that binary's `serve` runs as a third
-# variant in each round (before/after comparisons). Writes OUT_DIR/<variant>-PROTO-<i>.json (bench
+# batchgate-bench --example floor`. With OLD_BIN set, that binary's `serve` runs as a further
+# variant in each round (before/after comparisons). VARIANTS="serve floor" leaves floor-net
+# out (more rounds in the same time: the machine's speed drifts between rounds, so the ratio
+# of serve to the floor is read round by round). Writes OUT_DIR/<variant>-PROTO-<i>.json (bench
 # reports) and prints, per run, ok/s, outcomes, p50/p99 and the server's CPU per request sent
 # (utime + stime from /proc over the whole run, warmup counted as half its requests), marking
 # runs that did not hold the rate.
@@ -57,7 +59,9 @@ print(f"{sys.argv[1]}: ok/s {r['achieved_rate']:.0f}  outcomes {r['outcomes']}  
 PY
 }
 
-variants=(serve floor floor-net)
+# VARIANTS (default "serve floor floor-net") picks the variants each round runs, in order.
+read -r -a variants <<<"${VARIANTS:-serve floor floor-net}"
+
 [ -n "$old_bin" ] && variants+=(old)
 for i in $(seq 1 "$runs"); do
   for which in "${variants[@]}"; do

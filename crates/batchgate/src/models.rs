@@ -12,8 +12,7 @@ use batchgate_batcher::{Batcher, BatcherMetrics, DrainReport};
 use batchgate_gateway::ModelBackends;
 use batchgate_queue::dead_letters::DEFAULT_DEAD_LETTER_CAPACITY;
 use batchgate_queue::memory::{MemoryDeadLetters, MemoryQueue, DEFAULT_PARTITIONS};
-use batchgate_queue::{Backends, Intake, MemoryLoadBoard, Queue, Steps};
-use batchgate_store::Dedupe;
+use batchgate_queue::{Backends, Intake, MemoryLoadBoard, Steps};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -65,14 +64,14 @@ pub(crate) async fn start(
     for model in models {
         let mut own = match &first.memory {
             Some(memory) => {
-                let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(
+                let queue = Arc::new(MemoryQueue::new(
                     store.partitions.unwrap_or(DEFAULT_PARTITIONS),
                     store.queue_capacity,
                 ));
                 let intake: Arc<dyn Intake> = Arc::new(Steps {
                     queue: queue.clone(),
-                    results: first.results.clone(),
-                    dedupe: memory.dedupe.clone().map(|d| d as Arc<dyn Dedupe>),
+                    results: memory.results.clone(),
+                    dedupe: memory.dedupe.clone(),
                 });
                 ModelBackends {
                     intake,

@@ -2,15 +2,17 @@
 //! enqueue it — or find the task that already runs the same input.
 //!
 //! One trait method rather than three calls so that a backend can do it all in one round
-//! trip (Redis runs a script); [`Steps`] composes the three traits for the others.
+//! trip (Redis runs a script); [`Steps`] does the three on the in-process backends.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
-use batchgate_store::{Dedupe, ResultStore, StoreError};
+use batchgate_store::memory::{MemoryDedupe, MemoryResultStore};
+use batchgate_store::StoreError;
 
-use crate::{Queue, QueueError};
+use crate::memory::MemoryQueue;
+use crate::QueueError;
 
 /// How an admission went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,23 +85,15 @@ pub trait Intake: Send + Sync + 'static {
     }
 }
 
-/// The three steps, one call each: for backends where a call is cheap (in-process).
+/// The three steps on the in-process backends, as plain calls: record, claim the dedupe
+/// entry, enqueue. (Through the backends' traits each would box a future of its own.)
 pub struct Steps {
     /// Where tasks go.
-    pub queue: Arc<dyn Queue>,
+    pub queue: Arc<MemoryQueue>,
     /// Where their records live.
-    pub results: Arc<dyn ResultStore>,
+    pub results: Arc<MemoryResultStore>,
     /// The dedupe cache, if on.
-    pub dedupe: Option<Arc<dyn Dedupe>>,
-}
-
-impl Steps {
-    /// Removes the record of a task that will not run (best effort: it expires anyway).
-    async fn forget(&self, task_id: &str) {
-        if let Err(error) = self.results.remove(task_id).await {
-            tracing::warn!(%error, "could not remove the record of a task that will not run");
-        }
-    }
+    pub dedupe: Option<Arc<MemoryDedupe>>,
 }
 
 #[async_trait]
@@ -113,10 +107,7 @@ impl Intake for Steps {
         // A task given by reference may be one that ran before (a dead letter replayed):
         // its record is replaced.
         Ok(
-            match self
-                .admit_steps(task.clone(), created_at, input_sha256, Record::Replace)
-                .await?
-            {
+            match self.admit_steps(task.clone(), created_at, input_sha256, Record::Replace)? {
                 AdmittedOwned::Enqueued { dedupe_bypassed } => {
                     Admitted::Enqueued { dedupe_bypassed }
                 }
@@ -132,7 +123,6 @@ impl Intake for Steps {
         input_sha256: Option<&str>,
     ) -> Result<AdmittedOwned, AdmitError> {
         self.admit_steps(task, created_at, input_sha256, Record::New)
-            .await
     }
 }
 
@@ -146,7 +136,7 @@ enum Record {
 }
 
 impl Steps {
-    async fn admit_steps(
+    fn admit_steps(
         &self,
         task: Task,
         created_at: u64,
@@ -155,41 +145,32 @@ impl Steps {
     ) -> Result<AdmittedOwned, AdmitError> {
         // The record comes first, so that whoever finds this task through the dedupe cache
         // can already read (and wait on) it.
-        let (task_id, owner) = (&task.task_id, task.owner.as_deref());
+        let (task_id, owner) = (task.task_id.as_str(), task.owner.as_deref());
         match record {
-            Record::New => self.results.create_new(task_id, created_at, owner).await?,
-            Record::Replace => self.results.create(task_id, created_at, owner).await?,
+            Record::New => self.results.create_new_now(task_id, created_at, owner),
+            Record::Replace => self.results.create_now(task_id, created_at, owner),
         }
-        let mut dedupe_bypassed = false;
-        let mut claimed = None;
-        if let (Some(dedupe), Some(hash)) = (&self.dedupe, input_sha256) {
-            match dedupe.claim(hash, &task.task_id).await {
-                Ok(Some(existing)) => {
-                    self.forget(&task.task_id).await;
+        let claimed = match (&self.dedupe, input_sha256) {
+            (Some(dedupe), Some(hash)) => {
+                if let Some(existing) = dedupe.claim_now(hash, task_id) {
+                    self.results.remove_now(task_id);
                     return Ok(AdmittedOwned::Duplicate { existing, task });
                 }
-                Ok(None) => claimed = Some((dedupe, hash)),
-                Err(error) => {
-                    // The cache is an optimisation: without it, run the task anyway.
-                    tracing::warn!(%error, "dedupe cache failed; bypassing it");
-                    dedupe_bypassed = true;
-                }
+                Some((dedupe, hash))
             }
-        }
-        // The queue takes the task; its id is kept to undo a refusal (a copy of 36 bytes
-        // rather than of the task and its input).
-        let task_id = task.task_id.clone();
-        if let Err(error) = self.queue.enqueue(task).await {
+            _ => None,
+        };
+        if let Err((error, task)) = self.queue.push(task) {
             // Never leave a record, or a dedupe entry, for a task that will not run.
-            self.forget(&task_id).await;
+            self.results.remove_now(&task.task_id);
             if let Some((dedupe, hash)) = claimed {
-                if let Err(e) = dedupe.release(hash, &task_id).await {
-                    tracing::warn!(error = %e, "could not release the dedupe entry of a refused task");
-                }
+                dedupe.release_now(hash, &task.task_id);
             }
             return Err(error.into());
         }
-        Ok(AdmittedOwned::Enqueued { dedupe_bypassed })
+        Ok(AdmittedOwned::Enqueued {
+            dedupe_bypassed: false,
+        })
     }
 }
 
@@ -197,10 +178,10 @@ impl Steps {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use batchgate_store::memory::{MemoryDedupe, MemoryResultStore};
+    use batchgate_store::ResultStore;
 
     use super::*;
-    use crate::memory::MemoryQueue;
+    use crate::Queue;
 
     fn task(task_id: &str) -> Task {
         Task {
@@ -215,10 +196,9 @@ mod tests {
         }
     }
 
-    fn in_memory(capacity: usize) -> (Steps, Arc<dyn Queue>, Arc<dyn ResultStore>) {
-        let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(1, capacity));
-        let results: Arc<dyn ResultStore> =
-            Arc::new(MemoryResultStore::new(100, Duration::from_secs(60)));
+    fn in_memory(capacity: usize) -> (Steps, Arc<MemoryQueue>, Arc<MemoryResultStore>) {
+        let queue = Arc::new(MemoryQueue::new(1, capacity));
+        let results = Arc::new(MemoryResultStore::new(100, Duration::from_secs(60)));
         let dedupe = Arc::new(MemoryDedupe::new(Duration::from_secs(60), 100));
         let steps = Steps {
             queue: queue.clone(),

@@ -6,12 +6,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use batchgate_store::memory::{MemoryDedupe, MemoryResultStore};
-use batchgate_store::Dedupe;
 
 use super::{MemoryDeadLetters, MemoryQueue};
 use crate::backends::{Backends, MemoryStores};
 use crate::dead_letters::DEFAULT_DEAD_LETTER_CAPACITY;
-use crate::{MemoryLoadBoard, Queue, Steps};
+use crate::{MemoryLoadBoard, Steps};
 
 /// How often expired results are swept from memory.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -46,7 +45,7 @@ pub fn build(config: &MemoryConfig) -> Backends {
         config.result_ttl,
     ));
     let tasks = vec![tokio::spawn(sweep_results(results.clone(), stop.clone()))];
-    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(
+    let queue = Arc::new(MemoryQueue::new(
         config.partitions.unwrap_or(DEFAULT_PARTITIONS),
         config.queue_capacity,
     ));
@@ -58,7 +57,7 @@ pub fn build(config: &MemoryConfig) -> Backends {
         intake: Arc::new(Steps {
             queue: queue.clone(),
             results: results.clone(),
-            dedupe: dedupe.clone().map(|d| d as Arc<dyn Dedupe>),
+            dedupe: dedupe.clone(),
         }),
         memory: Some(MemoryStores {
             results: results.clone(),

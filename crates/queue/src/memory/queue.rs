@@ -60,6 +60,24 @@ impl MemoryQueue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// [`Queue::enqueue`], done at once (no future: an in-process intake calls it directly);
+    /// a refused task is handed back with the reason (by value, as it came: the result is
+    /// moved once, not boxed on the overloaded path).
+    #[allow(clippy::result_large_err)]
+    pub fn push(&self, task: Task) -> Result<(), (QueueError, Task)> {
+        if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            let full = QueueError::Full {
+                capacity: self.capacity,
+            };
+            return Err((full, task));
+        }
+        let partition = bucket(&self.hasher, &task.task_id, self.partitions.len());
+        self.lock(partition).push_back(task);
+        self.arrived.notify_one();
+        Ok(())
+    }
+
     /// Takes up to `max` tasks, from the partitions in turn. It stops as soon as it holds
     /// every task the count said was queued when it began (each partition is a lock, and a
     /// reader of an empty or nearly empty queue, the batcher's usual case, would otherwise
@@ -102,16 +120,7 @@ impl MemoryQueue {
 #[async_trait]
 impl Queue for MemoryQueue {
     async fn enqueue(&self, task: Task) -> Result<(), QueueError> {
-        if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-            return Err(QueueError::Full {
-                capacity: self.capacity,
-            });
-        }
-        let partition = bucket(&self.hasher, &task.task_id, self.partitions.len());
-        self.lock(partition).push_back(task);
-        self.arrived.notify_one();
-        Ok(())
+        self.push(task).map_err(|(error, _)| error)
     }
 
     async fn read(&self, max: usize, block: Duration) -> Result<Vec<Delivery>, QueueError> {

@@ -198,9 +198,9 @@ impl MemoryDedupe {
     }
 }
 
-#[async_trait]
-impl Dedupe for MemoryDedupe {
-    async fn claim(&self, input_sha256: &str, task_id: &str) -> Result<Option<String>, StoreError> {
+impl MemoryDedupe {
+    /// [`Dedupe::claim`], done at once (no future: an in-process intake calls it directly).
+    pub fn claim_now(&self, input_sha256: &str, task_id: &str) -> Option<String> {
         let now = Instant::now();
         let (second, expires) = (self.second(now), self.expiry(now));
         let mut shard = self.shard(input_sha256);
@@ -214,7 +214,7 @@ impl Dedupe for MemoryDedupe {
             None => shard.texts.holder(input_sha256),
         };
         if holder.is_some() {
-            return Ok(holder);
+            return holder;
         }
         while shard.len() >= self.per_shard && shard.evict_oldest() {
             self.evicted.fetch_add(1, Ordering::Relaxed);
@@ -223,15 +223,27 @@ impl Dedupe for MemoryDedupe {
             Some(key) => shard.hashes.insert(key, task_id, expires),
             None => shard.texts.insert(input_sha256, task_id, expires),
         }
-        Ok(None)
+        None
     }
 
-    async fn release(&self, input_sha256: &str, task_id: &str) -> Result<(), StoreError> {
+    /// [`Dedupe::release`], done at once.
+    pub fn release_now(&self, input_sha256: &str, task_id: &str) {
         let mut shard = self.shard(input_sha256);
         match pack_sha256(input_sha256) {
             Some(key) => shard.hashes.release(&key, task_id),
             None => shard.texts.release(input_sha256, task_id),
         }
+    }
+}
+
+#[async_trait]
+impl Dedupe for MemoryDedupe {
+    async fn claim(&self, input_sha256: &str, task_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.claim_now(input_sha256, task_id))
+    }
+
+    async fn release(&self, input_sha256: &str, task_id: &str) -> Result<(), StoreError> {
+        self.release_now(input_sha256, task_id);
         Ok(())
     }
 }

@@ -252,6 +252,27 @@ impl MemoryResultStore {
         }
     }
 
+    /// [`ResultStore::create`], done at once (no future: an in-process intake calls it
+    /// directly).
+    pub fn create_now(&self, task_id: &str, created_at: u64, owner: Option<&str>) {
+        self.record_pending(task_id, created_at, owner, false);
+    }
+
+    /// [`ResultStore::create_new`], done at once.
+    pub fn create_new_now(&self, task_id: &str, created_at: u64, owner: Option<&str>) {
+        self.record_pending(task_id, created_at, owner, true);
+    }
+
+    /// [`ResultStore::remove`], done at once.
+    pub fn remove_now(&self, task_id: &str) {
+        let mut guard = self.shard(task_id);
+        let shard = &mut *guard;
+        let owners = &mut shard.owners;
+        if with_table!(shard, task_id, |table, key| table.remove(key, owners)) {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     /// Records a pending task, replacing any record of its id, or with `new`, only a
     /// pending one ([`ResultStore::create_new`]).
     fn record_pending(&self, task_id: &str, created_at: u64, owner: Option<&str>, new: bool) {
@@ -305,7 +326,7 @@ impl ResultStore for MemoryResultStore {
         created_at: u64,
         owner: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.record_pending(task_id, created_at, owner, false);
+        self.create_now(task_id, created_at, owner);
         Ok(())
     }
 
@@ -316,7 +337,7 @@ impl ResultStore for MemoryResultStore {
         created_at: u64,
         owner: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.record_pending(task_id, created_at, owner, true);
+        self.create_new_now(task_id, created_at, owner);
         Ok(())
     }
 
@@ -375,12 +396,7 @@ impl ResultStore for MemoryResultStore {
     }
 
     async fn remove(&self, task_id: &str) -> Result<(), StoreError> {
-        let mut guard = self.shard(task_id);
-        let shard = &mut *guard;
-        let owners = &mut shard.owners;
-        if with_table!(shard, task_id, |table, key| table.remove(key, owners)) {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.remove_now(task_id);
         Ok(())
     }
 
