@@ -3,14 +3,13 @@
 //! on open connections, a header-read timeout, an idle timeout, and bounded request heads.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
-
-use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::http::Request;
@@ -90,7 +89,7 @@ pub async fn serve(
     serve_with(listener, app, tls, ConnectionLimits::default(), shutdown).await
 }
 
-/// Serves `router` on `listener` — over TLS if `tls` is given — under `limits`, until
+/// Serves `app` on `listener` — over TLS if `tls` is given — under `limits`, until
 /// `shutdown` is cancelled; then stops accepting, asks every connection to close once its
 /// requests under way (long polls included) are answered, and waits for them. The caller
 /// bounds that wait.

@@ -71,7 +71,7 @@ pub trait Intake: Send + Sync + 'static {
     /// [`Intake::admit`], given a task whose id no record has (one just made, or one whose
     /// record was removed when its admission found a duplicate): a backend that keeps tasks
     /// as they are (in process) queues this one without a copy, and records it without
-    /// looking for a record to replace ([`ResultStore::create_new`]).
+    /// looking for a record to replace ([`ResultStore::create_new`](batchgate_store::ResultStore::create_new)).
     async fn admit_owned(
         &self,
         task: Task,
@@ -129,9 +129,9 @@ impl Intake for Steps {
 /// How [`Steps`] records a task it admits.
 #[derive(Clone, Copy)]
 enum Record {
-    /// Its id is new: no record to replace ([`ResultStore::create_new`]).
+    /// Its id is new: no record to replace ([`ResultStore::create_new`](batchgate_store::ResultStore::create_new)).
     New,
-    /// It may have a record already, which is replaced ([`ResultStore::create`]).
+    /// It may have a record already, which is replaced ([`ResultStore::create`](batchgate_store::ResultStore::create)).
     Replace,
 }
 

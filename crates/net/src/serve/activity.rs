@@ -188,7 +188,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-/// The router, counting the requests under way on its connection.
+/// The app, counting the requests under way on its connection.
 #[derive(Clone)]
 pub(super) struct Tracked<S> {
     pub(super) app: S,
