@@ -23,7 +23,6 @@ use crate::conn::{bounded, RedisConn};
 use crate::entry::{deliveries, fetch_groups, group_key, hand_out, messages, Overflow};
 use crate::keys::{Keys, GROUP};
 use crate::leases::{Ack, Clock, Leases};
-use crate::local_groups::LocalGroups;
 use crate::queue::RedisQueueConfig;
 use crate::settle::Settler;
 
@@ -47,8 +46,6 @@ pub(crate) struct Claimer {
     pub(crate) overflow: Overflow,
     /// Stops claiming (`close_reads`, or the queue dropped).
     pub(crate) stop: CancellationToken,
-    /// The groups this process's intake kept, taken instead of fetched.
-    pub(crate) local: LocalGroups,
 }
 
 impl Claimer {
@@ -153,11 +150,17 @@ impl Claimer {
             );
             let mut claimed: Vec<(usize, StreamId)> =
                 claimed.ids.into_iter().map(|e| (partition, e)).collect();
-            fetch_groups(&mut self.conn, self.op_timeout, &self.local, &mut claimed).await?;
+            fetch_groups(
+                &mut self.conn,
+                self.op_timeout,
+                claimed.iter_mut().map(|(_, e)| e),
+            )
+            .await?;
             for (_, entry) in &claimed {
                 let handed = deliveries(
                     partition,
                     entry,
+                    None,
                     &self.clock,
                     self.settler.heads(),
                     self.keys.zone(),
@@ -203,7 +206,12 @@ impl Claimer {
             .into_iter()
             .map(|r| (partition, r.ids.into_iter().next().unwrap_or_default()))
             .collect();
-        fetch_groups(&mut self.conn, self.op_timeout, &self.local, &mut found).await?;
+        fetch_groups(
+            &mut self.conn,
+            self.op_timeout,
+            found.iter_mut().map(|(_, e)| e),
+        )
+        .await?;
         let now = unix_ms(SystemTime::now());
         let mut completions = Vec::new();
         let mut acks = Vec::new();
@@ -257,6 +265,7 @@ impl Claimer {
             for d in deliveries(
                 partition,
                 entry,
+                None,
                 &self.clock,
                 self.settler.heads(),
                 self.keys.zone(),

@@ -27,7 +27,7 @@ use tracing::warn;
 
 use crate::conn::{bounded, RedisConn};
 use crate::leases::{Clock, Leases};
-use crate::local_groups::LocalGroups;
+use crate::local_groups::{LocalGroups, Tasks};
 use crate::reader::entry_ms;
 use crate::record;
 
@@ -62,48 +62,46 @@ pub(crate) fn group_key(entry: &StreamId) -> Option<String> {
     entry.map.get("b").and_then(crate::value_text)
 }
 
-/// Fetches the messages of the group entries among `entries` and puts them in each entry as
-/// field `g`: those this process's intake kept (`local`) from here, the others in one
-/// pipelined round trip. A group whose messages are gone keeps no `g`: it yields no task, is
-/// never held, and lapses to the claimer until it is dead-lettered.
-pub(crate) async fn fetch_groups(
+/// Fetches the messages of the group entries among `entries` from Redis, in one pipelined
+/// round trip, and puts them in each entry as field `g`. A group whose messages are gone
+/// keeps no `g`: it yields no task, is never held, and lapses to the claimer until it is
+/// dead-lettered. (A reader first takes the groups this process's intake kept whole:
+/// [`take_kept`].)
+pub(crate) async fn fetch_groups<'a>(
     conn: &mut RedisConn,
     limit: Duration,
-    local: &LocalGroups,
-    entries: &mut [(usize, StreamId)],
+    entries: impl IntoIterator<Item = &'a mut StreamId>,
 ) -> RedisResult<()> {
-    let mut keys: Vec<(usize, String)> = Vec::new();
-    for (i, (_, entry)) in entries.iter_mut().enumerate() {
-        let Some(key) = group_key(entry) else {
-            continue;
-        };
-        match local.take(&key) {
-            Some(messages) => {
-                // The messages one by one rather than framed as Redis holds them: moved, not
-                // joined into one string again (see `messages`).
-                let messages = messages.into_iter().map(Value::BulkString).collect();
-                entry.map.insert("g".to_owned(), Value::Array(messages));
-            }
-            None => keys.push((i, key)),
-        }
-    }
-    if keys.is_empty() {
+    let mut groups: Vec<(&mut StreamId, String)> = entries
+        .into_iter()
+        .filter_map(|entry| group_key(entry).map(|key| (entry, key)))
+        .collect();
+    if groups.is_empty() {
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    for (_, key) in &keys {
+    for (_, key) in &groups {
         pipe.cmd("GET").arg(key);
     }
-    let groups: Vec<Value> = bounded(limit, pipe.query_async(conn)).await?;
-    for ((i, key), group) in keys.into_iter().zip(groups) {
+    let fetched: Vec<Value> = bounded(limit, pipe.query_async(conn)).await?;
+    for ((entry, key), group) in groups.iter_mut().zip(fetched) {
         match group {
             Value::BulkString(_) => {
-                entries[i].1.map.insert("g".to_owned(), group);
+                entry.map.insert("g".to_owned(), group);
             }
-            _ => warn!(entry = %entries[i].1.id, %key, "the messages of a group entry are gone"),
+            _ => warn!(entry = %entry.id, %key, "the messages of a group entry are gone"),
         }
     }
     Ok(())
+}
+
+/// The tasks this process's intake kept whole (`local`) for each of `entries` that holds one
+/// of its groups, taken from there; `None` for the others, whose messages are fetched.
+pub(crate) fn take_kept(local: &LocalGroups, entries: &[(usize, StreamId)]) -> Vec<Option<Tasks>> {
+    entries
+        .iter()
+        .map(|(_, entry)| group_key(entry).and_then(|key| local.take(&key)))
+        .collect()
 }
 
 /// The ids of the tasks a group entry admitted (its field `i`; none for an entry of one task
@@ -123,25 +121,23 @@ pub(crate) fn admitted_ids(entry: &StreamId) -> Vec<String> {
 }
 
 /// The task messages of an entry, as raw bytes: its one task, or the tasks of its group that
-/// were admitted (those at the positions listed in `s` were not). A group's messages are
-/// framed in one string as fetched from Redis, or one by one as this process's intake kept
-/// them ([`LocalGroups`]).
+/// were admitted (those at the positions listed in `s` were not), framed in one string as
+/// fetched from Redis.
 pub(crate) fn messages(entry: &StreamId) -> Vec<&[u8]> {
     let group = match (entry.map.get("m"), entry.map.get("g")) {
         (Some(Value::BulkString(m)), _) => return vec![m.as_slice()],
         (_, Some(Value::BulkString(g))) => unframe(g, &entry.id),
-        (_, Some(Value::Array(kept))) => kept
-            .iter()
-            .filter_map(|m| match m {
-                Value::BulkString(m) => Some(m.as_slice()),
-                _ => None,
-            })
-            .collect(),
         _ => {
             warn!(entry = %entry.id, "stream entry without a task message");
             return Vec::new();
         }
     };
+    admitted(entry, group)
+}
+
+/// The members of a group that its entry admitted: all but those at the positions its field
+/// `s` lists.
+fn admitted<T>(entry: &StreamId, group: impl IntoIterator<Item = T>) -> Vec<T> {
     let skipped: Vec<usize> = entry
         .map
         .get("s")
@@ -204,13 +200,15 @@ impl Heads {
     }
 }
 
-/// The tasks of an entry, each a delivery with the entry's receipt; the undecodable ones are
-/// logged and left out. Their queue time is Redis's: the first admission (`q`, kept across
-/// requeues) or the entry's id. Their record heads are kept in `heads`. `zone` is the
-/// reader's (the stream's): the tasks share its name.
+/// The tasks of an entry, each a delivery with the entry's receipt: those this process's
+/// intake kept whole (`kept`, see [`take_kept`]), else its messages decoded (the
+/// undecodable ones are logged and left out). Their queue time is Redis's: the first
+/// admission (`q`, kept across requeues) or the entry's id. Their record heads are kept in
+/// `heads`. `zone` is the reader's (the stream's): decoded tasks share its name.
 pub(crate) fn deliveries(
     partition: usize,
     entry: &StreamId,
+    kept: Option<Tasks>,
     clock: &Clock,
     heads: &Heads,
     zone: Option<&Zone>,
@@ -226,23 +224,27 @@ pub(crate) fn deliveries(
         return Vec::new();
     };
     let queued_at = clock.local(first);
-    let tasks: Vec<Delivery> = messages(entry)
-        .into_iter()
-        .filter_map(|bytes| match Task::from_bytes_in(bytes, zone) {
-            Ok(task) => Some(Delivery {
-                task,
-                receipt: Receipt {
-                    partition,
-                    entry_id: entry.id.clone(),
-                },
-                queued_at,
-            }),
-            Err(error) => {
-                warn!(entry = %entry.id, %error, "undecodable task message");
-                None
-            }
-        })
-        .collect();
+    let delivery = |task| Delivery {
+        task,
+        receipt: Receipt {
+            partition,
+            entry_id: entry.id.clone(),
+        },
+        queued_at,
+    };
+    let tasks: Vec<Delivery> = match kept {
+        Some(tasks) => admitted(entry, tasks).into_iter().map(delivery).collect(),
+        None => messages(entry)
+            .into_iter()
+            .filter_map(|bytes| match Task::from_bytes_in(bytes, zone) {
+                Ok(task) => Some(delivery(task)),
+                Err(error) => {
+                    warn!(entry = %entry.id, %error, "undecodable task message");
+                    None
+                }
+            })
+            .collect(),
+    };
     heads.keep(partition, tasks.iter().map(|d| &d.task));
     tasks
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
-use batchgate_queue::{AdmitError, Admitted, Intake, QueueError};
+use batchgate_queue::{AdmitError, Admitted, AdmittedOwned, Intake, QueueError};
 use batchgate_store::StoreError;
 use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -72,11 +72,40 @@ struct Admission {
     partition: usize,
     /// The task's message, written framed into its group (see [`Group`]).
     message: Vec<u8>,
-    task_id: String,
+    /// The task itself, until it moves to the local groups (see [`Writer::call`]).
+    task: Option<Task>,
     /// The task's pending record.
     pending: String,
     dedupe: Option<String>,
-    reply: oneshot::Sender<Result<Admitted, AdmitError>>,
+    reply: oneshot::Sender<Result<AdmittedOwned, AdmitError>>,
+}
+
+impl Admission {
+    /// The task's id ('' once the task has moved to the local groups).
+    fn id(&self) -> &str {
+        self.task.as_ref().map_or("", |t| t.task_id.as_str())
+    }
+
+    /// How the admission went, given what the script answered for this task: a duplicate
+    /// gets its task back (decoded from its message if it moved to the local groups).
+    fn answer(
+        &mut self,
+        answer: Result<Admitted, AdmitError>,
+    ) -> Result<AdmittedOwned, AdmitError> {
+        match answer? {
+            Admitted::Enqueued { dedupe_bypassed } => {
+                Ok(AdmittedOwned::Enqueued { dedupe_bypassed })
+            }
+            Admitted::Duplicate(existing) => {
+                let task = match self.task.take() {
+                    Some(task) => task,
+                    None => Task::from_bytes(&self.message)
+                        .map_err(|e| unavailable(format!("a duplicate's task: {e}")))?,
+                };
+                Ok(AdmittedOwned::Duplicate { existing, task })
+            }
+        }
+    }
 }
 
 /// What the gatherer needs to write a group.
@@ -97,7 +126,7 @@ struct Writer {
     name: u64,
     /// Groups written so far: with `name`, names each group's messages.
     groups: AtomicU64,
-    /// Where each group's messages are kept too, once this process reads streams.
+    /// Where each group's tasks are kept too, once this process reads streams.
     local: LocalGroups,
     /// Whether partitions may live on different nodes (then a call's tasks may be refused
     /// for a moved slot and written again).
@@ -182,12 +211,31 @@ impl Intake for RedisIntake {
         created_at: u64,
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError> {
+        Ok(
+            match self
+                .admit_owned(task.clone(), created_at, input_sha256)
+                .await?
+            {
+                AdmittedOwned::Enqueued { dedupe_bypassed } => {
+                    Admitted::Enqueued { dedupe_bypassed }
+                }
+                AdmittedOwned::Duplicate { existing, .. } => Admitted::Duplicate(existing),
+            },
+        )
+    }
+
+    async fn admit_owned(
+        &self,
+        task: Task,
+        created_at: u64,
+        input_sha256: Option<&str>,
+    ) -> Result<AdmittedOwned, AdmitError> {
         let (reply, answer) = oneshot::channel();
         let admission = Admission {
             partition: 0,
             message: task.to_bytes(),
-            task_id: task.task_id.clone(),
             pending: record::pending(created_at, task.owner.as_deref()),
+            task: Some(task),
             dedupe: input_sha256.map(str::to_owned),
             reply,
         };
@@ -284,12 +332,12 @@ impl Writer {
         let mut group: Vec<Admission> = group
             .into_iter()
             .filter_map(|mut a| {
-                a.partition = self.keys.partition_of(&a.task_id);
+                a.partition = self.keys.partition_of(a.id());
                 match &a.dedupe {
                     Some(hash) if self.keys.partition_of(hash) != a.partition => {
                         // Ids are made to match their input's partition; a mismatch is a
                         // caller bug, and the task's keys would span slots.
-                        let why = format!("task {} is not in its input's partition", a.task_id);
+                        let why = format!("task {} is not in its input's partition", a.id());
                         let _ = a
                             .reply
                             .send(Err(AdmitError::Store(StoreError::Unavailable(why))));
@@ -306,7 +354,8 @@ impl Writer {
             for (a, node) in group.into_iter().zip(nodes) {
                 calls.entry(node).or_default().push(a);
             }
-            let last = attempt == 1;
+            // Only a cluster's slots move: a standalone Redis's call is the last.
+            let last = attempt == 1 || !self.cluster;
             let misrouted =
                 futures_util::future::join_all(calls.into_values().map(|g| self.call(g, last)))
                     .await;
@@ -342,24 +391,9 @@ impl Writer {
             .arg(Group(&group))
             .arg("PX")
             .arg(ttl_ms);
-        if self.local.keeping() {
-            // Kept before the entry can exist: this process's reader may read it before the
-            // call's reply is back. The command holds its own copy, so the messages move to the
-            // local one, unless a moved slot could send the tasks round again (a cluster's
-            // first attempt), which needs them.
-            let messages = if self.cluster && !last {
-                group.iter().map(|a| a.message.clone()).collect()
-            } else {
-                group
-                    .iter_mut()
-                    .map(|a| std::mem::take(&mut a.message))
-                    .collect()
-            };
-            self.local.keep(&key, messages);
-        }
         let per_task: usize = group
             .iter()
-            .map(|a| 2 * a.task_id.len() + a.pending.len() + ARGS_BESIDE_IDS)
+            .map(|a| 2 * a.id().len() + a.pending.len() + ARGS_BESIDE_IDS)
             .sum();
         let mut call = redis::Cmd::with_capacity(9 + 4 * group.len(), per_task + 256);
         call.arg("EVALSHA")
@@ -373,12 +407,23 @@ impl Writer {
             .arg(&key)
             .arg(group.len());
         for a in &group {
-            call.arg(KeyArg::Result(&self.keys, &a.task_id));
+            call.arg(KeyArg::Result(&self.keys, a.id()));
             match &a.dedupe {
                 Some(hash) => call.arg(KeyArg::Dedupe(&self.keys, hash)),
                 None => call.arg(""),
             };
-            call.arg(&a.task_id).arg(&a.pending);
+            call.arg(a.id()).arg(&a.pending);
+        }
+        if self.local.keeping() {
+            // Kept before the entry can exist: this process's reader may read it before the
+            // call's reply is back. The tasks move to the local groups, unless a moved slot
+            // could send them round again (a cluster's first attempt), which needs them.
+            let tasks = if last {
+                group.iter_mut().filter_map(|a| a.task.take()).collect()
+            } else {
+                group.iter().filter_map(|a| a.task.clone()).collect()
+            };
+            self.local.keep(&key, tasks);
         }
         let started = std::time::Instant::now();
         let replies = self.store_and_admit(set, &call).await;
@@ -400,7 +445,7 @@ impl Writer {
         let mut again = Vec::new();
         match replies {
             Ok(replies) if replies.len() == group.len() => {
-                for (a, reply) in group.into_iter().zip(replies) {
+                for (mut a, reply) in group.into_iter().zip(replies) {
                     let answer = self.answer(&reply);
                     match answer {
                         Err(AdmitError::Queue(QueueError::Unavailable(why)))
@@ -409,6 +454,7 @@ impl Writer {
                             again.push(a)
                         }
                         answer => {
+                            let answer = a.answer(answer);
                             let _ = a.reply.send(answer);
                         }
                     }
@@ -506,7 +552,7 @@ mod tests {
         Admission {
             partition: 0,
             message: Vec::new(),
-            task_id: "t".into(),
+            task: None,
             pending: String::new(),
             dedupe: None,
             reply: oneshot::channel().0,

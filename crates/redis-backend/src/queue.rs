@@ -197,7 +197,7 @@ impl RedisQueue {
 
     /// The queue of a process whose intake keeps the groups it admits in `local` (shared
     /// with [`RedisIntake::local_groups`](crate::RedisIntake::local_groups)): the reads take
-    /// those groups' messages from there instead of fetching them from Redis.
+    /// those groups' tasks from there instead of fetching and decoding them.
     pub fn with_local_groups(mut self, local: LocalGroups) -> Self {
         self.local = local;
         self
@@ -285,7 +285,6 @@ impl RedisQueue {
             settler: self.settler.clone(),
             overflow: self.read_back.clone(),
             stop: self.stop_reads.clone(),
-            local: self.local.clone(),
         };
         feeders.push(tokio::spawn(claimer.run()));
         *self.feeders.lock().unwrap_or_else(|p| p.into_inner()) = feeders;
@@ -369,9 +368,12 @@ impl RedisQueue {
                     };
                     after = last.id.clone();
                     let mut conn = self.conn.clone();
-                    if let Err(error) =
-                        fetch_groups(&mut conn, self.redis.op_timeout, &self.local, &mut entries)
-                            .await
+                    if let Err(error) = fetch_groups(
+                        &mut conn,
+                        self.redis.op_timeout,
+                        entries.iter_mut().map(|(_, e)| e),
+                    )
+                    .await
                     {
                         warn!(%error, partition, "cannot read back pending entries at the drain");
                         break;
@@ -383,6 +385,7 @@ impl RedisQueue {
                         let tasks = deliveries(
                             *p,
                             entry,
+                            None,
                             &self.clock,
                             self.settler.heads(),
                             self.keys.zone(),

@@ -21,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::conn::{bounded, RedisConfig, RedisConn};
-use crate::entry::{deliveries, fetch_groups, hand_out, Heads, Overflow};
+use crate::entry::{deliveries, fetch_groups, hand_out, take_kept, Heads, Overflow};
 use crate::keys::GROUP;
 use crate::leases::{Clock, Leases};
 use crate::local_groups::LocalGroups;
+use crate::local_groups::Tasks;
 
 /// How long a reader blocks in one `XREADGROUP`.
 pub(crate) const READ_BLOCK: Duration = Duration::from_millis(500);
@@ -142,11 +143,18 @@ impl StreamReader {
                 r = self.read_once(&mut c, wanted) => r,
             };
             match read {
-                Ok(entries) => {
+                Ok((entries, kept)) => {
                     let mut tasks = 0;
+                    let mut kept = kept.into_iter();
                     for (i, (p, entry)) in entries.iter().enumerate() {
-                        let handed =
-                            deliveries(*p, entry, &self.clock, &self.heads, self.zone.as_ref());
+                        let handed = deliveries(
+                            *p,
+                            entry,
+                            kept.next().flatten(),
+                            &self.clock,
+                            &self.heads,
+                            self.zone.as_ref(),
+                        );
                         tasks += handed.len();
                         let sent = hand_out(
                             *p,
@@ -161,10 +169,11 @@ impl StreamReader {
                         if !sent {
                             // Stopped by the drain: what this read brought that is not
                             // handed out yet waits in the overflow, held, for `read`.
-                            for (p, entry) in &entries[i + 1..] {
+                            for ((p, entry), kept) in entries[i + 1..].iter().zip(kept) {
                                 let rest = deliveries(
                                     *p,
                                     entry,
+                                    kept,
                                     &self.clock,
                                     &self.heads,
                                     self.zone.as_ref(),
@@ -212,7 +221,7 @@ impl StreamReader {
         &self,
         conn: &mut RedisConn,
         room: usize,
-    ) -> RedisResult<Vec<(usize, StreamId)>> {
+    ) -> RedisResult<(Vec<(usize, StreamId)>, Vec<Option<Tasks>>)> {
         // COUNT is per stream: spread the room over the streams read.
         let per_stream = room.div_ceil(self.streams.len().max(1));
         let mut cmd = redis::cmd("XREADGROUP");
@@ -233,9 +242,16 @@ impl StreamReader {
         let reply: Option<StreamReadReply> =
             bounded(self.redis.op_timeout + READ_BLOCK, cmd.query_async(conn)).await?;
         let mut entries = flatten(&self.streams, reply);
+        // This process's own groups as its intake kept them; the others' messages fetched.
         // Entries read but not fetched stay pending to us, unheld: our claimer takes them.
-        fetch_groups(conn, self.redis.op_timeout, &self.local, &mut entries).await?;
-        Ok(entries)
+        let kept = take_kept(&self.local, &entries);
+        let unkept = entries
+            .iter_mut()
+            .zip(&kept)
+            .filter(|(_, kept)| kept.is_none())
+            .map(|((_, entry), _)| entry);
+        fetch_groups(conn, self.redis.op_timeout, unkept).await?;
+        Ok((entries, kept))
     }
 
     async fn pause(&self, pause: Duration) {

@@ -467,6 +467,56 @@ async fn identical_inputs_in_one_group_run_once() {
     assert_eq!(count.trim(), "1", "one task queued");
 }
 
+// A process that is gateway and batcher keeps the tasks it admits whole for its own reader;
+// a task that turns out to be a duplicate is not read, and its admission hands it back whole
+// (the caller admits it again if the first task cannot be shared).
+#[tokio::test(flavor = "current_thread")]
+async fn a_duplicate_kept_for_the_own_reader_is_handed_back_whole() {
+    use batchgate_queue::{AdmittedOwned, Intake};
+    let server = RedisServer::start().await;
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    let intake = intake(redis.connect().await.expect("connect"), &keys, 100);
+    let queue = queue(&redis, "own", 3)
+        .await
+        .with_local_groups(intake.local_groups());
+    // The reads start, and with them the intake keeps the tasks it admits.
+    let none = queue
+        .read(1, Duration::from_millis(10))
+        .await
+        .expect("read");
+    assert!(none.is_empty());
+    let hash = format!("0c{}", "0".repeat(62));
+    // Whole milliseconds: a message carries its times to the millisecond.
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    let whole = |id: &str| Task {
+        enqueued_at: at,
+        deadline: Some(at + Duration::from_secs(5)),
+        reply_to: Some("gateway-1".into()),
+        owner: Some("alice".into()),
+        ..task(id)
+    };
+    let (a, b) = futures_util::future::join(
+        intake.admit_owned(whole("0c-first"), 1, Some(&hash)),
+        intake.admit_owned(whole("0c-second"), 1, Some(&hash)),
+    )
+    .await;
+    assert!(
+        matches!(a.expect("admit"), AdmittedOwned::Enqueued { .. }),
+        "the first is queued"
+    );
+    match b.expect("admit") {
+        AdmittedOwned::Duplicate { existing, task } => {
+            assert_eq!(existing, "0c-first");
+            assert_eq!(task, whole("0c-second"), "the duplicate's task, whole");
+        }
+        other => panic!("the second is a duplicate: {other:?}"),
+    }
+    let got = read_n(&queue, 2, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 1, "only the first is read");
+    assert_eq!(got[0].task, whole("0c-first"), "read as it was admitted");
+}
+
 // Pending records carry no TTL (the entry's life bounds theirs), so a task whose group
 // messages are gone must still end: the entry names its admitted tasks, and dead-lettering it
 // fails them instead of leaving them pending for good.
