@@ -62,7 +62,10 @@ def run(layout, script, tasks, calls, messages):
                     r.set(key, b"".join(group), px=600_000)
                     head += ["bg:{p00}:tasks", key, tasks]
                 replies = r.evalsha(sha, 1, "bg:{p00}:tasks", *(head + per))
-                # Tables of ["ok"] (earlier scripts) or flat "o" strings (now).
+                # Tables of ["ok"] (earlier scripts), flat "o" strings, or (now) one string,
+                # a line a task.
+                if isinstance(replies, bytes):
+                    replies = replies.split(b"\n")
                 assert all(x == b"o" or (isinstance(x, list) and x[0] == b"ok") for x in replies), replies[:3]
     return total()
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_protocol::zone::Zone;
 use batchgate_queue::{Delivery, Receipt};
+use batchgate_store::memory::TaskId;
 use redis::streams::StreamId;
 use redis::{RedisResult, Value};
 use tokio::sync::mpsc;
@@ -163,8 +164,9 @@ fn admitted<T>(entry: &StreamId, group: impl IntoIterator<Item = T>) -> Vec<T> {
 pub(crate) struct Heads(Arc<Mutex<HeadMap>>);
 
 /// Keyed with foldhash, not SipHash: the ids are the gateways' own (read from the streams,
-/// never a caller's), and two hashes a task went to them.
-type HeadMap = HashMap<String, Held, foldhash::fast::RandomState>;
+/// never a caller's), and two hashes a task went to them. Packed when canonical (see
+/// [`TaskId`]): the key sits in the table, so a look-up reads no other allocation.
+type HeadMap = HashMap<TaskId, Held, foldhash::fast::RandomState>;
 
 /// What [`Heads`] keeps of a task handed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,13 +192,13 @@ impl Heads {
                 heads.clear();
             }
             let head = record::head(unix_ms(task.enqueued_at), task.owner.as_deref());
-            heads.insert(task.task_id.clone(), Held { head, stream });
+            heads.insert(TaskId::new(&task.task_id), Held { head, stream });
         }
     }
 
     /// What is kept of a task handed out, taken (`None` if not known here).
     pub(crate) fn take(&self, task_id: &str) -> Option<Held> {
-        self.lock().remove(task_id)
+        self.lock().remove(&TaskId::new(task_id))
     }
 }
 

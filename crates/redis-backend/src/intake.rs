@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use batchgate_protocol::task::Task;
 use batchgate_queue::{AdmitError, Admitted, AdmittedOwned, Intake, QueueError};
 use batchgate_store::StoreError;
-use redis::{Script, Value};
+use redis::Script;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, warn};
 
@@ -61,7 +61,7 @@ const ARGS_BESIDE_IDS: usize = 160;
 pub struct RedisIntake {
     /// To the gatherer.
     tx: mpsc::Sender<Admission>,
-    /// Bound on one admission, gathering included.
+    /// Bound on the wait for room in a full backlog.
     limit: Duration,
     /// Where the writer keeps the groups it stores, for this process's own reads.
     local: LocalGroups,
@@ -252,10 +252,14 @@ impl Intake for RedisIntake {
         if !sent {
             return Err(unavailable("admission backlog full or closed"));
         }
-        match tokio::time::timeout(self.limit, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(unavailable("admission dropped")),
-            Err(_) => Err(unavailable("admission timed out")),
+        // No timer of its own (one a task cost more than the rest of the hand-off): the
+        // answer comes within a bound, since every wait on the way is bounded. The gatherer
+        // waits at most its window, then for a write slot, which a write frees within its
+        // Redis calls' `op_timeout`s; the write's own calls are bounded the same way. If the
+        // gatherer is gone, the answer's sender goes with it.
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(unavailable("admission dropped")),
         }
     }
 }
@@ -432,10 +436,10 @@ impl Writer {
             took_us = started.elapsed().as_micros() as u64,
             "admission group written"
         );
+        // One line a task (see admit.lua).
+        let replies = replies.map(|r| String::from_utf8_lossy(&r).into_owned());
         let admitted_none = match &replies {
-            Ok(replies) => !replies
-                .iter()
-                .any(|r| crate::value_text(r).as_deref() == Some("o")),
+            Ok(replies) => !replies.split('\n').any(|r| r == "o"),
             Err(_) => true,
         };
         if admitted_none {
@@ -444,9 +448,9 @@ impl Writer {
         }
         let mut again = Vec::new();
         match replies {
-            Ok(replies) if replies.len() == group.len() => {
-                for (mut a, reply) in group.into_iter().zip(replies) {
-                    let answer = self.answer(&reply);
+            Ok(replies) if replies.split('\n').count() == group.len() => {
+                for (mut a, reply) in group.into_iter().zip(replies.split('\n')) {
+                    let answer = self.answer(reply);
                     match answer {
                         Err(AdmitError::Queue(QueueError::Unavailable(why)))
                             if !last && Topology::is_misrouted(&why) =>
@@ -463,7 +467,7 @@ impl Writer {
             Ok(replies) => {
                 let why = format!(
                     "admit script answered {} replies for {} tasks",
-                    replies.len(),
+                    replies.split('\n').count(),
                     group.len()
                 );
                 warn!(%why, "admission failed");
@@ -501,22 +505,19 @@ impl Writer {
         &self,
         set: redis::Cmd,
         call: &redis::Cmd,
-    ) -> redis::RedisResult<Vec<Value>> {
+    ) -> redis::RedisResult<Vec<u8>> {
         let mut conn = self.conn.clone();
         // The store carries the tasks' messages: moved, not copied, into the pipeline.
         let mut pipe = redis::pipe();
         pipe.add_command(set).ignore();
         pipe.add_command(call.clone());
-        let replies: redis::RedisResult<(Vec<Value>,)> =
+        let replies: redis::RedisResult<(Vec<u8>,)> =
             bounded(self.op_timeout, pipe.query_async(&mut conn)).await;
         let first = replies.map(|(r,)| r);
         unless_script_lost(first, &mut conn, &self.script, call, self.op_timeout).await
     }
 
-    fn answer(&self, reply: &Value) -> Result<Admitted, AdmitError> {
-        let Some(reply) = crate::value_text(reply) else {
-            return Err(unavailable(format!("admit script answered {reply:?}")));
-        };
+    fn answer(&self, reply: &str) -> Result<Admitted, AdmitError> {
         match reply.split_at_checked(1) {
             Some(("o", "")) => Ok(Admitted::Enqueued {
                 dedupe_bypassed: false,

@@ -22,8 +22,10 @@ use std::time::Duration;
 
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::Output;
+use batchgate_store::memory::TaskId;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
+use smallvec::SmallVec;
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -170,7 +172,10 @@ pub enum Wake {
     Recheck,
 }
 
-type Waiters = HashMap<String, Vec<oneshot::Sender<Wake>>>;
+/// Waiters by task: the id packed when canonical (see [`TaskId`]), and nearly always one
+/// waiter, kept without a vector of its own. SipHash: a GET may wait on any id a client
+/// names.
+type Waiters = HashMap<TaskId, SmallVec<[oneshot::Sender<Wake>; 1]>>;
 
 /// Local waiters by task id, woken by messages on this gateway's channels.
 #[derive(Debug, Default)]
@@ -184,7 +189,10 @@ impl Notifier {
     /// Registers interest in `task_id`; the receiver gets the task's notice, or a recheck.
     pub fn register(&self, task_id: &str) -> oneshot::Receiver<Wake> {
         let (tx, rx) = oneshot::channel();
-        self.lock().entry(task_id.to_owned()).or_default().push(tx);
+        self.lock()
+            .entry(TaskId::new(task_id))
+            .or_default()
+            .push(tx);
         rx
     }
 
@@ -203,7 +211,7 @@ impl Notifier {
     pub(crate) fn deliver(&self, notices: impl IntoIterator<Item = Notice>) {
         let mut waiters = self.lock();
         for notice in notices {
-            let Some(mut senders) = waiters.remove(&notice.task_id) else {
+            let Some(mut senders) = waiters.remove(&TaskId::new(&notice.task_id)) else {
                 continue;
             };
             // Nearly always one waiter: it gets the notice itself, not a copy.

@@ -28,15 +28,19 @@ impl Key for Box<str> {
     }
 }
 
-/// A task id, packed when it is a canonical UUID (no allocation then).
+/// A task id as a map key, packed when it is a canonical UUID (no allocation then, and the
+/// key sits in the table itself: a look-up compares it without reading another allocation).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum TaskId {
+pub enum TaskId {
+    /// The 16 bytes of a canonical UUID.
     Uuid([u8; 16]),
+    /// Any other id, as given.
     Text(Box<str>),
 }
 
 impl TaskId {
-    pub(crate) fn new(text: &str) -> Self {
+    /// The key of the id `text`.
+    pub fn new(text: &str) -> Self {
         match pack_uuid(text) {
             Some(packed) => TaskId::Uuid(packed),
             None => TaskId::Text(Box::from(text)),
@@ -44,7 +48,7 @@ impl TaskId {
     }
 
     /// The id as text again.
-    pub(crate) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         match self {
             TaskId::Uuid(packed) => unpack_uuid(packed),
             TaskId::Text(text) => text.to_string(),

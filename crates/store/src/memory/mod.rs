@@ -7,6 +7,7 @@ mod owners;
 mod store;
 
 pub use dedupe::MemoryDedupe;
+pub use keys::TaskId;
 pub use store::MemoryResultStore;
 
 use std::hash::BuildHasher;
