@@ -44,6 +44,16 @@ pub enum AdmittedOwned {
     },
 }
 
+impl From<AdmittedOwned> for Admitted {
+    /// The admission as [`Intake::admit`] tells it: a duplicate's task is dropped.
+    fn from(admitted: AdmittedOwned) -> Self {
+        match admitted {
+            AdmittedOwned::Enqueued { dedupe_bypassed } => Admitted::Enqueued { dedupe_bypassed },
+            AdmittedOwned::Duplicate { existing, .. } => Admitted::Duplicate(existing),
+        }
+    }
+}
+
 /// Why a task was not admitted.
 #[derive(Debug, thiserror::Error)]
 pub enum AdmitError {
@@ -71,7 +81,8 @@ pub trait Intake: Send + Sync + 'static {
     /// [`Intake::admit`], given a task whose id no record has (one just made, or one whose
     /// record was removed when its admission found a duplicate): a backend that keeps tasks
     /// as they are (in process) queues this one without a copy, and records it without
-    /// looking for a record to replace ([`ResultStore::create_new`](batchgate_store::ResultStore::create_new)).
+    /// looking for a record to replace ([`ResultStore::create_new`](batchgate_store::ResultStore::create_new));
+    /// the Redis intake keeps it whole for the process's own reader.
     async fn admit_owned(
         &self,
         task: Task,
@@ -106,14 +117,9 @@ impl Intake for Steps {
     ) -> Result<Admitted, AdmitError> {
         // A task given by reference may be one that ran before (a dead letter replayed):
         // its record is replaced.
-        Ok(
-            match self.admit_steps(task.clone(), created_at, input_sha256, Record::Replace)? {
-                AdmittedOwned::Enqueued { dedupe_bypassed } => {
-                    Admitted::Enqueued { dedupe_bypassed }
-                }
-                AdmittedOwned::Duplicate { existing, .. } => Admitted::Duplicate(existing),
-            },
-        )
+        Ok(self
+            .admit_steps(task.clone(), created_at, input_sha256, Record::Replace)?
+            .into())
     }
 
     async fn admit_owned(

@@ -211,17 +211,10 @@ impl Intake for RedisIntake {
         created_at: u64,
         input_sha256: Option<&str>,
     ) -> Result<Admitted, AdmitError> {
-        Ok(
-            match self
-                .admit_owned(task.clone(), created_at, input_sha256)
-                .await?
-            {
-                AdmittedOwned::Enqueued { dedupe_bypassed } => {
-                    Admitted::Enqueued { dedupe_bypassed }
-                }
-                AdmittedOwned::Duplicate { existing, .. } => Admitted::Duplicate(existing),
-            },
-        )
+        Ok(self
+            .admit_owned(task.clone(), created_at, input_sha256)
+            .await?
+            .into())
     }
 
     async fn admit_owned(
