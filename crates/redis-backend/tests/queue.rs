@@ -467,6 +467,59 @@ async fn identical_inputs_in_one_group_run_once() {
     assert_eq!(count.trim(), "1", "one task queued");
 }
 
+// The admission script answers a whole gathered group at once, a line a task: each task
+// gets its own answer, in its place, whatever the others got.
+#[tokio::test(flavor = "current_thread")]
+async fn each_task_of_a_group_gets_its_own_answer() {
+    use batchgate_queue::{AdmitError, Admitted, Intake, QueueError};
+    let server = RedisServer::start().await;
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    let intake = intake(redis.connect().await.expect("connect"), &keys, 100);
+    let (shared, poisoned) = (
+        format!("0c{}", "1".repeat(62)),
+        format!("0c{}", "2".repeat(62)),
+    );
+    // Something that is not a dedupe entry sits at the second input's key: its claim fails.
+    server
+        .cli(&["HSET", &keys.dedupe(&poisoned), "not", "a dedupe entry"])
+        .expect("HSET");
+    let tasks = [
+        (task("0c-first"), Some(&shared)),
+        (task("0c-poisoned"), Some(&poisoned)),
+        (task("0c-same"), Some(&shared)),
+        (task("0c-plain"), None),
+    ];
+    let answers = futures_util::future::join_all(
+        tasks
+            .iter()
+            .map(|(t, hash)| intake.admit(t, 1, hash.map(String::as_str))),
+    )
+    .await;
+    let enqueued = Admitted::Enqueued {
+        dedupe_bypassed: false,
+    };
+    assert_eq!(answers[0].as_ref().expect("first"), &enqueued);
+    match &answers[1] {
+        Err(AdmitError::Queue(QueueError::Unavailable(why))) => {
+            assert!(why.contains("WRONGTYPE"), "{why}")
+        }
+        other => panic!("the poisoned task fails alone: {other:?}"),
+    }
+    assert_eq!(
+        answers[2].as_ref().expect("same"),
+        &Admitted::Duplicate("0c-first".into())
+    );
+    assert_eq!(answers[3].as_ref().expect("plain"), &enqueued);
+    let xlen = server.cli(&["XLEN", &keys.stream(0)]).expect("XLEN");
+    assert_eq!(xlen.trim(), "1", "one call, one entry");
+    let q = queue(&redis, "a", 5).await;
+    let got = read_n(&q, 3, Duration::from_secs(2)).await;
+    let mut ids: Vec<&str> = got.iter().map(|d| d.task.task_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["0c-first", "0c-plain"], "only the admitted are read");
+}
+
 // A process that is gateway and batcher keeps the tasks it admits whole for its own reader;
 // a task that turns out to be a duplicate is not read, and its admission hands it back whole
 // (the caller admits it again if the first task cannot be shared).
