@@ -430,7 +430,9 @@ impl Writer {
             "admission group written"
         );
         // One line a task (see admit.lua).
-        let replies = replies.map(|r| String::from_utf8_lossy(&r).into_owned());
+        let replies = replies.map(|r| {
+            String::from_utf8(r).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into())
+        });
         let admitted_none = match &replies {
             Ok(replies) => !replies.split('\n').any(|r| r == "o"),
             Err(_) => true,

@@ -24,8 +24,7 @@ use crate::conn::{bounded, RedisConfig, RedisConn};
 use crate::entry::{deliveries, fetch_groups, hand_out, take_kept, Heads, Overflow};
 use crate::keys::GROUP;
 use crate::leases::{Clock, Leases};
-use crate::local_groups::LocalGroups;
-use crate::local_groups::Tasks;
+use crate::local_groups::{LocalGroups, Tasks};
 
 /// How long a reader blocks in one `XREADGROUP`.
 pub(crate) const READ_BLOCK: Duration = Duration::from_millis(500);
