@@ -238,8 +238,8 @@ async fn gateways_answer_503_while_redis_is_down_and_recover_on_their_own() {
     assert_eq!(ready.status(), 200);
 }
 
-// A process that is gateway and batcher (`serve --redis`) keeps the messages of the groups it
-// admits for its own reads, besides storing them in Redis. SIGKILLed with such groups kept
+// A process that is gateway and batcher (`serve --redis`) keeps the tasks of the groups it
+// admits for its own reads, besides storing their messages in Redis. SIGKILLed with such groups kept
 // and batches in flight, every task it accepted is finished by another such process, from
 // Redis's copy: none is lost, none fails, every output is right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
