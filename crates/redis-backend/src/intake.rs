@@ -166,8 +166,9 @@ impl RedisIntake {
         tokio::spawn(gather(rx, Arc::new(writer), window));
         RedisIntake {
             tx,
-            // Gathering, a wait for a write slot (a write is bounded by `op_timeout`), then
-            // its own write.
+            // A full backlog has room again once the gatherer takes the next group: after a
+            // gathering window and a wait for a write slot (a write is bounded by
+            // `op_timeout`).
             limit: op_timeout * 2 + window * 2,
             local,
         }
