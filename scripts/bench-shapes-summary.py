@@ -28,7 +28,7 @@ import os
 import statistics
 import sys
 
-SHAPES = ["embedded", "redis", "split", "cluster"]
+SHAPES = ["embedded", "embedded-worker", "redis", "redis-worker", "split", "cluster"]
 
 
 def load(args):

@@ -12,6 +12,9 @@
 # SHAPE (every process on 127.0.0.1, fresh ones for every run, Redis on free ports, batchgate on :0):
 #   embedded  serve --insecure-no-auth --sim-slots 40                        (no Redis)
 #   redis     serve --insecure-no-auth --redis redis://… --sim-slots 40       one fresh standalone redis-server
+#   embedded-worker, redis-worker   the same two with the simulated worker out of process, as
+#             split and cluster have it: worker --sim --slots 40, serve --worker-url …
+#             --max-inflight-batches 40 (the worker's HTTP hop costed alike in every shape)
 #   split     one fresh standalone redis-server, worker --sim --slots 40, 2 gateways, 2 batchers
 #             (--max-inflight-batches 20 each, 40 in all = the worker's slots)
 #   cluster   as split on a fresh 6-node Redis Cluster (3 masters + 3 replicas, created with
@@ -93,10 +96,14 @@
 # (`default`, batchgate's one per core; or N, the runtime threads of each gateway, batcher and
 # worker of split and cluster: with 1, five processes on two cores spent ≈ 11% less CPU per
 # request at 6,000/s, but near the machine's limit a process's one thread falls behind and
-# the tail grows: split at 10,000/s, p99 2.1–2.7 s against 0.4–0.7 s).
+# the tail grows: split at 10,000/s, p99 2.1–2.7 s against 0.4–0.7 s). BACK_THREADS (`default`:
+# as SERVICE_THREADS; or N) overrides it for the batchers and the worker alone.
 # BENCH_PER_GATEWAY (0: one bench process sends to every gateway in turn, as in the one-process
 # shapes; 1: one bench process per gateway, each at its share of the rate, as before 2026-12-05:
 # the second process cost the client ≈ 15 µs more per request).
+# SLOTS (40): the simulated worker's slots in every shape (capacity SLOTS × 64 / 0.2 s: 12,800/s
+# at 40), the batchers' --max-inflight-batches SLOTS/2 each; raise it so that the cores, not the
+# worker, bound the rate a search finds.
 # BATCHGATE_* variables are unset so that they cannot change the shapes.
 # Everything started here is stopped by PID (TERM, then KILL after 15 s) when a run ends and in
 # the EXIT trap.
@@ -109,18 +116,19 @@ usage() {
 }
 [ $# -ge 3 ] || usage
 out=$1 shape=$2
-case $shape in embedded | redis | split | cluster) ;; *) usage ;; esac
+case $shape in embedded | redis | embedded-worker | redis-worker | split | cluster) ;; *) usage ;; esac
 
 BIN=${BIN:-$PWD/target/release/batchgate}
 WARMUP_SECS=${WARMUP_SECS:-3}
 WINDOW_SECS=${WINDOW_SECS:-10}
 MONITOR_SECS=${MONITOR_SECS:-0}
 SERVICE_THREADS=${SERVICE_THREADS:-default}
+BACK_THREADS=${BACK_THREADS:-default}
 BENCH_PER_GATEWAY=${BENCH_PER_GATEWAY:-0}
 SEED_BASE=${SEED_BASE:-$(date +%s)}
 KEEP_LOGS=${KEEP_LOGS:-0}
-SLOTS=40           # simulated worker slots, every shape
-INFLIGHT=20        # --max-inflight-batches of each of the 2 batchers (split, cluster)
+SLOTS=${SLOTS:-40}  # simulated worker slots, every shape
+INFLIGHT=$((SLOTS / 2))  # --max-inflight-batches of each of the 2 batchers (split, cluster)
 P99_LIMIT_MS=500   # pass/held: p99 below this, no errors
 MIN_ACHIEVED=0.99  # pass: ok/s at least this fraction of the rate
 MAX_STEPS=10       # rate search bound
@@ -129,7 +137,7 @@ STOP_GRACE=15      # seconds between TERM and KILL
 [ -x "$BIN" ] || { echo "no batchgate binary at $BIN (build it: cargo build --release -p batchgate, or set BIN)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
-if [ "$shape" != embedded ] && ! { command -v redis-server && command -v redis-cli; } >/dev/null; then
+if [ "${shape%-worker}" != embedded ] && ! { command -v redis-server && command -v redis-cli; } >/dev/null; then
   echo "redis-server and redis-cli are needed (apt-get install -y redis-server)" >&2
   exit 1
 fi
@@ -333,14 +341,21 @@ start_shape() {
   local url wurl i
   gateways=() metric_urls=() redis_ports=() redis_roles=()
   case $shape in
-  embedded | redis)
+  embedded | redis | embedded-worker | redis-worker)
     local extra=()
-    if [ "$shape" = redis ]; then
+    case $shape in redis | redis-worker)
       start_standalone_redis
       extra=(--redis "redis://127.0.0.1:${redis_ports[0]}")
-    fi
-    start batchgate serve "$BIN" serve --insecure-no-auth --listen 127.0.0.1:0 "${extra[@]}" \
-      --sim-slots "$SLOTS"
+    esac
+    [ "$SERVICE_THREADS" = default ] || extra+=(--worker-threads "$SERVICE_THREADS")
+    case $shape in
+    *-worker)
+      # The worker out of process, called over HTTP, as split and cluster call it.
+      start worker worker "$BIN" worker --sim --listen 127.0.0.1:0 --slots "$SLOTS"
+      extra+=(--worker-url "$(url_of worker)" --max-inflight-batches "$SLOTS") ;;
+    *) extra+=(--sim-slots "$SLOTS") ;;
+    esac
+    start batchgate serve "$BIN" serve --insecure-no-auth --listen 127.0.0.1:0 "${extra[@]}"
     url=$(url_of serve)
     wait_ready "$url" serve
     gateways=("$url")
@@ -353,13 +368,15 @@ start_shape() {
     else
       start_cluster
     fi
-    local threads=()
+    local threads=() back_threads=()
     [ "$SERVICE_THREADS" = default ] || threads=(--worker-threads "$SERVICE_THREADS")
-    start worker worker "$BIN" worker --sim --listen 127.0.0.1:0 --slots "$SLOTS" "${threads[@]}"
+    back_threads=("${threads[@]}")
+    [ "$BACK_THREADS" = default ] || back_threads=(--worker-threads "$BACK_THREADS")
+    start worker worker "$BIN" worker --sim --listen 127.0.0.1:0 --slots "$SLOTS" "${back_threads[@]}"
     wurl=$(url_of worker)
     for i in 1 2; do
       start batchgate batcher$i "$BIN" batcher --listen 127.0.0.1:0 "${redis_flags[@]}" \
-        --worker-url "$wurl" --max-inflight-batches "$INFLIGHT" "${threads[@]}" "${extra_redis_flags[@]}"
+        --worker-url "$wurl" --max-inflight-batches "$INFLIGHT" "${back_threads[@]}" "${extra_redis_flags[@]}"
     done
     for i in 1 2; do
       start batchgate gateway$i "$BIN" gateway --insecure-no-auth --listen 127.0.0.1:0 "${redis_flags[@]}" \
