@@ -315,3 +315,46 @@ async fn a_serve_process_killed_mid_load_loses_no_accepted_task() {
     assert!(by_victim > 0, "the victim accepted tasks before the kill");
     assert_eq!(by_survivor, total - kill_at / 2);
 }
+
+// On Redis a waiting request is not woken by its admission's answer, only by its result: the
+// answer wakes it only when it is a refusal (or a duplicate). A request refused because the
+// queue is full is answered at once, not when its wait would have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_request_refused_by_a_full_queue_on_redis_is_answered_at_once() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    // One task fills the queue, and its batch takes a minute: the queue stays full.
+    let serve = Proc::start(&[
+        "serve",
+        "--insecure-no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        &url,
+        "--queue-capacity",
+        "1",
+        "--sim-base-ms",
+        "60000",
+    ]);
+    let http = client();
+    let first = http
+        .post(format!("{}/v1/inference", serve.url))
+        .json(&serde_json::json!({ "input": "fills the queue" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(first.status(), 202);
+    // Waits up to a minute for its result; a refusal that did not wake it would leave it
+    // waiting past the client's bound.
+    let refused = http
+        .post(format!("{}/v1/inference?wait_ms=60000", serve.url))
+        .timeout(Duration::from_secs(20))
+        .json(&serde_json::json!({ "input": "finds it full" }))
+        .send()
+        .await
+        .expect("an answer before the wait ends");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: ErrorBody = refused.json().await.expect("json error");
+    assert_eq!(body.error.code, "overloaded");
+}

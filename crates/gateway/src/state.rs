@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use batchgate_queue::{DeadLetters, Intake, LoadBoard, Queue, Rate, RateLimiter};
 use batchgate_store::ResultStore;
-use tokio::sync::{RwLock, RwLockReadGuard};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
 use crate::auth::Authenticator;
 use crate::config::{DedupeScope, GatewayConfig};
@@ -22,22 +22,23 @@ use crate::shed::Shedder;
 /// returns, nothing more enters the queue and the batcher can drain it to the end.
 #[derive(Debug)]
 pub struct Admission {
-    /// `true` while accepting. Submissions hold a read guard from the check to the enqueue.
-    open: RwLock<bool>,
+    /// `true` while accepting. Submissions hold a read guard from the check to the enqueue
+    /// (owned, so that an intake answering later can hold it until it answers).
+    open: Arc<RwLock<bool>>,
 }
 
 impl Default for Admission {
     fn default() -> Self {
         Admission {
-            open: RwLock::new(true),
+            open: Arc::new(RwLock::new(true)),
         }
     }
 }
 
 impl Admission {
     /// Enters the gate: `Some` while open; keep the guard until the task is enqueued.
-    pub async fn enter(&self) -> Option<RwLockReadGuard<'_, bool>> {
-        let guard = self.open.read().await;
+    pub async fn enter(&self) -> Option<OwnedRwLockReadGuard<bool>> {
+        let guard = self.open.clone().read_owned().await;
         if *guard {
             Some(guard)
         } else {

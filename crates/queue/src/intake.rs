@@ -4,12 +4,13 @@
 //! One trait method rather than three calls so that a backend can do it all in one round
 //! trip (Redis runs a script); [`Steps`] does the three on the in-process backends.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
 use batchgate_store::memory::{MemoryDedupe, MemoryResultStore};
 use batchgate_store::StoreError;
+use tokio::sync::Notify;
 
 use crate::memory::MemoryQueue;
 use crate::QueueError;
@@ -93,6 +94,116 @@ pub trait Intake: Send + Sync + 'static {
             Admitted::Enqueued { dedupe_bypassed } => AdmittedOwned::Enqueued { dedupe_bypassed },
             Admitted::Duplicate(existing) => AdmittedOwned::Duplicate { existing, task },
         })
+    }
+
+    /// Whether [`Intake::admit_quietly`] spares its caller a wake-up: an intake whose answer
+    /// comes later, from another task (Redis gathers admissions into one call), says yes.
+    fn answers_quietly(&self) -> bool {
+        false
+    }
+
+    /// [`Intake::admit_owned`] for a caller that will wait for the task's result anyway:
+    /// the answer goes to `answer` (see [`QuietAnswer::new`]), which drops the guard it
+    /// holds once it is given. A plain `Enqueued` wakes no one (the result will); anything
+    /// else does ([`QuietAnswer::unusual`]). Returns once the task is handed over (the
+    /// default: once it is admitted).
+    async fn admit_quietly(
+        &self,
+        task: Task,
+        created_at: u64,
+        input_sha256: Option<&str>,
+        answer: QuietReply,
+    ) {
+        answer.send(self.admit_owned(task, created_at, input_sha256).await);
+    }
+}
+
+/// The answer of an admission made by [`Intake::admit_quietly`].
+#[derive(Debug, Default)]
+pub struct QuietAnswer {
+    answer: Mutex<Option<Result<AdmittedOwned, AdmitError>>>,
+    /// Notified by every answer.
+    answered: Notify,
+    /// Notified by an answer other than a plain `Enqueued`.
+    unusual: Notify,
+}
+
+impl QuietAnswer {
+    /// A fresh answer, and the reply that gives it (with `guard`, dropped once it is given).
+    pub fn new(guard: Box<dyn Send>) -> (Arc<QuietAnswer>, QuietReply) {
+        let answer = Arc::new(QuietAnswer::default());
+        let reply = QuietReply {
+            answer: answer.clone(),
+            guard: Some(guard),
+        };
+        (answer, reply)
+    }
+
+    /// Returns once the answer is a refusal or a duplicate; never for a plain `Enqueued`.
+    pub async fn unusual(&self) {
+        self.unusual.notified().await
+    }
+
+    /// Waits for the answer, whatever it is, and takes it.
+    pub async fn take(&self) -> Result<AdmittedOwned, AdmitError> {
+        loop {
+            if let Some(answer) = self.lock().take() {
+                return answer;
+            }
+            self.answered.notified().await;
+        }
+    }
+
+    /// The answer, if it has come.
+    pub fn try_take(&self) -> Option<Result<AdmittedOwned, AdmitError>> {
+        self.lock().take()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Result<AdmittedOwned, AdmitError>>> {
+        self.answer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Gives a [`QuietAnswer`] (once). Dropped unanswered, it answers that the admission was
+/// dropped, so that no caller waits on it for ever.
+pub struct QuietReply {
+    answer: Arc<QuietAnswer>,
+    guard: Option<Box<dyn Send>>,
+}
+
+impl QuietReply {
+    /// Gives the answer: a plain `Enqueued` quietly, anything else with a wake-up.
+    pub fn send(mut self, answer: Result<AdmittedOwned, AdmitError>) {
+        self.give(answer);
+    }
+
+    fn give(&mut self, answer: Result<AdmittedOwned, AdmitError>) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let unusual = !matches!(answer, Ok(AdmittedOwned::Enqueued { .. }));
+        *self.answer.lock() = Some(answer);
+        drop(guard);
+        self.answer.answered.notify_one();
+        if unusual {
+            self.answer.unusual.notify_one();
+        }
+    }
+}
+
+impl std::fmt::Debug for QuietReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuietReply")
+            .field("answered", &self.guard.is_none())
+            .finish()
+    }
+}
+
+impl Drop for QuietReply {
+    fn drop(&mut self) {
+        self.give(Err(AdmitError::Queue(QueueError::Unavailable(
+            "admission dropped".into(),
+        ))));
     }
 }
 
@@ -270,5 +381,89 @@ mod tests {
             .await
             .is_err());
         assert!(full_results.get("t-4").await.expect("get").is_none());
+    }
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    /// Polls `future` once: its output if it is ready.
+    fn ready<F: Future>(future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        match future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        }
+    }
+
+    /// A guard that says when it is dropped.
+    struct Guard(Arc<AtomicBool>);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn answer_with_guard() -> (Arc<QuietAnswer>, QuietReply, Arc<AtomicBool>) {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (answer, reply) = QuietAnswer::new(Box::new(Guard(dropped.clone())));
+        (answer, reply, dropped)
+    }
+
+    #[test]
+    fn a_plain_admission_is_answered_without_waking_the_wait() {
+        let (answer, reply, dropped) = answer_with_guard();
+        assert!(ready(answer.take()).is_none(), "no answer yet");
+        reply.send(Ok(AdmittedOwned::Enqueued {
+            dedupe_bypassed: true,
+        }));
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the guard goes with the answer"
+        );
+        assert!(
+            ready(answer.unusual()).is_none(),
+            "an admission is not unusual"
+        );
+        assert!(matches!(
+            ready(answer.take()),
+            Some(Ok(AdmittedOwned::Enqueued {
+                dedupe_bypassed: true
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_refusal_wakes_the_wait() {
+        let (answer, reply, dropped) = answer_with_guard();
+        assert!(ready(answer.unusual()).is_none());
+        reply.send(Err(AdmitError::Queue(QueueError::Full { capacity: 1 })));
+        assert!(dropped.load(Ordering::SeqCst));
+        assert!(ready(answer.unusual()).is_some(), "a refusal is unusual");
+        assert!(matches!(
+            ready(answer.take()),
+            Some(Err(AdmitError::Queue(QueueError::Full { capacity: 1 })))
+        ));
+    }
+
+    #[test]
+    fn a_reply_dropped_unanswered_answers_that_the_admission_was_dropped() {
+        let (answer, reply, dropped) = answer_with_guard();
+        drop(reply);
+        assert!(dropped.load(Ordering::SeqCst));
+        assert!(ready(answer.unusual()).is_some());
+        assert!(matches!(
+            ready(answer.take()),
+            Some(Err(AdmitError::Queue(QueueError::Unavailable(why)))) if why == "admission dropped"
+        ));
     }
 }

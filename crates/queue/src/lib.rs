@@ -27,7 +27,7 @@ pub mod rate_limiter;
 
 pub use backends::{Backends, MemoryStores};
 pub use dead_letters::{DeadLetter, DeadLetters, Failure, Selection};
-pub use intake::{AdmitError, Admitted, AdmittedOwned, Intake, Steps};
+pub use intake::{AdmitError, Admitted, AdmittedOwned, Intake, QuietAnswer, QuietReply, Steps};
 pub use load::{LoadBoard, MemoryLoadBoard, WorkerLoad};
 pub use queue::{Backlog, Delivery, Queue, QueueError, Receipt, DEFAULT_QUEUE_CAPACITY};
 pub use rate_limiter::{Decision, Rate, RateLimiter};

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batchgate_protocol::task::Task;
-use batchgate_queue::{AdmitError, Admitted, AdmittedOwned, Intake, QueueError};
+use batchgate_queue::{AdmitError, Admitted, AdmittedOwned, Intake, QueueError, QuietReply};
 use batchgate_store::StoreError;
 use redis::Script;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -77,7 +77,26 @@ struct Admission {
     /// The task's pending record.
     pending: String,
     dedupe: Option<String>,
-    reply: oneshot::Sender<Result<AdmittedOwned, AdmitError>>,
+    reply: Reply,
+}
+
+/// Where an admission's answer goes.
+enum Reply {
+    /// To a caller awaiting it ([`Intake::admit_owned`]).
+    Awaited(oneshot::Sender<Result<AdmittedOwned, AdmitError>>),
+    /// To a caller that waits for the result instead ([`Intake::admit_quietly`]).
+    Quiet(QuietReply),
+}
+
+impl Reply {
+    fn send(self, answer: Result<AdmittedOwned, AdmitError>) {
+        match self {
+            Reply::Awaited(tx) => {
+                let _ = tx.send(answer);
+            }
+            Reply::Quiet(reply) => reply.send(answer),
+        }
+    }
 }
 
 impl Admission {
@@ -200,6 +219,9 @@ impl redis::ToRedisArgs for Group<'_> {
     }
 }
 
+/// Why a task that never reached the gatherer was refused.
+const BACKLOG_FULL: &str = "admission backlog full or closed";
+
 fn unavailable(why: impl Into<String>) -> AdmitError {
     AdmitError::Queue(QueueError::Unavailable(why.into()))
 }
@@ -225,6 +247,50 @@ impl Intake for RedisIntake {
         input_sha256: Option<&str>,
     ) -> Result<AdmittedOwned, AdmitError> {
         let (reply, answer) = oneshot::channel();
+        self.hand_over(task, created_at, input_sha256, Reply::Awaited(reply))
+            .await?;
+        // No timer of its own (one a task cost more than the rest of the hand-off): the
+        // answer comes within a bound, since every wait on the way is bounded. The gatherer
+        // waits at most its window, then for a write slot, which a write frees within its
+        // Redis calls' `op_timeout`s; the write's own calls are bounded the same way. If the
+        // gatherer is gone, the answer's sender goes with it.
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(unavailable("admission dropped")),
+        }
+    }
+
+    fn answers_quietly(&self) -> bool {
+        true
+    }
+
+    async fn admit_quietly(
+        &self,
+        task: Task,
+        created_at: u64,
+        input_sha256: Option<&str>,
+        answer: QuietReply,
+    ) {
+        // A refused hand-over has answered through the reply already (or, timed out with the
+        // admission inside the send, answers as the reply is dropped): nothing more to do.
+        if let Err(refused) = self
+            .hand_over(task, created_at, input_sha256, Reply::Quiet(answer))
+            .await
+        {
+            debug!(%refused, "admission not handed over");
+        }
+    }
+}
+
+impl RedisIntake {
+    /// Hands a task to the gatherer; its answer goes to `reply`.
+    async fn hand_over(
+        &self,
+        task: Task,
+        created_at: u64,
+        input_sha256: Option<&str>,
+        reply: Reply,
+    ) -> Result<(), AdmitError> {
         let admission = Admission {
             partition: 0,
             message: task.to_bytes(),
@@ -235,26 +301,20 @@ impl Intake for RedisIntake {
         };
         // Nearly always there is room: only a full backlog waits, and only that wait needs a
         // timer (a timer a task cost more than the send).
-        let sent = match self.tx.try_send(admission) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(admission)) => matches!(
-                tokio::time::timeout(self.limit, self.tx.send(admission)).await,
-                Ok(Ok(()))
-            ),
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let refused = match self.tx.try_send(admission) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(admission)) => {
+                match tokio::time::timeout(self.limit, self.tx.send(admission)).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(mpsc::error::SendError(admission))) => admission,
+                    Err(_) => return Err(unavailable(BACKLOG_FULL)),
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(admission)) => admission,
         };
-        if !sent {
-            return Err(unavailable("admission backlog full or closed"));
-        }
-        // No timer of its own (one a task cost more than the rest of the hand-off): the
-        // answer comes within a bound, since every wait on the way is bounded. The gatherer
-        // waits at most its window, then for a write slot, which a write frees within its
-        // Redis calls' `op_timeout`s; the write's own calls are bounded the same way. If the
-        // gatherer is gone, the answer's sender goes with it.
-        match answer.await {
-            Ok(result) => result,
-            Err(_) => Err(unavailable("admission dropped")),
-        }
+        let why = unavailable(BACKLOG_FULL);
+        refused.reply.send(Err(unavailable(BACKLOG_FULL)));
+        Err(why)
     }
 }
 
@@ -336,8 +396,7 @@ impl Writer {
                         // Ids are made to match their input's partition; a mismatch is a
                         // caller bug, and the task's keys would span slots.
                         let why = format!("task {} is not in its input's partition", a.id());
-                        let _ = a
-                            .reply
+                        a.reply
                             .send(Err(AdmitError::Store(StoreError::Unavailable(why))));
                         None
                     }
@@ -455,7 +514,7 @@ impl Writer {
                         }
                         answer => {
                             let answer = a.answer(answer);
-                            let _ = a.reply.send(answer);
+                            a.reply.send(answer);
                         }
                     }
                 }
@@ -468,7 +527,7 @@ impl Writer {
                 );
                 warn!(%why, "admission failed");
                 for a in group {
-                    let _ = a.reply.send(Err(unavailable(why.clone())));
+                    a.reply.send(Err(unavailable(why.clone())));
                 }
             }
             Err(error) => {
@@ -477,7 +536,7 @@ impl Writer {
                     return group;
                 }
                 for a in group {
-                    let _ = a.reply.send(Err(unavailable(why.clone())));
+                    a.reply.send(Err(unavailable(why.clone())));
                 }
             }
         }
@@ -552,7 +611,7 @@ mod tests {
             task: None,
             pending: String::new(),
             dedupe: None,
-            reply: oneshot::channel().0,
+            reply: Reply::Awaited(oneshot::channel().0),
         }
     }
 

@@ -2,12 +2,13 @@
 //! for each input it is given (`/v1/inference` once, `/v1/embeddings` and the KServe V2
 //! `infer` once per input), so tasks of every front door share batches.
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::task::{unix_ms, Task};
 use batchgate_protocol::{owner_input_sha256_hex, sha256_hex, Output};
-use batchgate_queue::AdmittedOwned;
+use batchgate_queue::{AdmittedOwned, QuietAnswer};
 use batchgate_store::{Expectation, TaskRecord};
 use futures_util::future::join_all;
 use tracing::{Instrument, Span};
@@ -53,6 +54,22 @@ pub(crate) enum Known {
     Fresh(Option<Box<dyn Expectation>>),
     /// Another submission's task (a dedupe hit): it may be done already, so it is read.
     Existing,
+    /// Handed to an intake that answers later ([`Intake::answers_quietly`]): the result and
+    /// the admission's answer are awaited together, and only a refusal or a duplicate wakes
+    /// the wait before the result does.
+    Handed(Box<Handed>),
+}
+
+/// A task handed to an intake that answers later, and what its answer may still need.
+pub(crate) struct Handed {
+    /// Registered before the hand-over.
+    expected: Box<dyn Expectation>,
+    /// The admission's answer.
+    answer: Arc<QuietAnswer>,
+    /// Who submitted it: whether a duplicate's task may be shared depends on it.
+    caller: String,
+    /// The enqueue span, for a second admission.
+    span: Span,
 }
 
 /// Checks an input's size; the same rule on every front door.
@@ -139,24 +156,82 @@ pub(crate) async fn admit(
     };
     // A caller who waits is registered for the result before the task can complete, so the
     // wait needs no read of the store: the completion's notice brings the result.
-    let expected = waits.then(|| {
+    let expect = || {
         state
             .results_of(model)
             .clone()
             .expect(&task_id, created_at, task.owner.as_deref())
-    });
-    let admit_error = |e| ApiError::from_admit(&e, retry_after_secs);
+    };
     let intake = state.intake_of(model);
+    if waits && intake.answers_quietly() {
+        // The answer is not awaited here: the wait for the result learns it (and is woken
+        // early only by a refusal or a duplicate), so this request is woken once, by its
+        // result. The intake holds the gate until it answers.
+        let expected = expect();
+        let (answer, reply) = QuietAnswer::new(Box::new(gate));
+        intake
+            .admit_quietly(task, created_at, input_sha256.as_deref(), reply)
+            .instrument(enqueue_span.clone())
+            .await;
+        // Counted as it is handed over: a refusal or a duplicate stays counted until the
+        // shedder's next sample, which errs on the side of shedding.
+        shedder.admitted();
+        return Ok(Admission {
+            task_id,
+            created_at,
+            model,
+            known: Known::Handed(Box::new(Handed {
+                expected,
+                answer,
+                caller: caller.to_owned(),
+                span: enqueue_span,
+            })),
+        });
+    }
+    let expected = waits.then(expect);
     let admitted = intake
         .admit_owned(task, created_at, input_sha256.as_deref())
         .instrument(enqueue_span.clone())
         .await
-        .map_err(admit_error)?;
+        .map_err(|e| ApiError::from_admit(&e, retry_after_secs))?;
+    let shared = resolve(state, caller, model, admitted, created_at, &enqueue_span).await?;
+    drop(gate);
+    if let Some(existing) = shared {
+        return Ok(Admission {
+            task_id: existing,
+            created_at,
+            model,
+            known: Known::Existing,
+        });
+    }
+    shedder.admitted();
+    state.metrics.tasks_accepted.inc();
+    Ok(Admission {
+        task_id,
+        created_at,
+        model,
+        known: Known::Fresh(expected),
+    })
+}
+
+/// What an admission's answer leaves: `Some` task of an identical input to share, or `None`
+/// once this task is queued (admitted again, without dedupe, when the identical input's
+/// task may not be shared). Called within the admission gate.
+async fn resolve(
+    state: &AppState,
+    caller: &str,
+    model: usize,
+    admitted: AdmittedOwned,
+    created_at: u64,
+    enqueue_span: &Span,
+) -> Result<Option<String>, ApiError> {
+    let retry_after_secs = state.config.retry_after_secs;
     match admitted {
         AdmittedOwned::Enqueued { dedupe_bypassed } => {
             if dedupe_bypassed {
                 state.metrics.dedupe_bypassed.inc();
             }
+            Ok(None)
         }
         AdmittedOwned::Duplicate { existing, task } => {
             let record = state
@@ -170,33 +245,20 @@ pub(crate) async fn admit(
             if shareable {
                 // An identical input already has a task: answer with it, never run it twice.
                 state.metrics.dedupe_hits.inc();
-                drop(gate);
-                return Ok(Admission {
-                    task_id: existing,
-                    created_at,
-                    model,
-                    known: Known::Existing,
-                });
+                return Ok(Some(existing));
             }
             // The first task ended between the admission (which takes over the entry of a
             // task that failed or expired) and this read, or belongs to someone this caller
             // may not see: run this one on its own.
-            intake
+            state
+                .intake_of(model)
                 .admit_owned(task, created_at, None)
-                .instrument(enqueue_span)
+                .instrument(enqueue_span.clone())
                 .await
-                .map_err(admit_error)?;
+                .map_err(|e| ApiError::from_admit(&e, retry_after_secs))?;
+            Ok(None)
         }
     }
-    drop(gate);
-    shedder.admitted();
-    state.metrics.tasks_accepted.inc();
-    Ok(Admission {
-        task_id,
-        created_at,
-        model,
-        known: Known::Fresh(expected),
-    })
 }
 
 /// The task's record once it finishes within `wait`, else as it stands (pending).
@@ -220,6 +282,99 @@ pub(crate) async fn outcome(
             results.wait(&task_id, wait).await.map_err(store_error)?
         }
         Known::Existing => results.get(&task_id).await.map_err(store_error)?,
+        Known::Handed(handed) => {
+            return handed_outcome(state, task_id, created_at, model, *handed, wait).await
+        }
+    };
+    let record = record.unwrap_or_else(|| TaskRecord::pending(created_at));
+    Ok((task_id, record))
+}
+
+/// [`outcome`] of a task handed to an intake that answers later: its result, awaited
+/// together with the admission's answer.
+async fn handed_outcome(
+    state: &AppState,
+    task_id: String,
+    created_at: u64,
+    model: usize,
+    handed: Handed,
+    wait: Duration,
+) -> Result<(String, TaskRecord), ApiError> {
+    let Handed {
+        expected,
+        answer,
+        caller,
+        span,
+    } = handed;
+    let retry_after_secs = state.config.retry_after_secs;
+    let store_error = |e| ApiError::from_store(&e, retry_after_secs);
+    let started = Instant::now();
+    let mut waiting = expected.wait(wait);
+    let waited = tokio::select! {
+        biased;
+        record = &mut waiting => Some(record),
+        () = answer.unusual() => None,
+    };
+    let answered = match answer.try_take() {
+        Some(answered) => answered,
+        // A final record of this very id: the task was admitted (its answer is late).
+        None if matches!(&waited, Some(Ok(Some(r))) if r.status.is_terminal()) => {
+            Ok(AdmittedOwned::Enqueued {
+                dedupe_bypassed: false,
+            })
+        }
+        None => answer.take().await,
+    };
+    let admitted = answered.map_err(|e| ApiError::from_admit(&e, retry_after_secs))?;
+    let shared = match admitted {
+        AdmittedOwned::Enqueued { dedupe_bypassed } => {
+            if dedupe_bypassed {
+                state.metrics.dedupe_bypassed.inc();
+            }
+            None
+        }
+        duplicate @ AdmittedOwned::Duplicate { .. } => {
+            // A second admission (if any) passes the gate like the first.
+            let Some(gate) = state.admission.enter().await else {
+                return Err(ApiError::ShuttingDown { retry_after_secs });
+            };
+            let shared = resolve(state, &caller, model, duplicate, created_at, &span).await?;
+            drop(gate);
+            shared
+        }
+    };
+    let record = match shared {
+        Some(existing) => {
+            drop(waiting);
+            let results = state.results_of(model);
+            let remaining = wait.saturating_sub(started.elapsed());
+            let record = if remaining.is_zero() {
+                results.get(&existing).await
+            } else {
+                results.wait(&existing, remaining).await
+            };
+            let record = record
+                .map_err(store_error)?
+                .unwrap_or_else(|| TaskRecord::pending(created_at));
+            return Ok((existing, record));
+        }
+        // Queued: the wait registered before the hand-over goes on (a second admission keeps
+        // the task's id).
+        None => match waited {
+            Some(record) => record,
+            None => waiting.await,
+        },
+    };
+    state.metrics.tasks_accepted.inc();
+    let record = match record.map_err(store_error)? {
+        // No record: the wait was woken to read the store (a subscription made anew) before
+        // the admission had stored the task. It is stored now: wait on for the time left.
+        None if !wait.saturating_sub(started.elapsed()).is_zero() => state
+            .results_of(model)
+            .wait(&task_id, wait.saturating_sub(started.elapsed()))
+            .await
+            .map_err(store_error)?,
+        record => record,
     };
     let record = record.unwrap_or_else(|| TaskRecord::pending(created_at));
     Ok((task_id, record))
