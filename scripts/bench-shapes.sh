@@ -93,10 +93,11 @@
 # BENCH_FLAGS (more flags for every bench process, e.g. "--api openai" to load the OpenAI
 # embeddings door, one input per request, instead of /v1/inference), REDIS_FLAGS (more flags
 # for every gateway and batcher of split and cluster, e.g. "--partitions 3"), SERVICE_THREADS
-# (`default`, batchgate's one per core; or N, the runtime threads of each gateway, batcher and
-# worker of split and cluster: with 1, five processes on two cores spent ≈ 11% less CPU per
-# request at 6,000/s, but near the machine's limit a process's one thread falls behind and
-# the tail grows: split at 10,000/s, p99 2.1–2.7 s against 0.4–0.7 s). BACK_THREADS (`default`:
+# (`default`, batchgate's one per core; or N, the runtime threads of every batchgate process:
+# serve, or each gateway, batcher and worker of split and cluster; with 1, split spent ≈ 26%
+# less CPU per request at 6,000/s and serve ≈ 16% less, but near the machine's limit a
+# process's one thread falls behind and the tail grows: split at 10,000/s, p99 2.1–2.7 s
+# against 0.4–0.7 s on an earlier build). BACK_THREADS (`default`:
 # as SERVICE_THREADS; or N) overrides it for the batchers and the worker alone.
 # BENCH_PER_GATEWAY (0: one bench process sends to every gateway in turn, as in the one-process
 # shapes; 1: one bench process per gateway, each at its share of the rate, as before 2026-12-05:
