@@ -346,17 +346,15 @@ async fn handed_outcome(
     let record = match shared {
         Some(existing) => {
             drop(waiting);
-            let results = state.results_of(model);
-            let remaining = wait.saturating_sub(started.elapsed());
-            let record = if remaining.is_zero() {
-                results.get(&existing).await
-            } else {
-                results.wait(&existing, remaining).await
+            let existing = Admission {
+                task_id: existing,
+                created_at,
+                model,
+                known: Known::Existing,
             };
-            let record = record
-                .map_err(store_error)?
-                .unwrap_or_else(|| TaskRecord::pending(created_at));
-            return Ok((existing, record));
+            let remaining = wait.saturating_sub(started.elapsed());
+            // Boxed: `outcome` calls this function.
+            return Box::pin(outcome(state, existing, remaining)).await;
         }
         // Queued: the wait registered before the hand-over goes on (a second admission keeps
         // the task's id).
