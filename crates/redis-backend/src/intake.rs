@@ -348,16 +348,15 @@ async fn gather<W: Groups>(mut rx: mpsc::Receiver<Admission>, writer: Arc<W>, wi
     while open {
         let Some(first) = rx.recv().await else { return };
         let mut group = vec![first];
+        // The window is slept through, not watched: admissions that come meanwhile wait in
+        // the channel and are taken when it ends, so that each does not wake the gatherer (a
+        // wake-up a task, often of the runtime's other thread). A backlog that fills a group
+        // already is written at once.
         let until = tokio::time::Instant::now() + window;
-        while group.len() < GATHER_MAX {
-            tokio::select! {
-                biased;
-                next = rx.recv() => match next {
-                    Some(a) => group.push(a),
-                    None => { open = false; break }
-                },
-                _ = tokio::time::sleep_until(until) => break,
-            }
+        open = take_waiting(&mut rx, &mut group);
+        if open && group.len() < GATHER_MAX {
+            tokio::time::sleep_until(until).await;
+            open = take_waiting(&mut rx, &mut group);
         }
         let permit = loop {
             if group.len() >= GATHER_MAX || !open {
@@ -380,6 +379,19 @@ async fn gather<W: Groups>(mut rx: mpsc::Receiver<Admission>, writer: Arc<W>, wi
             drop(permit);
         });
     }
+}
+
+/// Adds the admissions already waiting to `group`, up to [`GATHER_MAX`] in all; `false` once
+/// the channel is closed.
+fn take_waiting(rx: &mut mpsc::Receiver<Admission>, group: &mut Vec<Admission>) -> bool {
+    while group.len() < GATHER_MAX {
+        match rx.try_recv() {
+            Ok(a) => group.push(a),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
 }
 
 impl Writer {
@@ -626,6 +638,32 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let written = sizes.0.lock().unwrap().clone();
         written
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_that_fills_a_group_is_written_without_waiting_for_the_window() {
+        let sizes = Arc::new(Sizes::default());
+        let (tx, rx) = mpsc::channel(2 * GATHER_MAX);
+        for _ in 0..GATHER_MAX + 10 {
+            tx.try_send(admission()).unwrap();
+        }
+        let started = tokio::time::Instant::now();
+        tokio::spawn(gather(rx, sizes.clone(), gather_window(false)));
+        // The clock stands still while this task keeps yielding.
+        for _ in 0..100 {
+            if !sizes.0.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(
+            *sizes.0.lock().unwrap(),
+            vec![GATHER_MAX],
+            "a full group does not wait for the window"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*sizes.0.lock().unwrap(), vec![GATHER_MAX, 10]);
     }
 
     #[tokio::test(start_paused = true)]
