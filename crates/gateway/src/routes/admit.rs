@@ -326,23 +326,16 @@ async fn handed_outcome(
         None => answer.take().await,
     };
     let admitted = answered.map_err(|e| ApiError::from_admit(&e, retry_after_secs))?;
-    let shared = match admitted {
-        AdmittedOwned::Enqueued { dedupe_bypassed } => {
-            if dedupe_bypassed {
-                state.metrics.dedupe_bypassed.inc();
-            }
-            None
-        }
-        duplicate @ AdmittedOwned::Duplicate { .. } => {
-            // A second admission (if any) passes the gate like the first.
-            let Some(gate) = state.admission.enter().await else {
-                return Err(ApiError::ShuttingDown { retry_after_secs });
-            };
-            let shared = resolve(state, &caller, model, duplicate, created_at, &span).await?;
-            drop(gate);
-            shared
-        }
+    // A duplicate may be admitted a second time, which passes the gate like the first.
+    let gate = match admitted {
+        AdmittedOwned::Duplicate { .. } => match state.admission.enter().await {
+            Some(gate) => Some(gate),
+            None => return Err(ApiError::ShuttingDown { retry_after_secs }),
+        },
+        AdmittedOwned::Enqueued { .. } => None,
     };
+    let shared = resolve(state, &caller, model, admitted, created_at, &span).await?;
+    drop(gate);
     let record = match shared {
         Some(existing) => {
             drop(waiting);
@@ -364,12 +357,14 @@ async fn handed_outcome(
         },
     };
     state.metrics.tasks_accepted.inc();
-    let record = match record.map_err(store_error)? {
+    let record = record.map_err(store_error)?;
+    let remaining = wait.saturating_sub(started.elapsed());
+    let record = match record {
         // No record: the wait was woken to read the store (a subscription made anew) before
         // the admission had stored the task. It is stored now: wait on for the time left.
-        None if !wait.saturating_sub(started.elapsed()).is_zero() => state
+        None if !remaining.is_zero() => state
             .results_of(model)
-            .wait(&task_id, wait.saturating_sub(started.elapsed()))
+            .wait(&task_id, remaining)
             .await
             .map_err(store_error)?,
         record => record,
