@@ -16,6 +16,8 @@ LAYOUT is how the script is called:
             crates/redis-backend/src/lua/admit.lua until its pending records lost their TTL
   standalone  the same, but ARGV[2] is '1' (a standalone Redis: the script writes the
             pending records, without a TTL, in one MSET): the layout of
+            crates/redis-backend/src/lua/admit.lua until entries carried their gathering wait
+  waited    the same, with the wait (ms) after each partition's task count: the layout of
             crates/redis-backend/src/lua/admit.lua now
 
 Each run starts a fresh redis-server under `valgrind --tool=callgrind` on a free loopback
@@ -42,7 +44,7 @@ def run(layout, script, tasks, calls, messages):
             sha = r.script_load(open(script).read())
             n = 0
             for call in range(calls):
-                head = [100_000, "1" if layout == "standalone" else 600_000, 300_000]
+                head = [100_000, "1" if layout in ("standalone", "waited") else 600_000, 300_000]
                 per, group = [], []
                 for _ in range(tasks):
                     n += 1
@@ -57,10 +59,12 @@ def run(layout, script, tasks, calls, messages):
                     else:
                         group.append(framed)
                         per += [rec, ded, tid, "P1;0;"]
-                if layout in ("stored", "standalone"):
+                if layout in ("stored", "standalone", "waited"):
                     key = f"bg:{{p00}}:g:{call}"
                     r.set(key, b"".join(group), px=600_000)
                     head += ["bg:{p00}:tasks", key, tasks]
+                    if layout == "waited":
+                        head.append(10)
                 replies = r.evalsha(sha, 1, "bg:{p00}:tasks", *(head + per))
                 # Tables of ["ok"] (earlier scripts), flat "o" strings, or (now) one string,
                 # a line a task.
@@ -81,7 +85,7 @@ def main():
     idle = run("idle", None, 0, 0, messages)
     for spec in a.runs:
         layout, script = spec.split("=", 1)
-        if layout not in ("per-task", "framed", "stored", "standalone"):
+        if layout not in ("per-task", "framed", "stored", "standalone", "waited"):
             raise SystemExit(f"unknown layout {layout!r}")
         total = run(layout, script, a.tasks, a.calls, messages)
         per_task = (total - idle) / (a.tasks * a.calls)

@@ -301,6 +301,8 @@ impl Dispatcher {
                             task,
                             receipt: a.receipt.clone(),
                             queued_at: a.queued_at,
+                            // Requeued: it waited for this batch already.
+                            waited: Duration::ZERO,
                         };
                         out.requeue.push((delivery, reason));
                         continue;

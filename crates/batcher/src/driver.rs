@@ -297,7 +297,14 @@ impl Batcher {
         read: Result<Vec<Delivery>, batchgate_queue::QueueError>,
     ) {
         match read {
-            Ok(deliveries) => gather::absorb(policy, deliveries, Instant::now().into_std()),
+            Ok(deliveries) => gather::absorb_waited(
+                policy,
+                deliveries.into_iter().map(|d| {
+                    let waited = d.waited;
+                    (d, waited)
+                }),
+                Instant::now().into_std(),
+            ),
             Err(error) => {
                 warn!(%error, "queue read failed; retrying");
                 tokio::time::sleep(READ_ERROR_PAUSE).await;

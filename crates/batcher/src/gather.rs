@@ -5,7 +5,7 @@
 //! (`crates/simulate`) runs the very same function in virtual time, so both form the same
 //! batches from the same arrivals.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use batchgate_policy::{Batch, Load, Policy};
 
@@ -39,5 +39,18 @@ pub fn step<T>(policy: &mut Policy<T>, now: Instant, load: Load) -> Step<T> {
 pub fn absorb<T>(policy: &mut Policy<T>, items: impl IntoIterator<Item = T>, now: Instant) {
     for item in items {
         policy.push(item, now);
+    }
+}
+
+/// Buffers items read at `now`, each with how long it had waited for a batch before it was
+/// queued (`Delivery::waited`: an admission's gathering on Redis), which its batch's window
+/// counts as waited already (`Policy::push_waited`).
+pub fn absorb_waited<T>(
+    policy: &mut Policy<T>,
+    items: impl IntoIterator<Item = (T, Duration)>,
+    now: Instant,
+) {
+    for (item, waited) in items {
+        policy.push_waited(item, now, waited);
     }
 }

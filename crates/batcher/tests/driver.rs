@@ -10,7 +10,7 @@ use batchgate_protocol::api::TaskStatus;
 use batchgate_protocol::sim_output;
 use batchgate_protocol::task::Task;
 use batchgate_queue::memory::{MemoryDeadLetters, MemoryQueue};
-use batchgate_queue::{LoadBoard, MemoryLoadBoard, Queue};
+use batchgate_queue::{Delivery, LoadBoard, MemoryLoadBoard, Queue, QueueError, Receipt};
 use batchgate_store::memory::MemoryResultStore;
 use batchgate_store::ResultStore;
 use batchgate_worker::{Output, Worker, WorkerError};
@@ -44,7 +44,7 @@ impl Worker for Recording {
 }
 
 struct Harness {
-    queue: Arc<MemoryQueue>,
+    queue: Arc<dyn Queue>,
     store: Arc<dyn ResultStore>,
     worker: Arc<Recording>,
     shutdown: CancellationToken,
@@ -62,7 +62,22 @@ fn start_with(
     cost: Duration,
     fail: bool,
 ) -> Harness {
-    let queue = Arc::new(MemoryQueue::new(16, 100_000));
+    start_on(
+        Arc::new(MemoryQueue::new(16, 100_000)),
+        store,
+        max_inflight,
+        cost,
+        fail,
+    )
+}
+
+fn start_on(
+    queue: Arc<dyn Queue>,
+    store: Arc<dyn ResultStore>,
+    max_inflight: usize,
+    cost: Duration,
+    fail: bool,
+) -> Harness {
     let worker = Arc::new(Recording {
         calls: Mutex::default(),
         cost,
@@ -142,6 +157,51 @@ async fn a_lone_task_flushes_exactly_50ms_after_it_arrived() {
     let ids = h.submit(1, "a").await;
     assert_eq!(h.wait_all(&ids).await, vec![TaskStatus::Success]);
     assert_eq!(h.calls(), vec![(t0 + Duration::from_millis(50), 1)]);
+}
+
+/// The in-process queue, its tasks delivered as if each had waited `waited` on its way (as an
+/// admission gathered on Redis has).
+struct WaitedOnTheWay {
+    queue: MemoryQueue,
+    waited: Duration,
+}
+
+#[async_trait]
+impl Queue for WaitedOnTheWay {
+    async fn enqueue(&self, task: Task) -> Result<(), QueueError> {
+        self.queue.enqueue(task).await
+    }
+
+    async fn read(&self, max: usize, block: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let mut read = self.queue.read(max, block).await?;
+        for d in &mut read {
+            d.waited = self.waited;
+        }
+        Ok(read)
+    }
+
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), QueueError> {
+        self.queue.ack(receipts).await
+    }
+
+    async fn depth(&self) -> Result<Vec<usize>, QueueError> {
+        self.queue.depth().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_waited_on_its_way_waits_only_the_rest_of_the_window() {
+    let store = Arc::new(MemoryResultStore::new(100_000, Duration::from_secs(600)));
+    let queue = WaitedOnTheWay {
+        queue: MemoryQueue::new(16, 100_000),
+        waited: Duration::from_millis(30),
+    };
+    let h = start_on(Arc::new(queue), store, 4, Duration::from_millis(10), false);
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let t0 = Instant::now();
+    let ids = h.submit(1, "a").await;
+    assert_eq!(h.wait_all(&ids).await, vec![TaskStatus::Success]);
+    assert_eq!(h.calls(), vec![(t0 + Duration::from_millis(20), 1)]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -264,7 +264,19 @@ impl<T> Policy<T> {
 
     /// Buffers one item that arrived at `now`.
     pub fn push(&mut self, item: T, now: Instant) {
-        self.buffer.push_back((item, now));
+        self.push_waited(item, now, Duration::ZERO);
+    }
+
+    /// Buffers one item that arrived at `now` after waiting `waited` for a batch on its way
+    /// (an admission gathered with others before it was queued). The window counts from when
+    /// it began to wait, so that wait is not paid again on top of it: the batch opened then,
+    /// if no item already buffered is older. The arrival rate counts the item at `now`.
+    pub fn push_waited(&mut self, item: T, now: Instant, waited: Duration) {
+        let began = now.checked_sub(waited).unwrap_or(now);
+        if let Some((_, opened)) = self.buffer.front_mut() {
+            *opened = (*opened).min(began);
+        }
+        self.buffer.push_back((item, began));
         self.rate.record(1, now);
         self.recent.record(1, now);
     }

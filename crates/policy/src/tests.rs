@@ -32,6 +32,33 @@ fn one_request_then_silence_flushes_exactly_at_max_wait() {
 }
 
 #[test]
+fn an_item_that_waited_on_its_way_shortens_the_window_by_that_wait() {
+    let (mut p, t0) = policy();
+    p.push_waited(1, t0, 30 * MS);
+    assert_eq!(p.next_deadline(t0, BUSY), Some(t0 + 20 * MS));
+    assert!(p.take_ready(t0 + 19 * MS, BUSY).is_none());
+    let batch = p
+        .take_ready(t0 + 20 * MS, BUSY)
+        .expect("ready 50 ms after it began to wait");
+    assert_eq!(batch.reason, FlushReason::Timer);
+    assert_eq!(batch.opened_at, t0 - 30 * MS);
+
+    // Joining a batch opened later than it began to wait, it opens the batch earlier.
+    p.push(2, t0 + 100 * MS);
+    p.push_waited(3, t0 + 110 * MS, 40 * MS);
+    assert_eq!(p.next_deadline(t0 + 110 * MS, BUSY), Some(t0 + 120 * MS));
+    // One that waited less leaves the batch's opening as it was.
+    p.push_waited(4, t0 + 111 * MS, 2 * MS);
+    assert_eq!(p.next_deadline(t0 + 111 * MS, BUSY), Some(t0 + 120 * MS));
+    let batch = p.take_ready(t0 + 120 * MS, BUSY).expect("ready");
+    assert_eq!(batch.items, vec![2, 3, 4]);
+
+    // A wait longer than the window: ready at once.
+    p.push_waited(5, t0 + 200 * MS, 80 * MS);
+    assert!(p.take_ready(t0 + 200 * MS, BUSY).is_some());
+}
+
+#[test]
 fn window_counts_from_the_first_task_not_the_last() {
     let (mut p, t0) = policy();
     p.push(1, t0);

@@ -30,6 +30,11 @@ pub struct Delivery {
     /// decides it (Redis: the stream entry's id, Redis's time), not the clock of the gateway
     /// that admitted the task, so queue-age limits hold however the gateways' clocks drift.
     pub queued_at: SystemTime,
+    /// How long the task had already waited for a batch when it was queued: on Redis, the
+    /// gathering of its admission group (counted from the group's oldest task, see the Redis
+    /// intake); zero in process. A batcher counts it as time waited in its batch's buffer, so
+    /// that the gathering is not paid again on top of the batch window.
+    pub waited: Duration,
 }
 
 /// Why a queue operation did not happen.

@@ -5,7 +5,8 @@
 //! (field `b`: the key of a string holding their messages, each framed by its 4-byte
 //! big-endian length, which the admission stores beside the entry; field `n`: how many; field
 //! `s`: the positions of those the admission refused, a duplicate or a full partition, which
-//! are skipped). Whoever reads entries fetches their groups' messages ([`fetch_groups`]), and
+//! are skipped; field `w`: how long, in ms, the group's oldest task had waited for the group
+//! to be written, which the batcher counts as waited for its batch, see [`waited`]). Whoever reads entries fetches their groups' messages ([`fetch_groups`]), and
 //! the settle that acknowledges an entry deletes them. A group is read, acknowledged and deleted as one entry, so admission and reading
 //! pay per group, not per task; each of its tasks is still handed to the batcher, batched and
 //! settled on its own, and the entry is acknowledged once all of them are settled
@@ -31,6 +32,26 @@ use crate::leases::{Clock, Leases};
 use crate::local_groups::{LocalGroups, Tasks};
 use crate::reader::entry_ms;
 use crate::record;
+
+/// Longest gathering wait an entry is believed to carry ([`waited`]): more than any window, and
+/// enough to mean "already overdue" to any batch window.
+const MAX_WAITED: Duration = Duration::from_secs(60);
+
+/// How long the tasks of a group entry had waited for their group to be written (field `w`,
+/// ms, the group's oldest task's wait; zero for an entry of one task or without the field),
+/// at most [`MAX_WAITED`]. The batcher's window counts it as waited already, so that the
+/// admission's gathering (`crate::intake`) does not add to the batch window: a lone request
+/// waits the window in all, as in process.
+pub(crate) fn waited(entry: &StreamId) -> Duration {
+    entry
+        .map
+        .get("w")
+        .and_then(crate::value_text)
+        .and_then(|w| w.parse::<u64>().ok())
+        .map_or(Duration::ZERO, |ms| {
+            Duration::from_millis(ms).min(MAX_WAITED)
+        })
+}
 
 /// The frame that goes before `message` in a group: its length.
 pub(crate) fn frame_length(message: &[u8]) -> [u8; 4] {
@@ -226,6 +247,7 @@ pub(crate) fn deliveries(
         return Vec::new();
     };
     let queued_at = clock.local(first);
+    let waited = waited(entry);
     let delivery = |task| Delivery {
         task,
         receipt: Receipt {
@@ -233,6 +255,7 @@ pub(crate) fn deliveries(
             entry_id: entry.id.clone(),
         },
         queued_at,
+        waited,
     };
     let tasks: Vec<Delivery> = match kept {
         Some(tasks) => admitted(entry, tasks).into_iter().map(delivery).collect(),
@@ -326,6 +349,29 @@ mod tests {
         assert_eq!(messages[0], b"first");
         assert_eq!(messages[1], b"");
         assert_eq!(messages[2], &[7u8; 300][..]);
+    }
+
+    fn entry(fields: &[(&str, &str)]) -> StreamId {
+        StreamId {
+            id: "1-0".to_owned(),
+            map: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect(),
+            milliseconds_elapsed_from_delivery: None,
+            delivered_count: None,
+        }
+    }
+
+    #[test]
+    fn an_entry_says_how_long_its_group_gathered() {
+        assert_eq!(
+            waited(&entry(&[("b", "k"), ("w", "7")])),
+            Duration::from_millis(7)
+        );
+        assert_eq!(waited(&entry(&[("b", "k")])), Duration::ZERO);
+        assert_eq!(waited(&entry(&[("w", "soon")])), Duration::ZERO);
+        assert_eq!(waited(&entry(&[("w", "99999999999")])), MAX_WAITED);
     }
 
     #[test]

@@ -37,13 +37,17 @@ use crate::record;
 use crate::topology::Topology;
 
 /// Longest an admission waits for others to share its script call (longer only while every
-/// write slot is busy).
-pub const GATHER_WINDOW: Duration = Duration::from_millis(5);
-/// The same on a cluster. A gathered group is one call, and one stream entry, per master,
-/// each costing an admission round trip, a read, a fetch of its messages and a share of a
-/// settle: over three masters a 5 ms group would make entries of a third of the tasks, so
-/// the window is three times as long and a call carries about what one to a standalone
-/// Redis does. Still well within the batch window (50 ms by default).
+/// write slot is busy). A group is paid for once along the whole path: its call, its stream
+/// entry, a read, a fetch of its messages, a share of a settle, and the wake-ups of each;
+/// twice the tasks a group cut the CPU of two gateways, two batchers and Redis by about a
+/// tenth at 3,000–4,000 requests/s (BENCHMARKS.md). The wait is not added to the batch's:
+/// the entry says how long the group's oldest task waited, and the batcher's window counts
+/// it as waited already (`crate::entry::waited`).
+pub const GATHER_WINDOW: Duration = Duration::from_millis(10);
+/// The same on a cluster. A gathered group is one call, and one stream entry, per master:
+/// over three masters a group would make entries of a third of the tasks, so the window is
+/// longer and a call carries about what one to a standalone Redis does. Still well within
+/// the batch window (50 ms by default), which counts it as waited.
 pub const CLUSTER_GATHER_WINDOW: Duration = Duration::from_millis(15);
 /// Most tasks in one gathered group.
 pub const GATHER_MAX: usize = 256;
@@ -78,6 +82,9 @@ struct Admission {
     pending: String,
     dedupe: Option<String>,
     reply: Reply,
+    /// When it was handed to the gatherer: its group's entry carries how long the oldest
+    /// waited to be written (see `crate::entry::waited`).
+    at: tokio::time::Instant,
 }
 
 /// Where an admission's answer goes.
@@ -298,6 +305,7 @@ impl RedisIntake {
             task: Some(task),
             dedupe: input_sha256.map(str::to_owned),
             reply,
+            at: tokio::time::Instant::now(),
         };
         // Nearly always there is room: only a full backlog waits, and only that wait needs a
         // timer (a timer a task cost more than the send).
@@ -464,7 +472,14 @@ impl Writer {
             .iter()
             .map(|a| 2 * a.id().len() + a.pending.len() + ARGS_BESIDE_IDS)
             .sum();
-        let mut call = redis::Cmd::with_capacity(9 + 4 * group.len(), per_task + 256);
+        // How long the group's oldest task has waited to be written (the window, and a wait
+        // for a write slot): the batcher counts it as waited for its batch.
+        let waited = group
+            .iter()
+            .map(|a| a.at.elapsed())
+            .max()
+            .unwrap_or_default();
+        let mut call = redis::Cmd::with_capacity(10 + 4 * group.len(), per_task + 256);
         call.arg("EVALSHA")
             .arg(self.script.get_hash())
             .arg(1)
@@ -474,7 +489,8 @@ impl Writer {
             .arg(self.dedupe_ttl.as_millis().max(1) as u64)
             .arg(self.keys.stream(stream))
             .arg(&key)
-            .arg(group.len());
+            .arg(group.len())
+            .arg(waited.as_millis() as u64);
         for a in &group {
             call.arg(KeyArg::Result(&self.keys, a.id()));
             match &a.dedupe {
@@ -624,16 +640,17 @@ mod tests {
             pending: String::new(),
             dedupe: None,
             reply: Reply::Awaited(oneshot::channel().0),
+            at: tokio::time::Instant::now(),
         }
     }
 
-    /// Two admissions 10 ms apart, on the paused clock: the sizes of the groups written.
+    /// Two admissions 12 ms apart, on the paused clock: the sizes of the groups written.
     async fn groups_of_two_arrivals(cluster: bool) -> Vec<usize> {
         let sizes = Arc::new(Sizes::default());
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(gather(rx, sizes.clone(), gather_window(cluster)));
         tx.send(admission()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(12)).await;
         tx.send(admission()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let written = sizes.0.lock().unwrap().clone();
@@ -667,10 +684,10 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_cluster_gathers_three_times_as_long() {
-        // A cluster's group is one call per master: admissions 10 ms apart still share one.
+    async fn a_cluster_gathers_longer() {
+        // A cluster's group is one call per master: admissions 12 ms apart still share one.
         assert_eq!(groups_of_two_arrivals(true).await, vec![2]);
-        // A standalone Redis writes the first after 5 ms.
+        // A standalone Redis writes the first after 10 ms.
         assert_eq!(groups_of_two_arrivals(false).await, vec![1, 1]);
     }
 }

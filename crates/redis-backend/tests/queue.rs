@@ -438,6 +438,37 @@ async fn a_group_is_one_entry_acknowledged_with_its_last_task() {
     assert_eq!(count.trim(), "0");
 }
 
+// A group's entry says how long its oldest task waited to be written, so that the batcher's
+// window does not make a lone request wait the admission's gathering on top of it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_entry_carries_its_gathering_wait_to_the_reader() {
+    let server = RedisServer::start().await;
+    let redis = config(server.url());
+    let keys = Keys::new(&redis.key_prefix, 4);
+    let intake = intake(redis.connect().await.expect("connect"), &keys, 100);
+    let started = std::time::Instant::now();
+    admit_together(&intake, &["00-w1"]).await;
+    let written = started.elapsed();
+    let q = queue(&redis, "a", 5).await;
+    let got = read_n(&q, 1, Duration::from_secs(5)).await;
+    // A lone admission waits the whole window for company; the entry is written after it.
+    assert!(
+        got[0].waited >= batchgate_redis::intake::GATHER_WINDOW,
+        "waited {:?}",
+        got[0].waited
+    );
+    assert!(
+        got[0].waited <= written,
+        "waited {:?}, admitted in {written:?}",
+        got[0].waited
+    );
+    let entry = server
+        .cli(&["XRANGE", &keys.stream(0), "-", "+"])
+        .expect("XRANGE");
+    assert!(entry.lines().any(|l| l.trim() == "w"), "field w in {entry}");
+    q.ack(&[got[0].receipt.clone()]).await.expect("ack");
+}
+
 // Two identical inputs in one gathered group: the second shares the first, although on a
 // standalone Redis the group's pending records are written only once its entry exists.
 #[tokio::test(flavor = "current_thread")]

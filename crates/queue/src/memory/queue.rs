@@ -103,6 +103,7 @@ impl MemoryQueue {
                 out.push(Delivery {
                     // One process: the gateway's clock is the queue's.
                     queued_at: task.enqueued_at,
+                    waited: Duration::ZERO,
                     task,
                     receipt: Receipt {
                         partition,

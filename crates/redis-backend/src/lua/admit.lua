@@ -5,8 +5,9 @@
 -- node, whatever their partitions). The entry names (field `b`) the string the caller stored
 -- just before with the group's messages, framed by their 4-byte big-endian lengths; field `n`
 -- says how many, field `s` the positions, from 0, of those not admitted, which readers skip,
--- and field `i` the ids of those admitted, so that an entry whose messages are gone can still
--- fail its tasks. The messages never pass through this script: Lua hashes every byte of
+-- field `i` the ids of those admitted, so that an entry whose messages are gone can still
+-- fail its tasks, and field `w` how long (ms) the group's oldest task waited to be written,
+-- which the batcher counts as waited for its batch. The messages never pass through this script: Lua hashes every byte of
 -- every string it is given, and 2 KB per task cost more than all the commands. The
 -- partition's task count (`<stream>:n`) bounds the queue, counted in tasks.
 -- Pending records have no TTL: a TTL costs Redis a second dictionary entry per key, and a
@@ -21,7 +22,7 @@
 -- strings (see record.rs).
 -- ARGV[1] capacity of one partition (tasks); ARGV[2] '1' on a standalone Redis, '0' on a
 -- cluster; ARGV[3] dedupe TTL (ms); then per stream: its key, the key of its tasks'
--- messages, their number k, then four per task: its record, the dedupe entry of its input
+-- messages, their number k, how long (ms) the oldest waited to be written, then four per task: its record, the dedupe entry of its input
 -- ('' for none), its id, its pending record.
 -- Returns one string: each task's answer, in the order given, a line each: 'o' (admitted),
 -- 'd' followed by the existing task's id (a duplicate), 'f' (the partition is full) or 'e'
@@ -86,12 +87,12 @@ end
 local replies = {}
 local a = 4
 while a <= #ARGV do
-  local stream, messages, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local stream, messages, k, waited = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local first = #replies + 1
   local ok, queued = pcall(count, stream)
   local admitted, skipped = {}, {}
   for j = 0, k - 1 do
-    local t = a + 3 + 4 * j
+    local t = a + 4 + 4 * j
     local dedupe = ARGV[t + 1]
     if dedupe == '' then
       dedupe = nil
@@ -124,10 +125,10 @@ while a <= #ARGV do
       added = {err = 'the messages of the group were not stored'}
     elseif #skipped > 0 then
       added = redis.pcall('XADD', stream, '*', 'b', messages, 'n', k, 's',
-        table.concat(skipped, ','), 'i', table.concat(ids, ','))
+        table.concat(skipped, ','), 'i', table.concat(ids, ','), 'w', waited)
     else
       added = redis.pcall('XADD', stream, '*', 'b', messages, 'n', k, 'i',
-        table.concat(ids, ','))
+        table.concat(ids, ','), 'w', waited)
     end
     if type(added) == 'table' and added.err then
       -- Not queued after all: no record or dedupe entry is left for these tasks.
@@ -159,6 +160,6 @@ while a <= #ARGV do
       end
     end
   end
-  a = a + 3 + 4 * k
+  a = a + 4 + 4 * k
 end
 return table.concat(replies, '\n')
