@@ -29,7 +29,8 @@ pub struct BatcherMetrics {
     /// `batchgate_batches_total{reason}`: batches flushed, by trigger.
     pub batches: Family<ReasonLabel, Counter>,
     /// `batchgate_batch_wait_seconds`: time from a batch's first task entering the buffer to
-    /// the flush.
+    /// the flush, counting what it waited for company on its way (on Redis, its admission's
+    /// gathering: `Delivery::waited`).
     pub batch_wait: Histogram,
     /// `batchgate_task_wait_seconds`: per task, from its acceptance by a gateway to its batch
     /// leaving for the worker — the queue and the batcher's buffer together.
@@ -119,7 +120,7 @@ impl BatcherMetrics {
         );
         registry.register(
             "batchgate_batch_wait_seconds",
-            "Time from a batch's first task entering the buffer to its flush",
+            "Time from a batch's first task beginning to wait for company (entering the buffer, or its admission's gathering on Redis) to its flush",
             m.batch_wait.clone(),
         );
         registry.register(

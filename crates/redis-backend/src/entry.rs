@@ -6,11 +6,12 @@
 //! big-endian length, which the admission stores beside the entry; field `n`: how many; field
 //! `s`: the positions of those the admission refused, a duplicate or a full partition, which
 //! are skipped; field `w`: how long, in ms, the group's oldest task had waited for the group
-//! to be written, which the batcher counts as waited for its batch, see [`waited`]). Whoever reads entries fetches their groups' messages ([`fetch_groups`]), and
-//! the settle that acknowledges an entry deletes them. A group is read, acknowledged and deleted as one entry, so admission and reading
-//! pay per group, not per task; each of its tasks is still handed to the batcher, batched and
-//! settled on its own, and the entry is acknowledged once all of them are settled
-//! ([`Leases::finish`]). If any is given back, the entry comes back whole, and the tasks
+//! to be written, which the batcher counts as waited for its batch, see [`waited`]). Whoever
+//! reads entries fetches their groups' messages ([`fetch_groups`]), and the settle that
+//! acknowledges an entry deletes them. A group is read, acknowledged and deleted as one
+//! entry, so admission and reading pay per group, not per task; each of its tasks is still
+//! handed to the batcher, batched and settled on its own, and the entry is acknowledged once
+//! all of them are settled ([`Leases::finish`]). If any is given back, the entry comes back whole, and the tasks
 //! already settled run again (their stored SUCCESS is kept).
 
 use std::collections::HashMap;
