@@ -46,9 +46,10 @@ use crate::topology::Topology;
 pub const GATHER_WINDOW: Duration = Duration::from_millis(10);
 /// The same on a cluster. A gathered group is one call, and one stream entry, per master:
 /// over three masters a group would make entries of a third of the tasks, so the window is
-/// longer and a call carries about what one to a standalone Redis does. Still well within
-/// the batch window (50 ms by default), which counts it as waited.
-pub const CLUSTER_GATHER_WINDOW: Duration = Duration::from_millis(15);
+/// three times as long and a call carries about what one to a standalone Redis does (30 ms
+/// instead of 15 cut a cluster deployment's CPU by 13% at 3,000 requests/s: BENCHMARKS.md).
+/// Within the batch window (50 ms by default), which counts it as waited.
+pub const CLUSTER_GATHER_WINDOW: Duration = Duration::from_millis(30);
 /// Most tasks in one gathered group.
 pub const GATHER_MAX: usize = 256;
 /// Admissions waiting to be gathered; past it, `admit` waits (the HTTP layer bounds callers).
