@@ -7,8 +7,9 @@
 -- says how many, field `s` the positions, from 0, of those not admitted, which readers skip,
 -- field `i` the ids of those admitted, so that an entry whose messages are gone can still
 -- fail its tasks, and field `w` how long (ms) the group's oldest task waited to be written,
--- which the batcher counts as waited for its batch. The messages never pass through this script: Lua hashes every byte of
--- every string it is given, and 2 KB per task cost more than all the commands. The
+-- which the batcher counts as waited for its batch. The messages never pass through this
+-- script: Lua hashes every byte of every string it is given, and 2 KB per task cost more
+-- than all the commands. The
 -- partition's task count (`<stream>:n`) bounds the queue, counted in tasks.
 -- Pending records have no TTL: a TTL costs Redis a second dictionary entry per key, and a
 -- pending record's life is its entry's, bounded by the queue's capacity; the final record
@@ -22,8 +23,8 @@
 -- strings (see record.rs).
 -- ARGV[1] capacity of one partition (tasks); ARGV[2] '1' on a standalone Redis, '0' on a
 -- cluster; ARGV[3] dedupe TTL (ms); then per stream: its key, the key of its tasks'
--- messages, their number k, how long (ms) the oldest waited to be written, then four per task: its record, the dedupe entry of its input
--- ('' for none), its id, its pending record.
+-- messages, their number k, how long (ms) the oldest waited to be written, then four per
+-- task: its record, the dedupe entry of its input ('' for none), its id, its pending record.
 -- Returns one string: each task's answer, in the order given, a line each: 'o' (admitted),
 -- 'd' followed by the existing task's id (a duplicate), 'f' (the partition is full) or 'e'
 -- followed by why it failed (on one line). One string, not a table per task (≈ 13% of
