@@ -37,9 +37,11 @@ pub fn step<T>(policy: &mut Policy<T>, now: Instant, load: Load) -> Step<T> {
 
 /// Buffers items read at `now`.
 pub fn absorb<T>(policy: &mut Policy<T>, items: impl IntoIterator<Item = T>, now: Instant) {
-    for item in items {
-        policy.push(item, now);
-    }
+    absorb_waited(
+        policy,
+        items.into_iter().map(|item| (item, Duration::ZERO)),
+        now,
+    );
 }
 
 /// Buffers items read at `now`, each with how long it had waited for a batch before it was
