@@ -105,6 +105,12 @@
 # SLOTS (40): the simulated worker's slots in every shape (capacity SLOTS × 64 / 0.2 s: 12,800/s
 # at 40), the batchers' --max-inflight-batches SLOTS/2 each; raise it so that the cores, not the
 # worker, bound the rate a search finds.
+# CPUS, REDIS_CPUS (off; CPU lists as taskset takes them, e.g. CPUS=1 REDIS_CPUS=0): every
+# process but redis-server (bench, batchgate, worker) runs on CPUS, and redis-server on
+# REDIS_CPUS. With CPUS=1 REDIS_CPUS=0, Redis has a core to itself, as on its own host, which is
+# where a deployment puts it, and the rest of the shape shares the other core; give the
+# embedded shape the same CPUS to compare against it. (Runtimes size their threads to the
+# CPUs they may use: one here, for bench and batchgate alike.)
 # BATCHGATE_* variables are unset so that they cannot change the shapes.
 # Everything started here is stopped by PID (TERM, then KILL after 15 s) when a run ends and in
 # the EXIT trap.
@@ -193,6 +199,15 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT TERM
 
+# ---- CPUS / REDIS_CPUS: where the processes may run ------------------------------------------
+# "${on_cpus[@]}" CMD... / "${on_redis_cpus[@]}" CMD...: CMD pinned (taskset); empty when unset.
+on_cpus=() on_redis_cpus=()
+if [ -n "${CPUS:-}" ] || [ -n "${REDIS_CPUS:-}" ]; then
+  command -v taskset >/dev/null || { echo "CPUS and REDIS_CPUS need taskset (util-linux)" >&2; exit 1; }
+  if [ -n "${CPUS:-}" ]; then on_cpus=(taskset -c "$CPUS"); "${on_cpus[@]}" true || exit 2; fi
+  if [ -n "${REDIS_CPUS:-}" ]; then on_redis_cpus=(taskset -c "$REDIS_CPUS"); "${on_redis_cpus[@]}" true || exit 2; fi
+fi
+
 # forget PID: drop a process that ended and was waited for (its PID may be reused).
 forget() {
   local p keep=()
@@ -200,10 +215,15 @@ forget() {
   pids=("${keep[@]}")
 }
 # start ROLE NAME CMD...: in the background, log in $rundir/NAME.log; its CPU is measured.
+# With CPUS / REDIS_CPUS it is pinned (taskset execs the command: the PID stays the same).
 start() {
   local role=$1 name=$2
   shift 2
-  "$@" >"$rundir/$name.log" 2>&1 &
+  if [ "$role" = redis ]; then
+    "${on_redis_cpus[@]}" "$@" >"$rundir/$name.log" 2>&1 &
+  else
+    "${on_cpus[@]}" "$@" >"$rundir/$name.log" 2>&1 &
+  fi
   pids+=("$!")
   procs+=("$role $name $!")
 }
@@ -521,7 +541,7 @@ run_one() {
   for k in $(seq 1 "$nb"); do
     seed=$((SEED_BASE * 1000 + run_seq * 2 + k))
     seeds+=("$seed")
-    "$BIN" bench --url "${targets[$((k - 1))]}" --rate "$per_rate" --duration "${dur}s" \
+    "${on_cpus[@]}" "$BIN" bench --url "${targets[$((k - 1))]}" --rate "$per_rate" --duration "${dur}s" \
       --warmup "${WARMUP_SECS}s" --seed "$seed" --json --worker-slots "$SLOTS" ${BENCH_FLAGS:-} \
       >"$rundir/bench$k.json" 2>"$rundir/bench$k.progress" &
     bench_pids+=("$!")
