@@ -92,7 +92,8 @@
 # KEEP_LOGS=1 (keep the per-run directory of logs; it is always kept when a run fails),
 # BENCH_FLAGS (more flags for every bench process, e.g. "--api openai" to load the OpenAI
 # embeddings door, one input per request, instead of /v1/inference), REDIS_FLAGS (more flags
-# for every gateway and batcher of split and cluster, e.g. "--partitions 3"), SERVICE_THREADS
+# for every gateway and batcher of split and cluster, e.g. "--partitions 3"; SERVE_FLAGS: the same
+# for serve in the one-process shapes, e.g. "--dedupe-ttl-secs 0"), SERVICE_THREADS
 # (`default`, batchgate's one per core; or N, the runtime threads of every batchgate process:
 # serve, or each gateway, batcher and worker of split and cluster; with 1, split spent ≈ 26%
 # less CPU per request at 6,000/s and serve ≈ 16% less, but near the machine's limit a
@@ -358,6 +359,8 @@ start_cluster() {
 }
 # REDIS_FLAGS: more flags for every gateway and batcher of split and cluster (e.g. "--partitions 3").
 read -r -a extra_redis_flags <<< "${REDIS_FLAGS:-}"
+# SERVE_FLAGS: more flags for serve in the one-process shapes (embedded, redis, *-worker).
+read -r -a extra_serve_flags <<< "${SERVE_FLAGS:-}"
 start_shape() {
   local url wurl i
   gateways=() metric_urls=() redis_ports=() redis_roles=()
@@ -376,7 +379,8 @@ start_shape() {
       extra+=(--worker-url "$(url_of worker)" --max-inflight-batches "$SLOTS") ;;
     *) extra+=(--sim-slots "$SLOTS") ;;
     esac
-    start batchgate serve "$BIN" serve --insecure-no-auth --listen 127.0.0.1:0 "${extra[@]}"
+    start batchgate serve "$BIN" serve --insecure-no-auth --listen 127.0.0.1:0 "${extra[@]}" \
+      "${extra_serve_flags[@]}"
     url=$(url_of serve)
     wait_ready "$url" serve
     gateways=("$url")
