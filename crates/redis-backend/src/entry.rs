@@ -11,8 +11,8 @@
 //! acknowledges an entry deletes them. A group is read, acknowledged and deleted as one
 //! entry, so admission and reading pay per group, not per task; each of its tasks is still
 //! handed to the batcher, batched and settled on its own, and the entry is acknowledged once
-//! all of them are settled ([`Leases::finish`]). If any is given back, the entry comes back whole, and the tasks
-//! already settled run again (their stored SUCCESS is kept).
+//! all of them are settled ([`Leases::finish`]). If any is given back, the entry comes back
+//! whole, and the tasks already settled run again (their stored SUCCESS is kept).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
