@@ -27,6 +27,9 @@ use crate::model::{
 const WINDOWS_MS: [u64; 5] = [10, 25, 50, 100, 200];
 /// Most slots per batcher the search tries before it gives up on a window.
 const MAX_SLOTS_PER_BATCHER: usize = 1 << 16;
+/// The fewest masters of a Redis Cluster: a majority of masters must agree that one has failed
+/// before its replica takes over, which takes at least three.
+pub const MIN_REDIS_MASTERS: usize = 3;
 
 /// Flags of `batchgate plan`.
 #[derive(clap::Args, Debug, Clone)]
@@ -63,16 +66,18 @@ pub struct PlanArgs {
     #[arg(long, env = "BATCHGATE_PLAN_MAX_BATCH_SIZE", default_value_t = 64)]
     pub max_batch_size: usize,
 
-    /// Gateway CPU per request, in microseconds (measured: BENCHMARKS.md).
-    #[arg(long, env = "BATCHGATE_PLAN_GATEWAY_US", default_value_t = 135.0)]
+    /// Gateway CPU per request, in microseconds (measured: BENCHMARKS.md, the 6-node cluster
+    /// shape at its highest rate held).
+    #[arg(long, env = "BATCHGATE_PLAN_GATEWAY_US", default_value_t = 54.0)]
     pub gateway_us: f64,
 
-    /// Batcher CPU per request, in microseconds (measured: BENCHMARKS.md).
-    #[arg(long, env = "BATCHGATE_PLAN_BATCHER_US", default_value_t = 58.0)]
+    /// Batcher CPU per request, in microseconds (measured: the same).
+    #[arg(long, env = "BATCHGATE_PLAN_BATCHER_US", default_value_t = 19.0)]
     pub batcher_us: f64,
 
-    /// Redis Cluster masters' CPU per request, in microseconds (measured: BENCHMARKS.md).
-    #[arg(long, env = "BATCHGATE_PLAN_REDIS_US", default_value_t = 98.0)]
+    /// Redis Cluster masters' CPU per request, in microseconds (measured: the same). A plan
+    /// has at least three masters, the fewest a Redis Cluster fails over with.
+    #[arg(long, env = "BATCHGATE_PLAN_REDIS_US", default_value_t = 30.0)]
     pub redis_us: f64,
 
     /// Cores of one gateway or batcher pod.
@@ -204,7 +209,8 @@ impl PlanArgs {
         };
         let gateways = pods(positive("--gateway-us", self.gateway_us)?, cores);
         let batchers = pods(positive("--batcher-us", self.batcher_us)?, cores);
-        let redis_masters = pods(positive("--redis-us", self.redis_us)?, 1.0);
+        let redis_masters =
+            pods(positive("--redis-us", self.redis_us)?, 1.0).max(MIN_REDIS_MASTERS);
         let worker = WorkerModel {
             slots: 1,
             base: ms("--worker-base-ms", self.worker_base_ms)?,
@@ -311,7 +317,8 @@ impl PlanArgs {
             format!(
                 "CPU per request: gateway {} µs, batcher {} µs, Redis masters {} µs; gateway and \
                  batcher pods of {cores} core(s) at {:.0}% CPU (the autoscaler's target), Redis \
-                 masters at most {:.0}% of their one core",
+                 masters at most {:.0}% of their one core, and at least {MIN_REDIS_MASTERS} of \
+                 them",
                 self.gateway_us,
                 self.batcher_us,
                 self.redis_us,

@@ -23,7 +23,7 @@ fn ten_thousand_a_second_at_500_ms_takes_32_workers() {
     let p = plan(&["--rate", "10000", "--p99-ms", "500"]);
     assert_eq!(
         (p.workers, p.batchers, p.gateways, p.redis_masters),
-        (32, 1, 2, 2)
+        (32, 1, 1, 3)
     );
     assert!(p.chosen.p99_ms < 500.0, "{:?}", p.chosen);
     // 32 slots of full batches carry 10,240/s: the floor, 2% above the rate.
@@ -34,6 +34,27 @@ fn ten_thousand_a_second_at_500_ms_takes_32_workers() {
     );
     // Every candidate met the objective at the slots it names.
     assert!(p.candidates.iter().all(|c| c.p99_ms < 500.0));
+}
+
+#[test]
+fn cpu_bound_parts_scale_with_their_cost_and_a_cluster_keeps_three_masters() {
+    // 100,000/s at 70% of one core a pod: ⌈100,000 × 54 µs ÷ 0.7⌉ = 8 gateways,
+    // ⌈1.9 ÷ 0.7⌉ = 3 batchers, ⌈3.0 ÷ 0.7⌉ = 5 masters.
+    let p = plan(&["--rate", "100000", "--p99-ms", "500"]);
+    assert_eq!((p.gateways, p.batchers, p.redis_masters), (8, 3, 5));
+    // Twice the gateway's cost, twice the gateways; the others stay.
+    let dear = plan(&["--rate", "100000", "--p99-ms", "500", "--gateway-us", "108"]);
+    assert_eq!(
+        (dear.gateways, dear.batchers, dear.redis_masters),
+        (16, 3, 5)
+    );
+    // A rate one master carries still gets the three a cluster needs to fail over.
+    let small = plan(&["--rate", "1000", "--p99-ms", "500"]);
+    assert_eq!(
+        small.redis_masters,
+        batchgate_simulate::plan::MIN_REDIS_MASTERS
+    );
+    assert_eq!(batchgate_simulate::plan::MIN_REDIS_MASTERS, 3);
 }
 
 #[test]
