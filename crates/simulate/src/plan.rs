@@ -2,7 +2,8 @@
 //!
 //! The CPU-bound parts are sized from measured cost per request at the autoscaler's CPU
 //! target: gateways and batchers (batchgate's CPU per request, split as measured), Redis
-//! Cluster masters (Redis's CPU per request). The GPU-bound part is searched by simulation:
+//! Cluster masters (Redis's CPU per request), and never fewer than two gateways, two batchers
+//! and three masters. The GPU-bound part is searched by simulation:
 //! batchers are alike and share nothing but the queue's spread of tasks, so one batcher is
 //! simulated at its share of the rate, with the real policy, for each policy and batch window,
 //! and the fewest worker slots that hold the p99 (with nothing shed, every request answered)
@@ -30,6 +31,10 @@ const MAX_SLOTS_PER_BATCHER: usize = 1 << 16;
 /// The fewest masters of a Redis Cluster: a majority of masters must agree that one has failed
 /// before its replica takes over, which takes at least three.
 pub const MIN_REDIS_MASTERS: usize = 3;
+/// The fewest gateways and the fewest batchers a plan has: with one of a kind, its death stops
+/// the service until it is replaced; with two, the other goes on (and claims a dead batcher's
+/// unfinished tasks).
+pub const MIN_PODS: usize = 2;
 
 /// Flags of `batchgate plan`.
 #[derive(clap::Args, Debug, Clone)]
@@ -207,8 +212,8 @@ impl PlanArgs {
         let pods = |us: f64, per_pod: f64| -> usize {
             ((rate * us / 1e6) / (target * per_pod)).ceil().max(1.0) as usize
         };
-        let gateways = pods(positive("--gateway-us", self.gateway_us)?, cores);
-        let batchers = pods(positive("--batcher-us", self.batcher_us)?, cores);
+        let gateways = pods(positive("--gateway-us", self.gateway_us)?, cores).max(MIN_PODS);
+        let batchers = pods(positive("--batcher-us", self.batcher_us)?, cores).max(MIN_PODS);
         let redis_masters =
             pods(positive("--redis-us", self.redis_us)?, 1.0).max(MIN_REDIS_MASTERS);
         let worker = WorkerModel {
@@ -317,8 +322,8 @@ impl PlanArgs {
             format!(
                 "CPU per request: gateway {} µs, batcher {} µs, Redis masters {} µs; gateway and \
                  batcher pods of {cores} core(s) at {:.0}% CPU (the autoscaler's target), Redis \
-                 masters at most {:.0}% of their one core, and at least {MIN_REDIS_MASTERS} of \
-                 them",
+                 masters at most {:.0}% of their one core; at least {MIN_PODS} gateways and \
+                 {MIN_PODS} batchers, and {MIN_REDIS_MASTERS} masters",
                 self.gateway_us,
                 self.batcher_us,
                 self.redis_us,

@@ -23,7 +23,7 @@ fn ten_thousand_a_second_at_500_ms_takes_32_workers() {
     let p = plan(&["--rate", "10000", "--p99-ms", "500"]);
     assert_eq!(
         (p.workers, p.batchers, p.gateways, p.redis_masters),
-        (32, 1, 1, 3)
+        (32, 2, 2, 3)
     );
     assert!(p.chosen.p99_ms < 500.0, "{:?}", p.chosen);
     // 32 slots of full batches carry 10,240/s: the floor, 2% above the rate.
@@ -37,7 +37,7 @@ fn ten_thousand_a_second_at_500_ms_takes_32_workers() {
 }
 
 #[test]
-fn cpu_bound_parts_scale_with_their_cost_and_a_cluster_keeps_three_masters() {
+fn cpu_bound_parts_scale_with_their_cost_and_small_plans_keep_two_pods_and_three_masters() {
     // 100,000/s at 70% of one core a pod: ⌈100,000 × 54 µs ÷ 0.7⌉ = 8 gateways,
     // ⌈1.9 ÷ 0.7⌉ = 3 batchers, ⌈3.0 ÷ 0.7⌉ = 5 masters.
     let p = plan(&["--rate", "100000", "--p99-ms", "500"]);
@@ -48,12 +48,14 @@ fn cpu_bound_parts_scale_with_their_cost_and_a_cluster_keeps_three_masters() {
         (dear.gateways, dear.batchers, dear.redis_masters),
         (16, 3, 5)
     );
-    // A rate one master carries still gets the three a cluster needs to fail over.
+    // A rate one pod of each kind carries still gets two of each, so that one can die, and
+    // the three masters a cluster needs to fail over.
     let small = plan(&["--rate", "1000", "--p99-ms", "500"]);
     assert_eq!(
-        small.redis_masters,
-        batchgate_simulate::plan::MIN_REDIS_MASTERS
+        (small.gateways, small.batchers, small.redis_masters),
+        (2, 2, 3)
     );
+    assert_eq!(batchgate_simulate::plan::MIN_PODS, 2);
     assert_eq!(batchgate_simulate::plan::MIN_REDIS_MASTERS, 3);
 }
 
