@@ -209,13 +209,17 @@ impl PlanArgs {
                 "--duration must be more than zero".into(),
             ));
         }
-        let pods = |us: f64, per_pod: f64| -> usize {
-            ((rate * us / 1e6) / (target * per_pod)).ceil().max(1.0) as usize
+        // Enough of a kind to carry the rate at the CPU target, and never fewer than `fewest`.
+        let pods = |us: f64, per_pod: f64, fewest: usize| -> usize {
+            (((rate * us / 1e6) / (target * per_pod)).ceil() as usize).max(fewest)
         };
-        let gateways = pods(positive("--gateway-us", self.gateway_us)?, cores).max(MIN_PODS);
-        let batchers = pods(positive("--batcher-us", self.batcher_us)?, cores).max(MIN_PODS);
-        let redis_masters =
-            pods(positive("--redis-us", self.redis_us)?, 1.0).max(MIN_REDIS_MASTERS);
+        let gateways = pods(positive("--gateway-us", self.gateway_us)?, cores, MIN_PODS);
+        let batchers = pods(positive("--batcher-us", self.batcher_us)?, cores, MIN_PODS);
+        let redis_masters = pods(
+            positive("--redis-us", self.redis_us)?,
+            1.0,
+            MIN_REDIS_MASTERS,
+        );
         let worker = WorkerModel {
             slots: 1,
             base: ms("--worker-base-ms", self.worker_base_ms)?,
