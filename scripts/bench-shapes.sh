@@ -112,6 +112,9 @@
 # where a deployment puts it, and the rest of the shape shares the other core; give the
 # embedded shape the same CPUS to compare against it. (Runtimes size their threads to the
 # CPUs they may use: one here, for bench and batchgate alike.)
+# REDIS_UNIX (0; 1: batchgate reaches the standalone redis-server of redis, redis-worker and
+# split over a Unix socket in the run's directory instead of loopback TCP, as a Redis on the
+# same host may be reached; the TCP port stays open for the accounting).
 # BATCHGATE_* variables are unset so that they cannot change the shapes.
 # Everything started here is stopped by PID (TERM, then KILL after 15 s) when a run ends and in
 # the EXIT trap.
@@ -308,10 +311,15 @@ start_standalone_redis() {
   local port
   port=$(free_ports 1)
   start redis redis-"$port" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$rundir"
+    --dir "$rundir" --unixsocket "$rundir/redis.sock" --unixsocketperm 700
   wait_redis "$port" redis-"$port"
   redis_ports=("$port")
   redis_roles=(standalone)
+  if [ "${REDIS_UNIX:-0}" = 1 ]; then
+    standalone_url="unix://$rundir/redis.sock"
+  else
+    standalone_url="redis://127.0.0.1:$port"
+  fi
 }
 start_cluster() {
   local ports p i nodes=() masters=() created role
@@ -369,7 +377,7 @@ start_shape() {
     local extra=()
     case $shape in redis | redis-worker)
       start_standalone_redis
-      extra=(--redis "redis://127.0.0.1:${redis_ports[0]}")
+      extra=(--redis "$standalone_url")
     esac
     [ "$SERVICE_THREADS" = default ] || extra+=(--worker-threads "$SERVICE_THREADS")
     case $shape in
@@ -389,7 +397,7 @@ start_shape() {
   split | cluster)
     if [ "$shape" = split ]; then
       start_standalone_redis
-      redis_flags=(--redis "redis://127.0.0.1:${redis_ports[0]}")
+      redis_flags=(--redis "$standalone_url")
     else
       start_cluster
     fi

@@ -20,6 +20,12 @@ variants add, cumulatively, what the design keeps besides:
             `EVALSHA` a group, as the gateway calls it on a standalone Redis), the settle's
             `SET … GET PX` as plain commands, as the batcher sends them
 
+and one that is not cumulative, a data model the design does not use (for comparison):
+
+  claimed   `records` with each pending record written by its own `SET <record> … NX GET`
+            instead of the group's `MSET`: what admission would cost if a task's record were
+            also its dedupe entry (a task named after its input), with no second key a task
+
 The variants run in turn, RUNS rounds; each run has a fresh redis-server on a free loopback
 port (--save "" --appendonly no), so the key count grows from zero to about 2 × TASKS, as in
 a bench run. Prints each run, then the median (min–max) µs per task of each variant. Needs
@@ -36,7 +42,7 @@ import sys
 import tempfile
 import time
 
-VARIANTS = ("plain", "records", "dedupe", "script")
+VARIANTS = ("plain", "records", "dedupe", "script", "claimed")
 ADMIT_LUA = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "crates", "redis-backend", "src", "lua", "admit.lua"
 )
@@ -78,6 +84,9 @@ def commands(variant, tasks, group, sha):
                 for i in ids:
                     parts.append(resp("SET", dedupe[i], i, "NX", "GET", "PX", 300_000))
             parts.append(resp("XADD", stream, "*", "b", key, "n", group, "i", ",".join(ids)))
+            if variant == "claimed":
+                for i in ids:
+                    parts.append(resp("SET", record[i], pending, "NX", "GET"))
             if variant in ("records", "dedupe"):
                 mset = ["MSET"]
                 for i in ids:
