@@ -1,6 +1,6 @@
 //! The distributed deployment as separate processes on a real redis-server: a batcher killed
-//! mid-batch, a process that is gateway and batcher (`serve --redis`) killed under load, and
-//! Redis itself restarted under load.
+//! mid-batch, a process that is gateway and batcher (`serve --redis`) killed under load,
+//! Redis itself restarted under load, and processes that reach Redis over its Unix socket.
 
 mod common;
 
@@ -357,4 +357,59 @@ async fn a_waiting_request_refused_by_a_full_queue_on_redis_is_answered_at_once(
     assert!(refused.headers().contains_key("retry-after"));
     let body: ErrorBody = refused.json().await.expect("json error");
     assert_eq!(body.error.code, "overloaded");
+}
+
+// A Redis on the same host may be reached over its Unix socket: gateways, a batcher and the
+// notices between them (pub/sub) all go through the socket. Tasks submitted through one gateway
+// are followed to their end through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_and_a_batcher_work_through_a_unix_socket() {
+    let redis = RedisServer::start_unix().await;
+    let url = redis.unix_url().expect("the server's socket");
+    let worker = Proc::sim_worker(4, 20);
+    let gateway = || {
+        Proc::start(&[
+            "gateway",
+            "--insecure-no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            url.as_str(),
+        ])
+    };
+    let gateways = [gateway(), gateway()];
+    let _batcher = Proc::start(&[
+        "batcher",
+        "--listen",
+        "127.0.0.1:0",
+        "--worker-url",
+        worker.url.as_str(),
+        "--redis",
+        url.as_str(),
+    ]);
+
+    let http = client();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (submit, poll) = (&gateways[i % 2].url, &gateways[(i + 1) % 2].url);
+        let (http, submit, poll) = (http.clone(), submit.clone(), poll.clone());
+        tasks.push(tokio::spawn(async move {
+            run_task(&http, &submit, &poll, format!("unix socket task {i}")).await
+        }));
+    }
+    for t in tasks {
+        let (input, view) = t.await.expect("task").expect("answered");
+        assert_simulated_success(&input, &view);
+    }
+    // Everything went through the socket: Redis holds the deployment's keys, and its clients
+    // include Unix-socket connections (the TCP port is there only for redis-cli).
+    let clients = redis.cli(&["CLIENT", "LIST"]).expect("CLIENT LIST");
+    let on_socket = clients.lines().filter(|l| l.contains("laddr=/")).count();
+    assert!(on_socket >= 3, "clients on the socket: {clients}");
+    assert!(
+        !clients
+            .lines()
+            .any(|l| l.contains("laddr=127.0.0.1") && !l.contains("cmd=client")),
+        "a batchgate process reached Redis over TCP: {clients}"
+    );
 }

@@ -87,8 +87,27 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-/// A Redis URL fit for logs: `redis://user:secret@host` becomes `redis://user:***@host`.
+/// A Redis URL fit for logs: `redis://user:secret@host` becomes `redis://user:***@host`, and
+/// a password given as a query parameter (`unix:///run/redis.sock?user=u&pass=secret`, the
+/// way a Unix socket's URL carries credentials) becomes `pass=***`.
 pub fn redact(url: &str) -> String {
+    let url = redact_userinfo(url);
+    match url.split_once('?') {
+        None => url,
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("pass") => format!("{name}=***"),
+                    _ => param.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -101,6 +120,14 @@ pub fn redact(url: &str) -> String {
     } else {
         format!("{scheme}://***@{host}")
     }
+}
+
+/// Whether a URL names a Unix socket (`unix://`, `redis+unix://`, `valkey+unix://`).
+fn is_unix(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        let scheme = scheme.to_ascii_lowercase();
+        scheme == "unix" || scheme.ends_with("+unix")
+    })
 }
 
 /// Why Redis settings cannot be used, found before anything connects.
@@ -126,6 +153,12 @@ pub enum RedisConfigError {
     /// Several URLs of a standalone Redis.
     #[error("several --redis URLs need --redis-cluster")]
     SeveralUrlsWithoutCluster,
+    /// A cluster's seed given as a Unix socket.
+    #[error(
+        "a Redis Cluster is reached over TCP (its nodes announce host:port): give \
+         --redis-cluster redis:// or rediss:// URLs, not unix://"
+    )]
+    UnixCluster,
     /// A prefix that would break the keys' hash tags.
     #[error("--key-prefix must be non-empty and contain no braces")]
     KeyPrefix,
@@ -174,6 +207,9 @@ impl RedisConfig {
         }
         if !self.cluster && self.urls.len() > 1 {
             return Err(RedisConfigError::SeveralUrlsWithoutCluster);
+        }
+        if self.cluster && self.urls.iter().any(|u| is_unix(u)) {
+            return Err(RedisConfigError::UnixCluster);
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
             return Err(RedisConfigError::KeyPrefix);
@@ -418,7 +454,7 @@ pub(crate) async fn bounded<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::*;
 
     #[test]
     fn passwords_never_reach_logs() {
@@ -429,5 +465,49 @@ mod tests {
         assert_eq!(redact("redis://:s3cret@h:6379"), "redis://:***@h:6379");
         assert_eq!(redact("redis://token@h"), "redis://***@h");
         assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+        // A Unix socket's URL carries its credentials as query parameters.
+        assert_eq!(
+            redact("unix:///run/redis.sock?user=app&pass=s3cret&db=2"),
+            "unix:///run/redis.sock?user=app&pass=***&db=2"
+        );
+        assert_eq!(
+            redact("redis+unix:///run/redis.sock?PASS=s3cret"),
+            "redis+unix:///run/redis.sock?PASS=***"
+        );
+        assert_eq!(redact("unix:///run/redis.sock"), "unix:///run/redis.sock");
+    }
+
+    fn config(urls: &[&str], cluster: bool) -> RedisConfig {
+        RedisConfig {
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            cluster,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            op_timeout: DEFAULT_OP_TIMEOUT,
+            tls: RedisTls::default(),
+        }
+    }
+
+    #[test]
+    fn a_unix_socket_serves_a_standalone_redis_only() {
+        for url in [
+            "unix:///run/redis.sock",
+            "redis+unix:///run/redis.sock?db=1",
+        ] {
+            assert!(config(&[url], false).validate().is_ok(), "{url}");
+            assert!(
+                matches!(
+                    config(&[url], true).validate(),
+                    Err(RedisConfigError::UnixCluster)
+                ),
+                "{url}"
+            );
+        }
+        assert!(config(&["redis://127.0.0.1:7000"], true).validate().is_ok());
+        // The error names the flag and what to give instead.
+        let why = RedisConfigError::UnixCluster.to_string();
+        assert!(
+            why.contains("--redis-cluster") && why.contains("unix://"),
+            "{why}"
+        );
     }
 }

@@ -146,6 +146,9 @@ pub fn with_credentials(url: &str, user: Option<&str>, password: &str) -> String
     }
 }
 
+/// The name of a server's Unix socket in its directory ([`RedisServer::start_unix`]).
+const UNIX_SOCKET: &str = "redis.sock";
+
 /// One `redis-server` process.
 pub struct RedisServer {
     /// The process, killed on drop.
@@ -171,12 +174,23 @@ impl RedisServer {
         Self::start_with(&[], Some(Box::new(secure.clone()))).await
     }
 
-    async fn start_with(extra: &[&str], secure: Option<Box<Secure>>) -> Self {
-        let port = free_port();
+    /// Starts a standalone server that also listens on a Unix socket in its directory (see
+    /// [`RedisServer::unix_url`]); its TCP port stays open for `redis-cli`.
+    pub async fn start_unix() -> Self {
         let dir = scratch_dir("redis");
+        let socket = dir.join(UNIX_SOCKET).to_string_lossy().into_owned();
+        let extra = ["--unixsocket", socket.as_str(), "--unixsocketperm", "700"];
+        Self::start_in(dir, &extra, None).await
+    }
+
+    async fn start_with(extra: &[&str], secure: Option<Box<Secure>>) -> Self {
+        Self::start_in(scratch_dir("redis"), extra, secure).await
+    }
+
+    async fn start_in(dir: PathBuf, extra: &[&str], secure: Option<Box<Secure>>) -> Self {
         let mut server = RedisServer {
             child: None,
-            port,
+            port: free_port(),
             dir,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             secure,
@@ -248,6 +262,14 @@ impl RedisServer {
             "redis"
         };
         format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// `unix:///…/redis.sock` for a server started by [`RedisServer::start_unix`], else `None`.
+    pub fn unix_url(&self) -> Option<String> {
+        let socket = self.dir.join(UNIX_SOCKET);
+        socket
+            .exists()
+            .then(|| format!("unix://{}", socket.display()))
     }
 
     /// `redis-cli`'s arguments for this server (over TLS, authenticated, if it needs that)

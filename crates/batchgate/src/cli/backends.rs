@@ -21,7 +21,8 @@ const MIN_VISIBILITY_TIMEOUT_MS: u64 = 100;
 #[derive(Clone, Args)]
 pub struct RedisArgs {
     /// Redis URL, `redis://host:port`, or `rediss://user:password@host:port` for TLS (and an
-    /// ACL user and password); repeat it (or separate with commas) for the seed nodes of a
+    /// ACL user and password), or `unix:///path/redis.sock?user=…&pass=…` for a standalone
+    /// Redis on the same host; repeat it (or separate with commas) for the seed nodes of a
     /// cluster. Without it, `serve` runs on in-process backends.
     #[arg(
         long = "redis",
