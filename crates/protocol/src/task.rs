@@ -77,6 +77,14 @@ impl Task {
     /// the task's own fields: the same bytes prost writes for the message, without first
     /// copying the task's input and names into one.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.encoded_len());
+        // Writing into a Vec cannot fail.
+        let _ = self.write_to(&mut bytes);
+        bytes
+    }
+
+    /// How many bytes [`Task::to_bytes`] makes.
+    pub fn encoded_len(&self) -> usize {
         use prost::encoding::{encoded_len_varint, key_len};
         let text = |tag: u32, s: &str| {
             if s.is_empty() {
@@ -92,31 +100,42 @@ impl Task {
                 key_len(tag) + encoded_len_varint(n)
             }
         };
-        let enqueued_at_ms = unix_ms(self.enqueued_at);
-        let deadline_ms = self.deadline.map_or(0, unix_ms);
-        let reply_to = self.reply_to.as_deref().unwrap_or_default();
-        let owner = self.owner.as_deref().unwrap_or_default();
-        let traceparent = self.trace_parent.as_deref().unwrap_or_default();
-        let zone = self.zone.as_ref().map_or("", Zone::as_str);
-        let len = text(1, &self.task_id)
+        let fields = self.fields();
+        text(1, &self.task_id)
             + text(2, &self.input)
-            + number(3, enqueued_at_ms)
-            + text(4, reply_to)
-            + number(5, deadline_ms)
-            + text(6, owner)
-            + text(7, traceparent)
-            + text(8, zone);
-        let mut bytes = Vec::with_capacity(len);
+            + number(3, fields.enqueued_at_ms)
+            + text(4, fields.reply_to)
+            + number(5, fields.deadline_ms)
+            + text(6, fields.owner)
+            + text(7, fields.traceparent)
+            + text(8, fields.zone)
+    }
+
+    /// Writes the bytes of [`Task::to_bytes`] into `out` (a command's buffer, say), the
+    /// input straight from the task.
+    pub fn write_to<W: std::io::Write + ?Sized>(&self, out: &mut W) -> std::io::Result<()> {
+        let fields = self.fields();
         // In field order, defaults left out, as prost's derived encoder writes them.
-        write_text(1, &self.task_id, &mut bytes);
-        write_text(2, &self.input, &mut bytes);
-        write_number(3, enqueued_at_ms, &mut bytes);
-        write_text(4, reply_to, &mut bytes);
-        write_number(5, deadline_ms, &mut bytes);
-        write_text(6, owner, &mut bytes);
-        write_text(7, traceparent, &mut bytes);
-        write_text(8, zone, &mut bytes);
-        bytes
+        write_text(1, &self.task_id, out)?;
+        write_text(2, &self.input, out)?;
+        write_number(3, fields.enqueued_at_ms, out)?;
+        write_text(4, fields.reply_to, out)?;
+        write_number(5, fields.deadline_ms, out)?;
+        write_text(6, fields.owner, out)?;
+        write_text(7, fields.traceparent, out)?;
+        write_text(8, fields.zone, out)
+    }
+
+    /// The message's fields that are not the task's own strings, as they are encoded.
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            enqueued_at_ms: unix_ms(self.enqueued_at),
+            deadline_ms: self.deadline.map_or(0, unix_ms),
+            reply_to: self.reply_to.as_deref().unwrap_or_default(),
+            owner: self.owner.as_deref().unwrap_or_default(),
+            traceparent: self.trace_parent.as_deref().unwrap_or_default(),
+            zone: self.zone.as_ref().map_or("", Zone::as_str),
+        }
     }
 
     /// Decodes a task encoded by [`Task::to_bytes`].
@@ -153,23 +172,54 @@ impl Task {
     }
 }
 
+/// [`Task::fields`].
+struct Fields<'a> {
+    enqueued_at_ms: u64,
+    deadline_ms: u64,
+    reply_to: &'a str,
+    owner: &'a str,
+    traceparent: &'a str,
+    zone: &'a str,
+}
+
+/// Room for a field's key and length: at most 5 + 10 bytes.
+const HEAD: usize = 16;
+
 /// A `string` field of a message: its key, its length and its bytes; nothing if empty.
-fn write_text(tag: u32, value: &str, out: &mut Vec<u8>) {
+fn write_text<W: std::io::Write + ?Sized>(
+    tag: u32,
+    value: &str,
+    out: &mut W,
+) -> std::io::Result<()> {
     use prost::encoding::{encode_key, encode_varint, WireType};
-    if !value.is_empty() {
-        encode_key(tag, WireType::LengthDelimited, out);
-        encode_varint(value.len() as u64, out);
-        out.extend_from_slice(value.as_bytes());
+    if value.is_empty() {
+        return Ok(());
     }
+    let mut head = [0u8; HEAD];
+    let mut rest = &mut head[..];
+    encode_key(tag, WireType::LengthDelimited, &mut rest);
+    encode_varint(value.len() as u64, &mut rest);
+    let used = HEAD - rest.len();
+    out.write_all(&head[..used])?;
+    out.write_all(value.as_bytes())
 }
 
 /// A `uint64` field of a message; nothing if 0.
-fn write_number(tag: u32, value: u64, out: &mut Vec<u8>) {
+fn write_number<W: std::io::Write + ?Sized>(
+    tag: u32,
+    value: u64,
+    out: &mut W,
+) -> std::io::Result<()> {
     use prost::encoding::{encode_key, encode_varint, WireType};
-    if value != 0 {
-        encode_key(tag, WireType::Varint, out);
-        encode_varint(value, out);
+    if value == 0 {
+        return Ok(());
     }
+    let mut head = [0u8; HEAD];
+    let mut rest = &mut head[..];
+    encode_key(tag, WireType::Varint, &mut rest);
+    encode_varint(value, &mut rest);
+    let used = HEAD - rest.len();
+    out.write_all(&head[..used])
 }
 
 /// Milliseconds since the Unix epoch, the timestamp unit of the API.
@@ -241,6 +291,7 @@ mod tests {
             let bytes = t.to_bytes();
             assert_eq!(bytes, prost::Message::encode_to_vec(&message));
             assert_eq!(bytes.len(), bytes.capacity(), "sized exactly");
+            assert_eq!(t.encoded_len(), bytes.len());
         }
     }
 

@@ -54,15 +54,13 @@ pub(crate) fn waited(entry: &StreamId) -> Duration {
         })
 }
 
-/// The frame that goes before `message` in a group: its length.
-pub(crate) fn frame_length(message: &[u8]) -> [u8; 4] {
-    u32::try_from(message.len())
-        .unwrap_or(u32::MAX)
-        .to_be_bytes()
+/// The frame that goes before a message of `len` bytes in a group: its length.
+pub(crate) fn frame_length(len: usize) -> [u8; 4] {
+    u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes()
 }
 
 /// The framed messages of a group; stops (logged) at a frame that runs past the end.
-fn unframe<'a>(mut group: &'a [u8], entry_id: &str) -> Vec<&'a [u8]> {
+pub(crate) fn unframe<'a>(mut group: &'a [u8], entry_id: &str) -> Vec<&'a [u8]> {
     let mut messages = Vec::new();
     while !group.is_empty() {
         let Some((len, rest)) = group.split_first_chunk::<4>() else {
@@ -335,7 +333,7 @@ mod tests {
 
     /// Appends `message` to a group, framed by its length, as admission writes it.
     fn frame(message: &[u8], group: &mut Vec<u8>) {
-        group.extend_from_slice(&frame_length(message));
+        group.extend_from_slice(&frame_length(message.len()));
         group.extend_from_slice(message);
     }
 

@@ -30,7 +30,7 @@ use tracing::{debug, warn};
 
 use crate::conn::{bounded, unless_script_lost, RedisConn};
 use crate::describe;
-use crate::entry::frame_length;
+use crate::entry::{frame_length, unframe};
 use crate::keys::{KeyArg, Keys};
 use crate::local_groups::LocalGroups;
 use crate::record;
@@ -75,9 +75,8 @@ pub struct RedisIntake {
 /// One task waiting to be admitted.
 struct Admission {
     partition: usize,
-    /// The task's message, written framed into its group (see [`Group`]).
-    message: Vec<u8>,
-    /// The task itself, until it moves to the local groups (see [`Writer::call`]).
+    /// The task itself, until it moves to the local groups (see [`Writer::call`]); encoded
+    /// straight into its group's command (see [`Group`]).
     task: Option<Task>,
     /// The task's pending record.
     pending: String,
@@ -114,10 +113,12 @@ impl Admission {
     }
 
     /// How the admission went, given what the script answered for this task: a duplicate
-    /// gets its task back (decoded from its message if it moved to the local groups).
-    fn answer(
+    /// gets its task back (if it moved to the local groups, decoded from `stored`: its
+    /// message in the command that stored its group).
+    fn answer<'m>(
         &mut self,
         answer: Result<Admitted, AdmitError>,
+        stored: impl FnOnce() -> Option<&'m [u8]>,
     ) -> Result<AdmittedOwned, AdmitError> {
         match answer? {
             Admitted::Enqueued { dedupe_bypassed } => {
@@ -126,8 +127,12 @@ impl Admission {
             Admitted::Duplicate(existing) => {
                 let task = match self.task.take() {
                     Some(task) => task,
-                    None => Task::from_bytes(&self.message)
-                        .map_err(|e| unavailable(format!("a duplicate's task: {e}")))?,
+                    None => {
+                        let message = stored()
+                            .ok_or_else(|| unavailable("a duplicate's task: no message stored"))?;
+                        Task::from_bytes(message)
+                            .map_err(|e| unavailable(format!("a duplicate's task: {e}")))?
+                    }
                 };
                 Ok(AdmittedOwned::Duplicate { existing, task })
             }
@@ -220,10 +225,24 @@ impl redis::ToRedisArgs for Group<'_> {
     {
         let mut arg = out.writer_for_next_arg();
         for a in self.0 {
-            // Writing into the command's buffer cannot fail.
-            let _ = arg.write_all(&frame_length(&a.message));
-            let _ = arg.write_all(&a.message);
+            // Writing into the command's buffer cannot fail. A group is written before its
+            // tasks move to the local groups (a retry writes clones), so each task is here;
+            // were one not, its empty frame would fail it when read, not its neighbours.
+            let len = a.task.as_ref().map_or(0, Task::encoded_len);
+            let _ = arg.write_all(&frame_length(len));
+            if let Some(task) = &a.task {
+                let _ = task.write_to(&mut arg);
+            }
         }
+    }
+}
+
+/// The message of the `position`-th task of the group that `pipe`'s first command stores.
+fn stored_message(pipe: &redis::Pipeline, position: usize) -> Option<&[u8]> {
+    let set = pipe.cmd_iter().next()?;
+    match set.args_iter().nth(2)? {
+        redis::Arg::Simple(group) => unframe(group, "admission").into_iter().nth(position),
+        _ => None,
     }
 }
 
@@ -301,7 +320,6 @@ impl RedisIntake {
     ) -> Result<(), AdmitError> {
         let admission = Admission {
             partition: 0,
-            message: task.to_bytes(),
             pending: record::pending(created_at, task.owner.as_deref()),
             task: Some(task),
             dedupe: input_sha256.map(str::to_owned),
@@ -462,7 +480,10 @@ impl Writer {
         let ttl_ms = self.result_ttl.as_millis().max(1) as u64;
         // Each command's buffer sized once: grown by doubling, the messages (≈ 2 KB a task)
         // were copied again at each step, into fresh pages.
-        let framed_len: usize = group.iter().map(|a| 4 + a.message.len()).sum();
+        let framed_len: usize = group
+            .iter()
+            .map(|a| 4 + a.task.as_ref().map_or(0, Task::encoded_len))
+            .sum();
         let mut set = redis::Cmd::with_capacity(5, framed_len + key.len() + 32);
         set.arg("SET")
             .arg(&key)
@@ -512,7 +533,12 @@ impl Writer {
             self.local.keep(&key, tasks);
         }
         let started = std::time::Instant::now();
-        let replies = self.store_and_admit(set, &call).await;
+        // The pipeline keeps the stored group's command: a duplicate whose task moved to the
+        // local groups is decoded from it.
+        let mut pipe = redis::pipe();
+        pipe.add_command(set).ignore();
+        pipe.add_command(call.clone());
+        let replies = self.store_and_admit(&pipe, &call).await;
         debug!(
             tasks = group.len(),
             took_us = started.elapsed().as_micros() as u64,
@@ -533,7 +559,8 @@ impl Writer {
         let mut again = Vec::new();
         match replies {
             Ok(replies) if replies.split('\n').count() == group.len() => {
-                for (mut a, reply) in group.into_iter().zip(replies.split('\n')) {
+                let replies = group.into_iter().zip(replies.split('\n'));
+                for (position, (mut a, reply)) in replies.enumerate() {
                     let answer = self.answer(reply);
                     match answer {
                         Err(AdmitError::Queue(QueueError::Unavailable(why)))
@@ -542,7 +569,7 @@ impl Writer {
                             again.push(a)
                         }
                         answer => {
-                            let answer = a.answer(answer);
+                            let answer = a.answer(answer, || stored_message(&pipe, position));
                             a.reply.send(answer);
                         }
                     }
@@ -582,19 +609,16 @@ impl Writer {
         partitions.get(turn as usize).copied().unwrap_or_default()
     }
 
-    /// Stores the group's messages and runs the admission script in one round trip (one
-    /// pipeline, in order: the string and the stream share a slot, so a cluster sends both
-    /// to that slot's node). A script Redis lost (a restart) is loaded again.
+    /// Stores the group's messages and runs the admission script in one round trip: `pipe`
+    /// holds the two commands, in order (the string and the stream share a slot, so a cluster
+    /// sends both to that slot's node). A script Redis lost (a restart) is loaded again and
+    /// `call` run again.
     async fn store_and_admit(
         &self,
-        set: redis::Cmd,
+        pipe: &redis::Pipeline,
         call: &redis::Cmd,
     ) -> redis::RedisResult<Vec<u8>> {
         let mut conn = self.conn.clone();
-        // The store carries the tasks' messages: moved, not copied, into the pipeline.
-        let mut pipe = redis::pipe();
-        pipe.add_command(set).ignore();
-        pipe.add_command(call.clone());
         let replies: redis::RedisResult<(Vec<u8>,)> =
             bounded(self.op_timeout, pipe.query_async(&mut conn)).await;
         let first = replies.map(|(r,)| r);
@@ -636,7 +660,6 @@ mod tests {
     fn admission() -> Admission {
         Admission {
             partition: 0,
-            message: Vec::new(),
             task: None,
             pending: String::new(),
             dedupe: None,
